@@ -1,0 +1,141 @@
+//! CBOR encoding and size-limited decoding of message bodies.
+//!
+//! Encoding goes through ciborium. Its output is deterministic for our types (fields in
+//! declaration order, shortest integer forms) but decoding accepts any valid CBOR, so signatures
+//! are always checked over the exact bytes received, never over a re-encoding.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Largest nesting depth accepted when decoding. Our messages nest well under 16 levels.
+pub const MAX_DEPTH: usize = 32;
+
+/// Why bytes did not decode into the expected message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The input is larger than the limit for this kind of item.
+    #[error("{what} is {len} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// What was being decoded.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not valid CBOR for the expected structure.
+    #[error("{what} is not valid: {detail}")]
+    Invalid {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's explanation.
+        detail: String,
+    },
+    /// Valid CBOR item followed by extra bytes.
+    #[error("{what} has {extra} unexpected bytes after its end")]
+    TrailingBytes {
+        /// What was being decoded.
+        what: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+}
+
+/// Encodes a value as CBOR.
+pub fn to_vec<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // Writing into a Vec cannot fail with an I/O error, and our types serialise infallibly
+    // (no maps with non-string keys, no unsupported types); an error here is a programming
+    // error caught by the unit tests, so fall back to an empty buffer rather than panic.
+    if ciborium::ser::into_writer(value, &mut out).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Decodes one CBOR item of type `T` from `bytes`, refusing input over `max` bytes, nesting
+/// deeper than [`MAX_DEPTH`], and trailing bytes.
+pub fn from_slice<T: DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            what,
+            len: bytes.len(),
+            max,
+        });
+    }
+    let mut rest = bytes;
+    let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH).map_err(
+        |e: ciborium::de::Error<std::io::Error>| DecodeError::Invalid {
+            what,
+            detail: describe(&e),
+        },
+    )?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            what,
+            extra: rest.len(),
+        });
+    }
+    Ok(value)
+}
+
+fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
+    match e {
+        ciborium::de::Error::Io(_) => "truncated input".to_owned(),
+        ciborium::de::Error::Syntax(at) => format!("malformed CBOR at byte {at}"),
+        ciborium::de::Error::Semantic(at, msg) => match at {
+            Some(at) => format!("{msg} (at byte {at})"),
+            None => msg.clone(),
+        },
+        ciborium::de::Error::RecursionLimitExceeded => {
+            format!("nested deeper than {MAX_DEPTH} levels")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_oversize_trailing_and_truncated() {
+        let v = to_vec(&vec![1u32, 2, 3]);
+        let ok: Vec<u32> = from_slice("list", &v, 100).unwrap();
+        assert_eq!(ok, vec![1, 2, 3]);
+        assert!(matches!(
+            from_slice::<Vec<u32>>("list", &v, 2),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let mut extra = v.clone();
+        extra.push(0);
+        assert!(matches!(
+            from_slice::<Vec<u32>>("list", &extra, 100),
+            Err(DecodeError::TrailingBytes { extra: 1, .. })
+        ));
+        assert!(matches!(
+            from_slice::<Vec<u32>>("list", &v[..v.len() - 1], 100),
+            Err(DecodeError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_deep_nesting() {
+        // 100 nested one-element arrays.
+        let mut bytes = vec![0x81u8; 100];
+        bytes.push(0x00);
+        assert!(from_slice::<ciborium::Value>("deep", &bytes, 1000).is_err());
+    }
+
+    #[test]
+    fn huge_declared_length_does_not_allocate_or_panic() {
+        // A byte string claiming 2^63 bytes, with none present.
+        let bytes = [0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(from_slice::<serde_bytes::ByteBuf>("bytes", &bytes, 1000).is_err());
+        // An array claiming 2^32 elements.
+        let bytes = [0x9a, 0xff, 0xff, 0xff, 0xff, 0x00];
+        assert!(from_slice::<Vec<u8>>("array", &bytes, 1000).is_err());
+    }
+}

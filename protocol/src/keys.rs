@@ -1,0 +1,230 @@
+//! Ed25519 keys: node keys, staff keys and governance keys are all this one type.
+
+use std::fmt;
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// An Ed25519 public key, 32 bytes (a CBOR byte string on the wire, hex in text).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey([u8; 32]);
+
+/// A key that does not parse or is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The text is not 64 hex digits.
+    #[error("a public key is 64 hex digits; got {0} characters")]
+    HexLength(usize),
+    /// The bytes are not a valid Ed25519 point, or a weak (small-order) one.
+    #[error("not a valid Ed25519 public key (invalid or small-order point)")]
+    InvalidPoint,
+    /// A byte string of the wrong length.
+    #[error("a public key is 32 bytes; got {0}")]
+    ByteLength(usize),
+}
+
+impl PublicKey {
+    /// Wraps 32 bytes, checking they are a usable (valid, not small-order) Ed25519 point.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        let vk = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
+        if vk.is_weak() {
+            return Err(KeyError::InvalidPoint);
+        }
+        Ok(PublicKey(bytes))
+    }
+
+    /// Parses a key from a byte slice of length 32.
+    pub fn from_slice(bytes: &[u8]) -> Result<PublicKey, KeyError> {
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::ByteLength(bytes.len()))?;
+        PublicKey::from_bytes(arr)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<PublicKey, KeyError> {
+        let s = s.trim();
+        if s.len() != 64 {
+            return Err(KeyError::HexLength(s.len()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| KeyError::HexLength(s.len()))?;
+        PublicKey::from_bytes(out)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A short fingerprint for people and logs: the first 8 bytes of SHA-256 of the key, hex.
+    pub fn fingerprint(&self) -> String {
+        let d = Sha256::digest(self.0);
+        hex::encode(d.get(..8).unwrap_or_default())
+    }
+
+    /// Verifies a signature strictly (rejects malleable and small-order forms).
+    pub fn verify_strict(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        let Ok(vk) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        vk.verify_strict(message, &sig).is_ok()
+    }
+
+    /// The dalek verifying key (for batch verification).
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        PublicKey::from_hex(s)
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            PublicKey::from_hex(&s).map_err(serde::de::Error::custom)
+        } else {
+            let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
+            PublicKey::from_slice(&b).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+/// An Ed25519 signing key. Never serialised by this crate; key files are the node's concern.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// A fresh key from operating-system randomness.
+    pub fn generate() -> SecretKey {
+        SecretKey(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// A key from a 32-byte seed (deterministic: for tests, vectors and synthetic data).
+    pub fn from_seed(seed: &[u8; 32]) -> SecretKey {
+        SecretKey(SigningKey::from_bytes(seed))
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs a message (the caller builds the domain-separated message).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+
+    /// The 32-byte seed, for writing a key file.
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The dalek signing key (for PKCS#8 export in the node crate).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(public {})", self.public().fingerprint())
+    }
+}
+
+/// A 64-byte Ed25519 signature as a CBOR byte string.
+pub mod sig_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises a signature as a byte string.
+    pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(sig)
+    }
+
+    /// Deserialises a byte string of exactly 64 bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let b = serde_bytes::ByteBuf::deserialize(d)?;
+        b.as_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"64 bytes"))
+    }
+}
+
+/// A fixed-size byte array (hashes, salts, nonces) as a CBOR byte string.
+pub mod fixed_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises the array as a byte string.
+    pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(b)
+    }
+
+    /// Deserialises a byte string of exactly N bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let b = serde_bytes::ByteBuf::deserialize(d)?;
+        b.as_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"a fixed-length byte string"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify() {
+        let k = SecretKey::from_seed(&[7u8; 32]);
+        let sig = k.sign(b"hello");
+        assert!(k.public().verify_strict(b"hello", &sig));
+        assert!(!k.public().verify_strict(b"hellp", &sig));
+    }
+
+    #[test]
+    fn hex_round_trip_and_rejects_weak_points() {
+        let k = SecretKey::from_seed(&[1u8; 32]).public();
+        assert_eq!(PublicKey::from_hex(&k.to_hex()).unwrap(), k);
+        assert!(PublicKey::from_hex("00").is_err());
+        // The identity point is small-order: unusable as a key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::InvalidPoint));
+    }
+}

@@ -1,0 +1,36 @@
+//! Throughgate wire protocol, version 1.
+//!
+//! A sans-IO library: identifiers and domain types, CBOR encoding with size limits, signed
+//! envelopes, length-prefixed framing, the message bodies, and the pure checks a node runs on
+//! them (credentials, freshness, consent). Nothing here touches a socket, a file or a clock:
+//! callers pass the current time in. The specification lives in `protocol/SPEC.md`, with CDDL in
+//! `protocol/throughgate.cddl` and test vectors in `protocol/vectors/`.
+
+pub mod bundle;
+pub mod category;
+pub mod cbor;
+pub mod consent;
+pub mod consent_check;
+pub mod credential;
+pub mod envelope;
+pub mod frame;
+pub mod identifiers;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod messages;
+pub mod query_check;
+pub mod record;
+pub mod time;
+
+pub use category::{Category, Purpose};
+pub use envelope::{Envelope, MessageKind, SignerRole};
+pub use ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId, RecordId};
+pub use keys::{PublicKey, SecretKey};
+
+/// The protocol's name, used in every signature's domain-separation prefix.
+pub const PROTOCOL_NAME: &str = "throughgate";
+/// The protocol's version number, used in the ALPN and in signature domains.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The QUIC ALPN identifier this protocol version negotiates.
+pub const ALPN: &[u8] = b"throughgate/1";

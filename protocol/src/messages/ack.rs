@@ -1,0 +1,66 @@
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{Message, MessageKind};
+use crate::ids::{AgencyId, ConsentId};
+use crate::time::Timestamp;
+
+/// What an acknowledgement answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckSubject {
+    /// A consent grant.
+    Grant,
+    /// A consent revocation.
+    Revoke,
+}
+
+/// The recipient's answer to a grant or revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckOutcome {
+    /// Holder: consent stored and the passport id linked to a local subject.
+    Linked,
+    /// Holder: consent stored; no local subject has that identifier.
+    NotHeld,
+    /// Grantee that holds nothing: consent stored.
+    Stored,
+    /// Not stored; the reason says why.
+    Rejected,
+    /// Revocation applied.
+    Revoked,
+}
+
+impl AckOutcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckOutcome::Linked => "linked",
+            AckOutcome::NotHeld => "not_held",
+            AckOutcome::Stored => "stored",
+            AckOutcome::Rejected => "rejected",
+            AckOutcome::Revoked => "revoked",
+        }
+    }
+}
+
+/// A signed acknowledgement of a consent grant or revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Grant or revocation.
+    pub subject: AckSubject,
+    /// The consent concerned.
+    pub consent_id: ConsentId,
+    /// The acknowledging agency.
+    pub agency: AgencyId,
+    /// The result.
+    pub outcome: AckOutcome,
+    /// Why, when rejected.
+    pub reason: Option<String>,
+    /// When it was processed.
+    pub at: Timestamp,
+}
+
+impl Message for Ack {
+    const KIND: MessageKind = MessageKind::Ack;
+    const MAX_BODY: usize = 4096;
+}

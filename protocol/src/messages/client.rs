@@ -1,0 +1,335 @@
+use serde::{Deserialize, Serialize};
+
+use crate::consent::ConsentStatus;
+use crate::credential::StaffRole;
+use crate::envelope::{Envelope, Message, MessageKind};
+use crate::identifiers::{SubjectIdentifier, SALT_LEN};
+use crate::ids::{AgencyId, ConsentId, PassportId, PersonId};
+use crate::keys::{fixed_bytes, PublicKey};
+use crate::time::Timestamp;
+use crate::{category::Purpose, messages::AckSubject};
+
+/// A person's identifier at one holder, with the salt of its commitment in the consent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderSubject {
+    /// The holder.
+    pub agency: AgencyId,
+    /// The person's identifier there.
+    pub identifier: SubjectIdentifier,
+    /// The salt used in the consent's commitment for this holder.
+    #[serde(with = "fixed_bytes")]
+    pub salt: [u8; SALT_LEN],
+}
+
+/// Format of a records file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// JSON Lines: one record object per line.
+    Json,
+}
+
+/// What a CLI asks its home node to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientOp {
+    /// Countersign and fan out a caseworker-signed query; progress frames stream back.
+    Assemble {
+        /// The query, signed by the caseworker.
+        query: Envelope,
+    },
+    /// Countersign, store and deliver a caseworker-signed consent.
+    GrantConsent {
+        /// The consent artefact, signed by the caseworker.
+        consent: Envelope,
+        /// Each holder's identifier for the person, with its commitment salt.
+        subjects: Vec<HolderSubject>,
+    },
+    /// Countersign, apply and deliver a caseworker-signed revocation.
+    RevokeConsent {
+        /// The revocation, signed by the caseworker.
+        revocation: Envelope,
+    },
+    /// List consents known to this node.
+    ListConsents {
+        /// Only this person's.
+        passport_id: Option<PassportId>,
+        /// Only those with this status.
+        status: Option<ConsentStatus>,
+    },
+    /// One consent with its delivery state.
+    ShowConsent {
+        /// The consent.
+        consent_id: ConsentId,
+    },
+    /// Import a records file, sent as data frames after this request; all or nothing.
+    ImportRecords {
+        /// The file's format.
+        format: ImportFormat,
+        /// Validate only; store nothing.
+        dry_run: bool,
+        /// Total bytes that follow.
+        total_bytes: u64,
+        /// SHA-256 of those bytes.
+        #[serde(with = "fixed_bytes")]
+        sha256: [u8; 32],
+    },
+    /// Issue a credential to a member of staff.
+    AddStaff {
+        /// Their staff id.
+        person_id: PersonId,
+        /// Their name.
+        display_name: String,
+        /// Their roles.
+        roles: Vec<StaffRole>,
+        /// Their public key.
+        public_key: PublicKey,
+        /// Days until the credential expires.
+        valid_days: u32,
+    },
+    /// List staff credentials.
+    ListStaff,
+    /// Node health and counts.
+    Status,
+    /// The manifest the node trusts.
+    GetManifest,
+}
+
+/// A request from a member of staff's CLI, signed with their key (role `person`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// When it was signed.
+    pub issued_at: Timestamp,
+    /// What to do.
+    pub op: ClientOp,
+}
+
+impl Message for ClientRequest {
+    const KIND: MessageKind = MessageKind::ClientRequest;
+    const MAX_BODY: usize = 1024 * 1024;
+}
+
+/// How a holder's part of a passport went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HolderStatus {
+    /// A signed response arrived (disclosed, refused or not held: see the response).
+    Answered,
+    /// No connection could be made.
+    Unreachable,
+    /// Connected, but no answer within the deadline.
+    TimedOut,
+    /// An answer arrived but failed verification.
+    Invalid,
+    /// The holder returned a protocol error.
+    Error,
+}
+
+impl HolderStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HolderStatus::Answered => "answered",
+            HolderStatus::Unreachable => "unreachable",
+            HolderStatus::TimedOut => "timed_out",
+            HolderStatus::Invalid => "invalid",
+            HolderStatus::Error => "error",
+        }
+    }
+}
+
+/// One holder's part of a passport assembly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderResult {
+    /// The holder.
+    pub agency: AgencyId,
+    /// How it went.
+    pub status: HolderStatus,
+    /// The signed response, when answered.
+    pub response: Option<Envelope>,
+    /// Words on a failure (never personal data).
+    pub detail: Option<String>,
+    /// Milliseconds from fan-out to answer.
+    pub elapsed_ms: u32,
+}
+
+/// Whether a grant or revocation reached one agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not acknowledged yet; still being retried.
+    Pending,
+    /// Acknowledged.
+    Delivered,
+    /// The recipient refused it (see the acknowledgement).
+    Rejected,
+}
+
+impl DeliveryState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Rejected => "rejected",
+        }
+    }
+}
+
+/// The delivery of one grant or revocation to one agency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentDelivery {
+    /// The recipient.
+    pub agency: AgencyId,
+    /// Grant or revocation.
+    pub subject: AckSubject,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Since when it has been in this state.
+    pub since: Timestamp,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The recipient's signed acknowledgement, once delivered.
+    pub ack: Option<Envelope>,
+    /// The last failure, while pending.
+    pub last_error: Option<String>,
+}
+
+/// A consent as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSummary {
+    /// The consent.
+    pub consent_id: ConsentId,
+    /// The person.
+    pub passport_id: PassportId,
+    /// Its purpose.
+    pub purpose: Purpose,
+    /// Its status here, now.
+    pub status: ConsentStatus,
+    /// The recording agency.
+    pub recorded_by: AgencyId,
+    /// Valid from.
+    pub valid_from: Timestamp,
+    /// Valid until.
+    pub valid_until: Timestamp,
+    /// Holders named.
+    pub holders: Vec<AgencyId>,
+    /// Grantees named.
+    pub grantees: Vec<AgencyId>,
+    /// When this node received it.
+    pub received_at: Timestamp,
+}
+
+/// One bad row in an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportRowError {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// What is wrong with it (never the row's personal data).
+    pub reason: String,
+}
+
+/// The result of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Records stored (0 on a dry run or when any row is bad).
+    pub stored: u64,
+    /// Distinct subjects among the rows.
+    pub subjects: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Every bad row (capped at 1000, then `errors_truncated`).
+    pub errors: Vec<ImportRowError>,
+    /// More bad rows than listed.
+    pub errors_truncated: bool,
+}
+
+/// A staff credential as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffSummary {
+    /// Their staff id.
+    pub person_id: PersonId,
+    /// Their roles.
+    pub roles: Vec<StaffRole>,
+    /// Valid until.
+    pub not_after: Timestamp,
+    /// Their key's fingerprint.
+    pub key_fingerprint: String,
+}
+
+/// Node health and counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// This agency.
+    pub agency: AgencyId,
+    /// Its display name.
+    pub name: String,
+    /// The software version.
+    pub software: String,
+    /// The node key's fingerprint.
+    pub key_fingerprint: String,
+    /// The manifest version trusted.
+    pub manifest_version: u64,
+    /// Its expiry.
+    pub manifest_expires_at: Timestamp,
+    /// Records held.
+    pub records: u64,
+    /// Consents known.
+    pub consents: u64,
+    /// Deliveries waiting in the outbox.
+    pub outbox_pending: u64,
+    /// When the node started.
+    pub started_at: Timestamp,
+}
+
+/// What the home node sends back to a CLI, signed by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientResponse {
+    /// One holder's result, streamed as it arrives during an assembly.
+    Progress(HolderResult),
+    /// The end of an assembly: the countersigned query and every holder's result.
+    Assembled {
+        /// The query as sent to holders (caseworker and node signatures).
+        query: Envelope,
+        /// Every holder's result, in request order.
+        results: Vec<HolderResult>,
+    },
+    /// A consent was countersigned, stored and queued for delivery.
+    ConsentRecorded {
+        /// The consent with both signatures.
+        consent: Envelope,
+        /// The deliveries queued.
+        deliveries: Vec<ConsentDelivery>,
+    },
+    /// Consents matching a list request.
+    Consents(Vec<ConsentSummary>),
+    /// One consent in full.
+    ConsentDetail {
+        /// The signed artefact.
+        consent: Envelope,
+        /// Its status here.
+        status: ConsentStatus,
+        /// Its deliveries (on the recording node).
+        deliveries: Vec<ConsentDelivery>,
+    },
+    /// The result of an import.
+    Imported(ImportReport),
+    /// A newly issued credential.
+    Credential(Envelope),
+    /// Staff credentials.
+    Staff(Vec<StaffSummary>),
+    /// Node status.
+    Status(NodeStatus),
+    /// The manifest the node trusts.
+    Manifest(Envelope),
+}
+
+impl Message for ClientResponse {
+    const KIND: MessageKind = MessageKind::ClientResponse;
+    const MAX_BODY: usize = crate::frame::DEFAULT_MAX_FRAME - 1024;
+}

@@ -1,0 +1,104 @@
+//! The pure checks a holder runs on an incoming query before looking at consent: the requester
+//! is a member allowed to query, both signatures verify over the exact bytes received, the
+//! caseworker's credential was issued by the requester's node and is valid, and the query is
+//! fresh. Replay and revocation checks need state and live in the node.
+
+use crate::credential::{
+    verify_credential, Credential, CredentialError, StaffRole, CLOCK_SKEW_SECS,
+};
+use crate::envelope::{Envelope, SignerRole};
+use crate::manifest::Manifest;
+use crate::messages::{Query, RefusalReason};
+use crate::time::Timestamp;
+
+/// Longest lifetime (expiry minus issue time) a holder accepts, in seconds.
+pub const MAX_QUERY_LIFETIME_SECS: u64 = 300;
+
+/// A query that passed the stateless checks.
+#[derive(Debug, Clone)]
+pub struct CheckedQuery {
+    /// The decoded query.
+    pub query: Query,
+    /// The caseworker's verified credential.
+    pub credential: Credential,
+}
+
+/// The outcome of the stateless checks.
+#[derive(Debug, Clone)]
+pub enum QueryVerdict {
+    /// All checks passed.
+    Accepted(Box<CheckedQuery>),
+    /// Decoded, but refused: answer with a signed refusal and log it.
+    Refused(Box<Query>, RefusalReason),
+    /// Too malformed to answer at all: answer with a protocol error.
+    Malformed(String),
+}
+
+/// Runs the stateless checks on a query envelope received at `now`.
+pub fn check_query(env: &Envelope, manifest: &Manifest, now: Timestamp) -> QueryVerdict {
+    let query: Query = match env.open() {
+        Ok(q) => q,
+        Err(e) => return QueryVerdict::Malformed(e.to_string()),
+    };
+    match check_decoded(env, &query, manifest, now) {
+        Ok(credential) => QueryVerdict::Accepted(Box::new(CheckedQuery { query, credential })),
+        Err(reason) => QueryVerdict::Refused(Box::new(query), reason),
+    }
+}
+
+fn check_decoded(
+    env: &Envelope,
+    query: &Query,
+    manifest: &Manifest,
+    now: Timestamp,
+) -> Result<Credential, RefusalReason> {
+    let member = manifest
+        .member(&query.requester)
+        .filter(|m| m.is_requester())
+        .ok_or(RefusalReason::RequesterNotAuthorised)?;
+    env.verify_by_any(SignerRole::Node, &member.node_keys)
+        .map_err(|_| RefusalReason::RequesterSignatureInvalid)?;
+    let credential = verify_credential(
+        &query.credential,
+        &query.requester,
+        &member.node_keys,
+        now,
+        StaffRole::Caseworker,
+    )
+    .map_err(credential_reason)?;
+    if credential.person_id != query.caseworker {
+        return Err(RefusalReason::CredentialInvalid);
+    }
+    env.verify_by(SignerRole::Person, &credential.public_key)
+        .map_err(|_| RefusalReason::CaseworkerSignatureInvalid)?;
+    check_freshness(query, now)?;
+    Ok(credential)
+}
+
+/// Maps a credential failure to the refusal reason holders send.
+pub fn credential_reason(e: CredentialError) -> RefusalReason {
+    match e {
+        CredentialError::Expired { .. } | CredentialError::NotYetValid { .. } => {
+            RefusalReason::CredentialExpired
+        }
+        CredentialError::MissingRole { .. } => RefusalReason::CredentialRole,
+        _ => RefusalReason::CredentialInvalid,
+    }
+}
+
+/// Checks the query's time window: issued no later than `now` plus skew, not expired, and a
+/// lifetime no longer than [`MAX_QUERY_LIFETIME_SECS`].
+pub fn check_freshness(query: &Query, now: Timestamp) -> Result<(), RefusalReason> {
+    if query.expires_at <= query.issued_at
+        || query.expires_at.0 - query.issued_at.0 > MAX_QUERY_LIFETIME_SECS
+    {
+        return Err(RefusalReason::QueryLifetimeTooLong);
+    }
+    if query.issued_at > now.plus_secs(CLOCK_SKEW_SECS) {
+        return Err(RefusalReason::QueryNotYetValid);
+    }
+    if now >= query.expires_at {
+        return Err(RefusalReason::QueryExpired);
+    }
+    Ok(())
+}
