@@ -286,8 +286,8 @@ mod tests {
     #[test]
     fn ni_numbers_follow_the_prefix_rules() {
         assert_eq!(
-            normalise(IdScheme::NiNumber, "qq 12 34 56 c").unwrap(),
-            "QQ123456C"
+            normalise(IdScheme::NiNumber, "ab 12 34 56 c").unwrap(),
+            "AB123456C"
         );
         assert!(normalise(IdScheme::NiNumber, "AB123456E").is_err());
         assert!(normalise(IdScheme::NiNumber, "DA123456A").is_err());
