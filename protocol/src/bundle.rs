@@ -33,6 +33,9 @@ pub struct PassportBundle {
     pub assembled_at: Timestamp,
     /// The manifest version the assembling node trusted.
     pub manifest_version: u64,
+    /// A copy of that manifest, for convenience. Verifiers should check the bundle against a
+    /// manifest they trust, not only against this copy.
+    pub manifest: Option<Envelope>,
 }
 
 impl PassportBundle {

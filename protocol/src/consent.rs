@@ -307,3 +307,129 @@ impl std::str::FromStr for ConsentStatus {
         }
     }
 }
+
+/// Why a consent artefact or revocation is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsentError {
+    /// Wrong kind, or the body does not decode.
+    #[error("malformed: {0}")]
+    Malformed(#[from] crate::envelope::OpenError),
+    /// The artefact is inconsistent (dates, holders, text limits).
+    #[error("invalid consent: {0}")]
+    Invalid(String),
+    /// The recording agency is not in the manifest.
+    #[error("recording agency {0} is not a member of the federation")]
+    UnknownRecorder(AgencyId),
+    /// The recording node's signature is missing or does not verify.
+    #[error("the recording node's signature does not verify: {0}")]
+    NodeSignature(crate::envelope::VerifyError),
+    /// The recording caseworker's credential does not verify.
+    #[error("the caseworker's credential does not verify: {0}")]
+    Credential(crate::credential::CredentialError),
+    /// The credential names someone other than the recorder.
+    #[error("the credential is for {credential}, but the artefact names {named}")]
+    PersonMismatch {
+        /// Person in the credential.
+        credential: PersonId,
+        /// Person named in the artefact.
+        named: PersonId,
+    },
+    /// The caseworker's signature is missing or does not verify.
+    #[error("the caseworker's signature does not verify: {0}")]
+    PersonSignature(crate::envelope::VerifyError),
+    /// A holder or grantee is not a member of the federation.
+    #[error("{0} is not a member of the federation")]
+    UnknownMember(AgencyId),
+}
+
+/// Verifies a consent envelope against the manifest: well formed, signed by a node key of the
+/// recording agency and by the recording caseworker, whose credential (issued by that node,
+/// caseworker role) was valid when the consent was recorded; every holder and grantee is a
+/// member.
+pub fn verify_consent(
+    env: &Envelope,
+    manifest: &crate::manifest::Manifest,
+) -> Result<(Consent, crate::credential::Credential), ConsentError> {
+    let consent: Consent = env.open()?;
+    consent.validate().map_err(ConsentError::Invalid)?;
+    let recorder = manifest
+        .member(&consent.recorded_by)
+        .ok_or_else(|| ConsentError::UnknownRecorder(consent.recorded_by.clone()))?;
+    env.verify_by_any(crate::envelope::SignerRole::Node, &recorder.node_keys)
+        .map_err(ConsentError::NodeSignature)?;
+    let cred = verify_person(
+        env,
+        &consent.credential,
+        &consent.recorded_by,
+        &recorder.node_keys,
+        &consent.recorded_by_person,
+        consent.recorded_at,
+    )?;
+    for a in consent
+        .holders
+        .iter()
+        .map(|h| &h.agency)
+        .chain(consent.grantees.iter())
+    {
+        if manifest.member(a).is_none() {
+            return Err(ConsentError::UnknownMember(a.clone()));
+        }
+    }
+    Ok((consent, cred))
+}
+
+/// Verifies a revocation envelope: signed by a node key of the revoking agency and by a
+/// caseworker of that agency whose credential was valid at the time of revocation.
+pub fn verify_revocation(
+    env: &Envelope,
+    manifest: &crate::manifest::Manifest,
+) -> Result<(ConsentRevocation, crate::credential::Credential), ConsentError> {
+    let rev: ConsentRevocation = env.open()?;
+    if rev.reason.len() > 1024 {
+        return Err(ConsentError::Invalid(
+            "reason is over 1024 characters".into(),
+        ));
+    }
+    let agency = manifest
+        .member(&rev.revoked_by)
+        .ok_or_else(|| ConsentError::UnknownRecorder(rev.revoked_by.clone()))?;
+    env.verify_by_any(crate::envelope::SignerRole::Node, &agency.node_keys)
+        .map_err(ConsentError::NodeSignature)?;
+    let cred = verify_person(
+        env,
+        &rev.credential,
+        &rev.revoked_by,
+        &agency.node_keys,
+        &rev.revoked_by_person,
+        rev.revoked_at,
+    )?;
+    Ok((rev, cred))
+}
+
+/// Verifies the caseworker half of a caseworker-and-node signed envelope.
+pub fn verify_person(
+    env: &Envelope,
+    credential: &Envelope,
+    agency: &AgencyId,
+    issuer_keys: &[crate::keys::PublicKey],
+    named: &PersonId,
+    at: Timestamp,
+) -> Result<crate::credential::Credential, ConsentError> {
+    let cred = crate::credential::verify_credential(
+        credential,
+        agency,
+        issuer_keys,
+        at,
+        crate::credential::StaffRole::Caseworker,
+    )
+    .map_err(ConsentError::Credential)?;
+    if &cred.person_id != named {
+        return Err(ConsentError::PersonMismatch {
+            credential: cred.person_id,
+            named: named.clone(),
+        });
+    }
+    env.verify_by(crate::envelope::SignerRole::Person, &cred.public_key)
+        .map_err(ConsentError::PersonSignature)?;
+    Ok(cred)
+}

@@ -9,6 +9,7 @@
 pub mod bundle;
 pub mod category;
 pub mod cbor;
+pub mod checkpoint;
 pub mod consent;
 pub mod consent_check;
 pub mod credential;
@@ -18,10 +19,13 @@ pub mod identifiers;
 pub mod ids;
 pub mod keys;
 pub mod manifest;
+pub mod merkle;
 pub mod messages;
+pub mod note;
 pub mod query_check;
 pub mod record;
 pub mod time;
+pub mod witness;
 
 pub use category::{Category, Purpose};
 pub use envelope::{Envelope, MessageKind, SignerRole};

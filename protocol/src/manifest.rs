@@ -80,6 +80,8 @@ pub struct Member {
     pub node_keys: Vec<PublicKey>,
     /// Categories it holds.
     pub categories: Vec<Category>,
+    /// How it identifies people (requesters send each holder only this identifier).
+    pub id_scheme: crate::identifiers::IdScheme,
     /// Holder, requester or both.
     pub roles: Vec<MemberRole>,
 }
@@ -331,6 +333,7 @@ mod tests {
                 addresses: vec!["127.0.0.1:4000".into()],
                 node_keys: vec![key(50).public()],
                 categories: vec![Category::FinanceAndId],
+                id_scheme: crate::identifiers::IdScheme::NomsNumber,
                 roles: vec![MemberRole::Holder, MemberRole::Requester],
             }],
             governance: Governance {

@@ -1,0 +1,353 @@
+//! `tg node`: set up a node folder (`init`), run a node (`run`), ask a node how it is
+//! (`status`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use throughgate_node::agencies::demo_agency;
+use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::client_api::issue_credential;
+use throughgate_node::clock::Clock;
+use throughgate_node::config::{Limits, NodeConfig};
+use throughgate_node::db::Db;
+use throughgate_node::keyfile::{read_secret_key, write_private_file, write_secret_key};
+use throughgate_node::localfed::demo_policy_text;
+use throughgate_node::node::{Node, NodeOptions};
+use throughgate_node::policy::Policy;
+use throughgate_node::store::{SledStore, Store};
+use throughgate_protocol::category::Category;
+use throughgate_protocol::credential::{Credential, StaffRole};
+use throughgate_protocol::identifiers::IdScheme;
+use throughgate_protocol::ids::{AgencyId, PersonId};
+use throughgate_protocol::keys::SecretKey;
+use throughgate_protocol::manifest::{Member, MemberRole, Sector};
+use throughgate_protocol::messages::{ClientOp, ClientResponse};
+
+use crate::cmd_manifest::{read_manifest, MemberFile};
+use crate::Global;
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// Create a node folder: key, config, policy, member entry, and a first operator.
+    Init(InitArgs),
+    /// Run a node until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        /// The node's config file.
+        #[arg(long, default_value = "node.toml")]
+        config: PathBuf,
+    },
+    /// Ask your home node for its status.
+    Status,
+}
+
+/// Arguments of `tg node init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The agency id, e.g. hmp-leeds (the six demo ids fill in the rest).
+    #[arg(long)]
+    pub agency: AgencyId,
+    /// The folder to create.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Display name (default for demo agencies).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Sector: justice, health, education, local_government or welfare.
+    #[arg(long)]
+    pub sector: Option<String>,
+    /// How the agency identifies people, e.g. nhs_number.
+    #[arg(long)]
+    pub id_scheme: Option<IdScheme>,
+    /// A category the agency holds (repeatable).
+    #[arg(long = "category")]
+    pub categories: Vec<Category>,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4701")]
+    pub listen: SocketAddr,
+    /// Address peers should use, if not the listen address (host:port).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Staff id of the first operator.
+    #[arg(long, default_value = "op-1")]
+    pub operator_id: PersonId,
+    /// Name of the first operator.
+    #[arg(long, default_value = "Node operator")]
+    pub operator_name: String,
+}
+
+/// Runs a node command.
+pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
+    match cmd {
+        NodeCmd::Init(a) => init(g, a),
+        NodeCmd::Run { config } => run_node(&config).await,
+        NodeCmd::Status => status(g).await,
+    }
+}
+
+fn init(g: &Global, a: InitArgs) -> Result<u8> {
+    let demo = demo_agency(a.agency.as_str());
+    let name = a
+        .name
+        .clone()
+        .or_else(|| demo.map(|d| d.name.to_owned()))
+        .ok_or_else(|| anyhow!("--name is required for a non-demo agency"))?;
+    let sector = match (&a.sector, demo) {
+        (Some(s), _) => serde_json::from_value::<Sector>(serde_json::Value::String(s.clone()))
+            .map_err(|_| anyhow!("unknown sector {s:?}; expected justice, health, education, local_government or welfare"))?,
+        (None, Some(d)) => d.sector,
+        (None, None) => bail!("--sector is required for a non-demo agency"),
+    };
+    let scheme = a
+        .id_scheme
+        .or(demo.map(|d| d.scheme))
+        .ok_or_else(|| anyhow!("--id-scheme is required for a non-demo agency"))?;
+    let categories = if a.categories.is_empty() {
+        demo.map(|d| d.categories.to_vec()).unwrap_or_default()
+    } else {
+        a.categories.clone()
+    };
+    if categories.is_empty() {
+        bail!("give at least one --category the agency holds");
+    }
+    let dir = &a.dir;
+    if dir.join("node.toml").exists() {
+        bail!(
+            "{} already holds a node (node.toml exists); choose another --dir",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("staff"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let key = SecretKey::generate();
+    write_secret_key(&dir.join("node.key"), &key)?;
+    let policy_text = demo_policy_text(a.agency.as_str()).unwrap_or(DENY_ALL_POLICY);
+    std::fs::write(dir.join("policy.toml"), policy_text)?;
+    let config = NodeConfig {
+        agency: a.agency.clone(),
+        listen: a.listen,
+        key_file: "node.key".into(),
+        data_dir: "data".into(),
+        manifest_file: Some("manifest.tgm".into()),
+        policy_file: Some("policy.toml".into()),
+        id_scheme: scheme,
+        limits: Limits::default(),
+        base_dir: dir.clone(),
+    };
+    std::fs::write(
+        dir.join("node.toml"),
+        format!(
+            "# Throughgate node configuration. Paths are relative to this file.\n{}",
+            config.to_toml()
+        ),
+    )?;
+    let address = a.advertise.clone().unwrap_or_else(|| {
+        if a.listen.ip().is_unspecified() {
+            format!("127.0.0.1:{}", a.listen.port())
+        } else {
+            a.listen.to_string()
+        }
+    });
+    let member = Member {
+        id: a.agency.clone(),
+        name,
+        sector,
+        addresses: vec![address.clone()],
+        node_keys: vec![key.public()],
+        categories,
+        id_scheme: scheme,
+        roles: vec![MemberRole::Holder, MemberRole::Requester],
+    };
+    std::fs::write(
+        dir.join("member.toml"),
+        toml::to_string_pretty(&MemberFile { member })?,
+    )?;
+
+    // The first operator: key, credential (stored in the node's database) and profile.
+    let op_key = SecretKey::generate();
+    let now = Clock::system().now();
+    let cred = Credential {
+        person_id: a.operator_id.clone(),
+        display_name: a.operator_name.clone(),
+        agency: a.agency.clone(),
+        roles: vec![StaffRole::Operator],
+        public_key: op_key.public(),
+        not_before: now,
+        not_after: now.plus_secs(365 * 86_400),
+    };
+    let staff = issue_credential(&key, cred);
+    let db = Db::new(Arc::new(SledStore::open(&dir.join("data"))?));
+    db.put_staff(&staff)?;
+    drop(db);
+    let profile = write_profile(
+        &dir.join("staff"),
+        &a.agency,
+        &address,
+        &key.public(),
+        &a.operator_id,
+        &op_key,
+        &staff.credential,
+    )?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"dir": dir, "agency": a.agency, "public_key": key.public().to_hex(), "operator_profile": profile})
+        );
+    } else {
+        println!("Node folder {} created for {}.", dir.display(), a.agency);
+        println!(
+            "  node key      {} (public {})",
+            dir.join("node.key").display(),
+            key.public().to_hex()
+        );
+        println!(
+            "  member entry  {}  (send it to your federation's governance)",
+            dir.join("member.toml").display()
+        );
+        println!(
+            "  policy        {}  (what you release, to whom, for what)",
+            dir.join("policy.toml").display()
+        );
+        println!("  operator      {}", profile.display());
+        println!(
+            "Next: put the signed manifest at {} and run `tg node run --config {}`.",
+            dir.join("manifest.tgm").display(),
+            dir.join("node.toml").display()
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Writes a member of staff's key, credential and profile into `dir`; returns the profile path.
+pub fn write_profile(
+    dir: &Path,
+    agency: &AgencyId,
+    address: &str,
+    node_key: &throughgate_protocol::keys::PublicKey,
+    person: &PersonId,
+    key: &SecretKey,
+    credential: &throughgate_protocol::envelope::Envelope,
+) -> Result<PathBuf> {
+    let key_file = PathBuf::from(format!("{person}.key"));
+    let cred_file = PathBuf::from(format!("{person}.cred"));
+    write_secret_key(&dir.join(&key_file), key)?;
+    write_private_file(&dir.join(&cred_file), &credential.to_bytes())?;
+    let profile = Profile {
+        agency: agency.clone(),
+        node_address: address.to_owned(),
+        node_key: *node_key,
+        person_id: person.clone(),
+        key_file,
+        credential_file: cred_file,
+        base_dir: dir.to_path_buf(),
+    };
+    let path = dir.join(format!("{person}.profile.toml"));
+    std::fs::write(&path, profile.to_toml())?;
+    Ok(path)
+}
+
+const DENY_ALL_POLICY: &str =
+    "# Minimisation policy: what this node releases, to whom, for which purpose.
+# Nothing is released unless a rule below allows it. Example:
+#
+# [[release]]
+# purpose = \"resettlement\"
+# to = [\"sector:justice\"]          # agency ids, \"sector:<name>\" or \"*\"
+# categories = [\"finance_and_id\"]
+# [release.fields]
+# bank_account_application = [\"bank\", \"status\"]
+";
+
+async fn run_node(config_path: &Path) -> Result<u8> {
+    let config = NodeConfig::load(config_path)?;
+    let key = read_secret_key(&config.resolve(&config.key_file))?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.resolve(&config.data_dir))?);
+    let policy = match &config.policy_file {
+        Some(p) => Policy::load(&config.resolve(p))
+            .with_context(|| format!("policy {}", config.resolve(p).display()))?,
+        None => {
+            tracing::warn!("no policy_file configured: this node releases nothing");
+            Policy::deny_all()
+        }
+    };
+    let mut node = Node::bind(NodeOptions {
+        config: config.clone(),
+        key,
+        store,
+        policy,
+        clock: Clock::system(),
+    })?;
+    if let Some(mf) = &config.manifest_file {
+        let path = config.resolve(mf);
+        if path.exists() {
+            let (env, m) = read_manifest(&path, Clock::system().now())?;
+            let current = node.state().manifest().map(|c| c.version);
+            if current.is_none_or(|v| m.version >= v) {
+                node.state()
+                    .adopt_manifest(&env)
+                    .with_context(|| format!("manifest {}", path.display()))?;
+            } else {
+                tracing::warn!(file_version = m.version, trusted = ?current, "manifest file is older than the trusted manifest; ignored");
+            }
+        }
+    }
+    node.start()?;
+    let addr = node.local_addr()?;
+    eprintln!("{} serving on {addr} (Ctrl-C to stop)", config.agency);
+    wait_for_shutdown().await;
+    eprintln!("stopping...");
+    node.shutdown().await;
+    Ok(crate::exit::OK)
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn status(g: &Global) -> Result<u8> {
+    let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+    let s = match client.call(ClientOp::Status).await? {
+        ClientResponse::Status(s) => s,
+        _ => bail!("unexpected answer from the home node"),
+    };
+    client.close().await;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "{} ({}) running throughgate {}",
+            s.agency, s.name, s.software
+        );
+        println!("  node key        {}", s.key_fingerprint);
+        println!("  started         {}", s.started_at);
+        println!(
+            "  manifest        version {}, expires {}",
+            s.manifest_version, s.manifest_expires_at
+        );
+        println!("  records         {}", s.records);
+        println!("  consents        {}", s.consents);
+        println!("  outbox pending  {}", s.outbox_pending);
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,171 @@
+//! `tg records`: import an agency's records file through the home node (all or nothing), and
+//! generate synthetic records files for trying things out.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use throughgate_node::agencies::demo_agencies;
+use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::import::{export, format_from_name, format_from_path};
+use throughgate_node::synth::{generate_population, records_for, SynthConfig};
+use throughgate_protocol::time::Date;
+
+use crate::render::table;
+use crate::Global;
+
+/// Records commands.
+#[derive(Debug, Subcommand)]
+pub enum RecordsCmd {
+    /// Import a CSV or JSON Lines records file into your home node (operators). Every bad row
+    /// is reported with its line; if any row is bad nothing is stored.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// csv or jsonl (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Check every row, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write synthetic records for a demo agency (no real personal data), plus a people file
+    /// listing each synthetic person's identifiers at every agency.
+    Generate {
+        /// The demo agency.
+        #[arg(long)]
+        agency: String,
+        /// How many people.
+        #[arg(long, default_value_t = 100)]
+        people: usize,
+        /// Seed (use the same seed for every agency so the people match).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Reference date (default today).
+        #[arg(long)]
+        date: Option<Date>,
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Where to write the records.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where to write the people file (CSV of identifiers).
+        #[arg(long)]
+        people_out: Option<PathBuf>,
+    },
+}
+
+/// Runs a records command.
+pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
+    match cmd {
+        RecordsCmd::Import {
+            file,
+            format,
+            dry_run,
+        } => {
+            let fmt = match &format {
+                Some(f) => format_from_name(f)
+                    .ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
+                None => format_from_path(&file).ok_or_else(|| {
+                    anyhow!(
+                        "cannot tell the format from {}; pass --format csv or --format jsonl",
+                        file.display()
+                    )
+                })?,
+            };
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let report = client.import(fmt, dry_run, &data).await?;
+            client.close().await;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.errors.is_empty() {
+                if dry_run {
+                    println!(
+                        "{} rows for {} people checked; all good (dry run: nothing stored).",
+                        report.rows, report.subjects
+                    );
+                } else {
+                    println!(
+                        "{} records for {} people imported.",
+                        report.stored, report.subjects
+                    );
+                }
+            } else {
+                let mut t = table(&["line", "problem"]);
+                for e in &report.errors {
+                    t.add_row(vec![e.line.to_string(), e.reason.clone()]);
+                }
+                println!("{t}");
+                println!(
+                    "{} bad rows{}; nothing was imported. Fix them and import the whole file again.",
+                    report.errors.len(),
+                    if report.errors_truncated { " (more not listed)" } else { "" }
+                );
+                return Ok(crate::exit::FAILURE);
+            }
+            Ok(crate::exit::OK)
+        }
+        RecordsCmd::Generate {
+            agency,
+            people,
+            seed,
+            date,
+            format,
+            out,
+            people_out,
+        } => {
+            let fmt = format_from_name(&format)
+                .ok_or_else(|| anyhow!("unknown format {format:?}; use csv or jsonl"))?;
+            let reference_date =
+                date.unwrap_or_else(|| throughgate_node::clock::Clock::system().now().date());
+            let cfg = SynthConfig::new(seed, people, reference_date);
+            let pop = generate_population(&cfg);
+            let records = records_for(&agency, &pop, &cfg).map_err(|e| anyhow!("{e}"))?;
+            if out.exists() {
+                bail!("{} exists; choose another --out", out.display());
+            }
+            let f = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            export(&records, fmt, std::io::BufWriter::new(f)).map_err(|e| anyhow!("{e}"))?;
+            if let Some(p) = &people_out {
+                let mut w = std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                );
+                let mut header = vec![
+                    "index".to_owned(),
+                    "given_name".into(),
+                    "family_name".into(),
+                ];
+                header.extend(demo_agencies().iter().map(|a| a.id.to_owned()));
+                writeln!(w, "{}", header.join(","))?;
+                for person in &pop.people {
+                    let mut row = vec![
+                        person.index.to_string(),
+                        person.given_name.to_owned(),
+                        person.family_name.to_owned(),
+                    ];
+                    for a in demo_agencies() {
+                        row.push(if person.is_known_to(a) {
+                            person.identifiers.get(a.scheme).to_owned()
+                        } else {
+                            String::new()
+                        });
+                    }
+                    writeln!(w, "{}", row.join(","))?;
+                }
+                w.flush()?;
+            }
+            println!(
+                "{} synthetic records for {agency} written to {}",
+                records.len(),
+                out.display()
+            );
+            Ok(crate::exit::OK)
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `tg demo`: the six-agency demo federation on loopback, end to end. Real nodes (each its own
+//! QUIC endpoint, sled store in a temporary folder and key), synthetic records, one person's
+//! consent recorded at the prison, their passport assembled by a probation caseworker, and a
+//! refused request for a person who gave no consent.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_protocol::category::{Category, Purpose};
+use throughgate_protocol::consent::{Collection, CollectionMethod};
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
+use throughgate_protocol::messages::{ClientOp, ClientResponse, DeliveryState};
+
+use crate::cmd_consent::{record, sign_consent, statement, ConsentPlan, PRIVACY_NOTICE};
+use crate::cmd_passport::{assemble, passport_exit};
+use crate::render::{self, bold};
+use crate::Global;
+
+/// Arguments of `tg demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Synthetic people whose records the agencies hold.
+    #[arg(long, default_value_t = 300)]
+    pub people: usize,
+    /// Seed of the synthetic data.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n{}", bold(&format!("[{n}] {text}")));
+}
+
+/// Runs the demo.
+pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
+    let started = Instant::now();
+    step(1, "Starting six agency nodes on loopback");
+    let fed = LocalFederation::start(FedOptions {
+        people: a.people,
+        seed: a.seed,
+        ..FedOptions::default()
+    })
+    .await
+    .context("starting the demo federation")?;
+    for n in &fed.nodes {
+        println!(
+            "  {:<16} {:<36} {}  key {}",
+            n.id.as_str(),
+            n.agency.name,
+            n.addr,
+            n.key.public().fingerprint()
+        );
+    }
+    println!(
+        "  {} synthetic people; manifest v{} signed by governance key {}",
+        fed.population.people.len(),
+        fed.manifest_body.version,
+        fed.governance.public().fingerprint()
+    );
+
+    let result = scenario(g, &fed).await;
+    fed.shutdown().await;
+    let code = result?;
+    println!(
+        "\nDemo finished in {:.1} s.",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(code)
+}
+
+async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
+    // The person: someone every agency knows.
+    let person = fed
+        .population
+        .people
+        .iter()
+        .find(|p| fed.nodes.iter().all(|n| p.is_known_to(n.agency)))
+        .context("no synthetic person is known to all six agencies; try another --seed")?;
+    let m = &fed.manifest_body;
+
+    step(2, "A prison caseworker records the person's consent");
+    let prison = fed.client("hmp-leeds", StaffRole::Caseworker).await?;
+    let now = prison.clock().now();
+    let holders = fed
+        .nodes
+        .iter()
+        .map(|n| {
+            let cats: Vec<Category> = n.agency.categories.iter().copied().collect();
+            (n.id.clone(), person.identifier(n.agency.scheme), cats)
+        })
+        .collect();
+    let plan = ConsentPlan {
+        passport_id: PassportId::random(),
+        purpose: Purpose::Resettlement,
+        holders,
+        grantees: vec![
+            AgencyId::new("probation-yorks")?,
+            AgencyId::new("leeds-cc")?,
+        ],
+        valid_from: now,
+        valid_until: now.plus_secs(180 * 86_400),
+        records_from: None,
+        records_until: None,
+        legal_basis: "UK GDPR Art. 6(1)(e) and 9(2)(h); DPA 2018 Sch. 1".into(),
+        jurisdiction: "England and Wales".into(),
+        collection: Collection {
+            method: CollectionMethod::SignedPaperForm,
+            reference: "HMPL-RP-0001".into(),
+        },
+        privacy_notice: PRIVACY_NOTICE.into(),
+        supersedes: None,
+    };
+    if !g.json {
+        for line in statement(&plan, m).lines() {
+            println!("  | {line}");
+        }
+    }
+    let (env, subjects, consent_id) = sign_consent(&prison, &plan);
+    record(&prison, env, subjects).await?;
+    println!(
+        "  consent {consent_id} recorded for passport {}",
+        plan.passport_id
+    );
+    wait_delivered(&prison, &consent_id).await?;
+    prison.close().await;
+
+    step(3, "A probation caseworker assembles the passport");
+    let probation = fed.client("probation-yorks", StaffRole::Caseworker).await?;
+    let (menv, _) = probation.manifest().await?;
+    let consent = crate::cmd_passport::pick_consent(&probation, &plan.passport_id, None).await?;
+    let t0 = Instant::now();
+    let (bundle, v) = assemble(
+        &probation,
+        &menv,
+        m,
+        &plan.passport_id,
+        consent.as_ref(),
+        None,
+        Purpose::Resettlement,
+        &[],
+        false,
+    )
+    .await?;
+    let took = t0.elapsed();
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::passport_json(&bundle, &v))?
+        );
+    } else {
+        print!("{}", render::passport_text(&bundle, &v, m));
+    }
+    println!("  assembled and verified in {} ms", took.as_millis());
+    let code = passport_exit(&v);
+    if code != crate::exit::OK
+        || v.results.iter().any(|r| {
+            r.response
+                .as_ref()
+                .is_none_or(|x| x.outcome != throughgate_protocol::messages::Outcome::Disclosed)
+        })
+    {
+        bail!("the demo passport did not assemble fully from all six agencies");
+    }
+
+    step(
+        4,
+        "The same caseworker asks about a person who gave no consent",
+    );
+    let other = PassportId::random();
+    let (bundle, v) = assemble(
+        &probation,
+        &menv,
+        m,
+        &other,
+        None,
+        None,
+        Purpose::Resettlement,
+        &[],
+        false,
+    )
+    .await?;
+    let mut t = render::table(&["agency", "outcome", "reason"]);
+    for r in &v.results {
+        let resp = r.response.as_ref();
+        t.add_row(vec![
+            r.result.agency.to_string(),
+            resp.map_or_else(
+                || r.result.status.as_str().to_owned(),
+                |x| x.outcome.as_str().to_owned(),
+            ),
+            resp.and_then(|x| x.reason)
+                .map(|x| x.as_str().to_owned())
+                .unwrap_or_default(),
+        ]);
+    }
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::passport_json(&bundle, &v))?
+        );
+    } else {
+        println!("{t}");
+        println!("  every agency refused, signed its refusal, and disclosed nothing");
+    }
+    let all_refused = v.results.iter().all(|r| {
+        r.response.as_ref().is_some_and(|x| {
+            x.outcome == throughgate_protocol::messages::Outcome::Refused && x.records.is_empty()
+        })
+    });
+    probation.close().await;
+    if !all_refused {
+        bail!("a request without consent was not refused by every agency");
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Waits (on the consent's delivery status, not a fixed sleep) until every recipient has
+/// acknowledged, or 10 seconds pass.
+async fn wait_delivered(
+    client: &throughgate_node::client::HomeClient,
+    id: &ConsentId,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let ClientResponse::ConsentDetail { deliveries, .. } = client
+            .call(ClientOp::ShowConsent {
+                consent_id: id.clone(),
+            })
+            .await?
+        {
+            let pending = deliveries
+                .iter()
+                .filter(|d| d.state == DeliveryState::Pending)
+                .count();
+            if pending == 0 {
+                let linked = deliveries.len();
+                println!("  delivered to and acknowledged by {linked} agencies");
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{pending} deliveries still pending after 10 s");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

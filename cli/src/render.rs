@@ -1,0 +1,284 @@
+//! Rendering for people: the passport, tables, and colour only on a terminal without NO_COLOR.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use serde_json::json;
+use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle};
+use throughgate_protocol::category::Category;
+use throughgate_protocol::manifest::Manifest;
+use throughgate_protocol::messages::{HolderStatus, Outcome};
+use throughgate_protocol::record::DisclosedRecord;
+
+/// Whether to use ANSI styling on stdout.
+pub fn styled() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
+/// Bold text when styling.
+pub fn bold(s: &str) -> String {
+    if styled() {
+        format!("\x1b[1m{s}\x1b[0m")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A table in the house style.
+pub fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !styled() {
+        t.force_no_tty();
+    }
+    t.set_header(headers.to_vec());
+    t
+}
+
+/// `id_document_application` -> `Id document application`.
+pub fn humanize(name: &str) -> String {
+    let s = name.replace('_', " ");
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn agency_name(m: &Manifest, id: &str) -> String {
+    m.members
+        .iter()
+        .find(|x| x.id.as_str() == id)
+        .map(|x| x.name.clone())
+        .unwrap_or_else(|| "(not in manifest)".into())
+}
+
+fn status_line(r: &throughgate_protocol::bundle::VerifiedResult) -> (String, String) {
+    if let Some(p) = &r.problem {
+        return ("INVALID".into(), p.to_string());
+    }
+    match (&r.result.status, &r.response) {
+        (HolderStatus::Answered, Some(resp)) => match resp.outcome {
+            Outcome::Disclosed => (
+                "disclosed".into(),
+                format!("{} records", resp.records.len()),
+            ),
+            Outcome::NotHeld => ("not held".into(), "no record of this person".into()),
+            Outcome::Refused => {
+                let reason = resp.reason.map(|r| r.as_str()).unwrap_or("unspecified");
+                ("refused".into(), reason.to_owned())
+            }
+        },
+        (s, _) => (
+            s.as_str().replace('_', " "),
+            r.result.detail.clone().unwrap_or_default(),
+        ),
+    }
+}
+
+/// The passport as text for a caseworker to read or print.
+pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) -> String {
+    let mut out = String::new();
+    let q = &v.query;
+    let _ = writeln!(
+        out,
+        "{}",
+        bold(&format!("RESETTLEMENT PASSPORT  {}", q.passport_id))
+    );
+    if let Some(person) = identity(v) {
+        let _ = writeln!(out, "{person}");
+    }
+    let _ = writeln!(
+        out,
+        "Assembled {} for {} by {} ({}, {})\nUnder consent {}",
+        bundle.assembled_at,
+        q.purpose,
+        q.caseworker,
+        q.requester,
+        agency_name(m, q.requester.as_str()),
+        q.consent_id
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string),
+    );
+    let _ = writeln!(out);
+    let mut t = table(&["agency", "name", "status", "detail", "ms"]);
+    for r in &v.results {
+        let (status, detail) = status_line(r);
+        t.add_row(vec![
+            r.result.agency.to_string(),
+            agency_name(m, r.result.agency.as_str()),
+            status,
+            detail,
+            r.result.elapsed_ms.to_string(),
+        ]);
+    }
+    let _ = writeln!(out, "{t}");
+
+    // Group every disclosed record by pathway category, then by source agency.
+    let mut by_category: BTreeMap<
+        usize,
+        Vec<(
+            &str,
+            &throughgate_protocol::messages::Response,
+            &DisclosedRecord,
+        )>,
+    > = BTreeMap::new();
+    for r in &v.results {
+        let Some(resp) = &r.response else { continue };
+        for rec in &resp.records {
+            let order = Category::ALL
+                .iter()
+                .position(|c| *c == rec.category)
+                .unwrap_or(usize::MAX);
+            by_category
+                .entry(order)
+                .or_default()
+                .push((r.result.agency.as_str(), resp, rec));
+        }
+    }
+    for (order, items) in by_category {
+        let Some(cat) = Category::ALL.get(order) else {
+            continue;
+        };
+        let _ = writeln!(out, "\n{}", bold(&cat.title().to_uppercase()));
+        let mut current = "";
+        for (agency, resp, rec) in items {
+            if agency != current {
+                current = agency;
+                let _ = writeln!(
+                    out,
+                    "  from {agency} ({}), as of {}, signature verified",
+                    agency_name(m, agency),
+                    resp.as_of
+                );
+            }
+            let fields: Vec<String> = rec
+                .fields
+                .iter()
+                .map(|(k, v)| format!("{}: {v}", k.replace('_', " ")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    - {} ({}): {}",
+                humanize(&rec.kind),
+                rec.about,
+                fields.join("; ")
+            );
+        }
+    }
+    let withheld: Vec<String> = v
+        .results
+        .iter()
+        .filter_map(|r| {
+            r.response
+                .as_ref()
+                .map(|resp| (r.result.agency.as_str(), resp))
+        })
+        .filter(|(_, resp)| !resp.withheld.is_empty())
+        .map(|(a, resp)| {
+            let mut parts = Vec::new();
+            if !resp.withheld.categories.is_empty() {
+                parts.push(format!(
+                    "categories {}",
+                    resp.withheld
+                        .categories
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if !resp.withheld.fields.is_empty() {
+                parts.push(format!("fields {}", resp.withheld.fields.join(", ")));
+            }
+            if resp.withheld.records_out_of_period > 0 {
+                parts.push(format!(
+                    "{} records outside the consented period",
+                    resp.withheld.records_out_of_period
+                ));
+            }
+            format!("  {a}: {}", parts.join("; "))
+        })
+        .collect();
+    if !withheld.is_empty() {
+        let _ = writeln!(out, "\n{}", bold("WITHHELD BY POLICY (names only)"));
+        for w in withheld {
+            let _ = writeln!(out, "{w}");
+        }
+    }
+    let refused: Vec<String> = v
+        .results
+        .iter()
+        .filter_map(|r| {
+            r.response
+                .as_ref()
+                .map(|resp| (r.result.agency.as_str(), resp))
+        })
+        .filter(|(_, resp)| resp.outcome == Outcome::Refused)
+        .map(|(a, resp)| {
+            format!(
+                "  {a}: {}",
+                resp.reason
+                    .map(|r| r.explain())
+                    .unwrap_or("no reason given")
+            )
+        })
+        .collect();
+    if !refused.is_empty() {
+        let _ = writeln!(out, "\n{}", bold("REFUSALS"));
+        for r in refused {
+            let _ = writeln!(out, "{r}");
+        }
+    }
+    out
+}
+
+fn identity(v: &VerifiedBundle) -> Option<String> {
+    let rec = v
+        .results
+        .iter()
+        .filter_map(|r| r.response.as_ref())
+        .flat_map(|resp| resp.records.iter())
+        .find(|r| r.kind == "person_identity")?;
+    let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
+    Some(format!(
+        "{} {}, born {}, release date {}",
+        f("given_name"),
+        f("family_name"),
+        f("date_of_birth"),
+        f("release_date")
+    ))
+}
+
+/// The passport as JSON.
+pub fn passport_json(bundle: &PassportBundle, v: &VerifiedBundle) -> serde_json::Value {
+    let q = &v.query;
+    json!({
+        "passport_id": q.passport_id,
+        "query_id": q.query_id,
+        "consent_id": q.consent_id,
+        "purpose": q.purpose,
+        "requester": q.requester,
+        "caseworker": q.caseworker,
+        "assembled_at": bundle.assembled_at.to_rfc3339(),
+        "verified": v.all_valid(),
+        "agencies": v.results.iter().map(|r| {
+            let resp = r.response.as_ref();
+            json!({
+                "agency": r.result.agency,
+                "status": r.result.status.as_str(),
+                "outcome": resp.map(|x| x.outcome.as_str()),
+                "reason": resp.and_then(|x| x.reason.map(|r| r.as_str())),
+                "detail": r.result.detail,
+                "problem": r.problem.as_ref().map(ToString::to_string),
+                "elapsed_ms": r.result.elapsed_ms,
+                "as_of": resp.map(|x| x.as_of.to_rfc3339()),
+                "withheld": resp.map(|x| &x.withheld),
+                "records": resp.map(|x| &x.records),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,479 @@
+//! The client side of the staff API, used by the `tg` CLI (and by the demo, tests and
+//! benchmarks, so they all drive the same path). It talks only to the caller's home node,
+//! pinned by the node's key, and signs every request with the caller's key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use throughgate_protocol::category::{Category, Purpose};
+use throughgate_protocol::consent::Consent;
+use throughgate_protocol::credential::Credential;
+use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
+use throughgate_protocol::keys::{PublicKey, SecretKey};
+use throughgate_protocol::manifest::Manifest;
+use throughgate_protocol::messages::{
+    ClientOp, ClientRequest, ClientResponse, ErrorBody, ErrorCode, HolderRequest, HolderResult,
+    ImportFormat, ImportReport, Query,
+};
+
+use crate::clock::Clock;
+use crate::config::Limits;
+use crate::keyfile::{read_private_file, read_secret_key, KeyFileError};
+use crate::tls::{client_config, PinnedServer, TlsIdentity};
+use crate::transport::{read_envelope, write_envelope, write_frame};
+
+/// Bytes per data frame when uploading an import.
+const IMPORT_CHUNK: usize = 1024 * 1024;
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The profile or a file it names is missing or invalid.
+    #[error("profile {path}: {detail}")]
+    Profile {
+        /// The profile file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A key file problem.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// The home node could not be reached or refused the connection.
+    #[error("cannot reach home node {agency} at {addr}: {detail}")]
+    Connect {
+        /// The home agency.
+        agency: AgencyId,
+        /// Its address.
+        addr: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The home node answered with an error.
+    #[error("{}: {}", .0.code, .0.message)]
+    Refused(ErrorBody),
+    /// The answer was not what the protocol requires.
+    #[error("protocol error talking to the home node: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The error code when the home node refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused(b) => Some(b.code),
+            _ => None,
+        }
+    }
+}
+
+/// Where a member of staff's CLI finds its home node and its own key and credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// The home agency.
+    pub agency: AgencyId,
+    /// The home node's address, `host:port`.
+    pub node_address: String,
+    /// The home node's public key (hex), pinned.
+    pub node_key: PublicKey,
+    /// This person's staff id.
+    pub person_id: PersonId,
+    /// This person's private key file (relative to the profile's folder).
+    pub key_file: PathBuf,
+    /// This person's credential file (CBOR envelope, relative to the profile's folder).
+    pub credential_file: PathBuf,
+    /// The profile's folder (not in the file).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Profile {
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Profile, ClientError> {
+        let bad = |detail: String| ClientError::Profile {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        if meta.len() > 64 * 1024 {
+            return Err(bad("file is too large to be a profile".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut p: Profile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        p.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(p)
+    }
+
+    /// The profile as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// A connection to the caller's home node.
+pub struct HomeClient {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    key: SecretKey,
+    credential_env: Envelope,
+    credential: Credential,
+    node_keys: Vec<PublicKey>,
+    clock: Clock,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for HomeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HomeClient")
+            .field("person", &self.credential.person_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HomeClient {
+    /// Connects using a profile.
+    pub async fn connect_profile(profile: &Profile) -> Result<HomeClient, ClientError> {
+        let key = read_secret_key(&profile.resolve(&profile.key_file))?;
+        let cred_bytes = read_private_file(&profile.resolve(&profile.credential_file), 64 * 1024)?;
+        let credential =
+            Envelope::from_bytes(&cred_bytes, 64 * 1024).map_err(|e| ClientError::Profile {
+                path: profile.resolve(&profile.credential_file),
+                detail: e.to_string(),
+            })?;
+        let addr = tokio::net::lookup_host(profile.node_address.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| ClientError::Connect {
+                agency: profile.agency.clone(),
+                addr: profile.node_address.clone(),
+                detail: "address does not resolve".into(),
+            })?;
+        HomeClient::connect(
+            addr,
+            &profile.agency,
+            vec![profile.node_key],
+            key,
+            credential,
+            Clock::system(),
+        )
+        .await
+    }
+
+    /// Connects to `addr`, accepting only a node of `agency` holding one of `node_keys`.
+    pub async fn connect(
+        addr: SocketAddr,
+        agency: &AgencyId,
+        node_keys: Vec<PublicKey>,
+        key: SecretKey,
+        credential_env: Envelope,
+        clock: Clock,
+    ) -> Result<HomeClient, ClientError> {
+        let connect_err = |detail: String| ClientError::Connect {
+            agency: agency.clone(),
+            addr: addr.to_string(),
+            detail,
+        };
+        let credential: Credential = credential_env
+            .open()
+            .map_err(|e| ClientError::Protocol(format!("credential: {e}")))?;
+        if credential.public_key != key.public() {
+            return Err(ClientError::Protocol(
+                "the credential is for a different key".into(),
+            ));
+        }
+        let limits = Limits::default();
+        let identity = TlsIdentity::new(&key, credential.person_id.as_str())
+            .map_err(|e| connect_err(e.to_string()))?;
+        let policy = Arc::new(PinnedServer {
+            agency: agency.to_string(),
+            keys: node_keys.clone(),
+        });
+        let cfg =
+            client_config(&identity, policy, &limits).map_err(|e| connect_err(e.to_string()))?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            if addr.ip().is_loopback() {
+                "127.0.0.1:0"
+            } else {
+                "0.0.0.0:0"
+            }
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| connect_err("bad bind address".into()))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(cfg);
+        let connecting = endpoint
+            .connect(addr, agency.as_str())
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = tokio::time::timeout(limits.request_timeout(), connecting)
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        Ok(HomeClient {
+            endpoint,
+            conn,
+            key,
+            credential_env,
+            credential,
+            node_keys,
+            clock,
+            limits,
+        })
+    }
+
+    /// The caller's credential.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// The caller's signed credential.
+    pub fn credential_envelope(&self) -> &Envelope {
+        &self.credential_env
+    }
+
+    /// The caller's key.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// The clock used for timestamps.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn seal_request(&self, op: ClientOp) -> Envelope {
+        let req = ClientRequest {
+            issued_at: self.clock.now(),
+            op,
+        };
+        Envelope::seal(&req, &[(SignerRole::Person, &self.key)])
+    }
+
+    fn open_answer(&self, env: &Envelope) -> Result<ClientResponse, ClientError> {
+        env.verify_by_any(SignerRole::Node, &self.node_keys)
+            .map_err(|e| {
+                ClientError::Protocol(format!("answer not signed by the home node: {e}"))
+            })?;
+        if env.kind == MessageKind::Error {
+            let body: ErrorBody = env
+                .open()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            return Err(ClientError::Refused(body));
+        }
+        env.open().map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Sends one request and returns the final answer; intermediate progress frames go to
+    /// `on_progress`.
+    pub async fn call_streaming(
+        &self,
+        op: ClientOp,
+        mut on_progress: impl FnMut(HolderResult),
+    ) -> Result<ClientResponse, ClientError> {
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        write_envelope(&mut send, &self.seal_request(op))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        send.finish()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.read_answers(&mut recv, &mut on_progress).await
+    }
+
+    async fn read_answers(
+        &self,
+        recv: &mut quinn::RecvStream,
+        on_progress: &mut impl FnMut(HolderResult),
+    ) -> Result<ClientResponse, ClientError> {
+        loop {
+            let env = read_envelope(recv, self.limits.max_frame_bytes, Duration::from_secs(600))
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .ok_or_else(|| {
+                    ClientError::Protocol(
+                        "the home node closed the stream without answering".into(),
+                    )
+                })?;
+            match self.open_answer(&env)? {
+                ClientResponse::Progress(r) => on_progress(r),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Sends one request and returns its answer.
+    pub async fn call(&self, op: ClientOp) -> Result<ClientResponse, ClientError> {
+        self.call_streaming(op, |_| {}).await
+    }
+
+    /// The manifest the home node trusts, verified for internal consistency.
+    pub async fn manifest(&self) -> Result<(Envelope, Manifest), ClientError> {
+        match self.call(ClientOp::GetManifest).await? {
+            ClientResponse::Manifest(env) => {
+                let m =
+                    throughgate_protocol::manifest::verify_manifest(&env, None, self.clock.now())
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                Ok((env, m))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Builds and signs (as the caller) a query.
+    pub fn sign_query(
+        &self,
+        passport_id: PassportId,
+        consent_id: Option<ConsentId>,
+        purpose: Purpose,
+        requests: Vec<HolderRequest>,
+        lifetime_secs: u64,
+    ) -> Envelope {
+        let now = self.clock.now();
+        let mut nonce = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let q = Query {
+            query_id: QueryId::random(),
+            passport_id,
+            consent_id,
+            purpose,
+            requests,
+            requester: self.credential.agency.clone(),
+            caseworker: self.credential.person_id.clone(),
+            credential: self.credential_env.clone(),
+            issued_at: now,
+            expires_at: now.plus_secs(lifetime_secs),
+            nonce,
+        };
+        Envelope::seal(&q, &[(SignerRole::Person, &self.key)])
+    }
+
+    /// Fans a signed query out through the home node; returns the countersigned query and every
+    /// holder's result.
+    pub async fn assemble(
+        &self,
+        query: Envelope,
+        on_progress: impl FnMut(HolderResult),
+    ) -> Result<(Envelope, Vec<HolderResult>), ClientError> {
+        match self
+            .call_streaming(ClientOp::Assemble { query }, on_progress)
+            .await?
+        {
+            ClientResponse::Assembled { query, results } => Ok((query, results)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Uploads a records file for import (all or nothing).
+    pub async fn import(
+        &self,
+        format: ImportFormat,
+        dry_run: bool,
+        data: &[u8],
+    ) -> Result<ImportReport, ClientError> {
+        let sha256: [u8; 32] = Sha256::digest(data).into();
+        let op = ClientOp::ImportRecords {
+            format,
+            dry_run,
+            total_bytes: data.len() as u64,
+            sha256,
+        };
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let perr = |e: crate::transport::FrameIoError| ClientError::Protocol(e.to_string());
+        write_envelope(&mut send, &self.seal_request(op))
+            .await
+            .map_err(perr)?;
+        for chunk in data.chunks(IMPORT_CHUNK) {
+            write_frame(&mut send, chunk).await.map_err(perr)?;
+        }
+        send.finish()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match self.read_answers(&mut recv, &mut |_| {}).await? {
+            ClientResponse::Imported(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn unexpected(r: &ClientResponse) -> ClientError {
+    let name = match r {
+        ClientResponse::Progress(_) => "progress",
+        ClientResponse::Assembled { .. } => "assembled",
+        ClientResponse::ConsentRecorded { .. } => "consent_recorded",
+        ClientResponse::Consents(_) => "consents",
+        ClientResponse::ConsentDetail { .. } => "consent_detail",
+        ClientResponse::Imported(_) => "imported",
+        ClientResponse::Credential(_) => "credential",
+        ClientResponse::Staff(_) => "staff",
+        ClientResponse::Status(_) => "status",
+        ClientResponse::Manifest(_) => "manifest",
+    };
+    ClientError::Protocol(format!("unexpected {name} answer"))
+}
+
+/// The per-holder requests for a query under `consent`: every holder it names, with the
+/// categories it covers there, narrowed to `only` when given.
+pub fn requests_under(consent: &Consent, only: &[Category]) -> Vec<HolderRequest> {
+    consent
+        .holders
+        .iter()
+        .map(|h| HolderRequest {
+            holder: h.agency.clone(),
+            categories: h
+                .categories
+                .iter()
+                .copied()
+                .filter(|c| only.is_empty() || only.contains(c))
+                .collect(),
+        })
+        .filter(|r| !r.categories.is_empty())
+        .collect()
+}
+
+/// The per-holder requests when no consent is known: every holder in the manifest, for the
+/// categories it holds (holders will refuse; the attempt is logged at each).
+pub fn requests_without_consent(manifest: &Manifest, only: &[Category]) -> Vec<HolderRequest> {
+    manifest
+        .members
+        .iter()
+        .filter(|m| m.is_holder())
+        .map(|m| HolderRequest {
+            holder: m.id.clone(),
+            categories: m
+                .categories
+                .iter()
+                .copied()
+                .filter(|c| only.is_empty() || only.contains(c))
+                .collect(),
+        })
+        .filter(|r| !r.categories.is_empty())
+        .collect()
+}

@@ -1,0 +1,360 @@
+//! The API a member of staff's CLI uses on its home node. Every request is signed by the
+//! caller's key (the same key the TLS handshake authenticated) and checked against the caller's
+//! roles: caseworkers record consent and assemble passports; DPOs review; operators run the node.
+
+use std::sync::Arc;
+
+use throughgate_protocol::consent::ConsentStatus;
+use throughgate_protocol::credential::{Credential, StaffRole};
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::messages::{
+    ClientOp, ClientRequest, ClientResponse, ConsentSummary, ErrorCode, NodeStatus, StaffSummary,
+};
+
+use crate::db::StoredStaff;
+use crate::node::NodeState;
+use crate::transport::write_envelope;
+
+/// How far a request's timestamp may be from the node's clock, in seconds.
+const CLIENT_SKEW_SECS: u64 = 300;
+/// Longest credential a node issues, in days.
+pub const MAX_CREDENTIAL_DAYS: u32 = 400;
+
+/// Handles one client request; writes progress frames to `send` for assemblies and returns the
+/// final answer.
+pub async fn handle(
+    state: &Arc<NodeState>,
+    staff: &Arc<StoredStaff>,
+    env: &Envelope,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Envelope {
+    if env
+        .verify_by(SignerRole::Person, &staff.body.public_key)
+        .is_err()
+    {
+        return state.error(
+            ErrorCode::BadSignature,
+            "the request is not signed by the caller's key",
+        );
+    }
+    let req: ClientRequest = match env.open() {
+        Ok(r) => r,
+        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+    };
+    let now = state.clock.now();
+    if req.issued_at.0.abs_diff(now.0) > CLIENT_SKEW_SECS {
+        return state.error(
+            ErrorCode::BadRequest,
+            "the request's timestamp is far from the node's clock; check this computer's clock",
+        );
+    }
+    let roles = &staff.body.roles;
+    let need = |role: StaffRole| -> Result<(), Envelope> {
+        if roles.contains(&role) {
+            Ok(())
+        } else {
+            Err(state.error(
+                ErrorCode::Forbidden,
+                format!(
+                    "this needs the {role} role; {} holds {}",
+                    staff.body.person_id,
+                    list_roles(roles)
+                ),
+            ))
+        }
+    };
+    let result = match req.op {
+        ClientOp::Assemble { query } => match need(StaffRole::Caseworker) {
+            Err(e) => return e,
+            Ok(()) => assemble(state, staff, query, send).await,
+        },
+        ClientOp::GrantConsent { consent, subjects } => match need(StaffRole::Caseworker) {
+            Err(e) => return e,
+            Ok(()) => {
+                crate::consent_out::record(state, staff, consent, &subjects).map_err(record_err)
+            }
+        },
+        ClientOp::RevokeConsent { revocation } => match need(StaffRole::Caseworker) {
+            Err(e) => return e,
+            Ok(()) => crate::consent_out::revoke(state, staff, revocation).map_err(record_err),
+        },
+        ClientOp::ListConsents {
+            passport_id,
+            status,
+        } => {
+            if need(StaffRole::Caseworker).is_err() {
+                if let Err(e) = need(StaffRole::Dpo) {
+                    return e;
+                }
+            }
+            list_consents(state, passport_id.as_ref(), status)
+        }
+        ClientOp::ShowConsent { consent_id } => {
+            if need(StaffRole::Caseworker).is_err() {
+                if let Err(e) = need(StaffRole::Dpo) {
+                    return e;
+                }
+            }
+            match state.db.consent(&consent_id) {
+                Ok(Some(c)) => state
+                    .db
+                    .deliveries(&consent_id)
+                    .map(|deliveries| ClientResponse::ConsentDetail {
+                        status: c.status_at(now),
+                        consent: c.envelope,
+                        deliveries,
+                    })
+                    .map_err(internal),
+                Ok(None) => Err((
+                    ErrorCode::NotFound,
+                    format!("no consent {consent_id} is known here"),
+                )),
+                Err(e) => Err(internal(e)),
+            }
+        }
+        ClientOp::ImportRecords {
+            format,
+            dry_run,
+            total_bytes,
+            sha256,
+        } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => {
+                crate::import_api::import(state, staff, format, dry_run, total_bytes, sha256, recv)
+                    .await
+            }
+        },
+        ClientOp::AddStaff {
+            person_id,
+            display_name,
+            roles: new_roles,
+            public_key,
+            valid_days,
+        } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => add_staff(
+                state,
+                person_id,
+                display_name,
+                new_roles,
+                public_key,
+                valid_days,
+            ),
+        },
+        ClientOp::ListStaff => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => list_staff(state),
+        },
+        ClientOp::Status => status(state),
+        ClientOp::GetManifest => state
+            .trust
+            .manifest_envelope()
+            .map(ClientResponse::Manifest)
+            .ok_or((ErrorCode::Internal, "node has no manifest".into())),
+    };
+    match result {
+        Ok(body) => state.seal(&body),
+        Err((code, msg)) => state.error(code, msg),
+    }
+}
+
+type OpResult = Result<ClientResponse, (ErrorCode, String)>;
+
+fn list_roles(roles: &[StaffRole]) -> String {
+    if roles.is_empty() {
+        return "no roles".into();
+    }
+    roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn internal(e: crate::store::StoreError) -> (ErrorCode, String) {
+    tracing::error!(error = %e, "storage failure");
+    (
+        ErrorCode::Internal,
+        "storage failure; see the node's log".into(),
+    )
+}
+
+fn record_err(e: crate::consent_out::RecordError) -> (ErrorCode, String) {
+    match e {
+        crate::consent_out::RecordError::Rejected(m) => (ErrorCode::BadRequest, m),
+        crate::consent_out::RecordError::Store(e) => internal(e),
+    }
+}
+
+async fn assemble(
+    state: &Arc<NodeState>,
+    staff: &StoredStaff,
+    query: Envelope,
+    send: &mut quinn::SendStream,
+) -> OpResult {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = crate::fanout::assemble(state, staff, query, move |r| {
+        let _ = tx.send(r.clone());
+    });
+    let mut work = std::pin::pin!(work);
+    // Stream progress frames while the fan-out runs.
+    let outcome = loop {
+        tokio::select! {
+            res = &mut work => break res,
+            Some(r) = rx.recv() => {
+                let _ = write_envelope(send, &state.seal(&ClientResponse::Progress(r))).await;
+            }
+        }
+    };
+    while let Ok(r) = rx.try_recv() {
+        let _ = write_envelope(send, &state.seal(&ClientResponse::Progress(r))).await;
+    }
+    match outcome {
+        Ok((query, results)) => Ok(ClientResponse::Assembled { query, results }),
+        Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+    }
+}
+
+fn list_consents(
+    state: &NodeState,
+    passport: Option<&throughgate_protocol::ids::PassportId>,
+    status: Option<ConsentStatus>,
+) -> OpResult {
+    let now = state.clock.now();
+    let all = match passport {
+        Some(p) => state.db.consents_of(p),
+        None => state.db.all_consents(),
+    }
+    .map_err(internal)?;
+    let list = all
+        .into_iter()
+        .filter(|c| status.is_none_or(|s| c.status_at(now) == s))
+        .map(|c| ConsentSummary {
+            status: c.status_at(now),
+            consent_id: c.body.consent_id.clone(),
+            passport_id: c.body.passport_id.clone(),
+            purpose: c.body.purpose,
+            recorded_by: c.body.recorded_by.clone(),
+            valid_from: c.body.valid_from,
+            valid_until: c.body.valid_until,
+            holders: c.body.holders.iter().map(|h| h.agency.clone()).collect(),
+            grantees: c.body.grantees.clone(),
+            received_at: c.received_at,
+        })
+        .collect();
+    Ok(ClientResponse::Consents(list))
+}
+
+/// Issues and stores a credential (used by the API and by `tg node init`).
+pub fn issue_credential(
+    state_key: &throughgate_protocol::keys::SecretKey,
+    credential: Credential,
+) -> StoredStaff {
+    let env = Envelope::seal(&credential, &[(SignerRole::Node, state_key)]);
+    StoredStaff {
+        credential: env,
+        body: credential,
+        revoked_at: None,
+    }
+}
+
+fn add_staff(
+    state: &NodeState,
+    person_id: throughgate_protocol::ids::PersonId,
+    display_name: String,
+    roles: Vec<StaffRole>,
+    public_key: throughgate_protocol::keys::PublicKey,
+    valid_days: u32,
+) -> OpResult {
+    if display_name.trim().is_empty()
+        || display_name.len() > 128
+        || display_name.chars().any(char::is_control)
+    {
+        return Err((
+            ErrorCode::BadRequest,
+            "the name must be 1-128 printable characters".into(),
+        ));
+    }
+    if roles.is_empty() {
+        return Err((
+            ErrorCode::BadRequest,
+            "give at least one role: caseworker, dpo or operator".into(),
+        ));
+    }
+    if valid_days == 0 || valid_days > MAX_CREDENTIAL_DAYS {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("valid days must be between 1 and {MAX_CREDENTIAL_DAYS}"),
+        ));
+    }
+    if state
+        .manifest()
+        .is_some_and(|m| m.member_by_key(&public_key).is_some())
+    {
+        return Err((
+            ErrorCode::BadRequest,
+            "that key is a node key; staff need their own key".into(),
+        ));
+    }
+    if let Ok(Some(other)) = state.db.staff_by_key(&public_key) {
+        if other.body.person_id != person_id {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("that key already belongs to {}", other.body.person_id),
+            ));
+        }
+    }
+    let now = state.clock.now();
+    let cred = Credential {
+        person_id,
+        display_name,
+        agency: state.agency.clone(),
+        roles,
+        public_key,
+        not_before: now,
+        not_after: now.plus_secs(u64::from(valid_days) * 86_400),
+    };
+    let staff = issue_credential(&state.key, cred);
+    state.db.put_staff(&staff).map_err(internal)?;
+    state.trust.add_staff(staff.clone());
+    tracing::info!(person = %staff.body.person_id, roles = %list_roles(&staff.body.roles), "credential issued");
+    Ok(ClientResponse::Credential(staff.credential))
+}
+
+fn list_staff(state: &NodeState) -> OpResult {
+    let staff = state.db.all_staff().map_err(internal)?;
+    Ok(ClientResponse::Staff(
+        staff
+            .into_iter()
+            .map(|s| StaffSummary {
+                person_id: s.body.person_id,
+                roles: s.body.roles,
+                not_after: s.body.not_after,
+                key_fingerprint: s.body.public_key.fingerprint(),
+            })
+            .collect(),
+    ))
+}
+
+fn status(state: &NodeState) -> OpResult {
+    let manifest = state
+        .manifest()
+        .ok_or((ErrorCode::Internal, "node has no manifest".into()))?;
+    let name = manifest
+        .member(&state.agency)
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    Ok(ClientResponse::Status(NodeStatus {
+        agency: state.agency.clone(),
+        name,
+        software: env!("CARGO_PKG_VERSION").into(),
+        key_fingerprint: state.key.public().fingerprint(),
+        manifest_version: manifest.version,
+        manifest_expires_at: manifest.expires_at,
+        records: state.db.record_count().map_err(internal)?,
+        consents: state.db.consent_count().map_err(internal)?,
+        outbox_pending: state.db.outbox_len().map_err(internal)?,
+        started_at: state.started_at,
+    }))
+}

@@ -1,0 +1,210 @@
+//! The node's TOML configuration: one file per node. Paths in it are relative to the file's own
+//! directory, so a node folder can be moved as a whole.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use throughgate_protocol::identifiers::IdScheme;
+use throughgate_protocol::ids::AgencyId;
+
+/// The largest config file read.
+const MAX_CONFIG: u64 = 256 * 1024;
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown or missing keys.
+    #[error("{path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        detail: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {detail}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+}
+
+/// Limits and timeouts, with safe defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Deadline for one request to a peer (or for a peer's request to arrive), in milliseconds.
+    pub request_timeout_ms: u64,
+    /// A connection idle this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Concurrent streams one peer may open on a connection.
+    pub max_streams_per_connection: u32,
+    /// Lifetime given to queries this node's caseworkers sign, in seconds.
+    pub query_lifetime_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_bytes: throughgate_protocol::frame::DEFAULT_MAX_FRAME,
+            request_timeout_ms: 3000,
+            idle_timeout_ms: 30_000,
+            max_streams_per_connection: 256,
+            query_lifetime_secs: 60,
+        }
+    }
+}
+
+impl Limits {
+    /// The per-request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// A node's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's agency id, as in the manifest.
+    pub agency: AgencyId,
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The node's private key (PKCS#8 PEM, mode 0600).
+    pub key_file: PathBuf,
+    /// The storage folder.
+    pub data_dir: PathBuf,
+    /// A manifest file (CBOR envelope) to adopt at start if newer than the stored one.
+    pub manifest_file: Option<PathBuf>,
+    /// The minimisation policy (TOML). Without one the node releases nothing.
+    pub policy_file: Option<PathBuf>,
+    /// The identifier scheme this agency's records use for people.
+    pub id_scheme: IdScheme,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The folder the file was read from (paths resolve against it). Not in the file.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let io = |source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if meta.len() > MAX_CONFIG {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                detail: format!("config file is over {MAX_CONFIG} bytes"),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mut cfg = NodeConfig::parse(&text).map_err(|detail| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail,
+        })?;
+        cfg.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.check().map_err(|detail| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            detail,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses config text (no path resolution).
+    pub fn parse(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks value ranges.
+    pub fn check(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if !(1024..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
+            return Err("limits.max_frame_bytes must be between 1024 and 67108864".into());
+        }
+        if !(100..=120_000).contains(&l.request_timeout_ms) {
+            return Err("limits.request_timeout_ms must be between 100 and 120000".into());
+        }
+        if !(1000..=3_600_000).contains(&l.idle_timeout_ms) {
+            return Err("limits.idle_timeout_ms must be between 1000 and 3600000".into());
+        }
+        if !(1..=10_000).contains(&l.max_streams_per_connection) {
+            return Err("limits.max_streams_per_connection must be between 1 and 10000".into());
+        }
+        if !(5..=throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS)
+            .contains(&l.query_lifetime_secs)
+        {
+            return Err(format!(
+                "limits.query_lifetime_secs must be between 5 and {}",
+                throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the file against the file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+agency = "hmp-leeds"
+listen = "127.0.0.1:4701"
+key_file = "node.key"
+data_dir = "data"
+id_scheme = "noms_number"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.agency.as_str(), "hmp-leeds");
+        assert_eq!(c.limits, Limits::default());
+        assert!(c.check().is_ok());
+        let again = NodeConfig::parse(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let err = NodeConfig::parse(&format!("{GOOD}\nlisten_port = 3\n")).unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = NodeConfig::parse(&GOOD.replace("hmp-leeds", "HMP Leeds")).unwrap_err();
+        assert!(err.contains("agency id"), "{err}");
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.limits.request_timeout_ms = 5;
+        assert!(c.check().unwrap_err().contains("request_timeout_ms"));
+    }
+}

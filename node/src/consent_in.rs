@@ -1,0 +1,206 @@
+//! Receiving consent grants and revocations from the recording agency (or from this node's own
+//! outbox when it is itself a holder or grantee). Each is verified end to end and answered with
+//! a signed acknowledgement. Both are idempotent: a redelivery gets the same answer.
+
+use throughgate_protocol::consent::{
+    verify_consent, verify_revocation, ConsentGrant, ConsentStatus,
+};
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::identifiers::commitment_matches;
+use throughgate_protocol::ids::{AgencyId, ConsentId};
+use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
+
+use crate::db::StoredConsent;
+use crate::node::NodeState;
+
+fn ack(
+    state: &NodeState,
+    subject: AckSubject,
+    consent_id: ConsentId,
+    outcome: AckOutcome,
+    reason: Option<String>,
+) -> Envelope {
+    tracing::info!(consent = %consent_id, subject = ?subject, outcome = outcome.as_str(), reason = reason.as_deref(), "consent message acknowledged");
+    state.seal(&Ack {
+        subject,
+        consent_id,
+        agency: state.agency.clone(),
+        outcome,
+        reason,
+        at: state.clock.now(),
+    })
+}
+
+/// Handles a `consent_grant` from `from`.
+pub fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let Some(sender) = manifest.member(from) else {
+        return state.error(ErrorCode::Forbidden, "sender is not a member");
+    };
+    if env
+        .verify_by_any(
+            throughgate_protocol::envelope::SignerRole::Node,
+            &sender.node_keys,
+        )
+        .is_err()
+    {
+        return state.error(
+            ErrorCode::BadSignature,
+            "the grant is not signed by the sending node",
+        );
+    }
+    let grant: ConsentGrant = match env.open() {
+        Ok(g) => g,
+        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+    };
+    let (consent, _cred) = match verify_consent(&grant.consent, &manifest) {
+        Ok(c) => c,
+        Err(e) => {
+            // Without a verified artefact we cannot even name the consent reliably; report the
+            // id it claims, if it decodes.
+            let claimed = grant
+                .consent
+                .open::<throughgate_protocol::consent::Consent>()
+                .ok()
+                .map(|c| c.consent_id);
+            return match claimed {
+                Some(id) => ack(
+                    state,
+                    AckSubject::Grant,
+                    id,
+                    AckOutcome::Rejected,
+                    Some(e.to_string()),
+                ),
+                None => state.error(ErrorCode::BadRequest, e.to_string()),
+            };
+        }
+    };
+    let id = consent.consent_id.clone();
+    let reject = |why: String| {
+        ack(
+            state,
+            AckSubject::Grant,
+            id.clone(),
+            AckOutcome::Rejected,
+            Some(why),
+        )
+    };
+    if &consent.recorded_by != from {
+        return reject(format!(
+            "consent was recorded by {}, but delivered by {from}",
+            consent.recorded_by
+        ));
+    }
+    if grant.recipient != state.agency {
+        return reject(format!("this delivery is addressed to {}", grant.recipient));
+    }
+    let scope = consent.scope_for(&state.agency);
+    if scope.is_none() && !consent.is_grantee(&state.agency) {
+        return reject("this agency is neither a holder nor a grantee of the consent".into());
+    }
+    // Idempotence: a consent already stored keeps its status (a revoked one stays revoked);
+    // only a missing link is added.
+    let existing = match state.db.consent(&id) {
+        Ok(e) => e,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+    };
+    let mut link = None;
+    let outcome = match scope {
+        None => AckOutcome::Stored,
+        Some(scope) => {
+            let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
+                return reject("a holder's delivery must carry its identifier and salt".into());
+            };
+            if subject.scheme != state.config.id_scheme {
+                return reject(format!(
+                    "this agency identifies people by {}, not {}",
+                    state.config.id_scheme, subject.scheme
+                ));
+            }
+            if subject.validate().is_err() {
+                return reject(format!("the {} is not valid", subject.scheme.title()));
+            }
+            if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
+                return reject("the identifier does not match the consent's commitment".into());
+            }
+            match state.db.subject_known(&subject.value) {
+                Ok(true) => {
+                    link = Some(subject.value.clone());
+                    AckOutcome::Linked
+                }
+                Ok(false) => AckOutcome::NotHeld,
+                Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+            }
+        }
+    };
+    let now = state.clock.now();
+    let passport = consent.passport_id.clone();
+    let written = match existing {
+        None => {
+            let stored = StoredConsent {
+                envelope: grant.consent.clone(),
+                body: consent,
+                status: ConsentStatus::Active,
+                status_since: now,
+                received_at: now,
+                revocation: None,
+                superseded_by: None,
+            };
+            state.db.put_consent(&stored, link.as_deref(), now)
+        }
+        Some(_) => match link.as_deref() {
+            Some(subject) => state.db.put_link(&passport, subject),
+            None => Ok(()),
+        },
+    };
+    if let Err(e) = written {
+        return state.error(ErrorCode::Internal, e.to_string());
+    }
+    ack(state, AckSubject::Grant, id, outcome, None)
+}
+
+/// Handles a `consent_revoke` from `from`.
+pub fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let (rev, _cred) = match verify_revocation(env, &manifest) {
+        Ok(r) => r,
+        Err(e) => return state.error(ErrorCode::BadRequest, e.to_string()),
+    };
+    let id = rev.consent_id.clone();
+    let reject = |why: String| {
+        ack(
+            state,
+            AckSubject::Revoke,
+            id.clone(),
+            AckOutcome::Rejected,
+            Some(why),
+        )
+    };
+    if &rev.revoked_by != from {
+        return reject(format!(
+            "revocation by {} delivered by {from}",
+            rev.revoked_by
+        ));
+    }
+    let mut stored = match state.db.consent(&id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return reject("this agency holds no consent with that id".into()),
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+    };
+    if stored.body.recorded_by != rev.revoked_by || stored.body.passport_id != rev.passport_id {
+        return reject("only the recording agency may revoke, for the same passport".into());
+    }
+    if stored.status != ConsentStatus::Revoked {
+        stored.status = ConsentStatus::Revoked;
+        stored.status_since = state.clock.now();
+        stored.revocation = Some(env.clone());
+        if let Err(e) = state.db.update_consent(&stored) {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+    }
+    ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None)
+}

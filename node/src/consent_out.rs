@@ -1,0 +1,257 @@
+//! The recording agency's side of consent: a caseworker's signed artefact is checked,
+//! countersigned by the node, stored and queued for delivery to every holder (with its own
+//! identifier for the person) and grantee, in one atomic write. Revocation likewise.
+
+use throughgate_protocol::consent::{
+    verify_person, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
+};
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::identifiers::commitment_matches;
+use throughgate_protocol::messages::{ClientResponse, HolderSubject};
+use throughgate_protocol::time::Timestamp;
+
+use crate::db::{OutboxPayload, StoredConsent, StoredStaff};
+use crate::node::NodeState;
+
+/// Why a consent or revocation was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The request is not acceptable; the message says why and what to do.
+    #[error("{0}")]
+    Rejected(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+fn rejected(m: impl Into<String>) -> RecordError {
+    RecordError::Rejected(m.into())
+}
+
+/// How far a client's timestamps may drift from the node's clock, in seconds.
+const CLIENT_SKEW_SECS: u64 = 300;
+
+fn near(now: Timestamp, t: Timestamp) -> bool {
+    t.0.abs_diff(now.0) <= CLIENT_SKEW_SECS
+}
+
+/// Records a consent signed by `staff`.
+pub fn record(
+    state: &NodeState,
+    staff: &StoredStaff,
+    mut env: Envelope,
+    subjects: &[HolderSubject],
+) -> Result<ClientResponse, RecordError> {
+    let manifest = state
+        .manifest()
+        .ok_or_else(|| rejected("node has no manifest"))?;
+    let now = state.clock.now();
+    let consent: Consent = env
+        .open()
+        .map_err(|e| rejected(format!("consent does not decode: {e}")))?;
+    consent.validate().map_err(rejected)?;
+    if consent.recorded_by != state.agency || consent.recorded_by_person != staff.body.person_id {
+        return Err(rejected(
+            "a consent must be recorded by the caller, at this agency",
+        ));
+    }
+    let me = manifest
+        .member(&state.agency)
+        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
+    let cred = verify_person(
+        &env,
+        &consent.credential,
+        &state.agency,
+        &me.node_keys,
+        &consent.recorded_by_person,
+        now,
+    )
+    .map_err(|e| rejected(e.to_string()))?;
+    if cred.public_key != staff.body.public_key {
+        return Err(rejected("the consent's credential is not the caller's"));
+    }
+    if !near(now, consent.recorded_at) {
+        return Err(rejected(
+            "recorded_at is not the current time; check this computer's clock",
+        ));
+    }
+    if consent.valid_until <= now {
+        return Err(rejected("the consent would already have expired"));
+    }
+    for h in &consent.holders {
+        let m = manifest
+            .member(&h.agency)
+            .ok_or_else(|| rejected(format!("{} is not a member of the federation", h.agency)))?;
+        if !m.is_holder() {
+            return Err(rejected(format!("{} does not hold records", h.agency)));
+        }
+        if let Some(c) = h.categories.iter().find(|c| !m.categories.contains(c)) {
+            return Err(rejected(format!("{} does not hold {c} records", h.agency)));
+        }
+        let s = subjects
+            .iter()
+            .find(|s| s.agency == h.agency)
+            .ok_or_else(|| rejected(format!("no identifier given for {}", h.agency)))?;
+        s.identifier
+            .validate()
+            .map_err(|e| rejected(format!("{}: {e}", h.agency)))?;
+        if !commitment_matches(&h.subject_commitment, &h.agency, &s.identifier, &s.salt) {
+            return Err(rejected(format!(
+                "the identifier for {} does not match the consent's commitment",
+                h.agency
+            )));
+        }
+    }
+    if subjects
+        .iter()
+        .any(|s| consent.scope_for(&s.agency).is_none())
+    {
+        return Err(rejected(
+            "an identifier was given for an agency the consent does not name",
+        ));
+    }
+    for g in &consent.grantees {
+        let m = manifest
+            .member(g)
+            .ok_or_else(|| rejected(format!("{g} is not a member of the federation")))?;
+        if !m.is_requester() {
+            return Err(rejected(format!(
+                "{g} is not a requester in the federation"
+            )));
+        }
+    }
+    if let Some(old) = &consent.supersedes {
+        let prev = state
+            .db
+            .consent(old)?
+            .ok_or_else(|| rejected(format!("consent {old} to supersede is not known here")))?;
+        if prev.body.passport_id != consent.passport_id || prev.body.recorded_by != state.agency {
+            return Err(rejected(
+                "a consent may only supersede one of the same person recorded here",
+            ));
+        }
+        if prev.status != ConsentStatus::Active {
+            return Err(rejected(format!(
+                "consent {old} is {}, not active",
+                prev.status
+            )));
+        }
+    }
+    if state.db.consent(&consent.consent_id)?.is_some() {
+        return Err(rejected("a consent with this id already exists"));
+    }
+
+    env.add_signature(SignerRole::Node, &state.key);
+    let mut items = Vec::new();
+    for recipient in consent.recipients() {
+        let holder_subject = subjects.iter().find(|s| s.agency == recipient);
+        if recipient == state.agency && holder_subject.is_none() {
+            continue; // a grantee-only recorder already has the consent
+        }
+        let grant = ConsentGrant {
+            consent: env.clone(),
+            recipient: recipient.clone(),
+            subject: holder_subject.map(|s| s.identifier.clone()),
+            salt: holder_subject.map(|s| s.salt),
+        };
+        items.push((
+            consent.consent_id.clone(),
+            recipient,
+            OutboxPayload::Grant(state.seal(&grant)),
+        ));
+    }
+    let stored = StoredConsent {
+        envelope: env.clone(),
+        body: consent.clone(),
+        status: ConsentStatus::Active,
+        status_since: now,
+        received_at: now,
+        revocation: None,
+        superseded_by: None,
+    };
+    let writes = state.db.consent_writes(&stored, None, now)?;
+    state.db.enqueue(items, writes, now)?;
+    state.outbox_wake.notify_one();
+    tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
+    let deliveries = state.db.deliveries(&consent.consent_id)?;
+    Ok(ClientResponse::ConsentRecorded {
+        consent: env,
+        deliveries,
+    })
+}
+
+/// Records a revocation signed by `staff`.
+pub fn revoke(
+    state: &NodeState,
+    staff: &StoredStaff,
+    mut env: Envelope,
+) -> Result<ClientResponse, RecordError> {
+    let manifest = state
+        .manifest()
+        .ok_or_else(|| rejected("node has no manifest"))?;
+    let now = state.clock.now();
+    let rev: ConsentRevocation = env
+        .open()
+        .map_err(|e| rejected(format!("revocation does not decode: {e}")))?;
+    if rev.revoked_by != state.agency || rev.revoked_by_person != staff.body.person_id {
+        return Err(rejected(
+            "a revocation must be made by the caller, at this agency",
+        ));
+    }
+    let me = manifest
+        .member(&state.agency)
+        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
+    verify_person(
+        &env,
+        &rev.credential,
+        &state.agency,
+        &me.node_keys,
+        &rev.revoked_by_person,
+        now,
+    )
+    .map_err(|e| rejected(e.to_string()))?;
+    if !near(now, rev.revoked_at) {
+        return Err(rejected(
+            "revoked_at is not the current time; check this computer's clock",
+        ));
+    }
+    let mut stored = state
+        .db
+        .consent(&rev.consent_id)?
+        .ok_or_else(|| rejected(format!("no consent {} here", rev.consent_id)))?;
+    if stored.body.recorded_by != state.agency || stored.body.passport_id != rev.passport_id {
+        return Err(rejected(
+            "only consents recorded at this agency can be revoked here, for the same person",
+        ));
+    }
+    if stored.status == ConsentStatus::Revoked {
+        return Err(rejected("this consent is already revoked"));
+    }
+    env.add_signature(SignerRole::Node, &state.key);
+    stored.status = ConsentStatus::Revoked;
+    stored.status_since = now;
+    stored.revocation = Some(env.clone());
+    let writes = state.db.consent_update_writes(&stored);
+    let items = stored
+        .body
+        .recipients()
+        .into_iter()
+        .filter(|r| r != &state.agency)
+        .map(|r| {
+            (
+                rev.consent_id.clone(),
+                r,
+                OutboxPayload::Revoke(env.clone()),
+            )
+        })
+        .collect();
+    state.db.enqueue(items, writes, now)?;
+    state.outbox_wake.notify_one();
+    tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
+    let deliveries = state.db.deliveries(&rev.consent_id)?;
+    Ok(ClientResponse::ConsentDetail {
+        consent: stored.envelope,
+        status: ConsentStatus::Revoked,
+        deliveries,
+    })
+}

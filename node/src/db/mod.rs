@@ -1,0 +1,129 @@
+//! Typed access to the node's data over the [`Store`] trait: the key layout and the value
+//! encodings live here and nowhere else.
+//!
+//! Key spaces (all keys are UTF-8 text; `\0` separates a subject from a record id):
+//!
+//! | prefix | value |
+//! |---|---|
+//! | `rec/{subject}\0{record_id}` | a [`Record`](throughgate_protocol::record::Record) |
+//! | `sub/{subject}` | empty: the subject is known here |
+//! | `lnk/{passport_id}` | the local subject linked to the passport |
+//! | `con/{consent_id}` | a [`StoredConsent`] |
+//! | `cpp/{passport_id}/{consent_id}` | empty: index of consents by passport |
+//! | `rpl/{query_id}` | expiry of a seen query (replay cache) |
+//! | `stf/{person_id}` | a [`StoredStaff`] |
+//! | `stk/{public key hex}` | the person id holding that key |
+//! | `man` | the trusted manifest envelope |
+//! | `obx/{seq:020}` | an [`OutboxItem`] |
+//! | `dlv/{consent_id}/{agency}/{grant,revoke}` | a delivery's state |
+
+mod consents;
+mod outbox;
+mod records;
+mod replay;
+mod staff;
+
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use throughgate_protocol::cbor;
+use throughgate_protocol::envelope::Envelope;
+
+pub use consents::StoredConsent;
+pub use outbox::{OutboxItem, OutboxPayload};
+pub use staff::StoredStaff;
+
+use crate::store::{Store, StoreError, WriteBatch};
+
+/// The largest single stored value accepted on read (records, consents, outbox items).
+const MAX_VALUE: usize = 8 * 1024 * 1024;
+
+/// Typed view of a node's store.
+#[derive(Clone)]
+pub struct Db {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+impl Db {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Db {
+        Db { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Makes all writes so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
+    /// Applies a batch atomically.
+    pub fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.store.apply(batch)
+    }
+
+    fn get_decoded<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.get(key)? {
+            Some(v) => decode(what, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The trusted manifest envelope, if one has been stored.
+    pub fn manifest(&self) -> Result<Option<Envelope>, StoreError> {
+        match self.store.get(b"man")? {
+            Some(v) => {
+                Envelope::from_bytes(&v, MAX_VALUE)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: "manifest",
+                        key: "man".into(),
+                        detail: e.to_string(),
+                    })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the trusted manifest envelope and flushes.
+    pub fn put_manifest(&self, env: &Envelope) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.put(b"man".to_vec(), env.to_bytes());
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    cbor::to_vec(value)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    cbor::from_slice(what, bytes, MAX_VALUE).map_err(|e| StoreError::Corrupt {
+        what,
+        key: String::from_utf8_lossy(key).chars().take(120).collect(),
+        detail: e.to_string(),
+    })
+}
+
+/// Builds a text key from parts.
+pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
+    parts.concat().into_bytes()
+}

@@ -1,0 +1,205 @@
+use serde::{Deserialize, Serialize};
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::ids::{AgencyId, ConsentId};
+use throughgate_protocol::messages::{AckSubject, ConsentDelivery, DeliveryState};
+use throughgate_protocol::time::Timestamp;
+
+use super::{decode, encode, key, Db};
+use crate::store::{StoreError, WriteBatch};
+
+/// What an outbox item carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxPayload {
+    /// A signed `consent_grant` envelope for one recipient.
+    Grant(Envelope),
+    /// A signed `consent_revoke` envelope.
+    Revoke(Envelope),
+}
+
+/// One pending delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// Sequence number (the key).
+    pub seq: u64,
+    /// The consent concerned.
+    pub consent_id: ConsentId,
+    /// The recipient.
+    pub recipient: AgencyId,
+    /// What to deliver.
+    pub payload: OutboxPayload,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before this instant (backoff).
+    pub next_attempt: Timestamp,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+impl OutboxItem {
+    /// Grant or revocation.
+    pub fn subject(&self) -> AckSubject {
+        match self.payload {
+            OutboxPayload::Grant(_) => AckSubject::Grant,
+            OutboxPayload::Revoke(_) => AckSubject::Revoke,
+        }
+    }
+}
+
+fn outbox_key(seq: u64) -> Vec<u8> {
+    key(&["obx/", &format!("{seq:020}")])
+}
+
+fn delivery_key(consent: &ConsentId, agency: &AgencyId, subject: AckSubject) -> Vec<u8> {
+    let s = match subject {
+        AckSubject::Grant => "grant",
+        AckSubject::Revoke => "revoke",
+    };
+    key(&["dlv/", consent.as_str(), "/", agency.as_str(), "/", s])
+}
+
+impl Db {
+    /// The next free outbox sequence number.
+    fn next_outbox_seq(&self) -> Result<u64, StoreError> {
+        Ok(match self.store.last(b"obx/")? {
+            Some((k, _)) => String::from_utf8_lossy(k.get(4..).unwrap_or_default())
+                .parse::<u64>()
+                .map(|n| n + 1)
+                .unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Queues deliveries and records them as pending, atomically with `extra` writes (e.g. the
+    /// consent itself), then flushes. Returns the queued items.
+    pub fn enqueue(
+        &self,
+        items: Vec<(ConsentId, AgencyId, OutboxPayload)>,
+        mut extra: WriteBatch,
+        now: Timestamp,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut seq = self.next_outbox_seq()?;
+        let mut out = Vec::new();
+        for (consent_id, recipient, payload) in items {
+            let item = OutboxItem {
+                seq,
+                consent_id,
+                recipient,
+                payload,
+                attempts: 0,
+                next_attempt: now,
+                queued_at: now,
+                last_error: None,
+            };
+            extra.put(outbox_key(seq), encode(&item));
+            let d = ConsentDelivery {
+                agency: item.recipient.clone(),
+                subject: item.subject(),
+                state: DeliveryState::Pending,
+                since: now,
+                attempts: 0,
+                ack: None,
+                last_error: None,
+            };
+            extra.put(
+                delivery_key(&item.consent_id, &item.recipient, item.subject()),
+                encode(&d),
+            );
+            out.push(item);
+            seq += 1;
+        }
+        self.store.apply(extra)?;
+        self.store.flush()?;
+        Ok(out)
+    }
+
+    /// Pending outbox items in queue order, at most `limit`.
+    pub fn outbox_items(&self, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        self.store
+            .scan(b"obx/", None, limit)?
+            .into_iter()
+            .map(|(k, v)| decode("outbox item", &k, &v))
+            .collect()
+    }
+
+    /// Makes every pending item due at `now` (an operator's "retry now").
+    pub fn outbox_retry_all(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let items = self.outbox_items(usize::MAX)?;
+        let mut b = WriteBatch::new();
+        for mut item in items {
+            item.next_attempt = now;
+            b.put(outbox_key(item.seq), encode(&item));
+        }
+        let n = b.len();
+        self.store.apply(b)?;
+        Ok(n)
+    }
+
+    /// Number of pending outbox items.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.store.count(b"obx/")
+    }
+
+    /// Records a failed attempt with its backoff.
+    pub fn outbox_retry(
+        &self,
+        item: &OutboxItem,
+        error: &str,
+        next: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut item = item.clone();
+        item.attempts = item.attempts.saturating_add(1);
+        item.next_attempt = next;
+        item.last_error = Some(error.chars().take(300).collect());
+        let mut b = WriteBatch::new();
+        b.put(outbox_key(item.seq), encode(&item));
+        let dk = delivery_key(&item.consent_id, &item.recipient, item.subject());
+        let mut d: ConsentDelivery = match self.get_decoded("delivery", &dk)? {
+            Some(d) => d,
+            None => return self.store.apply(b),
+        };
+        d.attempts = item.attempts;
+        d.last_error = item.last_error.clone();
+        b.put(dk, encode(&d));
+        self.store.apply(b)
+    }
+
+    /// Records a delivery's acknowledgement and removes it from the outbox, atomically; flushes.
+    pub fn outbox_done(
+        &self,
+        item: &OutboxItem,
+        state: DeliveryState,
+        ack: Envelope,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.delete(outbox_key(item.seq));
+        let d = ConsentDelivery {
+            agency: item.recipient.clone(),
+            subject: item.subject(),
+            state,
+            since: now,
+            attempts: item.attempts.saturating_add(1),
+            ack: Some(ack),
+            last_error: None,
+        };
+        b.put(
+            delivery_key(&item.consent_id, &item.recipient, item.subject()),
+            encode(&d),
+        );
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// The deliveries of one consent (grants and revocations), by recipient.
+    pub fn deliveries(&self, consent: &ConsentId) -> Result<Vec<ConsentDelivery>, StoreError> {
+        let prefix = key(&["dlv/", consent.as_str(), "/"]);
+        self.store
+            .scan(&prefix, None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| decode("delivery", &k, &v))
+            .collect()
+    }
+}

@@ -1,0 +1,66 @@
+use std::collections::BTreeSet;
+
+use throughgate_protocol::record::Record;
+
+use super::{decode, encode, key, Db};
+use crate::store::{StoreError, WriteBatch};
+
+fn record_key(subject: &str, record_id: &str) -> Vec<u8> {
+    key(&["rec/", subject, "\0", record_id])
+}
+
+impl Db {
+    /// Stores records and their subjects in one atomic batch, then flushes. Existing records with
+    /// the same subject and id are replaced (an agency re-exporting an updated record).
+    pub fn put_records(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        let mut subjects = BTreeSet::new();
+        for r in records {
+            b.put(record_key(&r.subject, r.record_id.as_str()), encode(r));
+            subjects.insert(r.subject.as_str());
+        }
+        for s in subjects {
+            b.put(key(&["sub/", s]), Vec::new());
+        }
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// Whether any record of this local subject is held.
+    pub fn subject_known(&self, subject: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get(&key(&["sub/", subject]))?.is_some())
+    }
+
+    /// All records of one local subject, at most `limit`.
+    pub fn records_of(&self, subject: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let prefix = key(&["rec/", subject, "\0"]);
+        self.store
+            .scan(&prefix, None, limit)?
+            .into_iter()
+            .map(|(k, v)| decode("record", &k, &v))
+            .collect()
+    }
+
+    /// Number of records held.
+    pub fn record_count(&self) -> Result<u64, StoreError> {
+        self.store.count(b"rec/")
+    }
+
+    /// Every record, in key order, a page at a time (`after` is the last key of the previous page).
+    pub fn records_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Record)>, StoreError> {
+        let start = after.map(|a| {
+            let mut k = a.to_vec();
+            k.push(0);
+            k
+        });
+        self.store
+            .scan(b"rec/", start.as_deref(), limit)?
+            .into_iter()
+            .map(|(k, v)| decode("record", &k, &v).map(|r| (k, r)))
+            .collect()
+    }
+}

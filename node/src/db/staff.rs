@@ -1,0 +1,68 @@
+use serde::{Deserialize, Serialize};
+use throughgate_protocol::credential::Credential;
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::ids::PersonId;
+use throughgate_protocol::keys::PublicKey;
+use throughgate_protocol::time::Timestamp;
+
+use super::{decode, encode, key, Db};
+use crate::store::{StoreError, WriteBatch};
+
+/// A staff credential as the issuing node keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredStaff {
+    /// The signed credential.
+    pub credential: Envelope,
+    /// Its decoded body.
+    pub body: Credential,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Db {
+    /// Stores a credential (replacing any earlier one for the same person) and flushes.
+    pub fn put_staff(&self, staff: &StoredStaff) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        let pid = staff.body.person_id.as_str();
+        if let Some(old) = self.staff(&staff.body.person_id)? {
+            if old.body.public_key != staff.body.public_key {
+                b.delete(key(&["stk/", &old.body.public_key.to_hex()]));
+            }
+        }
+        b.put(key(&["stf/", pid]), encode(staff));
+        b.put(
+            key(&["stk/", &staff.body.public_key.to_hex()]),
+            pid.as_bytes().to_vec(),
+        );
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// One member of staff.
+    pub fn staff(&self, id: &PersonId) -> Result<Option<StoredStaff>, StoreError> {
+        self.get_decoded("staff credential", &key(&["stf/", id.as_str()]))
+    }
+
+    /// The member of staff holding `public_key`.
+    pub fn staff_by_key(&self, public_key: &PublicKey) -> Result<Option<StoredStaff>, StoreError> {
+        match self.store.get(&key(&["stk/", &public_key.to_hex()]))? {
+            Some(pid) => {
+                let pid = String::from_utf8_lossy(&pid).into_owned();
+                match PersonId::new(pid) {
+                    Ok(id) => self.staff(&id),
+                    Err(_) => Ok(None),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every member of staff.
+    pub fn all_staff(&self) -> Result<Vec<StoredStaff>, StoreError> {
+        self.store
+            .scan(b"stf/", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| decode("staff credential", &k, &v))
+            .collect()
+    }
+}

@@ -1,0 +1,158 @@
+//! The holder's side of a query: verify, check consent, minimise, sign. Default deny: every
+//! path that is not a clean disclosure ends in a signed refusal with a precise reason (or a
+//! protocol error when the query is too malformed to refuse).
+
+use throughgate_protocol::consent_check::check_consent;
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::ids::ConsentId;
+use throughgate_protocol::messages::{
+    query_digest, ErrorCode, Outcome, Query, RefusalReason, Response, Withheld,
+};
+use throughgate_protocol::query_check::{check_query, QueryVerdict};
+use throughgate_protocol::record::DisclosedRecord;
+
+use crate::node::NodeState;
+
+/// Most records one subject may have disclosed in one response.
+const MAX_RECORDS_PER_SUBJECT: usize = 10_000;
+
+/// The decision for one query, before signing.
+struct Decision {
+    outcome: Outcome,
+    reason: Option<RefusalReason>,
+    consent_id: Option<ConsentId>,
+    records: Vec<DisclosedRecord>,
+    withheld: Withheld,
+}
+
+impl Decision {
+    fn refuse(reason: RefusalReason, consent_id: Option<ConsentId>) -> Decision {
+        Decision {
+            outcome: Outcome::Refused,
+            reason: Some(reason),
+            consent_id,
+            records: Vec::new(),
+            withheld: Withheld::default(),
+        }
+    }
+}
+
+/// Answers a query that arrived from `peer`.
+pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let now = state.clock.now();
+    let (query, decision) = match check_query(env, &manifest, now) {
+        QueryVerdict::Malformed(detail) => return state.error(ErrorCode::Malformed, detail),
+        QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
+        QueryVerdict::Accepted(checked) => {
+            let decision = decide(state, peer, &checked.query, &manifest);
+            (checked.query, decision)
+        }
+    };
+    let decision = match decision {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
+            return state.error(ErrorCode::Internal, "storage failure; retry later");
+        }
+    };
+    tracing::info!(
+        query = %query.query_id,
+        passport = %query.passport_id,
+        requester = %query.requester,
+        caseworker = %query.caseworker,
+        outcome = %decision.outcome,
+        reason = decision.reason.map(|r| r.as_str()),
+        records = decision.records.len(),
+        "query answered"
+    );
+    let response = Response {
+        query_id: query.query_id.clone(),
+        query_digest: query_digest(env),
+        holder: state.agency.clone(),
+        passport_id: query.passport_id.clone(),
+        outcome: decision.outcome,
+        reason: decision.reason,
+        detail: decision.reason.map(|r| r.explain().to_owned()),
+        consent_id: decision.consent_id,
+        records: decision.records,
+        withheld: decision.withheld,
+        as_of: now,
+    };
+    state.seal(&response)
+}
+
+fn decide(
+    state: &NodeState,
+    peer: &AgencyId,
+    query: &Query,
+    manifest: &throughgate_protocol::manifest::Manifest,
+) -> Result<Decision, crate::store::StoreError> {
+    let now = state.clock.now();
+    if &query.requester != peer {
+        return Ok(Decision::refuse(RefusalReason::RequesterMismatch, None));
+    }
+    if query.request_for(&state.agency).is_none() {
+        return Ok(Decision::refuse(RefusalReason::NotAddressed, None));
+    }
+    if !state
+        .db
+        .mark_query_seen(&query.query_id, query.expires_at)?
+    {
+        return Ok(Decision::refuse(RefusalReason::QueryReplayed, None));
+    }
+    let Some(consent_id) = query.consent_id.clone() else {
+        return Ok(Decision::refuse(RefusalReason::NoConsent, None));
+    };
+    let Some(stored) = state.db.consent(&consent_id)? else {
+        return Ok(Decision::refuse(RefusalReason::NoConsent, Some(consent_id)));
+    };
+    let scope = match check_consent(
+        &stored.body,
+        stored.status_at(now),
+        query,
+        &state.agency,
+        now,
+    ) {
+        Ok(s) => s,
+        Err(reason) => return Ok(Decision::refuse(reason, Some(consent_id))),
+    };
+    let Some(subject) = state.db.linked_subject(&query.passport_id)? else {
+        return Ok(Decision {
+            outcome: Outcome::NotHeld,
+            reason: None,
+            consent_id: Some(consent_id),
+            records: Vec::new(),
+            withheld: Withheld::default(),
+        });
+    };
+    let Some(requester) = manifest.member(&query.requester) else {
+        return Ok(Decision::refuse(
+            RefusalReason::RequesterNotAuthorised,
+            Some(consent_id),
+        ));
+    };
+    let release = state.policy().release_for(query.purpose, requester);
+    if scope
+        .categories
+        .iter()
+        .all(|c| !release.categories.contains(c))
+    {
+        return Ok(Decision::refuse(
+            RefusalReason::PolicyWithholdsAll,
+            Some(consent_id),
+        ));
+    }
+    let records = state.db.records_of(&subject, MAX_RECORDS_PER_SUBJECT)?;
+    let (records, withheld) = release.minimise(&records, &scope);
+    Ok(Decision {
+        outcome: Outcome::Disclosed,
+        reason: None,
+        consent_id: Some(consent_id),
+        records,
+        withheld,
+    })
+}

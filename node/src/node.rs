@@ -1,0 +1,252 @@
+//! A running node: its shared state, start-up and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::keys::SecretKey;
+use throughgate_protocol::manifest::{Manifest, ManifestError};
+use throughgate_protocol::messages::{ErrorBody, ErrorCode};
+use throughgate_protocol::time::Timestamp;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::db::Db;
+use crate::peers::Peers;
+use crate::policy::Policy;
+use crate::store::{Store, StoreError};
+use crate::tls::{self, TlsError, TlsIdentity};
+use crate::trust::Trust;
+
+/// Why a node could not start or change state.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A manifest was refused.
+    #[error("manifest refused: {0}")]
+    Manifest(#[from] ManifestError),
+    /// The node has no manifest yet.
+    #[error("no federation manifest: pass one with `manifest_file` in the config or `tg manifest publish`")]
+    NoManifest,
+}
+
+/// What a node needs to start.
+pub struct NodeOptions {
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// Its private key.
+    pub key: SecretKey,
+    /// Its storage.
+    pub store: Arc<dyn Store>,
+    /// Its minimisation policy.
+    pub policy: Policy,
+    /// Its clock.
+    pub clock: Clock,
+}
+
+/// State shared by every task of a node.
+pub struct NodeState {
+    /// This agency.
+    pub agency: AgencyId,
+    /// The node key.
+    pub key: SecretKey,
+    /// Configuration.
+    pub config: NodeConfig,
+    /// Storage.
+    pub db: Db,
+    /// Manifest and staff keys.
+    pub trust: Arc<Trust>,
+    /// The clock.
+    pub clock: Clock,
+    /// The minimisation policy.
+    pub policy: RwLock<Arc<Policy>>,
+    /// Outgoing connections.
+    pub peers: Peers,
+    /// Wakes the outbox worker.
+    pub outbox_wake: Notify,
+    /// When the node started.
+    pub started_at: Timestamp,
+}
+
+impl std::fmt::Debug for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeState")
+            .field("agency", &self.agency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeState {
+    /// Seals a body with the node key.
+    pub fn seal<M: Message>(&self, body: &M) -> Envelope {
+        Envelope::seal(body, &[(SignerRole::Node, &self.key)])
+    }
+
+    /// A signed protocol error.
+    pub fn error(&self, code: ErrorCode, message: impl Into<String>) -> Envelope {
+        self.seal(&ErrorBody {
+            code,
+            message: message.into(),
+        })
+    }
+
+    /// The current manifest (a node never runs without one).
+    pub fn manifest(&self) -> Option<Arc<Manifest>> {
+        self.trust.manifest()
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Verifies, adopts and persists a manifest.
+    pub fn adopt_manifest(&self, env: &Envelope) -> Result<Arc<Manifest>, NodeError> {
+        let m = self.trust.install_manifest(env)?;
+        self.db.put_manifest(env)?;
+        Ok(m)
+    }
+}
+
+/// A node bound to its socket.
+pub struct Node {
+    state: Arc<NodeState>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("agency", &self.state.agency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Binds the node's QUIC endpoint and loads its trusted state (stored manifest, staff).
+    /// Nothing is served until [`Node::start`].
+    pub fn bind(opts: NodeOptions) -> Result<Node, NodeError> {
+        let NodeOptions {
+            config,
+            key,
+            store,
+            policy,
+            clock,
+        } = opts;
+        let agency = config.agency.clone();
+        let db = Db::new(store);
+        let trust = Arc::new(Trust::new(agency.clone(), clock.clone()));
+        if let Some(env) = db.manifest()? {
+            // A stored manifest that has since expired is not installed; the operator must
+            // supply a current one.
+            if let Err(e) = trust.install_manifest(&env) {
+                tracing::warn!(error = %e, "stored manifest not usable");
+            }
+        }
+        for s in db.all_staff()? {
+            trust.add_staff(s);
+        }
+        let identity = TlsIdentity::new(&key, agency.as_str())?;
+        let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
+        let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
+        let addr = config.listen;
+        let mut endpoint = quinn::Endpoint::server(server, addr)
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        endpoint.set_default_client_config(client);
+        let peers = Peers::new(endpoint.clone(), trust.clone(), config.limits.clone());
+        let state = Arc::new(NodeState {
+            agency,
+            key,
+            config,
+            db,
+            trust,
+            started_at: clock.now(),
+            clock,
+            policy: RwLock::new(Arc::new(policy)),
+            peers,
+            outbox_wake: Notify::new(),
+        });
+        Ok(Node {
+            state,
+            endpoint,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// The address the node listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| NodeError::Bind {
+                addr: self.state.config.listen,
+                source,
+            })
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<NodeState> {
+        &self.state
+    }
+
+    /// Starts serving: the accept loop, the outbox worker and housekeeping.
+    pub fn start(&mut self) -> Result<(), NodeError> {
+        if self.state.manifest().is_none() {
+            return Err(NodeError::NoManifest);
+        }
+        let st = self.state.clone();
+        let ep = self.endpoint.clone();
+        self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));
+        self.tasks
+            .push(tokio::spawn(crate::outbox::run(self.state.clone())));
+        self.tasks
+            .push(tokio::spawn(housekeeping(self.state.clone())));
+        tracing::info!(agency = %self.state.agency, addr = ?self.endpoint.local_addr().ok(), "node serving");
+        Ok(())
+    }
+
+    /// Stops serving, closes connections and flushes storage.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+        if let Err(e) = self.state.db.flush() {
+            tracing::error!(error = %e, "flush at shutdown failed");
+        }
+    }
+}
+
+/// Periodic chores: prune the replay cache.
+async fn housekeeping(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match state.db.prune_replay_cache(state.clock.now()) {
+            Ok(n) if n > 0 => tracing::debug!(removed = n, "replay cache pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "replay cache pruning failed"),
+        }
+    }
+}

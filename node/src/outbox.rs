@@ -1,0 +1,137 @@
+//! The durable outbox: consent grants and revocations are queued in the same atomic write as
+//! the consent change itself, then delivered to every recipient with retries and backoff until
+//! each answers with a signed acknowledgement. Items to one recipient go strictly in queue
+//! order (a revocation never overtakes its grant). Nothing is lost across restarts: the queue
+//! lives in the store.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::messages::{Ack, AckOutcome, DeliveryState};
+
+use crate::db::{OutboxItem, OutboxPayload};
+use crate::node::NodeState;
+
+/// Longest wait between attempts, in seconds.
+pub const MAX_BACKOFF_SECS: u64 = 30;
+
+/// Runs the delivery loop forever.
+pub async fn run(state: Arc<NodeState>) {
+    loop {
+        if let Err(e) = deliver_due(&state).await {
+            tracing::error!(error = %e, "outbox pass failed");
+        }
+        tokio::select! {
+            () = state.outbox_wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One pass: delivers every item that is due and not blocked behind an earlier item to the
+/// same recipient. Recipients are served concurrently.
+pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), crate::store::StoreError> {
+    let now = state.clock.now();
+    let items = state.db.outbox_items(10_000)?;
+    let mut blocked = HashSet::new();
+    let mut chains: Vec<Vec<OutboxItem>> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for item in items {
+        let r = item.recipient.to_string();
+        if blocked.contains(&r) {
+            continue;
+        }
+        if item.next_attempt > now {
+            blocked.insert(r);
+            continue;
+        }
+        let slot = *index.entry(r).or_insert_with(|| {
+            chains.push(Vec::new());
+            chains.len() - 1
+        });
+        if let Some(chain) = chains.get_mut(slot) {
+            chain.push(item);
+        }
+    }
+    let tasks = chains.into_iter().map(|chain| {
+        let st = state.clone();
+        async move {
+            for item in chain {
+                if !attempt(&st, &item).await {
+                    break;
+                }
+            }
+        }
+    });
+    futures::future::join_all(tasks).await;
+    Ok(())
+}
+
+/// Tries one item; returns whether it left the queue.
+async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
+    let now = state.clock.now();
+    match deliver(state, item).await {
+        Ok((delivery, ack)) => {
+            if let Err(e) = state.db.outbox_done(item, delivery, ack, now) {
+                tracing::error!(error = %e, "could not record delivery");
+                return false;
+            }
+            tracing::info!(consent = %item.consent_id, recipient = %item.recipient, state = delivery.as_str(), "consent message delivered");
+            true
+        }
+        Err(e) => {
+            let backoff = 1u64
+                .checked_shl(item.attempts)
+                .unwrap_or(MAX_BACKOFF_SECS)
+                .min(MAX_BACKOFF_SECS);
+            tracing::info!(consent = %item.consent_id, recipient = %item.recipient, attempts = item.attempts + 1, error = %e, "delivery failed; will retry");
+            if let Err(e) = state.db.outbox_retry(item, &e, now.plus_secs(backoff)) {
+                tracing::error!(error = %e, "could not record delivery failure");
+            }
+            false
+        }
+    }
+}
+
+async fn deliver(
+    state: &NodeState,
+    item: &OutboxItem,
+) -> Result<(DeliveryState, Envelope), String> {
+    let env = match &item.payload {
+        OutboxPayload::Grant(e) | OutboxPayload::Revoke(e) => e,
+    };
+    let answer = if item.recipient == state.agency {
+        match &item.payload {
+            OutboxPayload::Grant(e) => crate::consent_in::grant(state, &state.agency, e),
+            OutboxPayload::Revoke(e) => crate::consent_in::revoke(state, &state.agency, e),
+        }
+    } else {
+        state
+            .peers
+            .request(&item.recipient, env, state.config.limits.request_timeout())
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let manifest = state.manifest().ok_or("no manifest")?;
+    let member = manifest
+        .member(&item.recipient)
+        .ok_or("recipient left the federation")?;
+    answer
+        .verify_by_any(SignerRole::Node, &member.node_keys)
+        .map_err(|e| format!("acknowledgement signature: {e}"))?;
+    let ack: Ack = answer.open().map_err(|e| format!("acknowledgement: {e}"))?;
+    if ack.consent_id != item.consent_id
+        || ack.agency != item.recipient
+        || ack.subject != item.subject()
+    {
+        return Err("acknowledgement is for something else".into());
+    }
+    let delivery = if ack.outcome == AckOutcome::Rejected {
+        DeliveryState::Rejected
+    } else {
+        DeliveryState::Delivered
+    };
+    Ok((delivery, answer))
+}

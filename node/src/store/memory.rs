@@ -1,0 +1,101 @@
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::RwLock;
+
+use super::{KeyValue, Store, StoreError, Write, WriteBatch};
+
+/// An in-memory store: for tests, and proof that nothing depends on sled specifics.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn read(
+        &self,
+    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
+        self.map
+            .read()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+
+    fn write(
+        &self,
+    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
+        self.map
+            .write()
+            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read()?.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let map = self.read()?;
+        let from = start.map_or(prefix.to_vec(), <[u8]>::to_vec);
+        Ok(map
+            .range((Bound::Included(from), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        let map = self.read()?;
+        Ok(map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .last()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut map = self.write()?;
+        for w in batch.writes {
+            match w {
+                Write::Put(k, v) => {
+                    map.insert(k, v);
+                }
+                Write::Delete(k) => {
+                    map.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
+        let mut map = self.write()?;
+        if map.contains_key(key) {
+            return Ok(false);
+        }
+        map.insert(key.to_vec(), value.to_vec());
+        Ok(true)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn count(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        let map = self.read()?;
+        Ok(map
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count() as u64)
+    }
+}

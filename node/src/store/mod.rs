@@ -1,0 +1,152 @@
+//! Storage behind one narrow trait.
+//!
+//! Everything a node keeps (records, consents, links, staff, outbox, replay cache, audit log)
+//! goes through [`Store`]: ordered byte keys to byte values, point reads, prefix scans, atomic
+//! batches, insert-if-absent, and an explicit durability barrier. sled is the default
+//! implementation; an in-memory one serves tests and shows the trait is honest.
+
+mod memory;
+mod sled_store;
+
+pub use memory::MemoryStore;
+pub use sled_store::SledStore;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// A stored value did not decode: the store holds something this version cannot read.
+    #[error("stored {what} under key {key} does not decode: {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// The key, printable form.
+        key: String,
+        /// The decoder's explanation.
+        detail: String,
+    },
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove `key`.
+    Delete(Vec<u8>),
+}
+
+/// Writes applied together, all or none.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    /// The writes, in order.
+    pub writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes.push(Write::Put(key.into(), value.into()));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push(Write::Delete(key.into()));
+    }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// A key-value pair from a scan.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// The node's storage: an ordered map of byte keys to byte values.
+pub trait Store: Send + Sync + 'static {
+    /// Reads one key.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// All pairs whose key starts with `prefix`, in key order, starting at `start` (a full key
+    /// at or after which to begin, or `None` for the beginning of the prefix), at most `limit`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// The last pair whose key starts with `prefix`, if any.
+    fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError>;
+
+    /// Applies every write in the batch atomically.
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Sets `key` to `value` only if it is absent; returns whether it was inserted.
+    fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError>;
+
+    /// Makes every write applied so far durable on disk.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Counts keys with `prefix` (may be slow; for status and tests).
+    fn count(&self, prefix: &[u8]) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &dyn Store) {
+        let mut b = WriteBatch::new();
+        b.put(b"a/1".to_vec(), b"one".to_vec());
+        b.put(b"a/2".to_vec(), b"two".to_vec());
+        b.put(b"b/1".to_vec(), b"bee".to_vec());
+        store.apply(b).unwrap();
+        assert_eq!(store.get(b"a/1").unwrap().unwrap(), b"one");
+        let all = store.scan(b"a/", None, 10).unwrap();
+        assert_eq!(all.len(), 2);
+        let from2 = store.scan(b"a/", Some(b"a/2"), 10).unwrap();
+        assert_eq!(from2.len(), 1);
+        assert_eq!(store.scan(b"a/", None, 1).unwrap().len(), 1);
+        assert_eq!(store.last(b"a/").unwrap().unwrap().0, b"a/2");
+        assert!(store.last(b"c/").unwrap().is_none());
+        assert!(store.insert_if_absent(b"q/1", b"x").unwrap());
+        assert!(!store.insert_if_absent(b"q/1", b"y").unwrap());
+        assert_eq!(store.get(b"q/1").unwrap().unwrap(), b"x");
+        let mut d = WriteBatch::new();
+        d.delete(b"a/1".to_vec());
+        store.apply(d).unwrap();
+        assert!(store.get(b"a/1").unwrap().is_none());
+        assert_eq!(store.count(b"a/").unwrap(), 1);
+        store.flush().unwrap();
+    }
+
+    #[test]
+    fn memory_store_behaves() {
+        exercise(&MemoryStore::new());
+    }
+
+    #[test]
+    fn sled_store_behaves_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            exercise(&s);
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get(b"a/2").unwrap().unwrap(), b"two");
+    }
+}

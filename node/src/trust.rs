@@ -1,0 +1,131 @@
+//! What this node trusts right now: the federation manifest and its own staff's keys. The TLS
+//! verifiers consult it during every handshake; handlers consult it to name the caller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::keys::PublicKey;
+use throughgate_protocol::manifest::{verify_manifest, Manifest, ManifestError};
+
+use crate::clock::Clock;
+use crate::db::StoredStaff;
+use crate::tls::PeerPolicy;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// Another agency's node.
+    Peer(AgencyId),
+    /// One of this agency's staff, through the CLI.
+    Staff(Arc<StoredStaff>),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    manifest: Option<(Arc<Manifest>, Envelope)>,
+    staff: HashMap<PublicKey, Arc<StoredStaff>>,
+}
+
+/// The node's trust state, shared by the TLS verifiers and the handlers.
+#[derive(Debug)]
+pub struct Trust {
+    agency: AgencyId,
+    clock: Clock,
+    inner: RwLock<Inner>,
+}
+
+impl Trust {
+    /// Empty trust: refuses everyone until a manifest is installed.
+    pub fn new(agency: AgencyId, clock: Clock) -> Trust {
+        Trust {
+            agency,
+            clock,
+            inner: RwLock::new(Inner::default()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This node's agency.
+    pub fn agency(&self) -> &AgencyId {
+        &self.agency
+    }
+
+    /// The current manifest.
+    pub fn manifest(&self) -> Option<Arc<Manifest>> {
+        self.read().manifest.as_ref().map(|(m, _)| m.clone())
+    }
+
+    /// The current manifest's signed envelope.
+    pub fn manifest_envelope(&self) -> Option<Envelope> {
+        self.read().manifest.as_ref().map(|(_, e)| e.clone())
+    }
+
+    /// Verifies `env` against the current manifest (rollback, chained governance, expiry) and
+    /// adopts it. Returns the adopted manifest; the caller persists it.
+    pub fn install_manifest(&self, env: &Envelope) -> Result<Arc<Manifest>, ManifestError> {
+        let mut inner = self.write();
+        let current = inner.manifest.as_ref().map(|(m, _)| m.clone());
+        let m = Arc::new(verify_manifest(env, current.as_deref(), self.clock.now())?);
+        if m.member(&self.agency).is_none() {
+            return Err(ManifestError::Invalid(format!(
+                "this node's agency {} is not a member of manifest version {}",
+                self.agency, m.version
+            )));
+        }
+        inner.manifest = Some((m.clone(), env.clone()));
+        Ok(m)
+    }
+
+    /// Registers (or replaces) a member of staff's key.
+    pub fn add_staff(&self, staff: StoredStaff) {
+        let mut inner = self.write();
+        inner
+            .staff
+            .retain(|_, s| s.body.person_id != staff.body.person_id);
+        inner.staff.insert(staff.body.public_key, Arc::new(staff));
+    }
+
+    /// The principal holding `key`: a member node or a current member of staff.
+    pub fn principal(&self, key: &PublicKey) -> Option<Principal> {
+        let inner = self.read();
+        if let Some((m, _)) = &inner.manifest {
+            if let Some(member) = m.member_by_key(key) {
+                return Some(Principal::Peer(member.id.clone()));
+            }
+        }
+        let staff = inner.staff.get(key)?;
+        let now = self.clock.now();
+        let current = staff.revoked_at.is_none()
+            && throughgate_protocol::credential::check_window(&staff.body, now).is_ok();
+        current.then(|| Principal::Staff(staff.clone()))
+    }
+}
+
+impl PeerPolicy for Trust {
+    fn server_allowed(&self, server_name: &str, key: &PublicKey) -> bool {
+        let inner = self.read();
+        let Some((m, _)) = &inner.manifest else {
+            return false;
+        };
+        m.members
+            .iter()
+            .any(|mem| mem.id.as_str() == server_name && mem.node_keys.contains(key))
+    }
+
+    fn client_allowed(&self, key: &PublicKey) -> bool {
+        self.principal(key).is_some()
+    }
+}
