@@ -6,21 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
-use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::client::{ConsentPlan, HomeClient, Profile};
 use throughgate_protocol::category::{Category, Purpose};
-use throughgate_protocol::consent::{
-    Collection, CollectionMethod, Consent, ConsentRevocation, ConsentStatus, HolderScope,
-};
-use throughgate_protocol::envelope::{Envelope, SignerRole};
-use throughgate_protocol::identifiers::{commitment, SubjectIdentifier, SALT_LEN};
+use throughgate_protocol::consent::{Collection, CollectionMethod, ConsentStatus};
+use throughgate_protocol::identifiers::SubjectIdentifier;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::manifest::Manifest;
-use throughgate_protocol::messages::{
-    Ack, ClientOp, ClientResponse, ConsentDelivery, HolderSubject,
-};
-use throughgate_protocol::time::{Date, Timestamp};
+use throughgate_protocol::messages::{Ack, AckSubject, ClientOp, ClientResponse};
+use throughgate_protocol::time::Date;
 
 use crate::render::{bold, table};
 use crate::Global;
@@ -126,37 +119,6 @@ pub struct ShowArgs {
     pub consent: ConsentId,
 }
 
-/// What a consent will say, before signing.
-#[derive(Debug, Clone)]
-pub struct ConsentPlan {
-    /// The person.
-    pub passport_id: PassportId,
-    /// The purpose.
-    pub purpose: Purpose,
-    /// Per holder: identifier and categories.
-    pub holders: Vec<(AgencyId, SubjectIdentifier, Vec<Category>)>,
-    /// Who may receive.
-    pub grantees: Vec<AgencyId>,
-    /// Valid from.
-    pub valid_from: Timestamp,
-    /// Valid until.
-    pub valid_until: Timestamp,
-    /// Record period start.
-    pub records_from: Option<Date>,
-    /// Record period end.
-    pub records_until: Option<Date>,
-    /// Lawful basis.
-    pub legal_basis: String,
-    /// Jurisdiction.
-    pub jurisdiction: String,
-    /// Evidence.
-    pub collection: Collection,
-    /// The notice text shown.
-    pub privacy_notice: String,
-    /// Replaces.
-    pub supersedes: Option<ConsentId>,
-}
-
 /// The statement to read to the person.
 pub fn statement(plan: &ConsentPlan, m: &Manifest) -> String {
     let name = |a: &AgencyId| {
@@ -200,75 +162,6 @@ pub fn statement(plan: &ConsentPlan, m: &Manifest) -> String {
         plan.collection.method, plan.collection.reference, plan.legal_basis, plan.jurisdiction
     ));
     s
-}
-
-/// Builds and signs (as the caller) the consent artefact, with fresh salts per holder.
-pub fn sign_consent(
-    client: &HomeClient,
-    plan: &ConsentPlan,
-) -> (Envelope, Vec<HolderSubject>, ConsentId) {
-    let mut holders = Vec::new();
-    let mut subjects = Vec::new();
-    for (agency, id, cats) in &plan.holders {
-        let mut salt = [0u8; SALT_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        holders.push(HolderScope {
-            agency: agency.clone(),
-            categories: cats.clone(),
-            subject_commitment: commitment(agency, id, &salt),
-        });
-        subjects.push(HolderSubject {
-            agency: agency.clone(),
-            identifier: id.clone(),
-            salt,
-        });
-    }
-    let cred = client.credential();
-    let consent_id = ConsentId::random();
-    let consent = Consent {
-        consent_id: consent_id.clone(),
-        passport_id: plan.passport_id.clone(),
-        purpose: plan.purpose,
-        purpose_text: plan.purpose.describe().to_owned(),
-        holders,
-        grantees: plan.grantees.clone(),
-        valid_from: plan.valid_from,
-        valid_until: plan.valid_until,
-        records_from: plan.records_from,
-        records_until: plan.records_until,
-        legal_basis: plan.legal_basis.clone(),
-        jurisdiction: plan.jurisdiction.clone(),
-        collection: plan.collection.clone(),
-        privacy_notice_sha256: Sha256::digest(plan.privacy_notice.as_bytes()).into(),
-        recorded_by: cred.agency.clone(),
-        recorded_by_person: cred.person_id.clone(),
-        recorded_at: client.clock().now(),
-        supersedes: plan.supersedes.clone(),
-        credential: client.credential_envelope().clone(),
-    };
-    (
-        Envelope::seal(&consent, &[(SignerRole::Person, client.key())]),
-        subjects,
-        consent_id,
-    )
-}
-
-/// Sends a signed consent to the home node; returns the deliveries queued.
-pub async fn record(
-    client: &HomeClient,
-    env: Envelope,
-    subjects: Vec<HolderSubject>,
-) -> Result<Vec<ConsentDelivery>> {
-    match client
-        .call(ClientOp::GrantConsent {
-            consent: env,
-            subjects,
-        })
-        .await?
-    {
-        ClientResponse::ConsentRecorded { deliveries, .. } => Ok(deliveries),
-        _ => bail!("unexpected answer from the home node"),
-    }
 }
 
 /// Runs a consent command.
@@ -371,8 +264,9 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
             return Ok(crate::exit::FAILURE);
         }
     }
-    let (env, subjects, id) = sign_consent(client, &plan);
-    let deliveries = record(client, env, subjects).await?;
+    let signed = client.sign_consent(&plan);
+    let id = signed.consent_id.clone();
+    let deliveries = client.record_consent(signed).await?;
     if g.json {
         println!(
             "{}",
@@ -389,53 +283,21 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
 }
 
 async fn revoke(g: &Global, client: &HomeClient, a: RevokeArgs) -> Result<u8> {
-    let current = match client
-        .call(ClientOp::ShowConsent {
-            consent_id: a.consent.clone(),
-        })
-        .await?
-    {
-        ClientResponse::ConsentDetail { consent, .. } => {
-            consent.open::<Consent>().context("stored consent")?
-        }
-        _ => bail!("unexpected answer from the home node"),
-    };
-    let cred = client.credential();
-    let rev = ConsentRevocation {
-        consent_id: a.consent.clone(),
-        passport_id: current.passport_id,
-        revoked_by: cred.agency.clone(),
-        revoked_by_person: cred.person_id.clone(),
-        revoked_at: client.clock().now(),
-        reason: a.reason,
-        credential: client.credential_envelope().clone(),
-    };
-    let env = Envelope::seal(&rev, &[(SignerRole::Person, client.key())]);
-    match client
-        .call(ClientOp::RevokeConsent { revocation: env })
-        .await?
-    {
-        ClientResponse::ConsentDetail { deliveries, .. } => {
-            if g.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"consent_id": a.consent, "status": "revoked", "deliveries": deliveries})
-                );
-            } else {
-                println!(
-                    "Consent {} revoked here; telling {} agencies.",
-                    a.consent,
-                    deliveries
-                        .iter()
-                        .filter(|d| d.subject == throughgate_protocol::messages::AckSubject::Revoke)
-                        .count()
-                );
-                println!("Check with `tg consent status {}`.", a.consent);
-            }
-            Ok(crate::exit::OK)
-        }
-        _ => bail!("unexpected answer from the home node"),
+    let deliveries = client.revoke_consent(&a.consent, &a.reason).await?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"consent_id": a.consent, "status": "revoked", "deliveries": deliveries})
+        );
+    } else {
+        let n = deliveries
+            .iter()
+            .filter(|d| d.subject == AckSubject::Revoke)
+            .count();
+        println!("Consent {} revoked here; telling {n} agencies.", a.consent);
+        println!("Check with `tg consent status {}`.", a.consent);
     }
+    Ok(crate::exit::OK)
 }
 
 async fn list(g: &Global, client: &HomeClient, a: ListArgs) -> Result<u8> {
@@ -484,20 +346,7 @@ async fn list(g: &Global, client: &HomeClient, a: ListArgs) -> Result<u8> {
 }
 
 async fn show(g: &Global, client: &HomeClient, id: &ConsentId) -> Result<u8> {
-    let (env, status, deliveries) = match client
-        .call(ClientOp::ShowConsent {
-            consent_id: id.clone(),
-        })
-        .await?
-    {
-        ClientResponse::ConsentDetail {
-            consent,
-            status,
-            deliveries,
-        } => (consent, status, deliveries),
-        _ => bail!("unexpected answer from the home node"),
-    };
-    let c: Consent = env.open().context("stored consent")?;
+    let (c, status, deliveries) = client.show_consent(id).await?;
     if g.json {
         println!(
             "{}",

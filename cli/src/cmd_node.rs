@@ -33,7 +33,7 @@ use crate::Global;
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// Create a node folder: key, config, policy, member entry, and a first operator.
-    Init(InitArgs),
+    Init(Box<InitArgs>),
     /// Run a node until interrupted (Ctrl-C or SIGTERM).
     Run {
         /// The node's config file.
@@ -82,7 +82,7 @@ pub struct InitArgs {
 /// Runs a node command.
 pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
     match cmd {
-        NodeCmd::Init(a) => init(g, a),
+        NodeCmd::Init(a) => init(g, *a),
         NodeCmd::Run { config } => run_node(&config).await,
         NodeCmd::Status => status(g).await,
     }

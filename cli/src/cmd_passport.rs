@@ -5,17 +5,19 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use throughgate_node::client::{requests_under, requests_without_consent, HomeClient, Profile};
-use throughgate_protocol::bundle::{verify_bundle, PassportBundle, VerifiedBundle, BUNDLE_FORMAT};
+use throughgate_node::client::{
+    requests_under, requests_without_consent, ClientError, HomeClient, Profile,
+};
+use throughgate_protocol::bundle::{verify_bundle, PassportBundle, VerifiedBundle};
 use throughgate_protocol::category::{Category, Purpose};
-use throughgate_protocol::consent::{Consent, ConsentStatus};
+use throughgate_protocol::consent::Consent;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::manifest::{verify_manifest, Manifest};
-use throughgate_protocol::messages::{ClientOp, ClientResponse, HolderStatus};
+use throughgate_protocol::messages::HolderStatus;
 
 use crate::exit::{self, VerificationFailed};
 use crate::render;
@@ -73,63 +75,7 @@ pub async fn run(g: &Global, cmd: PassportCmd) -> Result<u8> {
     }
 }
 
-/// Finds the consent to use: the given one, or the newest active one naming `client`'s agency.
-pub async fn pick_consent(
-    client: &HomeClient,
-    passport: &PassportId,
-    given: Option<&ConsentId>,
-) -> Result<Option<Consent>> {
-    if let Some(id) = given {
-        return match client
-            .call(ClientOp::ShowConsent {
-                consent_id: id.clone(),
-            })
-            .await
-        {
-            Ok(ClientResponse::ConsentDetail { consent, .. }) => {
-                Ok(Some(consent.open().context("stored consent")?))
-            }
-            Ok(_) => bail!("unexpected answer from the home node"),
-            // The home node may not have received it yet; holders will decide.
-            Err(e) if e.code() == Some(throughgate_protocol::messages::ErrorCode::NotFound) => {
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        };
-    }
-    let list = match client
-        .call(ClientOp::ListConsents {
-            passport_id: Some(passport.clone()),
-            status: Some(ConsentStatus::Active),
-        })
-        .await?
-    {
-        ClientResponse::Consents(l) => l,
-        _ => bail!("unexpected answer from the home node"),
-    };
-    let me = &client.credential().agency;
-    let Some(best) = list
-        .into_iter()
-        .filter(|c| c.grantees.contains(me))
-        .max_by_key(|c| c.valid_from)
-    else {
-        return Ok(None);
-    };
-    match client
-        .call(ClientOp::ShowConsent {
-            consent_id: best.consent_id,
-        })
-        .await?
-    {
-        ClientResponse::ConsentDetail { consent, .. } => {
-            Ok(Some(consent.open().context("stored consent")?))
-        }
-        _ => bail!("unexpected answer from the home node"),
-    }
-}
-
-/// Assembles a passport: signs the query, fans it out through the home node with live
-/// progress, verifies every response, and returns the bundle with its verification.
+/// Assembles a passport through the home node, with live progress on a terminal.
 #[allow(clippy::too_many_arguments)]
 pub async fn assemble(
     client: &HomeClient,
@@ -142,57 +88,58 @@ pub async fn assemble(
     categories: &[Category],
     show_progress: bool,
 ) -> Result<(PassportBundle, VerifiedBundle)> {
-    let requests = match consent {
-        Some(c) => requests_under(c, categories),
-        None => requests_without_consent(manifest, categories),
-    };
-    if requests.is_empty() {
-        bail!("nothing to ask: the consent covers none of the categories asked for");
-    }
-    let consent_id = consent
-        .map(|c| c.consent_id.clone())
-        .or_else(|| explicit_consent.cloned());
-    let query = client.sign_query(passport.clone(), consent_id, purpose, requests.clone(), 60);
     let bars = MultiProgress::new();
     let mut spinners = Vec::new();
     if show_progress {
+        let holders: Vec<_> = match consent {
+            Some(c) => requests_under(c, categories),
+            None => requests_without_consent(manifest, categories),
+        }
+        .into_iter()
+        .map(|r| r.holder)
+        .collect();
         let style = ProgressStyle::with_template("  {spinner} {prefix:<18} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
-        for r in &requests {
+        for h in holders {
             let pb = bars.add(ProgressBar::new_spinner());
             pb.set_style(style.clone());
-            pb.set_prefix(r.holder.to_string());
+            pb.set_prefix(h.to_string());
             pb.set_message("asking...");
             pb.enable_steady_tick(Duration::from_millis(80));
-            spinners.push((r.holder.clone(), pb));
+            spinners.push((h, pb));
         }
     }
-    let (query, results) = client
-        .assemble(query, |r| {
-            if let Some((_, pb)) = spinners.iter().find(|(a, _)| a == &r.agency) {
-                pb.finish_with_message(format!(
-                    "{} in {} ms",
-                    r.status.as_str().replace('_', " "),
-                    r.elapsed_ms
-                ));
-            }
-        })
-        .await?;
+    let out = client
+        .passport(
+            manifest_env,
+            manifest,
+            passport,
+            consent,
+            explicit_consent,
+            purpose,
+            categories,
+            |r| {
+                if let Some((_, pb)) = spinners.iter().find(|(a, _)| a == &r.agency) {
+                    pb.finish_with_message(format!(
+                        "{} in {} ms",
+                        r.status.as_str().replace('_', " "),
+                        r.elapsed_ms
+                    ));
+                }
+            },
+        )
+        .await;
     for (_, pb) in &spinners {
         pb.finish_and_clear();
     }
     let _ = bars.clear();
-    let bundle = PassportBundle {
-        format: BUNDLE_FORMAT.into(),
-        query,
-        results,
-        assembled_at: client.clock().now(),
-        manifest_version: manifest.version,
-        manifest: Some(manifest_env.clone()),
-    };
-    let verified = verify_bundle(&bundle, manifest)
-        .map_err(|e| VerificationFailed(format!("the passport does not verify: {e}")))?;
-    Ok((bundle, verified))
+    match out {
+        Ok(x) => Ok(x),
+        Err(ClientError::Invalid(m)) => {
+            Err(VerificationFailed(format!("the passport does not verify: {m}")).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The exit code for an assembled passport.
@@ -214,7 +161,7 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
     let client = HomeClient::connect_profile(&profile).await?;
     let (manifest_env, manifest) = client.manifest().await?;
-    let consent = pick_consent(&client, &a.passport, a.consent.as_ref()).await?;
+    let consent = client.consent_for(&a.passport, a.consent.as_ref()).await?;
     let progress = !g.json && std::io::stderr().is_terminal();
     let (bundle, v) = assemble(
         &client,
@@ -284,7 +231,9 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         .map_err(|e| VerificationFailed(format!("the passport does not verify: {e}")))?;
     if g.json {
         let mut j = render::passport_json(&bundle, &v);
-        j["verified_against"] = serde_json::Value::String(source);
+        if let Some(obj) = j.as_object_mut() {
+            obj.insert("verified_against".into(), serde_json::Value::String(source));
+        }
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else if show {
         print!("{}", render::passport_text(&bundle, &v, &manifest));

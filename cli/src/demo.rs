@@ -14,10 +14,11 @@ use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::messages::{ClientOp, ClientResponse, DeliveryState};
 
-use crate::cmd_consent::{record, sign_consent, statement, ConsentPlan, PRIVACY_NOTICE};
+use crate::cmd_consent::{statement, PRIVACY_NOTICE};
 use crate::cmd_passport::{assemble, passport_exit};
 use crate::render::{self, bold};
 use crate::Global;
+use throughgate_node::client::ConsentPlan;
 
 /// Arguments of `tg demo`.
 #[derive(Debug, Args)]
@@ -28,6 +29,10 @@ pub struct DemoArgs {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+    /// Save the passport bundle and the manifest in this folder (as `passport.tgp` and
+    /// `manifest.tgm`) to try `tg passport verify` afterwards.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 fn step(n: u32, text: &str) {
@@ -61,7 +66,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
         fed.governance.public().fingerprint()
     );
 
-    let result = scenario(g, &fed).await;
+    let result = scenario(g, &fed, a.out.as_deref()).await;
     fed.shutdown().await;
     let code = result?;
     println!(
@@ -71,7 +76,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
     Ok(code)
 }
 
-async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
+async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Path>) -> Result<u8> {
     // The person: someone every agency knows.
     let person = fed
         .population
@@ -88,7 +93,7 @@ async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
         .nodes
         .iter()
         .map(|n| {
-            let cats: Vec<Category> = n.agency.categories.iter().copied().collect();
+            let cats: Vec<Category> = n.agency.categories.to_vec();
             (n.id.clone(), person.identifier(n.agency.scheme), cats)
         })
         .collect();
@@ -118,8 +123,9 @@ async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
             println!("  | {line}");
         }
     }
-    let (env, subjects, consent_id) = sign_consent(&prison, &plan);
-    record(&prison, env, subjects).await?;
+    let signed = prison.sign_consent(&plan);
+    let consent_id = signed.consent_id.clone();
+    prison.record_consent(signed).await?;
     println!(
         "  consent {consent_id} recorded for passport {}",
         plan.passport_id
@@ -130,7 +136,7 @@ async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
     step(3, "A probation caseworker assembles the passport");
     let probation = fed.client("probation-yorks", StaffRole::Caseworker).await?;
     let (menv, _) = probation.manifest().await?;
-    let consent = crate::cmd_passport::pick_consent(&probation, &plan.passport_id, None).await?;
+    let consent = probation.consent_for(&plan.passport_id, None).await?;
     let t0 = Instant::now();
     let (bundle, v) = assemble(
         &probation,
@@ -154,6 +160,18 @@ async fn scenario(g: &Global, fed: &LocalFederation) -> Result<u8> {
         print!("{}", render::passport_text(&bundle, &v, m));
     }
     println!("  assembled and verified in {} ms", took.as_millis());
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("passport.tgp"), bundle.to_bytes())?;
+        std::fs::write(dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
+        println!(
+            "  saved {} and {}; check with `tg passport verify {} --manifest {}`",
+            dir.join("passport.tgp").display(),
+            dir.join("manifest.tgm").display(),
+            dir.join("passport.tgp").display(),
+            dir.join("manifest.tgm").display()
+        );
+    }
     let code = passport_exit(&v);
     if code != crate::exit::OK
         || v.results.iter().any(|r| {

@@ -1,1 +1,3 @@
+//! tg-conformance: black-box conformance suite (being built).
+
 fn main() {}

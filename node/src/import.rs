@@ -1277,6 +1277,23 @@ mod tests {
     }
 
     #[test]
+    fn too_many_fields() {
+        let names: Vec<String> = (0..=MAX_FIELDS).map(|i| format!("field.f{i}")).collect();
+        let header = format!("{},{}", CSV_COLUMNS.join(","), names.join(","));
+        let cells = vec!["v"; names.len()].join(",");
+        let input =
+            format!("{header}\nr1,9434765919,health,k,2026-01-02,2026-01-02T09:30:00Z,S,{cells}\n");
+        let (line, p, _) = only_error(input.as_bytes(), ImportFormat::Csv);
+        assert_eq!(line, Some(2));
+        assert_eq!(
+            p,
+            ImportProblem::TooManyFields {
+                count: MAX_FIELDS + 1
+            }
+        );
+    }
+
+    #[test]
     fn missing_column() {
         let input = b"record_id,subject,category,kind,about,source_system\nr1,9434765919,health,k,2026-01-02,S\n";
         let (line, p, text) = only_error(input, ImportFormat::Csv);

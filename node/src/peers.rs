@@ -166,8 +166,16 @@ impl Peers {
         request: &Envelope,
         timeout: Duration,
     ) -> Result<Envelope, PeerError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A peer that does not complete a handshake in time is unreachable; one that connects
+        // but does not answer in time has timed out.
+        let conn = tokio::time::timeout_at(deadline, self.connection(agency))
+            .await
+            .map_err(|_| PeerError::Unreachable {
+                agency: agency.clone(),
+                detail: format!("no handshake within {timeout:?}"),
+            })??;
         let work = async {
-            let conn = self.connection(agency).await?;
             match self.exchange(&conn, agency, request).await {
                 Err(PeerError::Stream { .. }) if conn.close_reason().is_some() => {
                     // The pooled connection died under us: one retry on a fresh one.
@@ -177,7 +185,7 @@ impl Peers {
                 other => other,
             }
         };
-        tokio::time::timeout(timeout, work)
+        tokio::time::timeout_at(deadline, work)
             .await
             .map_err(|_| PeerError::TimedOut {
                 agency: agency.clone(),

@@ -80,9 +80,9 @@ impl Db {
         mut extra: WriteBatch,
         now: Timestamp,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut seq = self.next_outbox_seq()?;
+        let first = self.next_outbox_seq()?;
         let mut out = Vec::new();
-        for (consent_id, recipient, payload) in items {
+        for (seq, (consent_id, recipient, payload)) in (first..).zip(items) {
             let item = OutboxItem {
                 seq,
                 consent_id,
@@ -108,7 +108,6 @@ impl Db {
                 encode(&d),
             );
             out.push(item);
-            seq += 1;
         }
         self.store.apply(extra)?;
         self.store.flush()?;

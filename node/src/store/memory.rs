@@ -4,10 +4,12 @@ use std::sync::RwLock;
 
 use super::{KeyValue, Store, StoreError, Write, WriteBatch};
 
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// An in-memory store: for tests, and proof that nothing depends on sled specifics.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    map: RwLock<Map>,
 }
 
 impl MemoryStore {
@@ -18,7 +20,7 @@ impl MemoryStore {
 
     fn read(
         &self,
-    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
+    ) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
         self.map
             .read()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
@@ -26,7 +28,7 @@ impl MemoryStore {
 
     fn write(
         &self,
-    ) -> Result<std::sync::RwLockWriteGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>, StoreError> {
+    ) -> Result<std::sync::RwLockWriteGuard<'_, Map>, StoreError> {
         self.map
             .write()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))

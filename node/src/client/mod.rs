@@ -2,18 +2,24 @@
 //! benchmarks, so they all drive the same path). It talks only to the caller's home node,
 //! pinned by the node's key, and signs every request with the caller's key.
 
+mod consent;
+mod passport;
+mod profile;
+
+pub use consent::{ConsentPlan, SignedConsent};
+pub use passport::{passport_complete, requests_under, requests_without_consent};
+pub use profile::Profile;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use throughgate_protocol::category::{Category, Purpose};
-use throughgate_protocol::consent::Consent;
+use throughgate_protocol::category::Purpose;
 use throughgate_protocol::credential::Credential;
 use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
-use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, QueryId};
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
@@ -60,6 +66,9 @@ pub enum ClientError {
     /// The answer was not what the protocol requires.
     #[error("protocol error talking to the home node: {0}")]
     Protocol(String),
+    /// A signed answer failed verification.
+    #[error("verification failed: {0}")]
+    Invalid(String),
 }
 
 impl ClientError {
@@ -68,58 +77,6 @@ impl ClientError {
         match self {
             ClientError::Refused(b) => Some(b.code),
             _ => None,
-        }
-    }
-}
-
-/// Where a member of staff's CLI finds its home node and its own key and credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    /// The home agency.
-    pub agency: AgencyId,
-    /// The home node's address, `host:port`.
-    pub node_address: String,
-    /// The home node's public key (hex), pinned.
-    pub node_key: PublicKey,
-    /// This person's staff id.
-    pub person_id: PersonId,
-    /// This person's private key file (relative to the profile's folder).
-    pub key_file: PathBuf,
-    /// This person's credential file (CBOR envelope, relative to the profile's folder).
-    pub credential_file: PathBuf,
-    /// The profile's folder (not in the file).
-    #[serde(skip)]
-    pub base_dir: PathBuf,
-}
-
-impl Profile {
-    /// Reads a profile file.
-    pub fn load(path: &Path) -> Result<Profile, ClientError> {
-        let bad = |detail: String| ClientError::Profile {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-        if meta.len() > 64 * 1024 {
-            return Err(bad("file is too large to be a profile".into()));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let mut p: Profile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        p.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok(p)
-    }
-
-    /// The profile as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
-    }
-
-    fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
         }
     }
 }
@@ -423,7 +380,7 @@ impl HomeClient {
     }
 }
 
-fn unexpected(r: &ClientResponse) -> ClientError {
+pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {
     let name = match r {
         ClientResponse::Progress(_) => "progress",
         ClientResponse::Assembled { .. } => "assembled",
@@ -437,43 +394,4 @@ fn unexpected(r: &ClientResponse) -> ClientError {
         ClientResponse::Manifest(_) => "manifest",
     };
     ClientError::Protocol(format!("unexpected {name} answer"))
-}
-
-/// The per-holder requests for a query under `consent`: every holder it names, with the
-/// categories it covers there, narrowed to `only` when given.
-pub fn requests_under(consent: &Consent, only: &[Category]) -> Vec<HolderRequest> {
-    consent
-        .holders
-        .iter()
-        .map(|h| HolderRequest {
-            holder: h.agency.clone(),
-            categories: h
-                .categories
-                .iter()
-                .copied()
-                .filter(|c| only.is_empty() || only.contains(c))
-                .collect(),
-        })
-        .filter(|r| !r.categories.is_empty())
-        .collect()
-}
-
-/// The per-holder requests when no consent is known: every holder in the manifest, for the
-/// categories it holds (holders will refuse; the attempt is logged at each).
-pub fn requests_without_consent(manifest: &Manifest, only: &[Category]) -> Vec<HolderRequest> {
-    manifest
-        .members
-        .iter()
-        .filter(|m| m.is_holder())
-        .map(|m| HolderRequest {
-            holder: m.id.clone(),
-            categories: m
-                .categories
-                .iter()
-                .copied()
-                .filter(|c| only.is_empty() || only.contains(c))
-                .collect(),
-        })
-        .filter(|r| !r.categories.is_empty())
-        .collect()
 }

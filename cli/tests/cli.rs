@@ -1,0 +1,109 @@
+//! The `tg` binary as people use it: the demo, offline bundle verification, exit codes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::process::Command;
+
+fn tg() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tg"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tg()
+        .args(["demo", "--people", "80", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "RESETTLEMENT PASSPORT",
+        "FINANCE AND ID",
+        "from hmp-leeds (HMP Leeds)",
+        "from nhs-wy (NHS West Yorkshire)",
+        "no_consent",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "demo output lacks {needle:?}:\n{stdout}"
+        );
+    }
+    let bundle = dir.path().join("passport.tgp");
+    let manifest = dir.path().join("manifest.tgm");
+    let ok = tg()
+        .args(["passport", "verify"])
+        .arg(&bundle)
+        .arg("--manifest")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK:"));
+
+    // Flip one byte in the middle of the file: verification must fail with exit code 5.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let mut failures = 0;
+    for at in [bytes.len() / 3, bytes.len() / 2, bytes.len() * 2 / 3] {
+        bytes[at] ^= 0x20;
+        let tampered = dir.path().join(format!("tampered-{at}.tgp"));
+        std::fs::write(&tampered, &bytes).unwrap();
+        bytes[at] ^= 0x20;
+        let r = tg()
+            .args(["passport", "verify"])
+            .arg(&tampered)
+            .arg("--manifest")
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(5),
+            "tampering at byte {at} went unnoticed: {}",
+            String::from_utf8_lossy(&r.stdout)
+        );
+        failures += 1;
+    }
+    assert_eq!(failures, 3);
+}
+
+#[test]
+fn help_lists_exit_codes_and_commands() {
+    let out = tg().arg("--help").output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in ["demo", "node", "consent", "passport", "Exit codes"] {
+        assert!(s.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn a_missing_profile_gives_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tg()
+        .current_dir(dir.path())
+        .args(["consent", "list"])
+        .env_remove("TG_PROFILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("profile.toml"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}

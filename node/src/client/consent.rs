@@ -1,0 +1,215 @@
+//! Client-side consent: building and signing the artefact (with fresh salts and commitments per
+//! holder), recording it through the home node, revoking, looking consents up.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use throughgate_protocol::category::{Category, Purpose};
+use throughgate_protocol::consent::{
+    Collection, Consent, ConsentRevocation, ConsentStatus, HolderScope,
+};
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::identifiers::{commitment, SubjectIdentifier, SALT_LEN};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
+use throughgate_protocol::messages::{ClientOp, ClientResponse, ConsentDelivery, HolderSubject};
+use throughgate_protocol::time::{Date, Timestamp};
+
+use super::{unexpected, ClientError, HomeClient};
+
+/// What a consent will say, before it is signed.
+#[derive(Debug, Clone)]
+pub struct ConsentPlan {
+    /// The person.
+    pub passport_id: PassportId,
+    /// The purpose.
+    pub purpose: Purpose,
+    /// Per holder: the person's identifier there and the categories covered.
+    pub holders: Vec<(AgencyId, SubjectIdentifier, Vec<Category>)>,
+    /// Who may receive the records.
+    pub grantees: Vec<AgencyId>,
+    /// Valid from.
+    pub valid_from: Timestamp,
+    /// Valid until.
+    pub valid_until: Timestamp,
+    /// Earliest date records may be about.
+    pub records_from: Option<Date>,
+    /// Latest date records may be about.
+    pub records_until: Option<Date>,
+    /// Lawful basis.
+    pub legal_basis: String,
+    /// Jurisdiction.
+    pub jurisdiction: String,
+    /// How consent was collected.
+    pub collection: Collection,
+    /// The privacy notice text shown to the person (its SHA-256 is signed).
+    pub privacy_notice: String,
+    /// The consent this one replaces.
+    pub supersedes: Option<ConsentId>,
+}
+
+/// A consent signed by the caseworker, ready to send to the home node.
+#[derive(Debug, Clone)]
+pub struct SignedConsent {
+    /// The artefact with the caseworker's signature.
+    pub envelope: Envelope,
+    /// Each holder's identifier and salt (sent only to the home node, which sends each holder
+    /// its own).
+    pub subjects: Vec<HolderSubject>,
+    /// The new consent's id.
+    pub consent_id: ConsentId,
+}
+
+impl HomeClient {
+    /// Builds and signs (as the caller) the consent artefact, with a fresh salt per holder.
+    pub fn sign_consent(&self, plan: &ConsentPlan) -> SignedConsent {
+        let mut holders = Vec::new();
+        let mut subjects = Vec::new();
+        for (agency, id, cats) in &plan.holders {
+            let mut salt = [0u8; SALT_LEN];
+            rand::rngs::OsRng.fill_bytes(&mut salt);
+            holders.push(HolderScope {
+                agency: agency.clone(),
+                categories: cats.clone(),
+                subject_commitment: commitment(agency, id, &salt),
+            });
+            subjects.push(HolderSubject {
+                agency: agency.clone(),
+                identifier: id.clone(),
+                salt,
+            });
+        }
+        let cred = self.credential();
+        let consent_id = ConsentId::random();
+        let consent = Consent {
+            consent_id: consent_id.clone(),
+            passport_id: plan.passport_id.clone(),
+            purpose: plan.purpose,
+            purpose_text: plan.purpose.describe().to_owned(),
+            holders,
+            grantees: plan.grantees.clone(),
+            valid_from: plan.valid_from,
+            valid_until: plan.valid_until,
+            records_from: plan.records_from,
+            records_until: plan.records_until,
+            legal_basis: plan.legal_basis.clone(),
+            jurisdiction: plan.jurisdiction.clone(),
+            collection: plan.collection.clone(),
+            privacy_notice_sha256: Sha256::digest(plan.privacy_notice.as_bytes()).into(),
+            recorded_by: cred.agency.clone(),
+            recorded_by_person: cred.person_id.clone(),
+            recorded_at: self.clock().now(),
+            supersedes: plan.supersedes.clone(),
+            credential: self.credential_envelope().clone(),
+        };
+        let envelope = Envelope::seal(&consent, &[(SignerRole::Person, self.key())]);
+        SignedConsent {
+            envelope,
+            subjects,
+            consent_id,
+        }
+    }
+
+    /// Sends a signed consent to the home node, which countersigns, stores and delivers it.
+    pub async fn record_consent(
+        &self,
+        signed: SignedConsent,
+    ) -> Result<Vec<ConsentDelivery>, ClientError> {
+        match self
+            .call(ClientOp::GrantConsent {
+                consent: signed.envelope,
+                subjects: signed.subjects,
+            })
+            .await?
+        {
+            ClientResponse::ConsentRecorded { deliveries, .. } => Ok(deliveries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One consent as the home node holds it: the artefact, its status, its deliveries.
+    pub async fn show_consent(
+        &self,
+        id: &ConsentId,
+    ) -> Result<(Consent, ConsentStatus, Vec<ConsentDelivery>), ClientError> {
+        match self
+            .call(ClientOp::ShowConsent {
+                consent_id: id.clone(),
+            })
+            .await?
+        {
+            ClientResponse::ConsentDetail {
+                consent,
+                status,
+                deliveries,
+            } => {
+                let c = consent
+                    .open()
+                    .map_err(|e| ClientError::Protocol(format!("stored consent: {e}")))?;
+                Ok((c, status, deliveries))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Revokes a consent recorded at this agency; the home node delivers the revocation.
+    pub async fn revoke_consent(
+        &self,
+        id: &ConsentId,
+        reason: &str,
+    ) -> Result<Vec<ConsentDelivery>, ClientError> {
+        let (current, _, _) = self.show_consent(id).await?;
+        let cred = self.credential();
+        let rev = ConsentRevocation {
+            consent_id: id.clone(),
+            passport_id: current.passport_id,
+            revoked_by: cred.agency.clone(),
+            revoked_by_person: cred.person_id.clone(),
+            revoked_at: self.clock().now(),
+            reason: reason.to_owned(),
+            credential: self.credential_envelope().clone(),
+        };
+        let env = Envelope::seal(&rev, &[(SignerRole::Person, self.key())]);
+        match self
+            .call(ClientOp::RevokeConsent { revocation: env })
+            .await?
+        {
+            ClientResponse::ConsentDetail { deliveries, .. } => Ok(deliveries),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The consent to query under: `given` if the home node knows it (`None` if it does not,
+    /// leaving holders to decide), else the newest active consent for `passport` that names the
+    /// caller's agency as a grantee.
+    pub async fn consent_for(
+        &self,
+        passport: &PassportId,
+        given: Option<&ConsentId>,
+    ) -> Result<Option<Consent>, ClientError> {
+        if let Some(id) = given {
+            return match self.show_consent(id).await {
+                Ok((c, _, _)) => Ok(Some(c)),
+                Err(e) if e.code() == Some(throughgate_protocol::messages::ErrorCode::NotFound) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        let op = ClientOp::ListConsents {
+            passport_id: Some(passport.clone()),
+            status: Some(ConsentStatus::Active),
+        };
+        let list = match self.call(op).await? {
+            ClientResponse::Consents(l) => l,
+            other => return Err(unexpected(&other)),
+        };
+        let me = &self.credential().agency;
+        let Some(best) = list
+            .into_iter()
+            .filter(|c| c.grantees.contains(me))
+            .max_by_key(|c| c.valid_from)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.show_consent(&best.consent_id).await?.0))
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared helpers for the node's integration tests: a demo federation on loopback, consent,
+//! and raw QUIC connections for misbehaving-peer tests.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use throughgate_node::client::{ConsentPlan, HomeClient};
+use throughgate_node::config::Limits;
+use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_node::synth::SyntheticPerson;
+use throughgate_node::tls::{client_config, PinnedServer, TlsIdentity};
+use throughgate_protocol::category::{Category, Purpose};
+use throughgate_protocol::consent::{Collection, CollectionMethod};
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
+use throughgate_protocol::keys::{PublicKey, SecretKey};
+use throughgate_protocol::messages::{AckSubject, DeliveryState};
+
+pub const ALL: [&str; 6] = [
+    "hmp-leeds",
+    "probation-yorks",
+    "nhs-wy",
+    "leeds-college",
+    "leeds-cc",
+    "dwp",
+];
+
+pub fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+/// A federation of the six demo agencies with a small population and a short request timeout.
+pub async fn federation() -> LocalFederation {
+    let limits = Limits {
+        request_timeout_ms: 1500,
+        ..Limits::default()
+    };
+    LocalFederation::start(FedOptions {
+        people: 60,
+        limits,
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The first synthetic person every agency in `agencies` knows.
+pub fn person_known_to<'a>(fed: &'a LocalFederation, agencies: &[&str]) -> &'a SyntheticPerson {
+    fed.population
+        .people
+        .iter()
+        .find(|p| {
+            agencies
+                .iter()
+                .all(|a| p.is_known_to(fed.node(a).unwrap().agency))
+        })
+        .expect("a person known to all those agencies")
+}
+
+/// A consent plan covering every category every demo agency holds, granted to probation and
+/// the council, valid for `valid_secs`.
+pub fn plan(fed: &LocalFederation, person: &SyntheticPerson, valid_secs: u64) -> ConsentPlan {
+    let now = fed.now();
+    ConsentPlan {
+        passport_id: PassportId::random(),
+        purpose: Purpose::Resettlement,
+        holders: fed
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    person.identifier(n.agency.scheme),
+                    n.agency.categories.to_vec(),
+                )
+            })
+            .collect(),
+        grantees: vec![agency("probation-yorks"), agency("leeds-cc")],
+        valid_from: now,
+        valid_until: now.plus_secs(valid_secs),
+        records_from: None,
+        records_until: None,
+        legal_basis: "UK GDPR Art. 6(1)(e)".into(),
+        jurisdiction: "England and Wales".into(),
+        collection: Collection {
+            method: CollectionMethod::SignedPaperForm,
+            reference: "TEST-1".into(),
+        },
+        privacy_notice: "notice".into(),
+        supersedes: None,
+    }
+}
+
+/// Records `plan` as the prison caseworker and waits until every recipient acknowledged.
+pub async fn grant(fed: &LocalFederation, plan: &ConsentPlan) -> ConsentId {
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let signed = prison.sign_consent(plan);
+    let id = signed.consent_id.clone();
+    prison.record_consent(signed).await.unwrap();
+    wait_deliveries(&prison, &id, AckSubject::Grant).await;
+    prison.close().await;
+    id
+}
+
+/// Waits (polling the delivery state the home node reports) until no delivery of `subject`
+/// for consent `id` is pending.
+pub async fn wait_deliveries(client: &HomeClient, id: &ConsentId, subject: AckSubject) {
+    for _ in 0..1000 {
+        let (_, _, deliveries) = client.show_consent(id).await.unwrap();
+        let mine: Vec<_> = deliveries.iter().filter(|d| d.subject == subject).collect();
+        if !mine.is_empty() && mine.iter().all(|d| d.state != DeliveryState::Pending) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("deliveries of {id} still pending");
+}
+
+/// A raw QUIC connection to `server` presenting `key`, for misbehaving-peer tests.
+pub async fn raw_connection(
+    server: SocketAddr,
+    server_agency: &str,
+    server_key: PublicKey,
+    key: &SecretKey,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let identity = TlsIdentity::new(key, "raw-test").unwrap();
+    let policy = Arc::new(PinnedServer {
+        agency: server_agency.into(),
+        keys: vec![server_key],
+    });
+    let cfg = client_config(&identity, policy, &Limits::default()).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    let conn = ep.connect(server, server_agency).unwrap().await.unwrap();
+    (ep, conn)
+}
+
+/// Categories of `agency` in the demo.
+pub fn categories_of(fed: &LocalFederation, agency: &str) -> Vec<Category> {
+    fed.node(agency).unwrap().agency.categories.to_vec()
+}
