@@ -76,6 +76,8 @@ pub struct FedOptions {
     pub limits: Limits,
     /// Where to keep node folders; a fresh temporary folder when `None`.
     pub dir: Option<PathBuf>,
+    /// Extra members to list in the manifest (e.g. a conformance-suite identity).
+    pub extra_members: Vec<Member>,
 }
 
 impl Default for FedOptions {
@@ -87,6 +89,7 @@ impl Default for FedOptions {
             agencies: demo_agencies().iter().map(|a| a.id).collect(),
             limits: Limits::default(),
             dir: None,
+            extra_members: Vec::new(),
         }
     }
 }
