@@ -1,6 +1,7 @@
 //! `tg`: the Throughgate command line for agency operators, caseworkers and data-protection
 //! officers. Thin by design: it parses arguments, talks to the caller's home node, and renders.
 
+mod cmd_audit;
 mod cmd_consent;
 mod cmd_keys;
 mod cmd_manifest;
@@ -11,6 +12,7 @@ mod cmd_staff;
 mod demo;
 mod exit;
 mod render;
+mod render_audit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,9 @@ enum Command {
     /// Assemble, verify and show resettlement passports (caseworkers).
     #[command(subcommand)]
     Passport(cmd_passport::PassportCmd),
+    /// Review and verify the audit log; subject-access reports (DPOs).
+    #[command(subcommand)]
+    Audit(cmd_audit::AuditCmd),
 }
 
 /// Settings every command sees.
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
             Command::Records(c) => cmd_records::run(&global, c).await,
             Command::Consent(c) => cmd_consent::run(&global, c).await,
             Command::Passport(c) => cmd_passport::run(&global, c).await,
+            Command::Audit(c) => cmd_audit::run(&global, c).await,
         }
     });
     match result {

@@ -71,13 +71,15 @@ pub async fn handle(
         },
         ClientOp::GrantConsent { consent, subjects } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => {
-                crate::consent_out::record(state, staff, consent, &subjects).map_err(record_err)
-            }
+            Ok(()) => crate::consent_out::record(state, staff, consent, &subjects)
+                .await
+                .map_err(record_err),
         },
         ClientOp::RevokeConsent { revocation } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => crate::consent_out::revoke(state, staff, revocation).map_err(record_err),
+            Ok(()) => crate::consent_out::revoke(state, staff, revocation)
+                .await
+                .map_err(record_err),
         },
         ClientOp::ListConsents {
             passport_id,
@@ -133,14 +135,17 @@ pub async fn handle(
             valid_days,
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => add_staff(
-                state,
-                person_id,
-                display_name,
-                new_roles,
-                public_key,
-                valid_days,
-            ),
+            Ok(()) => {
+                add_staff(
+                    state,
+                    person_id,
+                    display_name,
+                    new_roles,
+                    public_key,
+                    valid_days,
+                )
+                .await
+            }
         },
         ClientOp::ListStaff => match need(StaffRole::Operator) {
             Err(e) => return e,
@@ -152,6 +157,26 @@ pub async fn handle(
             .manifest_envelope()
             .map(ClientResponse::Manifest)
             .ok_or((ErrorCode::Internal, "node has no manifest".into())),
+        ClientOp::AuditSearch(filter) => match need(StaffRole::Dpo) {
+            Err(e) => return e,
+            Ok(()) => crate::audit_api::search(state, staff, filter).await,
+        },
+        ClientOp::AuditVerify => match need(StaffRole::Dpo) {
+            Err(e) => return e,
+            Ok(()) => crate::audit_api::verify(state, staff).await,
+        },
+        ClientOp::AuditReport { query, federation } => match need(StaffRole::Dpo) {
+            Err(e) => return e,
+            Ok(()) => crate::audit_api::report(state, staff, query, federation).await,
+        },
+        ClientOp::AuditCheckpoints => {
+            if need(StaffRole::Dpo).is_err() {
+                if let Err(e) = need(StaffRole::Operator) {
+                    return e;
+                }
+            }
+            crate::audit_api::checkpoints(state)
+        }
     };
     match result {
         Ok(body) => state.seal(&body),
@@ -184,6 +209,7 @@ fn record_err(e: crate::consent_out::RecordError) -> (ErrorCode, String) {
     match e {
         crate::consent_out::RecordError::Rejected(m) => (ErrorCode::BadRequest, m),
         crate::consent_out::RecordError::Store(e) => internal(e),
+        crate::consent_out::RecordError::Audit(m) => (ErrorCode::Internal, m),
     }
 }
 
@@ -259,7 +285,7 @@ pub fn issue_credential(
     }
 }
 
-fn add_staff(
+async fn add_staff(
     state: &NodeState,
     person_id: throughgate_protocol::ids::PersonId,
     display_name: String,
@@ -318,6 +344,15 @@ fn add_staff(
     let staff = issue_credential(&state.key, cred);
     state.db.put_staff(&staff).map_err(internal)?;
     state.trust.add_staff(staff.clone());
+    state
+        .audit
+        .append(throughgate_protocol::audit::AuditEvent::CredentialIssued {
+            person_id: staff.body.person_id.clone(),
+            roles: staff.body.roles.clone(),
+            not_after: staff.body.not_after,
+        })
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     tracing::info!(person = %staff.body.person_id, roles = %list_roles(&staff.body.roles), "credential issued");
     Ok(ClientResponse::Credential(staff.credential))
 }

@@ -55,6 +55,9 @@ pub struct Limits {
     pub max_streams_per_connection: u32,
     /// Lifetime given to queries this node's caseworkers sign, in seconds.
     pub query_lifetime_secs: u64,
+    /// How often the node offers its newest audit checkpoint to its peers to witness, in
+    /// seconds.
+    pub witness_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +68,7 @@ impl Default for Limits {
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 256,
             query_lifetime_secs: 60,
+            witness_interval_secs: 10,
         }
     }
 }
@@ -156,6 +160,9 @@ impl NodeConfig {
                 "limits.query_lifetime_secs must be between 5 and {}",
                 throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS
             ));
+        }
+        if !(1..=86_400).contains(&l.witness_interval_secs) {
+            return Err("limits.witness_interval_secs must be between 1 and 86400".into());
         }
         Ok(())
     }

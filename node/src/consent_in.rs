@@ -2,12 +2,13 @@
 //! outbox when it is itself a holder or grantee). Each is verified end to end and answered with
 //! a signed acknowledgement. Both are idempotent: a redelivery gets the same answer.
 
+use throughgate_protocol::audit::{AuditEvent, ConsentEntry};
 use throughgate_protocol::consent::{
-    verify_consent, verify_revocation, ConsentGrant, ConsentStatus,
+    verify_consent, verify_revocation, Consent, ConsentGrant, ConsentStatus,
 };
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::identifiers::commitment_matches;
-use throughgate_protocol::ids::{AgencyId, ConsentId};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PersonId};
 use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
 
 use crate::db::StoredConsent;
@@ -32,7 +33,7 @@ fn ack(
 }
 
 /// Handles a `consent_grant` from `from`.
-pub fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
+pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     let Some(manifest) = state.manifest() else {
         return state.error(ErrorCode::Internal, "node has no manifest");
     };
@@ -137,6 +138,9 @@ pub fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     };
     let now = state.clock.now();
     let passport = consent.passport_id.clone();
+    let newly_stored = existing.is_none();
+    let event = consent_entry(&consent, None, Some(outcome));
+    let supersedes = consent.supersedes.clone();
     let written = match existing {
         None => {
             let stored = StoredConsent {
@@ -147,6 +151,7 @@ pub fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
                 received_at: now,
                 revocation: None,
                 superseded_by: None,
+                expiry_logged: false,
             };
             state.db.put_consent(&stored, link.as_deref(), now)
         }
@@ -158,11 +163,64 @@ pub fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     if let Err(e) = written {
         return state.error(ErrorCode::Internal, e.to_string());
     }
+    if newly_stored {
+        if let Err(e) = log_superseded(state, supersedes.as_ref(), &event).await {
+            return e;
+        }
+        if let Err(e) = state
+            .audit
+            .append(AuditEvent::ConsentRegistered(event))
+            .await
+        {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+    }
     ack(state, AckSubject::Grant, id, outcome, None)
 }
 
+/// The audit record of a consent event.
+pub(crate) fn consent_entry(
+    c: &Consent,
+    person: Option<PersonId>,
+    linkage: Option<AckOutcome>,
+) -> ConsentEntry {
+    ConsentEntry {
+        consent_id: c.consent_id.clone(),
+        passport_id: c.passport_id.clone(),
+        recorded_by: c.recorded_by.clone(),
+        person,
+        purpose: c.purpose,
+        linkage,
+    }
+}
+
+/// Logs that the consent `old` (if stored here) was superseded by the one `new` records.
+pub(crate) async fn log_superseded(
+    state: &NodeState,
+    old: Option<&ConsentId>,
+    new: &ConsentEntry,
+) -> Result<(), Envelope> {
+    let Some(old) = old else { return Ok(()) };
+    let prev = state
+        .db
+        .consent(old)
+        .map_err(|e| state.error(ErrorCode::Internal, e.to_string()))?;
+    let Some(prev) = prev else { return Ok(()) };
+    if prev.superseded_by.as_ref() != Some(&new.consent_id) {
+        return Ok(());
+    }
+    let mut entry = consent_entry(&prev.body, new.person.clone(), None);
+    entry.linkage = None;
+    state
+        .audit
+        .append(AuditEvent::ConsentSuperseded(entry))
+        .await
+        .map(|_| ())
+        .map_err(|e| state.error(ErrorCode::Internal, e.to_string()))
+}
+
 /// Handles a `consent_revoke` from `from`.
-pub fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
+pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     let Some(manifest) = state.manifest() else {
         return state.error(ErrorCode::Internal, "node has no manifest");
     };
@@ -199,6 +257,10 @@ pub fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
         stored.status_since = state.clock.now();
         stored.revocation = Some(env.clone());
         if let Err(e) = state.db.update_consent(&stored) {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+        let event = consent_entry(&stored.body, Some(rev.revoked_by_person.clone()), None);
+        if let Err(e) = state.audit.append(AuditEvent::ConsentRevoked(event)).await {
             return state.error(ErrorCode::Internal, e.to_string());
         }
     }

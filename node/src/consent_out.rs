@@ -2,6 +2,7 @@
 //! countersigned by the node, stored and queued for delivery to every holder (with its own
 //! identifier for the person) and grantee, in one atomic write. Revocation likewise.
 
+use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::consent::{
     verify_person, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
 };
@@ -22,6 +23,9 @@ pub enum RecordError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The change is stored but could not be logged.
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 fn rejected(m: impl Into<String>) -> RecordError {
@@ -36,7 +40,7 @@ fn near(now: Timestamp, t: Timestamp) -> bool {
 }
 
 /// Records a consent signed by `staff`.
-pub fn record(
+pub async fn record(
     state: &NodeState,
     staff: &StoredStaff,
     mut env: Envelope,
@@ -168,11 +172,22 @@ pub fn record(
         received_at: now,
         revocation: None,
         superseded_by: None,
+        expiry_logged: false,
     };
     let writes = state.db.consent_writes(&stored, None, now)?;
     state.db.enqueue(items, writes, now)?;
     state.outbox_wake.notify_one();
     tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
+    let event =
+        crate::consent_in::consent_entry(&consent, Some(staff.body.person_id.clone()), None);
+    crate::consent_in::log_superseded(state, consent.supersedes.as_ref(), &event)
+        .await
+        .map_err(|_| rejected("the consent was stored but its supersession could not be logged"))?;
+    state
+        .audit
+        .append(AuditEvent::ConsentRecorded(event))
+        .await
+        .map_err(|e| RecordError::Audit(e.to_string()))?;
     let deliveries = state.db.deliveries(&consent.consent_id)?;
     Ok(ClientResponse::ConsentRecorded {
         consent: env,
@@ -181,7 +196,7 @@ pub fn record(
 }
 
 /// Records a revocation signed by `staff`.
-pub fn revoke(
+pub async fn revoke(
     state: &NodeState,
     staff: &StoredStaff,
     mut env: Envelope,
@@ -248,6 +263,13 @@ pub fn revoke(
     state.db.enqueue(items, writes, now)?;
     state.outbox_wake.notify_one();
     tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
+    let event =
+        crate::consent_in::consent_entry(&stored.body, Some(staff.body.person_id.clone()), None);
+    state
+        .audit
+        .append(AuditEvent::ConsentRevoked(event))
+        .await
+        .map_err(|e| RecordError::Audit(e.to_string()))?;
     let deliveries = state.db.deliveries(&rev.consent_id)?;
     Ok(ClientResponse::ConsentDetail {
         consent: stored.envelope,

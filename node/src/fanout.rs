@@ -5,10 +5,13 @@
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::bundle::verify_response;
 use throughgate_protocol::credential::{verify_credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
-use throughgate_protocol::messages::{ClientResponse, HolderResult, HolderStatus, Query};
+use throughgate_protocol::messages::{
+    query_digest, ClientResponse, HolderResult, HolderStatus, Query,
+};
 use throughgate_protocol::query_check::check_freshness;
 
 use crate::db::StoredStaff;
@@ -84,6 +87,16 @@ pub async fn assemble(
         }
     }
     query_env.add_signature(SignerRole::Node, &state.key);
+    // Logged concurrently with the fan-out; awaited before the caseworker sees the results.
+    let sent = state.audit.submit(AuditEvent::QuerySent {
+        query_id: query.query_id.clone(),
+        query_digest: query_digest(&query_env),
+        passport_id: query.passport_id.clone(),
+        caseworker: query.caseworker.clone(),
+        consent_id: query.consent_id.clone(),
+        purpose: query.purpose,
+        holders: query.requests.iter().map(|r| r.holder.clone()).collect(),
+    });
     tracing::info!(query = %query.query_id, passport = %query.passport_id, caseworker = %query.caseworker, holders = query.requests.len(), "query sent");
 
     let deadline = Duration::from_secs(query.expires_at.0.saturating_sub(now.0))
@@ -145,6 +158,9 @@ pub async fn assemble(
         }
     }
     drop(pending);
+    sent.wait()
+        .await
+        .map_err(|e| reject(format!("the query could not be logged: {e}")))?;
     Ok((query_env, results.into_iter().flatten().collect()))
 }
 

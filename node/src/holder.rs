@@ -2,6 +2,10 @@
 //! path that is not a clean disclosure ends in a signed refusal with a precise reason (or a
 //! protocol error when the query is too malformed to refuse).
 
+use std::collections::BTreeSet;
+
+use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
+use throughgate_protocol::category::Category;
 use throughgate_protocol::consent_check::check_consent;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
@@ -22,6 +26,7 @@ struct Decision {
     outcome: Outcome,
     reason: Option<RefusalReason>,
     consent_id: Option<ConsentId>,
+    categories: Vec<Category>,
     records: Vec<DisclosedRecord>,
     withheld: Withheld,
 }
@@ -32,8 +37,33 @@ impl Decision {
             outcome: Outcome::Refused,
             reason: Some(reason),
             consent_id,
+            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
+        }
+    }
+
+    /// The audit entry recording this decision (what was released, to whom, why).
+    fn entry(&self, query: &Query, digest: [u8; 32]) -> DecisionEntry {
+        let fields: BTreeSet<String> = self
+            .records
+            .iter()
+            .flat_map(|r| r.fields.keys().map(move |f| format!("{}.{f}", r.kind)))
+            .collect();
+        DecisionEntry {
+            query_id: query.query_id.clone(),
+            query_digest: digest,
+            passport_id: query.passport_id.clone(),
+            requester: query.requester.clone(),
+            caseworker: query.caseworker.clone(),
+            consent_id: self.consent_id.clone(),
+            purpose: query.purpose,
+            outcome: self.outcome,
+            reason: self.reason,
+            categories: self.categories.clone(),
+            fields: fields.into_iter().collect(),
+            records: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
+            withheld: self.withheld.clone(),
         }
     }
 }
@@ -59,6 +89,22 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
             return state.error(ErrorCode::Internal, "storage failure; retry later");
         }
     };
+    let digest = query_digest(env);
+    // Log before disclose: the response is built from the durable entry's receipt.
+    let receipt = match state
+        .audit
+        .append(AuditEvent::Decision(decision.entry(&query, digest)))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, query = %query.query_id, "decision could not be logged; nothing disclosed");
+            return state.error(
+                ErrorCode::Internal,
+                "the audit log is unavailable; nothing was disclosed; retry later",
+            );
+        }
+    };
     tracing::info!(
         query = %query.query_id,
         passport = %query.passport_id,
@@ -71,7 +117,7 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
     );
     let response = Response {
         query_id: query.query_id.clone(),
-        query_digest: query_digest(env),
+        query_digest: digest,
         holder: state.agency.clone(),
         passport_id: query.passport_id.clone(),
         outcome: decision.outcome,
@@ -81,6 +127,7 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
         records: decision.records,
         withheld: decision.withheld,
         as_of: now,
+        receipt,
     };
     state.seal(&response)
 }
@@ -125,6 +172,7 @@ fn decide(
             outcome: Outcome::NotHeld,
             reason: None,
             consent_id: Some(consent_id),
+            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
         });
@@ -148,10 +196,17 @@ fn decide(
     }
     let records = state.db.records_of(&subject, MAX_RECORDS_PER_SUBJECT)?;
     let (records, withheld) = release.minimise(&records, &scope);
+    let categories = scope
+        .categories
+        .iter()
+        .copied()
+        .filter(|c| release.categories.contains(c))
+        .collect();
     Ok(Decision {
         outcome: Outcome::Disclosed,
         reason: None,
         consent_id: Some(consent_id),
+        categories,
         records,
         withheld,
     })

@@ -3,6 +3,8 @@
 //! outbox, and the client API the `tg` CLI talks to.
 
 pub mod agencies;
+pub mod audit;
+pub mod audit_api;
 pub mod client;
 pub mod client_api;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! A running node: its shared state, start-up and shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
 use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
@@ -12,6 +13,7 @@ use throughgate_protocol::time::Timestamp;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditError, AuditLog};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::db::Db;
@@ -41,6 +43,9 @@ pub enum NodeError {
     /// A manifest was refused.
     #[error("manifest refused: {0}")]
     Manifest(#[from] ManifestError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The node has no manifest yet.
     #[error("no federation manifest: pass one with `manifest_file` in the config or `tg manifest publish`")]
     NoManifest,
@@ -82,6 +87,10 @@ pub struct NodeState {
     pub outbox_wake: Notify,
     /// When the node started.
     pub started_at: Timestamp,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Witness alarms raised since start (checkpoints that contradicted one already witnessed).
+    pub witness_alarms: AtomicU64,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -174,7 +183,10 @@ impl Node {
             .map_err(|source| NodeError::Bind { addr, source })?;
         endpoint.set_default_client_config(client);
         let peers = Peers::new(endpoint.clone(), trust.clone(), config.limits.clone());
+        let audit = AuditLog::open(db.clone(), key.clone(), agency.clone(), clock.clone())?;
         let state = Arc::new(NodeState {
+            audit,
+            witness_alarms: AtomicU64::new(0),
             agency,
             key,
             config,
@@ -213,9 +225,14 @@ impl Node {
         if self.state.manifest().is_none() {
             return Err(NodeError::NoManifest);
         }
+        if let Some(writer) = self.state.audit.start() {
+            self.tasks.push(writer);
+        }
         let st = self.state.clone();
         let ep = self.endpoint.clone();
         self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));
+        self.tasks
+            .push(tokio::spawn(crate::audit::witness::run(self.state.clone())));
         self.tasks
             .push(tokio::spawn(crate::outbox::run(self.state.clone())));
         self.tasks
@@ -224,10 +241,14 @@ impl Node {
         Ok(())
     }
 
-    /// Stops serving, closes connections and flushes storage.
-    pub async fn shutdown(self) {
+    /// Stops serving, closes connections, waits for every task to end, and flushes storage.
+    /// When it returns, the socket and the store are released (the node can be reopened).
+    pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
         }
         self.endpoint.close(0u32.into(), b"shutdown");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
@@ -235,10 +256,26 @@ impl Node {
         if let Err(e) = self.state.db.flush() {
             tracing::error!(error = %e, "flush at shutdown failed");
         }
+        let addr = self.endpoint.local_addr().ok();
+        let Node {
+            state, endpoint, ..
+        } = self;
+        drop(state);
+        drop(endpoint);
+        // quinn releases the socket when its driver task notices the last handle is gone;
+        // wait (briefly) until the port can be bound again.
+        if let Some(addr) = addr {
+            for _ in 0..200 {
+                if std::net::UdpSocket::bind(addr).is_ok() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 
-/// Periodic chores: prune the replay cache.
+/// Periodic chores: prune the replay cache; log consents that have expired.
 async fn housekeeping(state: Arc<NodeState>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
@@ -248,5 +285,33 @@ async fn housekeeping(state: Arc<NodeState>) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "replay cache pruning failed"),
         }
+        if let Err(e) = log_expiries(&state).await {
+            tracing::error!(error = %e, "logging consent expiries failed");
+        }
     }
+}
+
+/// Logs (once each) the consents that have passed their validity. Expiry itself needs no
+/// action: every check derives it from the clock.
+pub async fn log_expiries(state: &NodeState) -> Result<usize, NodeError> {
+    let now = state.clock.now();
+    let mut n = 0;
+    for mut c in state.db.all_consents()? {
+        if c.expiry_logged
+            || c.status_at(now) != throughgate_protocol::consent::ConsentStatus::Expired
+        {
+            continue;
+        }
+        let entry = crate::consent_in::consent_entry(&c.body, None, None);
+        state
+            .audit
+            .append(throughgate_protocol::audit::AuditEvent::ConsentExpired(
+                entry,
+            ))
+            .await?;
+        c.expiry_logged = true;
+        state.db.update_consent(&c)?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -104,8 +104,8 @@ async fn deliver(
     };
     let answer = if item.recipient == state.agency {
         match &item.payload {
-            OutboxPayload::Grant(e) => crate::consent_in::grant(state, &state.agency, e),
-            OutboxPayload::Revoke(e) => crate::consent_in::revoke(state, &state.agency, e),
+            OutboxPayload::Grant(e) => crate::consent_in::grant(state, &state.agency, e).await,
+            OutboxPayload::Revoke(e) => crate::consent_in::revoke(state, &state.agency, e).await,
         }
     } else {
         state

@@ -13,16 +13,24 @@ use crate::node::NodeState;
 use crate::transport::{read_envelope, write_envelope, FrameIoError};
 use crate::trust::Principal;
 
-/// Accepts connections until the endpoint closes.
+/// Accepts connections until the endpoint closes. Connection and stream tasks live in join
+/// sets owned by their parents, so stopping this task stops every one of them.
 pub async fn serve(state: Arc<NodeState>, endpoint: quinn::Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        let st = state.clone();
-        tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => connection(st, conn).await,
-                Err(e) => tracing::info!(error = %e, "handshake refused or failed"),
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let st = state.clone();
+                connections.spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => connection(st, conn).await,
+                        Err(e) => tracing::info!(error = %e, "handshake refused or failed"),
+                    }
+                });
             }
-        });
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
 }
 
@@ -36,15 +44,20 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
         Principal::Peer(a) => tracing::debug!(peer = %a, "peer connected"),
         Principal::Staff(s) => tracing::debug!(person = %s.body.person_id, "staff connected"),
     }
+    let mut streams = tokio::task::JoinSet::new();
     loop {
-        let (send, recv) = match conn.accept_bi().await {
-            Ok(s) => s,
-            Err(_) => break,
-        };
-        let st = state.clone();
-        let p = principal.clone();
-        tokio::spawn(async move { stream(st, p, send, recv).await });
+        tokio::select! {
+            accepted = conn.accept_bi() => {
+                let Ok((send, recv)) = accepted else { break };
+                let st = state.clone();
+                let p = principal.clone();
+                streams.spawn(async move { stream(st, p, send, recv).await });
+            }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
     }
+    // Let requests already received finish answering.
+    while streams.join_next().await.is_some() {}
 }
 
 async fn stream(
@@ -85,10 +98,16 @@ async fn stream(
             crate::holder::answer(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ConsentGrant) => {
-            crate::consent_in::grant(&state, peer, &env)
+            crate::consent_in::grant(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ConsentRevoke) => {
-            crate::consent_in::revoke(&state, peer, &env)
+            crate::consent_in::revoke(&state, peer, &env).await
+        }
+        (Principal::Peer(peer), MessageKind::WitnessRequest) => {
+            crate::audit::witness::handle_request(&state, peer, &env).await
+        }
+        (Principal::Peer(peer), MessageKind::AuditQuery) => {
+            crate::audit_api::answer_peer(&state, peer, &env).await
         }
         (Principal::Staff(staff), MessageKind::ClientRequest) => {
             crate::client_api::handle(&state, staff, &env, &mut send, &mut recv).await

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{verify_receipt, AuditEvent};
 use crate::cbor::{self, DecodeError};
 use crate::credential::{verify_credential, Credential, StaffRole, CLOCK_SKEW_SECS};
 use crate::envelope::{Envelope, SignerRole};
@@ -101,6 +102,9 @@ pub enum BundleError {
     /// The response is internally inconsistent (records on a refusal, etc).
     #[error("response is inconsistent: {0}")]
     Inconsistent(String),
+    /// The receipt does not prove that this decision was logged.
+    #[error("receipt: {0}")]
+    Receipt(String),
 }
 
 /// Verifies the query of a bundle: requester known, node and caseworker signatures, and the
@@ -182,7 +186,34 @@ pub fn verify_response(
             "answered after the query expired".into(),
         ));
     }
+    check_receipt(&resp, &member.node_keys)?;
     Ok(resp)
+}
+
+/// Checks that a response's receipt proves a logged decision matching the response.
+fn check_receipt(resp: &Response, keys: &[crate::keys::PublicKey]) -> Result<(), BundleError> {
+    let v = verify_receipt(&resp.receipt, &resp.holder, keys)
+        .map_err(|e| BundleError::Receipt(e.to_string()))?;
+    let AuditEvent::Decision(d) = &v.entry.event else {
+        return Err(BundleError::Receipt(format!(
+            "the logged entry is a {}, not a decision",
+            v.entry.event
+        )));
+    };
+    let records = u32::try_from(resp.records.len()).unwrap_or(u32::MAX);
+    if d.query_digest != resp.query_digest
+        || d.query_id != resp.query_id
+        || d.passport_id != resp.passport_id
+        || d.outcome != resp.outcome
+        || d.reason != resp.reason
+        || d.consent_id != resp.consent_id
+        || d.records != records
+    {
+        return Err(BundleError::Receipt(
+            "the logged decision differs from the response".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// One holder's part of a verified bundle.

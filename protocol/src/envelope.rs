@@ -75,6 +75,14 @@ kinds! {
     ClientRequest => "client_request",
     /// The home node's answer to a client request.
     ClientResponse => "client_response",
+    /// A checkpoint offered to a witness.
+    WitnessRequest => "witness_request",
+    /// A witness's cosignature or refusal.
+    WitnessResponse => "witness_response",
+    /// A DPO's federated audit request.
+    AuditQuery => "audit_query",
+    /// The entries a node's log holds about a passport.
+    AuditAnswer => "audit_answer",
 }
 
 impl fmt::Display for MessageKind {

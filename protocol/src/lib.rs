@@ -6,6 +6,7 @@
 //! callers pass the current time in. The specification lives in `protocol/SPEC.md`, with CDDL in
 //! `protocol/throughgate.cddl` and test vectors in `protocol/vectors/`.
 
+pub mod audit;
 pub mod bundle;
 pub mod category;
 pub mod cbor;

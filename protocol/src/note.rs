@@ -196,6 +196,12 @@ impl NoteSignature {
     }
 
     /// Parses one line (without its newline). `line_no` is used in errors.
+    /// Parses one signature line (with or without its trailing newline), e.g. a cosignature a
+    /// witness returned.
+    pub fn parse(line: &str) -> Result<NoteSignature, NoteError> {
+        NoteSignature::parse_line(line.strip_suffix('\n').unwrap_or(line), 1)
+    }
+
     fn parse_line(line: &str, line_no: usize) -> Result<NoteSignature, NoteError> {
         let bad = |reason| NoteError::MalformedSignatureLine {
             line: line_no,

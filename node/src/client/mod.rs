@@ -2,10 +2,12 @@
 //! benchmarks, so they all drive the same path). It talks only to the caller's home node,
 //! pinned by the node's key, and signs every request with the caller's key.
 
+mod audit;
 mod consent;
 mod passport;
 mod profile;
 
+pub use audit::{merged_entries, ReportSource, SubjectAccessReport};
 pub use consent::{ConsentPlan, SignedConsent};
 pub use passport::{passport_complete, requests_under, requests_without_consent};
 pub use profile::Profile;
@@ -392,6 +394,10 @@ pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {
         ClientResponse::Staff(_) => "staff",
         ClientResponse::Status(_) => "status",
         ClientResponse::Manifest(_) => "manifest",
+        ClientResponse::AuditEntries { .. } => "audit_entries",
+        ClientResponse::AuditVerified(_) => "audit_verified",
+        ClientResponse::AuditReport { .. } => "audit_report",
+        ClientResponse::AuditCheckpoints(_) => "audit_checkpoints",
     };
     ClientError::Protocol(format!("unexpected {name} answer"))
 }

@@ -24,6 +24,9 @@ pub struct StoredConsent {
     pub revocation: Option<Envelope>,
     /// The consent that replaced this one.
     pub superseded_by: Option<ConsentId>,
+    /// Whether its expiry has been logged.
+    #[serde(default)]
+    pub expiry_logged: bool,
 }
 
 impl StoredConsent {

@@ -16,7 +16,15 @@
 //! | `man` | the trusted manifest envelope |
 //! | `obx/{seq:020}` | an [`OutboxItem`] |
 //! | `dlv/{consent_id}/{agency}/{grant,revoke}` | a delivery's state |
+//! | `aud/e/{index:020}` | an audit entry's bytes (the Merkle leaf data) |
+//! | `aud/n/{level:02}/{index:020}` | the hash of a complete subtree (level 0: leaf hashes) |
+//! | `aud/c/{size:020}` | the signed checkpoint of the tree of that size |
+//! | `aud/p/{passport_id}/{index:020}` | empty: index of entries by passport |
+//! | `aud/state` | the audit writer's [`AuditState`] |
+//! | `aud/w/{agency}` | as a witness: that agency's newest cosigned checkpoint |
+//! | `aud/cs/{agency}` | that witness's newest cosignature on our checkpoints |
 
+mod audit;
 mod consents;
 mod outbox;
 mod records;
@@ -29,6 +37,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use throughgate_protocol::cbor;
 use throughgate_protocol::envelope::Envelope;
 
+pub use audit::{AuditState, AuditWrites, StoredHash};
 pub use consents::StoredConsent;
 pub use outbox::{OutboxItem, OutboxPayload};
 pub use staff::StoredStaff;

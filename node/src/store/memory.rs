@@ -18,17 +18,13 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn read(
-        &self,
-    ) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
         self.map
             .read()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
     }
 
-    fn write(
-        &self,
-    ) -> Result<std::sync::RwLockWriteGuard<'_, Map>, StoreError> {
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Map>, StoreError> {
         self.map
             .write()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))

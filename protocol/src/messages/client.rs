@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditEntry;
 use crate::consent::ConsentStatus;
 use crate::credential::StaffRole;
 use crate::envelope::{Envelope, Message, MessageKind};
@@ -95,6 +96,116 @@ pub enum ClientOp {
     Status,
     /// The manifest the node trusts.
     GetManifest,
+    /// Search this node's audit log (DPO).
+    AuditSearch(AuditFilter),
+    /// Recompute and check this node's whole audit log (DPO).
+    AuditVerify,
+    /// The subject-access report for one passport: this node's log, or every node's (DPO).
+    AuditReport {
+        /// The audit query, signed by the DPO.
+        query: Envelope,
+        /// Ask every member of the federation, not only this node.
+        federation: bool,
+    },
+    /// This node's latest checkpoint, who cosigned it, and what it witnessed (DPO, operator).
+    AuditCheckpoints,
+}
+
+/// Filters for an audit-log search; all given filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    /// Entries about this passport.
+    pub passport_id: Option<PassportId>,
+    /// Entries naming this member of staff (caseworker, recorder, DPO).
+    pub person: Option<PersonId>,
+    /// Entries naming this agency (requester, recorder, peer).
+    pub agency: Option<AgencyId>,
+    /// Entries about this consent.
+    pub consent_id: Option<ConsentId>,
+    /// Entries of this type (`disclosed`, `refused`, `not_held`, `consent_recorded`...).
+    pub event: Option<String>,
+    /// At or after this instant.
+    pub from: Option<Timestamp>,
+    /// Before this instant.
+    pub until: Option<Timestamp>,
+    /// Most entries returned (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// An audit entry with its index in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedEntry {
+    /// Its index.
+    pub index: u64,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
+/// The result of verifying a node's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Entries checked.
+    pub entries: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// Whether everything verified.
+    pub ok: bool,
+    /// The first bad entry, if one can be named.
+    pub bad_entry: Option<u64>,
+    /// The first bad checkpoint (its size), if any.
+    pub bad_checkpoint: Option<u64>,
+    /// What is wrong.
+    pub detail: Option<String>,
+    /// Milliseconds taken.
+    pub elapsed_ms: u64,
+}
+
+/// One agency's part of a subject-access report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSource {
+    /// The agency.
+    pub agency: AgencyId,
+    /// How asking went.
+    pub status: HolderStatus,
+    /// Its signed answer.
+    pub answer: Option<Envelope>,
+    /// Words on a failure.
+    pub detail: Option<String>,
+}
+
+/// A witness's cosignature on this node's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosignature {
+    /// The witness.
+    pub witness: AgencyId,
+    /// The size of the checkpoint it cosigned.
+    pub size: u64,
+    /// When it cosigned (from the cosignature).
+    pub at: Option<Timestamp>,
+}
+
+/// A peer log this node witnesses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Witnessed {
+    /// The peer.
+    pub agency: AgencyId,
+    /// The size of its newest checkpoint this node cosigned.
+    pub size: u64,
+}
+
+/// The node's checkpoint and witnessing status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// The newest checkpoint (signed-note text).
+    pub latest: Option<String>,
+    /// Its size.
+    pub size: u64,
+    /// The witnesses' newest cosignatures.
+    pub cosignatures: Vec<Cosignature>,
+    /// The peer logs this node witnesses.
+    pub witnessed: Vec<Witnessed>,
+    /// Witness alarms raised since start.
+    pub alarms: u64,
 }
 
 /// A request from a member of staff's CLI, signed with their key (role `person`).
@@ -327,6 +438,24 @@ pub enum ClientResponse {
     Status(NodeStatus),
     /// The manifest the node trusts.
     Manifest(Envelope),
+    /// Audit entries matching a search.
+    AuditEntries {
+        /// The entries, oldest first.
+        entries: Vec<IndexedEntry>,
+        /// More matched than the limit.
+        truncated: bool,
+    },
+    /// The result of verifying the log.
+    AuditVerified(AuditVerification),
+    /// A subject-access report's raw material: each agency's signed answer.
+    AuditReport {
+        /// The countersigned audit query.
+        query: Envelope,
+        /// Each agency's answer.
+        sources: Vec<AuditSource>,
+    },
+    /// Checkpoint and witnessing status.
+    AuditCheckpoints(CheckpointStatus),
 }
 
 impl Message for ClientResponse {

@@ -1,17 +1,22 @@
 //! Message bodies exchanged between nodes, and between a CLI and its home node.
 
 mod ack;
+mod audit_query;
 mod client;
 mod error;
 mod query;
 mod response;
+mod witness;
 
 pub use ack::{Ack, AckOutcome, AckSubject};
+pub use audit_query::{AuditAnswer, AuditQuery, LoggedEntry};
 pub use client::{
-    ClientOp, ClientRequest, ClientResponse, ConsentDelivery, ConsentSummary, DeliveryState,
-    HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError,
-    NodeStatus, StaffSummary,
+    AuditFilter, AuditSource, AuditVerification, CheckpointStatus, ClientOp, ClientRequest,
+    ClientResponse, ConsentDelivery, ConsentSummary, Cosignature, DeliveryState, HolderResult,
+    HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError, IndexedEntry,
+    NodeStatus, StaffSummary, Witnessed,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use query::{query_digest, HolderRequest, Query};
 pub use response::{Outcome, RefusalReason, Response, Withheld};
+pub use witness::{WitnessOutcome, WitnessRequest, WitnessResponse};

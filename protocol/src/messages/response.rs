@@ -169,6 +169,8 @@ pub struct Response {
     pub withheld: Withheld,
     /// When the holder decided.
     pub as_of: Timestamp,
+    /// Proof that the decision was logged (durably) before this response left the holder.
+    pub receipt: crate::audit::Receipt,
 }
 
 impl Message for Response {

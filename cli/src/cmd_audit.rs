@@ -1,0 +1,227 @@
+//! `tg audit`: the data-protection officer's tools. Search the log, verify it end to end,
+//! produce a subject-access report (text, JSON, printable HTML), see checkpoints and witnesses.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use throughgate_node::client::{HomeClient, Profile};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId};
+use throughgate_protocol::messages::AuditFilter;
+use throughgate_protocol::time::{Date, Timestamp};
+
+use crate::exit::{self, VerificationFailed};
+use crate::render::table;
+use crate::render_audit::{entries_table, report_html, report_text};
+use crate::Global;
+
+/// Audit commands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Search your node's audit log.
+    Log {
+        /// Entries about this passport.
+        #[arg(long)]
+        passport: Option<PassportId>,
+        /// Entries naming this member of staff (caseworker, recorder, DPO).
+        #[arg(long)]
+        person: Option<PersonId>,
+        /// Entries naming this agency (requester, recorder, peer).
+        #[arg(long)]
+        agency: Option<AgencyId>,
+        /// Entries about this consent.
+        #[arg(long)]
+        consent: Option<ConsentId>,
+        /// Entries of this type: disclosed, refused, not_held, query_sent, consent_recorded, ...
+        #[arg(long)]
+        event: Option<String>,
+        /// From this date (YYYY-MM-DD) or instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Until (before) this date or instant.
+        #[arg(long)]
+        until: Option<String>,
+        /// Most entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Recompute the whole log and check every signed checkpoint; names the first bad entry.
+    Verify,
+    /// A subject-access report: every disclosure and refusal about one person.
+    Report {
+        /// The person's passport id.
+        #[arg(long)]
+        passport: PassportId,
+        /// Ask every agency in the federation (each answer signed and proven), not only yours.
+        #[arg(long)]
+        federation: bool,
+        /// text, json or html.
+        #[arg(long, default_value = "text")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Your node's newest checkpoint, who cosigned it, and whose logs it witnesses.
+    Checkpoints,
+}
+
+fn instant(s: &str) -> Result<Timestamp> {
+    if let Ok(d) = s.parse::<Date>() {
+        return Ok(d.start_timestamp());
+    }
+    Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs an audit command.
+pub async fn run(g: &Global, cmd: AuditCmd) -> Result<u8> {
+    let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+    let code = run_with(g, &client, cmd).await;
+    client.close().await;
+    code
+}
+
+async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> {
+    match cmd {
+        AuditCmd::Log {
+            passport,
+            person,
+            agency,
+            consent,
+            event,
+            from,
+            until,
+            limit,
+        } => {
+            let filter = AuditFilter {
+                passport_id: passport,
+                person,
+                agency,
+                consent_id: consent,
+                event,
+                from: from.as_deref().map(instant).transpose()?,
+                until: until.as_deref().map(instant).transpose()?,
+                limit: Some(limit),
+            };
+            let (entries, truncated) = client.audit_search(filter).await?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"entries": entries, "truncated": truncated})
+                    )?
+                );
+            } else {
+                println!("{}", entries_table(&entries));
+                println!(
+                    "{} entries{}",
+                    entries.len(),
+                    if truncated {
+                        " (more match: raise --limit or narrow the filter)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(exit::OK)
+        }
+        AuditCmd::Verify => {
+            let v = client.audit_verify().await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if v.ok {
+                println!(
+                    "OK: {} entries and {} signed checkpoints verify ({} ms).",
+                    v.entries, v.checkpoints, v.elapsed_ms
+                );
+            }
+            if v.ok {
+                Ok(exit::OK)
+            } else {
+                let what = match (v.bad_entry, v.bad_checkpoint) {
+                    (Some(e), _) => format!("first bad entry: {e}"),
+                    (None, Some(c)) => format!("first bad checkpoint: size {c}"),
+                    (None, None) => "log inconsistent".to_owned(),
+                };
+                Err(VerificationFailed(format!(
+                    "audit log verification FAILED ({what}): {}",
+                    v.detail.unwrap_or_default()
+                ))
+                .into())
+            }
+        }
+        AuditCmd::Report {
+            passport,
+            federation,
+            format,
+            out,
+        } => {
+            let (_, manifest) = client.manifest().await?;
+            let report = client
+                .subject_access_report(&manifest, &passport, federation)
+                .await?;
+            let text = match format.as_str() {
+                "text" => report_text(&report),
+                "json" => serde_json::to_string_pretty(&report)?,
+                "html" => report_html(&report),
+                other => bail!("unknown format {other:?}; use text, json or html"),
+            };
+            match &out {
+                Some(p) => {
+                    std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+                    if !g.json {
+                        println!("Report written to {}.", p.display());
+                    }
+                }
+                None => print!("{text}"),
+            }
+            if report
+                .sources
+                .iter()
+                .any(|s| s.status == throughgate_protocol::messages::HolderStatus::Invalid)
+            {
+                return Err(VerificationFailed(
+                    "some agencies' answers did not verify; see the report".into(),
+                )
+                .into());
+            }
+            Ok(if report.complete() {
+                exit::OK
+            } else {
+                exit::PARTIAL
+            })
+        }
+        AuditCmd::Checkpoints => {
+            let c = client.audit_checkpoints().await?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+                return Ok(exit::OK);
+            }
+            println!("Latest checkpoint (size {}):", c.size);
+            for line in c.latest.as_deref().unwrap_or("(none yet)\n").lines() {
+                println!("  {line}");
+            }
+            let mut t = table(&["witness", "cosigned size", "at"]);
+            for s in &c.cosignatures {
+                t.add_row(vec![
+                    s.witness.to_string(),
+                    s.size.to_string(),
+                    s.at.map(|t| t.to_string()).unwrap_or_default(),
+                ]);
+            }
+            println!("Cosigned by:\n{t}");
+            let mut w = table(&["log witnessed", "size"]);
+            for x in &c.witnessed {
+                w.add_row(vec![x.agency.to_string(), x.size.to_string()]);
+            }
+            println!("This node witnesses:\n{w}");
+            if c.alarms > 0 {
+                println!(
+                    "WITNESS ALARMS since start: {} (see `tg audit log --event witness_alarm`)",
+                    c.alarms
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Rendering of audit entries and subject-access reports: text, JSON and a printable HTML page.
+
+use std::fmt::Write as _;
+
+use throughgate_node::client::{merged_entries, SubjectAccessReport};
+use throughgate_protocol::audit::{AuditEntry, AuditEvent};
+use throughgate_protocol::messages::IndexedEntry;
+
+use crate::render::table;
+
+/// One line describing what an entry records (passport ids, agency and staff ids; no names).
+pub fn describe(e: &AuditEntry) -> String {
+    match &e.event {
+        AuditEvent::Decision(d) => {
+            let consent = d
+                .consent_id
+                .as_ref()
+                .map_or_else(|| "no consent".to_owned(), |c| format!("consent {c}"));
+            let head = format!(
+                "query {} from {} ({}) for {} under {consent}",
+                d.query_id, d.requester, d.caseworker, d.purpose
+            );
+            match d.outcome {
+                throughgate_protocol::messages::Outcome::Disclosed => format!(
+                    "DISCLOSED {} records ({}) to {}; fields {}{}",
+                    d.records,
+                    d.categories
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    head,
+                    if d.fields.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        d.fields.join(", ")
+                    },
+                    if d.withheld.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; withheld {}", d.withheld.fields.join(", "))
+                    }
+                ),
+                throughgate_protocol::messages::Outcome::Refused => {
+                    format!(
+                        "REFUSED ({}) {head}",
+                        d.reason.map(|r| r.as_str()).unwrap_or("unspecified")
+                    )
+                }
+                throughgate_protocol::messages::Outcome::NotHeld => format!("NOT HELD: {head}"),
+            }
+        }
+        AuditEvent::QuerySent {
+            query_id,
+            caseworker,
+            consent_id,
+            purpose,
+            holders,
+            ..
+        } => format!(
+            "query {query_id} sent by {caseworker} for {purpose} under {} to {}",
+            consent_id
+                .as_ref()
+                .map_or_else(|| "no consent".to_owned(), ToString::to_string),
+            holders
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AuditEvent::ConsentRecorded(c) => format!(
+            "consent {} recorded by {} for {}",
+            c.consent_id,
+            c.person.as_ref().map_or("?", |p| p.as_str()),
+            c.purpose
+        ),
+        AuditEvent::ConsentRegistered(c) => format!(
+            "consent {} from {} registered ({})",
+            c.consent_id,
+            c.recorded_by,
+            c.linkage.map_or("stored", |l| l.as_str())
+        ),
+        AuditEvent::ConsentRevoked(c) => format!(
+            "consent {} revoked{}",
+            c.consent_id,
+            c.person
+                .as_ref()
+                .map(|p| format!(" by {p}"))
+                .unwrap_or_default()
+        ),
+        AuditEvent::ConsentExpired(c) => format!("consent {} expired", c.consent_id),
+        AuditEvent::ConsentSuperseded(c) => format!("consent {} superseded", c.consent_id),
+        AuditEvent::CredentialIssued {
+            person_id,
+            roles,
+            not_after,
+        } => format!(
+            "credential issued to {person_id} ({}) until {not_after}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AuditEvent::Admin {
+            person_id,
+            action,
+            detail,
+        } => {
+            format!(
+                "{action} by {}: {detail}",
+                person_id.as_ref().map_or("system", |p| p.as_str())
+            )
+        }
+        AuditEvent::AuditAccess {
+            agency,
+            dpo,
+            action,
+            ..
+        } => format!("audit access ({action}) by DPO {dpo} of {agency}"),
+        AuditEvent::WitnessAlarm { peer, detail } => {
+            format!("WITNESS ALARM about {peer}: {detail}")
+        }
+    }
+}
+
+/// A table of entries.
+pub fn entries_table(entries: &[IndexedEntry]) -> String {
+    let mut t = table(&["#", "at", "event", "passport", "what"]);
+    for e in entries {
+        t.add_row(vec![
+            e.index.to_string(),
+            e.entry.at.to_string(),
+            e.entry.event.name().to_owned(),
+            e.entry
+                .event
+                .passport()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            describe(&e.entry),
+        ]);
+    }
+    t.to_string()
+}
+
+/// The report as text.
+pub fn report_text(r: &SubjectAccessReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "SUBJECT ACCESS REPORT  {}", r.passport_id);
+    let _ = writeln!(
+        out,
+        "Produced {} by DPO {} of {} from {}.\n",
+        r.generated_at,
+        r.requested_by,
+        r.agency,
+        if r.federation {
+            "every agency in the federation"
+        } else {
+            "this agency's log only"
+        }
+    );
+    let mut t = table(&["agency", "name", "status", "entries", "verified"]);
+    for s in &r.sources {
+        t.add_row(vec![
+            s.agency.to_string(),
+            s.name.clone(),
+            s.status.as_str().to_owned(),
+            s.entries.len().to_string(),
+            if s.verified {
+                format!("yes (checkpoint {})", s.checkpoint_size.unwrap_or(0))
+            } else {
+                format!("NO: {}", s.problem.clone().unwrap_or_default())
+            },
+        ]);
+    }
+    let _ = writeln!(out, "{t}\n");
+    let _ = writeln!(
+        out,
+        "WHO SAW WHAT, WHEN AND WHY (all agencies, oldest first)"
+    );
+    for (agency, e) in merged_entries(r) {
+        let _ = writeln!(out, "  {}  at {agency:<16} {}", e.at, describe(e));
+    }
+    out
+}
+
+/// Escapes text for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The report as a self-contained printable HTML page.
+pub fn report_html(r: &SubjectAccessReport) -> String {
+    let mut rows = String::new();
+    for (agency, e) in merged_entries(r) {
+        let _ = writeln!(
+            rows,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(e.event.name()),
+            esc(&e.at.to_string()),
+            esc(agency.as_str()),
+            esc(e.event.name()),
+            esc(&describe(e))
+        );
+    }
+    let mut sources = String::new();
+    for s in &r.sources {
+        let _ = writeln!(
+            sources,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(s.agency.as_str()),
+            esc(&s.name),
+            esc(s.status.as_str()),
+            s.entries.len(),
+            if s.verified {
+                format!("verified (checkpoint {})", s.checkpoint_size.unwrap_or(0))
+            } else {
+                format!(
+                    "NOT verified: {}",
+                    esc(&s.problem.clone().unwrap_or_default())
+                )
+            }
+        );
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Subject access report {pid}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
+h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; margin-bottom: 1.5em; }}
+th, td {{ border: 1px solid #999; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 0.9em; }}
+th {{ background: #eee; }} tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
+.meta {{ color: #444; }} @media print {{ body {{ margin: 0.5cm; }} }}
+</style></head>
+<body>
+<h1 id="title">Subject access report</h1>
+<p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}.</p>
+<h2>Sources</h2>
+<table id="sources"><tr><th>Agency</th><th>Name</th><th>Status</th><th>Entries</th><th>Integrity</th></tr>
+{sources}</table>
+<h2>Who saw what, when and why</h2>
+<table id="entries"><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th></tr>
+{rows}</table>
+<p class="meta">Every entry above was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint).</p>
+</body></html>
+"#,
+        pid = esc(r.passport_id.as_str()),
+        at = esc(&r.generated_at.to_string()),
+        dpo = esc(r.requested_by.as_str()),
+        agency = esc(r.agency.as_str()),
+        scope = if r.federation {
+            "every agency in the federation"
+        } else {
+            "this agency's log only"
+        },
+    )
+}

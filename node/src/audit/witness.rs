@@ -1,0 +1,286 @@
+//! Witnessing (C2SP tlog-witness semantics over our QUIC protocol): every node offers its newest
+//! checkpoint, with a consistency proof from the last one each peer cosigned, to every peer;
+//! each peer checks the signature and the consistency with what it last saw from that node,
+//! stores the new checkpoint, and returns a cosignature. A checkpoint that contradicts one
+//! already witnessed is refused and raised as an alarm: a node that rewrites or forks its log is
+//! caught by its peers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use throughgate_protocol::audit::{origin, AuditEvent, ProofHash};
+use throughgate_protocol::checkpoint::SignedCheckpoint;
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::merkle::verify_consistency;
+use throughgate_protocol::messages::{ErrorCode, WitnessOutcome, WitnessRequest, WitnessResponse};
+use throughgate_protocol::note::NoteSignature;
+use throughgate_protocol::witness::{cosign_text, verify_cosignature};
+
+use crate::node::NodeState;
+
+/// The name a node cosigns under: `throughgate/<agency>/witness`.
+pub fn witness_name(agency: &AgencyId) -> String {
+    format!(
+        "{}/{agency}/witness",
+        throughgate_protocol::audit::ORIGIN_HOST
+    )
+}
+
+fn answer(
+    state: &NodeState,
+    outcome: WitnessOutcome,
+    cosignature: Option<String>,
+    known_size: Option<u64>,
+    detail: Option<String>,
+) -> Envelope {
+    state.seal(&WitnessResponse {
+        outcome,
+        cosignature,
+        known_size,
+        detail,
+    })
+}
+
+async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
+    tracing::error!(peer = %peer, detail = %detail, "WITNESS ALARM: checkpoint inconsistent with one already witnessed");
+    state.witness_alarms.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = state
+        .audit
+        .append(AuditEvent::WitnessAlarm {
+            peer: peer.clone(),
+            detail: detail.clone(),
+        })
+        .await
+    {
+        tracing::error!(error = %e, "could not log the witness alarm");
+    }
+    answer(state, WitnessOutcome::Refused, None, None, Some(detail))
+}
+
+/// As a witness: handles `peer`'s offer of its newest checkpoint.
+pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let Some(member) = manifest.member(peer) else {
+        return state.error(ErrorCode::Forbidden, "not a member");
+    };
+    if env
+        .verify_by_any(SignerRole::Node, &member.node_keys)
+        .is_err()
+    {
+        return state.error(
+            ErrorCode::BadSignature,
+            "the request is not signed by the sending node",
+        );
+    }
+    let req: WitnessRequest = match env.open() {
+        Ok(r) => r,
+        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+    };
+    let log_origin = origin(peer);
+    let signed = match SignedCheckpoint::parse(req.checkpoint.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => {
+            return answer(
+                state,
+                WitnessOutcome::Refused,
+                None,
+                None,
+                Some(format!("checkpoint: {e}")),
+            )
+        }
+    };
+    if signed.checkpoint().origin != log_origin
+        || !member
+            .node_keys
+            .iter()
+            .any(|k| signed.verify(&log_origin, k).is_ok())
+    {
+        return answer(
+            state,
+            WitnessOutcome::Refused,
+            None,
+            None,
+            Some("checkpoint is not signed by the sending node's log key".into()),
+        );
+    }
+    let new = signed.checkpoint().clone();
+    let known = match state.db.witnessed(peer) {
+        Ok(k) => k,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+    };
+    let known_size = known.as_ref().map_or(0, |(s, _)| *s);
+    if req.old_size != known_size {
+        return answer(
+            state,
+            WitnessOutcome::Conflict,
+            None,
+            Some(known_size),
+            None,
+        );
+    }
+    if let Some((old_size, old_text)) = &known {
+        let old = match SignedCheckpoint::parse(old_text.as_bytes()) {
+            Ok(o) => o.checkpoint().clone(),
+            Err(e) => return state.error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
+        };
+        if new.size < *old_size {
+            return alarm(
+                state,
+                peer,
+                format!(
+                    "offered size {} is smaller than the witnessed size {old_size}: the log shrank",
+                    new.size
+                ),
+            )
+            .await;
+        }
+        if new.size == *old_size {
+            if new.root_hash != old.root_hash {
+                return alarm(
+                    state,
+                    peer,
+                    format!("two different roots for size {old_size}: the log forked"),
+                )
+                .await;
+            }
+        } else if let Err(e) = verify_consistency(
+            *old_size,
+            new.size,
+            &req.consistency,
+            &old.root_hash,
+            &new.root_hash,
+        ) {
+            return alarm(state, peer, format!("size {} is not consistent with witnessed size {old_size} ({e}): the log was rewritten", new.size)).await;
+        }
+    }
+    if let Err(e) = state.db.put_witnessed(peer, new.size, &req.checkpoint) {
+        return state.error(ErrorCode::Internal, e.to_string());
+    }
+    let now = state.clock.now().0;
+    let body = signed.note().text().to_owned();
+    match cosign_text(&body, &witness_name(&state.agency), &state.key, now) {
+        Ok(sig) => answer(
+            state,
+            WitnessOutcome::Cosigned,
+            Some(sig.to_line()),
+            None,
+            None,
+        ),
+        Err(e) => state.error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// The note text (the signed body, without signature lines) of a signed checkpoint.
+fn note_text(checkpoint: &str) -> Option<String> {
+    SignedCheckpoint::parse(checkpoint.as_bytes())
+        .ok()
+        .map(|s| s.note().text().to_owned())
+}
+
+/// As a log: offers our newest checkpoint to `peer`; returns the size it cosigned.
+pub async fn offer(state: &NodeState, peer: &AgencyId) -> Result<u64, String> {
+    let Some((size, text)) = state.audit.latest() else {
+        return Ok(0);
+    };
+    let manifest = state.manifest().ok_or("no manifest")?;
+    let member = manifest.member(peer).ok_or("not a member")?;
+    let cosigned = state.db.cosignatures().map_err(|e| e.to_string())?;
+    let mut old = cosigned
+        .iter()
+        .find(|(a, _, _)| a == peer)
+        .map_or(0, |(_, s, _)| *s);
+    if old == size {
+        return Ok(size);
+    }
+    for _attempt in 0..2 {
+        let consistency: Vec<ProofHash> = if old == 0 || old > size {
+            Vec::new()
+        } else {
+            state
+                .audit
+                .consistency_proof(old, size)
+                .map_err(|e| e.to_string())?
+        };
+        let req = WitnessRequest {
+            old_size: old,
+            consistency,
+            checkpoint: text.clone(),
+        };
+        let answer = state
+            .peers
+            .request(
+                peer,
+                &state.seal(&req),
+                state.config.limits.request_timeout(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        answer
+            .verify_by_any(SignerRole::Node, &member.node_keys)
+            .map_err(|e| e.to_string())?;
+        let resp: WitnessResponse = answer.open().map_err(|e| e.to_string())?;
+        match resp.outcome {
+            WitnessOutcome::Cosigned => {
+                let line = resp.cosignature.ok_or("cosigned without a cosignature")?;
+                let sig = NoteSignature::parse(&line).map_err(|e| e.to_string())?;
+                let body = note_text(&text).ok_or("our own checkpoint does not parse")?;
+                let name = witness_name(peer);
+                let ok = member
+                    .node_keys
+                    .iter()
+                    .any(|k| verify_cosignature(&body, &sig, &name, k).is_ok());
+                if !ok {
+                    return Err("the cosignature does not verify".into());
+                }
+                state
+                    .db
+                    .put_cosignature(peer, size, &line)
+                    .map_err(|e| e.to_string())?;
+                return Ok(size);
+            }
+            WitnessOutcome::Conflict => {
+                old = resp.known_size.unwrap_or(0);
+            }
+            WitnessOutcome::Refused => {
+                return Err(format!("refused: {}", resp.detail.unwrap_or_default()));
+            }
+        }
+    }
+    Err("witness kept reporting a conflict".into())
+}
+
+/// Offers our newest checkpoint to every peer, every `limits.witness_interval_secs`.
+pub async fn run(state: Arc<NodeState>) {
+    let period = Duration::from_secs(state.config.limits.witness_interval_secs);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tick.tick().await;
+        offer_all(&state).await;
+    }
+}
+
+/// One round of offers to every peer, concurrently.
+pub async fn offer_all(state: &NodeState) {
+    let Some(manifest) = state.manifest() else {
+        return;
+    };
+    let peers: Vec<AgencyId> = manifest
+        .members
+        .iter()
+        .map(|m| m.id.clone())
+        .filter(|a| a != &state.agency)
+        .collect();
+    let offers = peers
+        .iter()
+        .map(|p| async move { (p, offer(state, p).await) });
+    for (peer, r) in futures::future::join_all(offers).await {
+        match r {
+            Ok(size) => tracing::debug!(witness = %peer, size, "checkpoint witnessed"),
+            Err(e) => tracing::info!(witness = %peer, error = %e, "checkpoint not witnessed"),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Client-side audit operations for data-protection officers: search, verify, checkpoints, and
+//! subject-access reports whose every entry is verified against its node's signed checkpoint.
+
+use serde::Serialize;
+use throughgate_protocol::audit::{verify_audit_answer, AuditEntry};
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::ids::{AgencyId, PassportId, PersonId, QueryId};
+use throughgate_protocol::manifest::Manifest;
+use throughgate_protocol::messages::{
+    AuditAnswer, AuditFilter, AuditQuery, AuditVerification, CheckpointStatus, ClientOp,
+    ClientResponse, HolderStatus, IndexedEntry,
+};
+use throughgate_protocol::time::Timestamp;
+
+use super::{unexpected, ClientError, HomeClient};
+
+/// One agency's part of a subject-access report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportSource {
+    /// The agency.
+    pub agency: AgencyId,
+    /// Its display name.
+    pub name: String,
+    /// Whether it answered.
+    pub status: HolderStatus,
+    /// Whether its answer verified (signature, checkpoint, every inclusion proof).
+    pub verified: bool,
+    /// What failed, if anything.
+    pub problem: Option<String>,
+    /// Its entries about the person, oldest first, with their log indexes.
+    pub entries: Vec<IndexedEntry>,
+    /// It holds more entries than it sent.
+    pub truncated: bool,
+    /// The size of the checkpoint the entries are proven under.
+    pub checkpoint_size: Option<u64>,
+}
+
+/// A subject-access report: who did what with one person's data, where.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectAccessReport {
+    /// The person.
+    pub passport_id: PassportId,
+    /// When it was produced.
+    pub generated_at: Timestamp,
+    /// The DPO who asked.
+    pub requested_by: PersonId,
+    /// Their agency.
+    pub agency: AgencyId,
+    /// Whether every member was asked.
+    pub federation: bool,
+    /// Per agency.
+    pub sources: Vec<ReportSource>,
+}
+
+impl SubjectAccessReport {
+    /// Whether every source answered and verified.
+    pub fn complete(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| s.status == HolderStatus::Answered && s.verified)
+    }
+}
+
+impl HomeClient {
+    /// Searches the home node's audit log.
+    pub async fn audit_search(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<(Vec<IndexedEntry>, bool), ClientError> {
+        match self.call(ClientOp::AuditSearch(filter)).await? {
+            ClientResponse::AuditEntries { entries, truncated } => Ok((entries, truncated)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Has the home node recompute and check its whole log.
+    pub async fn audit_verify(&self) -> Result<AuditVerification, ClientError> {
+        match self.call(ClientOp::AuditVerify).await? {
+            ClientResponse::AuditVerified(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The home node's checkpoint and witnessing status.
+    pub async fn audit_checkpoints(&self) -> Result<CheckpointStatus, ClientError> {
+        match self.call(ClientOp::AuditCheckpoints).await? {
+            ClientResponse::AuditCheckpoints(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A subject-access report for `passport`: from the home node's log, or with `federation`
+    /// from every member's. Each answer is verified here against `manifest`.
+    pub async fn subject_access_report(
+        &self,
+        manifest: &Manifest,
+        passport: &PassportId,
+        federation: bool,
+    ) -> Result<SubjectAccessReport, ClientError> {
+        let cred = self.credential();
+        let now = self.clock().now();
+        let q = AuditQuery {
+            query_id: QueryId::random(),
+            passport_id: passport.clone(),
+            requester: cred.agency.clone(),
+            dpo: cred.person_id.clone(),
+            credential: self.credential_envelope().clone(),
+            issued_at: now,
+            expires_at: now.plus_secs(120),
+        };
+        let env = Envelope::seal(&q, &[(SignerRole::Person, self.key())]);
+        let (query, sources) = match self
+            .call(ClientOp::AuditReport {
+                query: env,
+                federation,
+            })
+            .await?
+        {
+            ClientResponse::AuditReport { query, sources } => (query, sources),
+            other => return Err(unexpected(&other)),
+        };
+        let sources = sources
+            .into_iter()
+            .map(|s| {
+                let member = manifest.member(&s.agency);
+                let name = member.map(|m| m.name.clone()).unwrap_or_default();
+                let keys = member.map(|m| m.node_keys.clone()).unwrap_or_default();
+                let mut src = ReportSource {
+                    agency: s.agency.clone(),
+                    name,
+                    status: s.status,
+                    verified: false,
+                    problem: s.detail.clone(),
+                    entries: Vec::new(),
+                    truncated: false,
+                    checkpoint_size: None,
+                };
+                if let Some(answer) = &s.answer {
+                    if answer.kind == throughgate_protocol::envelope::MessageKind::Error {
+                        src.status = HolderStatus::Error;
+                        src.problem = answer
+                            .open::<throughgate_protocol::messages::ErrorBody>()
+                            .map(|b| format!("{}: {}", b.code, b.message))
+                            .ok();
+                        return src;
+                    }
+                    match verify_audit_answer(answer, &query, &s.agency, &keys) {
+                        Ok(entries) => {
+                            src.verified = true;
+                            src.entries = entries
+                                .into_iter()
+                                .map(|(index, entry)| IndexedEntry { index, entry })
+                                .collect();
+                            if let Ok(a) = answer.open::<AuditAnswer>() {
+                                src.truncated = a.truncated;
+                                src.checkpoint_size =
+                                    throughgate_protocol::checkpoint::SignedCheckpoint::parse(
+                                        a.checkpoint.as_bytes(),
+                                    )
+                                    .ok()
+                                    .map(|c| c.checkpoint().size);
+                            }
+                        }
+                        Err(e) => {
+                            src.status = HolderStatus::Invalid;
+                            src.problem = Some(e.to_string());
+                        }
+                    }
+                }
+                src
+            })
+            .collect();
+        Ok(SubjectAccessReport {
+            passport_id: passport.clone(),
+            generated_at: now,
+            requested_by: cred.person_id.clone(),
+            agency: cred.agency.clone(),
+            federation,
+            sources,
+        })
+    }
+}
+
+/// Entries of a report, all agencies merged, oldest first.
+pub fn merged_entries(report: &SubjectAccessReport) -> Vec<(&AgencyId, &AuditEntry)> {
+    let mut all: Vec<(&AgencyId, &AuditEntry)> = report
+        .sources
+        .iter()
+        .flat_map(|s| s.entries.iter().map(move |e| (&s.agency, &e.entry)))
+        .collect();
+    all.sort_by_key(|(a, e)| (e.at, a.as_str()));
+    all
+}
