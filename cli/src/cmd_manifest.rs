@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use throughgate_node::client::{HomeClient, Profile};
 use throughgate_node::keyfile::read_secret_key;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
-use throughgate_protocol::manifest::{verify_manifest, Governance, Manifest, Member};
+use throughgate_protocol::keys::PublicKey;
+use throughgate_protocol::manifest::{verify_manifest, Governance, Manifest, Member, MemberRole};
 use throughgate_protocol::time::Timestamp;
 
 use crate::render::table;
@@ -55,6 +56,76 @@ pub enum ManifestCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Draft the next version from the current one: add or remove members, change keys,
+    /// addresses, roles or governance. Writes an unsigned draft for the governance key holders.
+    Draft(Box<DraftArgs>),
+    /// Add your governance signature to a draft (offline; each key holder signs the same file).
+    Sign {
+        /// The draft (signed in place).
+        file: PathBuf,
+        /// Your governance key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a manifest: structure, expiry, its own threshold, and with --previous the chain from
+    /// the version before (threshold of the old governance keys, no rollback).
+    Verify {
+        /// The manifest.
+        file: PathBuf,
+        /// The version it replaces.
+        #[arg(long)]
+        previous: Option<PathBuf>,
+    },
+    /// Show what changed between two versions.
+    Diff {
+        /// The older version.
+        old: PathBuf,
+        /// The newer version.
+        new: PathBuf,
+    },
+    /// Push a signed manifest to your home node, which adopts it and spreads it (operators).
+    Publish {
+        /// The signed manifest.
+        file: PathBuf,
+    },
+}
+
+/// Arguments of `tg manifest draft`.
+#[derive(Debug, clap::Args)]
+pub struct DraftArgs {
+    /// The current manifest.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Where to write the draft.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Add a member from its member.toml (repeatable).
+    #[arg(long = "add-member")]
+    pub add_members: Vec<PathBuf>,
+    /// Remove a member (repeatable).
+    #[arg(long = "remove-member")]
+    pub remove_members: Vec<throughgate_protocol::ids::AgencyId>,
+    /// Add a node key to a member: AGENCY=HEX (repeatable; for rotation).
+    #[arg(long = "add-key")]
+    pub add_keys: Vec<String>,
+    /// Retire a node key of a member: AGENCY=HEX (repeatable).
+    #[arg(long = "retire-key")]
+    pub retire_keys: Vec<String>,
+    /// Replace a member's addresses: AGENCY=HOST:PORT[,HOST:PORT] (repeatable).
+    #[arg(long = "set-address")]
+    pub set_addresses: Vec<String>,
+    /// Replace a member's roles: AGENCY=holder,requester (repeatable).
+    #[arg(long = "set-roles")]
+    pub set_roles: Vec<String>,
+    /// Replace the governance keys (repeatable, hex); with --threshold.
+    #[arg(long = "governance-key")]
+    pub governance_keys: Vec<PublicKey>,
+    /// The governance threshold of the new version.
+    #[arg(long)]
+    pub threshold: Option<u32>,
+    /// Days until the new version expires.
+    #[arg(long, default_value_t = 90)]
+    pub expires_days: u64,
 }
 
 /// A member entry as `tg node init` writes it.
@@ -145,6 +216,22 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             };
             show(g, &m)
         }
+        ManifestCmd::Draft(a) => draft(*a),
+        ManifestCmd::Sign { file, key } => sign(&file, &key),
+        ManifestCmd::Verify { file, previous } => verify(g, &file, previous.as_deref()),
+        ManifestCmd::Diff { old, new } => diff(&old, &new),
+        ManifestCmd::Publish { file } => {
+            let (env, m) = read_manifest(&file, now())?;
+            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            client.publish_manifest(env).await?;
+            client.close().await;
+            println!(
+                "Manifest version {} adopted by your node and spreading to {} members.",
+                m.version,
+                m.members.len()
+            );
+            Ok(crate::exit::OK)
+        }
         ManifestCmd::Fetch { out } => {
             let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
             let (env, m) = client.manifest().await?;
@@ -213,5 +300,235 @@ fn show(g: &Global, m: &Manifest) -> Result<u8> {
         ]);
     }
     println!("{t}");
+    Ok(crate::exit::OK)
+}
+
+fn read_envelope(path: &std::path::Path) -> Result<Envelope> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Envelope::from_bytes(&bytes, MAX_MANIFEST_FILE).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn parse_pair(s: &str) -> Result<(throughgate_protocol::ids::AgencyId, &str)> {
+    let (a, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE"))?;
+    Ok((
+        throughgate_protocol::ids::AgencyId::new(a.trim()).map_err(|e| anyhow!("{e}"))?,
+        v,
+    ))
+}
+
+fn draft(a: DraftArgs) -> Result<u8> {
+    let env = read_envelope(&a.from)?;
+    let mut m: Manifest = env
+        .open()
+        .map_err(|e| anyhow!("{}: {e}", a.from.display()))?;
+    let member = |m: &mut Manifest, id: &throughgate_protocol::ids::AgencyId| -> Result<usize> {
+        m.members
+            .iter()
+            .position(|x| &x.id == id)
+            .ok_or_else(|| anyhow!("{id} is not a member of version {}", m.version))
+    };
+    for p in &a.add_members {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let f: MemberFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        if m.member(&f.member.id).is_some() {
+            bail!("{} is already a member", f.member.id);
+        }
+        m.members.push(f.member);
+    }
+    for id in &a.remove_members {
+        let i = member(&mut m, id)?;
+        m.members.remove(i);
+    }
+    for s in &a.add_keys {
+        let (id, hex) = parse_pair(s)?;
+        let k = PublicKey::from_hex(hex).map_err(|e| anyhow!("{s}: {e}"))?;
+        let i = member(&mut m, &id)?;
+        if let Some(x) = m.members.get_mut(i) {
+            if !x.node_keys.contains(&k) {
+                x.node_keys.push(k);
+            }
+        }
+    }
+    for s in &a.retire_keys {
+        let (id, hex) = parse_pair(s)?;
+        let k = PublicKey::from_hex(hex).map_err(|e| anyhow!("{s}: {e}"))?;
+        let i = member(&mut m, &id)?;
+        if let Some(x) = m.members.get_mut(i) {
+            x.node_keys.retain(|y| y != &k);
+            if x.node_keys.is_empty() {
+                bail!("retiring that key would leave {id} with no key");
+            }
+        }
+    }
+    for s in &a.set_addresses {
+        let (id, list) = parse_pair(s)?;
+        let i = member(&mut m, &id)?;
+        if let Some(x) = m.members.get_mut(i) {
+            x.addresses = list
+                .split(',')
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect();
+        }
+    }
+    for s in &a.set_roles {
+        let (id, list) = parse_pair(s)?;
+        let roles = list
+            .split(',')
+            .map(|r| match r.trim() {
+                "holder" => Ok(MemberRole::Holder),
+                "requester" => Ok(MemberRole::Requester),
+                other => Err(anyhow!("unknown role {other:?}; use holder or requester")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let i = member(&mut m, &id)?;
+        if let Some(x) = m.members.get_mut(i) {
+            x.roles = roles;
+        }
+    }
+    if !a.governance_keys.is_empty() {
+        m.governance.keys = a.governance_keys.clone();
+    }
+    if let Some(t) = a.threshold {
+        m.governance.threshold = t;
+    }
+    let issued = now();
+    m.version += 1;
+    m.issued_at = issued;
+    m.expires_at = issued.plus_secs(a.expires_days.saturating_mul(86_400));
+    m.validate().map_err(|e| anyhow!("{e}"))?;
+    if a.out.exists() {
+        bail!("{} exists; choose another --out", a.out.display());
+    }
+    let draft = Envelope::seal(&m, &[]);
+    std::fs::write(&a.out, draft.to_bytes())
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "Draft of version {} written to {}. It needs {} governance signatures (`tg manifest sign`), including a threshold of version {}'s keys.",
+        m.version,
+        a.out.display(),
+        m.governance.threshold,
+        m.version - 1
+    );
+    Ok(crate::exit::OK)
+}
+
+fn sign(file: &std::path::Path, key: &std::path::Path) -> Result<u8> {
+    let mut env = read_envelope(file)?;
+    let m: Manifest = env.open().map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let k = read_secret_key(key)?;
+    if env
+        .signers(SignerRole::Governance)
+        .any(|x| x == &k.public())
+    {
+        bail!("this key has already signed {}", file.display());
+    }
+    env.add_signature(SignerRole::Governance, &k);
+    let tmp = file.with_extension("tmp-sign");
+    std::fs::write(&tmp, env.to_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    let listed = m.governance.keys.contains(&k.public());
+    println!(
+        "Signed version {} with key {}{}; it now has {} governance signatures.",
+        m.version,
+        k.public().fingerprint(),
+        if listed {
+            ""
+        } else {
+            " (a key of the previous version, not of this one)"
+        },
+        env.signers(SignerRole::Governance).count()
+    );
+    Ok(crate::exit::OK)
+}
+
+fn verify(g: &Global, file: &std::path::Path, previous: Option<&std::path::Path>) -> Result<u8> {
+    let env = read_envelope(file)?;
+    let prev = match previous {
+        Some(p) => {
+            let pe = read_envelope(p)?;
+            Some(
+                pe.open::<Manifest>()
+                    .map_err(|e| anyhow!("{}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    match verify_manifest(&env, prev.as_ref(), now()) {
+        Ok(m) => {
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "version": m.version, "expires_at": m.expires_at.to_rfc3339()})
+                );
+            } else {
+                println!(
+                    "OK: version {} is well formed, unexpired (until {}), signed by {} of its governance keys{}.",
+                    m.version,
+                    m.expires_at,
+                    m.governance.threshold,
+                    if prev.is_some() { " and chained to the previous version" } else { "" }
+                );
+            }
+            Ok(crate::exit::OK)
+        }
+        Err(e) => Err(crate::exit::VerificationFailed(format!("{}: {e}", file.display())).into()),
+    }
+}
+
+fn diff(old: &std::path::Path, new: &std::path::Path) -> Result<u8> {
+    let a: Manifest = read_envelope(old)?
+        .open()
+        .map_err(|e| anyhow!("{}: {e}", old.display()))?;
+    let b: Manifest = read_envelope(new)?
+        .open()
+        .map_err(|e| anyhow!("{}: {e}", new.display()))?;
+    println!(
+        "version {} -> {}; expires {} -> {}",
+        a.version, b.version, a.expires_at, b.expires_at
+    );
+    if a.governance != b.governance {
+        println!(
+            "governance: {} of {} keys -> {} of {} keys",
+            a.governance.threshold,
+            a.governance.keys.len(),
+            b.governance.threshold,
+            b.governance.keys.len()
+        );
+    }
+    for m in &b.members {
+        match a.member(&m.id) {
+            None => println!("+ member {} ({})", m.id, m.name),
+            Some(o) => {
+                for k in m.node_keys.iter().filter(|k| !o.node_keys.contains(k)) {
+                    println!("  {}: + key {}", m.id, k.fingerprint());
+                }
+                for k in o.node_keys.iter().filter(|k| !m.node_keys.contains(k)) {
+                    println!("  {}: - key {}", m.id, k.fingerprint());
+                }
+                if o.addresses != m.addresses {
+                    println!(
+                        "  {}: addresses {} -> {}",
+                        m.id,
+                        o.addresses.join(","),
+                        m.addresses.join(",")
+                    );
+                }
+                if o.roles != m.roles
+                    || o.categories != m.categories
+                    || o.name != m.name
+                    || o.sector != m.sector
+                {
+                    println!("  {}: name, sector, categories or roles changed", m.id);
+                }
+            }
+        }
+    }
+    for m in a.members.iter().filter(|m| b.member(&m.id).is_none()) {
+        println!("- member {} ({})", m.id, m.name);
+    }
     Ok(crate::exit::OK)
 }

@@ -42,6 +42,9 @@ pub enum NodeCmd {
     },
     /// Ask your home node for its status.
     Status,
+    /// Switch your node to its next key (the config's next_key_file), once a manifest listing
+    /// both keys has been adopted. No downtime (operators).
+    RotateKey,
 }
 
 /// Arguments of `tg node init`.
@@ -85,6 +88,16 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
         NodeCmd::Init(a) => init(g, *a),
         NodeCmd::Run { config } => run_node(&config).await,
         NodeCmd::Status => status(g).await,
+        NodeCmd::RotateKey => {
+            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let s = client.rotate_key().await?;
+            client.close().await;
+            println!(
+                "{} now uses key {}. Retire the old key in the next manifest version.",
+                s.agency, s.key_fingerprint
+            );
+            Ok(crate::exit::OK)
+        }
     }
 }
 
@@ -130,6 +143,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         agency: a.agency.clone(),
         listen: a.listen,
         key_file: "node.key".into(),
+        next_key_file: "node-next.key".into(),
         data_dir: "data".into(),
         manifest_file: Some("manifest.tgm".into()),
         policy_file: Some("policy.toml".into()),

@@ -37,6 +37,12 @@ pub enum StaffCmd {
     },
     /// List the staff credentials this node has issued.
     List,
+    /// Withdraw a member of staff's credential: refused at once here, and announced to every
+    /// agency so their nodes refuse it too.
+    Revoke {
+        /// Their staff id.
+        id: PersonId,
+    },
 }
 
 /// Runs a staff command.
@@ -83,6 +89,15 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
                     "Credential issued to {id}; their profile is {} (give them the whole folder).",
                     path.display()
                 );
+            }
+            crate::exit::OK
+        }
+        StaffCmd::Revoke { id } => {
+            client.revoke_staff(&id).await?;
+            if g.json {
+                println!("{}", serde_json::json!({"person_id": id, "revoked": true}));
+            } else {
+                println!("{id}'s credential is revoked here and being announced to every agency.");
             }
             crate::exit::OK
         }

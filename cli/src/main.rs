@@ -2,6 +2,7 @@
 //! officers. Thin by design: it parses arguments, talks to the caller's home node, and renders.
 
 mod cmd_audit;
+mod cmd_bench;
 mod cmd_consent;
 mod cmd_keys;
 mod cmd_manifest;
@@ -64,6 +65,8 @@ enum Command {
     /// Review and verify the audit log; subject-access reports (DPOs).
     #[command(subcommand)]
     Audit(cmd_audit::AuditCmd),
+    /// Benchmark a federation on loopback: passports/s, latency, CPU, memory, crypto floor.
+    Bench(cmd_bench::BenchArgs),
 }
 
 /// Settings every command sees.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             Command::Consent(c) => cmd_consent::run(&global, c).await,
             Command::Passport(c) => cmd_passport::run(&global, c).await,
             Command::Audit(c) => cmd_audit::run(&global, c).await,
+            Command::Bench(a) => cmd_bench::run(&global, a).await,
         }
     });
     match result {

@@ -165,7 +165,7 @@ pub async fn verify(state: &NodeState, dpo: &StoredStaff) -> OpResult {
     let keys = state
         .manifest()
         .and_then(|m| m.member(&state.agency).map(|me| me.node_keys.clone()))
-        .unwrap_or_else(|| vec![state.key.public()]);
+        .unwrap_or_else(|| vec![state.key.current().public()]);
     let v = tokio::task::spawn_blocking(move || crate::audit::verify_log(&db, &origin, &keys))
         .await
         .map_err(internal)?
@@ -361,7 +361,7 @@ pub async fn report(
     query_env
         .verify_by(SignerRole::Person, &dpo.body.public_key)
         .map_err(|e| (ErrorCode::BadSignature, e.to_string()))?;
-    query_env.add_signature(SignerRole::Node, &state.key);
+    query_env.add_signature(SignerRole::Node, &state.key.current());
     let manifest = state
         .manifest()
         .ok_or((ErrorCode::Internal, "node has no manifest".to_owned()))?;

@@ -169,6 +169,30 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => crate::audit_api::report(state, staff, query, federation).await,
         },
+        ClientOp::PublishManifest { manifest } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => match crate::manifest_sync::adopt(state, &manifest, None).await {
+                Ok(_) => state
+                    .trust
+                    .manifest_envelope()
+                    .map(ClientResponse::Manifest)
+                    .ok_or((ErrorCode::Internal, "node has no manifest".into())),
+                Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+            },
+        },
+        ClientOp::RevokeStaff { person_id } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::staff::revoke(state, staff, &person_id).await,
+        },
+        ClientOp::RotateKey => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => {
+                return match crate::rotation::rotate_op(state, staff).await {
+                    Ok(env) => env,
+                    Err((code, msg)) => state.error(code, msg),
+                }
+            }
+        },
         ClientOp::AuditCheckpoints => {
             if need(StaffRole::Dpo).is_err() {
                 if let Err(e) = need(StaffRole::Operator) {
@@ -341,7 +365,7 @@ async fn add_staff(
         not_before: now,
         not_after: now.plus_secs(u64::from(valid_days) * 86_400),
     };
-    let staff = issue_credential(&state.key, cred);
+    let staff = issue_credential(&state.key.current(), cred);
     state.db.put_staff(&staff).map_err(internal)?;
     state.trust.add_staff(staff.clone());
     state
@@ -372,7 +396,8 @@ fn list_staff(state: &NodeState) -> OpResult {
     ))
 }
 
-fn status(state: &NodeState) -> OpResult {
+/// The node's status.
+pub fn status(state: &NodeState) -> OpResult {
     let manifest = state
         .manifest()
         .ok_or((ErrorCode::Internal, "node has no manifest".into()))?;
@@ -384,7 +409,7 @@ fn status(state: &NodeState) -> OpResult {
         agency: state.agency.clone(),
         name,
         software: env!("CARGO_PKG_VERSION").into(),
-        key_fingerprint: state.key.public().fingerprint(),
+        key_fingerprint: state.key.current().public().fingerprint(),
         manifest_version: manifest.version,
         manifest_expires_at: manifest.expires_at,
         records: state.db.record_count().map_err(internal)?,

@@ -80,6 +80,10 @@ impl Limits {
     }
 }
 
+fn default_next_key_file() -> PathBuf {
+    PathBuf::from("node-next.key")
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +94,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The node's private key (PKCS#8 PEM, mode 0600).
     pub key_file: PathBuf,
+    /// The next node key, for rotation (`tg node rotate-key` switches to it).
+    #[serde(default = "default_next_key_file")]
+    pub next_key_file: PathBuf,
     /// The storage folder.
     pub data_dir: PathBuf,
     /// A manifest file (CBOR envelope) to adopt at start if newer than the stored one.

@@ -145,7 +145,7 @@ pub async fn record(
         return Err(rejected("a consent with this id already exists"));
     }
 
-    env.add_signature(SignerRole::Node, &state.key);
+    env.add_signature(SignerRole::Node, &state.key.current());
     let mut items = Vec::new();
     for recipient in consent.recipients() {
         let holder_subject = subjects.iter().find(|s| s.agency == recipient);
@@ -159,9 +159,11 @@ pub async fn record(
             salt: holder_subject.map(|s| s.salt),
         };
         items.push((
-            consent.consent_id.clone(),
             recipient,
-            OutboxPayload::Grant(state.seal(&grant)),
+            OutboxPayload::Grant {
+                consent_id: consent.consent_id.clone(),
+                envelope: state.seal(&grant),
+            },
         ));
     }
     let stored = StoredConsent {
@@ -242,7 +244,7 @@ pub async fn revoke(
     if stored.status == ConsentStatus::Revoked {
         return Err(rejected("this consent is already revoked"));
     }
-    env.add_signature(SignerRole::Node, &state.key);
+    env.add_signature(SignerRole::Node, &state.key.current());
     stored.status = ConsentStatus::Revoked;
     stored.status_since = now;
     stored.revocation = Some(env.clone());
@@ -254,9 +256,11 @@ pub async fn revoke(
         .filter(|r| r != &state.agency)
         .map(|r| {
             (
-                rev.consent_id.clone(),
                 r,
-                OutboxPayload::Revoke(env.clone()),
+                OutboxPayload::Revoke {
+                    consent_id: rev.consent_id.clone(),
+                    envelope: env.clone(),
+                },
             )
         })
         .collect();

@@ -86,7 +86,7 @@ pub async fn assemble(
             )));
         }
     }
-    query_env.add_signature(SignerRole::Node, &state.key);
+    query_env.add_signature(SignerRole::Node, &state.key.current());
     // Logged concurrently with the fan-out; awaited before the caseworker sees the results.
     let sent = state.audit.submit(AuditEvent::QuerySent {
         query_id: query.query_id.clone(),

@@ -78,7 +78,7 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
         QueryVerdict::Malformed(detail) => return state.error(ErrorCode::Malformed, detail),
         QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
         QueryVerdict::Accepted(checked) => {
-            let decision = decide(state, peer, &checked.query, &manifest);
+            let decision = decide(state, peer, &checked.query, &checked.credential, &manifest);
             (checked.query, decision)
         }
     };
@@ -136,11 +136,18 @@ fn decide(
     state: &NodeState,
     peer: &AgencyId,
     query: &Query,
+    credential: &throughgate_protocol::credential::Credential,
     manifest: &throughgate_protocol::manifest::Manifest,
 ) -> Result<Decision, crate::store::StoreError> {
     let now = state.clock.now();
     if &query.requester != peer {
         return Ok(Decision::refuse(RefusalReason::RequesterMismatch, None));
+    }
+    if state
+        .db
+        .credential_revoked(&query.requester, &credential.public_key)?
+    {
+        return Ok(Decision::refuse(RefusalReason::CredentialRevoked, None));
     }
     if query.request_for(&state.agency).is_none() {
         return Ok(Decision::refuse(RefusalReason::NotAddressed, None));

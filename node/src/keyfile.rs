@@ -78,7 +78,7 @@ pub fn write_secret_key(path: &Path, key: &SecretKey) -> Result<(), KeyFileError
     write_private_file(path, pem.as_bytes())
 }
 
-/// Writes `bytes` to `path` with mode 0600, atomically.
+/// Writes `bytes` to `path` with mode 0600, atomically (replacing any existing file).
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let tmp = path.with_extension("tmp-write");
     let mut opts = fs::OpenOptions::new();

@@ -23,7 +23,7 @@ use crate::config::{Limits, NodeConfig};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{SledStore, Store, StoreError};
-use crate::synth::{generate_population, records_iter, Population, SynthConfig};
+use crate::synth::{generate_population, person_records, Population, SynthConfig};
 
 /// A failure setting up the local federation.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +57,50 @@ pub fn demo_policy_text(agency: &str) -> Option<&'static str> {
         "leeds-college" => include_str!("../../deploy/policies/leeds-college.toml"),
         "leeds-cc" => include_str!("../../deploy/policies/leeds-cc.toml"),
         "dwp" => include_str!("../../deploy/policies/dwp.toml"),
-        _ => return None,
+        // A synthetic holder uses the policy of the demo agency whose shape it copies.
+        _ => return synthetic_base(agency).and_then(|b| demo_policy_text(b.id)),
     })
+}
+
+/// The demo agency a synthetic holder id (`holder-07`, ...) copies: the holder numbered `n`
+/// copies the `(n - 1) % 6`-th demo agency (so `holder-07` is shaped like `hmp-leeds`).
+pub fn synthetic_base(id: &str) -> Option<&'static DemoAgency> {
+    let n: usize = id.strip_prefix("holder-")?.parse().ok()?;
+    let agencies = demo_agencies();
+    agencies.get(n.checked_sub(1)? % agencies.len())
+}
+
+/// The demo agency, or synthetic holder, with this id.
+pub fn local_agency(id: &str) -> Option<&'static DemoAgency> {
+    crate::agencies::demo_agency(id).or_else(|| {
+        let n = id.strip_prefix("holder-")?.parse().ok()?;
+        synthetic_holder(n).filter(|a| a.id == id)
+    })
+}
+
+/// The synthetic holder numbered `n` (from 1): id `holder-NN`, with the kind, categories,
+/// identifier scheme, sector and policy of [`synthetic_base`]. Made once per number and kept
+/// for the life of the process (agencies are `'static` data).
+pub fn synthetic_holder(n: usize) -> Option<&'static DemoAgency> {
+    static MADE: std::sync::Mutex<Vec<&'static DemoAgency>> = std::sync::Mutex::new(Vec::new());
+    let id = format!("holder-{n:02}");
+    let base = synthetic_base(&id)?;
+    let mut made = MADE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(a) = made.iter().find(|a| a.id == id) {
+        return Some(a);
+    }
+    let a: &'static DemoAgency = Box::leak(Box::new(DemoAgency {
+        id: Box::leak(id.into_boxed_str()),
+        name: Box::leak(
+            format!("Synthetic holder {n:02} (shaped like {})", base.name).into_boxed_str(),
+        ),
+        short: Box::leak(format!("h{n:02}").into_boxed_str()),
+        ..*base
+    }));
+    made.push(a);
+    Some(a)
 }
 
 /// What to start.
@@ -78,6 +120,9 @@ pub struct FedOptions {
     pub dir: Option<PathBuf>,
     /// Extra members to list in the manifest (e.g. a conformance-suite identity).
     pub extra_members: Vec<Member>,
+    /// Synthetic holder nodes to add after `agencies` (see [`synthetic_holder`]), numbered on
+    /// from the last agency: with the six demo agencies, `holder-07`, `holder-08`, ...
+    pub synthetic_holders: usize,
 }
 
 impl Default for FedOptions {
@@ -90,6 +135,7 @@ impl Default for FedOptions {
             limits: Limits::default(),
             dir: None,
             extra_members: Vec::new(),
+            synthetic_holders: 0,
         }
     }
 }
@@ -158,7 +204,10 @@ impl std::fmt::Debug for LocalFederation {
     }
 }
 
-fn open_node(config: &NodeConfig, key: &SecretKey, clock: &Clock) -> Result<Node, LocalFedError> {
+/// Opens a node from its folder: its key file (0600), its store, its demo policy.
+fn open_node(config: &NodeConfig, clock: &Clock) -> Result<Node, LocalFedError> {
+    let key = crate::keyfile::read_secret_key(&config.resolve(&config.key_file))
+        .map_err(|e| LocalFedError::Options(e.to_string()))?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.resolve(&config.data_dir))?);
     let policy = match demo_policy_text(config.agency.as_str()) {
         Some(t) => Policy::parse(t)?,
@@ -166,7 +215,7 @@ fn open_node(config: &NodeConfig, key: &SecretKey, clock: &Clock) -> Result<Node
     };
     Ok(Node::bind(NodeOptions {
         config: config.clone(),
-        key: key.clone(),
+        key,
         store,
         policy,
         clock: clock.clone(),
@@ -197,9 +246,20 @@ impl LocalFederation {
         };
         let population = generate_population(&synth);
         let mut nodes = Vec::new();
+        let mut members = Vec::new();
         for id in &opts.agencies {
-            let agency = crate::agencies::demo_agency(id)
-                .ok_or_else(|| LocalFedError::Options(format!("{id} is not a demo agency")))?;
+            members.push(
+                crate::agencies::demo_agency(id)
+                    .ok_or_else(|| LocalFedError::Options(format!("{id} is not a demo agency")))?,
+            );
+        }
+        for _ in 0..opts.synthetic_holders {
+            let n = members.len() + 1;
+            members.push(synthetic_holder(n).ok_or_else(|| {
+                LocalFedError::Options(format!("no synthetic holder number {n}"))
+            })?);
+        }
+        for agency in members {
             let agency_id = agency
                 .agency_id()
                 .map_err(|e| LocalFedError::Options(e.to_string()))?;
@@ -211,6 +271,7 @@ impl LocalFederation {
                     .parse()
                     .map_err(|_| LocalFedError::Options("bad address".into()))?,
                 key_file: PathBuf::from("node.key"),
+                next_key_file: PathBuf::from("node-next.key"),
                 data_dir: PathBuf::from("data"),
                 manifest_file: None,
                 policy_file: None,
@@ -219,7 +280,9 @@ impl LocalFederation {
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();
-            let node = open_node(&config, &key, &clock)?;
+            crate::keyfile::write_secret_key(&config.resolve(&config.key_file), &key)
+                .map_err(|e| LocalFedError::Options(e.to_string()))?;
+            let node = open_node(&config, &clock)?;
             let addr = node.local_addr()?;
             let mut config = config;
             config.listen = addr;
@@ -354,7 +417,7 @@ impl LocalFederation {
         if n.node.is_some() {
             return Ok(());
         }
-        let mut node = open_node(&n.config, &n.key, &clock)?;
+        let mut node = open_node(&n.config, &clock)?;
         node.start()?;
         n.node = Some(node);
         Ok(())
@@ -392,8 +455,12 @@ pub fn load_records(
     population: &Population,
     synth: &SynthConfig,
 ) -> Result<u64, LocalFedError> {
-    let iter = records_iter(agency, population, synth)
-        .map_err(|e| LocalFedError::Options(e.to_string()))?;
+    let shape = local_agency(agency)
+        .ok_or_else(|| LocalFedError::Options(format!("{agency} is not a demo agency")))?;
+    let iter = population
+        .people
+        .iter()
+        .flat_map(|p| person_records(shape, p, synth));
     let mut batch = Vec::with_capacity(10_000);
     let mut n = 0u64;
     for r in iter {

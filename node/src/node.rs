@@ -17,6 +17,7 @@ use crate::audit::{AuditError, AuditLog};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::db::Db;
+use crate::keyring::NodeKey;
 use crate::peers::Peers;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
@@ -47,7 +48,7 @@ pub enum NodeError {
     #[error(transparent)]
     Audit(#[from] AuditError),
     /// The node has no manifest yet.
-    #[error("no federation manifest: pass one with `manifest_file` in the config or `tg manifest publish`")]
+    #[error("no current federation manifest (none stored, or the stored one expired): put a valid one at the config's `manifest_file` and start again")]
     NoManifest,
 }
 
@@ -69,8 +70,10 @@ pub struct NodeOptions {
 pub struct NodeState {
     /// This agency.
     pub agency: AgencyId,
-    /// The node key.
-    pub key: SecretKey,
+    /// The node key (swappable for rotation).
+    pub key: NodeKey,
+    /// The QUIC endpoint (for swapping TLS identity on key rotation).
+    pub endpoint: quinn::Endpoint,
     /// Configuration.
     pub config: NodeConfig,
     /// Storage.
@@ -104,7 +107,7 @@ impl std::fmt::Debug for NodeState {
 impl NodeState {
     /// Seals a body with the node key.
     pub fn seal<M: Message>(&self, body: &M) -> Envelope {
-        Envelope::seal(body, &[(SignerRole::Node, &self.key)])
+        Envelope::seal(body, &[(SignerRole::Node, &self.key.current())])
     }
 
     /// A signed protocol error.
@@ -179,16 +182,22 @@ impl Node {
         let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
         let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
         let addr = config.listen;
-        let mut endpoint = quinn::Endpoint::server(server, addr)
+        let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| NodeError::Bind { addr, source })?;
-        endpoint.set_default_client_config(client);
-        let peers = Peers::new(endpoint.clone(), trust.clone(), config.limits.clone());
+        let peers = Peers::new(
+            endpoint.clone(),
+            client,
+            trust.clone(),
+            config.limits.clone(),
+        );
+        let key = NodeKey::new(key);
         let audit = AuditLog::open(db.clone(), key.clone(), agency.clone(), clock.clone())?;
         let state = Arc::new(NodeState {
             audit,
             witness_alarms: AtomicU64::new(0),
             agency,
             key,
+            endpoint: endpoint.clone(),
             config,
             db,
             trust,
@@ -288,6 +297,25 @@ async fn housekeeping(state: Arc<NodeState>) {
         if let Err(e) = log_expiries(&state).await {
             tracing::error!(error = %e, "logging consent expiries failed");
         }
+        warn_manifest_expiry(&state);
+    }
+}
+
+/// Days before a manifest's expiry from which the node warns on every housekeeping pass.
+pub const MANIFEST_WARNING_DAYS: u64 = 14;
+
+/// Warns loudly when the trusted manifest is near (or past) its expiry.
+fn warn_manifest_expiry(state: &NodeState) {
+    let Some(m) = state.manifest() else {
+        tracing::error!("no current federation manifest: this node cannot talk to any peer");
+        return;
+    };
+    let now = state.clock.now();
+    let left = m.expires_at.0.saturating_sub(now.0) / 86_400;
+    if now >= m.expires_at {
+        tracing::error!(version = m.version, "the federation manifest has EXPIRED: peers are refused until a new version is published");
+    } else if left < MANIFEST_WARNING_DAYS {
+        tracing::warn!(version = m.version, days_left = left, expires = %m.expires_at, "the federation manifest expires soon: ask governance for a new version");
     }
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use throughgate_protocol::credential::CredentialAck;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{Ack, AckOutcome, DeliveryState};
 
@@ -78,7 +79,7 @@ async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
                 tracing::error!(error = %e, "could not record delivery");
                 return false;
             }
-            tracing::info!(consent = %item.consent_id, recipient = %item.recipient, state = delivery.as_str(), "consent message delivered");
+            tracing::info!(what = %item.payload.describe(), recipient = %item.recipient, state = delivery.as_str(), "delivered");
             true
         }
         Err(e) => {
@@ -86,7 +87,7 @@ async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
                 .checked_shl(item.attempts)
                 .unwrap_or(MAX_BACKOFF_SECS)
                 .min(MAX_BACKOFF_SECS);
-            tracing::info!(consent = %item.consent_id, recipient = %item.recipient, attempts = item.attempts + 1, error = %e, "delivery failed; will retry");
+            tracing::info!(what = %item.payload.describe(), recipient = %item.recipient, attempts = item.attempts + 1, error = %e, "delivery failed; will retry");
             if let Err(e) = state.db.outbox_retry(item, &e, now.plus_secs(backoff)) {
                 tracing::error!(error = %e, "could not record delivery failure");
             }
@@ -99,13 +100,18 @@ async fn deliver(
     state: &NodeState,
     item: &OutboxItem,
 ) -> Result<(DeliveryState, Envelope), String> {
-    let env = match &item.payload {
-        OutboxPayload::Grant(e) | OutboxPayload::Revoke(e) => e,
-    };
+    let env = item.payload.envelope();
     let answer = if item.recipient == state.agency {
         match &item.payload {
-            OutboxPayload::Grant(e) => crate::consent_in::grant(state, &state.agency, e).await,
-            OutboxPayload::Revoke(e) => crate::consent_in::revoke(state, &state.agency, e).await,
+            OutboxPayload::Grant { envelope, .. } => {
+                crate::consent_in::grant(state, &state.agency, envelope).await
+            }
+            OutboxPayload::Revoke { envelope, .. } => {
+                crate::consent_in::revoke(state, &state.agency, envelope).await
+            }
+            OutboxPayload::CredentialRevoke { envelope, .. } => {
+                crate::staff::receive_revocation(state, &state.agency, envelope).await
+            }
         }
     } else {
         state
@@ -121,10 +127,17 @@ async fn deliver(
     answer
         .verify_by_any(SignerRole::Node, &member.node_keys)
         .map_err(|e| format!("acknowledgement signature: {e}"))?;
+    if let OutboxPayload::CredentialRevoke { person_id, .. } = &item.payload {
+        let ack: CredentialAck = answer.open().map_err(|e| format!("acknowledgement: {e}"))?;
+        if &ack.person_id != person_id || ack.agency != item.recipient {
+            return Err("acknowledgement is for something else".into());
+        }
+        return Ok((DeliveryState::Delivered, answer));
+    }
     let ack: Ack = answer.open().map_err(|e| format!("acknowledgement: {e}"))?;
-    if ack.consent_id != item.consent_id
+    if Some(&ack.consent_id) != item.payload.consent_id()
         || ack.agency != item.recipient
-        || ack.subject != item.subject()
+        || Some(ack.subject) != item.payload.subject()
     {
         return Err("acknowledgement is for something else".into());
     }

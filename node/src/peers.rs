@@ -63,16 +63,39 @@ pub struct Peers {
     trust: Arc<Trust>,
     limits: Limits,
     slots: std::sync::Mutex<HashMap<AgencyId, Slot>>,
+    on_connect: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<AgencyId>>>,
+    client_config: std::sync::RwLock<quinn::ClientConfig>,
 }
 
 impl Peers {
     /// A pool using `endpoint` (whose default client config carries our identity).
-    pub fn new(endpoint: quinn::Endpoint, trust: Arc<Trust>, limits: Limits) -> Peers {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        client_config: quinn::ClientConfig,
+        trust: Arc<Trust>,
+        limits: Limits,
+    ) -> Peers {
         Peers {
+            client_config: std::sync::RwLock::new(client_config),
             endpoint,
             trust,
             limits,
             slots: std::sync::Mutex::new(HashMap::new()),
+            on_connect: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Replaces the TLS client configuration (our certificate) for new connections.
+    pub fn set_client_config(&self, cfg: quinn::ClientConfig) {
+        if let Ok(mut c) = self.client_config.write() {
+            *c = cfg;
+        }
+    }
+
+    /// Asks to be told the agency id of every new outgoing connection (for manifest exchange).
+    pub fn set_connect_hook(&self, tx: tokio::sync::mpsc::UnboundedSender<AgencyId>) {
+        if let Ok(mut h) = self.on_connect.lock() {
+            *h = Some(tx);
         }
     }
 
@@ -95,6 +118,11 @@ impl Peers {
         }
         let conn = self.connect(agency).await?;
         *guard = Some(conn.clone());
+        if let Ok(hook) = self.on_connect.lock() {
+            if let Some(tx) = hook.as_ref() {
+                let _ = tx.send(agency.clone());
+            }
+        }
         Ok(conn)
     }
 
@@ -140,7 +168,12 @@ impl Peers {
                 }
             };
             let Some(sock) = resolved else { continue };
-            let connecting = match self.endpoint.connect(sock, agency.as_str()) {
+            let cfg = self
+                .client_config
+                .read()
+                .map(|c| c.clone())
+                .unwrap_or_else(|e| e.into_inner().clone());
+            let connecting = match self.endpoint.connect_with(cfg, sock, agency.as_str()) {
                 Ok(c) => c,
                 Err(e) => {
                     last = format!("{addr}: {e}");

@@ -35,7 +35,8 @@ pub async fn serve(state: Arc<NodeState>, endpoint: quinn::Endpoint) {
 }
 
 async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
-    let principal = crate::tls::peer_key(&conn).and_then(|k| state.trust.principal(&k));
+    let key = crate::tls::peer_key(&conn);
+    let principal = key.and_then(|k| state.trust.principal(&k));
     let Some(principal) = principal else {
         conn.close(1u32.into(), b"unknown peer");
         return;
@@ -49,6 +50,12 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
         tokio::select! {
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { break };
+                // Trust can change while a connection is open (a member removed, a key retired,
+                // a credential revoked, the manifest expired): check it for every request.
+                if key.and_then(|k| state.trust.principal(&k)).is_none() {
+                    conn.close(2u32.into(), b"no longer trusted");
+                    break;
+                }
                 let st = state.clone();
                 let p = principal.clone();
                 streams.spawn(async move { stream(st, p, send, recv).await });
@@ -108,6 +115,12 @@ async fn stream(
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
             crate::audit_api::answer_peer(&state, peer, &env).await
+        }
+        (Principal::Peer(peer), MessageKind::CredentialRevoke) => {
+            crate::staff::receive_revocation(&state, peer, &env).await
+        }
+        (Principal::Peer(peer), MessageKind::ManifestSync) => {
+            crate::manifest_sync::handle(&state, peer, &env).await
         }
         (Principal::Staff(staff), MessageKind::ClientRequest) => {
             crate::client_api::handle(&state, staff, &env, &mut send, &mut recv).await

@@ -101,13 +101,16 @@ impl Trust {
     /// The principal holding `key`: a member node or a current member of staff.
     pub fn principal(&self, key: &PublicKey) -> Option<Principal> {
         let inner = self.read();
+        let now = self.clock.now();
         if let Some((m, _)) = &inner.manifest {
             if let Some(member) = m.member_by_key(key) {
-                return Some(Principal::Peer(member.id.clone()));
+                // An expired manifest vouches for no one: peers are refused until governance
+                // issues a new version (staff, vouched for by this node, can still connect to
+                // publish it).
+                return (now < m.expires_at).then(|| Principal::Peer(member.id.clone()));
             }
         }
         let staff = inner.staff.get(key)?;
-        let now = self.clock.now();
         let current = staff.revoked_at.is_none()
             && throughgate_protocol::credential::check_window(&staff.body, now).is_ok();
         current.then(|| Principal::Staff(staff.clone()))

@@ -67,8 +67,8 @@ pub enum BundleError {
     /// The query does not decode.
     #[error("query is malformed: {0}")]
     MalformedQuery(String),
-    /// The requester is not in the manifest.
-    #[error("requesting agency {0} is not in the manifest")]
+    /// The requester is not in the manifest as a requester.
+    #[error("requesting agency {0} is not a requester in the manifest")]
     UnknownRequester(String),
     /// The query's node signature does not verify.
     #[error("requesting node's signature on the query does not verify: {0}")]
@@ -118,6 +118,7 @@ pub fn verify_query(
         .map_err(|e| BundleError::MalformedQuery(e.to_string()))?;
     let member = manifest
         .member(&query.requester)
+        .filter(|m| m.is_requester())
         .ok_or_else(|| BundleError::UnknownRequester(query.requester.to_string()))?;
     env.verify_by_any(SignerRole::Node, &member.node_keys)
         .map_err(|e| BundleError::QueryNodeSignature(e.to_string()))?;
@@ -179,7 +180,23 @@ pub fn verify_response(
                 resp.outcome
             )))
         }
+        Outcome::Disclosed | Outcome::NotHeld if resp.reason.is_some() => {
+            return Err(BundleError::Inconsistent(format!(
+                "a refusal reason on a {} response",
+                resp.outcome
+            )))
+        }
         _ => {}
+    }
+    // A holder may only disclose what it was asked for.
+    let asked = query
+        .request_for(expected_holder)
+        .ok_or_else(|| BundleError::Inconsistent("the query did not address this holder".into()))?;
+    if let Some(r) = resp.records.iter().find(|r| !asked.categories.contains(&r.category)) {
+        return Err(BundleError::Inconsistent(format!(
+            "a {} record was disclosed but not asked for",
+            r.category
+        )));
     }
     if resp.as_of > query.expires_at.plus_secs(CLOCK_SKEW_SECS) {
         return Err(BundleError::Inconsistent(

@@ -244,3 +244,40 @@ mod tests {
         ));
     }
 }
+
+/// A staff credential withdrawn by its issuing agency, announced to every member so holders
+/// refuse queries that carry it. Signed by the issuing node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRevocation {
+    /// The issuing agency.
+    pub agency: AgencyId,
+    /// The person.
+    pub person_id: PersonId,
+    /// The key of the withdrawn credential (a later credential with a new key is unaffected).
+    pub public_key: PublicKey,
+    /// When it was withdrawn.
+    pub revoked_at: Timestamp,
+}
+
+impl Message for CredentialRevocation {
+    const KIND: MessageKind = MessageKind::CredentialRevoke;
+    const MAX_BODY: usize = 2048;
+}
+
+/// A member's signed acknowledgement that it recorded a credential revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialAck {
+    /// The acknowledging agency.
+    pub agency: AgencyId,
+    /// The agency whose staff credential was revoked.
+    pub issuer: AgencyId,
+    /// The person.
+    pub person_id: PersonId,
+    /// When it was recorded.
+    pub at: Timestamp,
+}
+
+impl Message for CredentialAck {
+    const KIND: MessageKind = MessageKind::CredentialAck;
+    const MAX_BODY: usize = 1024;
+}

@@ -83,6 +83,12 @@ kinds! {
     AuditQuery => "audit_query",
     /// The entries a node's log holds about a passport.
     AuditAnswer => "audit_answer",
+    /// An exchange of trusted manifests between nodes.
+    ManifestSync => "manifest_sync",
+    /// Withdrawal of a staff credential, announced to every member.
+    CredentialRevoke => "credential_revoke",
+    /// Acknowledgement of a credential revocation.
+    CredentialAck => "credential_ack",
 }
 
 impl fmt::Display for MessageKind {
@@ -295,21 +301,17 @@ impl Envelope {
 
     /// Verifies that `key` signed this envelope in `role`.
     pub fn verify_by(&self, role: SignerRole, key: &PublicKey) -> Result<(), VerifyError> {
-        let sig = self
-            .sigs
-            .iter()
-            .find(|s| s.role == role && &s.key == key)
-            .ok_or_else(|| VerifyError::MissingSignature {
-                role,
-                key_fingerprint: key.fingerprint(),
-            })?;
-        if key.verify_strict(&signing_input(self.kind, role, &self.body), &sig.sig) {
-            Ok(())
+        let mut found = false;
+        for sig in self.sigs.iter().filter(|s| s.role == role && &s.key == key) {
+            found = true;
+            if key.verify_strict(&signing_input(self.kind, role, &self.body), &sig.sig) {
+                return Ok(());
+            }
+        }
+        if found {
+            Err(VerifyError::BadSignature { role, key_fingerprint: key.fingerprint() })
         } else {
-            Err(VerifyError::BadSignature {
-                role,
-                key_fingerprint: key.fingerprint(),
-            })
+            Err(VerifyError::MissingSignature { role, key_fingerprint: key.fingerprint() })
         }
     }
 

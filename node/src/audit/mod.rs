@@ -92,7 +92,7 @@ impl AuditLog {
     /// `key`. The writer runs once [`AuditLog::start`] is called.
     pub fn open(
         db: Db,
-        key: throughgate_protocol::keys::SecretKey,
+        key: crate::keyring::NodeKey,
         agency: AgencyId,
         clock: Clock,
     ) -> Result<AuditLog, AuditError> {

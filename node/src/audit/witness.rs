@@ -162,7 +162,12 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
     }
     let now = state.clock.now().0;
     let body = signed.note().text().to_owned();
-    match cosign_text(&body, &witness_name(&state.agency), &state.key, now) {
+    match cosign_text(
+        &body,
+        &witness_name(&state.agency),
+        &state.key.current(),
+        now,
+    ) {
         Ok(sig) => answer(
             state,
             WitnessOutcome::Cosigned,

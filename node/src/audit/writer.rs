@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use throughgate_protocol::audit::{ProofHash, Receipt};
 use throughgate_protocol::checkpoint::{Checkpoint, SignedCheckpoint};
-use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::merkle::{empty_root, inclusion_proof_with, leaf_hash, node_hash, Hash};
 use tokio::sync::mpsc;
 
@@ -17,7 +16,7 @@ const MAX_BATCH: usize = 4096;
 
 pub(super) struct Writer {
     db: Db,
-    key: SecretKey,
+    key: crate::keyring::NodeKey,
     origin: String,
     rx: mpsc::UnboundedReceiver<Pending>,
     latest: Arc<Mutex<Option<(u64, String)>>>,
@@ -70,7 +69,7 @@ pub(super) fn border_root(border: &[Option<StoredHash>]) -> Hash {
 impl Writer {
     pub(super) fn open(
         db: Db,
-        key: SecretKey,
+        key: crate::keyring::NodeKey,
         origin: String,
         rx: mpsc::UnboundedReceiver<Pending>,
         latest: Arc<Mutex<Option<(u64, String)>>>,
@@ -139,7 +138,7 @@ impl Writer {
         let signed = SignedCheckpoint::sign(
             Checkpoint::new(self.origin.clone(), state.size, root),
             &self.origin,
-            &self.key,
+            &self.key.current(),
         )
         .map_err(|e| AuditError::Tree(e.to_string()))?;
         let text = signed.to_text();

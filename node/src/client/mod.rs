@@ -90,7 +90,9 @@ pub struct HomeClient {
     key: SecretKey,
     credential_env: Envelope,
     credential: Credential,
-    node_keys: Vec<PublicKey>,
+    node_keys: std::sync::RwLock<Vec<PublicKey>>,
+    trusted: std::sync::RwLock<Option<Manifest>>,
+    manifest_cache: Option<PathBuf>,
     clock: Clock,
     limits: Limits,
 }
@@ -122,15 +124,27 @@ impl HomeClient {
                 addr: profile.node_address.clone(),
                 detail: "address does not resolve".into(),
             })?;
-        HomeClient::connect(
-            addr,
-            &profile.agency,
-            vec![profile.node_key],
-            key,
-            credential,
-            Clock::system(),
-        )
-        .await
+        // Keys the home node may present: the pinned one, and those a previously verified
+        // manifest lists for the home agency (so a key rotation does not strand staff).
+        let cache = profile.manifest_cache_path();
+        let clock = Clock::system();
+        let cached = read_cached_manifest(&cache, clock.now());
+        let mut keys = vec![profile.node_key];
+        if let Some(m) = cached.as_ref().and_then(|m| m.member(&profile.agency)) {
+            keys.extend(
+                m.node_keys
+                    .iter()
+                    .copied()
+                    .filter(|k| k != &profile.node_key),
+            );
+        }
+        let mut client =
+            HomeClient::connect(addr, &profile.agency, keys, key, credential, clock).await?;
+        client.manifest_cache = Some(cache);
+        if let Ok(mut t) = client.trusted.write() {
+            *t = cached;
+        }
+        Ok(client)
     }
 
     /// Connects to `addr`, accepting only a node of `agency` holding one of `node_keys`.
@@ -190,7 +204,9 @@ impl HomeClient {
             key,
             credential_env,
             credential,
-            node_keys,
+            node_keys: std::sync::RwLock::new(node_keys),
+            trusted: std::sync::RwLock::new(None),
+            manifest_cache: None,
             clock,
             limits,
         })
@@ -225,7 +241,7 @@ impl HomeClient {
     }
 
     fn open_answer(&self, env: &Envelope) -> Result<ClientResponse, ClientError> {
-        env.verify_by_any(SignerRole::Node, &self.node_keys)
+        env.verify_by_any(SignerRole::Node, &self.node_keys())
             .map_err(|e| {
                 ClientError::Protocol(format!("answer not signed by the home node: {e}"))
             })?;
@@ -285,16 +301,45 @@ impl HomeClient {
     }
 
     /// The manifest the home node trusts, verified for internal consistency.
+    ///
+    /// It must verify against the last manifest this client verified (governance threshold of
+    /// both, no rollback); the home agency's keys it lists are then accepted on answers, and,
+    /// with a profile, cached so later connections accept them too.
     pub async fn manifest(&self) -> Result<(Envelope, Manifest), ClientError> {
-        match self.call(ClientOp::GetManifest).await? {
-            ClientResponse::Manifest(env) => {
-                let m =
-                    throughgate_protocol::manifest::verify_manifest(&env, None, self.clock.now())
-                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                Ok((env, m))
+        let env = match self.call(ClientOp::GetManifest).await? {
+            ClientResponse::Manifest(env) => env,
+            other => return Err(unexpected(&other)),
+        };
+        let previous = self.trusted.read().ok().and_then(|t| t.clone());
+        let m = throughgate_protocol::manifest::verify_manifest(
+            &env,
+            previous.as_ref(),
+            self.clock.now(),
+        )
+        .map_err(|e| ClientError::Invalid(format!("the home node's manifest: {e}")))?;
+        if previous.as_ref().is_none_or(|p| p.version < m.version) {
+            if let Some(me) = m.member(&self.credential.agency) {
+                if let Ok(mut keys) = self.node_keys.write() {
+                    for k in &me.node_keys {
+                        if !keys.contains(k) {
+                            keys.push(*k);
+                        }
+                    }
+                }
             }
-            other => Err(unexpected(&other)),
+            if let Some(path) = &self.manifest_cache {
+                // Best effort: a cache that cannot be written only costs a re-fetch.
+                let _ = crate::keyfile::write_private_file(path, &env.to_bytes());
+            }
+            if let Ok(mut t) = self.trusted.write() {
+                *t = Some(m.clone());
+            }
         }
+        Ok((env, m))
+    }
+
+    fn node_keys(&self) -> Vec<PublicKey> {
+        self.node_keys.read().map(|k| k.clone()).unwrap_or_default()
     }
 
     /// Builds and signs (as the caller) a query.
@@ -375,11 +420,55 @@ impl HomeClient {
         }
     }
 
+    /// Has the home node adopt and spread a governance-signed manifest (operator).
+    pub async fn publish_manifest(&self, manifest: Envelope) -> Result<Envelope, ClientError> {
+        match self.call(ClientOp::PublishManifest { manifest }).await? {
+            ClientResponse::Manifest(m) => Ok(m),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Withdraws a member of staff's credential (operator).
+    pub async fn revoke_staff(
+        &self,
+        person: &throughgate_protocol::ids::PersonId,
+    ) -> Result<(), ClientError> {
+        match self
+            .call(ClientOp::RevokeStaff {
+                person_id: person.clone(),
+            })
+            .await?
+        {
+            ClientResponse::Staff(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Switches the home node to its next key (operator).
+    pub async fn rotate_key(
+        &self,
+    ) -> Result<throughgate_protocol::messages::NodeStatus, ClientError> {
+        match self.call(ClientOp::RotateKey).await? {
+            ClientResponse::Status(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
     }
+}
+
+/// A cached manifest, if present and still valid.
+fn read_cached_manifest(
+    path: &std::path::Path,
+    now: throughgate_protocol::time::Timestamp,
+) -> Option<Manifest> {
+    let bytes = std::fs::read(path).ok()?;
+    let env = Envelope::from_bytes(&bytes, 4 * 1024 * 1024).ok()?;
+    throughgate_protocol::manifest::verify_manifest(&env, None, now).ok()
 }
 
 pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {

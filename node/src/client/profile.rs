@@ -49,6 +49,12 @@ impl Profile {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Where the client caches the last manifest it verified (next to the profile).
+    pub fn manifest_cache_path(&self) -> PathBuf {
+        self.base_dir
+            .join(format!("{}.manifest.tgm", self.person_id))
+    }
+
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

@@ -73,7 +73,11 @@ impl Db {
         }
         if let Some(old_id) = &body.supersedes {
             if let Some(mut old) = self.consent(old_id)? {
-                if old.body.passport_id == body.passport_id && old.status == ConsentStatus::Active {
+                // Only the agency that recorded a consent may supersede it, for the same person.
+                if old.body.passport_id == body.passport_id
+                    && old.body.recorded_by == body.recorded_by
+                    && old.status == ConsentStatus::Active
+                {
                     old.status = ConsentStatus::Superseded;
                     old.status_since = now;
                     old.superseded_by = Some(body.consent_id.clone());

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 use throughgate_protocol::envelope::Envelope;
-use throughgate_protocol::ids::{AgencyId, ConsentId};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PersonId};
 use throughgate_protocol::messages::{AckSubject, ConsentDelivery, DeliveryState};
 use throughgate_protocol::time::Timestamp;
 
@@ -12,9 +12,67 @@ use crate::store::{StoreError, WriteBatch};
 #[serde(rename_all = "snake_case")]
 pub enum OutboxPayload {
     /// A signed `consent_grant` envelope for one recipient.
-    Grant(Envelope),
+    Grant {
+        /// The consent.
+        consent_id: ConsentId,
+        /// The signed grant.
+        envelope: Envelope,
+    },
     /// A signed `consent_revoke` envelope.
-    Revoke(Envelope),
+    Revoke {
+        /// The consent.
+        consent_id: ConsentId,
+        /// The signed revocation.
+        envelope: Envelope,
+    },
+    /// A signed `credential_revoke` envelope.
+    CredentialRevoke {
+        /// The member of staff.
+        person_id: PersonId,
+        /// The signed revocation.
+        envelope: Envelope,
+    },
+}
+
+impl OutboxPayload {
+    /// The signed message to deliver.
+    pub fn envelope(&self) -> &Envelope {
+        match self {
+            OutboxPayload::Grant { envelope, .. }
+            | OutboxPayload::Revoke { envelope, .. }
+            | OutboxPayload::CredentialRevoke { envelope, .. } => envelope,
+        }
+    }
+
+    /// The consent concerned, for consent messages.
+    pub fn consent_id(&self) -> Option<&ConsentId> {
+        match self {
+            OutboxPayload::Grant { consent_id, .. } | OutboxPayload::Revoke { consent_id, .. } => {
+                Some(consent_id)
+            }
+            OutboxPayload::CredentialRevoke { .. } => None,
+        }
+    }
+
+    /// Grant or revocation, for consent messages.
+    pub fn subject(&self) -> Option<AckSubject> {
+        match self {
+            OutboxPayload::Grant { .. } => Some(AckSubject::Grant),
+            OutboxPayload::Revoke { .. } => Some(AckSubject::Revoke),
+            OutboxPayload::CredentialRevoke { .. } => None,
+        }
+    }
+
+    /// A short description for logs (ids only).
+    pub fn describe(&self) -> String {
+        match self {
+            OutboxPayload::Grant { consent_id, .. } => format!("grant of {consent_id}"),
+            OutboxPayload::Revoke { consent_id, .. } => format!("revocation of {consent_id}"),
+            OutboxPayload::CredentialRevoke { person_id, .. } => {
+                format!("credential revocation of {person_id}")
+            }
+        }
+    }
 }
 
 /// One pending delivery.
@@ -22,8 +80,6 @@ pub enum OutboxPayload {
 pub struct OutboxItem {
     /// Sequence number (the key).
     pub seq: u64,
-    /// The consent concerned.
-    pub consent_id: ConsentId,
     /// The recipient.
     pub recipient: AgencyId,
     /// What to deliver.
@@ -38,26 +94,24 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
-impl OutboxItem {
-    /// Grant or revocation.
-    pub fn subject(&self) -> AckSubject {
-        match self.payload {
-            OutboxPayload::Grant(_) => AckSubject::Grant,
-            OutboxPayload::Revoke(_) => AckSubject::Revoke,
-        }
-    }
-}
-
 fn outbox_key(seq: u64) -> Vec<u8> {
     key(&["obx/", &format!("{seq:020}")])
 }
 
-fn delivery_key(consent: &ConsentId, agency: &AgencyId, subject: AckSubject) -> Vec<u8> {
-    let s = match subject {
+fn delivery_key(item: &OutboxItem) -> Option<Vec<u8>> {
+    let consent = item.payload.consent_id()?;
+    let s = match item.payload.subject()? {
         AckSubject::Grant => "grant",
         AckSubject::Revoke => "revoke",
     };
-    key(&["dlv/", consent.as_str(), "/", agency.as_str(), "/", s])
+    Some(key(&[
+        "dlv/",
+        consent.as_str(),
+        "/",
+        item.recipient.as_str(),
+        "/",
+        s,
+    ]))
 }
 
 impl Db {
@@ -72,20 +126,19 @@ impl Db {
         })
     }
 
-    /// Queues deliveries and records them as pending, atomically with `extra` writes (e.g. the
-    /// consent itself), then flushes. Returns the queued items.
+    /// Queues deliveries (and, for consent messages, records them as pending), atomically with
+    /// `extra` writes (e.g. the consent itself), then flushes. Returns the queued items.
     pub fn enqueue(
         &self,
-        items: Vec<(ConsentId, AgencyId, OutboxPayload)>,
+        items: Vec<(AgencyId, OutboxPayload)>,
         mut extra: WriteBatch,
         now: Timestamp,
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let first = self.next_outbox_seq()?;
         let mut out = Vec::new();
-        for (seq, (consent_id, recipient, payload)) in (first..).zip(items) {
+        for (seq, (recipient, payload)) in (first..).zip(items) {
             let item = OutboxItem {
                 seq,
-                consent_id,
                 recipient,
                 payload,
                 attempts: 0,
@@ -94,19 +147,18 @@ impl Db {
                 last_error: None,
             };
             extra.put(outbox_key(seq), encode(&item));
-            let d = ConsentDelivery {
-                agency: item.recipient.clone(),
-                subject: item.subject(),
-                state: DeliveryState::Pending,
-                since: now,
-                attempts: 0,
-                ack: None,
-                last_error: None,
-            };
-            extra.put(
-                delivery_key(&item.consent_id, &item.recipient, item.subject()),
-                encode(&d),
-            );
+            if let (Some(dk), Some(subject)) = (delivery_key(&item), item.payload.subject()) {
+                let d = ConsentDelivery {
+                    agency: item.recipient.clone(),
+                    subject,
+                    state: DeliveryState::Pending,
+                    since: now,
+                    attempts: 0,
+                    ack: None,
+                    last_error: None,
+                };
+                extra.put(dk, encode(&d));
+            }
             out.push(item);
         }
         self.store.apply(extra)?;
@@ -154,14 +206,13 @@ impl Db {
         item.last_error = Some(error.chars().take(300).collect());
         let mut b = WriteBatch::new();
         b.put(outbox_key(item.seq), encode(&item));
-        let dk = delivery_key(&item.consent_id, &item.recipient, item.subject());
-        let mut d: ConsentDelivery = match self.get_decoded("delivery", &dk)? {
-            Some(d) => d,
-            None => return self.store.apply(b),
-        };
-        d.attempts = item.attempts;
-        d.last_error = item.last_error.clone();
-        b.put(dk, encode(&d));
+        if let Some(dk) = delivery_key(&item) {
+            if let Some(mut d) = self.get_decoded::<ConsentDelivery>("delivery", &dk)? {
+                d.attempts = item.attempts;
+                d.last_error = item.last_error.clone();
+                b.put(dk, encode(&d));
+            }
+        }
         self.store.apply(b)
     }
 
@@ -175,19 +226,18 @@ impl Db {
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
         b.delete(outbox_key(item.seq));
-        let d = ConsentDelivery {
-            agency: item.recipient.clone(),
-            subject: item.subject(),
-            state,
-            since: now,
-            attempts: item.attempts.saturating_add(1),
-            ack: Some(ack),
-            last_error: None,
-        };
-        b.put(
-            delivery_key(&item.consent_id, &item.recipient, item.subject()),
-            encode(&d),
-        );
+        if let (Some(dk), Some(subject)) = (delivery_key(item), item.payload.subject()) {
+            let d = ConsentDelivery {
+                agency: item.recipient.clone(),
+                subject,
+                state,
+                since: now,
+                attempts: item.attempts.saturating_add(1),
+                ack: Some(ack),
+                last_error: None,
+            };
+            b.put(dk, encode(&d));
+        }
         self.store.apply(b)?;
         self.store.flush()
     }

@@ -66,3 +66,31 @@ impl Db {
             .collect()
     }
 }
+
+fn revoked_key(agency: &throughgate_protocol::ids::AgencyId, key: &PublicKey) -> Vec<u8> {
+    super::key(&["crv/", agency.as_str(), "/", &key.to_hex()])
+}
+
+impl Db {
+    /// Records that `agency` withdrew the staff credential for `public_key`, then flushes.
+    pub fn put_revoked_credential(
+        &self,
+        agency: &throughgate_protocol::ids::AgencyId,
+        public_key: &PublicKey,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.put(revoked_key(agency, public_key), at.0.to_be_bytes().to_vec());
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// Whether `agency` withdrew the staff credential for `public_key`.
+    pub fn credential_revoked(
+        &self,
+        agency: &throughgate_protocol::ids::AgencyId,
+        public_key: &PublicKey,
+    ) -> Result<bool, StoreError> {
+        Ok(self.store.get(&revoked_key(agency, public_key))?.is_some())
+    }
+}

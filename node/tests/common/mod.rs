@@ -150,3 +150,78 @@ pub async fn raw_connection(
 pub fn categories_of(fed: &LocalFederation, agency: &str) -> Vec<Category> {
     fed.node(agency).unwrap().agency.categories.to_vec()
 }
+
+/// Signs `m` with each governance key.
+pub fn sign_manifest(
+    m: &throughgate_protocol::manifest::Manifest,
+    keys: &[&SecretKey],
+) -> throughgate_protocol::envelope::Envelope {
+    let signers: Vec<_> = keys
+        .iter()
+        .map(|k| (throughgate_protocol::envelope::SignerRole::Governance, *k))
+        .collect();
+    throughgate_protocol::envelope::Envelope::seal(m, &signers)
+}
+
+/// The next version of the federation's manifest (same content, version + 1, fresh expiry).
+pub fn next_manifest(
+    m: &throughgate_protocol::manifest::Manifest,
+    now: throughgate_protocol::time::Timestamp,
+) -> throughgate_protocol::manifest::Manifest {
+    let mut n = m.clone();
+    n.version += 1;
+    n.issued_at = now;
+    n.expires_at = now.plus_secs(30 * 86_400);
+    n
+}
+
+/// Waits (polling the nodes' trusted state) until every running node trusts `version`.
+pub async fn wait_manifest_everywhere(fed: &LocalFederation, version: u64) {
+    for _ in 0..500 {
+        if fed
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .all(|n| n.state().manifest().is_some_and(|m| m.version >= version))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got: Vec<_> = fed
+        .nodes
+        .iter()
+        .filter_map(|n| n.node.as_ref())
+        .map(|n| n.state().manifest().map(|m| m.version))
+        .collect();
+    panic!("manifest version {version} did not reach every node: {got:?}");
+}
+
+/// Sends a query envelope straight to `to` from `from`'s node identity and returns the
+/// holder's answer.
+pub async fn raw_query(
+    fed: &LocalFederation,
+    from: &str,
+    to: &str,
+    query: &throughgate_protocol::envelope::Envelope,
+) -> throughgate_protocol::envelope::Envelope {
+    let target = fed.node(to).unwrap();
+    let target_key = target.node.as_ref().unwrap().state().key.current().public();
+    let me = fed
+        .node(from)
+        .unwrap()
+        .node
+        .as_ref()
+        .unwrap()
+        .state()
+        .key
+        .current();
+    let (_ep, conn) = raw_connection(target.addr, to, target_key, &me).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&throughgate_protocol::frame::encode(&query.to_bytes()))
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let got = recv.read_to_end(1 << 22).await.unwrap();
+    throughgate_protocol::envelope::Envelope::from_bytes(&got[4..], 1 << 22).unwrap()
+}

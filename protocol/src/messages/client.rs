@@ -109,6 +109,19 @@ pub enum ClientOp {
     },
     /// This node's latest checkpoint, who cosigned it, and what it witnessed (DPO, operator).
     AuditCheckpoints,
+    /// Adopt a new governance-signed manifest and spread it to every member (operator).
+    PublishManifest {
+        /// The manifest envelope.
+        manifest: Envelope,
+    },
+    /// Withdraw a member of staff's credential and announce it to every member (operator).
+    RevokeStaff {
+        /// The person.
+        person_id: PersonId,
+    },
+    /// Switch to the node's next key (already listed in the manifest) without downtime
+    /// (operator).
+    RotateKey,
 }
 
 /// Filters for an audit-log search; all given filters must match.

@@ -4,6 +4,7 @@ mod ack;
 mod audit_query;
 mod client;
 mod error;
+mod manifest_sync;
 mod query;
 mod response;
 mod witness;
@@ -17,6 +18,7 @@ pub use client::{
     NodeStatus, StaffSummary, Witnessed,
 };
 pub use error::{ErrorBody, ErrorCode};
+pub use manifest_sync::ManifestSync;
 pub use query::{query_digest, HolderRequest, Query};
 pub use response::{Outcome, RefusalReason, Response, Withheld};
 pub use witness::{WitnessOutcome, WitnessRequest, WitnessResponse};

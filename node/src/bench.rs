@@ -1,0 +1,1189 @@
+//! The machinery behind `tg bench`: a federation of N holders on loopback in this process, bulk
+//! synthetic records, consent for a set of people, caseworkers driving passport assemblies
+//! through the real client path ([`HomeClient::passport`], which verifies every response and
+//! receipt), and the measurements: latency percentiles, CPU and peak RSS of the process, the
+//! Ed25519 sign and verify cost on this machine, the signatures the protocol does per passport,
+//! and the crypto floor they imply.
+//!
+//! Everything runs in one process, like the yardstick it is compared with, so CPU and memory
+//! figures cover the requester, every holder and the caseworkers' clients together.
+//!
+//! Parameters follow the yardstick's meaning: `people` consented people, `records_per_person`
+//! records per person per holder (so each holder holds about `people * records_per_person`
+//! records), unless `holder_records` asks for a larger store, filled with people who gave no
+//! consent (to measure cost against data size).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use throughgate_protocol::audit::AuditEvent;
+use throughgate_protocol::category::Purpose;
+use throughgate_protocol::consent::{Collection, CollectionMethod, Consent};
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
+use throughgate_protocol::manifest::Manifest;
+use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, DeliveryState, Outcome};
+
+use crate::agencies::DemoAgency;
+use crate::client::{passport_complete, ConsentPlan, HomeClient};
+use crate::db::Db;
+use crate::localfed::{FedOptions, LocalFedError, LocalFederation};
+use crate::synth::{generate_population, person_records, SynthConfig, SyntheticPerson};
+
+/// The requesting agency: its caseworkers assemble every passport.
+pub const REQUESTER: &str = "probation-yorks";
+
+/// The order demo agencies join as holders when fewer than six are asked for (the requester
+/// first, so it is always in the federation).
+pub const HOLDER_ORDER: [&str; 6] = [
+    "probation-yorks",
+    "hmp-leeds",
+    "nhs-wy",
+    "dwp",
+    "leeds-cc",
+    "leeds-college",
+];
+
+/// Seconds of warm-up before measuring (as the yardstick).
+pub const WARMUP: Duration = Duration::from_secs(2);
+
+/// Records written per storage batch while loading.
+const LOAD_BATCH: usize = 10_000;
+
+/// A benchmark failure (setting up; errors during the load are counted, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The federation failed to start or a client failed.
+    #[error(transparent)]
+    Fed(#[from] LocalFedError),
+    /// A client call failed during setup.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    /// Storage failed while loading records.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// Something else went wrong while setting up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup_err(m: impl Into<String>) -> BenchError {
+    BenchError::Setup(m.into())
+}
+
+/// What federation to build.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Holder nodes (the requester is one of them, as in the demo federation).
+    pub holders: usize,
+    /// Consented people (each known to every holder).
+    pub people: usize,
+    /// Records per person per holder (the synthetic generator gives each person this number
+    /// plus or minus one).
+    pub records_per_person: usize,
+    /// Fill every holder's store to at least this many records with people who gave no consent
+    /// (for the data-size sweep). `None`: only the consented people's records.
+    pub holder_records: Option<u64>,
+    /// Generator seed.
+    pub seed: u64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> BenchOptions {
+        BenchOptions {
+            holders: 6,
+            people: 1000,
+            records_per_person: 5,
+            holder_records: None,
+            seed: 2026,
+        }
+    }
+}
+
+/// The agencies and synthetic holders for `holders` holders: the first `holders` of
+/// [`HOLDER_ORDER`], then synthetic holders (`holder-07`, ...) shaped like the demo agencies in
+/// turn.
+pub fn holder_layout(holders: usize) -> (Vec<&'static str>, usize) {
+    let demo: Vec<&'static str> = HOLDER_ORDER.iter().copied().take(holders.max(1)).collect();
+    (demo, holders.saturating_sub(HOLDER_ORDER.len()))
+}
+
+/// One consented person.
+#[derive(Debug, Clone)]
+pub struct Consented {
+    /// Their passport id.
+    pub passport: PassportId,
+    /// The consent recorded for them.
+    pub consent: Consent,
+}
+
+/// How long setting up took.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SetupTimes {
+    /// Starting the nodes, seconds.
+    pub start_s: f64,
+    /// Generating and loading records, seconds.
+    pub load_s: f64,
+    /// Recording consent and waiting for every delivery, seconds.
+    pub consent_s: f64,
+}
+
+/// A running benchmark federation with consent recorded.
+pub struct BenchFederation {
+    /// The federation.
+    pub fed: LocalFederation,
+    /// What it was built with.
+    pub options: BenchOptions,
+    /// The manifest as the requester's node serves it.
+    pub manifest_env: Envelope,
+    /// Its body.
+    pub manifest: Manifest,
+    /// The consented people.
+    pub people: Arc<Vec<Consented>>,
+    /// Records loaded per holder, in node order.
+    pub records_per_holder: Vec<u64>,
+    /// Setup timings.
+    pub setup: SetupTimes,
+    /// Peak RSS of the process while setting up (MiB).
+    pub setup_peak_rss_mib: f64,
+}
+
+impl std::fmt::Debug for BenchFederation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchFederation")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn known_to_all(p: &SyntheticPerson, agencies: &[&'static DemoAgency]) -> bool {
+    agencies.iter().all(|a| p.is_known_to(a))
+}
+
+/// Loads `people`'s records into one holder's store in batches; with `target`, stops once the
+/// store holds at least that many (the first `must` people are always loaded).
+fn load_holder(
+    db: &Db,
+    agency: &'static DemoAgency,
+    people: &[SyntheticPerson],
+    must: usize,
+    synth: &SynthConfig,
+    target: Option<u64>,
+) -> Result<u64, BenchError> {
+    let mut batch = Vec::with_capacity(LOAD_BATCH + 16);
+    let mut n = 0u64;
+    for (i, p) in people.iter().enumerate() {
+        if i >= must && target.is_none_or(|t| n + batch.len() as u64 >= t) {
+            break;
+        }
+        batch.extend(person_records(agency, p, synth));
+        if batch.len() >= LOAD_BATCH {
+            db.put_records(&batch)?;
+            n += batch.len() as u64;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        db.put_records(&batch)?;
+        n += batch.len() as u64;
+    }
+    Ok(n)
+}
+
+impl BenchFederation {
+    /// Starts the federation, loads records and records consent for every person, waiting
+    /// (by polling each consent's delivery state) until every holder has acknowledged and
+    /// linked it.
+    pub async fn setup(options: BenchOptions) -> Result<BenchFederation, BenchError> {
+        if options.holders == 0 || options.people == 0 {
+            return Err(setup_err("need at least one holder and one person"));
+        }
+        let t = Instant::now();
+        let (agencies, synthetic) = holder_layout(options.holders);
+        let fed = LocalFederation::start(FedOptions {
+            people: 0,
+            records_per_person: options.records_per_person,
+            seed: options.seed,
+            agencies,
+            synthetic_holders: synthetic,
+            ..FedOptions::default()
+        })
+        .await?;
+        let start_s = t.elapsed().as_secs_f64();
+
+        // The population: the first `people` persons every holder knows are consented; the
+        // rest (only made when a store size is asked for) fill the stores.
+        let t = Instant::now();
+        let shapes: Vec<&'static DemoAgency> = fed.nodes.iter().map(|n| n.agency).collect();
+        let mut synth = SynthConfig {
+            seed: options.seed,
+            people: options.people.saturating_mul(2).max(1000),
+            records_per_person: options.records_per_person,
+            reference_date: fed.reference_date(),
+        };
+        let mut population = generate_population(&synth);
+        while population
+            .people
+            .iter()
+            .filter(|p| known_to_all(p, &shapes))
+            .count()
+            < options.people
+        {
+            if synth.people >= crate::synth::MAX_PEOPLE {
+                return Err(setup_err(
+                    "not enough synthetic people known to every holder",
+                ));
+            }
+            synth.people = synth.people.saturating_mul(2);
+            population = generate_population(&synth);
+        }
+        if let Some(target) = options.holder_records {
+            // Enough people for the least-known holder to reach the target, with a margin.
+            let sample = population.people.len().max(1) as f64;
+            let least = shapes
+                .iter()
+                .map(|a| population.known_to(a).count() as f64 / sample)
+                .fold(1.0f64, f64::min)
+                .max(0.01);
+            let per_person = (options.records_per_person.max(1) as f64) * least;
+            let want = ((target as f64 / per_person) * 1.1) as usize + 1;
+            if want > synth.people {
+                synth.people = want.min(crate::synth::MAX_PEOPLE);
+                population = generate_population(&synth);
+            }
+        }
+        let (consented, background): (Vec<SyntheticPerson>, Vec<SyntheticPerson>) = {
+            let mut c = Vec::with_capacity(options.people);
+            let mut b = Vec::new();
+            for p in population.people {
+                if c.len() < options.people && known_to_all(&p, &shapes) {
+                    c.push(p);
+                } else if options.holder_records.is_some() {
+                    b.push(p);
+                }
+            }
+            (c, b)
+        };
+        let must = consented.len();
+        let ordered: Arc<Vec<SyntheticPerson>> =
+            Arc::new(consented.iter().cloned().chain(background).collect());
+        let loads = fed.nodes.iter().filter_map(|n| {
+            let db = n.node.as_ref()?.state().db.clone();
+            let agency = n.agency;
+            let people = ordered.clone();
+            let target = options.holder_records;
+            Some(tokio::task::spawn_blocking(move || {
+                load_holder(&db, agency, &people, must, &synth, target)
+            }))
+        });
+        let mut records_per_holder = Vec::new();
+        for r in futures::future::join_all(loads).await {
+            records_per_holder.push(r.map_err(|e| setup_err(e.to_string()))??);
+        }
+        drop(ordered);
+        let load_s = t.elapsed().as_secs_f64();
+
+        // Consent, recorded at the requester by its caseworker, for every holder.
+        let t = Instant::now();
+        let client = fed.client(REQUESTER, StaffRole::Caseworker).await?;
+        let (manifest_env, manifest) = client.manifest().await?;
+        let requester = AgencyId::new(REQUESTER).map_err(|e| setup_err(e.to_string()))?;
+        let now = fed.now();
+        let plans: Vec<ConsentPlan> = consented
+            .iter()
+            .map(|p| ConsentPlan {
+                passport_id: PassportId::random(),
+                purpose: Purpose::Resettlement,
+                holders: fed
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.id.clone(),
+                            p.identifier(n.agency.scheme),
+                            n.agency.categories.to_vec(),
+                        )
+                    })
+                    .collect(),
+                grantees: vec![requester.clone()],
+                valid_from: now,
+                valid_until: now.plus_secs(7 * 86_400),
+                records_from: None,
+                records_until: None,
+                legal_basis: "UK GDPR Art. 6(1)(e)".into(),
+                jurisdiction: "England and Wales".into(),
+                collection: Collection {
+                    method: CollectionMethod::SignedPaperForm,
+                    reference: format!("BENCH-{}", p.index),
+                },
+                privacy_notice: "Throughgate benchmark: synthetic people only.".into(),
+                supersedes: None,
+            })
+            .collect();
+        let client = &client;
+        let recorded: Vec<(ConsentId, Consented)> = stream::iter(plans)
+            .map(|plan| async move {
+                let signed = client.sign_consent(&plan);
+                let consent: Consent = signed
+                    .envelope
+                    .open()
+                    .map_err(|e| setup_err(format!("consent: {e}")))?;
+                let id = signed.consent_id.clone();
+                client.record_consent(signed).await?;
+                Ok::<_, BenchError>((
+                    id,
+                    Consented {
+                        passport: plan.passport_id,
+                        consent,
+                    },
+                ))
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+        let deadline = Instant::now()
+            + Duration::from_secs(60)
+            + Duration::from_millis(20 * (options.people * options.holders) as u64);
+        stream::iter(recorded.iter().map(|(id, _)| id))
+            .map(|id| wait_linked(client, id, deadline))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let consent_s = t.elapsed().as_secs_f64();
+        let setup_peak_rss_mib = peak_rss_mib();
+        Ok(BenchFederation {
+            fed,
+            options,
+            manifest_env,
+            manifest,
+            people: Arc::new(recorded.into_iter().map(|(_, c)| c).collect()),
+            records_per_holder,
+            setup: SetupTimes {
+                start_s,
+                load_s,
+                consent_s,
+            },
+            setup_peak_rss_mib,
+        })
+    }
+
+    /// Connected caseworker clients at the requester, one per concurrent worker.
+    pub async fn clients(&self, n: usize) -> Result<Vec<HomeClient>, BenchError> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.fed.client(REQUESTER, StaffRole::Caseworker).await?);
+        }
+        Ok(out)
+    }
+
+    /// Audit log sizes and checkpoint counts of every node, now.
+    pub fn audit_marks(&self) -> Result<Vec<AuditMark>, BenchError> {
+        let mut out = Vec::new();
+        for n in &self.fed.nodes {
+            let Some(node) = n.node.as_ref() else {
+                continue;
+            };
+            let db = &node.state().db;
+            let size = db.audit_state()?.map_or(0, |s| s.size);
+            let checkpoints = db.audit_checkpoints(0, usize::MAX)?.len() as u64;
+            out.push(AuditMark {
+                agency: n.id.to_string(),
+                entries: size,
+                checkpoints,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Warms up for `warmup`, then drives `concurrency` caseworkers for `duration` and
+    /// measures. `crypto` is the cost measured in the same run.
+    pub async fn measure(
+        &self,
+        concurrency: usize,
+        warmup: Duration,
+        duration: Duration,
+        crypto: &CryptoCost,
+    ) -> Result<BenchReport, BenchError> {
+        let clients: Arc<Vec<HomeClient>> = Arc::new(self.clients(concurrency.max(1)).await?);
+        drive(self, &clients, warmup).await;
+        reset_peak_rss();
+        let before = self.audit_marks()?;
+        let cpu0 = cpu_seconds();
+        let t0 = Instant::now();
+        let run = drive(self, &clients, duration).await;
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        let after = self.audit_marks()?;
+        let peak = peak_rss_mib();
+        if let Ok(c) = Arc::try_unwrap(clients) {
+            for client in c {
+                client.close().await;
+            }
+        }
+        let passports_n = run.latencies_us.len() as u64;
+        let passports = passports_n as f64;
+        let holders = self.options.holders as f64;
+        // Checkpoints signed during the run, per passport, and the mean batch size.
+        let new_cp: u64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.checkpoints.saturating_sub(b.checkpoints))
+            .sum();
+        let new_entries: u64 = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.entries.saturating_sub(b.entries))
+            .sum();
+        let cp_per_passport = if passports > 0.0 {
+            new_cp as f64 / passports
+        } else {
+            holders + 1.0
+        };
+        let budget = SignatureBudget::new(self.options.holders, cp_per_passport);
+        let floor = crypto.floor(&budget);
+        let pps = passports / wall.max(1e-9);
+        let mut lat = run.latencies_us;
+        lat.sort_unstable();
+        Ok(BenchReport {
+            system: "throughgate quic+cbor+ed25519, merkle audit log".into(),
+            holders: self.options.holders,
+            nodes: self.fed.nodes.len(),
+            people: self.options.people,
+            records_per_person: self.options.records_per_person,
+            records_per_holder: self.records_per_holder.clone(),
+            concurrency,
+            durable: true,
+            duration_s: wall,
+            passports: passports_n,
+            passports_per_sec: pps,
+            holder_queries_per_sec: run.holder_queries as f64 / wall.max(1e-9),
+            latency_ms: Latency::from_sorted_us(&lat),
+            cpu_ms_per_passport: if passports > 0.0 {
+                cpu * 1000.0 / passports
+            } else {
+                0.0
+            },
+            cpu_utilisation: cpu / wall.max(1e-9) / crypto.cores,
+            peak_rss_mib: peak,
+            peak_rss_per_node_mib: peak / self.fed.nodes.len().max(1) as f64,
+            setup_peak_rss_mib: self.setup_peak_rss_mib,
+            sign_us: crypto.sign_us,
+            verify_us: crypto.verify_us,
+            verify_with_key_decode_us: crypto.verify_with_key_decode_us,
+            cores: crypto.cores,
+            signs_per_passport: budget.signs(),
+            verifies_per_passport: budget.verifies(),
+            checkpoint_signs_per_passport: cp_per_passport,
+            audit_entries_per_checkpoint: if new_cp > 0 {
+                new_entries as f64 / new_cp as f64
+            } else {
+                0.0
+            },
+            crypto_floor_passports_per_sec: floor,
+            floor_fraction: if floor > 0.0 { pps / floor } else { 0.0 },
+            errors: run.errors,
+            error_samples: run.error_samples,
+            setup: self.setup.clone(),
+        })
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(self) {
+        self.fed.shutdown().await;
+    }
+}
+
+/// Polls a consent's delivery state until every recipient acknowledged it; every holder must
+/// have linked the person.
+async fn wait_linked(
+    client: &HomeClient,
+    id: &ConsentId,
+    deadline: Instant,
+) -> Result<(), BenchError> {
+    loop {
+        let (_, _, deliveries) = client.show_consent(id).await?;
+        let grants: Vec<_> = deliveries
+            .iter()
+            .filter(|d| d.subject == AckSubject::Grant)
+            .collect();
+        if !grants.is_empty() && grants.iter().all(|d| d.state != DeliveryState::Pending) {
+            for d in grants {
+                if d.state != DeliveryState::Delivered {
+                    return Err(setup_err(format!(
+                        "consent {id} was rejected by {}: {}",
+                        d.agency,
+                        d.last_error.as_deref().unwrap_or("")
+                    )));
+                }
+                let ack: Option<Ack> = d.ack.as_ref().and_then(|a| a.open().ok());
+                if let Some(ack) = ack {
+                    if ack.outcome == AckOutcome::NotHeld {
+                        return Err(setup_err(format!(
+                            "{} does not hold the person of consent {id}",
+                            d.agency
+                        )));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(setup_err(format!(
+                "deliveries of consent {id} still pending"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node's audit log at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditMark {
+    /// The node.
+    pub agency: String,
+    /// Entries in its log.
+    pub entries: u64,
+    /// Signed checkpoints stored (one per commit batch).
+    pub checkpoints: u64,
+}
+
+/// What the workers saw.
+#[derive(Debug, Default)]
+struct RunResult {
+    latencies_us: Vec<u32>,
+    holder_queries: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+/// Runs every client in a loop for `secs`: pick a consented person, assemble and verify.
+async fn drive(
+    bench: &BenchFederation,
+    clients: &Arc<Vec<HomeClient>>,
+    duration: Duration,
+) -> RunResult {
+    let stop = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..clients.len() {
+        let clients = clients.clone();
+        let people = bench.people.clone();
+        let menv = bench.manifest_env.clone();
+        let manifest = bench.manifest.clone();
+        let holders = bench.options.holders;
+        tasks.spawn(async move {
+            let mut out = RunResult::default();
+            let Some(client) = clients.get(i) else {
+                return out;
+            };
+            let mut rng = rand::rngs::OsRng;
+            while Instant::now() < stop {
+                let pick = rand::Rng::gen_range(&mut rng, 0..people.len().max(1));
+                let Some(person) = people.get(pick) else {
+                    break;
+                };
+                let t = Instant::now();
+                let res = client
+                    .passport(
+                        &menv,
+                        &manifest,
+                        &person.passport,
+                        Some(&person.consent),
+                        None,
+                        Purpose::Resettlement,
+                        &[],
+                        |_| {},
+                    )
+                    .await;
+                let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
+                let problem = match &res {
+                    Err(e) => Some(e.to_string()),
+                    Ok((_, v)) if !passport_complete(v) => Some("incomplete or invalid".into()),
+                    Ok((_, v)) if v.results.len() != holders => {
+                        Some(format!("{} of {holders} holders answered", v.results.len()))
+                    }
+                    Ok((_, v)) => v
+                        .results
+                        .iter()
+                        .find(|r| {
+                            r.response
+                                .as_ref()
+                                .is_none_or(|x| x.outcome != Outcome::Disclosed)
+                        })
+                        .map(|r| {
+                            format!(
+                                "{}: {}",
+                                r.result.agency,
+                                r.response.as_ref().map_or_else(
+                                    || r.result.status.as_str().to_owned(),
+                                    |x| format!(
+                                        "{} {}",
+                                        x.outcome,
+                                        x.reason.map(|r| r.as_str()).unwrap_or("")
+                                    )
+                                )
+                            )
+                        }),
+                };
+                match problem {
+                    None => {
+                        out.latencies_us.push(us);
+                        if let Ok((_, v)) = &res {
+                            out.holder_queries += v.results.len() as u64;
+                        }
+                    }
+                    Some(p) => {
+                        out.errors += 1;
+                        if out.error_samples.len() < 3 {
+                            out.error_samples.push(p);
+                        }
+                    }
+                }
+            }
+            out
+        });
+    }
+    let mut all = RunResult::default();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(r) => {
+                all.latencies_us.extend(r.latencies_us);
+                all.holder_queries += r.holder_queries;
+                all.errors += r.errors;
+                for s in r.error_samples {
+                    if all.error_samples.len() < 5 {
+                        all.error_samples.push(s);
+                    }
+                }
+            }
+            Err(e) => {
+                all.errors += 1;
+                all.error_samples.push(format!("worker failed: {e}"));
+            }
+        }
+    }
+    all
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles of sorted microsecond samples.
+    pub fn from_sorted_us(sorted: &[u32]) -> Latency {
+        let q = |p: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted.get(rank - 1).map_or(0.0, |v| f64::from(*v) / 1000.0)
+        };
+        Latency {
+            p50: q(0.50),
+            p95: q(0.95),
+            p99: q(0.99),
+            max: sorted.last().map_or(0.0, |v| f64::from(*v) / 1000.0),
+        }
+    }
+}
+
+/// One benchmark point's results. Field names match the yardstick's JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// What was measured.
+    pub system: String,
+    /// Holder nodes.
+    pub holders: usize,
+    /// Nodes in the process (the requester is also a holder).
+    pub nodes: usize,
+    /// Consented people.
+    pub people: usize,
+    /// Records per person per holder (about).
+    pub records_per_person: usize,
+    /// Records loaded into each holder's store.
+    pub records_per_holder: Vec<u64>,
+    /// Concurrent caseworkers.
+    pub concurrency: usize,
+    /// Always true: Throughgate's audit log is always durable (fsync before any disclosure).
+    pub durable: bool,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Passports assembled and verified in the measured window.
+    pub passports: u64,
+    /// Passports per second.
+    pub passports_per_sec: f64,
+    /// Holder queries answered per second.
+    pub holder_queries_per_sec: f64,
+    /// Latency of one passport as the caseworker sees it (sign, assemble, verify).
+    pub latency_ms: Latency,
+    /// CPU (user + system, whole process) per passport, milliseconds.
+    pub cpu_ms_per_passport: f64,
+    /// CPU seconds used per second of wall time, over the cores available (0 to 1).
+    pub cpu_utilisation: f64,
+    /// Peak resident memory of the whole process (every node) during the run, MiB.
+    pub peak_rss_mib: f64,
+    /// `peak_rss_mib` divided by the nodes (all share one process; not measured per node).
+    pub peak_rss_per_node_mib: f64,
+    /// Peak resident memory while setting up (loading records), MiB.
+    pub setup_peak_rss_mib: f64,
+    /// Ed25519 sign, microseconds (measured in this run).
+    pub sign_us: f64,
+    /// Ed25519 strict verify with a decoded key, microseconds (measured in this run).
+    pub verify_us: f64,
+    /// Strict verify including decoding the public key, as Throughgate's `verify_strict` does.
+    pub verify_with_key_decode_us: f64,
+    /// Cores available.
+    pub cores: f64,
+    /// Signatures made per passport (all parties).
+    pub signs_per_passport: f64,
+    /// Signature verifications per passport (all parties).
+    pub verifies_per_passport: f64,
+    /// Audit checkpoints signed per passport in the run (one per commit batch, all nodes).
+    pub checkpoint_signs_per_passport: f64,
+    /// Audit entries per signed checkpoint in the run (the mean commit batch).
+    pub audit_entries_per_checkpoint: f64,
+    /// Passports per second if signatures were the only cost.
+    pub crypto_floor_passports_per_sec: f64,
+    /// Achieved fraction of the crypto floor.
+    pub floor_fraction: f64,
+    /// Passports that failed (any holder not answered and disclosed, any verification failure).
+    pub errors: u64,
+    /// A few of the errors.
+    pub error_samples: Vec<String>,
+    /// Setup timings.
+    pub setup: SetupTimes,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crypto cost and the signature budget.
+
+/// Ed25519 costs on this machine, measured now.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CryptoCost {
+    /// Microseconds per signature.
+    pub sign_us: f64,
+    /// Microseconds per strict verification (key already decoded; as the yardstick measures).
+    pub verify_us: f64,
+    /// Microseconds per strict verification through Throughgate's `PublicKey::verify_strict`,
+    /// which decodes the key point each time.
+    pub verify_with_key_decode_us: f64,
+    /// Cores available to this process.
+    pub cores: f64,
+}
+
+impl CryptoCost {
+    /// Measures sign and strict verify over a 200-byte message, `n` iterations each (the
+    /// yardstick uses 3000).
+    pub fn measure(n: usize) -> CryptoCost {
+        use ed25519_dalek::{Signer, SigningKey};
+        let n = n.max(1);
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let vk = key.verifying_key();
+        let msg = vec![7u8; 200];
+        let t = Instant::now();
+        let mut sig = key.sign(&msg);
+        for _ in 0..n {
+            sig = key.sign(std::hint::black_box(&msg));
+        }
+        let sign_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let t = Instant::now();
+        let mut ok = 0usize;
+        for _ in 0..n {
+            ok += usize::from(vk.verify_strict(std::hint::black_box(&msg), &sig).is_ok());
+        }
+        let verify_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let pk = throughgate_protocol::keys::PublicKey::from_bytes(vk.to_bytes());
+        let bytes = sig.to_bytes();
+        let t = Instant::now();
+        if let Ok(pk) = pk {
+            for _ in 0..n {
+                ok += usize::from(pk.verify_strict(std::hint::black_box(&msg), &bytes));
+            }
+        }
+        let verify_with_key_decode_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        std::hint::black_box(ok);
+        CryptoCost {
+            sign_us,
+            verify_us,
+            verify_with_key_decode_us,
+            cores: std::thread::available_parallelism().map_or(1, |c| c.get()) as f64,
+        }
+    }
+
+    /// Passports per second if the signatures in `budget` were the only work, on every core:
+    /// `cores / (signs * sign + verifies * verify)` (the yardstick's formula).
+    pub fn floor(&self, budget: &SignatureBudget) -> f64 {
+        let per = budget.signs() * self.sign_us + budget.verifies() * self.verify_us;
+        if per > 0.0 {
+            self.cores * 1e6 / per
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One line of the per-passport signature budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetLine {
+    /// Who does it.
+    pub who: &'static str,
+    /// What.
+    pub what: &'static str,
+    /// Signatures per passport.
+    pub signs: f64,
+    /// Verifications per passport.
+    pub verifies: f64,
+    /// Whether it repeats work already done or could be avoided by a cache (see
+    /// docs/performance.md).
+    pub avoidable: bool,
+}
+
+/// The signatures and verifications one passport costs, party by party, as the code does them
+/// (the client path of `tg passport assemble`, the home node's fan-out, each holder).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignatureBudget {
+    /// Holders asked.
+    pub holders: usize,
+    /// The lines.
+    pub lines: Vec<BudgetLine>,
+}
+
+impl SignatureBudget {
+    /// The budget for `holders` holders, with `checkpoint_signs` audit checkpoints signed per
+    /// passport across all nodes (measured; at most `holders + 1`, one per log entry).
+    pub fn new(holders: usize, checkpoint_signs: f64) -> SignatureBudget {
+        let h = holders as f64;
+        let l = |who, what, signs, verifies, avoidable| BudgetLine {
+            who,
+            what,
+            signs,
+            verifies,
+            avoidable,
+        };
+        SignatureBudget {
+            holders,
+            lines: vec![
+                l("caseworker", "sign the query", 1.0, 0.0, false),
+                l(
+                    "caseworker",
+                    "sign the client request (channel is already mutually authenticated)",
+                    1.0,
+                    0.0,
+                    true,
+                ),
+                l("home node", "verify the client request", 0.0, 1.0, true),
+                l(
+                    "home node",
+                    "verify the caseworker's credential",
+                    0.0,
+                    1.0,
+                    true,
+                ),
+                l(
+                    "home node",
+                    "verify the caseworker's query signature",
+                    0.0,
+                    1.0,
+                    false,
+                ),
+                l("home node", "countersign the query", 1.0, 0.0, false),
+                l(
+                    "holders",
+                    "verify the requester node's signature",
+                    0.0,
+                    h,
+                    false,
+                ),
+                l(
+                    "holders",
+                    "verify the caseworker's credential (not cached)",
+                    0.0,
+                    h,
+                    true,
+                ),
+                l(
+                    "holders",
+                    "verify the caseworker's signature",
+                    0.0,
+                    h,
+                    false,
+                ),
+                l(
+                    "all nodes",
+                    "sign audit checkpoints (one per commit batch, measured)",
+                    checkpoint_signs,
+                    0.0,
+                    false,
+                ),
+                l("holders", "sign the response", h, 0.0, false),
+                l("home node", "verify each response", 0.0, h, false),
+                l(
+                    "home node",
+                    "verify each receipt's checkpoint signature",
+                    0.0,
+                    h,
+                    false,
+                ),
+                l(
+                    "home node",
+                    "sign a progress frame per holder (repeats the final answer)",
+                    h,
+                    0.0,
+                    true,
+                ),
+                l("home node", "sign the final answer", 1.0, 0.0, false),
+                l("caseworker", "verify each progress frame", 0.0, h, true),
+                l("caseworker", "verify the final answer", 0.0, 1.0, false),
+                l(
+                    "caseworker",
+                    "verify the query: node signature, credential, caseworker signature",
+                    0.0,
+                    3.0,
+                    false,
+                ),
+                l("caseworker", "verify each response", 0.0, h, false),
+                l(
+                    "caseworker",
+                    "verify each receipt's checkpoint signature",
+                    0.0,
+                    h,
+                    false,
+                ),
+            ],
+        }
+    }
+
+    /// Signatures per passport.
+    pub fn signs(&self) -> f64 {
+        self.lines.iter().map(|l| l.signs).sum()
+    }
+
+    /// Verifications per passport.
+    pub fn verifies(&self) -> f64 {
+        self.lines.iter().map(|l| l.verifies).sum()
+    }
+
+    /// The same budget without the lines marked avoidable.
+    pub fn lean(&self) -> SignatureBudget {
+        SignatureBudget {
+            holders: self.holders,
+            lines: self
+                .lines
+                .iter()
+                .filter(|l| !l.avoidable)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process measurements.
+
+/// User plus system CPU seconds of this process so far (from `/proc/self/stat`, in clock ticks
+/// of 1/100 s, as Linux reports them).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = 100.0;
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(11) + field(12)) / tick
+}
+
+fn status_kib(name: &str) -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Peak resident memory of this process (`VmHWM`), MiB.
+pub fn peak_rss_mib() -> f64 {
+    status_kib("VmHWM:") / 1024.0
+}
+
+/// Current resident memory of this process (`VmRSS`), MiB.
+pub fn rss_mib() -> f64 {
+    status_kib("VmRSS:") / 1024.0
+}
+
+/// Resets the peak-RSS mark to the current RSS (Linux `clear_refs` 5), so a later
+/// [`peak_rss_mib`] covers only what follows. Harmless where unsupported.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit verification at scale.
+
+/// Appending and verifying a large audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditVerifyReport {
+    /// Entries appended.
+    pub appended: u64,
+    /// Seconds to append them (durable group commit, callers keeping `window` in flight).
+    pub append_s: f64,
+    /// Entries appended per second.
+    pub append_per_sec: f64,
+    /// Entries per signed checkpoint while appending (mean batch).
+    pub entries_per_checkpoint: f64,
+    /// Entries verified (the whole log).
+    pub verified: u64,
+    /// Checkpoints verified.
+    pub checkpoints: u64,
+    /// Seconds `verify_log` took.
+    pub verify_s: f64,
+    /// Entries verified per second.
+    pub verify_per_sec: f64,
+    /// Whether the log verified.
+    pub ok: bool,
+}
+
+/// Appends `entries` query-sent entries (a realistic size) to a fresh node's audit log, keeping
+/// `window` appends in flight, then times [`crate::audit::verify_log`] over the whole log.
+pub async fn audit_verify(entries: u64, window: usize) -> Result<AuditVerifyReport, BenchError> {
+    let fed = LocalFederation::start(FedOptions {
+        people: 0,
+        agencies: vec![REQUESTER],
+        ..FedOptions::default()
+    })
+    .await?;
+    let n = fed.nodes.first().ok_or_else(|| setup_err("no node"))?;
+    let node = n.node.as_ref().ok_or_else(|| setup_err("node stopped"))?;
+    let state = node.state().clone();
+    let holders: Vec<AgencyId> = HOLDER_ORDER
+        .iter()
+        .filter_map(|a| AgencyId::new(*a).ok())
+        .collect();
+    let caseworker = PersonId::new("cw-prb").map_err(|e| setup_err(e.to_string()))?;
+    let cp0 = state.db.audit_checkpoints(0, usize::MAX)?.len() as u64;
+    let t = Instant::now();
+    let mut done = 0u64;
+    let window = window.max(1) as u64;
+    while done < entries {
+        let k = window.min(entries - done);
+        let pending: Vec<_> = (0..k)
+            .map(|i| {
+                state.audit.submit(AuditEvent::QuerySent {
+                    query_id: QueryId::random(),
+                    query_digest: [((done + i) & 0xff) as u8; 32],
+                    passport_id: PassportId::random(),
+                    caseworker: caseworker.clone(),
+                    consent_id: Some(ConsentId::random()),
+                    purpose: Purpose::Resettlement,
+                    holders: holders.clone(),
+                })
+            })
+            .collect();
+        for p in pending {
+            p.wait().await?;
+        }
+        done += k;
+    }
+    let append_s = t.elapsed().as_secs_f64();
+    let cp1 = state.db.audit_checkpoints(0, usize::MAX)?.len() as u64;
+    let origin = state.audit.origin().to_owned();
+    let keys = vec![n.key.public()];
+    let db = state.db.clone();
+    let v = tokio::task::spawn_blocking(move || crate::audit::verify_log(&db, &origin, &keys))
+        .await
+        .map_err(|e| setup_err(e.to_string()))??;
+    let verify_s = v.elapsed_ms as f64 / 1000.0;
+    drop(state);
+    fed.shutdown().await;
+    Ok(AuditVerifyReport {
+        appended: entries,
+        append_s,
+        append_per_sec: entries as f64 / append_s.max(1e-9),
+        entries_per_checkpoint: entries as f64 / cp1.saturating_sub(cp0).max(1) as f64,
+        verified: v.entries,
+        checkpoints: v.checkpoints,
+        verify_s,
+        verify_per_sec: v.entries as f64 / verify_s.max(1e-3),
+        ok: v.ok(),
+    })
+}
+
+/// Records loaded per holder, summarised as (min, max).
+pub fn records_range(r: &[u64]) -> (u64, u64) {
+    (
+        r.iter().copied().min().unwrap_or(0),
+        r.iter().copied().max().unwrap_or(0),
+    )
+}
+
+/// Parses a count like `1000`, `1e6` or `10k`.
+pub fn parse_count(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last()? {
+        'k' | 'K' => (s.get(..s.len() - 1)?, 1e3),
+        'm' | 'M' => (s.get(..s.len() - 1)?, 1e6),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().ok()?;
+    let v = v * mul;
+    (v.is_finite() && v >= 0.0 && v <= 1e12).then_some(v.round() as u64)
+}
+
+/// Groups per-agency audit marks by agency (for printing).
+pub fn marks_by_agency(marks: &[AuditMark]) -> BTreeMap<String, (u64, u64)> {
+    marks
+        .iter()
+        .map(|m| (m.agency.clone(), (m.entries, m.checkpoints)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse() {
+        assert_eq!(parse_count("1e6"), Some(1_000_000));
+        assert_eq!(parse_count("10k"), Some(10_000));
+        assert_eq!(parse_count("64"), Some(64));
+        assert_eq!(parse_count("x"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u32> = (1..=100).map(|x| x * 1000).collect();
+        let l = Latency::from_sorted_us(&v);
+        assert_eq!((l.p50, l.p95, l.p99, l.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(Latency::from_sorted_us(&[]).p50, 0.0);
+    }
+
+    #[test]
+    fn the_budget_for_six_holders() {
+        let b = SignatureBudget::new(6, 7.0);
+        assert_eq!(b.signs(), 23.0);
+        assert_eq!(b.verifies(), 55.0);
+        assert!(b.lean().signs() < b.signs());
+    }
+
+    #[test]
+    fn layouts() {
+        assert_eq!(holder_layout(1), (vec!["probation-yorks"], 0));
+        assert_eq!(holder_layout(6).0.len(), 6);
+        assert_eq!(holder_layout(32), (HOLDER_ORDER.to_vec(), 26));
+    }
+}

@@ -1,0 +1,115 @@
+//! Node key rotation without downtime. The operator generates the next key in the node's
+//! folder (`next_key_file`), governance publishes a manifest listing both keys, and once this
+//! node has adopted it the operator switches: the node starts presenting and signing with the
+//! next key at once (open connections carry on), and the key files are renamed so a restart
+//! keeps the new key. Peers accept either key during the overlap; the next manifest retires the
+//! old one.
+
+use throughgate_protocol::audit::AuditEvent;
+use throughgate_protocol::messages::ErrorCode;
+
+use crate::db::StoredStaff;
+use crate::keyfile::read_secret_key;
+use crate::node::NodeState;
+use crate::tls::{client_config, server_config, TlsIdentity};
+
+/// Switches the node to its next key.
+pub async fn rotate(
+    state: &NodeState,
+    operator: &StoredStaff,
+) -> Result<String, (ErrorCode, String)> {
+    let cfg = &state.config;
+    let next_path = cfg.resolve(&cfg.next_key_file);
+    let key_path = cfg.resolve(&cfg.key_file);
+    let next = read_secret_key(&next_path).map_err(|e| {
+        (
+            ErrorCode::BadRequest,
+            format!(
+                "{e}; generate it first with `tg key generate --out {}`",
+                next_path.display()
+            ),
+        )
+    })?;
+    let manifest = state
+        .manifest()
+        .ok_or((ErrorCode::Internal, "node has no manifest".to_owned()))?;
+    let me = manifest.member(&state.agency).ok_or((
+        ErrorCode::Internal,
+        "this agency is not in the manifest".to_owned(),
+    ))?;
+    if !me.node_keys.contains(&next.public()) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "the next key {} is not in manifest version {}; publish a manifest that lists it (alongside the current key) first",
+                next.public().to_hex(),
+                manifest.version
+            ),
+        ));
+    }
+    let old = state.key.current().public();
+    if old == next.public() {
+        return Err((
+            ErrorCode::BadRequest,
+            "the next key is already the current key".into(),
+        ));
+    }
+    let identity = TlsIdentity::new(&next, state.agency.as_str())
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    let server = server_config(&identity, state.trust.clone(), &cfg.limits)
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    let client = client_config(&identity, state.trust.clone(), &cfg.limits)
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    // Files first, so that whatever happens next a restart uses the new key.
+    let retired = key_path.with_extension(format!("retired-{}", state.clock.now().0));
+    std::fs::rename(&key_path, &retired).map_err(|e| {
+        (
+            ErrorCode::Internal,
+            format!("renaming {}: {e}", key_path.display()),
+        )
+    })?;
+    if let Err(e) = std::fs::rename(&next_path, &key_path) {
+        let _ = std::fs::rename(&retired, &key_path);
+        return Err((
+            ErrorCode::Internal,
+            format!("renaming {}: {e}", next_path.display()),
+        ));
+    }
+    state.endpoint.set_server_config(Some(server));
+    state.peers.set_client_config(client);
+    state.key.replace(next);
+    let new = state.key.current().public();
+    tracing::warn!(old = %old.fingerprint(), new = %new.fingerprint(), "node key rotated");
+    state
+        .audit
+        .append(AuditEvent::Admin {
+            person_id: Some(operator.body.person_id.clone()),
+            action: "key_rotated".into(),
+            detail: format!(
+                "node key {} replaced by {}",
+                old.fingerprint(),
+                new.fingerprint()
+            ),
+        })
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    Ok(format!(
+        "now signing with {}; the old key is kept as {}",
+        new.fingerprint(),
+        retired.display()
+    ))
+}
+
+/// The client API wrapper: rotates, then reports status, signed by both the old and the new
+/// key so that clients still pinning the old one accept the answer.
+pub async fn rotate_op(
+    state: &NodeState,
+    operator: &StoredStaff,
+) -> Result<throughgate_protocol::envelope::Envelope, (ErrorCode, String)> {
+    let old = state.key.current();
+    rotate(state, operator).await?;
+    let status = crate::client_api::status(state)?;
+    let mut env = state.seal(&status);
+    env.add_signature(throughgate_protocol::envelope::SignerRole::Node, &old);
+    Ok(env)
+}

@@ -1,0 +1,157 @@
+//! Staff credentials beyond issuing: withdrawal at the issuing node (effective at once: the
+//! node refuses the person's connections and requests) and its announcement to every member
+//! through the durable outbox, so holders refuse any query that still carries the withdrawn
+//! credential (defence in depth against a query countersigned before the withdrawal, or a
+//! compromised home node).
+
+use throughgate_protocol::audit::AuditEvent;
+use throughgate_protocol::credential::{CredentialAck, CredentialRevocation};
+use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::ids::{AgencyId, PersonId};
+use throughgate_protocol::messages::{ClientResponse, ErrorCode, StaffSummary};
+
+use crate::db::{OutboxPayload, StoredStaff};
+use crate::node::NodeState;
+
+type OpResult = Result<ClientResponse, (ErrorCode, String)>;
+
+fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
+    tracing::error!(error = %e, "staff operation failed");
+    (
+        ErrorCode::Internal,
+        "storage failure; see the node's log".into(),
+    )
+}
+
+/// Withdraws a member of staff's credential (operator).
+pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId) -> OpResult {
+    let mut staff = state.db.staff(person).map_err(internal)?.ok_or((
+        ErrorCode::NotFound,
+        format!("no staff credential for {person} here"),
+    ))?;
+    if staff.revoked_at.is_some() {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("{person}'s credential is already revoked"),
+        ));
+    }
+    if &operator.body.person_id == person {
+        return Err((
+            ErrorCode::BadRequest,
+            "you cannot revoke your own credential; ask another operator".into(),
+        ));
+    }
+    let now = state.clock.now();
+    staff.revoked_at = Some(now);
+    state.db.put_staff(&staff).map_err(internal)?;
+    state.trust.add_staff(staff.clone());
+    state
+        .db
+        .put_revoked_credential(&state.agency, &staff.body.public_key, now)
+        .map_err(internal)?;
+    let rev = CredentialRevocation {
+        agency: state.agency.clone(),
+        person_id: person.clone(),
+        public_key: staff.body.public_key,
+        revoked_at: now,
+    };
+    let env = state.seal(&rev);
+    let recipients: Vec<AgencyId> = state
+        .manifest()
+        .map(|m| {
+            m.members
+                .iter()
+                .map(|x| x.id.clone())
+                .filter(|a| a != &state.agency)
+                .collect()
+        })
+        .unwrap_or_default();
+    let items = recipients
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                OutboxPayload::CredentialRevoke {
+                    person_id: person.clone(),
+                    envelope: env.clone(),
+                },
+            )
+        })
+        .collect();
+    state
+        .db
+        .enqueue(items, crate::store::WriteBatch::new(), now)
+        .map_err(internal)?;
+    state.outbox_wake.notify_one();
+    state
+        .audit
+        .append(AuditEvent::Admin {
+            person_id: Some(operator.body.person_id.clone()),
+            action: "credential_revoked".into(),
+            detail: format!("credential of {person} withdrawn and announced to every member"),
+        })
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    tracing::info!(person = %person, by = %operator.body.person_id, "credential revoked");
+    Ok(ClientResponse::Staff(vec![StaffSummary {
+        person_id: staff.body.person_id,
+        roles: staff.body.roles,
+        not_after: staff.body.not_after,
+        key_fingerprint: staff.body.public_key.fingerprint(),
+    }]))
+}
+
+/// Records another agency's announcement that it withdrew a staff credential.
+pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let Some(member) = manifest.member(from) else {
+        return state.error(ErrorCode::Forbidden, "sender is not a member");
+    };
+    if env
+        .verify_by_any(SignerRole::Node, &member.node_keys)
+        .is_err()
+    {
+        return state.error(ErrorCode::BadSignature, "not signed by the sending node");
+    }
+    let rev: CredentialRevocation = match env.open() {
+        Ok(r) => r,
+        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+    };
+    if &rev.agency != from {
+        return state.error(
+            ErrorCode::Forbidden,
+            "an agency may only revoke its own staff's credentials",
+        );
+    }
+    let fresh = match state.db.credential_revoked(from, &rev.public_key) {
+        Ok(known) => !known,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+    };
+    if fresh {
+        if let Err(e) = state
+            .db
+            .put_revoked_credential(from, &rev.public_key, rev.revoked_at)
+        {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+        let logged = state
+            .audit
+            .append(AuditEvent::Admin {
+                person_id: None,
+                action: "credential_revocation_received".into(),
+                detail: format!("{from} withdrew the credential of {}", rev.person_id),
+            })
+            .await;
+        if let Err(e) = logged {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+    }
+    state.seal(&CredentialAck {
+        agency: state.agency.clone(),
+        issuer: from.clone(),
+        person_id: rev.person_id,
+        at: state.clock.now(),
+    })
+}
