@@ -12,7 +12,7 @@ use throughgate_protocol::consent::{Collection, CollectionMethod, ConsentStatus}
 use throughgate_protocol::identifiers::SubjectIdentifier;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::manifest::Manifest;
-use throughgate_protocol::messages::{Ack, AckSubject, ClientOp, ClientResponse};
+use throughgate_protocol::messages::{Ack, AckSubject, ClientOp, ClientResponse, ConsentFilter};
 use throughgate_protocol::time::Date;
 
 use crate::render::{bold, table};
@@ -110,6 +110,18 @@ pub struct ListArgs {
     /// Only this status: active, revoked, superseded or expired.
     #[arg(long)]
     pub status: Option<ConsentStatus>,
+    /// Only consents naming this holder.
+    #[arg(long)]
+    pub holder: Option<AgencyId>,
+    /// Only consents naming this grantee.
+    #[arg(long)]
+    pub grantee: Option<AgencyId>,
+    /// Only consents for this purpose.
+    #[arg(long)]
+    pub purpose: Option<Purpose>,
+    /// Only consents that end within this many days.
+    #[arg(long)]
+    pub expiring_within_days: Option<u64>,
 }
 
 /// Arguments of `tg consent show`.
@@ -302,10 +314,16 @@ async fn revoke(g: &Global, client: &HomeClient, a: RevokeArgs) -> Result<u8> {
 
 async fn list(g: &Global, client: &HomeClient, a: ListArgs) -> Result<u8> {
     let list = match client
-        .call(ClientOp::ListConsents {
+        .call(ClientOp::ListConsents(ConsentFilter {
             passport_id: a.passport,
             status: a.status,
-        })
+            holder: a.holder,
+            grantee: a.grantee,
+            purpose: a.purpose,
+            expires_before: a
+                .expiring_within_days
+                .map(|d| client.clock().now().plus_secs(d.saturating_mul(86_400))),
+        }))
         .await?
     {
         ClientResponse::Consents(l) => l,

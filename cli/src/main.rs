@@ -8,6 +8,7 @@ mod cmd_keys;
 mod cmd_manifest;
 mod cmd_node;
 mod cmd_passport;
+mod cmd_policy;
 mod cmd_records;
 mod cmd_staff;
 mod demo;
@@ -62,6 +63,9 @@ enum Command {
     /// Assemble, verify and show resettlement passports (caseworkers).
     #[command(subcommand)]
     Passport(cmd_passport::PassportCmd),
+    /// Validate and explain minimisation policies (operators).
+    #[command(subcommand)]
+    Policy(cmd_policy::PolicyCmd),
     /// Review and verify the audit log; subject-access reports (DPOs).
     #[command(subcommand)]
     Audit(cmd_audit::AuditCmd),
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
             Command::Consent(c) => cmd_consent::run(&global, c).await,
             Command::Passport(c) => cmd_passport::run(&global, c).await,
             Command::Audit(c) => cmd_audit::run(&global, c).await,
+            Command::Policy(c) => cmd_policy::run(&global, c),
             Command::Bench(a) => cmd_bench::run(&global, a).await,
         }
     });

@@ -749,6 +749,52 @@ fn three_agencies_as_separate_processes() {
     );
 }
 
+/// A caseworker who tries to import a records file of realistic size (over one 1 MiB upload
+/// chunk) must get the same answer as for a small one: exit 3, "forbidden", and the hint, not
+/// a transport error. (The node answers the refusal after reading only the request envelope and
+/// drops the stream; the client is still uploading, so its write fails with "sending stopped by
+/// peer" and it never reads the refusal.)
+#[test]
+fn a_refused_large_import_still_says_refused() {
+    let fed = Federation::start(&[]);
+    let big = fed.root().join("big.csv");
+    tg_ok([
+        "records",
+        "generate",
+        "--agency",
+        PRISON,
+        "--people",
+        "3000",
+        "--seed",
+        "11",
+        "--out",
+        &s(&big),
+    ]);
+    assert!(std::fs::metadata(&big).unwrap().len() > 2 * 1024 * 1024);
+    let refused = tg_run([
+        "records",
+        "import",
+        "--profile",
+        &fed.profile(PRISON, CW_PRISON),
+        &s(&big),
+    ]);
+    refused.expect_code(3);
+    assert!(refused.stderr.contains("operator"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("hint:"), "{}", refused.stderr);
+    // The operator's own import of the same file is fine (checked, not stored).
+    let dry = tg_ok([
+        "records",
+        "import",
+        "--dry-run",
+        "--json",
+        "--profile",
+        &s(&fed.node(PRISON).operator()),
+        &s(&big),
+    ])
+    .json();
+    assert_eq!(dry["errors"].as_array().unwrap().len(), 0, "{dry}");
+}
+
 // ----------------------------------------------------------------------------------------------
 // 2 and 3. kill -9 the holder while passports are assembled
 // ----------------------------------------------------------------------------------------------

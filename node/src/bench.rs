@@ -535,8 +535,21 @@ async fn wait_linked(
             return Ok(());
         }
         if Instant::now() > deadline {
+            let pending: Vec<String> = deliveries
+                .iter()
+                .filter(|d| d.state == DeliveryState::Pending)
+                .map(|d| {
+                    format!(
+                        "{} ({} attempts: {})",
+                        d.agency,
+                        d.attempts,
+                        d.last_error.as_deref().unwrap_or("no answer yet")
+                    )
+                })
+                .collect();
             return Err(setup_err(format!(
-                "deliveries of consent {id} still pending"
+                "deliveries of consent {id} still pending: {}",
+                pending.join("; ")
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

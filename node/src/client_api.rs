@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use throughgate_protocol::consent::ConsentStatus;
 use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
-    ClientOp, ClientRequest, ClientResponse, ConsentSummary, ErrorCode, NodeStatus, StaffSummary,
+    ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode, NodeStatus,
+    StaffSummary,
 };
 
 use crate::db::StoredStaff;
@@ -81,16 +81,13 @@ pub async fn handle(
                 .await
                 .map_err(record_err),
         },
-        ClientOp::ListConsents {
-            passport_id,
-            status,
-        } => {
+        ClientOp::ListConsents(filter) => {
             if need(StaffRole::Caseworker).is_err() {
                 if let Err(e) = need(StaffRole::Dpo) {
                     return e;
                 }
             }
-            list_consents(state, passport_id.as_ref(), status)
+            list_consents(state, &filter)
         }
         ClientOp::ShowConsent { consent_id } => {
             if need(StaffRole::Caseworker).is_err() {
@@ -266,20 +263,24 @@ async fn assemble(
     }
 }
 
-fn list_consents(
-    state: &NodeState,
-    passport: Option<&throughgate_protocol::ids::PassportId>,
-    status: Option<ConsentStatus>,
-) -> OpResult {
+fn list_consents(state: &NodeState, f: &ConsentFilter) -> OpResult {
     let now = state.clock.now();
-    let all = match passport {
+    let all = match &f.passport_id {
         Some(p) => state.db.consents_of(p),
         None => state.db.all_consents(),
     }
     .map_err(internal)?;
     let list = all
         .into_iter()
-        .filter(|c| status.is_none_or(|s| c.status_at(now) == s))
+        .filter(|c| f.status.is_none_or(|s| c.status_at(now) == s))
+        .filter(|c| {
+            f.holder
+                .as_ref()
+                .is_none_or(|h| c.body.scope_for(h).is_some())
+        })
+        .filter(|c| f.grantee.as_ref().is_none_or(|g| c.body.is_grantee(g)))
+        .filter(|c| f.purpose.is_none_or(|p| c.body.purpose == p))
+        .filter(|c| f.expires_before.is_none_or(|t| c.body.valid_until < t))
         .map(|c| ConsentSummary {
             status: c.status_at(now),
             consent_id: c.body.consent_id.clone(),

@@ -316,6 +316,7 @@ impl LocalFederation {
                     id_scheme: n.agency.scheme,
                     roles: vec![MemberRole::Holder, MemberRole::Requester],
                 })
+                .chain(opts.extra_members.iter().cloned())
                 .collect(),
             governance: Governance {
                 keys: vec![governance.public()],

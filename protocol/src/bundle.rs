@@ -192,7 +192,11 @@ pub fn verify_response(
     let asked = query
         .request_for(expected_holder)
         .ok_or_else(|| BundleError::Inconsistent("the query did not address this holder".into()))?;
-    if let Some(r) = resp.records.iter().find(|r| !asked.categories.contains(&r.category)) {
+    if let Some(r) = resp
+        .records
+        .iter()
+        .find(|r| !asked.categories.contains(&r.category))
+    {
         return Err(BundleError::Inconsistent(format!(
             "a {} record was disclosed but not asked for",
             r.category

@@ -309,9 +309,15 @@ impl Envelope {
             }
         }
         if found {
-            Err(VerifyError::BadSignature { role, key_fingerprint: key.fingerprint() })
+            Err(VerifyError::BadSignature {
+                role,
+                key_fingerprint: key.fingerprint(),
+            })
         } else {
-            Err(VerifyError::MissingSignature { role, key_fingerprint: key.fingerprint() })
+            Err(VerifyError::MissingSignature {
+                role,
+                key_fingerprint: key.fingerprint(),
+            })
         }
     }
 

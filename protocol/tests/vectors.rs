@@ -59,10 +59,10 @@ use throughgate_protocol::merkle::{consistency_proof, inclusion_proof, leaf_hash
 use throughgate_protocol::messages::{
     query_digest, Ack, AckOutcome, AckSubject, AuditAnswer, AuditFilter, AuditQuery, AuditSource,
     AuditVerification, CheckpointStatus, ClientOp, ClientRequest, ClientResponse, ConsentDelivery,
-    ConsentSummary, Cosignature, DeliveryState, ErrorBody, ErrorCode, HolderRequest, HolderResult,
-    HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError, IndexedEntry,
-    LoggedEntry, ManifestSync, NodeStatus, Outcome, Query, RefusalReason, Response, StaffSummary,
-    Withheld, WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed,
+    ConsentFilter, ConsentSummary, Cosignature, DeliveryState, ErrorBody, ErrorCode, HolderRequest,
+    HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError,
+    IndexedEntry, LoggedEntry, ManifestSync, NodeStatus, Outcome, Query, RefusalReason, Response,
+    StaffSummary, Withheld, WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed,
 };
 use throughgate_protocol::query_check::{check_query, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
@@ -1867,19 +1867,17 @@ fn gen_bodies(g: &mut Gen) {
             "list-consents",
             "List one person's active consents.",
             "person-cw-0042",
-            ClientOp::ListConsents {
+            ClientOp::ListConsents(ConsentFilter {
                 passport_id: Some(passport()),
                 status: Some(ConsentStatus::Active),
-            },
+                ..Default::default()
+            }),
         ),
         (
             "list-consents-all",
             "List every consent: both filters null.",
             "person-dpo-0007",
-            ClientOp::ListConsents {
-                passport_id: None,
-                status: None,
-            },
+            ClientOp::ListConsents(ConsentFilter::default()),
         ),
         (
             "show-consent",

@@ -194,10 +194,11 @@ impl HomeClient {
                 Err(e) => Err(e),
             };
         }
-        let op = ClientOp::ListConsents {
+        let op = ClientOp::ListConsents(throughgate_protocol::messages::ConsentFilter {
             passport_id: Some(passport.clone()),
             status: Some(ConsentStatus::Active),
-        };
+            ..Default::default()
+        });
         let list = match self.call(op).await? {
             ClientResponse::Consents(l) => l,
             other => return Err(unexpected(&other)),

@@ -405,18 +405,29 @@ impl HomeClient {
             .open_bi()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let perr = |e: crate::transport::FrameIoError| ClientError::Protocol(e.to_string());
-        write_envelope(&mut send, &self.seal_request(op))
-            .await
-            .map_err(perr)?;
-        for chunk in data.chunks(IMPORT_CHUNK) {
-            write_frame(&mut send, chunk).await.map_err(perr)?;
+        let upload = async {
+            write_envelope(&mut send, &self.seal_request(op)).await?;
+            for chunk in data.chunks(IMPORT_CHUNK) {
+                write_frame(&mut send, chunk).await?;
+            }
+            Ok::<(), crate::transport::FrameIoError>(())
+        };
+        // The node may answer (e.g. refuse for lack of a role) before it has read the upload and
+        // stop reading: read its answer even if the upload was cut short.
+        let uploaded = upload.await;
+        if uploaded.is_ok() {
+            let _ = send.finish();
         }
-        send.finish()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        match self.read_answers(&mut recv, &mut |_| {}).await? {
-            ClientResponse::Imported(r) => Ok(r),
-            other => Err(unexpected(&other)),
+        match self.read_answers(&mut recv, &mut |_| {}).await {
+            Ok(ClientResponse::Imported(r)) => Ok(r),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e @ ClientError::Refused(_)) => Err(e),
+            Err(e) => match uploaded {
+                Err(up) => Err(ClientError::Protocol(format!(
+                    "upload failed: {up}; then: {e}"
+                ))),
+                Ok(()) => Err(e),
+            },
         }
     }
 

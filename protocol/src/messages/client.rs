@@ -54,12 +54,7 @@ pub enum ClientOp {
         revocation: Envelope,
     },
     /// List consents known to this node.
-    ListConsents {
-        /// Only this person's.
-        passport_id: Option<PassportId>,
-        /// Only those with this status.
-        status: Option<ConsentStatus>,
-    },
+    ListConsents(ConsentFilter),
     /// One consent with its delivery state.
     ShowConsent {
         /// The consent.
@@ -122,6 +117,23 @@ pub enum ClientOp {
     /// Switch to the node's next key (already listed in the manifest) without downtime
     /// (operator).
     RotateKey,
+}
+
+/// Filters for the consent register; all given filters must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentFilter {
+    /// Only this person's.
+    pub passport_id: Option<PassportId>,
+    /// Only those with this status now.
+    pub status: Option<ConsentStatus>,
+    /// Only those naming this holder.
+    pub holder: Option<AgencyId>,
+    /// Only those naming this grantee.
+    pub grantee: Option<AgencyId>,
+    /// Only those for this purpose.
+    pub purpose: Option<Purpose>,
+    /// Only those whose validity ends before this instant (e.g. to find consents due to expire).
+    pub expires_before: Option<Timestamp>,
 }
 
 /// Filters for an audit-log search; all given filters must match.
