@@ -107,3 +107,19 @@ fn a_missing_profile_gives_a_hint() {
     assert!(err.contains("profile.toml"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn logs_never_name_the_person_even_at_debug_level() {
+    let out = tg().args(["demo", "--people", "60", "--log", "debug"]).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The passport (stdout) names the person on its second line: "Given Family, born ...".
+    let line = stdout.lines().skip_while(|l| !l.starts_with("RESETTLEMENT PASSPORT")).nth(1).unwrap();
+    let name = line.split(',').next().unwrap().trim();
+    assert!(name.split_whitespace().count() >= 2, "{line}");
+    assert!(stderr.contains("query answered"), "debug logs were not captured");
+    for part in name.split_whitespace() {
+        assert!(!stderr.contains(part), "the logs name the person ({part})");
+    }
+}

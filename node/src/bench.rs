@@ -345,7 +345,10 @@ impl BenchFederation {
                     },
                 ))
             })
-            .buffer_unordered(32)
+            // One at a time: recording consents concurrently at one node loses outbox items
+            // (`Db::enqueue` reads the next sequence number and writes without a lock, so two
+            // concurrent recordings can take the same keys; see docs/performance.md).
+            .buffered(1)
             .try_collect()
             .await?;
         let deadline = Instant::now()

@@ -105,6 +105,10 @@ pub struct NodeConfig {
     pub policy_file: Option<PathBuf>,
     /// The identifier scheme this agency's records use for people.
     pub id_scheme: IdScheme,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (HTTP; keep it on loopback). None:
+    /// not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: Limits,

@@ -70,12 +70,24 @@ impl Decision {
 
 /// Answers a query that arrived from `peer`.
 pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
+    let started = std::time::Instant::now();
+    let (answer, outcome) = decide_and_sign(state, peer, env).await;
+    state.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .queries
+        .get_or_create(&crate::metrics::QueryLabels { outcome: outcome.into(), requester: peer.to_string() })
+        .inc();
+    answer
+}
+
+async fn decide_and_sign(state: &NodeState, peer: &AgencyId, env: &Envelope) -> (Envelope, &'static str) {
     let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
+        return (state.error(ErrorCode::Internal, "node has no manifest"), "error");
     };
     let now = state.clock.now();
     let (query, decision) = match check_query(env, &manifest, now) {
-        QueryVerdict::Malformed(detail) => return state.error(ErrorCode::Malformed, detail),
+        QueryVerdict::Malformed(detail) => return (state.error(ErrorCode::Malformed, detail), "error"),
         QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
         QueryVerdict::Accepted(checked) => {
             let decision = decide(state, peer, &checked.query, &checked.credential, &manifest);
@@ -86,7 +98,7 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
-            return state.error(ErrorCode::Internal, "storage failure; retry later");
+            return (state.error(ErrorCode::Internal, "storage failure; retry later"), "error");
         }
     };
     let digest = query_digest(env);
@@ -99,10 +111,8 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "decision could not be logged; nothing disclosed");
-            return state.error(
-                ErrorCode::Internal,
-                "the audit log is unavailable; nothing was disclosed; retry later",
-            );
+            let msg = "the audit log is unavailable; nothing was disclosed; retry later";
+            return (state.error(ErrorCode::Internal, msg), "error");
         }
     };
     tracing::info!(
@@ -129,7 +139,8 @@ pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envel
         as_of: now,
         receipt,
     };
-    state.seal(&response)
+    let outcome = response.outcome.as_str();
+    (state.seal(&response), outcome)
 }
 
 fn decide(

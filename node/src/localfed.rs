@@ -123,6 +123,8 @@ pub struct FedOptions {
     /// Synthetic holder nodes to add after `agencies` (see [`synthetic_holder`]), numbered on
     /// from the last agency: with the six demo agencies, `holder-07`, `holder-08`, ...
     pub synthetic_holders: usize,
+    /// Serve each node's metrics and health endpoints on an ephemeral loopback port.
+    pub metrics: bool,
 }
 
 impl Default for FedOptions {
@@ -136,6 +138,7 @@ impl Default for FedOptions {
             dir: None,
             extra_members: Vec::new(),
             synthetic_holders: 0,
+            metrics: false,
         }
     }
 }
@@ -165,6 +168,8 @@ pub struct LocalNode {
     pub dir: PathBuf,
     /// A caseworker, a DPO and an operator.
     pub staff: BTreeMap<StaffRole, StaffKey>,
+    /// Where its metrics and health endpoints listen, if served.
+    pub metrics_addr: Option<SocketAddr>,
     config: NodeConfig,
 }
 
@@ -276,6 +281,7 @@ impl LocalFederation {
                 manifest_file: None,
                 policy_file: None,
                 id_scheme: agency.scheme,
+                metrics_listen: opts.metrics.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 limits: opts.limits.clone(),
                 base_dir: dir.clone(),
             };
@@ -294,6 +300,7 @@ impl LocalFederation {
                 key,
                 dir,
                 staff: BTreeMap::new(),
+                metrics_addr: None,
                 config,
             });
         }
@@ -359,7 +366,7 @@ impl LocalFederation {
                 );
             }
             load_records(&state.db, n.agency.id, &population, &synth)?;
-            node.start()?;
+            n.metrics_addr = node.start_with_metrics().await?;
         }
         Ok(LocalFederation {
             nodes,
@@ -419,7 +426,7 @@ impl LocalFederation {
             return Ok(());
         }
         let mut node = open_node(&n.config, &clock)?;
-        node.start()?;
+        n.metrics_addr = node.start_with_metrics().await?;
         n.node = Some(node);
         Ok(())
     }

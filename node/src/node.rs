@@ -94,6 +94,8 @@ pub struct NodeState {
     pub audit: AuditLog,
     /// Witness alarms raised since start (checkpoints that contradicted one already witnessed).
     pub witness_alarms: AtomicU64,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -191,8 +193,10 @@ impl Node {
             config.limits.clone(),
         );
         let key = NodeKey::new(key);
-        let audit = AuditLog::open(db.clone(), key.clone(), agency.clone(), clock.clone())?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let audit = AuditLog::open(db.clone(), key.clone(), agency.clone(), clock.clone(), metrics.clone())?;
         let state = Arc::new(NodeState {
+            metrics,
             audit,
             witness_alarms: AtomicU64::new(0),
             agency,
@@ -227,6 +231,18 @@ impl Node {
     /// The shared state.
     pub fn state(&self) -> &Arc<NodeState> {
         &self.state
+    }
+
+    /// Starts serving: the accept loop, the outbox worker and housekeeping, and (if configured)
+    /// the metrics and health endpoints.
+    pub async fn start_with_metrics(&mut self) -> Result<Option<SocketAddr>, NodeError> {
+        self.start()?;
+        let Some(addr) = self.state.config.metrics_listen else { return Ok(None) };
+        let listener = crate::observe::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| NodeError::Bind { addr, source })?;
+        self.tasks.push(tokio::spawn(crate::observe::serve(self.state.clone(), listener)));
+        tracing::info!(addr = %local, "metrics and health endpoints serving");
+        Ok(Some(local))
     }
 
     /// Starts serving: the accept loop, the outbox worker and housekeeping.

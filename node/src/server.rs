@@ -25,7 +25,10 @@ pub async fn serve(state: Arc<NodeState>, endpoint: quinn::Endpoint) {
                 connections.spawn(async move {
                     match incoming.await {
                         Ok(conn) => connection(st, conn).await,
-                        Err(e) => tracing::info!(error = %e, "handshake refused or failed"),
+                        Err(e) => {
+                    st.metrics.limit("handshake_refused");
+                    tracing::info!(error = %e, "handshake refused or failed");
+                }
                     }
                 });
             }
@@ -94,6 +97,11 @@ async fn stream(
                 FrameIoError::Timeout(_) => ErrorCode::Timeout,
                 _ => ErrorCode::Malformed,
             };
+            state.metrics.limit(match code {
+                ErrorCode::TooLarge => "frame_too_large",
+                ErrorCode::Timeout => "request_timeout",
+                _ => "malformed_frame",
+            });
             tracing::info!(error = %e, "bad request frame");
             let _ = recv.stop(1u32.into());
             reply(&mut send, &state.error(code, e.to_string())).await;

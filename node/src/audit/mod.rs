@@ -95,11 +95,12 @@ impl AuditLog {
         key: crate::keyring::NodeKey,
         agency: AgencyId,
         clock: Clock,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<AuditLog, AuditError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let latest = Arc::new(Mutex::new(db.audit_latest_checkpoint()?));
         let origin = origin(&agency);
-        let writer = writer::Writer::open(db.clone(), key, origin.clone(), rx, latest.clone())?;
+        let writer = writer::Writer::open(db.clone(), key, origin.clone(), rx, latest.clone(), metrics)?;
         Ok(AuditLog {
             agency,
             origin,
@@ -115,6 +116,12 @@ impl AuditLog {
     pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
         let w = self.writer.lock().ok()?.take()?;
         Some(tokio::spawn(w.run()))
+    }
+
+    /// Whether the writer is running (it stops only on an unrecoverable storage failure or at
+    /// shutdown).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
     }
 
     /// This log's origin (also its checkpoint key name).

@@ -46,6 +46,7 @@ fn answer(
 async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
     tracing::error!(peer = %peer, detail = %detail, "WITNESS ALARM: checkpoint inconsistent with one already witnessed");
     state.witness_alarms.fetch_add(1, Ordering::Relaxed);
+    state.metrics.witness_alarms.inc();
     if let Err(e) = state
         .audit
         .append(AuditEvent::WitnessAlarm {

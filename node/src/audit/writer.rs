@@ -21,6 +21,7 @@ pub(super) struct Writer {
     rx: mpsc::UnboundedReceiver<Pending>,
     latest: Arc<Mutex<Option<(u64, String)>>>,
     state: AuditState,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Appends one leaf to the right border, recording every complete subtree it closes.
@@ -73,6 +74,7 @@ impl Writer {
         origin: String,
         rx: mpsc::UnboundedReceiver<Pending>,
         latest: Arc<Mutex<Option<(u64, String)>>>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Writer, AuditError> {
         let state = db.audit_state()?.unwrap_or_default();
         Ok(Writer {
@@ -82,6 +84,7 @@ impl Writer {
             rx,
             latest,
             state,
+            metrics,
         })
     }
 
@@ -152,6 +155,7 @@ impl Writer {
         .await
         .map_err(|e| AuditError::Store(e.to_string()))??;
         self.state = state;
+        self.metrics.audit_batch_size.observe(batch.len() as f64);
         if let Ok(mut l) = self.latest.lock() {
             *l = Some((self.state.size, text.clone()));
         }
