@@ -45,6 +45,25 @@ pub enum NodeCmd {
     /// Switch your node to its next key (the config's next_key_file), once a manifest listing
     /// both keys has been adopted. No downtime (operators).
     RotateKey,
+    /// Take a consistent backup of your node while it runs (operators). Keep the node's key
+    /// files safe separately: they are not in the backup.
+    Backup {
+        /// Where to write the backup file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a stopped node's empty data folder, then verify its audit log.
+    Restore {
+        /// The node's config file.
+        #[arg(long, default_value = "node.toml")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Move an existing data folder aside (to data.replaced-<time>) instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Arguments of `tg node init`.
@@ -88,6 +107,21 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
         NodeCmd::Init(a) => init(g, *a),
         NodeCmd::Run { config } => run_node(&config).await,
         NodeCmd::Status => status(g).await,
+        NodeCmd::Backup { out } => {
+            if out.exists() {
+                bail!("{} exists; choose another --out", out.display());
+            }
+            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let (pairs, sha) = client.backup(&out).await?;
+            client.close().await;
+            if g.json {
+                println!("{}", serde_json::json!({"file": out, "pairs": pairs, "sha256": hex::encode(sha)}));
+            } else {
+                println!("Backup of {pairs} stored pairs written to {} (sha256 {}).", out.display(), hex::encode(sha));
+            }
+            Ok(crate::exit::OK)
+        }
+        NodeCmd::Restore { config, from, force } => restore(g, &config, &from, force),
         NodeCmd::RotateKey => {
             let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
             let s = client.rotate_key().await?;
@@ -148,6 +182,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         manifest_file: Some("manifest.tgm".into()),
         policy_file: Some("policy.toml".into()),
         id_scheme: scheme,
+        metrics_listen: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.listen.port().wrapping_add(1000)).into(),
         limits: Limits::default(),
         base_dir: dir.clone(),
     };
@@ -308,9 +343,12 @@ async fn run_node(config_path: &Path) -> Result<u8> {
             }
         }
     }
-    node.start()?;
+    let metrics = node.start_with_metrics().await?;
     let addr = node.local_addr()?;
-    eprintln!("{} serving on {addr} (Ctrl-C to stop)", config.agency);
+    match metrics {
+        Some(m) => eprintln!("{} serving on {addr}; metrics and health on http://{m} (Ctrl-C to stop)", config.agency),
+        None => eprintln!("{} serving on {addr} (Ctrl-C to stop)", config.agency),
+    }
     wait_for_shutdown().await;
     eprintln!("stopping...");
     node.shutdown().await;
@@ -364,4 +402,38 @@ async fn status(g: &Global) -> Result<u8> {
         println!("  outbox pending  {}", s.outbox_pending);
     }
     Ok(crate::exit::OK)
+}
+
+fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u8> {
+    let config = NodeConfig::load(config_path)?;
+    let meta = throughgate_node::backup::check_backup(from).with_context(|| format!("checking {}", from.display()))?;
+    if meta.agency != config.agency.as_str() {
+        bail!("{} is a backup of {}, but {} configures {}", from.display(), meta.agency, config_path.display(), config.agency);
+    }
+    let data = config.resolve(&config.data_dir);
+    if data.exists() && std::fs::read_dir(&data).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if !force {
+            bail!("{} is not empty; stop the node and pass --force to move it aside, or restore elsewhere", data.display());
+        }
+        let aside = data.with_extension(format!("replaced-{}", Clock::system().now().0));
+        std::fs::rename(&data, &aside).with_context(|| format!("moving {} aside", data.display()))?;
+        eprintln!("moved the old data folder to {}", aside.display());
+    }
+    let store = Arc::new(SledStore::open(&data)?);
+    let restored = throughgate_node::backup::restore_backup(from, store.as_ref())?;
+    let db = Db::new(store);
+    let origin = throughgate_protocol::audit::origin(&config.agency);
+    let keys = db.own_keys()?;
+    let v = throughgate_node::audit::verify_log(&db, &origin, &keys)?;
+    if g.json {
+        println!("{}", serde_json::json!({"pairs": restored.pairs, "taken_at": restored.taken_at, "audit_entries": v.entries, "audit_ok": v.ok()}));
+    } else {
+        println!("Restored {} stored pairs (backup taken {}) into {}.", restored.pairs, restored.taken_at, data.display());
+        println!("Audit log: {} entries, {} checkpoints: {}", v.entries, v.checkpoints, if v.ok() { "verified" } else { "FAILED" });
+    }
+    if v.ok() {
+        Ok(crate::exit::OK)
+    } else {
+        Err(crate::exit::VerificationFailed(format!("the restored audit log does not verify: {}", v.problem.map(|p| p.detail).unwrap_or_default())).into())
+    }
 }

@@ -162,10 +162,9 @@ pub async fn verify(state: &NodeState, dpo: &StoredStaff) -> OpResult {
     log_access(state, dpo, None, "verify").await?;
     let db = state.db.clone();
     let origin = state.audit.origin().to_owned();
-    let keys = state
-        .manifest()
-        .and_then(|m| m.member(&state.agency).map(|me| me.node_keys.clone()))
-        .unwrap_or_else(|| vec![state.key.current().public()]);
+    // Every key this node ever signed checkpoints with, including keys rotated out since.
+    let mut keys = state.db.own_keys().map_err(internal)?;
+    keys.push(state.key.current().public());
     let v = tokio::task::spawn_blocking(move || crate::audit::verify_log(&db, &origin, &keys))
         .await
         .map_err(internal)?

@@ -190,6 +190,10 @@ pub async fn handle(
                 }
             }
         },
+        ClientOp::Backup => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::backup_api::stream_backup(state, staff, send).await,
+        },
         ClientOp::AuditCheckpoints => {
             if need(StaffRole::Dpo).is_err() {
                 if let Err(e) = need(StaffRole::Operator) {

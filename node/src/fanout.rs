@@ -158,12 +158,20 @@ pub async fn assemble(
         }
     }
     drop(pending);
-    state.metrics.passport_seconds.observe(started.elapsed().as_secs_f64());
-    let complete = results.iter().flatten().all(|r| r.status == HolderStatus::Answered);
+    state
+        .metrics
+        .passport_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let complete = results
+        .iter()
+        .flatten()
+        .all(|r| r.status == HolderStatus::Answered);
     state
         .metrics
         .passports
-        .get_or_create(&crate::metrics::KindLabel { kind: if complete { "complete" } else { "partial" }.into() })
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: if complete { "complete" } else { "partial" }.into(),
+        })
         .inc();
     sent.wait()
         .await

@@ -72,22 +72,37 @@ impl Decision {
 pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
     let started = std::time::Instant::now();
     let (answer, outcome) = decide_and_sign(state, peer, env).await;
-    state.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .query_seconds
+        .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .queries
-        .get_or_create(&crate::metrics::QueryLabels { outcome: outcome.into(), requester: peer.to_string() })
+        .get_or_create(&crate::metrics::QueryLabels {
+            outcome: outcome.into(),
+            requester: peer.to_string(),
+        })
         .inc();
     answer
 }
 
-async fn decide_and_sign(state: &NodeState, peer: &AgencyId, env: &Envelope) -> (Envelope, &'static str) {
+async fn decide_and_sign(
+    state: &NodeState,
+    peer: &AgencyId,
+    env: &Envelope,
+) -> (Envelope, &'static str) {
     let Some(manifest) = state.manifest() else {
-        return (state.error(ErrorCode::Internal, "node has no manifest"), "error");
+        return (
+            state.error(ErrorCode::Internal, "node has no manifest"),
+            "error",
+        );
     };
     let now = state.clock.now();
     let (query, decision) = match check_query(env, &manifest, now) {
-        QueryVerdict::Malformed(detail) => return (state.error(ErrorCode::Malformed, detail), "error"),
+        QueryVerdict::Malformed(detail) => {
+            return (state.error(ErrorCode::Malformed, detail), "error")
+        }
         QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
         QueryVerdict::Accepted(checked) => {
             let decision = decide(state, peer, &checked.query, &checked.credential, &manifest);
@@ -98,7 +113,10 @@ async fn decide_and_sign(state: &NodeState, peer: &AgencyId, env: &Envelope) -> 
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
-            return (state.error(ErrorCode::Internal, "storage failure; retry later"), "error");
+            return (
+                state.error(ErrorCode::Internal, "storage failure; retry later"),
+                "error",
+            );
         }
     };
     let digest = query_digest(env);

@@ -5,6 +5,8 @@
 pub mod agencies;
 pub mod audit;
 pub mod audit_api;
+pub mod backup;
+pub mod backup_api;
 pub mod bench;
 pub mod client;
 pub mod client_api;

@@ -281,7 +281,9 @@ impl LocalFederation {
                 manifest_file: None,
                 policy_file: None,
                 id_scheme: agency.scheme,
-                metrics_listen: opts.metrics.then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+                metrics_listen: opts
+                    .metrics
+                    .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 limits: opts.limits.clone(),
                 base_dir: dir.clone(),
             };

@@ -33,7 +33,10 @@ pub struct PeerLabel {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter()
+    [
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ]
+    .into_iter()
 }
 
 /// Every metric a node exports.
@@ -92,19 +95,61 @@ impl Metrics {
         let manifest_version = Gauge::default();
         let limit_hits = Family::<KindLabel, Counter>::default();
         let audit_entries = Gauge::default();
-        let audit_batch_size = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0].into_iter());
+        let audit_batch_size = Histogram::new(
+            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0].into_iter(),
+        );
         registry.register("queries", "Queries decided as a holder", queries.clone());
-        registry.register("query_seconds", "Time to decide and sign a query", query_seconds.clone());
-        registry.register("passports", "Passports assembled for this node's caseworkers", passports.clone());
-        registry.register("passport_seconds", "Time to assemble a passport", passport_seconds.clone());
-        registry.register("outbox_pending", "Deliveries waiting in the outbox", outbox_pending.clone());
-        registry.register("witness_alarms", "Peer checkpoints refused as inconsistent", witness_alarms.clone());
-        registry.register("witness_cosigned_size", "Log size each witness last cosigned", witness_cosigned.clone());
-        registry.register("manifest_expiry_seconds", "Seconds until the manifest expires", manifest_expiry_seconds.clone());
-        registry.register("manifest_version", "The trusted manifest's version", manifest_version.clone());
+        registry.register(
+            "query_seconds",
+            "Time to decide and sign a query",
+            query_seconds.clone(),
+        );
+        registry.register(
+            "passports",
+            "Passports assembled for this node's caseworkers",
+            passports.clone(),
+        );
+        registry.register(
+            "passport_seconds",
+            "Time to assemble a passport",
+            passport_seconds.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Deliveries waiting in the outbox",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "witness_alarms",
+            "Peer checkpoints refused as inconsistent",
+            witness_alarms.clone(),
+        );
+        registry.register(
+            "witness_cosigned_size",
+            "Log size each witness last cosigned",
+            witness_cosigned.clone(),
+        );
+        registry.register(
+            "manifest_expiry_seconds",
+            "Seconds until the manifest expires",
+            manifest_expiry_seconds.clone(),
+        );
+        registry.register(
+            "manifest_version",
+            "The trusted manifest's version",
+            manifest_version.clone(),
+        );
         registry.register("limit_hits", "Limits hit, by kind", limit_hits.clone());
-        registry.register("audit_entries", "Entries in the audit log", audit_entries.clone());
-        registry.register("audit_batch_size", "Entries per durable audit commit", audit_batch_size.clone());
+        registry.register(
+            "audit_entries",
+            "Entries in the audit log",
+            audit_entries.clone(),
+        );
+        registry.register(
+            "audit_batch_size",
+            "Entries per durable audit commit",
+            audit_batch_size.clone(),
+        );
         Metrics {
             registry,
             queries,
@@ -124,7 +169,11 @@ impl Metrics {
 
     /// Counts a limit hit.
     pub fn limit(&self, kind: &str) {
-        self.limit_hits.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+        self.limit_hits
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

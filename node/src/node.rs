@@ -192,9 +192,16 @@ impl Node {
             trust.clone(),
             config.limits.clone(),
         );
+        db.remember_own_key(&key.public())?;
         let key = NodeKey::new(key);
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let audit = AuditLog::open(db.clone(), key.clone(), agency.clone(), clock.clone(), metrics.clone())?;
+        let audit = AuditLog::open(
+            db.clone(),
+            key.clone(),
+            agency.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )?;
         let state = Arc::new(NodeState {
             metrics,
             audit,
@@ -237,10 +244,19 @@ impl Node {
     /// the metrics and health endpoints.
     pub async fn start_with_metrics(&mut self) -> Result<Option<SocketAddr>, NodeError> {
         self.start()?;
-        let Some(addr) = self.state.config.metrics_listen else { return Ok(None) };
-        let listener = crate::observe::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| NodeError::Bind { addr, source })?;
-        self.tasks.push(tokio::spawn(crate::observe::serve(self.state.clone(), listener)));
+        let Some(addr) = self.state.config.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = crate::observe::bind(addr)
+            .await
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| NodeError::Bind { addr, source })?;
+        self.tasks.push(tokio::spawn(crate::observe::serve(
+            self.state.clone(),
+            listener,
+        )));
         tracing::info!(addr = %local, "metrics and health endpoints serving");
         Ok(Some(local))
     }

@@ -23,7 +23,8 @@ pub fn refresh(state: &NodeState) {
         let now = i64::try_from(state.clock.now().0).unwrap_or(i64::MAX);
         let exp = i64::try_from(man.expires_at.0).unwrap_or(i64::MAX);
         m.manifest_expiry_seconds.set(exp.saturating_sub(now));
-        m.manifest_version.set(i64::try_from(man.version).unwrap_or(i64::MAX));
+        m.manifest_version
+            .set(i64::try_from(man.version).unwrap_or(i64::MAX));
     }
     if let Some((size, _)) = state.audit.latest() {
         m.audit_entries.set(i64::try_from(size).unwrap_or(i64::MAX));
@@ -31,7 +32,9 @@ pub fn refresh(state: &NodeState) {
     if let Ok(cos) = state.db.cosignatures() {
         for (peer, size, _) in cos {
             m.witness_cosigned
-                .get_or_create(&crate::metrics::PeerLabel { peer: peer.to_string() })
+                .get_or_create(&crate::metrics::PeerLabel {
+                    peer: peer.to_string(),
+                })
                 .set(i64::try_from(size).unwrap_or(i64::MAX));
         }
     }
@@ -41,7 +44,9 @@ pub fn refresh(state: &NodeState) {
 pub fn not_ready(state: &NodeState) -> Option<String> {
     match state.manifest() {
         None => Some("no manifest".into()),
-        Some(m) if state.clock.now() >= m.expires_at => Some(format!("manifest version {} expired", m.version)),
+        Some(m) if state.clock.now() >= m.expires_at => {
+            Some(format!("manifest version {} expired", m.version))
+        }
         Some(_) if !state.audit.is_running() => Some("audit writer stopped".into()),
         Some(_) => None,
     }
@@ -56,21 +61,40 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
     r
 }
 
-async fn handle(state: Arc<NodeState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<NodeState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET {
-        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into()));
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ));
     }
     Ok(match req.uri().path() {
         "/metrics" => {
             refresh(&state);
-            reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", state.metrics.encode())
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                state.metrics.encode(),
+            )
         }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match not_ready(&state) {
             None => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-            Some(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            Some(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /metrics, /healthz or /readyz\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics, /healthz or /readyz\n".into(),
+        ),
     })
 }
 

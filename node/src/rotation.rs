@@ -75,6 +75,10 @@ pub async fn rotate(
             format!("renaming {}: {e}", next_path.display()),
         ));
     }
+    state
+        .db
+        .remember_own_key(&next.public())
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     state.endpoint.set_server_config(Some(server));
     state.peers.set_client_config(client);
     state.key.replace(next);

@@ -100,7 +100,8 @@ impl AuditLog {
         let (tx, rx) = mpsc::unbounded_channel();
         let latest = Arc::new(Mutex::new(db.audit_latest_checkpoint()?));
         let origin = origin(&agency);
-        let writer = writer::Writer::open(db.clone(), key, origin.clone(), rx, latest.clone(), metrics)?;
+        let writer =
+            writer::Writer::open(db.clone(), key, origin.clone(), rx, latest.clone(), metrics)?;
         Ok(AuditLog {
             agency,
             origin,

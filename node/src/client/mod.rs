@@ -465,6 +465,61 @@ impl HomeClient {
         }
     }
 
+    /// Has the home node take a consistent backup while it runs and writes it to `out`
+    /// (operator). Returns the number of stored pairs and the file's SHA-256.
+    pub async fn backup(&self, out: &std::path::Path) -> Result<(u64, [u8; 32]), ClientError> {
+        use std::io::Write as _;
+        let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", out.display()));
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        write_envelope(&mut send, &self.seal_request(ClientOp::Backup))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let _ = send.finish();
+        let tmp = out.with_extension("partial");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let env = read_envelope(
+                &mut recv,
+                self.limits.max_frame_bytes,
+                Duration::from_secs(600),
+            )
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .ok_or_else(|| ClientError::Protocol("the backup stream ended early".into()))?;
+            match self.open_answer(&env)? {
+                ClientResponse::BackupChunk(bytes) => {
+                    hasher.update(&bytes);
+                    written += bytes.len() as u64;
+                    file.write_all(&bytes).map_err(io)?;
+                }
+                ClientResponse::BackupDone {
+                    pairs,
+                    bytes,
+                    sha256,
+                } => {
+                    let got: [u8; 32] = hasher.finalize().into();
+                    if got != sha256 || bytes != written {
+                        let _ = std::fs::remove_file(&tmp);
+                        return Err(ClientError::Invalid(
+                            "the backup arrived damaged; nothing was kept".into(),
+                        ));
+                    }
+                    file.flush().map_err(io)?;
+                    drop(file);
+                    std::fs::rename(&tmp, out).map_err(io)?;
+                    return Ok((pairs, sha256));
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
@@ -498,6 +553,8 @@ pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {
         ClientResponse::AuditVerified(_) => "audit_verified",
         ClientResponse::AuditReport { .. } => "audit_report",
         ClientResponse::AuditCheckpoints(_) => "audit_checkpoints",
+        ClientResponse::BackupChunk(_) => "backup_chunk",
+        ClientResponse::BackupDone { .. } => "backup_done",
     };
     ClientError::Protocol(format!("unexpected {name} answer"))
 }

@@ -23,6 +23,8 @@
 //! | `aud/state` | the audit writer's [`AuditState`] |
 //! | `aud/w/{agency}` | as a witness: that agency's newest cosigned checkpoint |
 //! | `aud/cs/{agency}` | that witness's newest cosignature on our checkpoints |
+//! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
+//! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
 
 mod audit;
 mod consents;
@@ -51,6 +53,7 @@ const MAX_VALUE: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Db {
     store: Arc<dyn Store>,
+    gated: Arc<crate::store::GatedStore>,
 }
 
 impl std::fmt::Debug for Db {
@@ -62,7 +65,20 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Wraps a store.
     pub fn new(store: Arc<dyn Store>) -> Db {
-        Db { store }
+        let gated = Arc::new(crate::store::GatedStore::new(store));
+        Db {
+            store: gated.clone(),
+            gated,
+        }
+    }
+
+    /// Visits every stored pair, in key order, with writes paused: one consistent state of the
+    /// whole node, taken while it runs (for backups). Returns the number of pairs.
+    pub fn snapshot(
+        &self,
+        visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.gated.snapshot(4096, visit)
     }
 
     /// The underlying store.

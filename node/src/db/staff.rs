@@ -94,3 +94,33 @@ impl Db {
         Ok(self.store.get(&revoked_key(agency, public_key))?.is_some())
     }
 }
+
+impl Db {
+    /// Remembers a public key this node has signed with (its log's checkpoints stay verifiable
+    /// after the key is rotated out of the manifest).
+    pub fn remember_own_key(&self, key: &PublicKey) -> Result<(), StoreError> {
+        if self
+            .store
+            .get(&super::key(&["own/", &key.to_hex()]))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        b.put(super::key(&["own/", &key.to_hex()]), Vec::new());
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// Every public key this node has signed with.
+    pub fn own_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(self
+            .store
+            .scan(b"own/", None, usize::MAX)?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                PublicKey::from_hex(&String::from_utf8_lossy(k.get(4..).unwrap_or_default())).ok()
+            })
+            .collect())
+    }
+}

@@ -5,9 +5,11 @@
 //! batches, insert-if-absent, and an explicit durability barrier. sled is the default
 //! implementation; an in-memory one serves tests and shows the trait is honest.
 
+mod gated;
 mod memory;
 mod sled_store;
 
+pub use gated::GatedStore;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 

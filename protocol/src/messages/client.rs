@@ -117,6 +117,9 @@ pub enum ClientOp {
     /// Switch to the node's next key (already listed in the manifest) without downtime
     /// (operator).
     RotateKey,
+    /// Take a consistent backup of the whole store while the node runs; it streams back as
+    /// chunks (operator).
+    Backup,
 }
 
 /// Filters for the consent register; all given filters must match.
@@ -481,6 +484,18 @@ pub enum ClientResponse {
     },
     /// Checkpoint and witnessing status.
     AuditCheckpoints(CheckpointStatus),
+    /// A piece of a backup file, in order.
+    BackupChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The end of a backup.
+    BackupDone {
+        /// Stored pairs in it.
+        pairs: u64,
+        /// Its size in bytes.
+        bytes: u64,
+        /// SHA-256 of the whole file.
+        #[serde(with = "fixed_bytes")]
+        sha256: [u8; 32],
+    },
 }
 
 impl Message for ClientResponse {

@@ -1,0 +1,112 @@
+//! A backup taken while the node runs restores into a node whose audit log verifies and whose
+//! records and consents are all there.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use throughgate_node::backup::{check_backup, restore_backup};
+use throughgate_node::store::SledStore;
+use throughgate_protocol::category::Purpose;
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::messages::{ClientOp, ClientResponse};
+
+#[tokio::test]
+async fn a_backup_taken_under_load_restores_and_verifies() {
+    let mut fed = federation().await;
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    let consent = grant(&fed, &p).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("nhs.tgbackup");
+
+    // Passports keep flowing while the backup is taken.
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let op = fed.client("nhs-wy", StaffRole::Operator).await.unwrap();
+    let (menv, m) = cw.manifest().await.unwrap();
+    let c = cw.consent_for(&p.passport_id, None).await.unwrap();
+    let load = async {
+        for _ in 0..8 {
+            let (_, v) = cw
+                .passport(
+                    &menv,
+                    &m,
+                    &p.passport_id,
+                    c.as_ref(),
+                    None,
+                    Purpose::Resettlement,
+                    &[],
+                    |_| {},
+                )
+                .await
+                .unwrap();
+            assert!(v.all_valid());
+        }
+    };
+    let (backup, ()) = tokio::join!(op.backup(&file), load);
+    let (pairs, _) = backup.unwrap();
+    assert!(pairs > 100);
+    assert_eq!(check_backup(&file).unwrap().pairs, pairs);
+    let before = match op.call(ClientOp::Status).await.unwrap() {
+        ClientResponse::Status(s) => s,
+        _ => panic!(),
+    };
+    op.close().await;
+    cw.close().await;
+
+    // Disaster: the node's data is lost. Restore into an empty folder and start again.
+    fed.stop("nhs-wy").await;
+    let data = fed.node("nhs-wy").unwrap().dir.join("data");
+    std::fs::rename(&data, data.with_extension("lost")).unwrap();
+    {
+        let store = Arc::new(SledStore::open(&data).unwrap());
+        restore_backup(&file, store.as_ref()).unwrap();
+    }
+    fed.restart("nhs-wy").await.unwrap();
+    let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
+    let v = dpo.audit_verify().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    let (restored_consent, _, _) = dpo.show_consent(&consent).await.unwrap();
+    assert_eq!(restored_consent.passport_id, p.passport_id);
+    let after = match dpo.call(ClientOp::Status).await.unwrap() {
+        ClientResponse::Status(s) => s,
+        _ => panic!(),
+    };
+    assert_eq!(after.records, before.records);
+    dpo.close().await;
+    // And it still answers.
+    let r = {
+        let cw = fed
+            .client("probation-yorks", StaffRole::Caseworker)
+            .await
+            .unwrap();
+        let c = cw.consent_for(&p.passport_id, None).await.unwrap();
+        let (_, v) = cw
+            .passport(
+                &menv,
+                &m,
+                &p.passport_id,
+                c.as_ref(),
+                None,
+                Purpose::Resettlement,
+                &[],
+                |_| {},
+            )
+            .await
+            .unwrap();
+        cw.close().await;
+        v
+    };
+    assert!(r.all_valid() && r.results.iter().all(|x| x.response.is_some()));
+    fed.shutdown().await;
+}
