@@ -184,6 +184,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         id_scheme: scheme,
         metrics_listen: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.listen.port().wrapping_add(1000)).into(),
         limits: Limits::default(),
+        retention: throughgate_node::config::Retention::default(),
         base_dir: dir.clone(),
     };
     std::fs::write(

@@ -30,6 +30,16 @@ pub enum RecordsCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Export every record your home node holds, in the format `tg records import` reads
+    /// (operators).
+    Export {
+        /// Where to write them.
+        #[arg(long)]
+        out: PathBuf,
+        /// csv or jsonl (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Write synthetic records for a demo agency (no real personal data), plus a people file
     /// listing each synthetic person's identifiers at every agency.
     Generate {
@@ -106,6 +116,24 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                     if report.errors_truncated { " (more not listed)" } else { "" }
                 );
                 return Ok(crate::exit::FAILURE);
+            }
+            Ok(crate::exit::OK)
+        }
+        RecordsCmd::Export { out, format } => {
+            let fmt = match &format {
+                Some(f) => format_from_name(f).ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
+                None => format_from_path(&out).ok_or_else(|| anyhow!("cannot tell the format from {}; pass --format csv or --format jsonl", out.display()))?,
+            };
+            if out.exists() {
+                bail!("{} exists; choose another --out", out.display());
+            }
+            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let (n, _) = client.export_records(fmt, &out).await?;
+            client.close().await;
+            if g.json {
+                println!("{}", serde_json::json!({"file": out, "records": n}));
+            } else {
+                println!("{n} records exported to {}.", out.display());
             }
             Ok(crate::exit::OK)
         }

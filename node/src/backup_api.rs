@@ -36,26 +36,7 @@ pub async fn stream_backup(
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(e.to_string()))?;
-    let result = async {
-        let mut file = std::fs::File::open(&tmp).map_err(|e| internal(e.to_string()))?;
-        let mut hasher = Sha256::new();
-        let mut total = 0u64;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = file.read(&mut buf).map_err(|e| internal(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            let chunk = buf.get(..n).unwrap_or_default().to_vec();
-            hasher.update(&chunk);
-            total += n as u64;
-            write_envelope(send, &state.seal(&ClientResponse::BackupChunk(chunk)))
-                .await
-                .map_err(|e| internal(e.to_string()))?;
-        }
-        Ok::<_, (ErrorCode, String)>((total, <[u8; 32]>::from(hasher.finalize())))
-    }
-    .await;
+    let result = stream_file(state, &tmp, send).await;
     let _ = std::fs::remove_file(&tmp);
     let (bytes, sha256) = result?;
     state
@@ -68,9 +49,89 @@ pub async fn stream_backup(
         .await
         .map_err(|e| internal(e.to_string()))?;
     tracing::info!(pairs, bytes, by = %operator.body.person_id, "backup taken");
-    Ok(ClientResponse::BackupDone {
-        pairs,
+    Ok(ClientResponse::FileDone {
+        items: pairs,
         bytes,
         sha256,
     })
+}
+
+/// Exports every record in `format` to a temporary file, streams it, and deletes it.
+pub async fn stream_export(
+    state: &NodeState,
+    operator: &StoredStaff,
+    format: throughgate_protocol::messages::ImportFormat,
+    send: &mut quinn::SendStream,
+) -> Result<ClientResponse, (ErrorCode, String)> {
+    let internal = |e: String| (ErrorCode::Internal, e);
+    let dir = state.config.resolve(&state.config.data_dir);
+    let tmp = dir.with_extension(format!("export-{}.tmp", state.clock.now().0));
+    let db = state.db.clone();
+    let path = tmp.clone();
+    let count = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let mut records = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = db
+                .records_page(after.as_deref(), 10_000)
+                .map_err(|e| e.to_string())?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let full = page.len() == 10_000;
+            records.extend(page.into_iter().map(|(_, r)| r));
+            if !full {
+                break;
+            }
+        }
+        let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+        crate::import::export(&records, format, std::io::BufWriter::new(file))
+            .map_err(|e| e.to_string())?;
+        Ok(records.len() as u64)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?;
+    let result = stream_file(state, &tmp, send).await;
+    let _ = std::fs::remove_file(&tmp);
+    let (bytes, sha256) = result?;
+    state
+        .audit
+        .append(AuditEvent::Admin {
+            person_id: Some(operator.body.person_id.clone()),
+            action: "records_export".into(),
+            detail: format!("{count} records exported"),
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(ClientResponse::FileDone {
+        items: count,
+        bytes,
+        sha256,
+    })
+}
+
+/// Streams a file as signed chunks; returns its size and SHA-256.
+async fn stream_file(
+    state: &NodeState,
+    path: &std::path::Path,
+    send: &mut quinn::SendStream,
+) -> Result<(u64, [u8; 32]), (ErrorCode, String)> {
+    let internal = |e: String| (ErrorCode::Internal, e);
+    let mut file = std::fs::File::open(path).map_err(|e| internal(e.to_string()))?;
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| internal(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).unwrap_or_default().to_vec();
+        hasher.update(&chunk);
+        total += n as u64;
+        write_envelope(send, &state.seal(&ClientResponse::FileChunk(chunk)))
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+    }
+    Ok((total, hasher.finalize().into()))
 }

@@ -1157,7 +1157,7 @@ pub fn parse_count(s: &str) -> Option<u64> {
     };
     let v: f64 = num.parse().ok()?;
     let v = v * mul;
-    (v.is_finite() && v >= 0.0 && v <= 1e12).then_some(v.round() as u64)
+    (v.is_finite() && (0.0..=1e12).contains(&v)).then_some(v.round() as u64)
 }
 
 /// Groups per-agency audit marks by agency (for printing).

@@ -194,6 +194,10 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => crate::backup_api::stream_backup(state, staff, send).await,
         },
+        ClientOp::ExportRecords { format } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::backup_api::stream_export(state, staff, format, send).await,
+        },
         ClientOp::AuditCheckpoints => {
             if need(StaffRole::Dpo).is_err() {
                 if let Err(e) = need(StaffRole::Operator) {

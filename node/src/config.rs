@@ -84,6 +84,17 @@ fn default_next_key_file() -> PathBuf {
     PathBuf::from("node-next.key")
 }
 
+/// How long data is kept. Unset: kept indefinitely.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Records about dates more than this many days ago are deleted.
+    pub records_days: Option<u32>,
+    /// Audit entries older than this many days have their content redacted; their leaf hashes
+    /// stay, so the log and every checkpoint remain verifiable.
+    pub audit_days: Option<u32>,
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +123,9 @@ pub struct NodeConfig {
     /// Limits and timeouts.
     #[serde(default)]
     pub limits: Limits,
+    /// Retention of records and audit entries.
+    #[serde(default)]
+    pub retention: Retention,
     /// The folder the file was read from (paths resolve against it). Not in the file.
     #[serde(skip)]
     pub base_dir: PathBuf,

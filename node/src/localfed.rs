@@ -125,6 +125,8 @@ pub struct FedOptions {
     pub synthetic_holders: usize,
     /// Serve each node's metrics and health endpoints on an ephemeral loopback port.
     pub metrics: bool,
+    /// Every node's retention settings.
+    pub retention: crate::config::Retention,
 }
 
 impl Default for FedOptions {
@@ -139,6 +141,7 @@ impl Default for FedOptions {
             extra_members: Vec::new(),
             synthetic_holders: 0,
             metrics: false,
+            retention: crate::config::Retention::default(),
         }
     }
 }
@@ -285,6 +288,7 @@ impl LocalFederation {
                     .metrics
                     .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 limits: opts.limits.clone(),
+                retention: opts.retention.clone(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();

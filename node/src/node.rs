@@ -330,7 +330,61 @@ async fn housekeeping(state: Arc<NodeState>) {
             tracing::error!(error = %e, "logging consent expiries failed");
         }
         warn_manifest_expiry(&state);
+        if let Err(e) = apply_retention(&state).await {
+            tracing::error!(error = %e, "retention pass failed");
+        }
     }
+}
+
+/// Applies the configured retention: deletes records about dates too long ago, and redacts the
+/// content of audit entries that are too old (their leaf hashes stay, so the log still verifies).
+/// Both are logged. Returns (records deleted, entries redacted).
+pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError> {
+    let r = &state.config.retention;
+    let now = state.clock.now();
+    let mut deleted = 0;
+    if let Some(days) = r.records_days {
+        let before = now.date().add_days(-i64::from(days));
+        deleted = state.db.delete_records_before(before)?;
+        if deleted > 0 {
+            state
+                .audit
+                .append(throughgate_protocol::audit::AuditEvent::Admin {
+                    person_id: None,
+                    action: "retention_records".into(),
+                    detail: format!("{deleted} records about dates before {before} deleted"),
+                })
+                .await?;
+        }
+    }
+    let mut redacted = 0;
+    if let Some(days) = r.audit_days {
+        let cutoff = now.minus_secs(u64::from(days) * 86_400);
+        let from = state.db.audit_first_unredacted()?;
+        let size = state.audit.latest().map_or(0, |(s, _)| s);
+        let mut to = from;
+        while to < size {
+            let Some(bytes) = state.db.audit_entry(to)? else {
+                break;
+            };
+            match throughgate_protocol::audit::AuditEntry::from_bytes(&bytes) {
+                Ok(e) if e.at < cutoff => to += 1,
+                _ => break,
+            }
+        }
+        if to > from {
+            redacted = state.db.redact_audit_entries(from, to, now)?;
+            state
+                .audit
+                .append(throughgate_protocol::audit::AuditEvent::Admin {
+                    person_id: None,
+                    action: "retention_audit".into(),
+                    detail: format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1),
+                })
+                .await?;
+        }
+    }
+    Ok((deleted, redacted))
 }
 
 /// Days before a manifest's expiry from which the node warns on every housekeeping pass.

@@ -22,6 +22,8 @@ pub struct Verification {
     pub entries: u64,
     /// Checkpoints checked.
     pub checkpoints: u64,
+    /// Entries whose content retention redacted (checked by their stored leaf hash only).
+    pub redacted: u64,
     /// The first problem found, if any.
     pub problem: Option<Problem>,
     /// Milliseconds taken.
@@ -64,9 +66,11 @@ pub fn verify_log(db: &Db, origin: &str, keys: &[PublicKey]) -> Result<Verificat
     let mut checkpoints = db.audit_checkpoints(0, usize::MAX)?.into_iter().peekable();
     let mut n_checkpoints = 0u64;
     let mut first_leaf_mismatch: Option<u64> = None;
+    let mut redacted = 0u64;
     let finish = |entries: u64, checkpoints: u64, problem: Option<Problem>| Verification {
         entries,
         checkpoints,
+        redacted: 0,
         problem,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
@@ -152,8 +156,20 @@ pub fn verify_log(db: &Db, origin: &str, keys: &[PublicKey]) -> Result<Verificat
                     ),
                 ));
             }
-            let leaf = leaf_hash(&bytes);
             while stored.next_if(|(i, _)| *i < index).is_some() {}
+            // A redacted entry (retention) keeps only its leaf hash: take it as stored.
+            let leaf = if bytes.is_empty() && db.audit_redacted(index)? {
+                redacted += 1;
+                match stored.peek() {
+                    Some((i, h)) if *i == index => h
+                        .as_slice()
+                        .try_into()
+                        .unwrap_or_else(|_| leaf_hash(&bytes)),
+                    _ => leaf_hash(&bytes),
+                }
+            } else {
+                leaf_hash(&bytes)
+            };
             if first_leaf_mismatch.is_none() {
                 let same = stored
                     .next_if(|(i, _)| *i == index)
@@ -205,5 +221,7 @@ pub fn verify_log(db: &Db, origin: &str, keys: &[PublicKey]) -> Result<Verificat
             ),
         ));
     }
-    Ok(finish(next, n_checkpoints, None))
+    let mut v = finish(next, n_checkpoints, None);
+    v.redacted = redacted;
+    Ok(v)
 }

@@ -468,6 +468,26 @@ impl HomeClient {
     /// Has the home node take a consistent backup while it runs and writes it to `out`
     /// (operator). Returns the number of stored pairs and the file's SHA-256.
     pub async fn backup(&self, out: &std::path::Path) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::Backup, out).await
+    }
+
+    /// Exports every record the home node holds to `out` (operator). Returns the number of
+    /// records and the file's SHA-256.
+    pub async fn export_records(
+        &self,
+        format: ImportFormat,
+        out: &std::path::Path,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::ExportRecords { format }, out).await
+    }
+
+    /// Runs an operation whose answer is a file streamed in chunks, writing it to `out`
+    /// (atomically, only if it arrives whole).
+    async fn download(
+        &self,
+        op: ClientOp,
+        out: &std::path::Path,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
         use std::io::Write as _;
         let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", out.display()));
         let (mut send, mut recv) = self
@@ -475,7 +495,7 @@ impl HomeClient {
             .open_bi()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        write_envelope(&mut send, &self.seal_request(ClientOp::Backup))
+        write_envelope(&mut send, &self.seal_request(op))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let _ = send.finish();
@@ -493,13 +513,13 @@ impl HomeClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))?
             .ok_or_else(|| ClientError::Protocol("the backup stream ended early".into()))?;
             match self.open_answer(&env)? {
-                ClientResponse::BackupChunk(bytes) => {
+                ClientResponse::FileChunk(bytes) => {
                     hasher.update(&bytes);
                     written += bytes.len() as u64;
                     file.write_all(&bytes).map_err(io)?;
                 }
-                ClientResponse::BackupDone {
-                    pairs,
+                ClientResponse::FileDone {
+                    items,
                     bytes,
                     sha256,
                 } => {
@@ -507,15 +527,18 @@ impl HomeClient {
                     if got != sha256 || bytes != written {
                         let _ = std::fs::remove_file(&tmp);
                         return Err(ClientError::Invalid(
-                            "the backup arrived damaged; nothing was kept".into(),
+                            "the file arrived damaged; nothing was kept".into(),
                         ));
                     }
                     file.flush().map_err(io)?;
                     drop(file);
                     std::fs::rename(&tmp, out).map_err(io)?;
-                    return Ok((pairs, sha256));
+                    return Ok((items, sha256));
                 }
-                other => return Err(unexpected(&other)),
+                other => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(unexpected(&other));
+                }
             }
         }
     }
@@ -553,8 +576,8 @@ pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {
         ClientResponse::AuditVerified(_) => "audit_verified",
         ClientResponse::AuditReport { .. } => "audit_report",
         ClientResponse::AuditCheckpoints(_) => "audit_checkpoints",
-        ClientResponse::BackupChunk(_) => "backup_chunk",
-        ClientResponse::BackupDone { .. } => "backup_done",
+        ClientResponse::FileChunk(_) => "file_chunk",
+        ClientResponse::FileDone { .. } => "file_done",
     };
     ClientError::Protocol(format!("unexpected {name} answer"))
 }

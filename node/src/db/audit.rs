@@ -225,3 +225,54 @@ impl Db {
         self.store.scan(prefix, None, usize::MAX)
     }
 }
+
+fn redaction_key(index: u64) -> Vec<u8> {
+    key(&["aud/x/", &format!("{index:020}")])
+}
+
+impl Db {
+    /// Redacts entries `from..to` (content replaced by nothing, passport index removed, a
+    /// redaction marker kept); their leaf hashes stay so the tree still verifies. Flushes.
+    pub fn redact_audit_entries(
+        &self,
+        from: u64,
+        to: u64,
+        at: throughgate_protocol::time::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut b = WriteBatch::new();
+        let mut n = 0;
+        for index in from..to {
+            let Some(bytes) = self.audit_entry(index)? else {
+                continue;
+            };
+            if bytes.is_empty() {
+                continue;
+            }
+            if let Ok(entry) = throughgate_protocol::audit::AuditEntry::from_bytes(&bytes) {
+                if let Some(p) = entry.event.passport() {
+                    b.delete(key(&["aud/p/", p.as_str(), "/", &format!("{index:020}")]));
+                }
+            }
+            b.put(entry_key(index), Vec::new());
+            b.put(redaction_key(index), at.0.to_be_bytes().to_vec());
+            n += 1;
+        }
+        self.store.apply(b)?;
+        self.store.flush()?;
+        Ok(n)
+    }
+
+    /// Whether entry `index` was redacted by retention.
+    pub fn audit_redacted(&self, index: u64) -> Result<bool, StoreError> {
+        Ok(self.store.get(&redaction_key(index))?.is_some())
+    }
+
+    /// The first entry not yet redacted (entries are redacted oldest first).
+    pub fn audit_first_unredacted(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .last(b"aud/x/")?
+            .and_then(|(k, _)| parse_index(&k, 6))
+            .map_or(0, |i| i + 1))
+    }
+}

@@ -64,3 +64,33 @@ impl Db {
             .collect()
     }
 }
+
+impl Db {
+    /// Deletes every record about a date before `before`; returns how many. Flushes.
+    pub fn delete_records_before(
+        &self,
+        before: throughgate_protocol::time::Date,
+    ) -> Result<u64, StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut deleted = 0;
+        loop {
+            let page = self.records_page(after.as_deref(), 10_000)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let full = page.len() == 10_000;
+            let mut b = WriteBatch::new();
+            for (k, r) in page {
+                if r.about < before {
+                    b.delete(k);
+                    deleted += 1;
+                }
+            }
+            self.store.apply(b)?;
+            if !full {
+                break;
+            }
+        }
+        self.store.flush()?;
+        Ok(deleted)
+    }
+}

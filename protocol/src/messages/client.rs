@@ -120,6 +120,12 @@ pub enum ClientOp {
     /// Take a consistent backup of the whole store while the node runs; it streams back as
     /// chunks (operator).
     Backup,
+    /// Export every record this node holds in the format `tg records import` reads; it streams
+    /// back as chunks (operator).
+    ExportRecords {
+        /// CSV or JSON Lines.
+        format: ImportFormat,
+    },
 }
 
 /// Filters for the consent register; all given filters must match.
@@ -484,12 +490,12 @@ pub enum ClientResponse {
     },
     /// Checkpoint and witnessing status.
     AuditCheckpoints(CheckpointStatus),
-    /// A piece of a backup file, in order.
-    BackupChunk(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The end of a backup.
-    BackupDone {
-        /// Stored pairs in it.
-        pairs: u64,
+    /// A piece of a file being downloaded (a backup or a records export), in order.
+    FileChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The end of a download.
+    FileDone {
+        /// Items in it (stored pairs of a backup, records of an export).
+        items: u64,
         /// Its size in bytes.
         bytes: u64,
         /// SHA-256 of the whole file.
