@@ -795,6 +795,39 @@ fn a_refused_large_import_still_says_refused() {
     assert_eq!(dry["errors"].as_array().unwrap().len(), 0, "{dry}");
 }
 
+/// After a holder crashes and comes back on the same address, requesters reach it again at
+/// once: the restarted node's stateless resets and connection ids are keyed by its node key, so
+/// a requester's pooled connection to the dead process is reset on its first packet and the
+/// request reconnects (this used to take up to the 30 s idle timeout).
+#[test]
+fn a_restarted_holder_is_reachable_again_promptly() {
+    let mut fed = Federation::start(&[]);
+    let person = fed.consent_for_someone();
+    let root = fed.root().to_path_buf();
+    let first = fed.assemble(&person.passport, &root.join("before.tgp"));
+    first.expect_code(0);
+    fed.node_mut(NHS).kill9();
+    fed.node_mut(NHS).start();
+    fed.node_mut(NHS).wait_ready();
+    let restarted = Instant::now();
+    let mut statuses = Vec::new();
+    for attempt in 0..3 {
+        let o = fed.assemble(&person.passport, &root.join(format!("after-{attempt}.tgp")));
+        let status = agency_result(&o.json(), NHS)["status"].clone();
+        statuses.push(status.clone());
+        if status == "answered" {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last().unwrap(),
+        "answered",
+        "nhs-wy is up (its operator reaches it) but the probation node still cannot: {statuses:?} \
+         over {:.1} s after the restart",
+        restarted.elapsed().as_secs_f64()
+    );
+}
+
 // ----------------------------------------------------------------------------------------------
 // 2 and 3. kill -9 the holder while passports are assembled
 // ----------------------------------------------------------------------------------------------
@@ -963,6 +996,8 @@ fn crash_loop(iterations: usize, seed: u64, workers: usize) -> CrashReport {
     let mut record_counts = BTreeSet::new();
     // Queries whose bundle shows nhs-wy unreachable or timed out.
     let mut unanswered: BTreeSet<String> = BTreeSet::new();
+    // Every query any bundle holds.
+    let mut asked: BTreeSet<String> = BTreeSet::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&bundles)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -980,6 +1015,7 @@ fn crash_loop(iterations: usize, seed: u64, workers: usize) -> CrashReport {
             f.display()
         );
         report.bundles_checked += 1;
+        asked.insert(v.query.query_id.to_string());
         for r in &v.results {
             if r.result.agency.as_str() != NHS {
                 continue;
@@ -1057,6 +1093,16 @@ fn crash_loop(iterations: usize, seed: u64, workers: usize) -> CrashReport {
         report.receipts_reconciled += 1;
     }
 
+    // Every decision nhs-wy logged answers a query some bundle holds (no phantom entries).
+    for (index, e) in &logged {
+        if let AuditEvent::Decision(d) = &e.event {
+            assert!(
+                asked.contains(&d.query_id.to_string()),
+                "nhs-wy's log has a decision at leaf {index} for {} that no bundle asked",
+                d.query_id
+            );
+        }
+    }
     // Decisions nhs-wy logged whose response never reached the bundle: the kill landed after
     // the entry was durable and before the response left (allowed: logged, not disclosed).
     report.logged_not_delivered = logged

@@ -213,6 +213,12 @@ impl BenchFederation {
             seed: options.seed,
             agencies,
             synthetic_holders: synthetic,
+            // A benchmark drives one caseworker far past any human rate: no rate limits here.
+            limits: crate::config::Limits {
+                caseworker_queries_per_sec: 0,
+                peer_requests_per_sec: 0,
+                ..Default::default()
+            },
             ..FedOptions::default()
         })
         .await?;

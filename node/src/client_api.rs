@@ -67,6 +67,17 @@ pub async fn handle(
     let result = match req.op {
         ClientOp::Assemble { query } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
+            Ok(())
+                if !state
+                    .caseworker_rate
+                    .allow(&format!("staff/{}", staff.body.person_id)) =>
+            {
+                state.metrics.limit("caseworker_rate");
+                Err((
+                    ErrorCode::RateLimited,
+                    "you are assembling passports too fast; slow down and retry".into(),
+                ))
+            }
             Ok(()) => assemble(state, staff, query, send).await,
         },
         ClientOp::GrantConsent { consent, subjects } => match need(StaffRole::Caseworker) {

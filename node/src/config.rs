@@ -58,6 +58,17 @@ pub struct Limits {
     /// How often the node offers its newest audit checkpoint to its peers to witness, in
     /// seconds.
     pub witness_interval_secs: u64,
+    /// Live connections one peer (or member of staff) may hold to this node.
+    pub max_connections_per_peer: u32,
+    /// Requests a second one peer agency may send on average (0: unlimited).
+    pub peer_requests_per_sec: u32,
+    /// Bursts allowed above that rate.
+    pub peer_burst: u32,
+    /// Queries a second one caseworker may cause, at their home node and at each holder, on
+    /// average (0: unlimited).
+    pub caseworker_queries_per_sec: u32,
+    /// Bursts allowed above that rate.
+    pub caseworker_burst: u32,
 }
 
 impl Default for Limits {
@@ -69,6 +80,11 @@ impl Default for Limits {
             max_streams_per_connection: 256,
             query_lifetime_secs: 60,
             witness_interval_secs: 10,
+            max_connections_per_peer: 16,
+            peer_requests_per_sec: 5000,
+            peer_burst: 10_000,
+            caseworker_queries_per_sec: 50,
+            caseworker_burst: 500,
         }
     }
 }

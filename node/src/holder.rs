@@ -105,6 +105,15 @@ async fn decide_and_sign(
         }
         QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
         QueryVerdict::Accepted(checked) => {
+            let q = &checked.query;
+            if !state
+                .caseworker_rate
+                .allow(&format!("{}/{}", q.requester, q.caseworker))
+            {
+                state.metrics.limit("caseworker_rate");
+                let msg = "this caseworker is sending queries too fast; slow down and retry";
+                return (state.error(ErrorCode::RateLimited, msg), "error");
+            }
             let decision = decide(state, peer, &checked.query, &checked.credential, &manifest);
             (checked.query, decision)
         }

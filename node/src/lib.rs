@@ -29,6 +29,7 @@ pub mod observe;
 pub mod outbox;
 pub mod peers;
 pub mod policy;
+pub mod ratelimit;
 pub mod rotation;
 pub mod server;
 pub mod staff;

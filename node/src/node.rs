@@ -96,6 +96,12 @@ pub struct NodeState {
     pub witness_alarms: AtomicU64,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Requests per peer agency.
+    pub peer_rate: crate::ratelimit::RateLimiter,
+    /// Queries per caseworker.
+    pub caseworker_rate: crate::ratelimit::RateLimiter,
+    /// Live connections per peer key.
+    pub connections: crate::ratelimit::ConnectionCounter,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -184,8 +190,7 @@ impl Node {
         let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
         let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
         let addr = config.listen;
-        let endpoint = quinn::Endpoint::server(server, addr)
-            .map_err(|source| NodeError::Bind { addr, source })?;
+        let endpoint = bind_endpoint(&key, server, addr)?;
         let peers = Peers::new(
             endpoint.clone(),
             client,
@@ -204,6 +209,17 @@ impl Node {
         )?;
         let state = Arc::new(NodeState {
             metrics,
+            peer_rate: crate::ratelimit::RateLimiter::new(
+                config.limits.peer_requests_per_sec,
+                config.limits.peer_burst,
+            ),
+            caseworker_rate: crate::ratelimit::RateLimiter::new(
+                config.limits.caseworker_queries_per_sec,
+                config.limits.caseworker_burst,
+            ),
+            connections: crate::ratelimit::ConnectionCounter::new(
+                config.limits.max_connections_per_peer,
+            ),
             audit,
             witness_alarms: AtomicU64::new(0),
             agency,
@@ -314,6 +330,39 @@ impl Node {
             }
         }
     }
+}
+
+/// Binds the QUIC endpoint. Its stateless-reset key and connection-id key are derived from the
+/// node key, so after a restart (even a crash) the node can tell peers that their old
+/// connection is gone and they reconnect at once instead of waiting for an idle timeout.
+fn bind_endpoint(
+    key: &SecretKey,
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+) -> Result<quinn::Endpoint, NodeError> {
+    use sha2::{Digest, Sha256};
+    let bind_err = |source| NodeError::Bind { addr, source };
+    let mut h = Sha256::new();
+    h.update(b"throughgate/1 stateless-reset key\x00");
+    h.update(key.seed());
+    let derived = h.finalize();
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+    // Connection ids must also validate across restarts, or packets for an old connection are
+    // dropped as invalid before any reset is sent.
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(derived.get(..8).unwrap_or(&[0u8; 8]));
+    let cid_key = u64::from_be_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| {
+        bind_err(std::io::Error::other(
+            "no async runtime for the QUIC endpoint",
+        ))
+    })?;
+    quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(bind_err)
 }
 
 /// Periodic chores: prune the replay cache; log consents that have expired.

@@ -40,8 +40,14 @@ pub async fn serve(state: Arc<NodeState>, endpoint: quinn::Endpoint) {
 async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
     let key = crate::tls::peer_key(&conn);
     let principal = key.and_then(|k| state.trust.principal(&k));
-    let Some(principal) = principal else {
+    let (Some(principal), Some(k)) = (principal, key) else {
         conn.close(1u32.into(), b"unknown peer");
+        return;
+    };
+    let Some(_slot) = state.connections.acquire(k) else {
+        state.metrics.limit("connections_per_peer");
+        tracing::warn!(key = %k.fingerprint(), "too many connections from one peer; refusing another");
+        conn.close(3u32.into(), b"too many connections");
         return;
     };
     match &principal {
@@ -108,6 +114,20 @@ async fn stream(
             return;
         }
     };
+    if let Principal::Peer(a) = &principal {
+        if !state.peer_rate.allow(a.as_str()) {
+            state.metrics.limit("peer_rate");
+            reply(
+                &mut send,
+                &state.error(
+                    ErrorCode::RateLimited,
+                    "too many requests; slow down and retry",
+                ),
+            )
+            .await;
+            return;
+        }
+    }
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
             crate::holder::answer(&state, peer, &env).await

@@ -1,0 +1,144 @@
+//! Rate and connection limits: token buckets keyed by peer agency or member of staff, and a
+//! count of live connections per peer key. Every limit hit is counted in the metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use throughgate_protocol::keys::PublicKey;
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets: `rate` requests a second on average, bursts up to `burst`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    /// A limiter; a `rate` of 0 means unlimited.
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`; false when the key is over its rate.
+    pub fn allow(&self, key: &str) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 100_000 {
+            // Forget idle keys rather than grow without bound.
+            let burst = self.burst;
+            let rate = self.rate;
+            buckets
+                .retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+        }
+        let b = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Live connections per peer key, capped.
+#[derive(Debug)]
+pub struct ConnectionCounter {
+    max: u32,
+    live: Mutex<HashMap<PublicKey, u32>>,
+}
+
+/// Holds one counted connection; released on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot<'a> {
+    counter: &'a ConnectionCounter,
+    key: PublicKey,
+}
+
+impl ConnectionCounter {
+    /// A counter allowing `max` live connections per key.
+    pub fn new(max: u32) -> ConnectionCounter {
+        ConnectionCounter {
+            max,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new connection from `key`, or refuses it when `key` already has `max`.
+    pub fn acquire(&self, key: PublicKey) -> Option<ConnectionSlot<'_>> {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = live.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot { counter: self, key })
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut live = self
+            .counter
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = live.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_allow_bursts_then_the_rate() {
+        let l = RateLimiter::new(1, 3);
+        assert!(l.allow("a") && l.allow("a") && l.allow("a"));
+        assert!(!l.allow("a"));
+        assert!(l.allow("b"), "keys are independent");
+        assert!(RateLimiter::new(0, 0).allow("x"), "rate 0 is unlimited");
+    }
+
+    #[test]
+    fn connections_are_capped_per_key_and_released() {
+        let c = ConnectionCounter::new(2);
+        let k = throughgate_protocol::keys::SecretKey::from_seed(&[1; 32]).public();
+        let a = c.acquire(k).unwrap();
+        let _b = c.acquire(k).unwrap();
+        assert!(c.acquire(k).is_none());
+        drop(a);
+        assert!(c.acquire(k).is_some());
+    }
+}
