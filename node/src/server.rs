@@ -82,6 +82,21 @@ async fn stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    // Every request from a peer counts, well-formed or not.
+    if let Principal::Peer(a) = &principal {
+        if !state.peer_rate.allow(a.as_str()) {
+            state.metrics.limit("peer_rate");
+            reply(
+                &mut send,
+                &state.error(
+                    ErrorCode::RateLimited,
+                    "too many requests; slow down and retry",
+                ),
+            )
+            .await;
+            return;
+        }
+    }
     let limits = &state.config.limits;
     let env = match read_envelope(&mut recv, limits.max_frame_bytes, limits.request_timeout()).await
     {
@@ -114,20 +129,6 @@ async fn stream(
             return;
         }
     };
-    if let Principal::Peer(a) = &principal {
-        if !state.peer_rate.allow(a.as_str()) {
-            state.metrics.limit("peer_rate");
-            reply(
-                &mut send,
-                &state.error(
-                    ErrorCode::RateLimited,
-                    "too many requests; slow down and retry",
-                ),
-            )
-            .await;
-            return;
-        }
-    }
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
             crate::holder::answer(&state, peer, &env).await

@@ -1,0 +1,417 @@
+//! Faults between nodes: a slow holder (answers after the deadline), a lossy and delaying link
+//! (an in-test UDP relay), a peer that opens streams and never writes, and a peer that floods.
+//! The passport still assembles from the healthy nodes within the deadline, with the others
+//! marked, and nodes stay responsive to everyone else.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use throughgate_node::localfed::LocalFederation;
+use throughgate_protocol::category::Purpose;
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::messages::{HolderStatus, Outcome};
+use tokio::net::UdpSocket;
+
+/// What the relay does to each datagram.
+#[derive(Clone, Copy)]
+struct Link {
+    /// Probability of dropping a datagram (each direction).
+    loss: f64,
+    /// Delay added to every datagram.
+    delay: Duration,
+}
+
+/// A UDP relay in front of `upstream`: clients talk to the relay's address; each client gets its
+/// own upstream socket so answers find their way back. Counts dropped datagrams.
+async fn relay(upstream: SocketAddr, link: Link, seed: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let d = dropped.clone();
+    tokio::spawn(async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, client)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            let back = match backs.get(&client) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    b.connect(upstream).await.unwrap();
+                    let (b2, f2, d2) = (b.clone(), front.clone(), d.clone());
+                    let mut rng2 = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+                    // Answers from upstream back to this client.
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        loop {
+                            let Ok(n) = b2.recv(&mut buf).await else {
+                                return;
+                            };
+                            if rng2.gen_bool(link.loss) {
+                                d2.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            let pkt = buf[..n].to_vec();
+                            let f = f2.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(link.delay).await;
+                                let _ = f.send_to(&pkt, client).await;
+                            });
+                        }
+                    });
+                    backs.insert(client, b.clone());
+                    b
+                }
+            };
+            if rng.gen_bool(link.loss) {
+                d.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let pkt = buf[..n].to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(link.delay).await;
+                let _ = back.send(&pkt).await;
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// Points the manifest's address for `agency` at `addr` (a new version, spread everywhere).
+async fn reroute(
+    fed: &LocalFederation,
+    agency: &str,
+    addr: SocketAddr,
+    version: &mut throughgate_protocol::manifest::Manifest,
+) {
+    let mut next = next_manifest(version, fed.now());
+    next.members
+        .iter_mut()
+        .find(|m| m.id.as_str() == agency)
+        .unwrap()
+        .addresses = vec![addr.to_string()];
+    let env = sign_manifest(&next, &[&fed.governance]);
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(env).await.unwrap();
+    op.close().await;
+    wait_manifest_everywhere(fed, next.version).await;
+    // Drop pooled connections that still go the old way.
+    for n in fed.nodes.iter().filter_map(|n| n.node.as_ref()) {
+        n.state().peers.forget(&agency_id(agency));
+    }
+    *version = next;
+}
+
+fn agency_id(a: &str) -> throughgate_protocol::ids::AgencyId {
+    agency(a)
+}
+
+async fn passport(
+    fed: &LocalFederation,
+    p: &throughgate_node::client::ConsentPlan,
+) -> (throughgate_protocol::bundle::VerifiedBundle, Duration) {
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let (menv, m) = cw.manifest().await.unwrap();
+    let c = cw.consent_for(&p.passport_id, None).await.unwrap();
+    let t = Instant::now();
+    let (_, v) = cw
+        .passport(
+            &menv,
+            &m,
+            &p.passport_id,
+            c.as_ref(),
+            None,
+            Purpose::Resettlement,
+            &[],
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    cw.close().await;
+    (v, took)
+}
+
+#[tokio::test]
+async fn a_holder_slower_than_the_deadline_is_marked_and_the_rest_answer_in_time() {
+    let fed = federation().await;
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    grant(&fed, &p).await;
+    let mut m = fed.manifest_body.clone();
+    // Every datagram to and from the health node takes 2 s: longer than the 1.5 s deadline.
+    let nhs = fed.node("nhs-wy").unwrap().addr;
+    let (slow, _) = relay(
+        nhs,
+        Link {
+            loss: 0.0,
+            delay: Duration::from_millis(2000),
+        },
+        1,
+    )
+    .await;
+    reroute(&fed, "nhs-wy", slow, &mut m).await;
+    let (v, took) = passport(&fed, &p).await;
+    assert!(v.all_valid());
+    for r in &v.results {
+        if r.result.agency.as_str() == "nhs-wy" {
+            assert!(
+                matches!(
+                    r.result.status,
+                    HolderStatus::TimedOut | HolderStatus::Unreachable
+                ),
+                "{:?}",
+                r.result.status
+            );
+        } else {
+            assert_eq!(
+                r.response.as_ref().map(|x| x.outcome),
+                Some(Outcome::Disclosed),
+                "{}",
+                r.result.agency
+            );
+        }
+    }
+    assert!(
+        took < Duration::from_millis(2500),
+        "the passport waited {took:?} for the slow holder"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lossy_delaying_link_still_delivers_every_answer() {
+    let fed = federation().await;
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    grant(&fed, &p).await;
+    let mut m = fed.manifest_body.clone();
+    // 15% loss each way and 20 ms delay on the link to the council.
+    let cc = fed.node("leeds-cc").unwrap().addr;
+    let (lossy, dropped) = relay(
+        cc,
+        Link {
+            loss: 0.15,
+            delay: Duration::from_millis(20),
+        },
+        7,
+    )
+    .await;
+    reroute(&fed, "leeds-cc", lossy, &mut m).await;
+    let mut answered = 0;
+    for _ in 0..5 {
+        let (v, _) = passport(&fed, &p).await;
+        assert!(v.all_valid());
+        let council = v
+            .results
+            .iter()
+            .find(|r| r.result.agency.as_str() == "leeds-cc")
+            .unwrap();
+        if council
+            .response
+            .as_ref()
+            .is_some_and(|x| x.outcome == Outcome::Disclosed)
+        {
+            answered += 1;
+        }
+        for r in v
+            .results
+            .iter()
+            .filter(|r| r.result.agency.as_str() != "leeds-cc")
+        {
+            assert_eq!(
+                r.response.as_ref().map(|x| x.outcome),
+                Some(Outcome::Disclosed)
+            );
+        }
+    }
+    assert!(
+        dropped.load(Ordering::Relaxed) > 0,
+        "the relay dropped nothing; the test proves nothing"
+    );
+    // QUIC retransmits: losses cost time, not answers.
+    assert!(
+        answered >= 4,
+        "only {answered} of 5 passports got the council's answer through a lossy link"
+    );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_opens_streams_and_never_writes_does_not_stall_the_node() {
+    let fed = federation().await;
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    grant(&fed, &p).await;
+    // The DWP node's key opens 200 streams to the prison and sends nothing on them.
+    let prison = fed.node("hmp-leeds").unwrap();
+    let dwp_key = fed
+        .node("dwp")
+        .unwrap()
+        .node
+        .as_ref()
+        .unwrap()
+        .state()
+        .key
+        .current();
+    let (_ep, conn) = raw_connection(prison.addr, "hmp-leeds", prison.key.public(), &dwp_key).await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        match conn.open_bi().await {
+            Ok((mut s, r)) => {
+                // Opening a stream sends nothing until data is written: write one byte of a
+                // frame header and stop there.
+                let _ = s.write_all(&[0]).await;
+                idle.push((s, r));
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(idle.len() >= 100, "could open only {} streams", idle.len());
+    let (v, took) = passport(&fed, &p).await;
+    assert!(v.all_valid());
+    assert!(v.results.iter().all(|r| r
+        .response
+        .as_ref()
+        .is_some_and(|x| x.outcome == Outcome::Disclosed)));
+    assert!(
+        took < Duration::from_millis(1500),
+        "slow with stalled streams open: {took:?}"
+    );
+    // The stalled streams are answered with a timeout error, one frame each, then closed.
+    let (_keep_open, mut r) = idle.pop().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(1 << 16))
+        .await
+        .unwrap()
+        .unwrap();
+    let err: throughgate_protocol::messages::ErrorBody =
+        throughgate_protocol::envelope::Envelope::from_bytes(&got[4..], 1 << 16)
+            .unwrap()
+            .open()
+            .unwrap();
+    assert_eq!(err.code, throughgate_protocol::messages::ErrorCode::Timeout);
+    drop(idle);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
+    let limits = throughgate_node::config::Limits {
+        request_timeout_ms: 1500,
+        witness_interval_secs: 86_400,
+        peer_requests_per_sec: 200,
+        peer_burst: 400,
+        ..Default::default()
+    };
+    let fed = LocalFederation::start(throughgate_node::localfed::FedOptions {
+        people: 60,
+        limits,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    grant(&fed, &p).await;
+    let prison = fed.node("hmp-leeds").unwrap();
+    let dwp_key = fed
+        .node("dwp")
+        .unwrap()
+        .node
+        .as_ref()
+        .unwrap()
+        .state()
+        .key
+        .current();
+    let (_ep, conn) = raw_connection(prison.addr, "hmp-leeds", prison.key.public(), &dwp_key).await;
+    // 20,000 small garbage requests as fast as one connection allows, in the background.
+    let flood = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut limited = 0u32;
+            let mut sent = 0u32;
+            let garbage = throughgate_protocol::frame::encode(b"\xa0");
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..20_000 {
+                let c = conn.clone();
+                let g = garbage.clone();
+                tasks.spawn(async move {
+                    let (mut s, mut r) = c.open_bi().await.ok()?;
+                    s.write_all(&g).await.ok()?;
+                    s.finish().ok()?;
+                    let got = r.read_to_end(1 << 16).await.ok()?;
+                    let e: throughgate_protocol::messages::ErrorBody =
+                        throughgate_protocol::envelope::Envelope::from_bytes(
+                            got.get(4..)?,
+                            1 << 16,
+                        )
+                        .ok()?
+                        .open()
+                        .ok()?;
+                    Some(e.code)
+                });
+                sent += 1;
+                while tasks.len() > 200 {
+                    if let Some(Ok(Some(throughgate_protocol::messages::ErrorCode::RateLimited))) =
+                        tasks.join_next().await
+                    {
+                        limited += 1;
+                    }
+                }
+            }
+            while let Some(r) = tasks.join_next().await {
+                if let Ok(Some(throughgate_protocol::messages::ErrorCode::RateLimited)) = r {
+                    limited += 1;
+                }
+            }
+            (sent, limited)
+        })
+    };
+    // Meanwhile probation's caseworker assembles passports.
+    let mut served = 0;
+    for _ in 0..5 {
+        let (v, _) = passport(&fed, &p).await;
+        assert!(v.all_valid());
+        if v.results.iter().all(|r| {
+            r.response
+                .as_ref()
+                .is_some_and(|x| x.outcome == Outcome::Disclosed)
+        }) {
+            served += 1;
+        }
+    }
+    let (sent, limited) = flood.await.unwrap();
+    assert_eq!(
+        served, 5,
+        "the prison stopped serving probation during the flood"
+    );
+    assert!(limited > 0, "{sent} flood requests and none rate limited");
+    let m = prison.node.as_ref().unwrap().state().metrics.encode();
+    assert!(
+        m.contains(r#"throughgate_limit_hits_total{kind="peer_rate"}"#),
+        "limit hits are not in the metrics"
+    );
+    fed.shutdown().await;
+}
