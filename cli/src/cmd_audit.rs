@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::client::HomeClient;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId};
 use throughgate_protocol::messages::AuditFilter;
 use throughgate_protocol::time::{Date, Timestamp};
@@ -70,12 +70,16 @@ fn instant(s: &str) -> Result<Timestamp> {
     if let Ok(d) = s.parse::<Date>() {
         return Ok(d.start_timestamp());
     }
-    Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("{e}"))
+    Timestamp::parse_rfc3339(s).map_err(|e| {
+        anyhow::anyhow!(
+            "{s:?}: {e}; give a date (2026-01-31) or an RFC 3339 instant (2026-01-31T09:00:00Z)"
+        )
+    })
 }
 
 /// Runs an audit command.
 pub async fn run(g: &Global, cmd: AuditCmd) -> Result<u8> {
-    let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+    let client = g.client().await?;
     let code = run_with(g, &client, cmd).await;
     client.close().await;
     code
@@ -144,7 +148,7 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
                     (None, None) => "log inconsistent".to_owned(),
                 };
                 Err(VerificationFailed(format!(
-                    "audit log verification FAILED ({what}): {}",
+                    "audit log verification FAILED ({what}): {}. Stop the node, keep a copy of its data folder as evidence, and tell your DPO and the federation's governance; see docs/operations.md",
                     v.detail.unwrap_or_default()
                 ))
                 .into())
@@ -181,7 +185,7 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
                 .any(|s| s.status == throughgate_protocol::messages::HolderStatus::Invalid)
             {
                 return Err(VerificationFailed(
-                    "some agencies' answers did not verify; see the report".into(),
+                    "some agencies' answers did not verify (see the report); do not rely on their entries, and ask those agencies' DPOs to run `tg audit verify`".into(),
                 )
                 .into());
             }

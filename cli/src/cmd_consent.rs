@@ -179,7 +179,7 @@ pub fn statement(plan: &ConsentPlan, m: &Manifest) -> String {
 /// Runs a consent command.
 pub async fn run(g: &Global, cmd: ConsentCmd) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
-    let client = HomeClient::connect_profile(&profile).await?;
+    let client = g.client_for(&profile).await?;
     let code = match cmd {
         ConsentCmd::Grant(a) => grant(g, &client, a).await?,
         ConsentCmd::Revoke(a) => revoke(g, &client, a).await?,
@@ -193,8 +193,12 @@ pub async fn run(g: &Global, cmd: ConsentCmd) -> Result<u8> {
 fn parse_pair(s: &str) -> Result<(AgencyId, &str)> {
     let (a, v) = s
         .split_once('=')
-        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE"))?;
-    Ok((AgencyId::new(a.trim()).map_err(|e| anyhow!("{e}"))?, v))
+        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE, e.g. nhs-wy=9434765919"))?;
+    Ok((
+        AgencyId::new(a.trim())
+            .map_err(|e| anyhow!("{e}; use the agency ids `tg manifest show` lists"))?,
+        v,
+    ))
 }
 
 async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
@@ -203,9 +207,11 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
     let mut holders = Vec::new();
     for raw in &a.ids {
         let (agency, value) = parse_pair(raw)?;
-        let member = m
-            .member(&agency)
-            .ok_or_else(|| anyhow!("{agency} is not a member of the federation"))?;
+        let member = m.member(&agency).ok_or_else(|| {
+            anyhow!(
+                "{agency} is not a member of the federation; `tg manifest show` lists the members"
+            )
+        })?;
         let id = SubjectIdentifier::parse(member.id_scheme, value)
             .map_err(|e| anyhow!("--id {agency}=...: {e}"))?;
         let cats = match a
@@ -327,7 +333,7 @@ async fn list(g: &Global, client: &HomeClient, a: ListArgs) -> Result<u8> {
         .await?
     {
         ClientResponse::Consents(l) => l,
-        _ => bail!("unexpected answer from the home node"),
+        _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
     };
     if g.json {
         println!("{}", serde_json::to_string_pretty(&list)?);

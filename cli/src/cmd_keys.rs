@@ -17,6 +17,9 @@ pub enum KeyCmd {
         /// Where to write it (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// Protect it with a passphrase (asked for, or taken from TG_PASSPHRASE).
+        #[arg(long)]
+        passphrase: bool,
     },
     /// Print a key file's public key.
     Show {
@@ -28,13 +31,25 @@ pub enum KeyCmd {
 /// Runs a key command.
 pub fn run(g: &Global, cmd: KeyCmd) -> Result<u8> {
     let (path, key) = match cmd {
-        KeyCmd::Generate { out } => {
+        KeyCmd::Generate { out, passphrase } => {
             let k = SecretKey::generate();
-            write_secret_key(&out, &k)?;
+            if passphrase {
+                let p = g.new_passphrase()?;
+                throughgate_node::keyfile::write_secret_key_protected(&out, &k, &p)?;
+            } else {
+                write_secret_key(&out, &k)?;
+            }
             (out, k)
         }
         KeyCmd::Show { file } => {
-            let k = read_secret_key(&file)?;
+            let k = if throughgate_node::keyfile::is_protected(&file)
+                && std::env::var_os(throughgate_node::keyfile::PASSPHRASE_ENV).is_none()
+            {
+                let p = rpassword::prompt_password(format!("Passphrase for {}: ", file.display()))?;
+                throughgate_node::keyfile::read_secret_key_with(&file, Some(&p))?
+            } else {
+                read_secret_key(&file)?
+            };
             (file, k)
         }
     };

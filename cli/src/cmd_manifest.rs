@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
-use throughgate_node::client::{HomeClient, Profile};
 use throughgate_node::keyfile::read_secret_key;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::keys::PublicKey;
@@ -140,8 +139,14 @@ pub struct MemberFile {
 pub fn read_manifest(path: &std::path::Path, now: Timestamp) -> Result<(Envelope, Manifest)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let env = Envelope::from_bytes(&bytes, MAX_MANIFEST_FILE)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let m = verify_manifest(&env, None, now).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", path.display()))?;
+    let m = verify_manifest(&env, None, now).map_err(|e| {
+        anyhow!(
+            "{}: {e} (`tg manifest verify {}` checks a manifest file)",
+            path.display(),
+            path.display()
+        )
+    })?;
     Ok((env, m))
 }
 
@@ -161,8 +166,12 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             for p in &members {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("reading {}", p.display()))?;
-                let f: MemberFile =
-                    toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+                let f: MemberFile = toml::from_str(&text).map_err(|e| {
+                    anyhow!(
+                        "{}: {e}; use the member.toml that `tg node init` wrote",
+                        p.display()
+                    )
+                })?;
                 list.push(f.member);
             }
             let keys = governance_keys
@@ -186,10 +195,13 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
                     threshold: threshold.unwrap_or(u32::try_from(keys.len()).unwrap_or(u32::MAX)),
                 },
             };
-            m.validate().map_err(|e| anyhow!("{e}"))?;
+            m.validate()
+                .map_err(|e| anyhow!("{e}; fix the member files or options named and run again"))?;
             let signers: Vec<_> = keys.iter().map(|k| (SignerRole::Governance, k)).collect();
             let env = Envelope::seal(&m, &signers);
-            verify_manifest(&env, None, now).map_err(|e| anyhow!("{e}"))?;
+            verify_manifest(&env, None, now).map_err(|e| {
+                anyhow!("{e}; check --threshold against the number of --governance-key files")
+            })?;
             if out.exists() {
                 bail!("{} exists; choose another --out", out.display());
             }
@@ -207,8 +219,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             let m = match file {
                 Some(p) => read_manifest(&p, now())?.1,
                 None => {
-                    let client =
-                        HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+                    let client = g.client().await?;
                     let (_, m) = client.manifest().await?;
                     client.close().await;
                     m
@@ -222,7 +233,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
         ManifestCmd::Diff { old, new } => diff(&old, &new),
         ManifestCmd::Publish { file } => {
             let (env, m) = read_manifest(&file, now())?;
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             client.publish_manifest(env).await?;
             client.close().await;
             println!(
@@ -233,7 +244,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             Ok(crate::exit::OK)
         }
         ManifestCmd::Fetch { out } => {
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             let (env, m) = client.manifest().await?;
             client.close().await;
             std::fs::write(&out, env.to_bytes())
@@ -305,15 +316,17 @@ fn show(g: &Global, m: &Manifest) -> Result<u8> {
 
 fn read_envelope(path: &std::path::Path) -> Result<Envelope> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Envelope::from_bytes(&bytes, MAX_MANIFEST_FILE).map_err(|e| anyhow!("{}: {e}", path.display()))
+    Envelope::from_bytes(&bytes, MAX_MANIFEST_FILE)
+        .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", path.display()))
 }
 
 fn parse_pair(s: &str) -> Result<(throughgate_protocol::ids::AgencyId, &str)> {
-    let (a, v) = s
-        .split_once('=')
-        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE"))?;
+    let (a, v) = s.split_once('=').ok_or_else(|| {
+        anyhow!("{s:?}: expected AGENCY=VALUE, e.g. --set-address nhs-wy=nhs.example.org:4703")
+    })?;
     Ok((
-        throughgate_protocol::ids::AgencyId::new(a.trim()).map_err(|e| anyhow!("{e}"))?,
+        throughgate_protocol::ids::AgencyId::new(a.trim())
+            .map_err(|e| anyhow!("{e}; use the agency ids `tg manifest show FILE` lists"))?,
         v,
     ))
 }
@@ -322,19 +335,29 @@ fn draft(a: DraftArgs) -> Result<u8> {
     let env = read_envelope(&a.from)?;
     let mut m: Manifest = env
         .open()
-        .map_err(|e| anyhow!("{}: {e}", a.from.display()))?;
+        .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", a.from.display()))?;
     let member = |m: &mut Manifest, id: &throughgate_protocol::ids::AgencyId| -> Result<usize> {
-        m.members
-            .iter()
-            .position(|x| &x.id == id)
-            .ok_or_else(|| anyhow!("{id} is not a member of version {}", m.version))
+        m.members.iter().position(|x| &x.id == id).ok_or_else(|| {
+            anyhow!(
+                "{id} is not a member of version {}; `tg manifest show` lists the members",
+                m.version
+            )
+        })
     };
     for p in &a.add_members {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let f: MemberFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", p.display()))?;
+        let f: MemberFile = toml::from_str(&text).map_err(|e| {
+            anyhow!(
+                "{}: {e}; use the member.toml that `tg node init` wrote",
+                p.display()
+            )
+        })?;
         if m.member(&f.member.id).is_some() {
-            bail!("{} is already a member", f.member.id);
+            bail!(
+                "{} is already a member; change it with --add-key, --set-address or --set-roles, or --remove-member it first",
+                f.member.id
+            );
         }
         m.members.push(f.member);
     }
@@ -344,7 +367,9 @@ fn draft(a: DraftArgs) -> Result<u8> {
     }
     for s in &a.add_keys {
         let (id, hex) = parse_pair(s)?;
-        let k = PublicKey::from_hex(hex).map_err(|e| anyhow!("{s}: {e}"))?;
+        let k = PublicKey::from_hex(hex).map_err(|e| {
+            anyhow!("{s}: {e}; a key is 64 hex digits, as `tg key show FILE` prints")
+        })?;
         let i = member(&mut m, &id)?;
         if let Some(x) = m.members.get_mut(i) {
             if !x.node_keys.contains(&k) {
@@ -354,12 +379,14 @@ fn draft(a: DraftArgs) -> Result<u8> {
     }
     for s in &a.retire_keys {
         let (id, hex) = parse_pair(s)?;
-        let k = PublicKey::from_hex(hex).map_err(|e| anyhow!("{s}: {e}"))?;
+        let k = PublicKey::from_hex(hex).map_err(|e| {
+            anyhow!("{s}: {e}; a key is 64 hex digits, as `tg manifest show --json` lists")
+        })?;
         let i = member(&mut m, &id)?;
         if let Some(x) = m.members.get_mut(i) {
             x.node_keys.retain(|y| y != &k);
             if x.node_keys.is_empty() {
-                bail!("retiring that key would leave {id} with no key");
+                bail!("retiring that key would leave {id} with no key; add its new key with --add-key in the same draft");
             }
         }
     }
@@ -399,7 +426,8 @@ fn draft(a: DraftArgs) -> Result<u8> {
     m.version += 1;
     m.issued_at = issued;
     m.expires_at = issued.plus_secs(a.expires_days.saturating_mul(86_400));
-    m.validate().map_err(|e| anyhow!("{e}"))?;
+    m.validate()
+        .map_err(|e| anyhow!("{e}; change the options named and draft again"))?;
     if a.out.exists() {
         bail!("{} exists; choose another --out", a.out.display());
     }
@@ -418,13 +446,21 @@ fn draft(a: DraftArgs) -> Result<u8> {
 
 fn sign(file: &std::path::Path, key: &std::path::Path) -> Result<u8> {
     let mut env = read_envelope(file)?;
-    let m: Manifest = env.open().map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let m: Manifest = env.open().map_err(|e| {
+        anyhow!(
+            "{}: {e}; sign the draft file that `tg manifest draft` wrote",
+            file.display()
+        )
+    })?;
     let k = read_secret_key(key)?;
     if env
         .signers(SignerRole::Governance)
         .any(|x| x == &k.public())
     {
-        bail!("this key has already signed {}", file.display());
+        bail!(
+            "this key has already signed {}; pass it to the next governance key holder to sign",
+            file.display()
+        );
     }
     env.add_signature(SignerRole::Governance, &k);
     let tmp = file.with_extension("tmp-sign");
@@ -452,7 +488,7 @@ fn verify(g: &Global, file: &std::path::Path, previous: Option<&std::path::Path>
             let pe = read_envelope(p)?;
             Some(
                 pe.open::<Manifest>()
-                    .map_err(|e| anyhow!("{}: {e}", p.display()))?,
+                    .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", p.display()))?,
             )
         }
         None => None,
@@ -482,10 +518,10 @@ fn verify(g: &Global, file: &std::path::Path, previous: Option<&std::path::Path>
 fn diff(old: &std::path::Path, new: &std::path::Path) -> Result<u8> {
     let a: Manifest = read_envelope(old)?
         .open()
-        .map_err(|e| anyhow!("{}: {e}", old.display()))?;
+        .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", old.display()))?;
     let b: Manifest = read_envelope(new)?
         .open()
-        .map_err(|e| anyhow!("{}: {e}", new.display()))?;
+        .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", new.display()))?;
     println!(
         "version {} -> {}; expires {} -> {}",
         a.version, b.version, a.expires_at, b.expires_at

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use throughgate_node::agencies::demo_agency;
-use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::client::Profile;
 use throughgate_node::client_api::issue_credential;
 use throughgate_node::clock::Clock;
 use throughgate_node::config::{Limits, NodeConfig};
@@ -111,19 +111,30 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
             if out.exists() {
                 bail!("{} exists; choose another --out", out.display());
             }
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             let (pairs, sha) = client.backup(&out).await?;
             client.close().await;
             if g.json {
-                println!("{}", serde_json::json!({"file": out, "pairs": pairs, "sha256": hex::encode(sha)}));
+                println!(
+                    "{}",
+                    serde_json::json!({"file": out, "pairs": pairs, "sha256": hex::encode(sha)})
+                );
             } else {
-                println!("Backup of {pairs} stored pairs written to {} (sha256 {}).", out.display(), hex::encode(sha));
+                println!(
+                    "Backup of {pairs} stored pairs written to {} (sha256 {}).",
+                    out.display(),
+                    hex::encode(sha)
+                );
             }
             Ok(crate::exit::OK)
         }
-        NodeCmd::Restore { config, from, force } => restore(g, &config, &from, force),
+        NodeCmd::Restore {
+            config,
+            from,
+            force,
+        } => restore(g, &config, &from, force),
         NodeCmd::RotateKey => {
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             let s = client.rotate_key().await?;
             client.close().await;
             println!(
@@ -182,7 +193,11 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         manifest_file: Some("manifest.tgm".into()),
         policy_file: Some("policy.toml".into()),
         id_scheme: scheme,
-        metrics_listen: std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.listen.port().wrapping_add(1000)).into(),
+        metrics_listen: std::net::SocketAddr::new(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            a.listen.port().wrapping_add(1000),
+        )
+        .into(),
         limits: Limits::default(),
         retention: throughgate_node::config::Retention::default(),
         base_dir: dir.clone(),
@@ -240,6 +255,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         &a.operator_id,
         &op_key,
         &staff.credential,
+        None,
     )?;
     if g.json {
         println!(
@@ -280,10 +296,16 @@ pub fn write_profile(
     person: &PersonId,
     key: &SecretKey,
     credential: &throughgate_protocol::envelope::Envelope,
+    passphrase: Option<&str>,
 ) -> Result<PathBuf> {
     let key_file = PathBuf::from(format!("{person}.key"));
     let cred_file = PathBuf::from(format!("{person}.cred"));
-    write_secret_key(&dir.join(&key_file), key)?;
+    match passphrase {
+        Some(p) => {
+            throughgate_node::keyfile::write_secret_key_protected(&dir.join(&key_file), key, p)?
+        }
+        None => write_secret_key(&dir.join(&key_file), key)?,
+    }
     write_private_file(&dir.join(&cred_file), &credential.to_bytes())?;
     let profile = Profile {
         agency: agency.clone(),
@@ -347,7 +369,10 @@ async fn run_node(config_path: &Path) -> Result<u8> {
     let metrics = node.start_with_metrics().await?;
     let addr = node.local_addr()?;
     match metrics {
-        Some(m) => eprintln!("{} serving on {addr}; metrics and health on http://{m} (Ctrl-C to stop)", config.agency),
+        Some(m) => eprintln!(
+            "{} serving on {addr}; metrics and health on http://{m} (Ctrl-C to stop)",
+            config.agency
+        ),
         None => eprintln!("{} serving on {addr} (Ctrl-C to stop)", config.agency),
     }
     wait_for_shutdown().await;
@@ -379,7 +404,7 @@ async fn wait_for_shutdown() {
 }
 
 async fn status(g: &Global) -> Result<u8> {
-    let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+    let client = g.client().await?;
     let s = match client.call(ClientOp::Status).await? {
         ClientResponse::Status(s) => s,
         _ => bail!("unexpected answer from the home node"),
@@ -407,17 +432,29 @@ async fn status(g: &Global) -> Result<u8> {
 
 fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
-    let meta = throughgate_node::backup::check_backup(from).with_context(|| format!("checking {}", from.display()))?;
+    let meta = throughgate_node::backup::check_backup(from)
+        .with_context(|| format!("checking {}", from.display()))?;
     if meta.agency != config.agency.as_str() {
-        bail!("{} is a backup of {}, but {} configures {}", from.display(), meta.agency, config_path.display(), config.agency);
+        bail!(
+            "{} is a backup of {}, but {} configures {}",
+            from.display(),
+            meta.agency,
+            config_path.display(),
+            config.agency
+        );
     }
     let data = config.resolve(&config.data_dir);
-    if data.exists() && std::fs::read_dir(&data).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if data.exists()
+        && std::fs::read_dir(&data)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
         if !force {
             bail!("{} is not empty; stop the node and pass --force to move it aside, or restore elsewhere", data.display());
         }
         let aside = data.with_extension(format!("replaced-{}", Clock::system().now().0));
-        std::fs::rename(&data, &aside).with_context(|| format!("moving {} aside", data.display()))?;
+        std::fs::rename(&data, &aside)
+            .with_context(|| format!("moving {} aside", data.display()))?;
         eprintln!("moved the old data folder to {}", aside.display());
     }
     let store = Arc::new(SledStore::open(&data)?);
@@ -427,14 +464,31 @@ fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u
     let keys = db.own_keys()?;
     let v = throughgate_node::audit::verify_log(&db, &origin, &keys)?;
     if g.json {
-        println!("{}", serde_json::json!({"pairs": restored.pairs, "taken_at": restored.taken_at, "audit_entries": v.entries, "audit_ok": v.ok()}));
+        println!(
+            "{}",
+            serde_json::json!({"pairs": restored.pairs, "taken_at": restored.taken_at, "audit_entries": v.entries, "audit_ok": v.ok()})
+        );
     } else {
-        println!("Restored {} stored pairs (backup taken {}) into {}.", restored.pairs, restored.taken_at, data.display());
-        println!("Audit log: {} entries, {} checkpoints: {}", v.entries, v.checkpoints, if v.ok() { "verified" } else { "FAILED" });
+        println!(
+            "Restored {} stored pairs (backup taken {}) into {}.",
+            restored.pairs,
+            restored.taken_at,
+            data.display()
+        );
+        println!(
+            "Audit log: {} entries, {} checkpoints: {}",
+            v.entries,
+            v.checkpoints,
+            if v.ok() { "verified" } else { "FAILED" }
+        );
     }
     if v.ok() {
         Ok(crate::exit::OK)
     } else {
-        Err(crate::exit::VerificationFailed(format!("the restored audit log does not verify: {}", v.problem.map(|p| p.detail).unwrap_or_default())).into())
+        Err(crate::exit::VerificationFailed(format!(
+            "the restored audit log does not verify: {}",
+            v.problem.map(|p| p.detail).unwrap_or_default()
+        ))
+        .into())
     }
 }

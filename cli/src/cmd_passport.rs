@@ -2,7 +2,7 @@
 //! show a saved bundle.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -32,6 +32,9 @@ pub enum PassportCmd {
     Verify(VerifyArgs),
     /// Show a saved passport bundle (verifying it first).
     Show(VerifyArgs),
+    /// Export a saved passport bundle (verifying it first) as a printable, self-contained HTML
+    /// page: every section names its source agency, as-of time and verification status.
+    Export(crate::cmd_passport_export::ExportArgs),
 }
 
 /// Arguments of `tg passport assemble`.
@@ -72,6 +75,7 @@ pub async fn run(g: &Global, cmd: PassportCmd) -> Result<u8> {
         PassportCmd::Assemble(a) => assemble_cmd(g, a).await,
         PassportCmd::Verify(a) => verify_cmd(g, a, false),
         PassportCmd::Show(a) => verify_cmd(g, a, true),
+        PassportCmd::Export(a) => crate::cmd_passport_export::run(g, a),
     }
 }
 
@@ -136,7 +140,10 @@ pub async fn assemble(
     match out {
         Ok(x) => Ok(x),
         Err(ClientError::Invalid(m)) => {
-            Err(VerificationFailed(format!("the passport does not verify: {m}")).into())
+            Err(VerificationFailed(format!(
+                "the passport does not verify: {m}; do not rely on it. Assemble it again, and if it still fails tell your node's operator (an agency's key may not match the manifest: `tg manifest show`)"
+            ))
+            .into())
         }
         Err(e) => Err(e.into()),
     }
@@ -159,7 +166,7 @@ pub fn passport_exit(v: &VerifiedBundle) -> u8 {
 
 async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
-    let client = HomeClient::connect_profile(&profile).await?;
+    let client = g.client_for(&profile).await?;
     let (manifest_env, manifest) = client.manifest().await?;
     let consent = client.consent_for(&a.passport, a.consent.as_ref()).await?;
     let progress = !g.json && std::io::stderr().is_terminal();
@@ -197,38 +204,94 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     Ok(passport_exit(&v))
 }
 
-fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
-    let bytes =
-        std::fs::read(&a.bundle).with_context(|| format!("reading {}", a.bundle.display()))?;
-    let bundle = PassportBundle::from_bytes(&bytes)
-        .map_err(|e| VerificationFailed(format!("{}: {e}", a.bundle.display())))?;
-    let (manifest, source) = match &a.manifest {
+/// A saved bundle, verified: the bundle, the verification, the manifest it was checked against
+/// and a sentence saying which manifest that was.
+pub struct LoadedBundle {
+    /// The bundle as saved.
+    pub bundle: PassportBundle,
+    /// What verified and what did not.
+    pub verified: VerifiedBundle,
+    /// The manifest it was verified against.
+    pub manifest: Manifest,
+    /// Which manifest that was, for people.
+    pub source: String,
+}
+
+/// Reads a saved bundle and verifies it against `manifest_file`, or without one against the
+/// manifest copy inside the bundle. A bundle whose query does not verify is an error; a bundle
+/// some of whose responses do not verify is returned, with the problems in `verified`.
+pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result<LoadedBundle> {
+    let bytes = std::fs::read(bundle_file).with_context(|| {
+        format!(
+            "reading {}; check the path (`tg passport assemble --out FILE` saves bundles)",
+            bundle_file.display()
+        )
+    })?;
+    let bundle = PassportBundle::from_bytes(&bytes).map_err(|e| {
+        VerificationFailed(format!(
+            "{}: {e}; it is not an intact passport bundle: assemble the passport again",
+            bundle_file.display()
+        ))
+    })?;
+    let (manifest, source) = match manifest_file {
         Some(p) => {
-            let b = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let env = Envelope::from_bytes(&b, 4 * 1024 * 1024)
-                .map_err(|e| VerificationFailed(format!("{}: {e}", p.display())))?;
-            let m = verify_manifest(&env, None, bundle.assembled_at)
-                .map_err(|e| VerificationFailed(format!("manifest: {e}")))?;
+            let b = std::fs::read(p).with_context(|| {
+                format!(
+                    "reading {}; save the manifest your node trusts with `tg manifest fetch --out FILE`",
+                    p.display()
+                )
+            })?;
+            let env = Envelope::from_bytes(&b, 4 * 1024 * 1024).map_err(|e| {
+                VerificationFailed(format!(
+                    "{}: {e}; it is not a manifest file: fetch one with `tg manifest fetch --out FILE`",
+                    p.display()
+                ))
+            })?;
+            let m = verify_manifest(&env, None, bundle.assembled_at).map_err(|e| {
+                VerificationFailed(format!(
+                    "manifest {}: {e}; check it with `tg manifest verify` or fetch the current one with `tg manifest fetch`",
+                    p.display()
+                ))
+            })?;
+            let version = m.version;
             (
                 m,
-                format!(
-                    "manifest file {} (version {})",
-                    p.display(),
-                    bundle.manifest_version
-                ),
+                format!("manifest file {} (version {version})", p.display()),
             )
         }
         None => {
             let env = bundle.manifest.as_ref().ok_or_else(|| {
-                VerificationFailed("the bundle carries no manifest; pass --manifest".into())
+                VerificationFailed(
+                    "the bundle carries no manifest copy; pass --manifest FILE (from `tg manifest fetch`)"
+                        .into(),
+                )
             })?;
             let m = verify_manifest(env, None, bundle.assembled_at)
-                .map_err(|e| VerificationFailed(format!("embedded manifest: {e}")))?;
+                .map_err(|e| {
+                    VerificationFailed(format!(
+                        "the manifest copy inside the bundle: {e}; pass --manifest FILE (from `tg manifest fetch`)"
+                    ))
+                })?;
             (m, "the manifest copy inside the bundle (pass --manifest to check against one you trust)".to_owned())
         }
     };
-    let v = verify_bundle(&bundle, &manifest)
+    let verified = verify_bundle(&bundle, &manifest)
         .map_err(|e| VerificationFailed(format!("the passport does not verify: {e}")))?;
+    Ok(LoadedBundle {
+        bundle,
+        verified,
+        manifest,
+        source,
+    })
+}
+
+fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
+    let LoadedBundle {
+        bundle,
+        verified: v,
+        manifest,
+        source,
+    } = load_verified(&a.bundle, a.manifest.as_deref())?;
     if g.json {
         let mut j = render::passport_json(&bundle, &v);
         if let Some(obj) = j.as_object_mut() {
@@ -261,7 +324,7 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         Ok(exit::OK)
     } else {
         Err(VerificationFailed(format!(
-            "{} response(s) fail verification",
+            "{} response(s) fail verification; do not rely on them. Check against the current manifest (`tg manifest fetch --out FILE`, then --manifest FILE), or assemble the passport again",
             v.results.iter().filter(|r| r.problem.is_some()).count()
         ))
         .into())

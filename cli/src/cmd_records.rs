@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use throughgate_node::agencies::demo_agencies;
-use throughgate_node::client::{HomeClient, Profile};
 use throughgate_node::import::{export, format_from_name, format_from_path};
 use throughgate_node::synth::{generate_population, records_for, SynthConfig};
 use throughgate_protocol::time::Date;
@@ -87,7 +86,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             };
             let data =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             let report = client.import(fmt, dry_run, &data).await?;
             client.close().await;
             if g.json {
@@ -121,13 +120,19 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
         }
         RecordsCmd::Export { out, format } => {
             let fmt = match &format {
-                Some(f) => format_from_name(f).ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
-                None => format_from_path(&out).ok_or_else(|| anyhow!("cannot tell the format from {}; pass --format csv or --format jsonl", out.display()))?,
+                Some(f) => format_from_name(f)
+                    .ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
+                None => format_from_path(&out).ok_or_else(|| {
+                    anyhow!(
+                        "cannot tell the format from {}; pass --format csv or --format jsonl",
+                        out.display()
+                    )
+                })?,
             };
             if out.exists() {
                 bail!("{} exists; choose another --out", out.display());
             }
-            let client = HomeClient::connect_profile(&Profile::load(&g.profile_path())?).await?;
+            let client = g.client().await?;
             let (n, _) = client.export_records(fmt, &out).await?;
             client.close().await;
             if g.json {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use throughgate_node::client::{HomeClient, Profile};
+use throughgate_node::client::Profile;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::PersonId;
 use throughgate_protocol::keys::SecretKey;
@@ -34,6 +34,10 @@ pub enum StaffCmd {
         /// Folder for their key, credential and profile (created if needed).
         #[arg(long)]
         out_dir: PathBuf,
+        /// Protect their key with a passphrase (asked for, or taken from TG_PASSPHRASE); they
+        /// will need it for every command.
+        #[arg(long)]
+        passphrase: bool,
     },
     /// List the staff credentials this node has issued.
     List,
@@ -48,7 +52,7 @@ pub enum StaffCmd {
 /// Runs a staff command.
 pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
-    let client = HomeClient::connect_profile(&profile).await?;
+    let client = g.client_for(&profile).await?;
     let code = match cmd {
         StaffCmd::Add {
             id,
@@ -56,10 +60,19 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             roles,
             valid_days,
             out_dir,
+            passphrase,
         } => {
+            let passphrase = if passphrase {
+                Some(g.new_passphrase()?)
+            } else {
+                None
+            };
             std::fs::create_dir_all(&out_dir)?;
             if out_dir.join(format!("{id}.key")).exists() {
-                bail!("{} already holds a key for {id}", out_dir.display());
+                bail!(
+                    "{} already holds a key for {id}; choose another --out-dir, or another staff id (to replace a credential, `tg staff revoke {id}` first)",
+                    out_dir.display()
+                );
             }
             let key = SecretKey::generate();
             let op = ClientOp::AddStaff {
@@ -71,7 +84,7 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             };
             let cred = match client.call(op).await? {
                 ClientResponse::Credential(c) => c,
-                _ => bail!("unexpected answer from the home node"),
+                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
             };
             let path = write_profile(
                 &out_dir,
@@ -81,6 +94,7 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
                 &id,
                 &key,
                 &cred,
+                passphrase.as_deref(),
             )?;
             if g.json {
                 println!("{}", serde_json::json!({"person_id": id, "profile": path}));
@@ -104,7 +118,7 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
         StaffCmd::List => {
             let list = match client.call(ClientOp::ListStaff).await? {
                 ClientResponse::Staff(l) => l,
-                _ => bail!("unexpected answer from the home node"),
+                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
             };
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);

@@ -8,13 +8,16 @@ mod cmd_keys;
 mod cmd_manifest;
 mod cmd_node;
 mod cmd_passport;
+mod cmd_passport_export;
 mod cmd_policy;
 mod cmd_records;
+mod cmd_shell;
 mod cmd_staff;
 mod demo;
 mod exit;
 mod render;
 mod render_audit;
+mod render_html;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,9 +34,13 @@ struct Cli {
     /// Your profile (home node, key, credential). Default: $TG_PROFILE, then ./profile.toml.
     #[arg(long, global = true, env = "TG_PROFILE")]
     profile: Option<PathBuf>,
-    /// Log level for diagnostics on stderr (error, warn, info, debug).
-    #[arg(long, global = true, default_value = "warn")]
-    log: String,
+    /// Log level for diagnostics on stderr (error, warn, info, debug). `tg node run` logs at
+    /// info unless told otherwise.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// Log format on stderr: text or json (one JSON object per line, for log collectors).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +78,10 @@ enum Command {
     Audit(cmd_audit::AuditCmd),
     /// Benchmark a federation on loopback: passports/s, latency, CPU, memory, crypto floor.
     Bench(cmd_bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(cmd_shell::CompletionsArgs),
+    /// Write man pages for tg and every subcommand into a folder.
+    Man(cmd_shell::ManArgs),
 }
 
 /// Settings every command sees.
@@ -89,16 +100,81 @@ impl Global {
             .clone()
             .unwrap_or_else(|| PathBuf::from("profile.toml"))
     }
+
+    /// Connects to the home node named by the profile.
+    pub async fn client(&self) -> anyhow::Result<throughgate_node::client::HomeClient> {
+        let profile = throughgate_node::client::Profile::load(&self.profile_path())?;
+        self.client_for(&profile).await
+    }
+
+    /// Connects with `profile`, asking for the key's passphrase on a terminal if it is protected
+    /// and TG_PASSPHRASE is not set.
+    pub async fn client_for(
+        &self,
+        profile: &throughgate_node::client::Profile,
+    ) -> anyhow::Result<throughgate_node::client::HomeClient> {
+        use throughgate_node::keyfile::{is_protected, read_secret_key_with, PASSPHRASE_ENV};
+        let key_path = profile.key_path();
+        let key = if is_protected(&key_path) && std::env::var_os(PASSPHRASE_ENV).is_none() {
+            if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                anyhow::bail!(
+                    "{} is protected by a passphrase; set {PASSPHRASE_ENV} or run on a terminal",
+                    key_path.display()
+                );
+            }
+            let pass =
+                rpassword::prompt_password(format!("Passphrase for {}: ", key_path.display()))?;
+            read_secret_key_with(&key_path, Some(&pass))?
+        } else {
+            throughgate_node::keyfile::read_secret_key(&key_path)?
+        };
+        Ok(throughgate_node::client::HomeClient::connect_profile_with_key(profile, key).await?)
+    }
+
+    /// Asks for a new passphrase (twice) on a terminal, or takes TG_PASSPHRASE.
+    pub fn new_passphrase(&self) -> anyhow::Result<String> {
+        if let Ok(p) = std::env::var(throughgate_node::keyfile::PASSPHRASE_ENV) {
+            return Ok(p);
+        }
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            anyhow::bail!("set TG_PASSPHRASE or run on a terminal to choose a passphrase");
+        }
+        let a = rpassword::prompt_password("New passphrase: ")?;
+        let b = rpassword::prompt_password("Again: ")?;
+        if a != b {
+            anyhow::bail!("the passphrases differ; nothing was written");
+        }
+        if a.chars().count() < 12 {
+            anyhow::bail!("use a passphrase of at least 12 characters");
+        }
+        Ok(a)
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},sled=warn", cli.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let default_level = if matches!(cli.command, Command::Node(cmd_node::NodeCmd::Run { .. })) {
+        "info"
+    } else {
+        "warn"
+    };
+    let level = cli.log.clone().unwrap_or_else(|| default_level.to_owned());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("{level},sled=warn,quinn=warn,rustls=warn"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(
+                std::env::var_os("NO_COLOR").is_none()
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            )
+            .init();
+    }
     let global = Global {
         json: cli.json,
         profile: cli.profile,
@@ -126,6 +202,8 @@ fn main() -> ExitCode {
             Command::Audit(c) => cmd_audit::run(&global, c).await,
             Command::Policy(c) => cmd_policy::run(&global, c),
             Command::Bench(a) => cmd_bench::run(&global, a).await,
+            Command::Completions(a) => cmd_shell::completions(a),
+            Command::Man(a) => cmd_shell::man(&global, a),
         }
     });
     match result {

@@ -110,16 +110,75 @@ fn a_missing_profile_gives_a_hint() {
 
 #[test]
 fn logs_never_name_the_person_even_at_debug_level() {
-    let out = tg().args(["demo", "--people", "60", "--log", "debug"]).output().unwrap();
+    let out = tg()
+        .args(["demo", "--people", "60", "--log", "debug"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The passport (stdout) names the person on its second line: "Given Family, born ...".
-    let line = stdout.lines().skip_while(|l| !l.starts_with("RESETTLEMENT PASSPORT")).nth(1).unwrap();
+    let line = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("RESETTLEMENT PASSPORT"))
+        .nth(1)
+        .unwrap();
     let name = line.split(',').next().unwrap().trim();
     assert!(name.split_whitespace().count() >= 2, "{line}");
-    assert!(stderr.contains("query answered"), "debug logs were not captured");
+    assert!(
+        stderr.contains("query answered"),
+        "debug logs were not captured"
+    );
     for part in name.split_whitespace() {
         assert!(!stderr.contains(part), "the logs name the person ({part})");
     }
+}
+
+#[test]
+fn a_passphrase_protected_key_needs_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cw.key");
+    let made = tg()
+        .args(["key", "generate", "--passphrase", "--out"])
+        .arg(&key)
+        .env("TG_PASSPHRASE", "a long enough passphrase")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let text = std::fs::read_to_string(&key).unwrap();
+    assert!(
+        text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") && !text.contains("PRIVATE KEY")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let public = String::from_utf8_lossy(&made.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    let shown = tg()
+        .args(["key", "show"])
+        .arg(&key)
+        .env("TG_PASSPHRASE", "a long enough passphrase")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&public));
+    let wrong = tg()
+        .args(["key", "show"])
+        .arg(&key)
+        .env("TG_PASSPHRASE", "not the passphrase")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
 }

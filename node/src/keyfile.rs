@@ -52,6 +52,86 @@ pub enum KeyFileError {
         /// The file.
         path: PathBuf,
     },
+    /// The key is protected by a passphrase and none was given.
+    #[error("{path} is protected by a passphrase; set TG_PASSPHRASE or enter it when asked")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The passphrase does not open the key.
+    #[error("{path}: the passphrase is wrong (or the file is damaged)")]
+    WrongPassphrase {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The environment variable a passphrase for protected key files may be given in.
+pub const PASSPHRASE_ENV: &str = "TG_PASSPHRASE";
+
+const AGE_ARMOR: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
+
+/// Whether the key file at `path` is passphrase-protected (age, armored).
+pub fn is_protected(path: &Path) -> bool {
+    read_private_file(path, MAX_KEY_FILE)
+        .map(|b| b.starts_with(AGE_ARMOR.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// Writes `key` to a new file at `path` with mode 0600, encrypted with `passphrase` (age,
+/// scrypt, ASCII armor).
+pub fn write_secret_key_protected(
+    path: &Path,
+    key: &SecretKey,
+    passphrase: &str,
+) -> Result<(), KeyFileError> {
+    use std::io::Write as _;
+    if path.exists() {
+        return Err(KeyFileError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let fmt = |e: &dyn std::fmt::Display| KeyFileError::Format {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let pem = key
+        .signing_key()
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| fmt(&e))?;
+    let encryptor = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(
+        passphrase.to_owned(),
+    ));
+    let mut out = Vec::new();
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        .map_err(|e| fmt(&e))?;
+    let mut w = encryptor.wrap_output(armor).map_err(|e| fmt(&e))?;
+    w.write_all(pem.as_bytes()).map_err(|e| fmt(&e))?;
+    w.finish().and_then(|a| a.finish()).map_err(|e| fmt(&e))?;
+    write_private_file(path, &out)
+}
+
+fn decrypt(path: &Path, bytes: &[u8], passphrase: &str) -> Result<Vec<u8>, KeyFileError> {
+    use std::io::Read as _;
+    let d = age::Decryptor::new(age::armor::ArmoredReader::new(bytes)).map_err(|e| {
+        KeyFileError::Format {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    })?;
+    let identity =
+        age::scrypt::Identity::new(age::secrecy::SecretString::from(passphrase.to_owned()));
+    let mut r = d
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .map_err(|_| KeyFileError::WrongPassphrase {
+            path: path.to_path_buf(),
+        })?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|_| KeyFileError::WrongPassphrase {
+            path: path.to_path_buf(),
+        })?;
+    Ok(out)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
@@ -120,8 +200,25 @@ pub fn read_private_file(path: &Path, max: u64) -> Result<Vec<u8>, KeyFileError>
 }
 
 /// Reads a private key file, refusing one that others can read.
+///
+/// A passphrase-protected key is opened with the passphrase in `TG_PASSPHRASE`; without one it
+/// is [`KeyFileError::Locked`].
 pub fn read_secret_key(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let bytes = read_private_file(path, MAX_KEY_FILE)?;
+    read_secret_key_with(path, std::env::var(PASSPHRASE_ENV).ok().as_deref())
+}
+
+/// Reads a private key file, opening a passphrase-protected one with `passphrase`.
+pub fn read_secret_key_with(
+    path: &Path,
+    passphrase: Option<&str>,
+) -> Result<SecretKey, KeyFileError> {
+    let mut bytes = read_private_file(path, MAX_KEY_FILE)?;
+    if bytes.starts_with(AGE_ARMOR.as_bytes()) {
+        let pass = passphrase.ok_or_else(|| KeyFileError::Locked {
+            path: path.to_path_buf(),
+        })?;
+        bytes = decrypt(path, &bytes, pass)?;
+    }
     let text = std::str::from_utf8(&bytes).map_err(|_| KeyFileError::Format {
         path: path.to_path_buf(),
         detail: "not UTF-8 text".into(),
@@ -169,6 +266,30 @@ mod tests {
         let err = read_secret_key(&p).unwrap_err();
         assert!(matches!(err, KeyFileError::Permissions { mode: 0o644, .. }));
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn passphrase_protected_keys_open_only_with_the_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cw.key");
+        let k = SecretKey::generate();
+        write_secret_key_protected(&p, &k, "correct horse").unwrap();
+        assert!(is_protected(&p));
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("PRIVATE KEY"));
+        assert!(matches!(
+            read_secret_key_with(&p, None),
+            Err(KeyFileError::Locked { .. })
+        ));
+        assert!(matches!(
+            read_secret_key_with(&p, Some("wrong")),
+            Err(KeyFileError::WrongPassphrase { .. })
+        ));
+        assert_eq!(
+            read_secret_key_with(&p, Some("correct horse"))
+                .unwrap()
+                .public(),
+            k.public()
+        );
     }
 
     #[test]

@@ -109,6 +109,15 @@ impl HomeClient {
     /// Connects using a profile.
     pub async fn connect_profile(profile: &Profile) -> Result<HomeClient, ClientError> {
         let key = read_secret_key(&profile.resolve(&profile.key_file))?;
+        HomeClient::connect_profile_with_key(profile, key).await
+    }
+
+    /// Connects using a profile and its already-opened key (e.g. after asking for its
+    /// passphrase).
+    pub async fn connect_profile_with_key(
+        profile: &Profile,
+        key: SecretKey,
+    ) -> Result<HomeClient, ClientError> {
         let cred_bytes = read_private_file(&profile.resolve(&profile.credential_file), 64 * 1024)?;
         let credential =
             Envelope::from_bytes(&cred_bytes, 64 * 1024).map_err(|e| ClientError::Profile {

@@ -49,6 +49,11 @@ impl Profile {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The person's key file.
+    pub fn key_path(&self) -> PathBuf {
+        self.resolve(&self.key_file)
+    }
+
     /// Where the client caches the last manifest it verified (next to the profile).
     pub fn manifest_cache_path(&self) -> PathBuf {
         self.base_dir
