@@ -5,7 +5,6 @@
 use std::io::Read;
 
 use sha2::{Digest, Sha256};
-use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::messages::{ClientResponse, ErrorCode};
 
 use crate::backup::{write_backup, BackupMeta};
@@ -40,12 +39,11 @@ pub async fn stream_backup(
     let _ = std::fs::remove_file(&tmp);
     let (bytes, sha256) = result?;
     state
-        .audit
-        .append(AuditEvent::Admin {
-            person_id: Some(operator.body.person_id.clone()),
-            action: "backup".into(),
-            detail: format!("{pairs} stored pairs, {bytes} bytes"),
-        })
+        .log_admin(
+            Some(&operator.body.person_id),
+            "backup",
+            format!("{pairs} stored pairs, {bytes} bytes"),
+        )
         .await
         .map_err(|e| internal(e.to_string()))?;
     tracing::info!(pairs, bytes, by = %operator.body.person_id, "backup taken");
@@ -95,12 +93,11 @@ pub async fn stream_export(
     let _ = std::fs::remove_file(&tmp);
     let (bytes, sha256) = result?;
     state
-        .audit
-        .append(AuditEvent::Admin {
-            person_id: Some(operator.body.person_id.clone()),
-            action: "records_export".into(),
-            detail: format!("{count} records exported"),
-        })
+        .log_admin(
+            Some(&operator.body.person_id),
+            "records_export",
+            format!("{count} records exported"),
+        )
         .await
         .map_err(|e| internal(e.to_string()))?;
     Ok(ClientResponse::FileDone {

@@ -51,6 +51,10 @@ pub const HOLDER_ORDER: [&str; 6] = [
 /// Seconds of warm-up before measuring (as the yardstick).
 pub const WARMUP: Duration = Duration::from_secs(2);
 
+/// Connections the caseworker workers share (a node accepts at most 16 live connections per
+/// member of staff by default; every worker here is the same caseworker, as in the yardstick).
+pub const CLIENT_POOL: usize = 8;
+
 /// Records written per storage batch while loading.
 const LOAD_BATCH: usize = 10_000;
 
@@ -383,7 +387,8 @@ impl BenchFederation {
         })
     }
 
-    /// Connected caseworker clients at the requester, one per concurrent worker.
+    /// A pool of connected caseworker clients at the requester (the workers share them; each
+    /// call is its own QUIC stream, so a connection carries many passports at once).
     pub async fn clients(&self, n: usize) -> Result<Vec<HomeClient>, BenchError> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
@@ -420,13 +425,15 @@ impl BenchFederation {
         duration: Duration,
         crypto: &CryptoCost,
     ) -> Result<BenchReport, BenchError> {
-        let clients: Arc<Vec<HomeClient>> = Arc::new(self.clients(concurrency.max(1)).await?);
-        drive(self, &clients, warmup).await;
+        let concurrency = concurrency.max(1);
+        let clients: Arc<Vec<HomeClient>> =
+            Arc::new(self.clients(concurrency.min(CLIENT_POOL)).await?);
+        drive(self, &clients, concurrency, warmup).await;
         reset_peak_rss();
         let before = self.audit_marks()?;
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
-        let run = drive(self, &clients, duration).await;
+        let run = drive(self, &clients, concurrency, duration).await;
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         let after = self.audit_marks()?;
@@ -490,6 +497,15 @@ impl BenchFederation {
             signs_per_passport: budget.signs(),
             verifies_per_passport: budget.verifies(),
             checkpoint_signs_per_passport: cp_per_passport,
+            audit_per_node: after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| AuditMark {
+                    agency: a.agency.clone(),
+                    entries: a.entries.saturating_sub(b.entries),
+                    checkpoints: a.checkpoints.saturating_sub(b.checkpoints),
+                })
+                .collect(),
             audit_entries_per_checkpoint: if new_cp > 0 {
                 new_entries as f64 / new_cp as f64
             } else {
@@ -589,11 +605,12 @@ struct RunResult {
 async fn drive(
     bench: &BenchFederation,
     clients: &Arc<Vec<HomeClient>>,
+    workers: usize,
     duration: Duration,
 ) -> RunResult {
     let stop = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..clients.len() {
+    for i in 0..workers {
         let clients = clients.clone();
         let people = bench.people.clone();
         let menv = bench.manifest_env.clone();
@@ -601,7 +618,7 @@ async fn drive(
         let holders = bench.options.holders;
         tasks.spawn(async move {
             let mut out = RunResult::default();
-            let Some(client) = clients.get(i) else {
+            let Some(client) = clients.get(i % clients.len().max(1)) else {
                 return out;
             };
             let mut rng = rand::rngs::OsRng;
@@ -778,6 +795,8 @@ pub struct BenchReport {
     pub verifies_per_passport: f64,
     /// Audit checkpoints signed per passport in the run (one per commit batch, all nodes).
     pub checkpoint_signs_per_passport: f64,
+    /// Audit entries appended and checkpoints signed at each node during the run.
+    pub audit_per_node: Vec<AuditMark>,
     /// Audit entries per signed checkpoint in the run (the mean commit batch).
     pub audit_entries_per_checkpoint: f64,
     /// Passports per second if signatures were the only cost.

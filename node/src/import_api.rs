@@ -3,7 +3,6 @@
 //! stores all records in one atomic write, or none.
 
 use sha2::{Digest, Sha256};
-use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::messages::{
     ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError,
 };
@@ -113,12 +112,11 @@ pub async fn import(
     tracing::info!(person = %staff.body.person_id, rows = report.rows, stored = report.stored, bad_rows = report.errors.len(), dry_run, "records import");
     if !dry_run && report.stored > 0 {
         state
-            .audit
-            .append(AuditEvent::Admin {
-                person_id: Some(staff.body.person_id.clone()),
-                action: "records_import".into(),
-                detail: format!("{} records for {} subjects", report.stored, report.subjects),
-            })
+            .log_admin(
+                Some(&staff.body.person_id),
+                "records_import",
+                format!("{} records for {} subjects", report.stored, report.subjects),
+            )
             .await
             .map_err(|e| {
                 (

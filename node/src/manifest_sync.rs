@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 
-use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::Manifest;
@@ -42,17 +41,16 @@ pub async fn adopt(
     }
     tracing::info!(version = new.version, members = new.members.len(), expires = %new.expires_at, "manifest adopted");
     state
-        .audit
-        .append(AuditEvent::Admin {
-            person_id: None,
-            action: "manifest_adopted".into(),
-            detail: format!(
+        .log_admin(
+            None,
+            "manifest_adopted",
+            format!(
                 "version {} ({} members) from {}",
                 new.version,
                 new.members.len(),
                 from.map_or_else(|| "an operator".to_owned(), ToString::to_string)
             ),
-        })
+        )
         .await
         .map_err(NodeError::Audit)?;
     let st = state.clone();

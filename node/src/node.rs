@@ -139,6 +139,23 @@ impl NodeState {
             .unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Logs an administrative action (durably) and returns once it is logged.
+    pub async fn log_admin(
+        &self,
+        person: Option<&throughgate_protocol::ids::PersonId>,
+        action: &str,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        self.audit
+            .append(throughgate_protocol::audit::AuditEvent::Admin {
+                person_id: person.cloned(),
+                action: action.to_owned(),
+                detail,
+            })
+            .await
+            .map(|_| ())
+    }
+
     /// Verifies, adopts and persists a manifest.
     pub fn adopt_manifest(&self, env: &Envelope) -> Result<Arc<Manifest>, NodeError> {
         let m = self.trust.install_manifest(env)?;
@@ -397,12 +414,11 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
         deleted = state.db.delete_records_before(before)?;
         if deleted > 0 {
             state
-                .audit
-                .append(throughgate_protocol::audit::AuditEvent::Admin {
-                    person_id: None,
-                    action: "retention_records".into(),
-                    detail: format!("{deleted} records about dates before {before} deleted"),
-                })
+                .log_admin(
+                    None,
+                    "retention_records",
+                    format!("{deleted} records about dates before {before} deleted"),
+                )
                 .await?;
         }
     }
@@ -423,14 +439,7 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
         }
         if to > from {
             redacted = state.db.redact_audit_entries(from, to, now)?;
-            state
-                .audit
-                .append(throughgate_protocol::audit::AuditEvent::Admin {
-                    person_id: None,
-                    action: "retention_audit".into(),
-                    detail: format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1),
-                })
-                .await?;
+            state.log_admin(None, "retention_audit", format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1)).await?;
         }
     }
     Ok((deleted, redacted))

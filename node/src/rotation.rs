@@ -5,7 +5,6 @@
 //! keeps the new key. Peers accept either key during the overlap; the next manifest retires the
 //! old one.
 
-use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::messages::ErrorCode;
 
 use crate::db::StoredStaff;
@@ -85,16 +84,15 @@ pub async fn rotate(
     let new = state.key.current().public();
     tracing::warn!(old = %old.fingerprint(), new = %new.fingerprint(), "node key rotated");
     state
-        .audit
-        .append(AuditEvent::Admin {
-            person_id: Some(operator.body.person_id.clone()),
-            action: "key_rotated".into(),
-            detail: format!(
+        .log_admin(
+            Some(&operator.body.person_id),
+            "key_rotated",
+            format!(
                 "node key {} replaced by {}",
                 old.fingerprint(),
                 new.fingerprint()
             ),
-        })
+        )
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     Ok(format!(

@@ -4,7 +4,6 @@
 //! credential (defence in depth against a query countersigned before the withdrawal, or a
 //! compromised home node).
 
-use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::credential::{CredentialAck, CredentialRevocation};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::{AgencyId, PersonId};
@@ -84,12 +83,11 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
         .map_err(internal)?;
     state.outbox_wake.notify_one();
     state
-        .audit
-        .append(AuditEvent::Admin {
-            person_id: Some(operator.body.person_id.clone()),
-            action: "credential_revoked".into(),
-            detail: format!("credential of {person} withdrawn and announced to every member"),
-        })
+        .log_admin(
+            Some(&operator.body.person_id),
+            "credential_revoked",
+            format!("credential of {person} withdrawn and announced to every member"),
+        )
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     tracing::info!(person = %person, by = %operator.body.person_id, "credential revoked");
@@ -137,12 +135,11 @@ pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelo
             return state.error(ErrorCode::Internal, e.to_string());
         }
         let logged = state
-            .audit
-            .append(AuditEvent::Admin {
-                person_id: None,
-                action: "credential_revocation_received".into(),
-                detail: format!("{from} withdrew the credential of {}", rev.person_id),
-            })
+            .log_admin(
+                None,
+                "credential_revocation_received",
+                format!("{from} withdrew the credential of {}", rev.person_id),
+            )
             .await;
         if let Err(e) = logged {
             return state.error(ErrorCode::Internal, e.to_string());
