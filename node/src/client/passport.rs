@@ -51,7 +51,7 @@ impl HomeClient {
             QUERY_LIFETIME_SECS,
         );
         let (query, results) = self.assemble(query, on_progress).await?;
-        let bundle = PassportBundle {
+        let mut bundle = PassportBundle {
             format: BUNDLE_FORMAT.into(),
             query,
             results,
@@ -59,8 +59,20 @@ impl HomeClient {
             manifest_version: manifest.version,
             manifest: Some(manifest_env.clone()),
         };
-        let verified =
+        let mut verified =
             verify_bundle(&bundle, manifest).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        if !verified.all_valid() {
+            // The federation may have moved on while the query was out (a holder rotated its
+            // key under a newer manifest): verify once more against the current manifest.
+            let (env, newer) = self.manifest().await?;
+            if newer.version > manifest.version {
+                if let Ok(v) = verify_bundle(&bundle, &newer) {
+                    bundle.manifest_version = newer.version;
+                    bundle.manifest = Some(env);
+                    verified = v;
+                }
+            }
+        }
         Ok((bundle, verified))
     }
 }
