@@ -34,7 +34,8 @@ pub struct BenchArgs {
     /// no consent, to measure cost against data size. Default: only the consented people's.
     #[arg(long, value_parser = parse_count_arg)]
     pub holder_records: Option<u64>,
-    /// Concurrent caseworkers (one connection each to the requester's node).
+    /// Concurrent caseworkers (sharing a pool of up to 8 connections to the requester's node,
+    /// one QUIC stream per passport).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Seconds of measured load, after a 2 s warm-up.
@@ -49,6 +50,11 @@ pub struct BenchArgs {
     /// log with durable group commit, then time full verification of the log.
     #[arg(long, value_parser = parse_count_arg)]
     pub audit_verify: Option<u64>,
+    /// Instead of the load test: set up the federation, then time `tg passport assemble` as a
+    /// whole fresh process this many times (cold CLI: key, profile, handshake, manifest and
+    /// consent look-up, assembly, verification, rendering).
+    #[arg(long)]
+    pub cold: Option<usize>,
     /// Iterations of the sign and verify timing loops.
     #[arg(long, default_value_t = 3000)]
     pub crypto_iterations: usize,
@@ -106,6 +112,9 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
     }
     if a.holders == 0 || a.people == 0 || a.concurrency == 0 || a.duration == 0 {
         bail!("--holders, --people, --concurrency and --duration must be positive");
+    }
+    if let Some(runs) = a.cold {
+        return run_cold(g, &a, runs).await;
     }
     let crypto = CryptoCost::measure(a.crypto_iterations);
     let base = BenchOptions {
@@ -426,6 +435,43 @@ fn print_table(reports: &[BenchReport]) {
         ]);
     }
     println!("{t}");
+}
+
+async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
+    let exe = std::env::current_exe().context("finding the tg executable")?;
+    progress(g, "setting up the federation");
+    let fed = BenchFederation::setup(BenchOptions {
+        holders: a.holders,
+        people: a.people,
+        records_per_person: a.records,
+        holder_records: a.holder_records,
+        seed: a.seed,
+    })
+    .await?;
+    progress(g, &format!("timing {runs} cold `tg passport assemble` processes"));
+    let r = fed.cold_assemble(&exe, runs).await;
+    fed.shutdown().await;
+    let r = r?;
+    if g.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let mut t = render::table(&["measure", "value"]);
+        t.add_row(vec!["command".to_owned(), r.command.clone()]);
+        t.add_row(vec![
+            "runs".to_owned(),
+            format!("{} ok, {} failed", r.runs, r.failures),
+        ]);
+        t.add_row(vec![
+            "wall time p50 / min / max".to_owned(),
+            format!("{:.1} / {:.1} / {:.1} ms", r.p50_ms, r.min_ms, r.max_ms),
+        ]);
+        println!("{t}");
+    }
+    Ok(if r.failures == 0 {
+        crate::exit::OK
+    } else {
+        crate::exit::FAILURE
+    })
 }
 
 async fn run_audit_verify(g: &Global, n: u64) -> Result<u8> {

@@ -83,7 +83,9 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
     };
     let sector = match (sector, manifest) {
         (Some(s), _) => serde_json::from_value::<Sector>(serde_json::Value::String(s.clone()))
-            .map_err(|_| anyhow!("unknown sector {s:?}"))?,
+            .map_err(|_| {
+                anyhow!("unknown sector {s:?}; use justice, health, education, local_government or welfare")
+            })?,
         (None, Some(p)) => {
             let (_, m) = crate::cmd_manifest::read_manifest(
                 &p,
@@ -91,7 +93,13 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
             )?;
             m.member(&requester)
                 .map(|x| x.sector)
-                .ok_or_else(|| anyhow!("{requester} is not in {}", p.display()))?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{requester} is not in {}; check the agency id (`tg manifest show {}` lists the members)",
+                        p.display(),
+                        p.display()
+                    )
+                })?
         }
         (None, None) => throughgate_node::agencies::demo_agency(requester.as_str())
             .map(|d| d.sector)

@@ -30,7 +30,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// Save the passport bundle and the manifest in this folder (as `passport.tgp` and
-    /// `manifest.tgm`) to try `tg passport verify` afterwards.
+    /// `manifest.tgm`) to try `tg passport verify` afterwards, with the printable passport
+    /// (`passport.html`) and the DPO's subject-access report (`report.html`).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
 }
@@ -164,6 +165,7 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("passport.tgp"), bundle.to_bytes())?;
         std::fs::write(dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
+        write_html(fed, dir, &bundle, &v, &plan.passport_id).await?;
         println!(
             "  saved {} and {}; check with `tg passport verify {} --manifest {}`",
             dir.join("passport.tgp").display(),
@@ -180,7 +182,7 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
                 .is_none_or(|x| x.outcome != throughgate_protocol::messages::Outcome::Disclosed)
         })
     {
-        bail!("the demo passport did not assemble fully from all six agencies");
+        bail!("the demo passport did not assemble fully from all six agencies; run the demo again, and if it happens again report it as a bug with the output above");
     }
 
     step(
@@ -230,9 +232,41 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
     });
     probation.close().await;
     if !all_refused {
-        bail!("a request without consent was not refused by every agency");
+        bail!("a request without consent was not refused by every agency; this is a bug: report it with the output above");
     }
     Ok(crate::exit::OK)
+}
+
+/// Saves the printable passport (`passport.html`) and the probation DPO's federated
+/// subject-access report (`report.html`) beside the bundle.
+async fn write_html(
+    fed: &LocalFederation,
+    dir: &std::path::Path,
+    bundle: &throughgate_protocol::bundle::PassportBundle,
+    v: &throughgate_protocol::bundle::VerifiedBundle,
+    passport: &PassportId,
+) -> Result<()> {
+    let m = &fed.manifest_body;
+    let source = format!(
+        "manifest version {} (saved as {})",
+        m.version,
+        dir.join("manifest.tgm").display()
+    );
+    let page = crate::render_html::passport_html(bundle, v, m, &source);
+    std::fs::write(dir.join("passport.html"), page)?;
+    let dpo = fed.client("probation-yorks", StaffRole::Dpo).await?;
+    let report = dpo.subject_access_report(m, passport, true).await;
+    dpo.close().await;
+    std::fs::write(
+        dir.join("report.html"),
+        crate::render_audit::report_html(&report?),
+    )?;
+    println!(
+        "  saved {} and {} (printable HTML)",
+        dir.join("passport.html").display(),
+        dir.join("report.html").display()
+    );
+    Ok(())
 }
 
 /// Waits (on the consent's delivery status, not a fixed sleep) until every recipient has
@@ -259,7 +293,7 @@ async fn wait_delivered(
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{pending} deliveries still pending after 10 s");
+                bail!("{pending} consent deliveries still pending after 10 s; the machine may be overloaded: run the demo again");
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

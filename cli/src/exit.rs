@@ -43,22 +43,61 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// A hint on what to do next, for errors that have an obvious next step.
+/// A hint on what to do next, for errors that have an obvious next step. Looks through the
+/// whole chain of causes, so a file error deep inside a command still gets a next step.
 pub fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
-    match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Connect { .. }) => {
+    if let Some(c) = e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        if let Some(h) = client_hint(c) {
+            return Some(h);
+        }
+    }
+    let io = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    if io.is_none()
+        && e.chain().any(|c| {
+            c.downcast_ref::<throughgate_node::config::ConfigError>()
+                .is_some()
+        })
+    {
+        return Some("fix the config file as the message says and start again; `tg node init` writes a complete node.toml, and docs/operations.md describes every key.");
+    }
+    if format!("{e:#}").contains("could not acquire lock") {
+        return Some("another process has this node's data folder open: is the node already running? Stop it first (Ctrl-C, `systemctl stop`, or `deploy/local-federation.sh --stop`).");
+    }
+    match io {
+        Some(std::io::ErrorKind::NotFound) => Some("check the path: that file or folder does not exist (paths in node.toml are relative to the folder node.toml is in)."),
+        Some(std::io::ErrorKind::PermissionDenied) => Some("check the owner and mode of that file or folder: run tg as the user that owns the node folder (under systemd, `sudo -u throughgate tg ...`)."),
+        Some(std::io::ErrorKind::AddrInUse) => Some("another process already listens on that address: stop it, or change `listen` or `metrics_listen` in node.toml."),
+        Some(std::io::ErrorKind::AlreadyExists) => Some("choose another path, or move the existing file away first."),
+        _ => None,
+    }
+}
+
+fn client_hint(e: &ClientError) -> Option<&'static str> {
+    match e {
+        ClientError::Connect { .. } => {
             Some("is the node running (`tg node run`)? Check node_address and node_key in your profile.")
         }
-        Some(ClientError::Refused(b)) => match b.code {
+        ClientError::Refused(b) => match b.code {
             ErrorCode::Forbidden => Some("ask your node's operator for a credential with the needed role (`tg staff add`)."),
             ErrorCode::BadSignature => Some("your key does not match your credential; check key_file and credential_file in your profile."),
             ErrorCode::NotFound => Some("check the id; `tg consent list` shows the consents your node knows."),
-            _ => None,
+            ErrorCode::BadRequest => Some("the node's message above says what it did not accept; change that and run the command again."),
+            ErrorCode::Internal => Some("the node failed while answering; its operator can see why in the node's log (journalctl -u throughgate-node@AGENCY, or its stderr). Try again once fixed."),
+            ErrorCode::Timeout => Some("the request took too long; try again, and if it keeps happening ask the operator to check the node's load and limits.request_timeout_ms."),
+            ErrorCode::RateLimited => Some("the node is busy; wait a moment and try again."),
+            ErrorCode::TooLarge => Some("the request is over the node's size limit (limits.max_frame_bytes in node.toml); split it, or ask the operator to raise the limit."),
+            ErrorCode::Malformed | ErrorCode::UnsupportedKind => Some("tg and the node may be different versions: compare `tg --version` with the version `tg node status` reports."),
         },
-        Some(ClientError::Profile { .. }) => {
+        ClientError::Profile { .. } => {
             Some("pass --profile FILE or set TG_PROFILE; `tg staff add` writes a profile for each member of staff.")
         }
-        Some(ClientError::Key(_)) => Some("key files must be PKCS#8 PEM with mode 0600."),
+        ClientError::Key(_) => Some("key files must be PKCS#8 PEM with mode 0600."),
+        ClientError::Protocol(_) => Some("tg and the node may be different versions: compare `tg --version` with the version `tg node status` reports."),
+        ClientError::Invalid(_) => Some("a signed answer failed verification: do not rely on it. Your node's key may have changed (compare node_key in your profile with `tg manifest show`); tell your node's operator."),
+        #[allow(unreachable_patterns)]
         _ => None,
     }
 }

@@ -193,31 +193,46 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The report as a self-contained printable HTML page.
+/// The report as a self-contained printable HTML page. Every row names the agency whose log
+/// holds it (id and name) and whether that agency's answer verified; the sources table gives
+/// each agency's status, checkpoint and the time the report was produced (its as-of time).
 pub fn report_html(r: &SubjectAccessReport) -> String {
+    let source_of = |a: &str| r.sources.iter().find(|s| s.agency.as_str() == a);
     let mut rows = String::new();
     for (agency, e) in merged_entries(r) {
+        let src = source_of(agency.as_str());
+        let name = src.map_or("", |s| s.name.as_str());
+        let verified = src.is_some_and(|s| s.verified);
         let _ = writeln!(
             rows,
-            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"{}\"><td>{}</td><td><span class=\"agency-id\">{}</span> ({})</td><td>{}</td><td>{}</td><td class=\"verify {}\">{}</td></tr>",
             esc(e.event.name()),
             esc(&e.at.to_string()),
             esc(agency.as_str()),
+            esc(name),
             esc(e.event.name()),
-            esc(&describe(e))
+            esc(&describe(e)),
+            if verified { "ok" } else { "bad" },
+            if verified { "verified" } else { "NOT verified" }
         );
     }
     let mut sources = String::new();
     for s in &r.sources {
         let _ = writeln!(
             sources,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td class=\"agency-id\">{}</td><td>{}</td><td>{}</td><td>{}{}</td><td><time>{}</time></td><td class=\"verify {}\">{}</td></tr>",
             esc(s.agency.as_str()),
             esc(&s.name),
             esc(s.status.as_str()),
             s.entries.len(),
+            if s.truncated { " (more held)" } else { "" },
+            esc(&r.generated_at.to_string()),
+            if s.verified { "ok" } else { "bad" },
             if s.verified {
-                format!("verified (checkpoint {})", s.checkpoint_size.unwrap_or(0))
+                format!(
+                    "verified (signed checkpoint of size {})",
+                    s.checkpoint_size.unwrap_or(0)
+                )
             } else {
                 format!(
                     "NOT verified: {}",
@@ -226,6 +241,22 @@ pub fn report_html(r: &SubjectAccessReport) -> String {
             }
         );
     }
+    let banner = if r.complete() {
+        "<p id=\"verification\" class=\"banner ok\">Complete: every agency asked answered, and every answer verified against its signed log.</p>".to_owned()
+    } else {
+        let missing: Vec<String> = r
+            .sources
+            .iter()
+            .filter(|s| {
+                !s.verified || s.status != throughgate_protocol::messages::HolderStatus::Answered
+            })
+            .map(|s| format!("{} ({})", s.agency, s.status.as_str()))
+            .collect();
+        format!(
+            "<p id=\"verification\" class=\"banner bad\">INCOMPLETE: no verified answer from {}. Entries from those agencies are missing or unproven; run the report again when they are reachable.</p>",
+            esc(&missing.join(", "))
+        )
+    };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Subject access report {pid}</title>
@@ -234,18 +265,23 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
 h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; margin-bottom: 1.5em; }}
 th, td {{ border: 1px solid #999; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 0.9em; }}
 th {{ background: #eee; }} tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
-.meta {{ color: #444; }} @media print {{ body {{ margin: 0.5cm; }} }}
+.meta {{ color: #444; }} .agency-id {{ font-family: ui-monospace, monospace; }}
+.verify.ok {{ color: #064; }} .verify.bad {{ color: #a00; font-weight: 700; }}
+.banner {{ padding: 0.5em 0.8em; border: 2px solid; }} .banner.ok {{ border-color: #064; background: #eef8f1; }}
+.banner.bad {{ border-color: #a00; background: #fdeaea; font-weight: 700; }}
+@media print {{ body {{ margin: 0.5cm; }} .banner {{ -webkit-print-color-adjust: exact; print-color-adjust: exact; }} }}
 </style></head>
 <body>
 <h1 id="title">Subject access report</h1>
 <p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}.</p>
+{banner}
 <h2>Sources</h2>
-<table id="sources"><tr><th>Agency</th><th>Name</th><th>Status</th><th>Entries</th><th>Integrity</th></tr>
+<table id="sources"><tr><th>Agency</th><th>Name</th><th>Status</th><th>Entries</th><th>As of</th><th>Integrity</th></tr>
 {sources}</table>
 <h2>Who saw what, when and why</h2>
-<table id="entries"><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th></tr>
+<table id="entries"><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th><th>Integrity</th></tr>
 {rows}</table>
-<p class="meta">Every entry above was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint).</p>
+<p class="meta">Every entry marked verified was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint).</p>
 </body></html>
 "#,
         pid = esc(r.passport_id.as_str()),
