@@ -448,7 +448,10 @@ async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
         seed: a.seed,
     })
     .await?;
-    progress(g, &format!("timing {runs} cold `tg passport assemble` processes"));
+    progress(
+        g,
+        &format!("timing {runs} cold `tg passport assemble` processes"),
+    );
     let r = fed.cold_assemble(&exe, runs).await;
     fed.shutdown().await;
     let r = r?;

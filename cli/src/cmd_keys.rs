@@ -59,7 +59,12 @@ pub fn run(g: &Global, cmd: KeyCmd) -> Result<u8> {
             serde_json::json!({"file": path, "public_key": key.public().to_hex(), "fingerprint": key.public().fingerprint()})
         );
     } else {
-        println!("{}  public key {}", path.display(), key.public().to_hex());
+        println!(
+            "{}  public key {} (fingerprint {})",
+            path.display(),
+            key.public().to_hex(),
+            key.public().fingerprint()
+        );
     }
     Ok(crate::exit::OK)
 }

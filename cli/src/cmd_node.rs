@@ -20,13 +20,14 @@ use throughgate_node::policy::Policy;
 use throughgate_node::store::{SledStore, Store};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::credential::{Credential, StaffRole};
+use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Member, MemberRole, Sector};
 use throughgate_protocol::messages::{ClientOp, ClientResponse};
 
-use crate::cmd_manifest::{read_manifest, MemberFile};
+use crate::cmd_manifest::MemberFile;
 use crate::Global;
 
 /// Node commands.
@@ -193,11 +194,12 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         manifest_file: Some("manifest.tgm".into()),
         policy_file: Some("policy.toml".into()),
         id_scheme: scheme,
-        metrics_listen: std::net::SocketAddr::new(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-            a.listen.port().wrapping_add(1000),
-        )
-        .into(),
+        // Metrics and health on loopback, 1000 above the QUIC port (none if that overflows).
+        metrics_listen: a
+            .listen
+            .port()
+            .checked_add(1000)
+            .map(|p| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), p)),
         limits: Limits::default(),
         retention: throughgate_node::config::Retention::default(),
         base_dir: dir.clone(),
@@ -265,9 +267,10 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
     } else {
         println!("Node folder {} created for {}.", dir.display(), a.agency);
         println!(
-            "  node key      {} (public {})",
+            "  node key      {} (public {}, fingerprint {})",
             dir.join("node.key").display(),
-            key.public().to_hex()
+            key.public().to_hex(),
+            key.public().fingerprint()
         );
         println!(
             "  member entry  {}  (send it to your federation's governance)",
@@ -355,14 +358,23 @@ async fn run_node(config_path: &Path) -> Result<u8> {
     if let Some(mf) = &config.manifest_file {
         let path = config.resolve(mf);
         if path.exists() {
-            let (env, m) = read_manifest(&path, Clock::system().now())?;
+            // Compare versions before anything else: an old file (even an expired one) is
+            // ignored when the node already trusts a newer manifest.
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let env = Envelope::from_bytes(&bytes, crate::cmd_manifest::MAX_MANIFEST_FILE)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let file_version = env
+                .open::<throughgate_protocol::manifest::Manifest>()
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?
+                .version;
             let current = node.state().manifest().map(|c| c.version);
-            if current.is_none_or(|v| m.version >= v) {
+            if current.is_none_or(|v| file_version > v) {
                 node.state()
                     .adopt_manifest(&env)
                     .with_context(|| format!("manifest {}", path.display()))?;
-            } else {
-                tracing::warn!(file_version = m.version, trusted = ?current, "manifest file is older than the trusted manifest; ignored");
+            } else if current != Some(file_version) {
+                tracing::warn!(file_version, trusted = ?current, "manifest file is older than the trusted manifest; ignored");
             }
         }
     }

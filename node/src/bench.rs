@@ -525,6 +525,124 @@ impl BenchFederation {
     }
 }
 
+/// `tg passport assemble` timed as a whole, fresh process.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColdReport {
+    /// Runs that succeeded.
+    pub runs: usize,
+    /// Runs that failed (non-zero exit).
+    pub failures: usize,
+    /// Median wall-clock milliseconds, process start to exit.
+    pub p50_ms: f64,
+    /// Fastest run.
+    pub min_ms: f64,
+    /// Slowest run.
+    pub max_ms: f64,
+    /// The command timed (one of them).
+    pub command: String,
+}
+
+impl BenchFederation {
+    /// Writes a profile (key, credential, pinned node key) for the requester's caseworker into
+    /// `dir`, as `tg staff` would give one; returns its path.
+    pub fn write_profile(&self, dir: &std::path::Path) -> Result<std::path::PathBuf, BenchError> {
+        let n = self
+            .fed
+            .node(REQUESTER)
+            .ok_or_else(|| setup_err("no requester node"))?;
+        let staff = n
+            .staff
+            .get(&StaffRole::Caseworker)
+            .ok_or_else(|| setup_err("no caseworker"))?;
+        let cred: throughgate_protocol::credential::Credential = staff
+            .credential
+            .open()
+            .map_err(|e| setup_err(e.to_string()))?;
+        let io = |e: crate::keyfile::KeyFileError| setup_err(e.to_string());
+        crate::keyfile::write_secret_key(&dir.join("caseworker.key"), &staff.key).map_err(io)?;
+        crate::keyfile::write_private_file(
+            &dir.join("caseworker.cred"),
+            &staff.credential.to_bytes(),
+        )
+        .map_err(io)?;
+        let profile = crate::client::Profile {
+            agency: n.id.clone(),
+            node_address: n.addr.to_string(),
+            node_key: n.key.public(),
+            person_id: cred.person_id,
+            key_file: "caseworker.key".into(),
+            credential_file: "caseworker.cred".into(),
+            base_dir: dir.to_path_buf(),
+        };
+        let path = dir.join("profile.toml");
+        std::fs::write(&path, profile.to_toml()).map_err(|e| setup_err(e.to_string()))?;
+        Ok(path)
+    }
+
+    /// Runs `exe passport assemble --passport P --profile ... --json` `runs` times, one after
+    /// another, each a fresh process (key and profile read, QUIC handshake, manifest and
+    /// consent look-up, assembly, verification, rendering), and times each from spawn to exit.
+    pub async fn cold_assemble(
+        &self,
+        exe: &std::path::Path,
+        runs: usize,
+    ) -> Result<ColdReport, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("throughgate-bench-profile-")
+            .tempdir()
+            .map_err(|e| setup_err(e.to_string()))?;
+        let profile = self.write_profile(dir.path())?;
+        let exe = exe.to_path_buf();
+        let passports: Vec<String> = self
+            .people
+            .iter()
+            .take(runs.max(1))
+            .map(|p| p.passport.to_string())
+            .collect();
+        let command = format!(
+            "{} passport assemble --passport PASSPORT --profile {} --json",
+            exe.display(),
+            profile.display()
+        );
+        let runs = runs.max(1);
+        let (mut times, failures) = tokio::task::spawn_blocking(move || {
+            let mut times = Vec::new();
+            let mut failures = 0usize;
+            for i in 0..runs {
+                let Some(pp) = passports.get(i % passports.len().max(1)) else {
+                    break;
+                };
+                let t = Instant::now();
+                let status = std::process::Command::new(&exe)
+                    .args(["passport", "assemble", "--passport", pp, "--json"])
+                    .arg("--profile")
+                    .arg(&profile)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                match status {
+                    Ok(s) if s.success() => times.push(ms),
+                    _ => failures += 1,
+                }
+            }
+            (times, failures)
+        })
+        .await
+        .map_err(|e| setup_err(e.to_string()))?;
+        drop(dir);
+        times.sort_by(f64::total_cmp);
+        Ok(ColdReport {
+            runs: times.len(),
+            failures,
+            p50_ms: times.get(times.len() / 2).copied().unwrap_or(0.0),
+            min_ms: times.first().copied().unwrap_or(0.0),
+            max_ms: times.last().copied().unwrap_or(0.0),
+            command,
+        })
+    }
+}
+
 /// Polls a consent's delivery state until every recipient acknowledged it; every holder must
 /// have linked the person.
 async fn wait_linked(

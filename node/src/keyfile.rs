@@ -15,7 +15,7 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: PathBuf,
