@@ -64,6 +64,13 @@ pub enum AuditCmd {
     },
     /// Your node's newest checkpoint, who cosigned it, and whose logs it witnesses.
     Checkpoints,
+    /// As a witness, accept a peer's next checkpoint as a new baseline: only after that peer
+    /// restored from a backup (its log legitimately lost entries) and you have checked why.
+    WitnessReset {
+        /// The peer agency.
+        #[arg(long)]
+        peer: AgencyId,
+    },
 }
 
 fn instant(s: &str) -> Result<Timestamp> {
@@ -194,6 +201,15 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             } else {
                 exit::PARTIAL
             })
+        }
+        AuditCmd::WitnessReset { peer } => {
+            client.witness_reset(&peer).await?;
+            if g.json {
+                println!("{}", serde_json::json!({"peer": peer, "reset": true}));
+            } else {
+                println!("Baseline for {peer}'s log reset: its next checkpoint will be witnessed afresh. The reset is in your log.");
+            }
+            Ok(exit::OK)
         }
         AuditCmd::Checkpoints => {
             let c = client.audit_checkpoints().await?;

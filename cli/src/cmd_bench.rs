@@ -138,7 +138,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
     let mut reports = Vec::new();
     match sweep {
         None => {
-            let r = point(g, &base, a.concurrency, duration, &crypto).await?;
+            let r = point(g, &base, a.concurrency, duration, a.crypto_iterations).await?;
             reports.push(r);
         }
         Some((Key::Concurrency, values)) => {
@@ -146,6 +146,8 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
             let fed = BenchFederation::setup(base.clone()).await?;
             for c in values {
                 progress(g, &format!("concurrency {c}"));
+                // Sign and verify cost measured again for every point (the machine is shared).
+                let crypto = CryptoCost::measure(a.crypto_iterations);
                 let r = fed.measure(usize_of(c), WARMUP, duration, &crypto).await;
                 let r = match r {
                     Ok(r) => r,
@@ -177,7 +179,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
                     Key::Concurrency => String::new(),
                 };
                 progress(g, &label);
-                let r = point(g, &o, a.concurrency, duration, &crypto).await?;
+                let r = point(g, &o, a.concurrency, duration, a.crypto_iterations).await?;
                 emit_row(g, &r, &label);
                 reports.push(r);
             }
@@ -211,7 +213,7 @@ async fn point(
     o: &BenchOptions,
     concurrency: usize,
     duration: Duration,
-    crypto: &CryptoCost,
+    crypto_iterations: usize,
 ) -> Result<BenchReport> {
     progress(
         g,
@@ -240,7 +242,9 @@ async fn point(
             duration.as_secs()
         ),
     );
-    let r = fed.measure(concurrency, WARMUP, duration, crypto).await;
+    // Sign and verify cost measured for every point, just before it (the machine is shared).
+    let crypto = CryptoCost::measure(crypto_iterations);
+    let r = fed.measure(concurrency, WARMUP, duration, &crypto).await;
     fed.shutdown().await;
     Ok(r?)
 }

@@ -65,7 +65,7 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
                     (i + 1).to_string(),
                     r.purpose.to_string(),
                     r.to.iter()
-                        .map(|a| format!("{a:?}").to_lowercase())
+                        .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(", "),
                     r.categories

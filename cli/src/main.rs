@@ -152,6 +152,21 @@ impl Global {
 }
 
 fn main() -> ExitCode {
+    // `tg ... | head` closes stdout early: end quietly, as other command-line tools do,
+    // instead of reporting a panic.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Node(cmd_node::NodeCmd::Run { .. })) {
         "info"

@@ -380,16 +380,18 @@ pub async fn report(
                 answer(state, qe, a)
                     .await
                     .map(|ans| state.seal(&ans))
-                    .map_err(|(c, m)| format!("{c}: {m}"))
+                    .map_err(|(c, m)| (HolderStatus::Error, format!("{c}: {m}")))
             } else {
-                state
-                    .peers
-                    .request(a, qe, timeout)
-                    .await
-                    .map_err(|e| match e {
-                        PeerError::TimedOut { .. } => format!("timed_out: {e}"),
-                        other => other.to_string(),
-                    })
+                state.peers.request(a, qe, timeout).await.map_err(|e| {
+                    let status = match &e {
+                        PeerError::TimedOut { .. } => HolderStatus::TimedOut,
+                        PeerError::Remote { .. } | PeerError::Stream { .. } => HolderStatus::Error,
+                        PeerError::Unknown(_) | PeerError::Unreachable { .. } => {
+                            HolderStatus::Unreachable
+                        }
+                    };
+                    (status, e.to_string())
+                })
             };
             (i, a.clone(), r)
         })
@@ -403,19 +405,12 @@ pub async fn report(
                 answer: Some(env),
                 detail: None,
             },
-            Err(detail) => {
-                let status = if detail.starts_with("timed_out") {
-                    HolderStatus::TimedOut
-                } else {
-                    HolderStatus::Unreachable
-                };
-                AuditSource {
-                    agency,
-                    status,
-                    answer: None,
-                    detail: Some(detail),
-                }
-            }
+            Err((status, detail)) => AuditSource {
+                agency,
+                status,
+                answer: None,
+                detail: Some(detail),
+            },
         };
         if let Some(slot) = sources.get_mut(i) {
             *slot = Some(src);

@@ -761,7 +761,29 @@ async fn drive(
                 let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
                 let problem = match &res {
                     Err(e) => Some(e.to_string()),
-                    Ok((_, v)) if !passport_complete(v) => Some("incomplete or invalid".into()),
+                    Ok((_, v)) if !passport_complete(v) => Some(
+                        v.results
+                            .iter()
+                            .find(|r| {
+                                r.problem.is_some()
+                                    || r.result.status
+                                        != throughgate_protocol::messages::HolderStatus::Answered
+                            })
+                            .map_or_else(
+                                || "incomplete or invalid".to_owned(),
+                                |r| {
+                                    format!(
+                                        "{}: {} {}",
+                                        r.result.agency,
+                                        r.result.status.as_str(),
+                                        r.problem.as_ref().map_or_else(
+                                            || r.result.detail.clone().unwrap_or_default(),
+                                            ToString::to_string
+                                        )
+                                    )
+                                },
+                            ),
+                    ),
                     Ok((_, v)) if v.results.len() != holders => {
                         Some(format!("{} of {holders} holders answered", v.results.len()))
                     }

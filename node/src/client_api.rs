@@ -80,9 +80,13 @@ pub async fn handle(
             }
             Ok(()) => assemble(state, staff, query, send).await,
         },
-        ClientOp::GrantConsent { consent, subjects } => match need(StaffRole::Caseworker) {
+        ClientOp::GrantConsent {
+            consent,
+            subjects,
+            retire,
+        } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => crate::consent_out::record(state, staff, consent, &subjects)
+            Ok(()) => crate::consent_out::record(state, staff, consent, &subjects, retire)
                 .await
                 .map_err(record_err),
         },
@@ -179,7 +183,14 @@ pub async fn handle(
         },
         ClientOp::PublishManifest { manifest } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => match crate::manifest_sync::adopt(state, &manifest, None).await {
+            Ok(()) => match crate::manifest_sync::adopt(
+                state,
+                &manifest,
+                None,
+                Some(&staff.body.person_id),
+            )
+            .await
+            {
                 Ok(_) => state
                     .trust
                     .manifest_envelope()
@@ -209,6 +220,17 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => crate::backup_api::stream_export(state, staff, format, send).await,
         },
+        ClientOp::WitnessReset { peer } => {
+            if need(StaffRole::Dpo).is_err() {
+                if let Err(e) = need(StaffRole::Operator) {
+                    return e;
+                }
+            }
+            match crate::audit::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
+                Ok(()) => crate::audit_api::checkpoints(state),
+                Err(e) => Err((ErrorCode::Internal, e.to_string())),
+            }
+        }
         ClientOp::AuditCheckpoints => {
             if need(StaffRole::Dpo).is_err() {
                 if let Err(e) = need(StaffRole::Operator) {

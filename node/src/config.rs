@@ -53,7 +53,8 @@ pub struct Limits {
     pub idle_timeout_ms: u64,
     /// Concurrent streams one peer may open on a connection.
     pub max_streams_per_connection: u32,
-    /// Lifetime given to queries this node's caseworkers sign, in seconds.
+    /// The longest lifetime (expiry minus issue time) this node accepts on queries its
+    /// caseworkers sign, in seconds (the CLI signs queries valid for 60 s).
     pub query_lifetime_secs: u64,
     /// How often the node offers its newest audit checkpoint to its peers to witness, in
     /// seconds.

@@ -141,37 +141,47 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
     let newly_stored = existing.is_none();
     let event = consent_entry(&consent, None, Some(outcome));
     let supersedes = consent.supersedes.clone();
-    let written = match existing {
-        None => {
-            let stored = StoredConsent {
-                envelope: grant.consent.clone(),
-                body: consent,
-                status: ConsentStatus::Active,
-                status_since: now,
-                received_at: now,
-                revocation: None,
-                superseded_by: None,
-                expiry_logged: false,
-            };
-            state.db.put_consent(&stored, link.as_deref(), now)
+    // Exclusively: a supersession changes another consent's status (see `holder.rs`).
+    let pending = {
+        let _gate = state
+            .consent_gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = match existing {
+            None => {
+                let stored = StoredConsent {
+                    envelope: grant.consent.clone(),
+                    body: consent,
+                    status: ConsentStatus::Active,
+                    status_since: now,
+                    received_at: now,
+                    revocation: None,
+                    superseded_by: None,
+                    expiry_logged: false,
+                };
+                state.db.put_consent(&stored, link.as_deref(), now)
+            }
+            Some(_) => match link.as_deref() {
+                Some(subject) => state.db.put_link(&passport, subject),
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = written {
+            return state.error(ErrorCode::Internal, e.to_string());
         }
-        Some(_) => match link.as_deref() {
-            Some(subject) => state.db.put_link(&passport, subject),
-            None => Ok(()),
-        },
+        let mut pending = Vec::new();
+        if newly_stored {
+            match superseded_event(state, supersedes.as_ref(), &event) {
+                Ok(Some(ev)) => pending.push(state.audit.submit(ev)),
+                Ok(None) => {}
+                Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+            }
+            pending.push(state.audit.submit(AuditEvent::ConsentRegistered(event)));
+        }
+        pending
     };
-    if let Err(e) = written {
-        return state.error(ErrorCode::Internal, e.to_string());
-    }
-    if newly_stored {
-        if let Err(e) = log_superseded(state, supersedes.as_ref(), &event).await {
-            return e;
-        }
-        if let Err(e) = state
-            .audit
-            .append(AuditEvent::ConsentRegistered(event))
-            .await
-        {
+    for p in pending {
+        if let Err(e) = p.wait().await {
             return state.error(ErrorCode::Internal, e.to_string());
         }
     }
@@ -194,29 +204,23 @@ pub(crate) fn consent_entry(
     }
 }
 
-/// Logs that the consent `old` (if stored here) was superseded by the one `new` records.
-pub(crate) async fn log_superseded(
+/// The log entry saying that consent `old` (if stored here) was superseded by the one `new`
+/// records.
+pub(crate) fn superseded_event(
     state: &NodeState,
     old: Option<&ConsentId>,
     new: &ConsentEntry,
-) -> Result<(), Envelope> {
-    let Some(old) = old else { return Ok(()) };
-    let prev = state
-        .db
-        .consent(old)
-        .map_err(|e| state.error(ErrorCode::Internal, e.to_string()))?;
-    let Some(prev) = prev else { return Ok(()) };
+) -> Result<Option<AuditEvent>, crate::store::StoreError> {
+    let Some(old) = old else { return Ok(None) };
+    let Some(prev) = state.db.consent(old)? else {
+        return Ok(None);
+    };
     if prev.superseded_by.as_ref() != Some(&new.consent_id) {
-        return Ok(());
+        return Ok(None);
     }
     let mut entry = consent_entry(&prev.body, new.person.clone(), None);
     entry.linkage = None;
-    state
-        .audit
-        .append(AuditEvent::ConsentSuperseded(entry))
-        .await
-        .map(|_| ())
-        .map_err(|e| state.error(ErrorCode::Internal, e.to_string()))
+    Ok(Some(AuditEvent::ConsentSuperseded(entry)))
 }
 
 /// Handles a `consent_revoke` from `from`.
@@ -256,11 +260,19 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
         stored.status = ConsentStatus::Revoked;
         stored.status_since = state.clock.now();
         stored.revocation = Some(env.clone());
-        if let Err(e) = state.db.update_consent(&stored) {
-            return state.error(ErrorCode::Internal, e.to_string());
-        }
         let event = consent_entry(&stored.body, Some(rev.revoked_by_person.clone()), None);
-        if let Err(e) = state.audit.append(AuditEvent::ConsentRevoked(event)).await {
+        // Exclusively, so every decision is logged wholly before or wholly after this.
+        let pending = {
+            let _gate = state
+                .consent_gate
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(e) = state.db.update_consent(&stored) {
+                return state.error(ErrorCode::Internal, e.to_string());
+            }
+            state.audit.submit(AuditEvent::ConsentRevoked(event))
+        };
+        if let Err(e) = pending.wait().await {
             return state.error(ErrorCode::Internal, e.to_string());
         }
     }

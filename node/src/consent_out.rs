@@ -45,6 +45,7 @@ pub async fn record(
     staff: &StoredStaff,
     mut env: Envelope,
     subjects: &[HolderSubject],
+    retire: Option<Envelope>,
 ) -> Result<ClientResponse, RecordError> {
     let manifest = state
         .manifest()
@@ -176,25 +177,115 @@ pub async fn record(
         superseded_by: None,
         expiry_logged: false,
     };
+    items.extend(retirement(state, staff, &consent, retire, now)?);
     let writes = state.db.consent_writes(&stored, None, now)?;
-    state.db.enqueue(items, writes, now)?;
-    state.outbox_wake.notify_one();
-    tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
     let event =
         crate::consent_in::consent_entry(&consent, Some(staff.body.person_id.clone()), None);
-    crate::consent_in::log_superseded(state, consent.supersedes.as_ref(), &event)
-        .await
-        .map_err(|_| rejected("the consent was stored but its supersession could not be logged"))?;
-    state
-        .audit
-        .append(AuditEvent::ConsentRecorded(event))
-        .await
-        .map_err(|e| RecordError::Audit(e.to_string()))?;
+    // Exclusively: superseding changes another consent's status (see `holder.rs`).
+    let pending = {
+        let _gate = state
+            .consent_gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.db.enqueue(items, writes, now)?;
+        let mut p = Vec::new();
+        if let Some(ev) =
+            crate::consent_in::superseded_event(state, consent.supersedes.as_ref(), &event)?
+        {
+            p.push(state.audit.submit(ev));
+        }
+        p.push(state.audit.submit(AuditEvent::ConsentRecorded(event)));
+        p
+    };
+    state.outbox_wake.notify_one();
+    tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
+    for p in pending {
+        p.wait()
+            .await
+            .map_err(|e| RecordError::Audit(e.to_string()))?;
+    }
     let deliveries = state.db.deliveries(&consent.consent_id)?;
     Ok(ClientResponse::ConsentRecorded {
         consent: env,
         deliveries,
     })
+}
+
+/// When a consent supersedes another, the old one's revocation goes to every agency the old
+/// consent named and the new one leaves out (they will not receive the new consent, so they
+/// would otherwise keep answering under the old one). The caseworker signs it (`retire`); the
+/// node countersigns.
+fn retirement(
+    state: &NodeState,
+    staff: &StoredStaff,
+    consent: &Consent,
+    retire: Option<Envelope>,
+    now: Timestamp,
+) -> Result<Vec<(throughgate_protocol::ids::AgencyId, OutboxPayload)>, RecordError> {
+    let Some(old_id) = &consent.supersedes else {
+        return Ok(Vec::new());
+    };
+    let Some(old) = state.db.consent(old_id)? else {
+        return Ok(Vec::new());
+    };
+    let keep = consent.recipients();
+    let dropped: Vec<_> = old
+        .body
+        .recipients()
+        .into_iter()
+        .filter(|a| !keep.contains(a) && a != &state.agency)
+        .collect();
+    if dropped.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut env = retire.ok_or_else(|| {
+        rejected("this consent leaves out agencies the one it supersedes named: sign a revocation of the old consent for them (tg consent grant --supersedes does)")
+    })?;
+    let rev: ConsentRevocation = env
+        .open()
+        .map_err(|e| rejected(format!("retirement does not decode: {e}")))?;
+    if &rev.consent_id != old_id
+        || rev.passport_id != consent.passport_id
+        || rev.revoked_by != state.agency
+        || rev.revoked_by_person != staff.body.person_id
+    {
+        return Err(rejected(
+            "the retirement must revoke the superseded consent, by the caller, at this agency",
+        ));
+    }
+    if !near(now, rev.revoked_at) {
+        return Err(rejected(
+            "the retirement's revoked_at is not the current time; check this computer's clock",
+        ));
+    }
+    let manifest = state
+        .manifest()
+        .ok_or_else(|| rejected("node has no manifest"))?;
+    let me = manifest
+        .member(&state.agency)
+        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
+    verify_person(
+        &env,
+        &rev.credential,
+        &state.agency,
+        &me.node_keys,
+        &rev.revoked_by_person,
+        now,
+    )
+    .map_err(|e| rejected(e.to_string()))?;
+    env.add_signature(SignerRole::Node, &state.key.current());
+    Ok(dropped
+        .into_iter()
+        .map(|a| {
+            (
+                a,
+                OutboxPayload::Revoke {
+                    consent_id: old_id.clone(),
+                    envelope: env.clone(),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Records a revocation signed by `staff`.
@@ -264,14 +355,21 @@ pub async fn revoke(
             )
         })
         .collect();
-    state.db.enqueue(items, writes, now)?;
-    state.outbox_wake.notify_one();
-    tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
     let event =
         crate::consent_in::consent_entry(&stored.body, Some(staff.body.person_id.clone()), None);
-    state
-        .audit
-        .append(AuditEvent::ConsentRevoked(event))
+    // Exclusively, so this node's own decisions are logged wholly before or after it.
+    let pending = {
+        let _gate = state
+            .consent_gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.db.enqueue(items, writes, now)?;
+        state.audit.submit(AuditEvent::ConsentRevoked(event))
+    };
+    state.outbox_wake.notify_one();
+    tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
+    pending
+        .wait()
         .await
         .map_err(|e| RecordError::Audit(e.to_string()))?;
     let deliveries = state.db.deliveries(&rev.consent_id)?;

@@ -75,6 +75,13 @@ pub async fn assemble(
         .verify_by(SignerRole::Person, &staff.body.public_key)
         .map_err(|e| reject(format!("caseworker signature: {e}")))?;
     check_freshness(&query, now).map_err(|r| reject(format!("{}: {}", r.as_str(), r.explain())))?;
+    let lifetime = query.expires_at.0.saturating_sub(query.issued_at.0);
+    if lifetime > state.config.limits.query_lifetime_secs {
+        return Err(reject(format!(
+            "the query is valid for {lifetime} s; this node sends queries valid for at most {} s",
+            state.config.limits.query_lifetime_secs
+        )));
+    }
     if query.requests.is_empty() || query.requests.len() > 1024 {
         return Err(reject("a query must address 1 to 1024 holders".into()));
     }

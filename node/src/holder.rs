@@ -99,6 +99,13 @@ async fn decide_and_sign(
         );
     };
     let now = state.clock.now();
+    // Decisions read consent status under the shared gate and queue their log entry before
+    // releasing it; status changes (revocation, supersession) take the gate exclusively. So the
+    // log orders every decision correctly against the status change it raced with.
+    let gate = state
+        .consent_gate
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (query, decision) = match check_query(env, &manifest, now) {
         QueryVerdict::Malformed(detail) => {
             return (state.error(ErrorCode::Malformed, detail), "error")
@@ -129,12 +136,12 @@ async fn decide_and_sign(
         }
     };
     let digest = query_digest(env);
-    // Log before disclose: the response is built from the durable entry's receipt.
-    let receipt = match state
+    let pending = state
         .audit
-        .append(AuditEvent::Decision(decision.entry(&query, digest)))
-        .await
-    {
+        .submit(AuditEvent::Decision(decision.entry(&query, digest)));
+    drop(gate);
+    // Log before disclose: the response is built from the durable entry's receipt.
+    let receipt = match pending.wait().await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "decision could not be logged; nothing disclosed");

@@ -21,6 +21,7 @@ pub async fn adopt(
     state: &Arc<NodeState>,
     env: &Envelope,
     from: Option<&AgencyId>,
+    by: Option<&throughgate_protocol::ids::PersonId>,
 ) -> Result<bool, NodeError> {
     let offered: Manifest = env.open().map_err(|e| NodeError::Manifest(e.into()))?;
     let old = state.manifest();
@@ -42,7 +43,7 @@ pub async fn adopt(
     tracing::info!(version = new.version, members = new.members.len(), expires = %new.expires_at, "manifest adopted");
     state
         .log_admin(
-            None,
+            by,
             "manifest_adopted",
             format!(
                 "version {} ({} members) from {}",
@@ -94,7 +95,7 @@ pub fn sync_with<'a>(
         // The answer's own signature is by a key we may not know yet (the peer may have rotated
         // under a newer manifest); the manifest inside carries its own governance signatures.
         let theirs: ManifestSync = answer.open().map_err(|e| e.to_string())?;
-        match adopt(state, &theirs.manifest, Some(peer)).await {
+        match adopt(state, &theirs.manifest, Some(peer), None).await {
             Ok(_) => Ok(()),
             Err(NodeError::Manifest(throughgate_protocol::manifest::ManifestError::Rollback {
                 ..
@@ -111,7 +112,7 @@ pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> 
         Ok(o) => o,
         Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
     };
-    match adopt(state, &offer.manifest, Some(peer)).await {
+    match adopt(state, &offer.manifest, Some(peer), None).await {
         Ok(_)
         | Err(NodeError::Manifest(throughgate_protocol::manifest::ManifestError::Rollback {
             ..

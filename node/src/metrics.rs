@@ -46,7 +46,7 @@ pub struct Metrics {
     pub queries: Family<QueryLabels, Counter>,
     /// Time from receiving a query to its signed answer, seconds.
     pub query_seconds: Histogram,
-    /// Passports assembled for this node's caseworkers, by result (complete, partial, rejected).
+    /// Passports assembled for this node's caseworkers, by result (complete or partial).
     pub passports: Family<KindLabel, Counter>,
     /// Time to assemble a passport (fan-out to the last answer), seconds.
     pub passport_seconds: Histogram,

@@ -102,6 +102,8 @@ pub struct NodeState {
     pub caseworker_rate: crate::ratelimit::RateLimiter,
     /// Live connections per peer key.
     pub connections: crate::ratelimit::ConnectionCounter,
+    /// Orders consent decisions against consent status changes (see `holder.rs`).
+    pub consent_gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -237,6 +239,7 @@ impl Node {
             connections: crate::ratelimit::ConnectionCounter::new(
                 config.limits.max_connections_per_peer,
             ),
+            consent_gate: std::sync::RwLock::new(()),
             audit,
             witness_alarms: AtomicU64::new(0),
             agency,
@@ -307,6 +310,15 @@ impl Node {
         self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));
         self.tasks
             .push(tokio::spawn(crate::audit::witness::run(self.state.clone())));
+        // Exchange manifests with every peer this node connects to, so a node that was down
+        // (or a peer that was) catches up on the newest version at first contact.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.state.peers.set_connect_hook(tx);
+        self.tasks
+            .push(tokio::spawn(crate::manifest_sync::on_connect(
+                self.state.clone(),
+                rx,
+            )));
         self.tasks
             .push(tokio::spawn(crate::outbox::run(self.state.clone())));
         self.tasks

@@ -78,6 +78,16 @@ pub enum Audience {
     Agency(AgencyId),
 }
 
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Audience::Anyone => f.write_str("*"),
+            Audience::Sector(s) => write!(f, "sector:{s}"),
+            Audience::Agency(a) => f.write_str(a.as_str()),
+        }
+    }
+}
+
 impl Audience {
     fn parse(s: &str) -> Result<Audience, String> {
         if s == "*" {

@@ -288,6 +288,32 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     assert!(
         matches!(&alarms[0].entry.event, AuditEvent::WitnessAlarm { peer, .. } if peer.as_str() == "nhs-wy")
     );
+    // Further offers stay refused, without a new alarm each time.
+    assert!(
+        throughgate_node::audit::witness::offer(&nhs, &agency("probation-yorks"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        probation
+            .witness_alarms
+            .load(std::sync::atomic::Ordering::Relaxed),
+        before + 1
+    );
+    // A DPO of the witness, having checked why (a restore, say), resets the baseline: the next
+    // offer is witnessed afresh, and the reset is logged.
+    pdpo.witness_reset(&agency("nhs-wy")).await.unwrap();
+    assert!(
+        throughgate_node::audit::witness::offer(&nhs, &agency("probation-yorks"))
+            .await
+            .is_ok()
+    );
+    let filter = throughgate_protocol::messages::AuditFilter {
+        event: Some("admin".into()),
+        ..Default::default()
+    };
+    let (admin, _) = pdpo.audit_search(filter).await.unwrap();
+    assert!(admin.iter().any(|e| matches!(&e.entry.event, AuditEvent::Admin { action, .. } if action == "witness_baseline_reset")));
     pdpo.close().await;
     fed.shutdown().await;
 }

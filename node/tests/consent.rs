@@ -505,6 +505,22 @@ async fn supersession_narrows_a_consent_and_keeps_its_history() {
         one_reason(&fed, &p1.passport_id, &c1, "nhs-wy", &[Category::Health]).await,
         (Outcome::Refused, Some(RefusalReason::ConsentSuperseded))
     );
+    // Agencies the narrowed consent leaves out received the old one's revocation: they refuse
+    // too, rather than keep answering under it.
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    wait_deliveries(&prison, &c1, AckSubject::Revoke).await;
+    prison.close().await;
+    for dropped in ["dwp", "leeds-college"] {
+        let cats = fed.node(dropped).unwrap().agency.categories.to_vec();
+        assert_eq!(
+            one_reason(&fed, &p1.passport_id, &c1, dropped, &cats).await,
+            (Outcome::Refused, Some(RefusalReason::ConsentRevoked)),
+            "{dropped}"
+        );
+    }
     assert_eq!(
         one_reason(&fed, &p1.passport_id, &c2, "nhs-wy", &[Category::Health])
             .await

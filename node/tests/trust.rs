@@ -511,3 +511,64 @@ async fn expired_and_revoked_credentials_are_refused_at_the_holder() {
     drop(prison);
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_that_was_down_catches_up_on_the_manifest_at_first_contact() {
+    let mut fed = federation().await;
+    fed.stop("nhs-wy").await;
+    let v2 = next_manifest(&fed.manifest_body, fed.now());
+    publish(&fed, sign_manifest(&v2, &[&fed.governance]))
+        .await
+        .unwrap();
+    wait_manifest_everywhere(&fed, 2).await;
+    fed.restart("nhs-wy").await.unwrap();
+    let nhs = fed
+        .node("nhs-wy")
+        .unwrap()
+        .node
+        .as_ref()
+        .unwrap()
+        .state()
+        .clone();
+    assert_eq!(
+        nhs.manifest().unwrap().version,
+        1,
+        "it was down when version 2 spread"
+    );
+    // First contact: probation's caseworker sends a query that reaches it.
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let q = cw.sign_query(
+        PassportId::random(),
+        None,
+        Purpose::Resettlement,
+        vec![HolderRequest {
+            holder: agency("nhs-wy"),
+            categories: vec![Category::Health],
+        }],
+        60,
+    );
+    cw.assemble(q, |_| {}).await.unwrap();
+    cw.close().await;
+    for _ in 0..500 {
+        if nhs.manifest().unwrap().version == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(nhs.manifest().unwrap().version, 2);
+    assert_eq!(
+        nhs.db
+            .manifest()
+            .unwrap()
+            .unwrap()
+            .open::<throughgate_protocol::manifest::Manifest>()
+            .unwrap()
+            .version,
+        2
+    );
+    drop(nhs);
+    fed.shutdown().await;
+}

@@ -325,8 +325,9 @@ pub enum AuditAnswerError {
     /// The answer does not decode or is not signed by the node.
     #[error("answer: {0}")]
     Envelope(String),
-    /// The answer is for another query or from another node.
-    #[error("the answer is for another query or from another node")]
+    /// The answer is for another query, from another node, or lists an entry about someone
+    /// else.
+    #[error("the answer is for another query or node, or lists an entry about someone else")]
     Mismatch,
     /// An entry's proof or the checkpoint does not verify.
     #[error("entry {index}: {source}")]
@@ -360,7 +361,23 @@ pub fn verify_audit_answer(
     if &answer.holder != holder || answer.query_digest != crate::messages::query_digest(query_env) {
         return Err(AuditAnswerError::Mismatch);
     }
-    verify_receipt(&answer.access_receipt, holder, keys).map_err(AuditAnswerError::Access)?;
+    let query: crate::messages::AuditQuery = query_env
+        .open()
+        .map_err(|e| AuditAnswerError::Envelope(format!("audit query: {e}")))?;
+    let access =
+        verify_receipt(&answer.access_receipt, holder, keys).map_err(AuditAnswerError::Access)?;
+    // The access receipt must be this access: the DPO's, about this passport.
+    match &access.entry.event {
+        AuditEvent::AuditAccess {
+            agency,
+            dpo,
+            passport_id,
+            ..
+        } if agency == &query.requester
+            && dpo == &query.dpo
+            && passport_id.as_ref() == Some(&query.passport_id) => {}
+        _ => return Err(AuditAnswerError::Mismatch),
+    }
     let mut out = Vec::with_capacity(answer.entries.len());
     for e in &answer.entries {
         let receipt = Receipt {
@@ -374,6 +391,9 @@ pub fn verify_audit_answer(
                 index: e.leaf_index,
                 source,
             })?;
+        if v.entry.event.passport() != Some(&query.passport_id) {
+            return Err(AuditAnswerError::Mismatch);
+        }
         out.push((e.leaf_index, v.entry));
     }
     Ok(out)

@@ -1855,6 +1855,7 @@ fn gen_bodies(g: &mut Gen) {
                         salt: NOMS_SALT,
                     },
                 ],
+                retire: None,
             },
         ),
         (

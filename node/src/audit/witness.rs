@@ -47,6 +47,9 @@ async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
     tracing::error!(peer = %peer, detail = %detail, "WITNESS ALARM: checkpoint inconsistent with one already witnessed");
     state.witness_alarms.fetch_add(1, Ordering::Relaxed);
     state.metrics.witness_alarms.inc();
+    if let Err(e) = state.db.put_witness_alarm(peer, &detail) {
+        tracing::error!(error = %e, "could not record the witness alarm");
+    }
     if let Err(e) = state
         .audit
         .append(AuditEvent::WitnessAlarm {
@@ -109,6 +112,18 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
         );
     }
     let new = signed.checkpoint().clone();
+    // Once a log has contradicted what was witnessed, it stays refused (and is not re-alarmed
+    // on every offer) until a DPO or operator here resets the baseline.
+    match state.db.witness_alarm(peer) {
+        Ok(Some(standing)) => {
+            let detail = format!(
+                "in alarm ({standing}); a DPO or operator of this witness must reset the baseline"
+            );
+            return answer(state, WitnessOutcome::Refused, None, None, Some(detail));
+        }
+        Ok(None) => {}
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+    }
     let known = match state.db.witnessed(peer) {
         Ok(k) => k,
         Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
@@ -289,4 +304,29 @@ pub async fn offer_all(state: &NodeState) {
             Err(e) => tracing::info!(witness = %peer, error = %e, "checkpoint not witnessed"),
         }
     }
+}
+
+/// As a witness: accepts `peer`'s next checkpoint as a new baseline (after a restore from backup
+/// legitimately shortened its log, say). Logged, with the alarm that stood.
+pub async fn reset_baseline(
+    state: &NodeState,
+    peer: &AgencyId,
+    by: &throughgate_protocol::ids::PersonId,
+) -> Result<(), crate::node::NodeError> {
+    let standing = state.db.witness_alarm(peer)?;
+    let had = state.db.witnessed(peer)?.map(|(s, _)| s);
+    state.db.reset_witnessed(peer)?;
+    state
+        .log_admin(
+            Some(by),
+            "witness_baseline_reset",
+            format!(
+                "{peer}'s log: witnessed size {} forgotten; alarm: {}",
+                had.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                standing.unwrap_or_else(|| "none".into())
+            ),
+        )
+        .await?;
+    tracing::warn!(peer = %peer, by = %by, "witness baseline reset");
+    Ok(())
 }

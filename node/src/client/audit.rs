@@ -89,6 +89,17 @@ impl HomeClient {
         }
     }
 
+    /// As a witness, takes `peer`'s next checkpoint as a new baseline (DPO, operator).
+    pub async fn witness_reset(&self, peer: &AgencyId) -> Result<CheckpointStatus, ClientError> {
+        match self
+            .call(ClientOp::WitnessReset { peer: peer.clone() })
+            .await?
+        {
+            ClientResponse::AuditCheckpoints(c) => Ok(c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// A subject-access report for `passport`: from the home node's log, or with `federation`
     /// from every member's. Each answer is verified here against `manifest`.
     pub async fn subject_access_report(

@@ -56,6 +56,9 @@ pub struct SignedConsent {
     pub subjects: Vec<HolderSubject>,
     /// The new consent's id.
     pub consent_id: ConsentId,
+    /// When it supersedes another: that one's revocation, for the agencies the new consent
+    /// leaves out.
+    pub retire: Option<Envelope>,
 }
 
 impl HomeClient {
@@ -101,10 +104,23 @@ impl HomeClient {
             credential: self.credential_envelope().clone(),
         };
         let envelope = Envelope::seal(&consent, &[(SignerRole::Person, self.key())]);
+        let retire = plan.supersedes.as_ref().map(|old| {
+            let rev = ConsentRevocation {
+                consent_id: old.clone(),
+                passport_id: plan.passport_id.clone(),
+                revoked_by: cred.agency.clone(),
+                revoked_by_person: cred.person_id.clone(),
+                revoked_at: self.clock().now(),
+                reason: format!("superseded by {consent_id}"),
+                credential: self.credential_envelope().clone(),
+            };
+            Envelope::seal(&rev, &[(SignerRole::Person, self.key())])
+        });
         SignedConsent {
             envelope,
             subjects,
             consent_id,
+            retire,
         }
     }
 
@@ -117,6 +133,7 @@ impl HomeClient {
             .call(ClientOp::GrantConsent {
                 consent: signed.envelope,
                 subjects: signed.subjects,
+                retire: signed.retire,
             })
             .await?
         {

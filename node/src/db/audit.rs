@@ -276,3 +276,31 @@ impl Db {
             .map_or(0, |i| i + 1))
     }
 }
+
+impl Db {
+    /// As a witness: the alarm raised about `peer`'s log, if one stands.
+    pub fn witness_alarm(&self, peer: &AgencyId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .get(&key(&["aud/wa/", peer.as_str()]))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// As a witness: records that `peer`'s log contradicted what was witnessed; flushes.
+    pub fn put_witness_alarm(&self, peer: &AgencyId, detail: &str) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.put(key(&["aud/wa/", peer.as_str()]), detail.as_bytes().to_vec());
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// As a witness: forgets what was witnessed of `peer`'s log and any alarm about it, so its
+    /// next checkpoint is taken as a new baseline; flushes.
+    pub fn reset_witnessed(&self, peer: &AgencyId) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.delete(key(&["aud/w/", peer.as_str()]));
+        b.delete(key(&["aud/wa/", peer.as_str()]));
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+}

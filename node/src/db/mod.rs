@@ -23,6 +23,8 @@
 //! | `aud/state` | the audit writer's [`AuditState`] |
 //! | `aud/w/{agency}` | as a witness: that agency's newest cosigned checkpoint |
 //! | `aud/cs/{agency}` | that witness's newest cosignature on our checkpoints |
+//! | `aud/wa/{agency}` | as a witness: the standing alarm about that agency's log |
+//! | `aud/x/{index:020}` | the time entry `index`'s content was redacted by retention |
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
 

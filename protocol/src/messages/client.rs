@@ -47,6 +47,10 @@ pub enum ClientOp {
         consent: Envelope,
         /// Each holder's identifier for the person, with its commitment salt.
         subjects: Vec<HolderSubject>,
+        /// When the consent supersedes another: a revocation of the old one, signed by the
+        /// caseworker, which the node sends to the agencies the old consent named and the new
+        /// one leaves out (so a narrowing takes effect everywhere).
+        retire: Option<Envelope>,
     },
     /// Countersign, apply and deliver a caseworker-signed revocation.
     RevokeConsent {
@@ -120,6 +124,13 @@ pub enum ClientOp {
     /// Take a consistent backup of the whole store while the node runs; it streams back as
     /// chunks (operator).
     Backup,
+    /// As a witness, forget what was witnessed of a peer's log (and its standing alarm), taking
+    /// its next checkpoint as a new baseline: after the peer restored from a backup (DPO,
+    /// operator).
+    WitnessReset {
+        /// The peer.
+        peer: AgencyId,
+    },
     /// Export every record this node holds in the format `tg records import` reads; it streams
     /// back as chunks (operator).
     ExportRecords {

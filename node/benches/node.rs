@@ -1,0 +1,125 @@
+//! Micro-benchmarks of the node: record lookup by subject in a sled store holding 10^4 and 10^6
+//! records, and audit-log appends with durable group commit (1, 16 and 256 concurrent
+//! appenders, each append waiting for its receipt, i.e. for the fsync).
+//!
+//! Run with `cargo bench -p throughgate-node`; loading 10^6 records takes a little while.
+//! See docs/performance.md.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use throughgate_node::agencies::demo_agency;
+use throughgate_node::db::Db;
+use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_node::store::SledStore;
+use throughgate_node::synth::{generate_population, person_records, SynthConfig};
+use throughgate_protocol::audit::AuditEvent;
+use throughgate_protocol::category::Purpose;
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
+use throughgate_protocol::time::Date;
+
+/// A sled store in a temporary folder with about `n` prison records (five or so per person);
+/// returns it with the subjects it holds.
+fn store_with(n: usize) -> (tempfile::TempDir, Db, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let prison = demo_agency("hmp-leeds").unwrap();
+    let synth = SynthConfig::new(2026, n / 5 + 1, Date::from_ymd(2026, 11, 26).unwrap());
+    let population = generate_population(&synth);
+    let mut subjects = Vec::new();
+    let mut batch = Vec::new();
+    let mut total = 0;
+    for p in &population.people {
+        let rs = person_records(prison, p, &synth);
+        if let Some(r) = rs.first() {
+            subjects.push(r.subject.clone());
+        }
+        batch.extend(rs);
+        if batch.len() >= 10_000 {
+            total += batch.len();
+            db.put_records(&batch).unwrap();
+            batch.clear();
+        }
+        if total >= n {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        db.put_records(&batch).unwrap();
+    }
+    (dir, db, subjects)
+}
+
+fn lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record lookup by subject");
+    g.sample_size(50);
+    for n in [10_000usize, 1_000_000] {
+        let (_dir, db, subjects) = store_with(n);
+        let mut i = 0usize;
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                i = (i + 7919) % subjects.len();
+                let rs = db.records_of(&subjects[i], 10_000).unwrap();
+                assert!(!rs.is_empty());
+                rs
+            })
+        });
+    }
+    g.finish();
+}
+
+fn audit_append(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fed = rt
+        .block_on(LocalFederation::start(FedOptions {
+            people: 0,
+            agencies: vec!["probation-yorks"],
+            ..FedOptions::default()
+        }))
+        .unwrap();
+    let state = fed.nodes[0].node.as_ref().unwrap().state().clone();
+    let holders: Vec<AgencyId> = ["hmp-leeds", "nhs-wy", "leeds-college", "leeds-cc", "dwp"]
+        .iter()
+        .map(|a| AgencyId::new(*a).unwrap())
+        .collect();
+    let caseworker = PersonId::new("cw-prb").unwrap();
+    let event = || AuditEvent::QuerySent {
+        query_id: QueryId::random(),
+        query_digest: [9; 32],
+        passport_id: PassportId::random(),
+        caseworker: caseworker.clone(),
+        consent_id: Some(ConsentId::random()),
+        purpose: Purpose::Resettlement,
+        holders: holders.clone(),
+    };
+    let mut g = c.benchmark_group("audit append, durable group commit");
+    g.sample_size(20);
+    for k in [1usize, 16, 256] {
+        g.throughput(Throughput::Elements(k as u64));
+        g.bench_with_input(BenchmarkId::new("concurrent appenders", k), &k, |b, &k| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let pending: Vec<_> = (0..k).map(|_| state.audit.submit(event())).collect();
+                    for p in pending {
+                        p.wait().await.unwrap();
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+    drop(state);
+    rt.block_on(fed.shutdown());
+}
+
+criterion_group!(benches, lookup, audit_append);
+criterion_main!(benches);

@@ -1,0 +1,343 @@
+//! The protocol crate's fuzz targets on stable Rust, for CI: every file of every target's seed
+//! corpus (`protocol/fuzz/seeds/<target>/`), cargo-fuzz corpus (`protocol/fuzz/corpus/<target>/`)
+//! and regression folder (`protocol/fuzz/regressions/<target>/`) is run through the same target
+//! function the cargo-fuzz target calls (`protocol/fuzz/targets.rs`), followed by a bounded,
+//! deterministic random-mutation run (`TG_FUZZ_REPLAY_ITERS` inputs per target, default
+//! below). Every decoder must return an error, never panic; panics are caught so each failing
+//! input is reported and saved under the test's temporary folder.
+//!
+//! The seed corpus is generated from the protocol vectors:
+//!
+//! ```sh
+//! cargo test -p throughgate-protocol --test fuzz_replay -- --ignored regenerate_seed_corpus
+//! ```
+//!
+//! See `docs/testing.md` for running the real fuzzers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+use std::path::{Path, PathBuf};
+
+#[allow(dead_code)]
+mod targets {
+    include!("../fuzz/targets.rs");
+}
+
+#[allow(dead_code)]
+mod replay {
+    include!("../fuzz/replay.rs");
+}
+
+/// The mutation run's seed ("throughg").
+const SEED: u64 = 0x7468_726f_7567_6867;
+/// Mutated inputs per target unless `TG_FUZZ_REPLAY_ITERS` says otherwise.
+const DEFAULT_ITERS: usize = 20_000;
+/// Largest mutated input.
+const MAX_LEN: usize = 256 * 1024;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn dirs(name: &str) -> Vec<PathBuf> {
+    let f = fuzz_dir();
+    vec![
+        f.join("seeds").join(name),
+        f.join("corpus").join(name),
+        f.join("regressions").join(name),
+    ]
+}
+
+fn run(name: &str, f: fn(&[u8]), iters: usize) {
+    let save = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-replay-failures");
+    let out = replay::replay_and_mutate(
+        name,
+        f,
+        &dirs(name),
+        replay::iterations(iters),
+        SEED,
+        MAX_LEN,
+        &save,
+    );
+    eprintln!(
+        "{name}: {} corpus files, {} mutated inputs, {:?}",
+        out.files, out.mutated, out.elapsed
+    );
+    assert!(
+        out.files > 0,
+        "{name} has no corpus: run the ignored test regenerate_seed_corpus"
+    );
+    assert!(
+        out.failures.is_empty(),
+        "{} failing inputs:\n{}",
+        out.failures.len(),
+        out.failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+macro_rules! fuzz_tests {
+    ($($name:ident: $iters:expr,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run(stringify!($name), targets::$name, $iters);
+            }
+        )*
+
+        /// Every target in `targets::TARGETS` has a test here, and nothing else does.
+        #[test]
+        fn every_target_is_replayed() {
+            let here: Vec<&str> = vec![$(stringify!($name),)*];
+            let all: Vec<&str> = targets::TARGETS.iter().map(|(n, _)| *n).collect();
+            assert_eq!(here, all);
+        }
+    };
+}
+
+// Iterations per target: the default for cheap decoders; fewer where most mutated inputs still
+// reach signature verification (so the whole file stays well under 20 s in a debug build).
+fuzz_tests! {
+    frame: DEFAULT_ITERS,
+    envelope: DEFAULT_ITERS / 2,
+    body_query: DEFAULT_ITERS,
+    body_response: DEFAULT_ITERS,
+    body_consent: DEFAULT_ITERS,
+    body_consent_grant: DEFAULT_ITERS,
+    body_consent_revoke: DEFAULT_ITERS,
+    body_ack: DEFAULT_ITERS,
+    body_error: DEFAULT_ITERS,
+    body_credential: DEFAULT_ITERS,
+    body_manifest: DEFAULT_ITERS,
+    body_client_request: DEFAULT_ITERS,
+    body_client_response: DEFAULT_ITERS,
+    body_witness_request: DEFAULT_ITERS,
+    body_witness_response: DEFAULT_ITERS,
+    body_audit_query: DEFAULT_ITERS,
+    body_audit_answer: DEFAULT_ITERS,
+    body_manifest_sync: DEFAULT_ITERS,
+    body_credential_revoke: DEFAULT_ITERS,
+    body_credential_ack: DEFAULT_ITERS,
+    manifest_verify: DEFAULT_ITERS / 2,
+    checkpoint: DEFAULT_ITERS,
+    note: DEFAULT_ITERS,
+    cosignature: DEFAULT_ITERS,
+    receipt: DEFAULT_ITERS,
+    bundle: DEFAULT_ITERS / 4,
+    identifier: DEFAULT_ITERS,
+}
+
+/// Every target has a cargo-fuzz target file and a `[[bin]]` entry in the fuzz crate.
+#[test]
+fn every_target_has_a_cargo_fuzz_target() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
+    for (name, _) in targets::TARGETS {
+        let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        let src = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            src.contains(&format!("targets::{name}(data)")),
+            "{} does not call targets::{name}",
+            file.display()
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "no [[bin]] {name} in protocol/fuzz/Cargo.toml"
+        );
+    }
+}
+
+/// The mutator is deterministic for a seed (so a CI failure reproduces locally).
+#[test]
+fn mutation_runs_are_deterministic() {
+    let corpus = vec![b"hello world".to_vec(), vec![0xa3, 0x01, 0x02]];
+    let run = || {
+        let mut rng = replay::Rng::new(SEED);
+        (0..100)
+            .map(|i| replay::mutate(&mut rng, &corpus[i % 2], &corpus, 1024))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seed corpus generation from the protocol vectors.
+
+fn vectors() -> Vec<(String, serde_json::Value)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors/messages");
+    let mut out = Vec::new();
+    let mut areas: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    areas.sort();
+    for area in areas {
+        let mut files: Vec<_> = std::fs::read_dir(&area)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+            out.push((v["id"].as_str().unwrap().replace('/', "-"), v));
+        }
+    }
+    out
+}
+
+fn hex_field(v: &serde_json::Value, field: &str) -> Option<Vec<u8>> {
+    v[field].as_str().and_then(|s| hex::decode(s).ok())
+}
+
+/// Regenerates `protocol/fuzz/seeds/` from `protocol/vectors/messages/`. Deterministic: run it
+/// after regenerating the vectors, and review the diff.
+#[test]
+#[ignore = "writes protocol/fuzz/seeds; run on purpose after the vectors change"]
+fn regenerate_seed_corpus() {
+    use throughgate_protocol::audit::Receipt;
+    use throughgate_protocol::envelope::Envelope;
+    use throughgate_protocol::messages::{Response, WitnessRequest, WitnessResponse};
+
+    let seeds = fuzz_dir().join("seeds");
+    let _ = std::fs::remove_dir_all(&seeds);
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = seeds.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    let mut checkpoints: Vec<(String, String)> = Vec::new();
+    let mut cosig_lines: Vec<(String, String)> = Vec::new();
+    for (id, v) in vectors() {
+        let kind = v["kind"].as_str().unwrap_or_default();
+        let bytes = hex_field(&v, "hex");
+        match (kind, &bytes) {
+            ("frame", Some(b)) => {
+                put("frame", &id, &[&[0xff][..], b].concat());
+                put(
+                    "frame",
+                    &format!("{id}-bytewise"),
+                    &[&[0x07][..], b].concat(),
+                );
+            }
+            ("identifier", _) => {
+                let scheme = v["scheme"].as_str().unwrap_or_default();
+                let index = throughgate_protocol::identifiers::IdScheme::ALL
+                    .iter()
+                    .position(|s| s.as_str() == scheme)
+                    .unwrap_or(0);
+                let input = v["input"].as_str().unwrap_or_default();
+                put(
+                    "identifier",
+                    &id,
+                    &[&[index as u8][..], input.as_bytes()].concat(),
+                );
+            }
+            ("receipt", Some(b)) => {
+                put("receipt", &id, b);
+                if let Ok(r) = throughgate_protocol::cbor::from_slice::<Receipt>("r", b, 1 << 22) {
+                    checkpoints.push((id.clone(), r.checkpoint));
+                }
+            }
+            ("bundle", Some(b)) => put("bundle", &id, b),
+            (_, Some(b)) => {
+                if kind == "manifest" {
+                    put("manifest_verify", &id, b);
+                }
+                // Envelopes: the envelope target, and each body to its own target.
+                let Ok(env) = Envelope::from_bytes(b, 1 << 22) else {
+                    put("envelope", &id, b);
+                    continue;
+                };
+                put("envelope", &id, b);
+                put(
+                    "frame",
+                    &format!("{id}-framed"),
+                    &[&[0xff][..], &throughgate_protocol::frame::encode(b)].concat(),
+                );
+                put(&format!("body_{}", env.kind.as_str()), &id, &env.body);
+                if let Ok(r) = env.open::<Response>() {
+                    put(
+                        "receipt",
+                        &id,
+                        &throughgate_protocol::cbor::to_vec(&r.receipt),
+                    );
+                    checkpoints.push((id.clone(), r.receipt.checkpoint));
+                }
+                if let Ok(w) = env.open::<WitnessRequest>() {
+                    checkpoints.push((id.clone(), w.checkpoint));
+                }
+                if let Ok(w) = env.open::<WitnessResponse>() {
+                    if let Some(line) = w.cosignature {
+                        cosig_lines.push((id.clone(), line));
+                    }
+                }
+                if let Some(m) = hex_field(&v, "manifest_hex") {
+                    put("manifest_verify", &format!("{id}-manifest"), &m);
+                }
+                if let Some(q) = hex_field(&v, "query_hex") {
+                    put("envelope", &format!("{id}-query"), &q);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Checkpoints and notes: the signed checkpoints the vectors carry, their bare texts, and a
+    // cosigned checkpoint (log signature plus hmp-leeds' cosignature).
+    checkpoints.sort();
+    checkpoints.dedup_by(|a, b| a.1 == b.1);
+    for (id, cp) in &checkpoints {
+        put("checkpoint", id, cp.as_bytes());
+        put("note", id, cp.as_bytes());
+        if let Some((text, _)) = cp.split_once("\n\n") {
+            put(
+                "checkpoint",
+                &format!("{id}-text"),
+                format!("{text}\n").as_bytes(),
+            );
+        }
+    }
+    let fx = targets::fixture();
+    let nhs_vkey = throughgate_protocol::note::VerifierKey::ed25519(
+        &throughgate_protocol::audit::origin(&fx.nhs),
+        fx.nhs_key,
+    )
+    .unwrap();
+    put(
+        "note",
+        "verifier-key-nhs-wy",
+        nhs_vkey.to_string().as_bytes(),
+    );
+    for (id, line) in &cosig_lines {
+        put("cosignature", &format!("{id}-line"), line.as_bytes());
+        for (cid, cp) in &checkpoints {
+            if cp.starts_with(targets::CHECKPOINT_TEXT) {
+                let cosigned = format!("{cp}{line}");
+                put(
+                    "cosignature",
+                    &format!("{cid}-cosigned"),
+                    cosigned.as_bytes(),
+                );
+                put(
+                    "checkpoint",
+                    &format!("{cid}-cosigned"),
+                    cosigned.as_bytes(),
+                );
+                put("note", &format!("{cid}-cosigned"), cosigned.as_bytes());
+            }
+        }
+    }
+    for (name, _) in targets::TARGETS {
+        assert!(
+            seeds.join(name).is_dir(),
+            "the vectors gave no seed for {name}"
+        );
+    }
+}
