@@ -56,6 +56,9 @@ const MAX_VALUE: usize = 8 * 1024 * 1024;
 pub struct Db {
     store: Arc<dyn Store>,
     gated: Arc<crate::store::GatedStore>,
+    /// The next outbox sequence number, once read from the store. Held across allocation and
+    /// write so that concurrent enqueues never share a number (which would overwrite an item).
+    outbox_seq: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -71,6 +74,7 @@ impl Db {
         Db {
             store: gated.clone(),
             gated,
+            outbox_seq: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 

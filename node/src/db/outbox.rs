@@ -134,7 +134,15 @@ impl Db {
         mut extra: WriteBatch,
         now: Timestamp,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let first = self.next_outbox_seq()?;
+        // A poisoned lock only means another enqueue panicked; the counter itself is intact.
+        let mut next = self
+            .outbox_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = match *next {
+            Some(n) => n,
+            None => self.next_outbox_seq()?,
+        };
         let mut out = Vec::new();
         for (seq, (recipient, payload)) in (first..).zip(items) {
             let item = OutboxItem {
@@ -162,6 +170,9 @@ impl Db {
             out.push(item);
         }
         self.store.apply(extra)?;
+        // Numbers only move forward, even past items already delivered and deleted.
+        *next = Some(first.saturating_add(out.len() as u64));
+        drop(next);
         self.store.flush()?;
         Ok(out)
     }
@@ -250,5 +261,86 @@ impl Db {
             .into_iter()
             .map(|(k, v)| decode("delivery", &k, &v))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
+    use throughgate_protocol::keys::SecretKey;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn revocation(n: usize, key: &SecretKey) -> OutboxPayload {
+        OutboxPayload::CredentialRevoke {
+            person_id: PersonId::new(format!("cw-{n:04}")).expect("valid id"),
+            envelope: Envelope::seal_bytes(
+                MessageKind::CredentialRevoke,
+                vec![0],
+                &[(SignerRole::Node, key)],
+            ),
+        }
+    }
+
+    #[test]
+    fn concurrent_enqueues_never_share_a_sequence_number() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let key = Arc::new(SecretKey::from_seed(&[7; 32]));
+        let to = AgencyId::new("nhs-leeds").expect("valid id");
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (db, key, to) = (db.clone(), key.clone(), to.clone());
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let item = (to.clone(), revocation(t * 100 + i, &key));
+                        db.enqueue(vec![item], WriteBatch::new(), Timestamp(1))
+                            .expect("enqueue");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let items = db.outbox_items(usize::MAX).expect("items");
+        assert_eq!(items.len(), 200, "every queued item is kept");
+        let mut people: Vec<_> = items
+            .iter()
+            .filter_map(|i| match &i.payload {
+                OutboxPayload::CredentialRevoke { person_id, .. } => Some(person_id.clone()),
+                _ => None,
+            })
+            .collect();
+        people.sort();
+        people.dedup();
+        assert_eq!(people.len(), 200);
+    }
+
+    #[test]
+    fn sequence_numbers_keep_rising_after_delivery() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let key = SecretKey::from_seed(&[7; 32]);
+        let to = AgencyId::new("nhs-leeds").expect("valid id");
+        let first = db
+            .enqueue(
+                vec![(to.clone(), revocation(1, &key))],
+                WriteBatch::new(),
+                Timestamp(1),
+            )
+            .expect("enqueue");
+        let mut b = WriteBatch::new();
+        b.delete(outbox_key(first[0].seq));
+        db.store.apply(b).expect("delete");
+        let second = db
+            .enqueue(
+                vec![(to, revocation(2, &key))],
+                WriteBatch::new(),
+                Timestamp(1),
+            )
+            .expect("enqueue");
+        assert!(second[0].seq > first[0].seq);
     }
 }
