@@ -17,7 +17,7 @@ use throughgate_protocol::consent::Consent;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::manifest::{verify_manifest, Manifest};
-use throughgate_protocol::messages::HolderStatus;
+use throughgate_protocol::messages::{HolderResult, HolderStatus};
 
 use crate::exit::{self, VerificationFailed};
 use crate::render;
@@ -113,6 +113,15 @@ pub async fn assemble(
             spinners.push((h, pb));
         }
     }
+    let mut on_progress = |r: HolderResult| {
+        if let Some((_, pb)) = spinners.iter().find(|(a, _)| a == &r.agency) {
+            pb.finish_with_message(format!(
+                "{} in {} ms",
+                r.status.as_str().replace('_', " "),
+                r.elapsed_ms
+            ));
+        }
+    };
     let out = client
         .passport(
             manifest_env,
@@ -122,15 +131,7 @@ pub async fn assemble(
             explicit_consent,
             purpose,
             categories,
-            |r| {
-                if let Some((_, pb)) = spinners.iter().find(|(a, _)| a == &r.agency) {
-                    pb.finish_with_message(format!(
-                        "{} in {} ms",
-                        r.status.as_str().replace('_', " "),
-                        r.elapsed_ms
-                    ));
-                }
-            },
+            show_progress.then_some(&mut on_progress as _),
         )
         .await;
     for (_, pb) in &spinners {

@@ -432,10 +432,12 @@ impl BenchFederation {
         reset_peak_rss();
         let before = self.audit_marks()?;
         let cpu0 = cpu_seconds();
+        let (signs0, verifies0) = throughgate_protocol::keys::counts::get();
         let t0 = Instant::now();
         let run = drive(self, &clients, concurrency, duration).await;
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
+        let (signs1, verifies1) = throughgate_protocol::keys::counts::get();
         let after = self.audit_marks()?;
         let peak = peak_rss_mib();
         if let Ok(c) = Arc::try_unwrap(clients) {
@@ -462,8 +464,20 @@ impl BenchFederation {
         } else {
             holders + 1.0
         };
-        let budget = SignatureBudget::new(self.options.holders, cp_per_passport);
-        let floor = crypto.floor(&budget);
+        // The signature work actually done in the window (every party is in this process),
+        // per passport; the floor is computed from it.
+        let per = |n: u64| {
+            if passports > 0.0 {
+                n as f64 / passports
+            } else {
+                0.0
+            }
+        };
+        let measured = MeasuredCrypto {
+            signs: per(signs1.saturating_sub(signs0)),
+            verifies: per(verifies1.saturating_sub(verifies0)),
+        };
+        let floor = crypto.floor(measured.signs, measured.verifies);
         let pps = passports / wall.max(1e-9);
         let mut lat = run.latencies_us;
         lat.sort_unstable();
@@ -494,8 +508,8 @@ impl BenchFederation {
             verify_us: crypto.verify_us,
             verify_with_key_decode_us: crypto.verify_with_key_decode_us,
             cores: crypto.cores,
-            signs_per_passport: budget.signs(),
-            verifies_per_passport: budget.verifies(),
+            signs_per_passport: measured.signs,
+            verifies_per_passport: measured.verifies,
             checkpoint_signs_per_passport: cp_per_passport,
             audit_per_node: after
                 .iter()
@@ -755,7 +769,7 @@ async fn drive(
                         None,
                         Purpose::Resettlement,
                         &[],
-                        |_| {},
+                        None,
                     )
                     .await;
                 let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -1007,16 +1021,24 @@ impl CryptoCost {
         }
     }
 
-    /// Passports per second if the signatures in `budget` were the only work, on every core:
-    /// `cores / (signs * sign + verifies * verify)` (the yardstick's formula).
-    pub fn floor(&self, budget: &SignatureBudget) -> f64 {
-        let per = budget.signs() * self.sign_us + budget.verifies() * self.verify_us;
+    /// Passports per second if `signs` signatures and `verifies` verifications per passport
+    /// were the only work, on every core: `cores / (signs * sign + verifies * verify)` (the
+    /// yardstick's formula).
+    pub fn floor(&self, signs: f64, verifies: f64) -> f64 {
+        let per = signs * self.sign_us + verifies * self.verify_us;
         if per > 0.0 {
             self.cores * 1e6 / per
         } else {
             0.0
         }
     }
+}
+
+/// Signature work counted in a measured window, per passport.
+#[derive(Debug, Clone, Copy)]
+struct MeasuredCrypto {
+    signs: f64,
+    verifies: f64,
 }
 
 /// One line of the per-passport signature budget.
@@ -1028,15 +1050,16 @@ pub struct BudgetLine {
     pub what: &'static str,
     /// Signatures per passport.
     pub signs: f64,
-    /// Verifications per passport.
+    /// Verifications per passport, before any cache.
     pub verifies: f64,
-    /// Whether it repeats work already done or could be avoided by a cache (see
-    /// docs/performance.md).
-    pub avoidable: bool,
+    /// Whether the party remembers the signature once verified (a credential, a checkpoint
+    /// shared by a commit batch), so that in steady state most of these are not repeated.
+    pub cached: bool,
 }
 
-/// The signatures and verifications one passport costs, party by party, as the code does them
-/// (the client path of `tg passport assemble`, the home node's fan-out, each holder).
+/// The signatures and verifications one passport needs, party by party, as the code does them
+/// (the client path of `tg passport assemble` without live progress, the home node's fan-out,
+/// each holder), before signature caches. The run reports the counts actually made.
 #[derive(Debug, Clone, Serialize)]
 pub struct SignatureBudget {
     /// Holders asked.
@@ -1050,25 +1073,19 @@ impl SignatureBudget {
     /// passport across all nodes (measured; at most `holders + 1`, one per log entry).
     pub fn new(holders: usize, checkpoint_signs: f64) -> SignatureBudget {
         let h = holders as f64;
-        let l = |who, what, signs, verifies, avoidable| BudgetLine {
+        let l = |who, what, signs, verifies, cached| BudgetLine {
             who,
             what,
             signs,
             verifies,
-            avoidable,
+            cached,
         };
         SignatureBudget {
             holders,
             lines: vec![
                 l("caseworker", "sign the query", 1.0, 0.0, false),
-                l(
-                    "caseworker",
-                    "sign the client request (channel is already mutually authenticated)",
-                    1.0,
-                    0.0,
-                    true,
-                ),
-                l("home node", "verify the client request", 0.0, 1.0, true),
+                l("caseworker", "sign the client request", 1.0, 0.0, false),
+                l("home node", "verify the client request", 0.0, 1.0, false),
                 l(
                     "home node",
                     "verify the caseworker's credential",
@@ -1093,7 +1110,7 @@ impl SignatureBudget {
                 ),
                 l(
                     "holders",
-                    "verify the caseworker's credential (not cached)",
+                    "verify the caseworker's credential",
                     0.0,
                     h,
                     true,
@@ -1119,24 +1136,23 @@ impl SignatureBudget {
                     "verify each receipt's checkpoint signature",
                     0.0,
                     h,
-                    false,
-                ),
-                l(
-                    "home node",
-                    "sign a progress frame per holder (repeats the final answer)",
-                    h,
-                    0.0,
                     true,
                 ),
                 l("home node", "sign the final answer", 1.0, 0.0, false),
-                l("caseworker", "verify each progress frame", 0.0, h, true),
                 l("caseworker", "verify the final answer", 0.0, 1.0, false),
                 l(
                     "caseworker",
-                    "verify the query: node signature, credential, caseworker signature",
+                    "verify the query's node and caseworker signatures",
                     0.0,
-                    3.0,
+                    2.0,
                     false,
+                ),
+                l(
+                    "caseworker",
+                    "verify the query's credential",
+                    0.0,
+                    1.0,
+                    true,
                 ),
                 l("caseworker", "verify each response", 0.0, h, false),
                 l(
@@ -1144,7 +1160,7 @@ impl SignatureBudget {
                     "verify each receipt's checkpoint signature",
                     0.0,
                     h,
-                    false,
+                    true,
                 ),
             ],
         }
@@ -1155,21 +1171,17 @@ impl SignatureBudget {
         self.lines.iter().map(|l| l.signs).sum()
     }
 
-    /// Verifications per passport.
+    /// Verifications per passport, before caches.
     pub fn verifies(&self) -> f64 {
         self.lines.iter().map(|l| l.verifies).sum()
     }
 
-    /// The same budget without the lines marked avoidable.
-    pub fn lean(&self) -> SignatureBudget {
+    /// The budget once every cache is warm: the cached lines cost nothing (the lower bound;
+    /// checkpoints are only shared within a commit batch, so the measured count lies between).
+    pub fn warm(&self) -> SignatureBudget {
         SignatureBudget {
             holders: self.holders,
-            lines: self
-                .lines
-                .iter()
-                .filter(|l| !l.avoidable)
-                .cloned()
-                .collect(),
+            lines: self.lines.iter().filter(|l| !l.cached).cloned().collect(),
         }
     }
 }
@@ -1356,9 +1368,10 @@ mod tests {
     #[test]
     fn the_budget_for_six_holders() {
         let b = SignatureBudget::new(6, 7.0);
-        assert_eq!(b.signs(), 23.0);
-        assert_eq!(b.verifies(), 55.0);
-        assert!(b.lean().signs() < b.signs());
+        assert_eq!(b.signs(), 17.0);
+        assert_eq!(b.verifies(), 49.0);
+        assert_eq!(b.warm().signs(), b.signs());
+        assert_eq!(b.warm().verifies(), 29.0);
     }
 
     #[test]

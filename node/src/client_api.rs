@@ -65,7 +65,7 @@ pub async fn handle(
         }
     };
     let result = match req.op {
-        ClientOp::Assemble { query } => match need(StaffRole::Caseworker) {
+        ClientOp::Assemble { query, progress } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
             Ok(())
                 if !state
@@ -78,7 +78,7 @@ pub async fn handle(
                     "you are assembling passports too fast; slow down and retry".into(),
                 ))
             }
-            Ok(()) => assemble(state, staff, query, send).await,
+            Ok(()) => assemble(state, staff, query, progress, send).await,
         },
         ClientOp::GrantConsent {
             consent,
@@ -279,24 +279,27 @@ async fn assemble(
     state: &Arc<NodeState>,
     staff: &StoredStaff,
     query: Envelope,
+    progress: bool,
     send: &mut quinn::SendStream,
 ) -> OpResult {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let work = crate::fanout::assemble(state, staff, query, move |r| {
-        let _ = tx.send(r.clone());
+        if progress {
+            let _ = tx.send(crate::fanout::progress_frame(r));
+        }
     });
     let mut work = std::pin::pin!(work);
-    // Stream progress frames while the fan-out runs.
+    // Stream progress frames (when asked for) while the fan-out runs.
     let outcome = loop {
         tokio::select! {
             res = &mut work => break res,
-            Some(r) = rx.recv() => {
-                let _ = write_envelope(send, &state.seal(&ClientResponse::Progress(r))).await;
+            Some(frame) = rx.recv() => {
+                let _ = write_envelope(send, &state.seal(&frame)).await;
             }
         }
     };
-    while let Ok(r) = rx.try_recv() {
-        let _ = write_envelope(send, &state.seal(&ClientResponse::Progress(r))).await;
+    while let Ok(frame) = rx.try_recv() {
+        let _ = write_envelope(send, &state.seal(&frame)).await;
     }
     match outcome {
         Ok((query, results)) => Ok(ClientResponse::Assembled { query, results }),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use throughgate_protocol::audit::AuditEvent;
-use throughgate_protocol::bundle::verify_response;
-use throughgate_protocol::credential::{verify_credential, StaffRole};
+use throughgate_protocol::bundle::verify_response_cached;
+use throughgate_protocol::credential::{verify_credential_cached, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
     query_digest, ClientResponse, HolderResult, HolderStatus, Query,
@@ -57,12 +57,13 @@ pub async fn assemble(
             "this agency is not a requester in the federation manifest".into(),
         ));
     }
-    let cred = verify_credential(
+    let cred = verify_credential_cached(
         &query.credential,
         &state.agency,
         &me.node_keys,
         now,
         StaffRole::Caseworker,
+        Some(&state.sig_cache),
     )
     .map_err(|e| reject(e.to_string()))?;
     if cred.person_id != staff.body.person_id
@@ -126,7 +127,14 @@ pub async fn assemble(
     while let Some((i, holder, res)) = pending.next().await {
         let elapsed_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
         let result = match res {
-            Ok(resp) => match verify_response(&resp, &query_env, &query, &holder, &manifest) {
+            Ok(resp) => match verify_response_cached(
+                &resp,
+                &query_env,
+                &query,
+                &holder,
+                &manifest,
+                Some(&state.sig_cache),
+            ) {
                 Ok(_) => HolderResult {
                     agency: holder,
                     status: HolderStatus::Answered,
@@ -186,7 +194,14 @@ pub async fn assemble(
     Ok((query_env, results.into_iter().flatten().collect()))
 }
 
-/// Wraps a holder result as a progress frame body.
+/// A status-only progress frame body for a holder result: the signed response itself waits
+/// for the final `assembled` frame.
 pub fn progress_frame(result: &HolderResult) -> ClientResponse {
-    ClientResponse::Progress(result.clone())
+    ClientResponse::Progress(HolderResult {
+        agency: result.agency.clone(),
+        status: result.status,
+        response: None,
+        detail: result.detail.clone(),
+        elapsed_ms: result.elapsed_ms,
+    })
 }

@@ -13,7 +13,7 @@ use throughgate_protocol::ids::ConsentId;
 use throughgate_protocol::messages::{
     query_digest, ErrorCode, Outcome, Query, RefusalReason, Response, Withheld,
 };
-use throughgate_protocol::query_check::{check_query, QueryVerdict};
+use throughgate_protocol::query_check::{check_query_cached, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
 
 use crate::node::NodeState;
@@ -106,7 +106,7 @@ async fn decide_and_sign(
         .consent_gate
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (query, decision) = match check_query(env, &manifest, now) {
+    let (query, decision) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
         QueryVerdict::Malformed(detail) => {
             return (state.error(ErrorCode::Malformed, detail), "error")
         }

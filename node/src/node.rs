@@ -104,6 +104,9 @@ pub struct NodeState {
     pub connections: crate::ratelimit::ConnectionCounter,
     /// Orders consent decisions against consent status changes (see `holder.rs`).
     pub consent_gate: std::sync::RwLock<()>,
+    /// Signatures this node has already verified and sees again (caseworker credentials,
+    /// holders' checkpoints); see `throughgate_protocol::sigcache`.
+    pub sig_cache: throughgate_protocol::sigcache::SigCache,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -240,6 +243,7 @@ impl Node {
                 config.limits.max_connections_per_peer,
             ),
             consent_gate: std::sync::RwLock::new(()),
+            sig_cache: Default::default(),
             audit,
             witness_alarms: AtomicU64::new(0),
             agency,

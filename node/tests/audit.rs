@@ -43,7 +43,7 @@ async fn passport(
             None,
             Purpose::Resettlement,
             &[],
-            |_| {},
+            None,
         )
         .await
         .unwrap();

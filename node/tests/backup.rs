@@ -46,7 +46,7 @@ async fn a_backup_taken_under_load_restores_and_verifies() {
                     None,
                     Purpose::Resettlement,
                     &[],
-                    |_| {},
+                    None,
                 )
                 .await
                 .unwrap();
@@ -100,7 +100,7 @@ async fn a_backup_taken_under_load_restores_and_verifies() {
                 None,
                 Purpose::Resettlement,
                 &[],
-                |_| {},
+                None,
             )
             .await
             .unwrap();

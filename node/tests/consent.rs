@@ -37,7 +37,7 @@ async fn ask(
 ) -> Vec<Response> {
     let client = fed.client(requester, StaffRole::Caseworker).await.unwrap();
     let q = client.sign_query(passport.clone(), consent, purpose, requests, 60);
-    let (_, results) = client.assemble(q, |_| {}).await.unwrap();
+    let (_, results) = client.assemble(q, None).await.unwrap();
     client.close().await;
     results
         .into_iter()
@@ -278,7 +278,7 @@ async fn a_query_raced_against_revocation_is_answered_under_the_state_the_holder
         })
         .collect();
     let (answers, _) = tokio::join!(
-        futures::future::join_all(queries.into_iter().map(|q| cw.assemble(q, |_| {}))),
+        futures::future::join_all(queries.into_iter().map(|q| cw.assemble(q, None))),
         async {
             tokio::task::yield_now().await;
             prison.revoke_consent(&c, "withdrawn").await.unwrap();

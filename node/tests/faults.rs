@@ -145,7 +145,7 @@ async fn passport(
             None,
             Purpose::Resettlement,
             &[],
-            |_| {},
+            None,
         )
         .await
         .unwrap();

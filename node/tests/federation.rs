@@ -31,16 +31,7 @@ async fn assemble_as(
     let (menv, m) = client.manifest().await.unwrap();
     let c = client.consent_for(passport, consent).await.unwrap();
     let (_, v) = client
-        .passport(
-            &menv,
-            &m,
-            passport,
-            c.as_ref(),
-            consent,
-            purpose,
-            &[],
-            |_| {},
-        )
+        .passport(&menv, &m, passport, c.as_ref(), consent, purpose, &[], None)
         .await
         .unwrap();
     client.close().await;
@@ -266,7 +257,7 @@ async fn a_category_the_consent_does_not_cover_is_refused() {
         requests,
         60,
     );
-    let (query, results) = client.assemble(q, |_| {}).await.unwrap();
+    let (query, results) = client.assemble(q, None).await.unwrap();
     let resp: Response = results[0].response.as_ref().unwrap().open().unwrap();
     assert_eq!(resp.outcome, Outcome::Refused);
     assert_eq!(resp.reason, Some(RefusalReason::CategoryNotCovered));
@@ -316,10 +307,10 @@ async fn a_replayed_query_is_refused() {
         requests,
         60,
     );
-    let (_, first) = client.assemble(q.clone(), |_| {}).await.unwrap();
+    let (_, first) = client.assemble(q.clone(), None).await.unwrap();
     let first: Response = first[0].response.as_ref().unwrap().open().unwrap();
     assert_eq!(first.outcome, Outcome::Disclosed);
-    let (_, second) = client.assemble(q, |_| {}).await.unwrap();
+    let (_, second) = client.assemble(q, None).await.unwrap();
     let second: Response = second[0].response.as_ref().unwrap().open().unwrap();
     assert_eq!(second.outcome, Outcome::Refused);
     assert_eq!(second.reason, Some(RefusalReason::QueryReplayed));
@@ -394,7 +385,7 @@ async fn a_tampered_response_fails_verification() {
             None,
             Purpose::Resettlement,
             &[],
-            |_| {},
+            None,
         )
         .await
         .unwrap();
@@ -565,7 +556,7 @@ async fn a_caseworker_cannot_import_and_an_operator_cannot_assemble() {
         vec![],
         60,
     );
-    let err = op.assemble(q, |_| {}).await.unwrap_err();
+    let err = op.assemble(q, None).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Forbidden));
     cw.close().await;
     op.close().await;

@@ -66,7 +66,7 @@ async fn metrics_health_and_readiness_are_served_on_loopback() {
             None,
             Purpose::Resettlement,
             &[],
-            |_| {},
+            None,
         )
         .await
         .unwrap();

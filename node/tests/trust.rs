@@ -205,7 +205,7 @@ async fn a_node_key_rotates_while_queries_flow_and_none_fail() {
                         None,
                         Purpose::Resettlement,
                         &[],
-                        |_| {},
+                        None,
                     )
                     .await
                 {
@@ -343,7 +343,7 @@ async fn each_role_is_refused_what_it_may_not_do() {
         vec![],
         60,
     );
-    forbidden(dpo.assemble(q, |_| {}).await.map(|_| ()), "dpo assemble");
+    forbidden(dpo.assemble(q, None).await.map(|_| ()), "dpo assemble");
     let person = person_known_to(&fed, &ALL);
     forbidden(
         dpo.record_consent(dpo.sign_consent(&plan(&fed, person, 60)))
@@ -369,10 +369,7 @@ async fn each_role_is_refused_what_it_may_not_do() {
         vec![],
         60,
     );
-    forbidden(
-        op.assemble(q, |_| {}).await.map(|_| ()),
-        "operator assemble",
-    );
+    forbidden(op.assemble(q, None).await.map(|_| ()), "operator assemble");
     forbidden(
         op.record_consent(op.sign_consent(&plan(&fed, person, 60)))
             .await
@@ -550,7 +547,7 @@ async fn a_node_that_was_down_catches_up_on_the_manifest_at_first_contact() {
         }],
         60,
     );
-    cw.assemble(q, |_| {}).await.unwrap();
+    cw.assemble(q, None).await.unwrap();
     cw.close().await;
     for _ in 0..500 {
         if nhs.manifest().unwrap().version == 2 {

@@ -286,6 +286,16 @@ pub fn verify_receipt(
     node: &AgencyId,
     node_keys: &[PublicKey],
 ) -> Result<VerifiedReceipt, ReceiptError> {
+    verify_receipt_cached(receipt, node, node_keys, None)
+}
+
+/// [`verify_receipt`], remembering checkpoint signatures that verified in `cache`.
+pub fn verify_receipt_cached(
+    receipt: &Receipt,
+    node: &AgencyId,
+    node_keys: &[PublicKey],
+    cache: Option<&crate::sigcache::SigCache>,
+) -> Result<VerifiedReceipt, ReceiptError> {
     if receipt.proof.len() > MAX_PROOF_LEN {
         return Err(ReceiptError::ProofTooLong(receipt.proof.len()));
     }
@@ -299,7 +309,10 @@ pub fn verify_receipt(
         }
         .into());
     }
-    if !node_keys.iter().any(|k| signed.verify(&origin, k).is_ok()) {
+    if !node_keys
+        .iter()
+        .any(|k| signed.verify_cached(&origin, k, cache).is_ok())
+    {
         return Err(ReceiptError::NotSigned(node.clone()));
     }
     verify_inclusion(

@@ -8,12 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{verify_receipt, AuditEvent};
+use crate::audit::{verify_receipt_cached, AuditEvent};
 use crate::cbor::{self, DecodeError};
-use crate::credential::{verify_credential, Credential, StaffRole, CLOCK_SKEW_SECS};
+use crate::credential::{verify_credential_cached, Credential, StaffRole, CLOCK_SKEW_SECS};
 use crate::envelope::{Envelope, SignerRole};
 use crate::manifest::Manifest;
 use crate::messages::{query_digest, HolderResult, HolderStatus, Outcome, Query, Response};
+use crate::sigcache::SigCache;
 use crate::time::Timestamp;
 
 /// The bundle format name, written into every bundle.
@@ -113,6 +114,15 @@ pub fn verify_query(
     env: &Envelope,
     manifest: &Manifest,
 ) -> Result<(Query, Credential), BundleError> {
+    verify_query_cached(env, manifest, None)
+}
+
+/// [`verify_query`], remembering the credential's issuer signature in `cache`.
+pub fn verify_query_cached(
+    env: &Envelope,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<(Query, Credential), BundleError> {
     let query: Query = env
         .open()
         .map_err(|e| BundleError::MalformedQuery(e.to_string()))?;
@@ -122,12 +132,13 @@ pub fn verify_query(
         .ok_or_else(|| BundleError::UnknownRequester(query.requester.to_string()))?;
     env.verify_by_any(SignerRole::Node, &member.node_keys)
         .map_err(|e| BundleError::QueryNodeSignature(e.to_string()))?;
-    let credential = verify_credential(
+    let credential = verify_credential_cached(
         &query.credential,
         &query.requester,
         &member.node_keys,
         query.issued_at,
         StaffRole::Caseworker,
+        cache,
     )
     .map_err(|e| BundleError::Credential(e.to_string()))?;
     if credential.person_id != query.caseworker {
@@ -149,6 +160,19 @@ pub fn verify_response(
     query: &Query,
     expected_holder: &crate::ids::AgencyId,
     manifest: &Manifest,
+) -> Result<Response, BundleError> {
+    verify_response_cached(env, query_env, query, expected_holder, manifest, None)
+}
+
+/// [`verify_response`], remembering the receipt's checkpoint signature in `cache` (responses
+/// from one commit batch share a checkpoint). The response's own signature is always verified.
+pub fn verify_response_cached(
+    env: &Envelope,
+    query_env: &Envelope,
+    query: &Query,
+    expected_holder: &crate::ids::AgencyId,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
 ) -> Result<Response, BundleError> {
     let resp: Response = env
         .open()
@@ -207,13 +231,17 @@ pub fn verify_response(
             "answered after the query expired".into(),
         ));
     }
-    check_receipt(&resp, &member.node_keys)?;
+    check_receipt(&resp, &member.node_keys, cache)?;
     Ok(resp)
 }
 
 /// Checks that a response's receipt proves a logged decision matching the response.
-fn check_receipt(resp: &Response, keys: &[crate::keys::PublicKey]) -> Result<(), BundleError> {
-    let v = verify_receipt(&resp.receipt, &resp.holder, keys)
+fn check_receipt(
+    resp: &Response,
+    keys: &[crate::keys::PublicKey],
+    cache: Option<&SigCache>,
+) -> Result<(), BundleError> {
+    let v = verify_receipt_cached(&resp.receipt, &resp.holder, keys, cache)
         .map_err(|e| BundleError::Receipt(e.to_string()))?;
     let AuditEvent::Decision(d) = &v.entry.event else {
         return Err(BundleError::Receipt(format!(
@@ -272,14 +300,31 @@ pub fn verify_bundle(
     bundle: &PassportBundle,
     manifest: &Manifest,
 ) -> Result<VerifiedBundle, BundleError> {
-    let (query, credential) = verify_query(&bundle.query, manifest)?;
+    verify_bundle_cached(bundle, manifest, None)
+}
+
+/// [`verify_bundle`], remembering credential and checkpoint signatures in `cache`: a client
+/// assembling many passports sees the same ones again and again.
+pub fn verify_bundle_cached(
+    bundle: &PassportBundle,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<VerifiedBundle, BundleError> {
+    let (query, credential) = verify_query_cached(&bundle.query, manifest, cache)?;
     let results = bundle
         .results
         .iter()
         .map(|r| {
             let (response, problem) = match (&r.status, &r.response) {
                 (HolderStatus::Answered, Some(env)) => {
-                    match verify_response(env, &bundle.query, &query, &r.agency, manifest) {
+                    match verify_response_cached(
+                        env,
+                        &bundle.query,
+                        &query,
+                        &r.agency,
+                        manifest,
+                        cache,
+                    ) {
                         Ok(resp) => (Some(resp), None),
                         Err(e) => (None, Some(e)),
                     }

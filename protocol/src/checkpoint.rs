@@ -253,8 +253,18 @@ impl SignedCheckpoint {
     /// Verifies the log's Ed25519 signature by `key` named `key_name`, over the text received.
     /// Lines by other keys (such as witness cosignatures) are ignored.
     pub fn verify(&self, key_name: &str, key: &PublicKey) -> Result<(), CheckpointError> {
+        self.verify_cached(key_name, key, None)
+    }
+
+    /// [`SignedCheckpoint::verify`], remembering successes in `cache`.
+    pub fn verify_cached(
+        &self,
+        key_name: &str,
+        key: &PublicKey,
+        cache: Option<&crate::sigcache::SigCache>,
+    ) -> Result<(), CheckpointError> {
         self.note
-            .verify(key_name, key)
+            .verify_cached(key_name, key, cache)
             .map_err(CheckpointError::from)
     }
 

@@ -141,6 +141,19 @@ pub fn verify_credential(
     now: Timestamp,
     role: StaffRole,
 ) -> Result<Credential, CredentialError> {
+    verify_credential_cached(env, agency, issuer_keys, now, role, None)
+}
+
+/// [`verify_credential`], remembering the issuer's signature in `cache` once it verified: a
+/// caseworker's credential arrives with every query they send. Every other check runs each time.
+pub fn verify_credential_cached(
+    env: &Envelope,
+    agency: &AgencyId,
+    issuer_keys: &[PublicKey],
+    now: Timestamp,
+    role: StaffRole,
+    cache: Option<&crate::sigcache::SigCache>,
+) -> Result<Credential, CredentialError> {
     let cred: Credential = env.open()?;
     if &cred.agency != agency {
         return Err(CredentialError::WrongAgency {
@@ -148,7 +161,7 @@ pub fn verify_credential(
             got: cred.agency,
         });
     }
-    env.verify_by_any(SignerRole::Node, issuer_keys)
+    env.verify_by_any_cached(SignerRole::Node, issuer_keys, cache)
         .map_err(|source| CredentialError::BadIssuer {
             agency: agency.clone(),
             source,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, DecodeError};
 use crate::keys::{sig_bytes, PublicKey, SecretKey};
+use crate::sigcache::SigCache;
 
 /// The most signatures an envelope may carry.
 pub const MAX_SIGNATURES: usize = 16;
@@ -301,10 +302,22 @@ impl Envelope {
 
     /// Verifies that `key` signed this envelope in `role`.
     pub fn verify_by(&self, role: SignerRole, key: &PublicKey) -> Result<(), VerifyError> {
+        self.verify_by_cached(role, key, None)
+    }
+
+    /// [`Envelope::verify_by`], remembering successes in `cache` (for envelopes seen again and
+    /// again, such as credentials).
+    pub fn verify_by_cached(
+        &self,
+        role: SignerRole,
+        key: &PublicKey,
+        cache: Option<&SigCache>,
+    ) -> Result<(), VerifyError> {
         let mut found = false;
         for sig in self.sigs.iter().filter(|s| s.role == role && &s.key == key) {
             found = true;
-            if key.verify_strict(&signing_input(self.kind, role, &self.body), &sig.sig) {
+            let input = signing_input(self.kind, role, &self.body);
+            if crate::sigcache::verify_strict(cache, key, &input, &sig.sig) {
                 return Ok(());
             }
         }
@@ -327,12 +340,22 @@ impl Envelope {
         role: SignerRole,
         keys: &[PublicKey],
     ) -> Result<PublicKey, VerifyError> {
+        self.verify_by_any_cached(role, keys, None)
+    }
+
+    /// [`Envelope::verify_by_any`], remembering successes in `cache`.
+    pub fn verify_by_any_cached(
+        &self,
+        role: SignerRole,
+        keys: &[PublicKey],
+        cache: Option<&SigCache>,
+    ) -> Result<PublicKey, VerifyError> {
         let mut last = VerifyError::NoSignatureInRole(role);
         for s in self.sigs.iter().filter(|s| s.role == role) {
             if !keys.contains(&s.key) {
                 continue;
             }
-            match self.verify_by(role, &s.key) {
+            match self.verify_by_cached(role, &s.key, cache) {
                 Ok(()) => return Ok(s.key),
                 Err(e) => last = e,
             }

@@ -1,14 +1,44 @@
 //! Ed25519 keys: node keys, staff keys and governance keys are all this one type.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// An Ed25519 public key, 32 bytes (a CBOR byte string on the wire, hex in text).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PublicKey([u8; 32]);
+///
+/// Holds the point already decompressed and checked, so that verifying a signature does not
+/// decode the key again. Equality, order and hashing are over the 32 bytes.
+#[derive(Clone, Copy)]
+pub struct PublicKey(VerifyingKey);
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes() == other.0.as_bytes()
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.as_bytes().cmp(other.0.as_bytes())
+    }
+}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
 
 /// A key that does not parse or is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,7 +61,7 @@ impl PublicKey {
         if vk.is_weak() {
             return Err(KeyError::InvalidPoint);
         }
-        Ok(PublicKey(bytes))
+        Ok(PublicKey(vk))
     }
 
     /// Parses a key from a byte slice of length 32.
@@ -55,32 +85,30 @@ impl PublicKey {
 
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// Lower-case hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex::encode(self.0.as_bytes())
     }
 
     /// A short fingerprint for people and logs: the first 8 bytes of SHA-256 of the key, hex.
     pub fn fingerprint(&self) -> String {
-        let d = Sha256::digest(self.0);
+        let d = Sha256::digest(self.0.as_bytes());
         hex::encode(d.get(..8).unwrap_or_default())
     }
 
     /// Verifies a signature strictly (rejects malleable and small-order forms).
     pub fn verify_strict(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        let Ok(vk) = VerifyingKey::from_bytes(&self.0) else {
-            return false;
-        };
+        counts::VERIFIES.fetch_add(1, Ordering::Relaxed);
         let sig = ed25519_dalek::Signature::from_bytes(signature);
-        vk.verify_strict(message, &sig).is_ok()
+        self.0.verify_strict(message, &sig).is_ok()
     }
 
     /// The dalek verifying key (for batch verification).
     pub fn verifying_key(&self) -> Option<VerifyingKey> {
-        VerifyingKey::from_bytes(&self.0).ok()
+        Some(self.0)
     }
 }
 
@@ -108,7 +136,7 @@ impl Serialize for PublicKey {
         if s.is_human_readable() {
             s.serialize_str(&self.to_hex())
         } else {
-            s.serialize_bytes(&self.0)
+            s.serialize_bytes(self.0.as_bytes())
         }
     }
 }
@@ -122,6 +150,24 @@ impl<'de> Deserialize<'de> for PublicKey {
             let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
             PublicKey::from_slice(&b).map_err(serde::de::Error::custom)
         }
+    }
+}
+
+/// Process-wide counts of signatures made and verified through this crate, for benchmarks
+/// that report the signature work a passport really costs. Counting only; nothing depends on
+/// them.
+pub mod counts {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(super) static SIGNS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static VERIFIES: AtomicU64 = AtomicU64::new(0);
+
+    /// Signatures made and signatures verified (cache hits excluded) so far in this process.
+    pub fn get() -> (u64, u64) {
+        (
+            SIGNS.load(Ordering::Relaxed),
+            VERIFIES.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -142,11 +188,12 @@ impl SecretKey {
 
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key().to_bytes())
+        PublicKey(self.0.verifying_key())
     }
 
     /// Signs a message (the caller builds the domain-separated message).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        counts::SIGNS.fetch_add(1, Ordering::Relaxed);
         self.0.sign(message).to_bytes()
     }
 

@@ -25,6 +25,7 @@ pub mod messages;
 pub mod note;
 pub mod query_check;
 pub mod record;
+pub mod sigcache;
 pub mod time;
 pub mod witness;
 

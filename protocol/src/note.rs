@@ -381,11 +381,23 @@ impl SignedNote {
     /// Lines by other keys are ignored. Every line by this key (matching name and key ID) must
     /// verify, strictly; there must be at least one.
     pub fn verify(&self, name: &str, key: &PublicKey) -> Result<(), NoteError> {
+        self.verify_cached(name, key, None)
+    }
+
+    /// [`SignedNote::verify`], remembering successes in `cache` (a checkpoint is seen once per
+    /// response in its commit batch).
+    pub fn verify_cached(
+        &self,
+        name: &str,
+        key: &PublicKey,
+        cache: Option<&crate::sigcache::SigCache>,
+    ) -> Result<(), NoteError> {
         let id = ed25519_key_id(name, key);
         let mut found = false;
         for s in self.signatures_by(name, id) {
-            let ok = <&[u8; 64]>::try_from(s.signature.as_slice())
-                .is_ok_and(|sig| key.verify_strict(self.text.as_bytes(), sig));
+            let ok = <&[u8; 64]>::try_from(s.signature.as_slice()).is_ok_and(|sig| {
+                crate::sigcache::verify_strict(cache, key, self.text.as_bytes(), sig)
+            });
             if !ok {
                 return Err(NoteError::BadSignature {
                     name: name.to_owned(),

@@ -4,11 +4,12 @@
 //! fresh. Replay and revocation checks need state and live in the node.
 
 use crate::credential::{
-    verify_credential, Credential, CredentialError, StaffRole, CLOCK_SKEW_SECS,
+    verify_credential_cached, Credential, CredentialError, StaffRole, CLOCK_SKEW_SECS,
 };
 use crate::envelope::{Envelope, SignerRole};
 use crate::manifest::Manifest;
 use crate::messages::{Query, RefusalReason};
+use crate::sigcache::SigCache;
 use crate::time::Timestamp;
 
 /// Longest lifetime (expiry minus issue time) a holder accepts, in seconds.
@@ -36,11 +37,22 @@ pub enum QueryVerdict {
 
 /// Runs the stateless checks on a query envelope received at `now`.
 pub fn check_query(env: &Envelope, manifest: &Manifest, now: Timestamp) -> QueryVerdict {
+    check_query_cached(env, manifest, now, None)
+}
+
+/// [`check_query`], remembering the credential's issuer signature in `cache` (every check still
+/// runs; only a signature already verified is not verified again).
+pub fn check_query_cached(
+    env: &Envelope,
+    manifest: &Manifest,
+    now: Timestamp,
+    cache: Option<&SigCache>,
+) -> QueryVerdict {
     let query: Query = match env.open() {
         Ok(q) => q,
         Err(e) => return QueryVerdict::Malformed(e.to_string()),
     };
-    match check_decoded(env, &query, manifest, now) {
+    match check_decoded(env, &query, manifest, now, cache) {
         Ok(credential) => QueryVerdict::Accepted(Box::new(CheckedQuery { query, credential })),
         Err(reason) => QueryVerdict::Refused(Box::new(query), reason),
     }
@@ -51,6 +63,7 @@ fn check_decoded(
     query: &Query,
     manifest: &Manifest,
     now: Timestamp,
+    cache: Option<&SigCache>,
 ) -> Result<Credential, RefusalReason> {
     let member = manifest
         .member(&query.requester)
@@ -58,12 +71,13 @@ fn check_decoded(
         .ok_or(RefusalReason::RequesterNotAuthorised)?;
     env.verify_by_any(SignerRole::Node, &member.node_keys)
         .map_err(|_| RefusalReason::RequesterSignatureInvalid)?;
-    let credential = verify_credential(
+    let credential = verify_credential_cached(
         &query.credential,
         &query.requester,
         &member.node_keys,
         now,
         StaffRole::Caseworker,
+        cache,
     )
     .map_err(credential_reason)?;
     if credential.person_id != query.caseworker {

@@ -1835,7 +1835,10 @@ fn gen_bodies(g: &mut Gen) {
             "assemble",
             "Assemble a passport: the caseworker-signed query, for the home node to countersign and fan out.",
             "person-cw-0042",
-            ClientOp::Assemble { query: q_cw },
+            ClientOp::Assemble {
+                query: q_cw,
+                progress: true,
+            },
         ),
         (
             "grant-consent",

@@ -95,6 +95,8 @@ pub struct HomeClient {
     manifest_cache: Option<PathBuf>,
     clock: Clock,
     limits: Limits,
+    /// Credential and checkpoint signatures already verified on this connection's answers.
+    sig_cache: throughgate_protocol::sigcache::SigCache,
 }
 
 impl std::fmt::Debug for HomeClient {
@@ -218,6 +220,7 @@ impl HomeClient {
             manifest_cache: None,
             clock,
             limits,
+            sig_cache: Default::default(),
         })
     }
 
@@ -381,13 +384,25 @@ impl HomeClient {
 
     /// Fans a signed query out through the home node; returns the countersigned query and every
     /// holder's result.
+    ///
+    /// With `on_progress`, the home node streams each holder's status as it answers (status
+    /// only; the final answer carries the signed responses); without, it sends only the final
+    /// answer, which saves a signature and a verification per holder.
     pub async fn assemble(
         &self,
         query: Envelope,
-        on_progress: impl FnMut(HolderResult),
+        mut on_progress: Option<&mut (dyn FnMut(HolderResult) + Send)>,
     ) -> Result<(Envelope, Vec<HolderResult>), ClientError> {
+        let op = ClientOp::Assemble {
+            query,
+            progress: on_progress.is_some(),
+        };
         match self
-            .call_streaming(ClientOp::Assemble { query }, on_progress)
+            .call_streaming(op, |r| {
+                if let Some(f) = on_progress.as_mut() {
+                    f(r);
+                }
+            })
             .await?
         {
             ClientResponse::Assembled { query, results } => Ok((query, results)),

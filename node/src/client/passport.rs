@@ -1,7 +1,9 @@
 //! Client-side passport assembly: choose what to ask of whom, sign the query, fan it out
 //! through the home node, and verify every signed response before anyone reads it.
 
-use throughgate_protocol::bundle::{verify_bundle, PassportBundle, VerifiedBundle, BUNDLE_FORMAT};
+use throughgate_protocol::bundle::{
+    verify_bundle_cached, PassportBundle, VerifiedBundle, BUNDLE_FORMAT,
+};
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::consent::Consent;
 use throughgate_protocol::envelope::Envelope;
@@ -17,7 +19,7 @@ pub const QUERY_LIFETIME_SECS: u64 = 60;
 impl HomeClient {
     /// Assembles a passport: asks every holder `consent` covers (or, without one, every holder
     /// in the manifest, which will refuse), verifies the whole bundle against `manifest`, and
-    /// returns it. `on_progress` sees each holder's result as it arrives. A bundle that fails
+    /// returns it. `on_progress`, if given, sees each holder's status as it arrives. A bundle that fails
     /// verification is returned too, with its problems recorded per holder.
     #[allow(clippy::too_many_arguments)]
     pub async fn passport(
@@ -29,7 +31,7 @@ impl HomeClient {
         explicit_consent: Option<&ConsentId>,
         purpose: Purpose,
         categories: &[Category],
-        on_progress: impl FnMut(HolderResult),
+        on_progress: Option<&mut (dyn FnMut(HolderResult) + Send)>,
     ) -> Result<(PassportBundle, VerifiedBundle), ClientError> {
         let requests = match consent {
             Some(c) => requests_under(c, categories),
@@ -59,14 +61,14 @@ impl HomeClient {
             manifest_version: manifest.version,
             manifest: Some(manifest_env.clone()),
         };
-        let mut verified =
-            verify_bundle(&bundle, manifest).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let mut verified = verify_bundle_cached(&bundle, manifest, Some(&self.sig_cache))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
         if !verified.all_valid() {
             // The federation may have moved on while the query was out (a holder rotated its
             // key under a newer manifest): verify once more against the current manifest.
             let (env, newer) = self.manifest().await?;
             if newer.version > manifest.version {
-                if let Ok(v) = verify_bundle(&bundle, &newer) {
+                if let Ok(v) = verify_bundle_cached(&bundle, &newer, Some(&self.sig_cache)) {
                     bundle.manifest_version = newer.version;
                     bundle.manifest = Some(env);
                     verified = v;

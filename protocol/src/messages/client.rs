@@ -36,10 +36,15 @@ pub enum ImportFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientOp {
-    /// Countersign and fan out a caseworker-signed query; progress frames stream back.
+    /// Countersign and fan out a caseworker-signed query.
     Assemble {
         /// The query, signed by the caseworker.
         query: Envelope,
+        /// Whether to stream a status-only progress frame per holder as each answers (for a
+        /// live display). Absent means false: the final answer carries everything, and a
+        /// client that shows no progress saves a signature per holder on each side.
+        #[serde(default)]
+        progress: bool,
     },
     /// Countersign, store and deliver a caseworker-signed consent.
     GrantConsent {
@@ -446,7 +451,8 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientResponse {
-    /// One holder's result, streamed as it arrives during an assembly.
+    /// One holder's status, streamed as it arrives during an assembly when progress was asked
+    /// for. Status only: `response` is always absent (the `assembled` frame carries it).
     Progress(HolderResult),
     /// The end of an assembly: the countersigned query and every holder's result.
     Assembled {
