@@ -202,6 +202,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             .map(|p| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), p)),
         limits: Limits::default(),
         retention: throughgate_node::config::Retention::default(),
+        storage: throughgate_node::config::Storage::default(),
         base_dir: dir.clone(),
     };
     std::fs::write(
@@ -251,9 +252,11 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
     drop(db);
     let profile = write_profile(
         &dir.join("staff"),
-        &a.agency,
-        &address,
-        &key.public(),
+        HomeNode {
+            agency: &a.agency,
+            address: &address,
+            key: &key.public(),
+        },
         &a.operator_id,
         &op_key,
         &staff.credential,
@@ -290,12 +293,20 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// The home node a profile points at.
+pub struct HomeNode<'a> {
+    /// Its agency.
+    pub agency: &'a AgencyId,
+    /// Its address, as `host:port`.
+    pub address: &'a str,
+    /// Its node key (pinned).
+    pub key: &'a throughgate_protocol::keys::PublicKey,
+}
+
 /// Writes a member of staff's key, credential and profile into `dir`; returns the profile path.
 pub fn write_profile(
     dir: &Path,
-    agency: &AgencyId,
-    address: &str,
-    node_key: &throughgate_protocol::keys::PublicKey,
+    home: HomeNode<'_>,
     person: &PersonId,
     key: &SecretKey,
     credential: &throughgate_protocol::envelope::Envelope,
@@ -311,9 +322,9 @@ pub fn write_profile(
     }
     write_private_file(&dir.join(&cred_file), &credential.to_bytes())?;
     let profile = Profile {
-        agency: agency.clone(),
-        node_address: address.to_owned(),
-        node_key: *node_key,
+        agency: home.agency.clone(),
+        node_address: home.address.to_owned(),
+        node_key: *home.key,
         person_id: person.clone(),
         key_file,
         credential_file: cred_file,
@@ -339,7 +350,10 @@ const DENY_ALL_POLICY: &str =
 async fn run_node(config_path: &Path) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
     let key = read_secret_key(&config.resolve(&config.key_file))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.resolve(&config.data_dir))?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
+        &config.resolve(&config.data_dir),
+        config.storage.cache_bytes(),
+    )?);
     let policy = match &config.policy_file {
         Some(p) => Policy::load(&config.resolve(p))
             .with_context(|| format!("policy {}", config.resolve(p).display()))?,

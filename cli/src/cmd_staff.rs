@@ -88,9 +88,11 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             };
             let path = write_profile(
                 &out_dir,
-                &profile.agency,
-                &profile.node_address,
-                &profile.node_key,
+                crate::cmd_node::HomeNode {
+                    agency: &profile.agency,
+                    address: &profile.node_address,
+                    key: &profile.node_key,
+                },
                 &id,
                 &key,
                 &cred,

@@ -115,12 +115,12 @@ fn read_exact_or(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), Ba
         .map_err(|_| BackupError::Invalid(format!("the file ends inside {what}")))
 }
 
+/// Receives each stored pair of a backup being read.
+type PairSink<'a> = &'a mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), BackupError>;
+
 /// Reads a backup, calling `pair` for each stored pair (after checking the whole file when
 /// `pair` is `None`). Returns its metadata with the pair count.
-fn scan(
-    path: &Path,
-    mut pair: Option<&mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), BackupError>>,
-) -> Result<BackupMeta, BackupError> {
+fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<BackupMeta, BackupError> {
     let len = std::fs::metadata(path)?.len();
     let trailer_len = (TRAILER.len() + 8 + 32) as u64;
     if len < MAGIC.len() as u64 + trailer_len {

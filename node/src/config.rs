@@ -112,6 +112,28 @@ pub struct Retention {
     pub audit_days: Option<u32>,
 }
 
+/// Storage tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// The store's page cache, in MiB (sled's `cache_capacity`; approximate). Bounds the
+    /// node's memory whatever the number of records; a larger cache serves big stores faster.
+    pub cache_mib: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Storage {
+        Storage { cache_mib: 64 }
+    }
+}
+
+impl Storage {
+    /// The cache size in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mib.saturating_mul(1024 * 1024)
+    }
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +165,9 @@ pub struct NodeConfig {
     /// Retention of records and audit entries.
     #[serde(default)]
     pub retention: Retention,
+    /// Storage tuning.
+    #[serde(default)]
+    pub storage: Storage,
     /// The folder the file was read from (paths resolve against it). Not in the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -205,6 +230,9 @@ impl NodeConfig {
         }
         if !(1..=86_400).contains(&l.witness_interval_secs) {
             return Err("limits.witness_interval_secs must be between 1 and 86400".into());
+        }
+        if !(8..=1024 * 1024).contains(&self.storage.cache_mib) {
+            return Err("storage.cache_mib must be between 8 and 1048576".into());
         }
         Ok(())
     }

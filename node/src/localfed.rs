@@ -127,6 +127,8 @@ pub struct FedOptions {
     pub metrics: bool,
     /// Every node's retention settings.
     pub retention: crate::config::Retention,
+    /// Storage tuning for every node.
+    pub storage: crate::config::Storage,
 }
 
 impl Default for FedOptions {
@@ -142,6 +144,7 @@ impl Default for FedOptions {
             synthetic_holders: 0,
             metrics: false,
             retention: crate::config::Retention::default(),
+            storage: crate::config::Storage::default(),
         }
     }
 }
@@ -216,7 +219,10 @@ impl std::fmt::Debug for LocalFederation {
 fn open_node(config: &NodeConfig, clock: &Clock) -> Result<Node, LocalFedError> {
     let key = crate::keyfile::read_secret_key(&config.resolve(&config.key_file))
         .map_err(|e| LocalFedError::Options(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&config.resolve(&config.data_dir))?);
+    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
+        &config.resolve(&config.data_dir),
+        config.storage.cache_bytes(),
+    )?);
     let policy = match demo_policy_text(config.agency.as_str()) {
         Some(t) => Policy::parse(t)?,
         None => Policy::deny_all(),
@@ -289,6 +295,7 @@ impl LocalFederation {
                     .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 limits: opts.limits.clone(),
                 retention: opts.retention.clone(),
+                storage: opts.storage.clone(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();

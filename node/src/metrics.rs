@@ -95,9 +95,8 @@ impl Metrics {
         let manifest_version = Gauge::default();
         let limit_hits = Family::<KindLabel, Counter>::default();
         let audit_entries = Gauge::default();
-        let audit_batch_size = Histogram::new(
-            [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0].into_iter(),
-        );
+        let audit_batch_size =
+            Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]);
         registry.register("queries", "Queries decided as a holder", queries.clone());
         registry.register(
             "query_seconds",

@@ -15,10 +15,17 @@ fn backend(e: sled::Error) -> StoreError {
 }
 
 impl SledStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with_cache(dir, crate::config::Storage::default().cache_bytes())
+    }
+
+    /// Opens (creating if needed) the store in `dir` with a page cache of about `cache_bytes`
+    /// (sled's own default, 1 GiB per store, lets a large store hold gigabytes resident).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(backend)?;
