@@ -32,7 +32,7 @@ use crate::agencies::DemoAgency;
 use crate::client::{passport_complete, ConsentPlan, HomeClient};
 use crate::db::Db;
 use crate::localfed::{FedOptions, LocalFedError, LocalFederation};
-use crate::synth::{generate_population, person_records, SynthConfig, SyntheticPerson};
+use crate::synth::{person_records, SynthConfig, SyntheticPerson};
 
 /// The requesting agency: its caseworkers assemble every passport.
 pub const REQUESTER: &str = "probation-yorks";
@@ -176,18 +176,30 @@ fn known_to_all(p: &SyntheticPerson, agencies: &[&'static DemoAgency]) -> bool {
 fn load_holder(
     db: &Db,
     agency: &'static DemoAgency,
-    people: &[SyntheticPerson],
-    must: usize,
+    consented: &[SyntheticPerson],
+    background: impl Iterator<Item = SyntheticPerson>,
     synth: &SynthConfig,
     target: Option<u64>,
 ) -> Result<u64, BenchError> {
     let mut batch = Vec::with_capacity(LOAD_BATCH + 16);
     let mut n = 0u64;
-    for (i, p) in people.iter().enumerate() {
-        if i >= must && target.is_none_or(|t| n + batch.len() as u64 >= t) {
-            break;
-        }
-        batch.extend(person_records(agency, p, synth));
+    let mut background = background;
+    let mut i = 0usize;
+    loop {
+        let person = match consented.get(i) {
+            Some(p) => p.clone(),
+            None => {
+                if target.is_none_or(|t| n + batch.len() as u64 >= t) {
+                    break;
+                }
+                match background.next() {
+                    Some(p) => p,
+                    None => break,
+                }
+            }
+        };
+        i += 1;
+        batch.extend(person_records(agency, &person, synth));
         if batch.len() >= LOAD_BATCH {
             db.put_records(&batch)?;
             n += batch.len() as u64;
@@ -238,66 +250,49 @@ impl BenchFederation {
             records_per_person: options.records_per_person,
             reference_date: fed.reference_date(),
         };
-        let mut population = generate_population(&synth);
-        while population
-            .people
-            .iter()
-            .filter(|p| known_to_all(p, &shapes))
-            .count()
-            < options.people
-        {
-            if synth.people >= crate::synth::MAX_PEOPLE {
-                return Err(setup_err(
-                    "not enough synthetic people known to every holder",
-                ));
+        // People are made one at a time by index, so filling stores with millions of records
+        // never holds millions of people in memory: the consented ones are the first
+        // `people` indices known to every holder; the rest, in index order, fill the stores.
+        synth.people = crate::synth::MAX_PEOPLE;
+        let generator = crate::synth::PersonGenerator::new(&synth);
+        let mut consented = Vec::with_capacity(options.people);
+        let mut consented_index = std::collections::HashSet::new();
+        for i in 0..crate::synth::MAX_PEOPLE {
+            if consented.len() >= options.people {
+                break;
             }
-            synth.people = synth.people.saturating_mul(2);
-            population = generate_population(&synth);
-        }
-        if let Some(target) = options.holder_records {
-            // Enough people for the least-known holder to reach the target, with a margin.
-            let sample = population.people.len().max(1) as f64;
-            let least = shapes
-                .iter()
-                .map(|a| population.known_to(a).count() as f64 / sample)
-                .fold(1.0f64, f64::min)
-                .max(0.01);
-            let per_person = (options.records_per_person.max(1) as f64) * least;
-            let want = ((target as f64 / per_person) * 1.1) as usize + 1;
-            if want > synth.people {
-                synth.people = want.min(crate::synth::MAX_PEOPLE);
-                population = generate_population(&synth);
+            let p = generator.person(i);
+            if known_to_all(&p, &shapes) {
+                consented_index.insert(i);
+                consented.push(p);
             }
         }
-        let (consented, background): (Vec<SyntheticPerson>, Vec<SyntheticPerson>) = {
-            let mut c = Vec::with_capacity(options.people);
-            let mut b = Vec::new();
-            for p in population.people {
-                if c.len() < options.people && known_to_all(&p, &shapes) {
-                    c.push(p);
-                } else if options.holder_records.is_some() {
-                    b.push(p);
-                }
-            }
-            (c, b)
-        };
-        let must = consented.len();
-        let ordered: Arc<Vec<SyntheticPerson>> =
-            Arc::new(consented.iter().cloned().chain(background).collect());
+        if consented.len() < options.people {
+            return Err(setup_err(
+                "not enough synthetic people known to every holder",
+            ));
+        }
+        let consented_index = Arc::new(consented_index);
+        let shared: Arc<Vec<SyntheticPerson>> = Arc::new(consented.clone());
         let loads = fed.nodes.iter().filter_map(|n| {
             let db = n.node.as_ref()?.state().db.clone();
             let agency = n.agency;
-            let people = ordered.clone();
+            let people = shared.clone();
+            let skip = consented_index.clone();
+            let generator = generator.clone();
             let target = options.holder_records;
             Some(tokio::task::spawn_blocking(move || {
-                load_holder(&db, agency, &people, must, &synth, target)
+                let background = (0..crate::synth::MAX_PEOPLE)
+                    .filter(|i| !skip.contains(i))
+                    .map(|i| generator.person(i));
+                load_holder(&db, agency, &people, background, &synth, target)
             }))
         });
         let mut records_per_holder = Vec::new();
         for r in futures::future::join_all(loads).await {
             records_per_holder.push(r.map_err(|e| setup_err(e.to_string()))??);
         }
-        drop(ordered);
+        drop(shared);
         let load_s = t.elapsed().as_secs_f64();
 
         // Consent, recorded at the requester by its caseworker, for every holder.
@@ -355,10 +350,7 @@ impl BenchFederation {
                     },
                 ))
             })
-            // One at a time: recording consents concurrently at one node loses outbox items
-            // (`Db::enqueue` reads the next sequence number and writes without a lock, so two
-            // concurrent recordings can take the same keys; see docs/performance.md).
-            .buffered(1)
+            .buffered(16)
             .try_collect()
             .await?;
         let deadline = Instant::now()

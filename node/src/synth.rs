@@ -606,10 +606,34 @@ fn person(index: usize, perms: &IdPerms, config: &SynthConfig) -> SyntheticPerso
 
 /// Generates the population `config` describes (at most [`MAX_PEOPLE`] people).
 pub fn generate_population(config: &SynthConfig) -> Population {
-    let perms = IdPerms::new(config.seed);
+    let g = PersonGenerator::new(config);
     let n = config.people.min(MAX_PEOPLE);
     Population {
-        people: (0..n).map(|i| person(i, &perms, config)).collect(),
+        people: (0..n).map(|i| g.person(i)).collect(),
+    }
+}
+
+/// Makes people one at a time by index, without holding a population: person `i` is the same
+/// as in any [`generate_population`] with the same seed and more than `i` people. For loading
+/// millions of records without millions of people in memory.
+#[derive(Debug, Clone)]
+pub struct PersonGenerator {
+    perms: IdPerms,
+    config: SynthConfig,
+}
+
+impl PersonGenerator {
+    /// A generator for `config`'s seed and dates (its `people` is ignored).
+    pub fn new(config: &SynthConfig) -> PersonGenerator {
+        PersonGenerator {
+            perms: IdPerms::new(config.seed),
+            config: *config,
+        }
+    }
+
+    /// Person number `index` (indices from [`MAX_PEOPLE`] on are clamped to the last).
+    pub fn person(&self, index: usize) -> SyntheticPerson {
+        person(index.min(MAX_PEOPLE - 1), &self.perms, &self.config)
     }
 }
 
@@ -1817,6 +1841,18 @@ mod tests {
 
     fn config(people: usize) -> SynthConfig {
         SynthConfig::new(42, people, Date::parse("2026-03-02").unwrap())
+    }
+
+    #[test]
+    fn the_generator_makes_the_same_people_as_the_population() {
+        let pop = generate_population(&config(300));
+        let g = PersonGenerator::new(&config(0));
+        for i in [0, 1, 150, 299] {
+            let a = &pop.people[i];
+            let b = g.person(i);
+            assert_eq!((a.index, &a.identifiers), (b.index, &b.identifiers));
+            assert_eq!(a.full_name(), b.full_name());
+        }
     }
 
     #[test]
