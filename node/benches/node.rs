@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the node: record lookup by subject in a sled store holding 10^4 and 10^6
-//! records, and audit-log appends with durable group commit (1, 16 and 256 concurrent
-//! appenders, each append waiting for its receipt, i.e. for the fsync).
+//! records, audit-log appends with durable group commit (1, 16 and 256 concurrent appenders,
+//! each append waiting for its receipt, i.e. for the fsync), and verification of a 10^5-entry
+//! audit log. Each store or log is built only if its benchmark is selected (e.g. `-- audit`).
 //!
 //! Run with `cargo bench -p throughgate-node`; loading 10^6 records takes a little while.
 //! See docs/performance.md.
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use throughgate_node::agencies::demo_agency;
+use throughgate_node::audit::verify_log;
 use throughgate_node::db::Db;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_node::store::SledStore;
@@ -22,6 +24,7 @@ use throughgate_node::synth::{generate_population, person_records, SynthConfig};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
+use throughgate_protocol::keys::PublicKey;
 use throughgate_protocol::time::Date;
 
 /// A sled store in a temporary folder with about `n` prison records (five or so per person);
@@ -60,9 +63,11 @@ fn lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("record lookup by subject");
     g.sample_size(50);
     for n in [10_000usize, 1_000_000] {
-        let (_dir, db, subjects) = store_with(n);
+        // Built on first use, so that a filter leaving this benchmark out does not load it.
+        let mut store: Option<(tempfile::TempDir, Db, Vec<String>)> = None;
         let mut i = 0usize;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let (_dir, db, subjects) = store.get_or_insert_with(|| store_with(n));
             b.iter(|| {
                 i = (i + 7919) % subjects.len();
                 let rs = db.records_of(&subjects[i], 10_000).unwrap();
@@ -121,5 +126,63 @@ fn audit_append(c: &mut Criterion) {
     rt.block_on(fed.shutdown());
 }
 
-criterion_group!(benches, lookup, audit_append);
+/// Verifies a log of 10^5 query-sent entries written by the real group-commit writer (callers
+/// keeping 4,096 appends in flight, so about 30 checkpoints).
+fn audit_verify(c: &mut Criterion) {
+    const ENTRIES: usize = 100_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("audit verify");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(ENTRIES as u64));
+    let mut log: Option<(LocalFederation, Db, String, Vec<PublicKey>)> = None;
+    g.bench_function(BenchmarkId::new("entries", ENTRIES), |b| {
+        let (_fed, db, origin, keys) = log.get_or_insert_with(|| {
+            let fed = rt
+                .block_on(LocalFederation::start(FedOptions {
+                    people: 0,
+                    agencies: vec!["probation-yorks"],
+                    ..FedOptions::default()
+                }))
+                .unwrap();
+            let state = fed.nodes[0].node.as_ref().unwrap().state().clone();
+            let caseworker = PersonId::new("cw-prb").unwrap();
+            rt.block_on(async {
+                for _ in 0..ENTRIES / 4096 + 1 {
+                    let pending: Vec<_> = (0..4096)
+                        .map(|_| {
+                            state.audit.submit(AuditEvent::QuerySent {
+                                query_id: QueryId::random(),
+                                query_digest: [9; 32],
+                                passport_id: PassportId::random(),
+                                caseworker: caseworker.clone(),
+                                consent_id: Some(ConsentId::random()),
+                                purpose: Purpose::Resettlement,
+                                holders: vec![AgencyId::new("dwp").unwrap()],
+                            })
+                        })
+                        .collect();
+                    for p in pending {
+                        p.wait().await.unwrap();
+                    }
+                }
+            });
+            let keys = vec![fed.nodes[0].key.public()];
+            (fed, state.db.clone(), state.audit.origin().to_owned(), keys)
+        });
+        b.iter(|| {
+            let v = verify_log(db, origin, keys).unwrap();
+            assert!(v.ok() && v.entries >= ENTRIES as u64, "{v:?}");
+            v
+        })
+    });
+    g.finish();
+    if let Some((fed, ..)) = log {
+        rt.block_on(fed.shutdown());
+    }
+}
+
+criterion_group!(benches, lookup, audit_append, audit_verify);
 criterion_main!(benches);

@@ -7,6 +7,7 @@
 //! receipt (entry, leaf index, checkpoint, inclusion proof). A response is built from the
 //! receipt, so no response can leave before its entry is durable.
 
+mod nodes;
 mod verify;
 pub mod witness;
 mod writer;
@@ -15,13 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use throughgate_protocol::audit::{origin, AuditEntry, AuditEvent, ProofHash, Receipt};
 use throughgate_protocol::ids::AgencyId;
-use throughgate_protocol::merkle::{
-    consistency_proof_with, inclusion_proof_with, Hash, MerkleError,
-};
+use throughgate_protocol::merkle::{consistency_proof_with, inclusion_proof_with, MerkleError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::db::Db;
+use crate::db::{AuditNodes, Db};
 use crate::store::StoreError;
 
 pub use verify::{verify_log, Verification};
@@ -157,22 +156,21 @@ impl AuditLog {
         self.latest.lock().ok().and_then(|l| l.clone())
     }
 
-    fn node(&self, level: u32, index: u64) -> Option<Hash> {
-        let level = u8::try_from(level).ok()?;
-        self.db.audit_node(level, index).ok().flatten()
-    }
-
     /// The inclusion proof of entry `index` in the tree of `size`.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<ProofHash>, AuditError> {
-        Ok(inclusion_proof_with(index, size, |l, i| self.node(l, i))?
-            .into_iter()
-            .map(ProofHash)
-            .collect())
+        let nodes = AuditNodes::new(&self.db);
+        Ok(
+            inclusion_proof_with(index, size, |l, i| nodes.lookup(l, i))?
+                .into_iter()
+                .map(ProofHash)
+                .collect(),
+        )
     }
 
     /// The consistency proof between the trees of `old` and `new` entries.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<ProofHash>, AuditError> {
-        Ok(consistency_proof_with(old, new, |l, i| self.node(l, i))?
+        let nodes = AuditNodes::new(&self.db);
+        Ok(consistency_proof_with(old, new, |l, i| nodes.lookup(l, i))?
             .into_iter()
             .map(ProofHash)
             .collect())

@@ -5,11 +5,14 @@ use std::sync::{Arc, Mutex};
 
 use throughgate_protocol::audit::{ProofHash, Receipt};
 use throughgate_protocol::checkpoint::{Checkpoint, SignedCheckpoint};
+use throughgate_protocol::ids::PassportId;
+use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::merkle::{empty_root, inclusion_proof_with, leaf_hash, node_hash, Hash};
 use tokio::sync::mpsc;
 
+use super::nodes::{BatchNodes, RightEdge};
 use super::{AuditError, Pending};
-use crate::db::{AuditState, AuditWrites, Db, StoredHash};
+use crate::db::{AuditNodes, AuditState, AuditWrites, Db, StoredHash};
 
 /// Most entries committed in one batch.
 const MAX_BATCH: usize = 4096;
@@ -98,8 +101,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let pending = std::mem::take(&mut batch);
-            match self.commit(&pending).await {
+            let mut pending = std::mem::take(&mut batch);
+            match self.commit(&mut pending).await {
                 Ok(receipts) => {
                     for (p, r) in pending.into_iter().zip(receipts) {
                         let _ = p.reply.send(Ok(r));
@@ -123,31 +126,24 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, batch: &[Pending]) -> Result<Vec<Receipt>, AuditError> {
-        let mut state = self.state.clone();
-        let mut writes = AuditWrites::default();
-        let mut nodes = Vec::new();
-        let first = state.size;
-        for p in batch {
-            let index = state.size;
-            append_leaf(&mut state.border, index, leaf_hash(&p.bytes), &mut nodes)?;
-            writes.entry(index, &p.bytes, p.passport.as_ref());
-            state.size += 1;
-        }
-        for (level, index, h) in &nodes {
-            writes.node(*level, *index, h);
-        }
-        let root = border_root(&state.border);
-        let signed = SignedCheckpoint::sign(
-            Checkpoint::new(self.origin.clone(), state.size, root),
+    async fn commit(&mut self, batch: &mut [Pending]) -> Result<Vec<Receipt>, AuditError> {
+        let key = self.key.current();
+        let Prepared {
+            writes,
+            state,
+            nodes,
+            checkpoint: text,
+        } = prepare(
+            &self.state,
             &self.origin,
-            &self.key.current(),
-        )
-        .map_err(|e| AuditError::Tree(e.to_string()))?;
-        let text = signed.to_text();
-        writes.checkpoint(state.size, &text);
-        writes.state(&state);
+            &key,
+            batch
+                .iter()
+                .map(|p| (p.bytes.as_slice(), p.passport.as_ref())),
+        )?;
+        let first = self.state.size;
         let db = self.db.clone();
+        // Durable before anyone hears of it: applied and flushed (fsync) first.
         tokio::task::spawn_blocking(move || {
             db.apply(writes.0)?;
             db.flush()
@@ -159,38 +155,229 @@ impl Writer {
         if let Ok(mut l) = self.latest.lock() {
             *l = Some((self.state.size, text.clone()));
         }
-        // Proofs: the batch's own nodes from memory, older ones from the store.
         let size = self.state.size;
-        let recent: std::collections::HashMap<(u8, u64), Hash> =
-            nodes.iter().map(|(l, i, h)| ((*l, *i), *h)).collect();
-        let get = |level: u32, index: u64| -> Option<Hash> {
-            let level = u8::try_from(level).ok()?;
-            recent
-                .get(&(level, index))
-                .copied()
-                .or_else(|| self.db.audit_node(level, index).ok().flatten())
-        };
-        batch
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let index = first + i as u64;
-                let proof = inclusion_proof_with(index, size, get)?;
-                Ok(Receipt {
-                    entry: p.bytes.clone(),
-                    leaf_index: index,
-                    checkpoint: text.clone(),
-                    proof: proof.into_iter().map(ProofHash).collect(),
-                })
-            })
-            .collect()
+        let edge = RightEdge::new(size, &self.state.border);
+        let stored = AuditNodes::new(&self.db);
+        let mut receipts = Vec::with_capacity(batch.len());
+        for (index, p) in (first..).zip(batch.iter_mut()) {
+            let proof = batch_inclusion_proof(&nodes, &edge, &stored, index, size)?;
+            receipts.push(Receipt {
+                entry: std::mem::take(&mut p.bytes),
+                leaf_index: index,
+                checkpoint: text.clone(),
+                proof: proof.into_iter().map(ProofHash).collect(),
+            });
+        }
+        Ok(receipts)
     }
+}
+
+/// A batch ready to be written.
+pub(super) struct Prepared {
+    /// Everything the batch writes, for one atomic apply.
+    pub(super) writes: AuditWrites,
+    /// The writer's state once the batch is durable.
+    pub(super) state: AuditState,
+    /// The nodes the batch's inclusion proofs need.
+    pub(super) nodes: BatchNodes,
+    /// The signed checkpoint of the new size.
+    pub(super) checkpoint: String,
+}
+
+/// Appends `entries` (bytes, passport) to the tree whose state is `state`, signs the new
+/// checkpoint with `key` under `origin`, and collects the batch's writes and proof nodes.
+pub(super) fn prepare<'a>(
+    state: &AuditState,
+    origin: &str,
+    key: &SecretKey,
+    entries: impl Iterator<Item = (&'a [u8], Option<&'a PassportId>)>,
+) -> Result<Prepared, AuditError> {
+    let mut state = state.clone();
+    let mut writes = AuditWrites::default();
+    // Every node the batch's proofs need, in memory: the old border, then each node the batch
+    // closes (see `nodes.rs`).
+    let mut nodes = BatchNodes::new(state.size, &state.border)?;
+    let mut closed = Vec::new();
+    for (bytes, passport) in entries {
+        let index = state.size;
+        let leaf = leaf_hash(bytes);
+        closed.clear();
+        append_leaf(&mut state.border, index, leaf, &mut closed)?;
+        writes.entry(index, &leaf, bytes, passport);
+        for (level, i, h) in &closed {
+            writes.node(*level, *i, h);
+            nodes.push(*level, *i, *h)?;
+        }
+        state.size += 1;
+    }
+    let root = border_root(&state.border);
+    let signed = SignedCheckpoint::sign(
+        Checkpoint::new(origin.to_owned(), state.size, root),
+        origin,
+        key,
+    )
+    .map_err(|e| AuditError::Tree(e.to_string()))?;
+    let checkpoint = signed.to_text();
+    writes.checkpoint(state.size, &checkpoint);
+    writes.state(&state);
+    Ok(Prepared {
+        writes,
+        state,
+        nodes,
+        checkpoint,
+    })
+}
+
+/// The inclusion proof of entry `index` in the tree of `size`, from the batch's nodes and the
+/// tree's right edge (no store reads, no hashing); should one be missing (it should not), built
+/// the general way, reading the store (each value at most once) for what the batch lacks.
+pub(super) fn batch_inclusion_proof(
+    nodes: &BatchNodes,
+    edge: &RightEdge,
+    stored: &AuditNodes<'_>,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, AuditError> {
+    if let Some(proof) = nodes.inclusion_proof(index, size, edge) {
+        return Ok(proof);
+    }
+    Ok(inclusion_proof_with(index, size, |level, i| {
+        nodes.get(level, i).or_else(|| stored.lookup(level, i))
+    })?)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use throughgate_protocol::merkle::root_from_leaves;
+    use crate::store::MemoryStore;
+    use throughgate_protocol::merkle::{inclusion_proof, root_from_leaves};
+
+    fn leaves(n: u64) -> Vec<Hash> {
+        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    /// The border after appending `leaves`.
+    fn border_of(leaves: &[Hash]) -> Vec<Option<StoredHash>> {
+        let mut border = Vec::new();
+        let mut closed = Vec::new();
+        for (i, l) in (0u64..).zip(leaves) {
+            append_leaf(&mut border, i, *l, &mut closed).unwrap();
+        }
+        border
+    }
+
+    #[test]
+    fn the_batch_cache_alone_answers_every_proof_of_the_batch() {
+        let all = leaves(200);
+        for first in 0..=140u64 {
+            for len in [1u64, 2, 3, 4, 5, 7, 8, 9, 16, 31, 33, 60] {
+                let size = first + len;
+                let mut border = border_of(&all[..first as usize]);
+                let mut cache = BatchNodes::new(first, &border).unwrap();
+                let mut closed = Vec::new();
+                for i in first..size {
+                    closed.clear();
+                    append_leaf(&mut border, i, all[i as usize], &mut closed).unwrap();
+                    for (l, x, h) in &closed {
+                        cache.push(*l, *x, *h).unwrap();
+                    }
+                }
+                let edge = RightEdge::new(size, &border);
+                for i in first..size {
+                    let want = inclusion_proof(&all, i, size).unwrap();
+                    // No fallback: a node missing from the cache fails the proof.
+                    let cached = inclusion_proof_with(i, size, |l, x| cache.get(l, x))
+                        .unwrap_or_else(|e| panic!("first {first} size {size} index {i}: {e}"));
+                    assert_eq!(cached, want, "first {first} size {size} index {i}");
+                    // The direct walk, from the cache and the right edge alone.
+                    assert_eq!(
+                        cache.inclusion_proof(i, size, &edge),
+                        Some(want),
+                        "first {first} size {size} index {i}"
+                    );
+                }
+                assert_eq!(cache.inclusion_proof(size, size, &edge), None);
+            }
+        }
+    }
+
+    #[test]
+    fn the_right_edge_holds_every_incomplete_last_node() {
+        let all = leaves(100);
+        for size in 1..=100u64 {
+            let edge = RightEdge::new(size, &border_of(&all[..size as usize]));
+            for level in 0..8u32 {
+                let width = 1u64 << level;
+                let last_start = ((size - 1) >> level) << level;
+                let want = (size % width != 0)
+                    .then(|| root_from_leaves(&all[last_start as usize..size as usize]));
+                assert_eq!(edge.get(level), want, "size {size} level {level}");
+            }
+        }
+        // A border that does not match its size yields nothing for levels above the gap.
+        let edge = RightEdge::new(3, &[]);
+        assert_eq!(edge.get(1), None);
+        assert_eq!(edge.get(5), None);
+    }
+
+    #[test]
+    fn the_batch_cache_refuses_nodes_out_of_order() {
+        let mut cache = BatchNodes::new(0, &[]).unwrap();
+        cache.push(0, 5, [1; 32]).unwrap();
+        cache.push(0, 6, [2; 32]).unwrap();
+        assert!(cache.push(0, 8, [3; 32]).is_err());
+        assert!(cache.push(0, 5, [3; 32]).is_err());
+        assert_eq!(cache.get(0, 6), Some([2; 32]));
+        assert_eq!(cache.get(0, 4), None);
+        assert_eq!(cache.get(0, 7), None);
+        assert_eq!(cache.get(1, 2), None);
+        assert_eq!(cache.get(300, 0), None);
+    }
+
+    #[test]
+    fn receipts_prove_each_entry_as_the_uncached_store_does() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let key = SecretKey::generate();
+        let origin = "throughgate/dwp/audit";
+        let mut state = AuditState::default();
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        for batch in [1usize, 5, 16, 3, 40, 1, 1, 70, 9] {
+            let first = state.size;
+            let entries: Vec<Vec<u8>> = (0..batch)
+                .map(|i| format!("entry {} of the log", first + i as u64).into_bytes())
+                .collect();
+            let p = prepare(
+                &state,
+                origin,
+                &key,
+                entries.iter().map(|b| (b.as_slice(), None)),
+            )
+            .unwrap();
+            db.apply(p.writes.0).unwrap();
+            assert_eq!(p.state.size, first + batch as u64);
+            assert_eq!(db.audit_state().unwrap().as_ref(), Some(&p.state));
+            all.extend(entries);
+            let hashes: Vec<Hash> = all.iter().map(|b| leaf_hash(b)).collect();
+            let size = p.state.size;
+            let signed = SignedCheckpoint::parse(p.checkpoint.as_bytes()).unwrap();
+            signed.verify(origin, &key.public()).unwrap();
+            assert_eq!(signed.checkpoint().root_hash, root_from_leaves(&hashes));
+            let stored = AuditNodes::new(&db);
+            let edge = RightEdge::new(size, &p.state.border);
+            for i in first..size {
+                let from_batch = batch_inclusion_proof(&p.nodes, &edge, &stored, i, size).unwrap();
+                let uncached = inclusion_proof_with(i, size, |l, x| {
+                    db.audit_node(u8::try_from(l).unwrap(), x).unwrap()
+                })
+                .unwrap();
+                assert_eq!(from_batch, uncached, "index {i} of {size}");
+                assert_eq!(from_batch, inclusion_proof(&hashes, i, size).unwrap());
+            }
+            state = p.state;
+        }
+    }
 
     #[test]
     fn border_root_matches_the_rfc_root_for_every_size() {

@@ -1,7 +1,8 @@
 //! Typed access to the node's data over the [`Store`] trait: the key layout and the value
 //! encodings live here and nowhere else.
 //!
-//! Key spaces (all keys are UTF-8 text; `\0` separates a subject from a record id):
+//! Key spaces (keys are UTF-8 text except where a big-endian (BE) integer is shown; `\0`
+//! separates a subject from a record id):
 //!
 //! | prefix | value |
 //! |---|---|
@@ -16,15 +17,15 @@
 //! | `man` | the trusted manifest envelope |
 //! | `obx/{seq:020}` | an [`OutboxItem`] |
 //! | `dlv/{consent_id}/{agency}/{grant,revoke}` | a delivery's state |
-//! | `aud/e/{index:020}` | an audit entry's bytes (the Merkle leaf data) |
-//! | `aud/n/{level:02}/{index:020}` | the hash of a complete subtree (level 0: leaf hashes) |
+//! | `aud/e/{index:020}` | an audit entry's leaf hash (32 bytes), then its bytes (the Merkle leaf data; only the hash once redacted) |
+//! | `aud/n/{level: 1 byte}{index: u64 BE}` | the hash of a complete subtree, levels 4 and up (leaf hashes live in the entries; levels 1 to 3 are recomputed from them) |
 //! | `aud/c/{size:020}` | the signed checkpoint of the tree of that size |
-//! | `aud/p/{passport_id}/{index:020}` | empty: index of entries by passport |
+//! | `aud/p/{passport_id}/{index: u64 BE}` | empty: index of entries by passport |
 //! | `aud/state` | the audit writer's [`AuditState`] |
 //! | `aud/w/{agency}` | as a witness: that agency's newest cosigned checkpoint |
 //! | `aud/cs/{agency}` | that witness's newest cosignature on our checkpoints |
 //! | `aud/wa/{agency}` | as a witness: the standing alarm about that agency's log |
-//! | `aud/x/{index:020}` | the time entry `index`'s content was redacted by retention |
+//! | `aud/x/{index: u64 BE}` | the time entry `index`'s content was redacted by retention |
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
 
@@ -41,7 +42,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use throughgate_protocol::cbor;
 use throughgate_protocol::envelope::Envelope;
 
-pub use audit::{AuditState, AuditWrites, StoredHash};
+pub use audit::{
+    AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, LOWEST_STORED_LEVEL,
+};
 pub use consents::StoredConsent;
 pub use outbox::{OutboxItem, OutboxPayload};
 pub use staff::StoredStaff;
