@@ -26,17 +26,23 @@ pub enum Area {
     Minimisation,
     /// Concurrency, slow senders, floods.
     Limits,
+    /// Audit receipts, checkpoints, inclusion and consistency, audit queries, witnessing.
+    Audit,
+    /// Manifest exchange: adoption of newer versions, refusal of rollbacks and bad manifests.
+    Manifest,
 }
 
 impl Area {
     /// Every area, in run order.
-    pub const ALL: [Area; 6] = [
+    pub const ALL: [Area; 8] = [
         Area::Transport,
         Area::Envelope,
         Area::Query,
         Area::Consent,
         Area::Minimisation,
         Area::Limits,
+        Area::Audit,
+        Area::Manifest,
     ];
 
     /// The area's name (the case-id prefix).
@@ -48,6 +54,8 @@ impl Area {
             Area::Consent => "consent",
             Area::Minimisation => "minimisation",
             Area::Limits => "limits",
+            Area::Audit => "audit",
+            Area::Manifest => "manifest",
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct Ctx {
     pub unknown_subject: SubjectIdentifier,
     /// Waits.
     pub timing: Timing,
+    /// A governance key of the target's federation, if the identity file gives one.
+    pub governance: Option<throughgate_protocol::keys::SecretKey>,
 }
 
 impl Ctx {

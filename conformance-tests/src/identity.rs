@@ -33,6 +33,11 @@
 //! key_file = "suite-justice.key"
 //! sector = "justice"
 //! ```
+//!
+//! A top-level `governance_key = "governance.key"` (before any table) names a federation
+//! governance key (Ed25519, PKCS#8 PEM, mode 0600). Only a test federation's key belongs in a
+//! suite's identity: with it the `manifest.*` cases that need a governance-signed manifest
+//! (newer, older, expired, without the target) run; without it they are `unsupported`.
 
 use std::path::{Path, PathBuf};
 
@@ -107,6 +112,8 @@ struct RawIdentity {
     unknown_subject: Option<RawSubject>,
     #[serde(default)]
     second: Option<RawMember>,
+    #[serde(default)]
+    governance_key: Option<PathBuf>,
 }
 
 /// One member agency the suite acts as: its id, node key and sector.
@@ -135,6 +142,9 @@ pub struct Identity {
     pub subject: SubjectIdentifier,
     /// An identifier (same scheme) the target does not know.
     pub unknown_subject: SubjectIdentifier,
+    /// An optional governance key of the target's federation (test federations only): lets the
+    /// manifest cases sign manifests.
+    pub governance: Option<SecretKey>,
 }
 
 fn subject(raw: RawSubject, path: &Path) -> Result<SubjectIdentifier, IdentityError> {
@@ -208,9 +218,14 @@ impl Identity {
                 detail: "unknown_subject must be another identifier of the subject's scheme".into(),
             });
         }
+        let governance = match &raw.governance_key {
+            Some(f) => Some(key(path, f)?),
+            None => None,
+        };
         Ok(Identity {
             primary,
             second,
+            governance,
             purpose: raw.purpose.unwrap_or(Purpose::Resettlement),
             target_categories: raw.target_categories,
             subject: subject_id,
@@ -392,6 +407,12 @@ subject = { scheme = "nhs_number", value = "943 476 5919" }
         assert_eq!(id.primary.key.public(), k.public());
         assert_eq!(id.subject.value, "9434765919");
         assert_eq!(id.unknown_subject.scheme, IdScheme::NhsNumber);
+        assert!(id.governance.is_none());
         assert!(Identity::parse(&format!("{text}\nbogus = 1\n"), &dir.path().join("x")).is_err());
+        let g = SecretKey::generate();
+        throughgate_node::keyfile::write_secret_key(&dir.path().join("g.key"), &g).unwrap();
+        let with_gov = format!("governance_key = \"g.key\"\n{text}");
+        let id = Identity::parse(&with_gov, &dir.path().join("id.toml")).unwrap();
+        assert_eq!(id.governance.map(|k| k.public()), Some(g.public()));
     }
 }

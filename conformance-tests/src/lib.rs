@@ -9,12 +9,12 @@
 //! JUnit XML ([`report`]).
 //!
 //! Case ids are stable and grouped by area: `transport.*`, `envelope.*`, `query.*`,
-//! `consent.*`, `minimisation.*`, `limits.*`.
+//! `consent.*`, `minimisation.*`, `limits.*`, `audit.*`, `manifest.*`.
 //!
 //! A case is `unsupported` when the target answers a message kind the case needs (query,
 //! consent_grant, consent_revoke) with an `error` of code `unsupported_kind`, or when the
 //! identity file lacks what the case needs (e.g. an identity outside the justice sector for the
-//! `risk` cases).
+//! `risk` cases, or a governance key for the manifest cases that must sign a manifest).
 
 pub mod case;
 pub mod cases;
@@ -110,6 +110,7 @@ pub async fn run_with(
         subject: config.identity.subject.clone(),
         unknown_subject: config.identity.unknown_subject.clone(),
         timing: config.timing.clone(),
+        governance: config.identity.governance.clone(),
     };
     let bound = config.timing.answer * 6 + config.timing.slow_sender + Duration::from_secs(10);
     let mut reports = Vec::with_capacity(cases.len());

@@ -234,6 +234,88 @@ impl Conn {
         self.read_answer(&mut recv, self.answer_timeout).await
     }
 
+    /// Opens a stream, writes `env` as one frame, finishes, and reads the answer envelope of
+    /// any kind, checking only that the target's node key signed it.
+    pub async fn request_raw(&self, env: &Envelope) -> Result<Envelope, CaseError> {
+        let (mut send, mut recv) = self.open().await?;
+        write_envelope(&mut send, env)
+            .await
+            .map_err(|e| CaseError::Fail(format!("could not send the request: {e}")))?;
+        let _ = send.finish();
+        let answer = match read_envelope(&mut recv, MAX_ANSWER, self.answer_timeout).await {
+            Ok(Some(env)) => env,
+            Ok(None) => {
+                return Err(CaseError::Fail(
+                    "the target closed the stream without answering".into(),
+                ))
+            }
+            Err(FrameIoError::Timeout(t)) => {
+                return Err(CaseError::Fail(format!(
+                    "no answer from the target within {t:?}"
+                )))
+            }
+            Err(e) => {
+                return Err(CaseError::Fail(format!(
+                    "the target's answer is not a valid frame: {e}"
+                )))
+            }
+        };
+        if let Err(e) = answer.verify_by(SignerRole::Node, &self.target.key) {
+            return Err(CaseError::Fail(format!(
+                "the target's {} answer is not signed by its node key: {e}",
+                answer.kind
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// Sends `env` and expects an answer of kind `M` or an `error`: `Ok(Ok(body))` or
+    /// `Ok(Err(error))`. An `unsupported_kind` error makes the case unsupported; any other kind
+    /// of answer fails it.
+    pub async fn request_typed<M: Message>(
+        &self,
+        env: &Envelope,
+    ) -> Result<Result<(Envelope, M), ErrorBody>, CaseError> {
+        let answer = self.request_raw(env).await?;
+        if answer.kind == MessageKind::Error {
+            let e: ErrorBody = open(&answer)?;
+            if e.code == ErrorCode::UnsupportedKind {
+                return Err(CaseError::Unsupported(format!(
+                    "the target does not accept {} messages: {}",
+                    env.kind, e.message
+                )));
+            }
+            return Ok(Err(e));
+        }
+        if answer.kind != M::KIND {
+            return Err(CaseError::Fail(format!(
+                "the target answered a {} with a {} message, expected {} or error",
+                env.kind,
+                answer.kind,
+                M::KIND
+            )));
+        }
+        let body: M = open(&answer)?;
+        Ok(Ok((answer, body)))
+    }
+
+    /// Like [`Conn::request_typed`], failing the case on an `error` answer.
+    pub async fn request_expect<M: Message>(
+        &self,
+        env: &Envelope,
+    ) -> Result<(Envelope, M), CaseError> {
+        match self.request_typed::<M>(env).await? {
+            Ok(ok) => Ok(ok),
+            Err(e) => Err(CaseError::Fail(format!(
+                "expected a {} answer to the {}, got error {} ({})",
+                M::KIND,
+                env.kind,
+                e.code,
+                e.message
+            ))),
+        }
+    }
+
     /// Opens a stream, writes raw `bytes` (frames or not), ends the send side as `end` says,
     /// and reads the signed answer. Write errors are ignored: the target may stop reading
     /// early, and its answer is what counts.

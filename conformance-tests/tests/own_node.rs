@@ -97,6 +97,8 @@ async fn start(target_agency: &str) -> Setup {
     .await
     .unwrap();
     admit_extra_members(&fed, &extra);
+    // The test federation's governance key, for the manifest cases that sign manifests.
+    write_secret_key(&dir.path().join("governance.key"), &fed.governance).unwrap();
     let node = fed.node(target_agency).unwrap();
     let target = Target {
         addr: node.addr,
@@ -113,6 +115,7 @@ fn write_identity(
     name: &str,
     primary_sector: &str,
     with_second: bool,
+    with_governance: bool,
 ) -> std::path::PathBuf {
     let node = s.fed.node(s.target.agency.as_str()).unwrap();
     let agency = node.agency;
@@ -149,6 +152,9 @@ fn write_identity(
         unknown.scheme,
         unknown.value
     );
+    if with_governance {
+        text.push_str("governance_key = \"governance.key\"\n");
+    }
     if with_second {
         text.push_str(&format!(
             "\n[second]\nagency = \"{SECOND}\"\nkey_file = \"suite-justice.key\"\nsector = \"justice\"\n"
@@ -226,7 +232,7 @@ fn target_args(t: &Target, identity: &Path) -> Vec<String> {
 async fn the_suite_passes_against_our_own_node() {
     let started = Instant::now();
     let s = start("probation-yorks").await;
-    let identity_path = write_identity(&s, "suite.toml", "welfare", true);
+    let identity_path = write_identity(&s, "suite.toml", "welfare", true, true);
     let identity = Identity::load(&identity_path).unwrap();
     assert!(identity.second.is_some());
 
@@ -241,6 +247,15 @@ async fn the_suite_passes_against_our_own_node() {
         .unwrap();
     assert_eq!(reports.len(), all_cases().len());
     check_all(&reports);
+    let inconsistent = reports
+        .iter()
+        .find(|r| r.id == "audit.witness_refuses_inconsistent")
+        .unwrap();
+    assert!(
+        inconsistent.detail.contains("rewriting") && !inconsistent.detail.contains("already"),
+        "{}",
+        inconsistent.detail
+    );
 
     // The binary: --list prints every id, one a line.
     let (code, out, err) = binary(vec!["--list".into()]).await;
@@ -291,8 +306,9 @@ async fn the_suite_passes_against_our_own_node() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL"), "{out}");
 
-    // Exit 127 when a case cannot run: the risk cases need an identity outside justice.
-    let justice_only = write_identity(&s, "justice.toml", "justice", false);
+    // Exit 127 when a case cannot run: the risk cases need an identity outside justice, the
+    // manifest cases that sign manifests a governance key.
+    let justice_only = write_identity(&s, "justice.toml", "justice", false, false);
     let mut args = target_args(&s.target, &justice_only);
     args.extend(
         [
@@ -300,12 +316,44 @@ async fn the_suite_passes_against_our_own_node() {
             "minimisation.risk_only_not_disclosed",
             "--case",
             "query.no_consent",
+            "--case",
+            "manifest.rollback_not_adopted",
+            "--case",
+            "manifest.under_signed_not_adopted",
+            "--json",
         ]
         .map(String::from),
     );
     let (code, out, _) = binary(args).await;
     assert_eq!(code, 127, "{out}");
-    assert!(out.contains("UNSUPPORTED"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let outcome = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        outcome("minimisation.risk_only_not_disclosed").as_deref(),
+        Some("unsupported"),
+        "{out}"
+    );
+    assert_eq!(
+        outcome("manifest.rollback_not_adopted").as_deref(),
+        Some("unsupported"),
+        "{out}"
+    );
+    assert_eq!(
+        outcome("manifest.under_signed_not_adopted").as_deref(),
+        Some("pass"),
+        "{out}"
+    );
+    assert_eq!(
+        outcome("query.no_consent").as_deref(),
+        Some("pass"),
+        "{out}"
+    );
 
     // Bad arguments: exit 2.
     let (code, _, err) = binary(vec!["--list".into(), "--case".into(), "no.such".into()]).await;
@@ -323,15 +371,50 @@ async fn the_suite_passes_against_our_own_node() {
 async fn the_suite_passes_against_a_health_node() {
     // nhs-wy: a non-justice holder with another identifier scheme and policy.
     let s = start("nhs-wy").await;
-    let identity_path = write_identity(&s, "suite.toml", "welfare", true);
+    let identity_path = write_identity(&s, "suite.toml", "welfare", true, true);
     let cfg = SuiteConfig {
         target: s.target.clone(),
         identity: Identity::load(&identity_path).unwrap(),
         timing: timing(),
     };
+    // The alarm-raising witness cases each need a log the target holds in good standing: after
+    // the first alarm the node refuses that log outright, and the later cases only see that.
+    // The suite against probation-yorks checks `witness_refuses_inconsistent` afresh; here
+    // `witness_refuses_fork` runs first, alone, and `witness_refuses_shrink` last, on the
+    // first identity's log (an identity without [second]).
+    let fork = throughgate_conformance::run(
+        &cfg,
+        &select(&["audit.witness_refuses_fork".into()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    check_all(&fork);
+    assert!(
+        fork[0].detail.contains("refused; the target now refuses"),
+        "{}",
+        fork[0].detail
+    );
     let reports = throughgate_conformance::run(&cfg, &all_cases())
         .await
         .unwrap();
     check_all(&reports);
+    let single = write_identity(&s, "single.toml", "welfare", false, true);
+    let cfg = SuiteConfig {
+        target: s.target.clone(),
+        identity: Identity::load(&single).unwrap(),
+        timing: timing(),
+    };
+    let shrink = throughgate_conformance::run(
+        &cfg,
+        &select(&["audit.witness_refuses_shrink".into()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    check_all(&shrink);
+    assert!(
+        shrink[0].detail.contains("after") && !shrink[0].detail.contains("already"),
+        "{}",
+        shrink[0].detail
+    );
     s.fed.shutdown().await;
 }

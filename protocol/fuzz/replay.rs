@@ -47,10 +47,10 @@ impl Rng {
 /// Bytes that often sit on decoder boundaries: CBOR headers (maps, arrays, strings, long
 /// lengths, indefinite markers, tags, simple values), ASCII structure and UTF-8 edges.
 const INTERESTING: &[u8] = &[
-    0x00, 0x01, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x20, 0x40, 0x58, 0x5b, 0x5f, 0x60, 0x78,
-    0x7b, 0x7f, 0x80, 0x9b, 0x9f, 0xa0, 0xbb, 0xbf, 0xc0, 0xd8, 0xf4, 0xf5, 0xf6, 0xf7, 0xfb,
-    0xff, b'\n', b'\r', b' ', b'"', b',', b'-', b'+', b'=', b'/', b'\\', b'[', b']', b'{', b'}',
-    b'0', b'9', b'A', b'z', 0xe2, 0xc3,
+    0x00, 0x01, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x20, 0x40, 0x58, 0x5b, 0x5f, 0x60, 0x78, 0x7b,
+    0x7f, 0x80, 0x9b, 0x9f, 0xa0, 0xbb, 0xbf, 0xc0, 0xd8, 0xf4, 0xf5, 0xf6, 0xf7, 0xfb, 0xff,
+    b'\n', b'\r', b' ', b'"', b',', b'-', b'+', b'=', b'/', b'\\', b'[', b']', b'{', b'}', b'0',
+    b'9', b'A', b'z', 0xe2, 0xc3,
 ];
 
 /// Applies one to four stacked mutations to `input`, drawing splice material from `corpus`.
@@ -70,7 +70,10 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], max_len: usize) -
             // Set a byte to an interesting value.
             1 if len > 0 => {
                 let i = rng.below(len);
-                let x = INTERESTING.get(rng.below(INTERESTING.len())).copied().unwrap_or(0);
+                let x = INTERESTING
+                    .get(rng.below(INTERESTING.len()))
+                    .copied()
+                    .unwrap_or(0);
                 if let Some(b) = v.get_mut(i) {
                     *b = x;
                 }
@@ -89,7 +92,11 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], max_len: usize) -
                 let d = 1 + rng.below(4) as u8;
                 let up = rng.below(2) == 0;
                 if let Some(b) = v.get_mut(i) {
-                    *b = if up { b.wrapping_add(d) } else { b.wrapping_sub(d) };
+                    *b = if up {
+                        b.wrapping_add(d)
+                    } else {
+                        b.wrapping_sub(d)
+                    };
                 }
             }
             // Truncate.
@@ -112,7 +119,10 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], max_len: usize) -
                         if rng.below(2) == 0 {
                             rng.byte()
                         } else {
-                            INTERESTING.get(rng.below(INTERESTING.len())).copied().unwrap_or(0)
+                            INTERESTING
+                                .get(rng.below(INTERESTING.len()))
+                                .copied()
+                                .unwrap_or(0)
                         }
                     })
                     .collect();
@@ -128,7 +138,10 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], max_len: usize) -
             }
             // Splice: our head, another entry's tail.
             8 if !corpus.is_empty() => {
-                let other = corpus.get(rng.below(corpus.len())).cloned().unwrap_or_default();
+                let other = corpus
+                    .get(rng.below(corpus.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 let cut = rng.below(len + 1);
                 let from = rng.below(other.len() + 1);
                 v.truncate(cut);
@@ -136,7 +149,10 @@ pub fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>], max_len: usize) -
             }
             // Overwrite a range with a range of another entry.
             9 if !corpus.is_empty() && len > 0 => {
-                let other = corpus.get(rng.below(corpus.len())).cloned().unwrap_or_default();
+                let other = corpus
+                    .get(rng.below(corpus.len()))
+                    .cloned()
+                    .unwrap_or_default();
                 if !other.is_empty() {
                     let from = rng.below(other.len());
                     let n = 1 + rng.below((other.len() - from).min(64));
@@ -250,7 +266,11 @@ pub fn replay_and_mutate(
     for i in 0..iterations {
         let pick = base.get(rng.below(base.len())).cloned().unwrap_or_default();
         let input = mutate(&mut rng, &pick, &base, max_len);
-        run(&input, &format!("mutation {i} (seed {seed:#x})"), &mut failures);
+        run(
+            &input,
+            &format!("mutation {i} (seed {seed:#x})"),
+            &mut failures,
+        );
     }
     ReplayOutcome {
         files: files.len(),

@@ -80,9 +80,8 @@ fn hex_bytes(s: &str) -> Vec<u8> {
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let manifest_env =
-            Envelope::from_bytes(&hex_bytes(MANIFEST_HEX), frame::DEFAULT_MAX_FRAME)
-                .expect("fixture manifest envelope");
+        let manifest_env = Envelope::from_bytes(&hex_bytes(MANIFEST_HEX), frame::DEFAULT_MAX_FRAME)
+            .expect("fixture manifest envelope");
         let manifest: Manifest = manifest_env.open().expect("fixture manifest body");
         let query_env = Envelope::from_bytes(&hex_bytes(QUERY_HEX), frame::DEFAULT_MAX_FRAME)
             .expect("fixture query envelope");
@@ -411,9 +410,15 @@ pub fn manifest_verify(data: &[u8]) {
     }
     if let Ok(m) = verify_manifest(&env, Some(&fx.manifest), NOW) {
         assert!(m.version >= fx.manifest.version, "accepted a rollback");
-        assert_eq!(m.federation, fx.manifest.federation, "accepted another federation");
+        assert_eq!(
+            m.federation, fx.manifest.federation,
+            "accepted another federation"
+        );
         if m.version == fx.manifest.version {
-            assert_eq!(m, fx.manifest, "accepted a different document as the same version");
+            assert_eq!(
+                m, fx.manifest,
+                "accepted a different document as the same version"
+            );
         }
     }
 }
@@ -432,7 +437,11 @@ pub fn checkpoint(data: &[u8]) {
         }
     }
     if let Ok(s) = SignedCheckpoint::parse(data) {
-        assert_eq!(s.to_text().as_bytes(), data, "signed checkpoint does not round-trip");
+        assert_eq!(
+            s.to_text().as_bytes(),
+            data,
+            "signed checkpoint does not round-trip"
+        );
         assert_eq!(s.checkpoint().to_note_text(), s.note().text());
         let fx = fixture();
         let origin = throughgate_protocol::audit::origin(&fx.nhs);
@@ -444,7 +453,11 @@ pub fn checkpoint(data: &[u8]) {
 /// Signed notes and verifier keys.
 pub fn note(data: &[u8]) {
     if let Ok(n) = SignedNote::parse(data) {
-        assert_eq!(n.to_text().as_bytes(), data, "signed note does not round-trip");
+        assert_eq!(
+            n.to_text().as_bytes(),
+            data,
+            "signed note does not round-trip"
+        );
         let fx = fixture();
         let _ = n.verify(&throughgate_protocol::audit::origin(&fx.nhs), &fx.nhs_key);
         if let Ok(again) = SignedNote::parse(n.to_text().as_bytes()) {
@@ -453,7 +466,10 @@ pub fn note(data: &[u8]) {
     }
     if let Some(t) = text(data) {
         if let Ok(k) = VerifierKey::parse(t) {
-            assert_eq!(k.key_id(), throughgate_protocol::note::key_id(&k.name, k.sig_type, k.key.as_bytes()));
+            assert_eq!(
+                k.key_id(),
+                throughgate_protocol::note::key_id(&k.name, k.sig_type, k.key.as_bytes())
+            );
         }
         let _ = SignedNote::new(t);
     }
@@ -522,7 +538,11 @@ pub fn identifier(data: &[u8]) {
     };
     let raw = String::from_utf8_lossy(rest);
     if let Ok(v) = normalise(scheme, &raw) {
-        assert_eq!(normalise(scheme, &v).ok().as_deref(), Some(v.as_str()), "not idempotent");
+        assert_eq!(
+            normalise(scheme, &v).ok().as_deref(),
+            Some(v.as_str()),
+            "not idempotent"
+        );
         let id = SubjectIdentifier {
             scheme,
             value: v.clone(),

@@ -103,11 +103,10 @@ macro_rules! fuzz_tests {
     };
 }
 
-// Iterations per target: the default for cheap decoders; fewer where most mutated inputs still
-// reach signature verification (so the whole file stays well under 20 s in a debug build).
+// Mutated inputs per target (the whole file takes a few seconds in a debug build).
 fuzz_tests! {
     frame: DEFAULT_ITERS,
-    envelope: DEFAULT_ITERS / 2,
+    envelope: DEFAULT_ITERS,
     body_query: DEFAULT_ITERS,
     body_response: DEFAULT_ITERS,
     body_consent: DEFAULT_ITERS,
@@ -126,12 +125,12 @@ fuzz_tests! {
     body_manifest_sync: DEFAULT_ITERS,
     body_credential_revoke: DEFAULT_ITERS,
     body_credential_ack: DEFAULT_ITERS,
-    manifest_verify: DEFAULT_ITERS / 2,
+    manifest_verify: DEFAULT_ITERS,
     checkpoint: DEFAULT_ITERS,
     note: DEFAULT_ITERS,
     cosignature: DEFAULT_ITERS,
     receipt: DEFAULT_ITERS,
-    bundle: DEFAULT_ITERS / 4,
+    bundle: DEFAULT_ITERS,
     identifier: DEFAULT_ITERS,
 }
 
@@ -165,6 +164,35 @@ fn mutation_runs_are_deterministic() {
             .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
+}
+
+/// A target that panics is reported with the failing input saved, not hidden.
+#[test]
+fn panics_are_caught_and_reported() {
+    fn picky(data: &[u8]) {
+        assert!(!data.starts_with(b"boom"), "picky target exploded");
+    }
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-replay-self-test");
+    let corpus = tmp.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    std::fs::write(corpus.join("bad"), b"boom!").unwrap();
+    std::fs::write(corpus.join("good"), b"fine").unwrap();
+    let out = replay::replay_and_mutate(
+        "picky",
+        picky,
+        &[corpus],
+        0,
+        SEED,
+        MAX_LEN,
+        &tmp.join("failures"),
+    );
+    assert_eq!(out.files, 2);
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    assert!(out.failures[0].contains("picky target exploded"));
+    assert_eq!(
+        std::fs::read(tmp.join("failures/picky-0")).unwrap(),
+        b"boom!"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

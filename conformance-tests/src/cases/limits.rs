@@ -17,6 +17,7 @@ pub fn cases() -> Vec<Case> {
     let a = Area::Limits;
     vec![
         case!(a, "limits.concurrent_streams", "64 queries in flight at once on one connection are all answered", concurrent_streams),
+        case!(a, "limits.streams_beyond_window", "300 queries at once on one connection, more than the 256 concurrent streams a node allows by default, are all answered: streams past the limit wait for credit, none is refused or reset, and the connection stays open", streams_beyond_window),
         case!(a, "limits.concurrent_connections", "16 connections with 4 queries each, all at once, are all answered", concurrent_connections),
         case!(a, "limits.slow_sender_header", "a stream that sends 2 bytes and stalls gets error timeout, while a query on the same connection is answered meanwhile", slow_sender_header),
         case!(a, "limits.slow_sender_body", "a stream that sends a frame header and part of the payload, then stalls, gets error timeout", slow_sender_body),
@@ -47,6 +48,17 @@ async fn concurrent_streams(ctx: &Ctx) -> CaseResult {
     let conn = ctx.conn().await?;
     let started = Instant::now();
     let n = first_failure(join_all((0..64).map(|_| one_query(ctx, &conn))).await)?;
+    conn.close();
+    Ok(format!("{n} answered in {:?}", started.elapsed()))
+}
+
+async fn streams_beyond_window(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let started = Instant::now();
+    let n = first_failure(join_all((0..300).map(|_| one_query(ctx, &conn))).await)?;
+    ensure(conn.conn.close_reason().is_none(), || {
+        "the connection was closed".into()
+    })?;
     conn.close();
     Ok(format!("{n} answered in {:?}", started.elapsed()))
 }

@@ -1,8 +1,10 @@
 //! Every case, by area, and the small flows many of them share.
 
+pub mod audit;
 pub mod consent;
 pub mod envelope;
 pub mod limits;
+pub mod manifest;
 pub mod minimisation;
 pub mod query;
 pub mod transport;
@@ -39,6 +41,8 @@ pub fn all() -> Vec<Case> {
     v.extend(consent::cases());
     v.extend(minimisation::cases());
     v.extend(limits::cases());
+    v.extend(audit::cases());
+    v.extend(manifest::cases());
     v
 }
 
