@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt};
 
-use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{ErrorCode, ManifestSync};
@@ -92,9 +92,23 @@ pub fn sync_with<'a>(
             .request(peer, &req, state.config.limits.request_timeout())
             .await
             .map_err(|e| e.to_string())?;
-        // The answer's own signature is by a key we may not know yet (the peer may have rotated
-        // under a newer manifest); the manifest inside carries its own governance signatures.
         let theirs: ManifestSync = answer.open().map_err(|e| e.to_string())?;
+        // The answer is signed by one of the peer's node keys: as we know them, or (the peer may
+        // have rotated under a newer version we have not seen) as the manifest it sends lists
+        // them; that manifest is then adopted only if its governance signatures hold.
+        let signed_by_peer = |m: &Manifest| {
+            m.member(peer).is_some_and(|member| {
+                answer
+                    .verify_by_any(SignerRole::Node, &member.node_keys)
+                    .is_ok()
+            })
+        };
+        let offered: Option<Manifest> = theirs.manifest.open().ok();
+        if !state.manifest().is_some_and(|m| signed_by_peer(&m))
+            && !offered.as_ref().is_some_and(signed_by_peer)
+        {
+            return Err("the answer is not signed by the peer's node key".to_owned());
+        }
         match adopt(state, &theirs.manifest, Some(peer), None).await {
             Ok(_) => Ok(()),
             Err(NodeError::Manifest(throughgate_protocol::manifest::ManifestError::Rollback {
@@ -108,6 +122,21 @@ pub fn sync_with<'a>(
 
 /// Handles a peer's offer: adopt it if newer and valid, answer with ours.
 pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = state.manifest() else {
+        return state.error(ErrorCode::Internal, "node has no manifest");
+    };
+    let Some(member) = manifest.member(peer) else {
+        return state.error(ErrorCode::Forbidden, "not a member");
+    };
+    if env
+        .verify_by_any(SignerRole::Node, &member.node_keys)
+        .is_err()
+    {
+        return state.error(
+            ErrorCode::BadSignature,
+            "the manifest offer is not signed by the sending node",
+        );
+    }
     let offer: ManifestSync = match env.open() {
         Ok(o) => o,
         Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),

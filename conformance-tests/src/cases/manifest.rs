@@ -30,6 +30,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "manifest.under_signed_not_adopted", "a newer version signed by a key not among the governance keys is not adopted: the target keeps answering with its own version", under_signed_not_adopted),
         case!(a, "manifest.self_governed_not_adopted", "a newer version naming new governance keys and signed only by them (not chained to the trusted governance) is not adopted", self_governed_not_adopted),
         case!(a, "manifest.malformed_sync", "a manifest_sync whose body does not decode gets error malformed", malformed_sync),
+        case!(a, "manifest.sync_bad_signature", "a manifest_sync signed by a key that is not the suite's node key gets error bad_signature, and the target does not act on the manifest inside", sync_bad_signature),
         case!(a, "manifest.rollback_not_adopted", "an older version, governance-signed, is not adopted (rollback): the target keeps answering with its newer version [needs governance_key]", rollback_not_adopted),
         case!(a, "manifest.same_version_different_not_adopted", "a different document under the trusted version number, governance-signed, is not adopted [needs governance_key]", same_version_different_not_adopted),
         case!(a, "manifest.expired_not_adopted", "a newer version that has already expired, governance-signed, is not adopted [needs governance_key]", expired_not_adopted),
@@ -272,6 +273,40 @@ async fn malformed_sync(ctx: &Ctx) -> CaseResult {
         )),
         Ok(_) => fail("expected error malformed, got a manifest_sync"),
     }
+}
+
+async fn sync_bad_signature(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let (mine, before) = current(ctx, &conn).await?;
+    let stranger = SecretKey::generate();
+    let env = Envelope::seal(
+        &ManifestSync { manifest: mine },
+        &[(SignerRole::Node, &stranger)],
+    );
+    let r = conn.request_typed::<ManifestSync>(&env).await?;
+    let after = current(ctx, &conn).await;
+    conn.close();
+    match r {
+        Err(e) if e.code == ErrorCode::BadSignature => {}
+        Err(e) => {
+            return fail(format!(
+                "expected error bad_signature, got error {} ({})",
+                e.code, e.message
+            ))
+        }
+        Ok(_) => return fail("expected error bad_signature, got a manifest_sync"),
+    }
+    let (_, after) = after?;
+    ensure(after == before, || {
+        format!(
+            "the target's manifest changed (version {} to {})",
+            before.version, after.version
+        )
+    })?;
+    Ok(format!(
+        "error bad_signature; the target still trusts version {}",
+        before.version
+    ))
 }
 
 async fn rollback_not_adopted(ctx: &Ctx) -> CaseResult {
