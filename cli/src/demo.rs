@@ -36,14 +36,26 @@ pub struct DemoArgs {
     pub out: Option<std::path::PathBuf>,
 }
 
-fn step(n: u32, text: &str) {
-    println!("\n{}", bold(&format!("[{n}] {text}")));
+/// Prints the demo's narration: on stdout for people, on stderr with `--json` (so stdout carries
+/// exactly one JSON document).
+macro_rules! say {
+    ($g:expr, $($arg:tt)*) => {
+        if $g.json {
+            eprintln!($($arg)*);
+        } else {
+            println!($($arg)*);
+        }
+    };
+}
+
+fn step(g: &Global, n: u32, text: &str) {
+    say!(g, "\n{}", bold(&format!("[{n}] {text}")));
 }
 
 /// Runs the demo.
 pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
     let started = Instant::now();
-    step(1, "Starting six agency nodes on loopback");
+    step(g, 1, "Starting six agency nodes on loopback");
     let fed = LocalFederation::start(FedOptions {
         people: a.people,
         seed: a.seed,
@@ -51,8 +63,16 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
     })
     .await
     .context("starting the demo federation")?;
+    let mut nodes = Vec::new();
     for n in &fed.nodes {
-        println!(
+        nodes.push(serde_json::json!({
+            "agency": n.id.as_str(),
+            "name": n.agency.name,
+            "address": n.addr.to_string(),
+            "key": n.key.public().to_hex(),
+        }));
+        say!(
+            g,
             "  {:<16} {:<36} {}  key {}",
             n.id.as_str(),
             n.agency.name,
@@ -60,24 +80,41 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
             n.key.public().fingerprint()
         );
     }
-    println!(
+    say!(
+        g,
         "  {} synthetic people; manifest v{} signed by governance key {}",
         fed.population.people.len(),
         fed.manifest_body.version,
         fed.governance.public().fingerprint()
     );
 
+    let people = fed.population.people.len();
+    let manifest_version = fed.manifest_body.version;
     let result = scenario(g, &fed, a.out.as_deref()).await;
     fed.shutdown().await;
-    let code = result?;
-    println!(
+    let mut summary = result?;
+    if g.json {
+        if let Some(o) = summary.as_object_mut() {
+            o.insert("nodes".into(), serde_json::Value::Array(nodes));
+            o.insert("people".into(), people.into());
+            o.insert("manifest_version".into(), manifest_version.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    say!(
+        g,
         "\nDemo finished in {:.1} s.",
         started.elapsed().as_secs_f64()
     );
-    Ok(code)
+    Ok(crate::exit::OK)
 }
 
-async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Path>) -> Result<u8> {
+/// Runs steps 2 to 4; returns what `--json` prints (the consent, the passport, the refusal).
+async fn scenario(
+    g: &Global,
+    fed: &LocalFederation,
+    out: Option<&std::path::Path>,
+) -> Result<serde_json::Value> {
     // The person: someone every agency knows.
     let person = fed
         .population
@@ -87,7 +124,7 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
         .context("no synthetic person is known to all six agencies; try another --seed")?;
     let m = &fed.manifest_body;
 
-    step(2, "A prison caseworker records the person's consent");
+    step(g, 2, "A prison caseworker records the person's consent");
     let prison = fed.client("hmp-leeds", StaffRole::Caseworker).await?;
     let now = prison.clock().now();
     let holders = fed
@@ -127,14 +164,15 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
     let signed = prison.sign_consent(&plan);
     let consent_id = signed.consent_id.clone();
     prison.record_consent(signed).await?;
-    println!(
+    say!(
+        g,
         "  consent {consent_id} recorded for passport {}",
         plan.passport_id
     );
-    wait_delivered(&prison, &consent_id).await?;
+    let delivered = wait_delivered(g, &prison, &consent_id).await?;
     prison.close().await;
 
-    step(3, "A probation caseworker assembles the passport");
+    step(g, 3, "A probation caseworker assembles the passport");
     let probation = fed.client("probation-yorks", StaffRole::Caseworker).await?;
     let (menv, _) = probation.manifest().await?;
     let consent = probation.consent_for(&plan.passport_id, None).await?;
@@ -152,21 +190,18 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
     )
     .await?;
     let took = t0.elapsed();
-    if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&render::passport_json(&bundle, &v))?
-        );
-    } else {
+    let passport_json = render::passport_json(&bundle, &v);
+    if !g.json {
         print!("{}", render::passport_text(&bundle, &v, m));
     }
-    println!("  assembled and verified in {} ms", took.as_millis());
+    say!(g, "  assembled and verified in {} ms", took.as_millis());
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("passport.tgp"), bundle.to_bytes())?;
         std::fs::write(dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
-        write_html(fed, dir, &bundle, &v, &plan.passport_id).await?;
-        println!(
+        write_html(g, fed, dir, &bundle, &v, &plan.passport_id).await?;
+        say!(
+            g,
             "  saved {} and {}; check with `tg passport verify {} --manifest {}`",
             dir.join("passport.tgp").display(),
             dir.join("manifest.tgm").display(),
@@ -186,6 +221,7 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
     }
 
     step(
+        g,
         4,
         "The same caseworker asks about a person who gave no consent",
     );
@@ -216,15 +252,11 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
                 .unwrap_or_default(),
         ]);
     }
-    if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&render::passport_json(&bundle, &v))?
-        );
-    } else {
+    if !g.json {
         println!("{t}");
         println!("  every agency refused, signed its refusal, and disclosed nothing");
     }
+    let refused_json = render::passport_json(&bundle, &v);
     let all_refused = v.results.iter().all(|r| {
         r.response.as_ref().is_some_and(|x| {
             x.outcome == throughgate_protocol::messages::Outcome::Refused && x.records.is_empty()
@@ -234,12 +266,22 @@ async fn scenario(g: &Global, fed: &LocalFederation, out: Option<&std::path::Pat
     if !all_refused {
         bail!("a request without consent was not refused by every agency; this is a bug: report it with the output above");
     }
-    Ok(crate::exit::OK)
+    Ok(serde_json::json!({
+        "consent": {
+            "consent_id": consent_id.to_string(),
+            "passport_id": plan.passport_id.to_string(),
+            "acknowledged_by": delivered,
+        },
+        "passport": passport_json,
+        "assembled_ms": u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        "without_consent": refused_json,
+    }))
 }
 
 /// Saves the printable passport (`passport.html`) and the probation DPO's federated
 /// subject-access report (`report.html`) beside the bundle.
 async fn write_html(
+    g: &Global,
     fed: &LocalFederation,
     dir: &std::path::Path,
     bundle: &throughgate_protocol::bundle::PassportBundle,
@@ -261,7 +303,8 @@ async fn write_html(
         dir.join("report.html"),
         crate::render_audit::report_html(&report?),
     )?;
-    println!(
+    say!(
+        g,
         "  saved {} and {} (printable HTML)",
         dir.join("passport.html").display(),
         dir.join("report.html").display()
@@ -270,11 +313,12 @@ async fn write_html(
 }
 
 /// Waits (on the consent's delivery status, not a fixed sleep) until every recipient has
-/// acknowledged, or 10 seconds pass.
+/// acknowledged, or 10 seconds pass; returns how many recipients acknowledged.
 async fn wait_delivered(
+    g: &Global,
     client: &throughgate_node::client::HomeClient,
     id: &ConsentId,
-) -> Result<()> {
+) -> Result<usize> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let ClientResponse::ConsentDetail { deliveries, .. } = client
@@ -289,8 +333,8 @@ async fn wait_delivered(
                 .count();
             if pending == 0 {
                 let linked = deliveries.len();
-                println!("  delivered to and acknowledged by {linked} agencies");
-                return Ok(());
+                say!(g, "  delivered to and acknowledged by {linked} agencies");
+                return Ok(linked);
             }
             if Instant::now() > deadline {
                 bail!("{pending} consent deliveries still pending after 10 s; the machine may be overloaded: run the demo again");

@@ -108,6 +108,49 @@ fn a_missing_profile_gives_a_hint() {
     assert!(err.contains("hint:"), "{err}");
 }
 
+/// True if `v` holds a list of 8 or more small integers (bytes rendered as numbers).
+fn has_byte_list(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(a) => {
+            (a.len() >= 8 && a.iter().all(|x| x.as_u64().is_some_and(|n| n < 256)))
+                || a.iter().any(has_byte_list)
+        }
+        serde_json::Value::Object(o) => o.values().any(has_byte_list),
+        _ => false,
+    }
+}
+
+#[test]
+fn the_demo_with_json_prints_one_document_with_bytes_as_hex() {
+    let out = tg()
+        .args(["demo", "--people", "60", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The narration goes to stderr; stdout is exactly one JSON document.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[1] Starting six agency nodes"));
+    assert_eq!(doc["nodes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(doc["consent"]["acknowledged_by"], 6);
+    let disclosed = doc["passport"]["agencies"].as_array().unwrap();
+    assert_eq!(disclosed.len(), 6);
+    assert!(disclosed.iter().all(|a| a["outcome"] == "disclosed"));
+    let refused = doc["without_consent"]["agencies"].as_array().unwrap();
+    assert!(refused
+        .iter()
+        .all(|a| a["outcome"] == "refused" && a["reason"] == "no_consent"));
+    assert!(!has_byte_list(&doc), "bytes rendered as number lists");
+}
+
 #[test]
 fn logs_never_name_the_person_even_at_debug_level() {
     let out = tg()

@@ -226,7 +226,7 @@ impl AuditEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The entry's exact bytes (the Merkle leaf data).
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::keys::vec_bytes")]
     pub entry: Vec<u8>,
     /// Its index in the log.
     pub leaf_index: u64,

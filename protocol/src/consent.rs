@@ -218,8 +218,14 @@ mod opt_salt {
     use crate::identifiers::SALT_LEN;
 
     pub fn serialize<S: Serializer>(v: &Option<[u8; SALT_LEN]>, s: S) -> Result<S::Ok, S::Error> {
+        struct Salt<'a>(&'a [u8; SALT_LEN]);
+        impl serde::Serialize for Salt<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                crate::keys::fixed_bytes::serialize(self.0, s)
+            }
+        }
         match v {
-            Some(b) => s.serialize_some(serde_bytes::Bytes::new(b)),
+            Some(b) => s.serialize_some(&Salt(b)),
             None => s.serialize_none(),
         }
     }
@@ -227,13 +233,13 @@ mod opt_salt {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<[u8; SALT_LEN]>, D::Error> {
-        let v: Option<serde_bytes::ByteBuf> = Option::deserialize(d)?;
-        v.map(|b| {
-            b.as_slice()
-                .try_into()
-                .map_err(|_| serde::de::Error::invalid_length(b.len(), &"16 bytes"))
-        })
-        .transpose()
+        struct Salt([u8; SALT_LEN]);
+        impl<'de> Deserialize<'de> for Salt {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                crate::keys::fixed_bytes::deserialize(d).map(Salt)
+            }
+        }
+        Ok(Option::<Salt>::deserialize(d)?.map(|s| s.0))
     }
 }
 

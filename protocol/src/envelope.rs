@@ -163,7 +163,7 @@ pub struct Envelope {
     /// The message kind.
     pub kind: MessageKind,
     /// The CBOR-encoded body, exactly as signed.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::keys::vec_bytes")]
     pub body: Vec<u8>,
     /// The signatures, in the order they were added.
     pub sigs: Vec<Signature>,

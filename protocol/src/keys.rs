@@ -216,45 +216,102 @@ impl fmt::Debug for SecretKey {
 
 /// A 64-byte Ed25519 signature as a CBOR byte string.
 pub mod sig_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
-    /// Serialises a signature as a byte string.
+    /// Serialises a signature as a byte string (hex when human-readable).
     pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(sig)
+        super::fixed_bytes::serialize(sig, s)
     }
 
-    /// Deserialises a byte string of exactly 64 bytes.
+    /// Deserialises a byte string (hex when human-readable) of exactly 64 bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let b = serde_bytes::ByteBuf::deserialize(d)?;
-        b.as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(b.len(), &"64 bytes"))
+        super::fixed_bytes::deserialize(d)
     }
 }
 
-/// A fixed-size byte array (hashes, salts, nonces) as a CBOR byte string.
+/// A fixed-size byte array (hashes, salts, nonces): a CBOR byte string on the wire, lowercase
+/// hex in human-readable formats (the CLI's `--json`), so people read digests, not number lists.
 pub mod fixed_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
-    /// Serialises the array as a byte string.
+    /// Serialises the array as a byte string, or hex when the format is human-readable.
     pub fn serialize<S: Serializer, const N: usize>(b: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(b)
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(b))
+        } else {
+            s.serialize_bytes(b)
+        }
     }
 
-    /// Deserialises a byte string of exactly N bytes.
+    /// Deserialises exactly N bytes: a byte string, or hex when the format is human-readable.
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
-        let b = serde_bytes::ByteBuf::deserialize(d)?;
+        let b = super::vec_bytes::deserialize(d)?;
         b.as_slice()
             .try_into()
             .map_err(|_| serde::de::Error::invalid_length(b.len(), &"a fixed-length byte string"))
     }
 }
 
+/// A variable-length byte string (envelope bodies, log entries): CBOR bytes on the wire, hex in
+/// human-readable formats.
+pub mod vec_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises the bytes as a byte string, or hex when the format is human-readable.
+    pub fn serialize<S: Serializer, T: AsRef<[u8]> + ?Sized>(
+        b: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(b.as_ref()))
+        } else {
+            s.serialize_bytes(b.as_ref())
+        }
+    }
+
+    /// Deserialises a byte string, or hex when the format is human-readable.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            hex::decode(text.as_bytes())
+                .map_err(|_| serde::de::Error::custom("expected bytes as hex digits"))
+        } else {
+            Ok(serde_bytes::ByteBuf::deserialize(d)?.into_vec())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_fields_are_hex_in_json_and_bytes_in_cbor() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "fixed_bytes")]
+            h: [u8; 2],
+            #[serde(with = "vec_bytes")]
+            v: Vec<u8>,
+        }
+        let t = T {
+            h: [0xab, 0x01],
+            v: vec![0xff],
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"h":"ab01","v":"ff"}"#);
+        assert_eq!(serde_json::from_str::<T>(&json).unwrap(), t);
+        assert!(serde_json::from_str::<T>(r#"{"h":"ab","v":"ff"}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"h":"zz01","v":"ff"}"#).is_err());
+        let cbor = crate::cbor::to_vec(&t);
+        // {"h": h'ab01', "v": h'ff'}: byte strings (major type 2), not arrays.
+        assert_eq!(
+            cbor,
+            [0xa2, 0x61, b'h', 0x42, 0xab, 0x01, 0x61, b'v', 0x41, 0xff]
+        );
+    }
 
     #[test]
     fn sign_and_verify() {

@@ -36,7 +36,7 @@ impl Message for AuditQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoggedEntry {
     /// The entry's bytes.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::keys::vec_bytes")]
     pub entry: Vec<u8>,
     /// Its index.
     pub leaf_index: u64,

@@ -508,7 +508,7 @@ pub enum ClientResponse {
     /// Checkpoint and witnessing status.
     AuditCheckpoints(CheckpointStatus),
     /// A piece of a file being downloaded (a backup or a records export), in order.
-    FileChunk(#[serde(with = "serde_bytes")] Vec<u8>),
+    FileChunk(#[serde(with = "crate::keys::vec_bytes")] Vec<u8>),
     /// The end of a download.
     FileDone {
         /// Items in it (stored pairs of a backup, records of an export).
