@@ -659,6 +659,30 @@ fn three_agencies_as_separate_processes() {
                 && e["decision"]["caseworker"] == CW_PROBATION),
         "no disclosure for {query_id}: {log}"
     );
+    // The first operator, whose credential `tg node init` issued before the node had a log, is
+    // in the log as issued (logged at the node's first start).
+    let issued = tg_ok([
+        "audit",
+        "log",
+        "--json",
+        "--profile",
+        &fed.profile(PROBATION, DPO_PROBATION),
+        "--event",
+        "credential_issued",
+    ])
+    .json();
+    let issued: Vec<&Value> = issued["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["entry"]["event"]["credential_issued"])
+        .collect();
+    assert!(
+        issued
+            .iter()
+            .any(|e| e["person_id"] == OPERATOR && e["roles"][0] == "operator"),
+        "no credential_issued for the first operator: {issued:?}"
+    );
     // And it carries no names: only ids (the report and log name passports, never people).
     let people = std::fs::read_to_string(&fed.people).unwrap();
     let family_names: BTreeSet<&str> = people

@@ -309,6 +309,7 @@ impl Node {
         if let Some(writer) = self.state.audit.start() {
             self.tasks.push(writer);
         }
+        crate::staff::log_offline_issued(&self.state)?;
         let st = self.state.clone();
         let ep = self.endpoint.clone();
         self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));

@@ -22,6 +22,32 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
     )
 }
 
+/// Logs `credential_issued` for the credentials `tg node init` issued offline (the first
+/// operator), which no log could record then. Called once the audit writer runs and before the
+/// node serves: only when the log is still empty, so those entries come first and are never
+/// written twice. Returns how many were logged (their receipts arrive asynchronously).
+pub fn log_offline_issued(state: &NodeState) -> Result<usize, crate::store::StoreError> {
+    if state.audit.latest().is_some() {
+        return Ok(0);
+    }
+    let staff = state.db.all_staff()?;
+    for s in &staff {
+        let pending = state
+            .audit
+            .submit(throughgate_protocol::audit::AuditEvent::CredentialIssued {
+                person_id: s.body.person_id.clone(),
+                roles: s.body.roles.clone(),
+                not_after: s.body.not_after,
+            });
+        tokio::spawn(async move {
+            if let Err(e) = pending.wait().await {
+                tracing::error!(error = %e, "could not log a credential issued at init");
+            }
+        });
+    }
+    Ok(staff.len())
+}
+
 /// Withdraws a member of staff's credential (operator).
 pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId) -> OpResult {
     let mut staff = state.db.staff(person).map_err(internal)?.ok_or((
