@@ -38,14 +38,33 @@ pub fn table(headers: &[&str]) -> Table {
     t
 }
 
-/// `id_document_application` -> `Id document application`.
+/// Words kept as abbreviations when a snake_case name is shown to people.
+const ABBREVIATIONS: &[&str] = &[
+    "id", "gp", "nhs", "ni", "dwp", "uc", "pip", "esa", "noms", "crn", "cv", "esol", "mot",
+];
+
+/// `id_document_application` -> `ID document application`, `gp_registration` ->
+/// `GP registration`: underscores become spaces, the first letter is capitalised, and known
+/// abbreviations are written in capitals.
 pub fn humanize(name: &str) -> String {
-    let s = name.replace('_', " ");
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
+    let words: Vec<String> = name
+        .split('_')
+        .filter(|w| !w.is_empty())
+        .enumerate()
+        .map(|(i, w)| {
+            if ABBREVIATIONS.contains(&w) {
+                w.to_uppercase()
+            } else if i == 0 {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    words.join(" ")
 }
 
 fn agency_name(m: &Manifest, id: &str) -> String {
@@ -281,4 +300,24 @@ pub fn passport_json(bundle: &PassportBundle, v: &VerifiedBundle) -> serde_json:
             })
         }).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::humanize;
+
+    #[test]
+    fn humanize_keeps_abbreviations() {
+        assert_eq!(humanize("gp_registration"), "GP registration");
+        assert_eq!(
+            humanize("id_document_application"),
+            "ID document application"
+        );
+        assert_eq!(
+            humanize("bank_account_application"),
+            "Bank account application"
+        );
+        assert_eq!(humanize("universal_credit_claim"), "Universal credit claim");
+        assert_eq!(humanize(""), "");
+    }
 }
