@@ -34,7 +34,8 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
     (ErrorCode::Internal, format!("audit operation failed: {e}"))
 }
 
-async fn log_access(
+/// Logs a DPO's access (an `audit_access` entry) and waits until it is durable.
+pub(crate) async fn log_access(
     state: &NodeState,
     dpo: &StoredStaff,
     passport: Option<throughgate_protocol::ids::PassportId>,

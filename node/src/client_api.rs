@@ -97,29 +97,56 @@ pub async fn handle(
                 .map_err(record_err),
         },
         ClientOp::ListConsents(filter) => {
-            if need(StaffRole::Caseworker).is_err() {
+            let logged = if need(StaffRole::Caseworker).is_err() {
                 if let Err(e) = need(StaffRole::Dpo) {
                     return e;
                 }
-            }
-            list_consents(state, &filter)
+                // A DPO reviewing the register is logged like their audit reads (caseworkers'
+                // own status checks are not).
+                crate::audit_api::log_access(
+                    state,
+                    staff,
+                    filter.passport_id.clone(),
+                    "consent_register",
+                )
+                .await
+            } else {
+                Ok(())
+            };
+            logged.and_then(|()| list_consents(state, &filter))
         }
         ClientOp::ShowConsent { consent_id } => {
-            if need(StaffRole::Caseworker).is_err() {
+            let as_dpo = need(StaffRole::Caseworker).is_err();
+            if as_dpo {
                 if let Err(e) = need(StaffRole::Dpo) {
                     return e;
                 }
             }
             match state.db.consent(&consent_id) {
-                Ok(Some(c)) => state
-                    .db
-                    .deliveries(&consent_id)
-                    .map(|deliveries| ClientResponse::ConsentDetail {
-                        status: c.status_at(now),
-                        consent: c.envelope,
-                        deliveries,
+                Ok(Some(c)) => {
+                    let logged = if as_dpo {
+                        crate::audit_api::log_access(
+                            state,
+                            staff,
+                            Some(c.body.passport_id.clone()),
+                            "consent_show",
+                        )
+                        .await
+                    } else {
+                        Ok(())
+                    };
+                    logged.and_then(|()| {
+                        state
+                            .db
+                            .deliveries(&consent_id)
+                            .map(|deliveries| ClientResponse::ConsentDetail {
+                                status: c.status_at(now),
+                                consent: c.envelope,
+                                deliveries,
+                            })
+                            .map_err(internal)
                     })
-                    .map_err(internal),
+                }
                 Ok(None) => Err((
                     ErrorCode::NotFound,
                     format!("no consent {consent_id} is known here"),

@@ -364,6 +364,47 @@ async fn the_federated_report_lists_exactly_the_disclosures_about_the_person() {
         v
     };
     assert_eq!(disclosures, expected);
+    // The DPO's reads of the consent register are logged too; a caseworker's are not.
+    let listed = match dpo
+        .call(throughgate_protocol::messages::ClientOp::ListConsents(
+            throughgate_protocol::messages::ConsentFilter {
+                passport_id: Some(passport_id.clone()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+    {
+        throughgate_protocol::messages::ClientResponse::Consents(l) => l,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    let consent_id = listed.first().unwrap().consent_id.clone();
+    dpo.show_consent(&consent_id).await.unwrap();
+    let accesses = |entries: &[throughgate_protocol::messages::IndexedEntry]| -> Vec<String> {
+        entries
+            .iter()
+            .filter_map(|e| match &e.entry.event {
+                AuditEvent::AuditAccess {
+                    action,
+                    passport_id: Some(p),
+                    ..
+                } if p == &passport_id => Some(action.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let (entries, _) = dpo
+        .audit_search(throughgate_protocol::messages::AuditFilter {
+            event: Some("audit_access".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Exactly one of each: the caseworker's earlier reads (consent_for) left none.
+    let mut seen = accesses(&entries);
+    seen.retain(|a| a.starts_with("consent_"));
+    seen.sort();
+    assert_eq!(seen, ["consent_register", "consent_show"]);
     // Only a DPO may ask.
     let cw = fed
         .client("probation-yorks", StaffRole::Caseworker)
