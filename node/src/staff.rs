@@ -32,13 +32,14 @@ pub fn log_offline_issued(state: &NodeState) -> Result<usize, crate::store::Stor
     }
     let staff = state.db.all_staff()?;
     for s in &staff {
-        let pending = state
-            .audit
-            .submit(throughgate_protocol::audit::AuditEvent::CredentialIssued {
-                person_id: s.body.person_id.clone(),
-                roles: s.body.roles.clone(),
-                not_after: s.body.not_after,
-            });
+        let pending =
+            state
+                .audit
+                .submit(throughgate_protocol::audit::AuditEvent::CredentialIssued {
+                    person_id: s.body.person_id.clone(),
+                    roles: s.body.roles.clone(),
+                    not_after: s.body.not_after,
+                });
         tokio::spawn(async move {
             if let Err(e) = pending.wait().await {
                 tracing::error!(error = %e, "could not log a credential issued at init");
