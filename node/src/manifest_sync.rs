@@ -122,20 +122,8 @@ pub fn sync_with<'a>(
 
 /// Handles a peer's offer: adopt it if newer and valid, answer with ours.
 pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> Envelope {
-    let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
-    };
-    let Some(member) = manifest.member(peer) else {
-        return state.error(ErrorCode::Forbidden, "not a member");
-    };
-    if env
-        .verify_by_any(SignerRole::Node, &member.node_keys)
-        .is_err()
-    {
-        return state.error(
-            ErrorCode::BadSignature,
-            "the manifest offer is not signed by the sending node",
-        );
+    if let Err(refusal) = crate::server::check_peer_signed(state, peer, env) {
+        return refusal;
     }
     let offer: ManifestSync = match env.open() {
         Ok(o) => o,

@@ -5,7 +5,7 @@
 //! compromised home node).
 
 use throughgate_protocol::credential::{CredentialAck, CredentialRevocation};
-use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::messages::{ClientResponse, ErrorCode, StaffSummary};
 
@@ -128,17 +128,8 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
 
 /// Records another agency's announcement that it withdrew a staff credential.
 pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
-    let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
-    };
-    let Some(member) = manifest.member(from) else {
-        return state.error(ErrorCode::Forbidden, "sender is not a member");
-    };
-    if env
-        .verify_by_any(SignerRole::Node, &member.node_keys)
-        .is_err()
-    {
-        return state.error(ErrorCode::BadSignature, "not signed by the sending node");
+    if let Err(refusal) = crate::server::check_peer_signed(state, from, env) {
+        return refusal;
     }
     let rev: CredentialRevocation = match env.open() {
         Ok(r) => r,

@@ -65,21 +65,13 @@ async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
 
 /// As a witness: handles `peer`'s offer of its newest checkpoint.
 pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
-    let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
+    let manifest = match crate::server::check_peer_signed(state, peer, env) {
+        Ok(m) => m,
+        Err(refusal) => return refusal,
     };
     let Some(member) = manifest.member(peer) else {
-        return state.error(ErrorCode::Forbidden, "not a member");
+        return state.error(ErrorCode::Forbidden, "the sender is not a member");
     };
-    if env
-        .verify_by_any(SignerRole::Node, &member.node_keys)
-        .is_err()
-    {
-        return state.error(
-            ErrorCode::BadSignature,
-            "the request is not signed by the sending node",
-        );
-    }
     let req: WitnessRequest = match env.open() {
         Ok(r) => r,
         Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
