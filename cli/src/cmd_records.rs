@@ -84,10 +84,9 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                     )
                 })?,
             };
-            let data =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
             let client = g.client().await?;
-            let report = client.import(fmt, dry_run, &data).await?;
+            let report = client.import_file(fmt, dry_run, &file).await?;
             client.close().await;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

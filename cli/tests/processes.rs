@@ -10,6 +10,9 @@
 //!   every bundle holding an answered nhs-wy response must have that response's receipt entry,
 //!   byte for byte, at the same leaf index of nhs-wy's log; the log must verify; no witness may
 //!   have seen a forked log; and records and consent must all still be there.
+//! * `kill_9_during_an_import_stores_every_row_or_none`: nhs-wy is killed with SIGKILL while it
+//!   stores a large import (and again while it receives one); after a restart either every row
+//!   of the file is stored or none, and no spool file is left.
 //! * `kill_9_crash_loop_many_iterations` (ignored): the same loop, as many iterations as you
 //!   like, for running by hand:
 //!
@@ -817,6 +820,144 @@ fn a_refused_large_import_still_says_refused() {
     ])
     .json();
     assert_eq!(dry["errors"].as_array().unwrap().len(), 0, "{dry}");
+}
+
+/// Writes a records file for nhs-wy of `people` synthetic people whose record ids all start
+/// with `prefix` (so that they add to what the node holds); returns its path and row count.
+fn prefixed_records(fed: &Federation, people: &str, prefix: &str) -> (PathBuf, u64) {
+    let raw = fed.root().join(format!("{prefix}raw.csv"));
+    tg_ok([
+        "records",
+        "generate",
+        "--agency",
+        NHS,
+        "--people",
+        people,
+        "--seed",
+        "11",
+        "--out",
+        &s(&raw),
+    ]);
+    let text = std::fs::read_to_string(&raw).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    let mut rows = 0;
+    for l in lines {
+        out.push_str(prefix);
+        out.push_str(l);
+        out.push('\n');
+        rows += 1;
+    }
+    let file = fed.root().join(format!("{prefix}records.csv"));
+    std::fs::write(&file, out).unwrap();
+    (file, rows)
+}
+
+fn nhs_records(fed: &Federation) -> u64 {
+    nhs_status(fed)["records"].as_u64().unwrap()
+}
+
+/// Spool files in nhs-wy's import folder (beside its data folder).
+fn nhs_spools(fed: &Federation) -> usize {
+    std::fs::read_dir(fed.node(NHS).dir.join("data.imports"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Starts `tg records import` of `file` at nhs-wy in the background; waits until the node's log
+/// (after byte `from`) shows `marker` or the import's spool file appears (`marker` None), then
+/// kills the node with SIGKILL. Returns whether the marker was seen before the import ended.
+fn kill_9_during_import(fed: &mut Federation, file: &Path, marker: Option<&str>) -> bool {
+    let from = std::fs::metadata(fed.node(NHS).log_path())
+        .map(|m| m.len() as usize)
+        .unwrap_or(0);
+    let mut import = tg()
+        .args(["records", "import", "--json", "--profile"])
+        .arg(fed.node(NHS).operator())
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..12_000 {
+        seen = match marker {
+            Some(m) => std::fs::read(fed.node(NHS).log_path())
+                .map(|t| String::from_utf8_lossy(&t[from.min(t.len())..]).contains(m))
+                .unwrap_or(false),
+            None => nhs_spools(fed) > 0,
+        };
+        if seen || import.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fed.node_mut(NHS).kill9();
+    let _ = import.wait();
+    seen
+}
+
+/// Restarts nhs-wy and waits until no import is left to finish (its spool folder is empty);
+/// returns its record count then.
+fn restart_and_settle(fed: &mut Federation) -> u64 {
+    let nhs = fed.node_mut(NHS);
+    nhs.start();
+    nhs.wait_ready();
+    for _ in 0..1200 {
+        if nhs_spools(fed) == 0 {
+            return nhs_records(fed);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "nhs-wy did not finish the interrupted import within 60 s; stderr:\n{}",
+        fed.node(NHS).log_tail()
+    );
+}
+
+/// kill -9 during an import: once the node has checked the whole file and begun storing it (the
+/// moment it logs "storing"), a crash is finished at the next start, so every row is stored;
+/// before that, nothing is. Either way never a part of the file, and no spool file is left.
+#[test]
+fn kill_9_during_an_import_stores_every_row_or_none() {
+    let mut fed = Federation::start(&[]);
+    let before = nhs_records(&fed);
+
+    // Killed while storing: finished at the next start.
+    let (file, rows) = prefixed_records(&fed, "3000", "big-");
+    assert!(rows > 5000, "{rows}");
+    let seen = kill_9_during_import(&mut fed, &file, Some("records import checked; storing"));
+    assert!(
+        seen,
+        "the import never began storing; stderr:\n{}",
+        fed.node(NHS).log_tail()
+    );
+    let after = restart_and_settle(&mut fed);
+    assert_eq!(after, before + rows, "a part of the import was stored");
+    let log = std::fs::read_to_string(fed.node(NHS).log_path()).unwrap();
+    if log.contains("finishing an import interrupted") {
+        assert!(log.contains("interrupted import finished"), "{log}");
+        eprintln!("the kill landed while storing; the import was finished at restart");
+    } else {
+        eprintln!("the import was stored in full before the kill landed");
+    }
+
+    // Killed while the upload is received or checked: nothing stored, the upload deleted.
+    let (file, rows2) = prefixed_records(&fed, "3000", "big2-");
+    kill_9_during_import(&mut fed, &file, None);
+    let again = restart_and_settle(&mut fed);
+    assert!(
+        again == after || again == after + rows2,
+        "a part of the import was stored: {after} then {again} (file of {rows2} rows)"
+    );
+    eprintln!(
+        "kill during upload or check: {}",
+        if again == after {
+            "nothing stored"
+        } else {
+            "every row stored"
+        }
+    );
 }
 
 /// After a holder crashes and comes back on the same address, requesters reach it again at

@@ -19,13 +19,21 @@
 //! records are returned, or [`ImportErrors`] lists every bad row by line number and reason.
 //! Reasons name the column and what is wrong with it but never quote a cell, because cells
 //! hold personal data.
+//!
+//! [`import_each`] reads a file as a stream and hands each good record on as it goes, holding
+//! one row at a time (plus a small digest per record id for the duplicate check), so that a
+//! node can check a file of any size, and then store it in chunks, without holding its records
+//! in memory. [`import`] and [`import_reader`] are built on it and return every record at once.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::identifiers::{normalise, IdScheme, IdentifierError};
 use throughgate_protocol::ids::RecordId;
@@ -162,6 +170,13 @@ pub enum ImportProblem {
     /// CSV that cannot be parsed.
     #[error("the row is not well-formed CSV")]
     MalformedCsv,
+    /// A CSV row (a quoted cell may span lines) longer than any valid row can be; rows after it
+    /// were not read.
+    #[error("the row is longer than {limit} bytes, more than any valid row; stopped reading here")]
+    RowTooLong {
+        /// The limit.
+        limit: usize,
+    },
     /// A JSON Lines line that is not valid JSON.
     #[error("the line is not valid JSON (syntax error at character {position})")]
     MalformedJson {
@@ -286,6 +301,8 @@ pub struct ImportErrors {
     pub errors: Vec<ImportError>,
     /// How many data rows were read (rows after a row-limit breach are not counted).
     pub rows_read: u64,
+    /// Problems found beyond those kept in `errors` (when the caller capped them), counted only.
+    pub omitted: u64,
 }
 
 /// How many problems [`ImportErrors`]' `Display` lists before summarising the rest.
@@ -315,6 +332,7 @@ impl ImportErrors {
         ImportErrors {
             errors: vec![ImportError { line, problem }],
             rows_read: 0,
+            omitted: 0,
         }
     }
 }
@@ -322,19 +340,22 @@ impl ImportErrors {
 impl fmt::Display for ImportErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rows = self.lines().len();
+        let total = (self.errors.len() as u64).saturating_add(self.omitted);
         write!(
             f,
-            "import rejected, nothing was stored: {} problem{} on {} line{}",
-            self.errors.len(),
-            if self.errors.len() == 1 { "" } else { "s" },
+            "import rejected, nothing was stored: {} problem{} on {}{} line{}",
+            total,
+            if total == 1 { "" } else { "s" },
+            if self.omitted > 0 { "at least " } else { "" },
             rows,
             if rows == 1 { "" } else { "s" },
         )?;
         for e in self.errors.iter().take(DISPLAY_ERRORS) {
             write!(f, "\n  {e}")?;
         }
-        if self.errors.len() > DISPLAY_ERRORS {
-            write!(f, "\n  ... and {} more", self.errors.len() - DISPLAY_ERRORS)?;
+        let unlisted = total.saturating_sub(DISPLAY_ERRORS as u64);
+        if unlisted > 0 {
+            write!(f, "\n  ... and {unlisted} more")?;
         }
         Ok(())
     }
@@ -375,11 +396,7 @@ pub fn import(
             },
         ));
     }
-    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-    match format {
-        ImportFormat::Csv => import_csv(input, scheme, limits),
-        ImportFormat::Json => import_jsonl(input, scheme, limits),
-    }
+    import_reader(input, format, scheme, limits)
 }
 
 /// Imports a whole file with the default [`ImportLimits`]; see [`import`].
@@ -391,21 +408,214 @@ pub fn parse(
     import(input, format, scheme, &ImportLimits::default())
 }
 
-/// Reads at most [`ImportLimits::max_bytes`] from `reader` and imports it; see [`import`].
+/// Reads at most [`ImportLimits::max_bytes`] from `reader` and imports it; see [`import`]. The
+/// file is read as a stream, but every record is kept until the end: for files of any size use
+/// [`import_each`].
 pub fn import_reader(
     reader: impl Read,
     format: ImportFormat,
     scheme: IdScheme,
     limits: &ImportLimits,
 ) -> Result<Vec<Record>, ImportErrors> {
-    let mut buf = Vec::new();
+    let mut records = Vec::new();
+    import_each(reader, format, scheme, limits, usize::MAX, &mut |r| {
+        records.push(r);
+        true
+    })?;
+    Ok(records)
+}
+
+/// Reads a records file from `reader` as a stream, checking every row as [`import`] does, and
+/// hands each good record to `sink` in file order, for as long as every row so far is good (a
+/// caller that must store all or nothing therefore waits for the verdict before storing
+/// anything, or reads the file twice). `sink` returns false to stop reading early; the result is
+/// then that of the rows read so far.
+///
+/// Memory does not grow with the file: one row at a time is held, plus a 24-byte digest and the
+/// line of every record id (for the duplicate check), plus at most `max_errors` problems (the
+/// rest are only counted, in [`ImportErrors::omitted`]). Returns the number of rows read.
+pub fn import_each(
+    reader: impl Read,
+    format: ImportFormat,
+    scheme: IdScheme,
+    limits: &ImportLimits,
+    max_errors: usize,
+    sink: &mut dyn FnMut(Record) -> bool,
+) -> Result<u64, ImportErrors> {
+    let state = Rc::new(RefCell::new(SourceState::new(limits, format)));
     let cap = u64::try_from(limits.max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
-    if let Err(e) = reader.take(cap).read_to_end(&mut buf) {
+    let mut raw = Counted {
+        inner: reader.take(cap),
+        state: state.clone(),
+    };
+    // A UTF-8 byte-order mark is skipped.
+    let mut head = Vec::with_capacity(3);
+    if let Err(e) = (&mut raw).take(3).read_to_end(&mut head) {
         return Err(ImportErrors::single(None, ImportProblem::Read(e.kind())));
     }
-    import(&buf, format, scheme, limits)
+    if head == b"\xEF\xBB\xBF" {
+        head.clear();
+    }
+    let source = Tracker {
+        inner: std::io::Cursor::new(head).chain(raw),
+        state: state.clone(),
+    };
+    let mut c = Collector::new(scheme, limits, max_errors, sink);
+    match format {
+        ImportFormat::Csv => import_csv(source, &state, &mut c),
+        ImportFormat::Json => import_jsonl(source, &state, &mut c),
+    }
+    let st = state.borrow();
+    if let Some(kind) = st.io_error {
+        return Err(ImportErrors::single(None, ImportProblem::Read(kind)));
+    }
+    if st.bytes > cap.saturating_sub(1) {
+        return Err(ImportErrors::single(
+            None,
+            ImportProblem::TooLarge {
+                limit: limits.max_bytes,
+            },
+        ));
+    }
+    c.finish()
+}
+
+/// What the layers under the parsers share: bytes read, I/O failure, and (for CSV) the lines
+/// seen to be too long and the size of the row being read.
+struct SourceState {
+    /// Bytes read from the file (including a byte-order mark).
+    bytes: u64,
+    /// The first I/O error, if reading failed.
+    io_error: Option<std::io::ErrorKind>,
+    /// Whether to track line lengths (CSV; JSON Lines reads line by line itself).
+    track_lines: bool,
+    max_line_len: usize,
+    /// The line being read (counting from 1), its length so far, whether its last byte so far
+    /// is `\r`, and whether it has been found too long.
+    line: u64,
+    len: usize,
+    last_cr: bool,
+    marked: bool,
+    /// Lines found to be too long (at most one per `max_line_len` bytes of file).
+    long: BTreeSet<u64>,
+    /// Of those, the ones not yet reported.
+    fresh: Vec<u64>,
+    /// Bytes handed to the parser, where the row being read started, the most a row may span,
+    /// and whether a row went over it.
+    pos: u64,
+    row_start: u64,
+    max_row_bytes: u64,
+    row_too_long: bool,
+}
+
+impl SourceState {
+    fn new(limits: &ImportLimits, format: ImportFormat) -> SourceState {
+        // No valid row comes near this: every value within its limit (quotes doubled), plus
+        // separators and empty cells no longer than two header lines.
+        let max_row = (MAX_FIELDS + CSV_COLUMNS.len())
+            .saturating_mul(2 * MAX_VALUE_LEN + 3)
+            .saturating_add(limits.max_line_len.saturating_mul(2));
+        SourceState {
+            bytes: 0,
+            io_error: None,
+            track_lines: format == ImportFormat::Csv,
+            max_line_len: limits.max_line_len,
+            line: 1,
+            len: 0,
+            last_cr: false,
+            marked: false,
+            long: BTreeSet::new(),
+            fresh: Vec::new(),
+            pos: 0,
+            row_start: 0,
+            max_row_bytes: u64::try_from(max_row).unwrap_or(u64::MAX),
+            row_too_long: false,
+        }
+    }
+
+    fn track(&mut self, bytes: &[u8]) {
+        self.pos = self.pos.saturating_add(bytes.len() as u64);
+        if !self.track_lines {
+            return;
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                self.line += 1;
+                self.len = 0;
+                self.last_cr = false;
+                self.marked = false;
+            } else {
+                self.len = self.len.saturating_add(1);
+                self.last_cr = b == b'\r';
+                // The length without a trailing `\r` only grows, so a line can be marked as
+                // soon as it is over.
+                if !self.marked && self.len - usize::from(self.last_cr) > self.max_line_len {
+                    self.marked = true;
+                    self.long.insert(self.line);
+                    self.fresh.push(self.line);
+                }
+            }
+        }
+    }
+}
+
+/// The file as read: counts bytes and notes the first I/O error.
+struct Counted<R> {
+    inner: R,
+    state: Rc<RefCell<SourceState>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                let mut st = self.state.borrow_mut();
+                st.bytes = st.bytes.saturating_add(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.state.borrow_mut().io_error.get_or_insert(e.kind());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The file after its byte-order mark, as the parser reads it: tracks lines, and cuts off a CSV
+/// row longer than any valid row (so that one huge quoted cell cannot take the memory).
+struct Tracker<R> {
+    inner: R,
+    state: Rc<RefCell<SourceState>>,
+}
+
+impl<R: Read> Read for Tracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self.state.borrow_mut();
+        st.track(buf.get(..n).unwrap_or_default());
+        if st.track_lines && st.pos.saturating_sub(st.row_start) > st.max_row_bytes {
+            st.row_too_long = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "row too long",
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// 16 bytes of SHA-256: enough to tell record ids apart without keeping them.
+fn digest16(text: &str) -> [u8; 16] {
+    let full = Sha256::digest(text.as_bytes());
+    let mut out = [0u8; 16];
+    for (o, b) in out.iter_mut().zip(full.iter()) {
+        *o = *b;
+    }
+    out
 }
 
 /// One row's cells, before checking.
@@ -437,33 +647,56 @@ impl<'a> RawRow<'a> {
     }
 }
 
-/// Collects rows, problems and duplicate ids across one file.
-struct Collector {
+/// Collects problems and duplicate ids across one file, and hands good records to the sink.
+struct Collector<'s> {
     scheme: IdScheme,
     limits: ImportLimits,
-    records: Vec<Record>,
+    sink: &'s mut dyn FnMut(Record) -> bool,
+    max_errors: usize,
     errors: Vec<ImportError>,
-    seen: HashMap<String, u64>,
+    /// Problems found beyond `max_errors`.
+    omitted: u64,
+    /// Digests of the record ids seen, with the line of each.
+    seen: HashMap<[u8; 16], u64>,
     rows: usize,
+    /// The sink asked to stop.
+    stopped: bool,
 }
 
-impl Collector {
-    fn new(scheme: IdScheme, limits: &ImportLimits) -> Collector {
+impl<'s> Collector<'s> {
+    fn new(
+        scheme: IdScheme,
+        limits: &ImportLimits,
+        max_errors: usize,
+        sink: &'s mut dyn FnMut(Record) -> bool,
+    ) -> Collector<'s> {
         Collector {
             scheme,
             limits: *limits,
-            records: Vec::new(),
+            sink,
+            max_errors,
             errors: Vec::new(),
+            omitted: 0,
             seen: HashMap::new(),
             rows: 0,
+            stopped: false,
         }
     }
 
     fn error(&mut self, line: u64, problem: ImportProblem) {
-        self.errors.push(ImportError {
-            line: Some(line),
-            problem,
-        });
+        if self.errors.len() < self.max_errors {
+            self.errors.push(ImportError {
+                line: Some(line),
+                problem,
+            });
+        } else {
+            self.omitted = self.omitted.saturating_add(1);
+        }
+    }
+
+    /// Whether every row so far is good.
+    fn clean(&self) -> bool {
+        self.errors.is_empty() && self.omitted == 0
     }
 
     /// Counts a data row; false (with the problem noted) once over the row limit.
@@ -482,39 +715,45 @@ impl Collector {
         }
     }
 
-    /// Checks one row and keeps the record if it (and every row so far) is good.
+    /// Checks one row and hands the record on if it (and every row so far) is good.
     fn row(&mut self, line: u64, raw: RawRow<'_>) {
         let mut problems = Vec::new();
         let record = check_row(raw, self.scheme, &mut problems);
         if let Some(id) = record.as_ref().map(|r| r.record_id.as_str()) {
-            if let Some(first) = self.seen.get(id) {
-                problems.push(ImportProblem::DuplicateRecordId { first_line: *first });
-            } else {
-                self.seen.insert(id.to_owned(), line);
+            match self.seen.entry(digest16(id)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    problems.push(ImportProblem::DuplicateRecordId {
+                        first_line: *first.get(),
+                    });
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(line);
+                }
             }
         }
         if problems.is_empty() {
-            if let (Some(record), true) = (record, self.errors.is_empty()) {
-                self.records.push(record);
+            if let (Some(record), true) = (record, self.clean()) {
+                if !(self.sink)(record) {
+                    self.stopped = true;
+                }
             }
         } else {
-            // Nothing will be returned; free what was kept.
-            self.records = Vec::new();
             for p in problems {
                 self.error(line, p);
             }
         }
     }
 
-    fn finish(self) -> Result<Vec<Record>, ImportErrors> {
-        if self.errors.is_empty() {
-            Ok(self.records)
+    fn finish(self) -> Result<u64, ImportErrors> {
+        if self.clean() {
+            Ok(self.rows as u64)
         } else {
             let mut errors = self.errors;
             errors.sort_by_key(|e| e.line);
             Err(ImportErrors {
                 errors,
                 rows_read: self.rows as u64,
+                omitted: self.omitted,
             })
         }
     }
@@ -687,18 +926,6 @@ fn record_problem(e: RecordError) -> ImportProblem {
     }
 }
 
-/// Line numbers (counting from 1) of physical lines over the limit, ignoring a trailing `\r`.
-fn long_lines(input: &[u8], max: usize) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    for (i, line) in input.split(|b| *b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > max {
-            out.insert(i as u64 + 1);
-        }
-    }
-    out
-}
-
 /// What a CSV header column holds.
 enum ColumnRole {
     /// Standard column `CSV_COLUMNS[i]`.
@@ -754,41 +981,63 @@ fn parse_header(header: &csv::ByteRecord) -> Result<Vec<ColumnRole>, Vec<ImportP
     }
 }
 
-/// Imports CSV (the byte-order mark, if any, already removed); see [`import`].
-fn import_csv(
-    input: &[u8],
-    scheme: IdScheme,
-    limits: &ImportLimits,
-) -> Result<Vec<Record>, ImportErrors> {
-    let long = long_lines(input, limits.max_line_len);
-    let mut c = Collector::new(scheme, limits);
-    for line in &long {
+/// Reports the lines the tracker has found too long since the last call.
+fn report_long_lines(state: &RefCell<SourceState>, c: &mut Collector<'_>) {
+    let fresh = std::mem::take(&mut state.borrow_mut().fresh);
+    for line in fresh {
         c.error(
-            *line,
+            line,
             ImportProblem::LineTooLong {
-                limit: limits.max_line_len,
+                limit: c.limits.max_line_len,
             },
         );
     }
+}
+
+/// Imports CSV (the byte-order mark, if any, already removed); see [`import`].
+fn import_csv<R: Read>(source: Tracker<R>, state: &RefCell<SourceState>, c: &mut Collector<'_>) {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(input);
+        .from_reader(source);
+    csv_rows(&mut reader, state, c);
+    report_long_lines(state, c);
+    let failed = {
+        let st = state.borrow();
+        st.io_error.is_some() || st.row_too_long
+    };
+    if !failed && !c.stopped {
+        // Every line too long is reported, also after the rows stopped being read.
+        let mut rest = reader.into_inner();
+        state.borrow_mut().max_row_bytes = u64::MAX;
+        let _ = std::io::copy(&mut rest, &mut std::io::sink());
+        report_long_lines(state, c);
+    }
+}
+
+/// The rows of a CSV file, up to the end or the first problem that stops reading.
+fn csv_rows<R: Read>(
+    reader: &mut csv::Reader<Tracker<R>>,
+    state: &RefCell<SourceState>,
+    c: &mut Collector<'_>,
+) {
     let mut header = csv::ByteRecord::new();
-    match reader.read_byte_record(&mut header) {
+    let read = reader.read_byte_record(&mut header);
+    report_long_lines(state, c);
+    match read {
         Ok(true) => {}
         Ok(false) => {
             c.error(1, ImportProblem::NoHeader);
-            return c.finish();
+            return;
         }
         Err(_) => {
-            c.error(1, ImportProblem::MalformedCsv);
-            return c.finish();
+            csv_failure(state, c, 1);
+            return;
         }
     }
     let header_line = header.position().map_or(1, csv::Position::line);
-    if long.contains(&header_line) {
-        return c.finish();
+    if state.borrow().long.contains(&header_line) {
+        return;
     }
     let roles = match parse_header(&header) {
         Ok(roles) => roles,
@@ -796,17 +1045,20 @@ fn import_csv(
             for p in problems {
                 c.error(header_line, p);
             }
-            return c.finish();
+            return;
         }
     };
     let mut row = csv::ByteRecord::new();
-    loop {
+    while !c.stopped {
         let line = reader.position().line();
-        match reader.read_byte_record(&mut row) {
+        state.borrow_mut().row_start = reader.position().byte();
+        let read = reader.read_byte_record(&mut row);
+        report_long_lines(state, c);
+        match read {
             Ok(true) => {}
             Ok(false) => break,
             Err(_) => {
-                c.error(line, ImportProblem::MalformedCsv);
+                csv_failure(state, c, line);
                 break;
             }
         }
@@ -820,7 +1072,7 @@ fn import_csv(
             .map(|cell| cell.iter().filter(|b| **b == b'\n').count())
             .sum();
         let last = line.saturating_add(newlines as u64);
-        if long.range(line..=last).next().is_some() {
+        if state.borrow().long.range(line..=last).next().is_some() {
             continue;
         }
         if row.len() != roles.len() {
@@ -854,43 +1106,109 @@ fn import_csv(
             }
         }
         if bad_utf8 {
-            c.records = Vec::new();
             continue;
         }
         c.row(line, raw);
     }
-    c.finish()
+}
+
+/// Notes why the CSV reader failed at the row starting on `line`: a row too long, or CSV that
+/// cannot be parsed (an I/O failure is reported for the whole file by [`import_each`]).
+fn csv_failure(state: &RefCell<SourceState>, c: &mut Collector<'_>, line: u64) {
+    let (row_too_long, limit) = {
+        let st = state.borrow();
+        (st.row_too_long, st.max_row_bytes)
+    };
+    if row_too_long {
+        c.error(
+            line,
+            ImportProblem::RowTooLong {
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            },
+        );
+    } else {
+        c.error(line, ImportProblem::MalformedCsv);
+    }
+}
+
+/// One physical line as [`read_line`] saw it.
+struct LineInfo {
+    /// Its length in bytes, without the `\n`.
+    len: usize,
+    /// Whether it ends in `\r`.
+    last_cr: bool,
+    /// Whether it is all ASCII whitespace.
+    blank: bool,
+}
+
+/// Reads one line into `buf` (without its `\n`), keeping at most `keep` bytes of it; the rest
+/// is read and dropped. None at the end of the input.
+fn read_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<Option<LineInfo>> {
+    buf.clear();
+    let mut info = LineInfo {
+        len: 0,
+        last_cr: false,
+        blank: true,
+    };
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(any.then_some(info));
+        }
+        any = true;
+        let end = avail.iter().position(|b| *b == b'\n');
+        let part = avail.get(..end.unwrap_or(avail.len())).unwrap_or_default();
+        for &b in part {
+            info.blank &= b.is_ascii_whitespace();
+        }
+        if let Some(&b) = part.last() {
+            info.last_cr = b == b'\r';
+        }
+        info.len = info.len.saturating_add(part.len());
+        let room = keep.saturating_sub(buf.len()).min(part.len());
+        buf.extend_from_slice(part.get(..room).unwrap_or_default());
+        let used = part.len() + usize::from(end.is_some());
+        r.consume(used);
+        if end.is_some() {
+            return Ok(Some(info));
+        }
+    }
 }
 
 /// Imports JSON Lines (the byte-order mark, if any, already removed); see [`import`].
-fn import_jsonl(
-    input: &[u8],
-    scheme: IdScheme,
-    limits: &ImportLimits,
-) -> Result<Vec<Record>, ImportErrors> {
-    let mut c = Collector::new(scheme, limits);
-    for (i, bytes) in input.split(|b| *b == b'\n').enumerate() {
-        let line = i as u64 + 1;
-        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+fn import_jsonl<R: Read>(source: Tracker<R>, _state: &RefCell<SourceState>, c: &mut Collector<'_>) {
+    let max = c.limits.max_line_len;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, source);
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    while !c.stopped {
+        let Ok(Some(info)) = read_line(&mut reader, &mut buf, max.saturating_add(1)) else {
+            // The end, or an I/O failure (reported for the whole file by `import_each`).
+            break;
+        };
+        line += 1;
+        if info.blank {
             continue;
         }
         if !c.count_row(line) {
             break;
         }
-        if bytes.len() > limits.max_line_len {
-            c.error(
-                line,
-                ImportProblem::LineTooLong {
-                    limit: limits.max_line_len,
-                },
-            );
-            c.records = Vec::new();
+        if info.len - usize::from(info.last_cr) > max {
+            c.error(line, ImportProblem::LineTooLong { limit: max });
             continue;
         }
+        let bytes = buf.strip_suffix(b"\r").unwrap_or(&buf);
         let Ok(text) = std::str::from_utf8(bytes) else {
             c.error(line, ImportProblem::InvalidUtf8 { column: None });
-            c.records = Vec::new();
             continue;
         };
         let value: serde_json::Value = match serde_json::from_str(text) {
@@ -902,21 +1220,18 @@ fn import_jsonl(
                         position: e.column(),
                     },
                 );
-                c.records = Vec::new();
                 continue;
             }
         };
         match json_row(&value) {
             Ok(raw) => c.row(line, raw),
             Err(problems) => {
-                c.records = Vec::new();
                 for p in problems {
                     c.error(line, p);
                 }
             }
         }
     }
-    c.finish()
 }
 
 /// Picks a JSON object apart into a row, checking types and keys.
@@ -1599,5 +1914,226 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].0, 3);
         assert!(rows[0].1.starts_with("column category"));
+    }
+
+    /// Hands out one byte per read, so every line and row straddles reads.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match (self.0.split_first(), buf.first_mut()) {
+                (Some((b, rest)), Some(out)) => {
+                    *out = *b;
+                    self.0 = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_in_tiny_reads_matches_the_whole_file() {
+        let tight = ImportLimits {
+            max_line_len: 150,
+            max_rows: 3,
+            ..ImportLimits::default()
+        };
+        let long = GOOD.replace("Calverdale Surgery", &"y".repeat(100));
+        let multiline = "r2,9434765919,health,gp_registration,2026-01-02,2026-01-02T09:30:00Z,SystmOne,\"two\nlines\",X";
+        let csv_inputs: Vec<(Vec<u8>, ImportLimits)> = vec![
+            (csv(&[GOOD]), ImportLimits::default()),
+            (
+                format!("\u{feff}{HEADER}\r\n\r\n{GOOD}\r\n").into_bytes(),
+                ImportLimits::default(),
+            ),
+            (csv(&[GOOD, multiline]), ImportLimits::default()),
+            (csv(&[GOOD, &long, multiline]), tight),
+            (
+                csv(&[GOOD, &GOOD.replace("r1,", "r2,"), &long, GOOD, GOOD]),
+                tight,
+            ),
+            (
+                csv(&[GOOD, GOOD, &GOOD.replace("health", "nope")]),
+                ImportLimits::default(),
+            ),
+            (b"".to_vec(), ImportLimits::default()),
+            (b"\xEF\xBB".to_vec(), ImportLimits::default()),
+        ];
+        let good = json_good();
+        let jsonl_inputs: Vec<(Vec<u8>, ImportLimits)> = vec![
+            (
+                format!("\n{good}\r\n\n").into_bytes(),
+                ImportLimits::default(),
+            ),
+            (
+                format!("{good}\n{good}").into_bytes(),
+                ImportLimits::default(),
+            ),
+            (
+                format!(
+                    "{good}\n{}\n   \n[1]",
+                    good.replace("r1", "r2")
+                        .replace("Calverdale", &"y".repeat(200))
+                )
+                .into_bytes(),
+                tight,
+            ),
+        ];
+        let inputs = csv_inputs
+            .into_iter()
+            .map(|(i, l)| (i, l, ImportFormat::Csv))
+            .chain(
+                jsonl_inputs
+                    .into_iter()
+                    .map(|(i, l)| (i, l, ImportFormat::Json)),
+            );
+        for (input, limits, format) in inputs {
+            let whole = import(&input, format, IdScheme::NhsNumber, &limits);
+            let mut streamed = Vec::new();
+            let rows = import_each(
+                OneByte(&input),
+                format,
+                IdScheme::NhsNumber,
+                &limits,
+                usize::MAX,
+                &mut |r| {
+                    streamed.push(r);
+                    true
+                },
+            );
+            match (whole, rows) {
+                (Ok(records), Ok(n)) => {
+                    assert_eq!(records, streamed);
+                    assert_eq!(n, records.len() as u64);
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{}", String::from_utf8_lossy(&input)),
+                (a, b) => panic!("{a:?} / {b:?}: {}", String::from_utf8_lossy(&input)),
+            }
+        }
+    }
+
+    #[test]
+    fn problems_past_the_cap_are_counted_not_kept() {
+        let rows: Vec<String> = (0..10)
+            .map(|i| {
+                GOOD.replace("r1,", &format!("r{i},"))
+                    .replace("health", "nope")
+            })
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let input = csv(&rows);
+        let mut seen = 0;
+        let errs = import_each(
+            &input[..],
+            ImportFormat::Csv,
+            IdScheme::NhsNumber,
+            &ImportLimits::default(),
+            3,
+            &mut |_| {
+                seen += 1;
+                true
+            },
+        )
+        .unwrap_err();
+        assert_eq!(seen, 0);
+        assert_eq!(errs.errors.len(), 3);
+        assert_eq!(errs.omitted, 7);
+        assert_eq!(errs.rows_read(), 10);
+        assert_eq!(errs.lines().into_iter().collect::<Vec<_>>(), vec![2, 3, 4]);
+        let text = errs.to_string();
+        assert!(text.contains("10 problems on at least 3 lines"), "{text}");
+    }
+
+    #[test]
+    fn good_rows_reach_the_sink_until_a_bad_one_and_the_sink_can_stop() {
+        let input = csv(&[
+            GOOD,
+            &GOOD.replace("r1,", "r2,"),
+            &GOOD.replace("r1,", "r3,").replace("health", "nope"),
+            &GOOD.replace("r1,", "r4,"),
+        ]);
+        let mut ids = Vec::new();
+        let errs = import_each(
+            &input[..],
+            ImportFormat::Csv,
+            IdScheme::NhsNumber,
+            &ImportLimits::default(),
+            usize::MAX,
+            &mut |r| {
+                ids.push(r.record_id.as_str().to_owned());
+                true
+            },
+        )
+        .unwrap_err();
+        assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(errs.lines().into_iter().collect::<Vec<_>>(), vec![4]);
+
+        let input = csv(&[
+            GOOD,
+            &GOOD.replace("r1,", "r2,"),
+            &GOOD.replace("r1,", "r3,"),
+        ]);
+        let mut n = 0;
+        let rows = import_each(
+            &input[..],
+            ImportFormat::Csv,
+            IdScheme::NhsNumber,
+            &ImportLimits::default(),
+            usize::MAX,
+            &mut |_| {
+                n += 1;
+                n < 2
+            },
+        )
+        .unwrap();
+        assert_eq!((n, rows), (2, 2));
+    }
+
+    #[test]
+    fn a_huge_quoted_cell_stops_reading_instead_of_filling_memory() {
+        let mut input = csv(&[GOOD]);
+        input.extend_from_slice(
+            b"r2,9434765919,health,gp_registration,2026-01-02,2026-01-02T09:30:00Z,SystmOne,\"",
+        );
+        for _ in 0..1_000_000 {
+            input.extend_from_slice(b"a\n");
+        }
+        input.extend_from_slice(b"\",X\n");
+        input.extend_from_slice(&csv(&[&GOOD.replace("r1,", "r3,")])[HEADER.len() + 1..]);
+        let errs = import_nhs(&input, ImportFormat::Csv).unwrap_err();
+        assert_eq!(errs.errors.len(), 1, "{errs}");
+        assert_eq!(errs.errors[0].line, Some(3));
+        assert!(matches!(
+            errs.errors[0].problem,
+            ImportProblem::RowTooLong { .. }
+        ));
+        assert_eq!(errs.rows_read(), 1);
+    }
+
+    #[test]
+    fn a_failing_reader_is_a_file_problem() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk on fire"))
+            }
+        }
+        for format in [ImportFormat::Csv, ImportFormat::Json] {
+            let errs = import_reader(
+                std::io::Cursor::new(csv(&[GOOD])).chain(Broken),
+                format,
+                IdScheme::NhsNumber,
+                &ImportLimits::default(),
+            )
+            .unwrap_err();
+            assert_eq!(
+                errs.errors,
+                vec![ImportError {
+                    line: None,
+                    problem: ImportProblem::Read(std::io::ErrorKind::Other)
+                }]
+            );
+        }
     }
 }

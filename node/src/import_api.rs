@@ -1,24 +1,311 @@
 //! The import operation on the home node: the operator's CLI uploads a records file as data
-//! frames after the signed request; the node checks size and hash, validates every row, and
-//! stores all records in one atomic write, or none.
+//! frames after the signed request. The node writes the upload to a spool file beside its data
+//! folder as it arrives (checking the size and SHA-256 on the way, never holding the file in
+//! memory), then reads the spool once to check every row (keeping only the problems), and, if
+//! every row is good and this is not a dry run, reads it again to store the records in chunks of
+//! [`APPLY_CHUNK`].
+//!
+//! All or nothing, with bounded memory: before the first chunk is stored, a journal
+//! ([`ImportJournal`], key `imp/{import_id}`) records the spool file, its SHA-256 and how many
+//! records are stored; each chunk is written in one atomic batch with the journal advanced past
+//! it. A file with any bad row stores nothing. Once the last chunk is stored the import is
+//! logged (`records_import`), the journal removed and the spool deleted. A node that stops or
+//! crashes in between finishes the import when it next starts ([`resume`]): the file was checked
+//! in full before the first chunk, so it can always be finished. Readers (queries, exports) may
+//! see an import's records appear progressively while it is stored.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::messages::{
     ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError,
 };
+use throughgate_protocol::record::Record;
+use tokio::io::AsyncWriteExt;
 
-use crate::db::StoredStaff;
+use crate::config::NodeConfig;
+use crate::db::{Db, ImportJournal, StoredStaff};
+use crate::import::{import_each, ImportErrors, ImportLimits};
 use crate::node::NodeState;
+use crate::store::StoreError;
 use crate::transport::read_frame;
 
 /// The largest import accepted in one request.
 pub const MAX_IMPORT_BYTES: u64 = 512 * 1024 * 1024;
 /// The most bad rows reported back.
 const MAX_REPORTED_ERRORS: usize = 1000;
+/// Records stored per atomic write while an import is applied: sled's memory grows with the
+/// size of a batch of keys in random order, and stays flat at a few hundred.
+pub const APPLY_CHUNK: usize = 256;
+/// The extension of spool files.
+const SPOOL_EXT: &str = "spool";
+
+/// Why an import could not be spooled, checked or stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportRunError {
+    /// The spool file could not be written or read.
+    #[error("import spool file {file}: {source}")]
+    Spool {
+        /// The spool file's name.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The spool file is not the file that was checked (changed or truncated since).
+    #[error("import spool file {file} no longer matches the upload that was checked")]
+    SpoolChanged {
+        /// The spool file's name.
+        file: String,
+    },
+    /// The spool file no longer passes the checks (for example, the node's identifier scheme
+    /// was changed in between).
+    #[error("import spool file {file} no longer passes the checks: {problems} problems")]
+    Recheck {
+        /// The spool file's name.
+        file: String,
+        /// How many problems.
+        problems: u64,
+    },
+    /// The blocking task that reads the spool failed.
+    #[error("the import task failed: {0}")]
+    Task(String),
+}
+
+/// The folder spool files live in: beside the data folder, `<data_dir>.imports`.
+pub fn spool_dir(config: &NodeConfig) -> PathBuf {
+    let data = config.resolve(&config.data_dir);
+    match data.file_name().and_then(|n| n.to_str()) {
+        Some(name) => data.with_file_name(format!("{name}.imports")),
+        None => data.join("imports"),
+    }
+}
+
+fn spool_path(dir: &Path, import_id: &str) -> PathBuf {
+    dir.join(format!("{import_id}.{SPOOL_EXT}"))
+}
+
+/// Deletes a spool file when dropped, unless a journal has taken it over.
+struct SpoolGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What checking a spool file found.
+enum Checked {
+    /// Every row is good: the number of rows and of distinct subjects.
+    Good { rows: u64, subjects: u64 },
+    /// Problems (at most [`MAX_REPORTED_ERRORS`] kept).
+    Bad(ImportErrors),
+}
+
+/// Checks every row of a spool file, keeping only counts and problems.
+fn check_spool(
+    path: &Path,
+    format: ImportFormat,
+    scheme: IdScheme,
+) -> Result<Checked, ImportRunError> {
+    let file = open_spool(path)?;
+    let mut subjects: HashSet<[u8; 16]> = HashSet::new();
+    let result = import_each(
+        std::io::BufReader::with_capacity(256 * 1024, file),
+        format,
+        scheme,
+        &limits(),
+        MAX_REPORTED_ERRORS,
+        &mut |r| {
+            subjects.insert(digest16(&r.subject));
+            true
+        },
+    );
+    Ok(match result {
+        Ok(rows) => Checked::Good {
+            rows,
+            subjects: subjects.len() as u64,
+        },
+        Err(errors) => Checked::Bad(errors),
+    })
+}
+
+fn limits() -> ImportLimits {
+    ImportLimits {
+        max_bytes: usize::try_from(MAX_IMPORT_BYTES).unwrap_or(usize::MAX),
+        ..ImportLimits::default()
+    }
+}
+
+fn digest16(text: &str) -> [u8; 16] {
+    let full = Sha256::digest(text.as_bytes());
+    let mut out = [0u8; 16];
+    for (o, b) in out.iter_mut().zip(full.iter()) {
+        *o = *b;
+    }
+    out
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn open_spool(path: &Path) -> Result<std::fs::File, ImportRunError> {
+    std::fs::File::open(path).map_err(|source| ImportRunError::Spool {
+        file: file_name(path),
+        source,
+    })
+}
+
+/// A hook the tests use to stop an import part-way, as a crash would: called before each chunk
+/// with the number of records stored so far; returning false stops the apply there.
+pub type ApplyHook = dyn Fn(u64) -> bool + Send + Sync;
+
+/// Stores the records of a checked spool file from `journal.applied` on, in chunks of
+/// [`APPLY_CHUNK`], each with the journal advanced past it; then flushes. With `verify`, first
+/// checks that the spool still has the SHA-256 the journal recorded (when resuming after a
+/// restart). Returns false if `hook` stopped it early.
+pub fn apply(
+    db: &Db,
+    spool: &Path,
+    journal: &mut ImportJournal,
+    verify: bool,
+    hook: Option<&ApplyHook>,
+) -> Result<bool, ImportRunError> {
+    let file = || file_name(spool);
+    if verify {
+        let mut f = open_spool(spool)?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut f, &mut hasher).map_err(|source| ImportRunError::Spool {
+            file: file(),
+            source,
+        })?;
+        if <[u8; 32]>::from(hasher.finalize()) != journal.sha256 {
+            return Err(ImportRunError::SpoolChanged { file: file() });
+        }
+    }
+    let reader = std::io::BufReader::with_capacity(256 * 1024, open_spool(spool)?);
+    let mut chunk: Vec<Record> = Vec::with_capacity(APPLY_CHUNK);
+    let mut index = 0u64;
+    let mut failure: Option<StoreError> = None;
+    let mut stopped = false;
+    let mut store_chunk = |chunk: &mut Vec<Record>, journal: &mut ImportJournal| {
+        if chunk.is_empty() {
+            return true;
+        }
+        if let Some(h) = hook {
+            if !h(journal.applied) {
+                stopped = true;
+                return false;
+            }
+        }
+        let mut next = journal.clone();
+        next.applied = journal.applied.saturating_add(chunk.len() as u64);
+        match db.put_import_chunk(chunk, &next) {
+            Ok(()) => {
+                *journal = next;
+                chunk.clear();
+                true
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    };
+    let checked = import_each(
+        reader,
+        journal.format,
+        journal.scheme,
+        &limits(),
+        1,
+        &mut |r| {
+            index += 1;
+            if index <= journal.applied {
+                return true;
+            }
+            chunk.push(r);
+            chunk.len() < APPLY_CHUNK || store_chunk(&mut chunk, journal)
+        },
+    );
+    let mut complete = match checked {
+        Err(errors) => {
+            return Err(ImportRunError::Recheck {
+                file: file(),
+                problems: (errors.errors.len() as u64).saturating_add(errors.omitted),
+            })
+        }
+        Ok(_) => store_chunk(&mut chunk, journal),
+    };
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    complete &= !stopped;
+    if complete && journal.applied != journal.rows {
+        return Err(ImportRunError::SpoolChanged { file: file() });
+    }
+    db.flush()?;
+    Ok(complete)
+}
+
+/// Logs a stored import, removes its journal and deletes its spool file.
+async fn finish(state: &NodeState, journal: &ImportJournal) -> Result<(), ImportRunError> {
+    state
+        .log_admin(
+            journal.person_id.as_ref(),
+            "records_import",
+            format!(
+                "{} records for {} subjects (import {})",
+                journal.rows, journal.subjects, journal.import_id
+            ),
+        )
+        .await
+        .map_err(|e| ImportRunError::Task(format!("the import could not be logged: {e}")))?;
+    state.db.delete_import_journal(&journal.import_id)?;
+    let _ = std::fs::remove_file(spool_path(&spool_dir(&state.config), &journal.import_id));
+    Ok(())
+}
+
+/// Where storing an import failed.
+enum Stage {
+    /// Storing the records.
+    Store(ImportRunError),
+    /// Logging the import or removing its journal.
+    Log(ImportRunError),
+}
+
+/// Stores a checked import's records, then logs it and removes its journal.
+async fn store_and_log(
+    state: Arc<NodeState>,
+    spool: PathBuf,
+    mut journal: ImportJournal,
+) -> Result<ImportJournal, Stage> {
+    let db = state.db.clone();
+    let journal = tokio::task::spawn_blocking(move || {
+        apply(&db, &spool, &mut journal, false, None).map(|_| journal)
+    })
+    .await
+    .map_err(|e| Stage::Store(ImportRunError::Task(e.to_string())))?
+    .map_err(Stage::Store)?;
+    finish(&state, &journal).await.map_err(Stage::Log)?;
+    Ok(journal)
+}
 
 /// Receives and imports (or dry-runs) a records file.
 pub async fn import(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     staff: &StoredStaff,
     format: ImportFormat,
     dry_run: bool,
@@ -32,98 +319,332 @@ pub async fn import(
             format!("imports are limited to {MAX_IMPORT_BYTES} bytes; split the file"),
         ));
     }
-    let cap = usize::try_from(total_bytes).unwrap_or(0);
-    let mut data = Vec::with_capacity(cap.min(64 * 1024 * 1024));
-    while (data.len() as u64) < total_bytes {
+    let internal = |e: ImportRunError| {
+        tracing::error!(error = %e, "import failed");
+        (
+            ErrorCode::Internal,
+            "the node could not spool or check the upload; nothing was imported".to_owned(),
+        )
+    };
+    let dir = spool_dir(&state.config);
+    let import_id = format!("{}-{:016x}", state.clock.now().0, rand::random::<u64>());
+    let path = spool_path(&dir, &import_id);
+    let mut guard = SpoolGuard {
+        path: path.clone(),
+        armed: true,
+    };
+    receive(state, &dir, &path, total_bytes, sha256, recv)
+        .await
+        .map_err(|e| match e {
+            Received::Refused(code, msg) => (code, msg),
+            Received::Failed(e) => internal(e),
+        })?;
+
+    let scheme = state.config.id_scheme;
+    let check_path = path.clone();
+    let checked = tokio::task::spawn_blocking(move || check_spool(&check_path, format, scheme))
+        .await
+        .map_err(|e| internal(ImportRunError::Task(e.to_string())))?
+        .map_err(internal)?;
+    let (rows, subjects) = match checked {
+        Checked::Bad(errors) => {
+            let report = ImportReport {
+                rows: errors.rows_read(),
+                stored: 0,
+                subjects: 0,
+                dry_run,
+                errors_truncated: errors.omitted > 0,
+                errors: errors
+                    .rows()
+                    .into_iter()
+                    .take(MAX_REPORTED_ERRORS)
+                    .map(|(line, reason)| ImportRowError { line, reason })
+                    .collect(),
+            };
+            tracing::info!(person = %staff.body.person_id, rows = report.rows, bad_rows = report.errors.len(), dry_run, "records import rejected");
+            return Ok(ClientResponse::Imported(report));
+        }
+        Checked::Good { rows, subjects } => (rows, subjects),
+    };
+    if dry_run || rows == 0 {
+        tracing::info!(person = %staff.body.person_id, rows, dry_run, "records import checked");
+        return Ok(ClientResponse::Imported(ImportReport {
+            rows,
+            stored: 0,
+            subjects,
+            dry_run,
+            errors: Vec::new(),
+            errors_truncated: false,
+        }));
+    }
+
+    // From here the journal owns the spool file: a failure leaves both for the next start.
+    let journal = ImportJournal {
+        import_id,
+        sha256,
+        format,
+        scheme,
+        rows,
+        subjects,
+        applied: 0,
+        person_id: Some(staff.body.person_id.clone()),
+    };
+    state
+        .db
+        .put_import_journal(&journal)
+        .map_err(|e| internal(e.into()))?;
+    guard.armed = false;
+    tracing::info!(person = %staff.body.person_id, import = %journal.import_id, rows, "records import checked; storing");
+    // Stored and logged by a task of its own, so that it completes even if the operator's
+    // connection drops meanwhile.
+    let task = tokio::spawn(store_and_log(state.clone(), path, journal));
+    let journal = match task.await {
+        Ok(Ok(journal)) => journal,
+        Ok(Err(Stage::Store(e))) => {
+            tracing::error!(error = %e, "import failed while storing; its journal is kept and the node finishes it at its next start");
+            return Err((
+                ErrorCode::Internal,
+                "storage failure while storing the records; the node finishes this import when it next starts".to_owned(),
+            ));
+        }
+        Ok(Err(Stage::Log(e))) => {
+            tracing::error!(error = %e, "records imported but not logged; the node logs it at its next start");
+            return Err((
+                ErrorCode::Internal,
+                "records imported but the import could not be logged; the node logs it when it next starts".to_owned(),
+            ));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "import task failed; the node finishes the import at its next start");
+            return Err((
+                ErrorCode::Internal,
+                "the import task failed; the node finishes this import when it next starts"
+                    .to_owned(),
+            ));
+        }
+    };
+    tracing::info!(person = %staff.body.person_id, import = %journal.import_id, rows, subjects, "records import stored");
+    Ok(ClientResponse::Imported(ImportReport {
+        rows,
+        stored: rows,
+        subjects,
+        dry_run,
+        errors: Vec::new(),
+        errors_truncated: false,
+    }))
+}
+
+/// Why receiving an upload failed.
+enum Received {
+    /// The upload itself was wrong (short, long, stalled, hash mismatch).
+    Refused(ErrorCode, String),
+    /// The node could not write it.
+    Failed(ImportRunError),
+}
+
+/// Writes the upload's data frames to the spool file, checking the size and SHA-256, and makes
+/// the file durable.
+async fn receive(
+    state: &NodeState,
+    dir: &Path,
+    path: &Path,
+    total_bytes: u64,
+    sha256: [u8; 32],
+    recv: &mut quinn::RecvStream,
+) -> Result<(), Received> {
+    let io = |source: std::io::Error| {
+        Received::Failed(ImportRunError::Spool {
+            file: file_name(path),
+            source,
+        })
+    };
+    // The upload is personal data: only the node's user may read it.
+    let mut folder = tokio::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    folder.mode(0o700);
+    folder.create(dir).await.map_err(io)?;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut received = 0u64;
+    while received < total_bytes {
         let frame = tokio::time::timeout(
             state.config.limits.request_timeout() * 10,
             read_frame(recv, 2 * 1024 * 1024),
         )
         .await
-        .map_err(|_| (ErrorCode::Timeout, "the upload stalled".to_owned()))?
-        .map_err(|e| (ErrorCode::Malformed, e.to_string()))?
-        .ok_or((
+        .map_err(|_| Received::Refused(ErrorCode::Timeout, "the upload stalled".to_owned()))?
+        .map_err(|e| Received::Refused(ErrorCode::Malformed, e.to_string()))?
+        .ok_or(Received::Refused(
             ErrorCode::BadRequest,
             "the upload ended before the announced size".to_owned(),
         ))?;
-        data.extend_from_slice(&frame);
-        if data.len() as u64 > total_bytes {
-            return Err((
+        received = received.saturating_add(frame.len() as u64);
+        if received > total_bytes {
+            return Err(Received::Refused(
                 ErrorCode::BadRequest,
                 "the upload is longer than announced".into(),
             ));
         }
+        hasher.update(&frame);
+        file.write_all(&frame).await.map_err(io)?;
     }
-    if <[u8; 32]>::from(Sha256::digest(&data)) != sha256 {
-        return Err((
+    if <[u8; 32]>::from(hasher.finalize()) != sha256 {
+        return Err(Received::Refused(
             ErrorCode::BadRequest,
             "the upload does not match its hash; retry".into(),
         ));
     }
-    let parsed = crate::import::parse(format, &data, state.config.id_scheme);
-    let report = match parsed {
-        Ok(records) => {
-            let subjects = records
-                .iter()
-                .map(|r| r.subject.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len() as u64;
-            let rows = records.len() as u64;
-            let stored = if dry_run {
-                0
-            } else {
-                state.db.put_records(&records).map_err(|e| {
-                    tracing::error!(error = %e, "import failed on storage");
-                    (
-                        ErrorCode::Internal,
-                        "storage failure; nothing was imported".to_owned(),
-                    )
-                })?;
-                rows
-            };
-            ImportReport {
-                rows,
-                stored,
-                subjects,
-                dry_run,
-                errors: Vec::new(),
-                errors_truncated: false,
-            }
-        }
-        Err(errors) => {
-            let all = errors.rows();
-            ImportReport {
-                rows: errors.rows_read(),
-                stored: 0,
-                subjects: 0,
-                dry_run,
-                errors_truncated: all.len() > MAX_REPORTED_ERRORS,
-                errors: all
-                    .iter()
-                    .take(MAX_REPORTED_ERRORS)
-                    .map(|(line, reason)| ImportRowError {
-                        line: *line,
-                        reason: reason.clone(),
-                    })
-                    .collect(),
-            }
+    file.flush().await.map_err(io)?;
+    file.sync_all().await.map_err(io)?;
+    Ok(())
+}
+
+/// At start: deletes spool files no journal refers to (uploads cut off by a stop or crash before
+/// they were checked in full). Returns the journals of imports to finish.
+pub fn clean_spools(config: &NodeConfig, db: &Db) -> Result<Vec<ImportJournal>, ImportRunError> {
+    let journals = db.import_journals()?;
+    let dir = spool_dir(config);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(journals),
+        Err(source) => {
+            return Err(ImportRunError::Spool {
+                file: file_name(&dir),
+                source,
+            })
         }
     };
-    tracing::info!(person = %staff.body.person_id, rows = report.rows, stored = report.stored, bad_rows = report.errors.len(), dry_run, "records import");
-    if !dry_run && report.stored > 0 {
-        state
-            .log_admin(
-                Some(&staff.body.person_id),
-                "records_import",
-                format!("{} records for {} subjects", report.stored, report.subjects),
-            )
-            .await
-            .map_err(|e| {
-                (
-                    ErrorCode::Internal,
-                    format!("records imported but the import could not be logged: {e}"),
-                )
-            })?;
+    let wanted: HashSet<PathBuf> = journals
+        .iter()
+        .map(|j| spool_path(&dir, &j.import_id))
+        .collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_spool = path.extension().and_then(|e| e.to_str()) == Some(SPOOL_EXT);
+        if is_spool && !wanted.contains(&path) {
+            tracing::info!(file = %file_name(&path), "deleting an import upload that was cut off before it was checked (nothing of it was stored)");
+            let _ = std::fs::remove_file(&path);
+        }
     }
-    Ok(ClientResponse::Imported(report))
+    Ok(journals)
+}
+
+/// At start: finishes every import a stop or crash interrupted while it was being stored, and
+/// logs each. Runs beside the node's other tasks (readers may see the records appear).
+pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
+    for journal in journals {
+        let id = journal.import_id.clone();
+        tracing::warn!(import = %id, stored = journal.applied, rows = journal.rows, "finishing an import interrupted by a stop or crash");
+        let db = state.db.clone();
+        let path = spool_path(&spool_dir(&state.config), &id);
+        let mut j = journal;
+        let applied = tokio::task::spawn_blocking(move || {
+            apply(&db, &path, &mut j, true, None).map(|done| (done, j))
+        })
+        .await
+        .map_err(|e| ImportRunError::Task(e.to_string()))
+        .and_then(|r| r);
+        match applied {
+            Ok((true, j)) => match finish(&state, &j).await {
+                Ok(()) => {
+                    tracing::warn!(import = %id, rows = j.rows, "interrupted import finished: every record is stored");
+                }
+                Err(e) => {
+                    tracing::error!(import = %id, error = %e, "interrupted import stored but not logged; retried at the next start");
+                }
+            },
+            Ok((false, _)) => {}
+            Err(e @ (ImportRunError::SpoolChanged { .. } | ImportRunError::Recheck { .. })) => {
+                tracing::error!(import = %id, error = %e, "an interrupted import cannot be finished: some of its records may be stored; import the file again to store all of them");
+                if let Err(e) = state.db.delete_import_journal(&id) {
+                    tracing::error!(import = %id, error = %e, "could not remove the import's journal");
+                }
+                let _ = std::fs::remove_file(spool_path(&spool_dir(&state.config), &id));
+            }
+            Err(ImportRunError::Spool { source, file })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::error!(import = %id, file = %file, "an interrupted import cannot be finished: its spool file is gone; some of its records may be stored; import the file again to store all of them");
+                if let Err(e) = state.db.delete_import_journal(&id) {
+                    tracing::error!(import = %id, error = %e, "could not remove the import's journal");
+                }
+            }
+            Err(e) => {
+                tracing::error!(import = %id, error = %e, "an interrupted import could not be finished now; retried at the next start");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::export_csv;
+    use crate::synth::{generate_population, records_for, SynthConfig};
+    use throughgate_protocol::time::Date;
+
+    #[test]
+    fn apply_stores_in_chunks_resumes_from_the_journal_and_refuses_a_changed_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::new(Arc::new(crate::store::MemoryStore::new()));
+        let cfg = SynthConfig::new(3, 400, Date::parse("2026-03-02").unwrap());
+        let pop = generate_population(&cfg);
+        let records = records_for("nhs-wy", &pop, &cfg).unwrap();
+        assert!(records.len() > 3 * APPLY_CHUNK, "{}", records.len());
+        let mut file = Vec::new();
+        export_csv(&records, &mut file).unwrap();
+        let spool = dir.path().join("x.spool");
+        std::fs::write(&spool, &file).unwrap();
+        let mut journal = ImportJournal {
+            import_id: "x".into(),
+            sha256: Sha256::digest(&file).into(),
+            format: ImportFormat::Csv,
+            scheme: IdScheme::NhsNumber,
+            rows: records.len() as u64,
+            subjects: 0,
+            applied: 0,
+            person_id: None,
+        };
+        db.put_import_journal(&journal).unwrap();
+        // Stopped (as by a crash) after two chunks: those are stored, with the journal.
+        let hook = |applied: u64| applied < 2 * APPLY_CHUNK as u64;
+        assert!(!apply(&db, &spool, &mut journal, false, Some(&hook)).unwrap());
+        assert_eq!(db.record_count().unwrap(), 2 * APPLY_CHUNK as u64);
+        let mut stored = db.import_journals().unwrap();
+        assert_eq!(stored, vec![journal.clone()]);
+        assert_eq!(journal.applied, 2 * APPLY_CHUNK as u64);
+
+        // Resumed from the stored journal: every record, each once.
+        let mut resumed = stored.remove(0);
+        assert!(apply(&db, &spool, &mut resumed, true, None).unwrap());
+        assert_eq!(resumed.applied, resumed.rows);
+        assert_eq!(db.record_count().unwrap(), records.len() as u64);
+        let mut back: Vec<Record> = db
+            .records_page(None, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let mut want = records.clone();
+        back.sort_by(|a, b| a.record_id.as_str().cmp(b.record_id.as_str()));
+        want.sort_by(|a, b| a.record_id.as_str().cmp(b.record_id.as_str()));
+        assert_eq!(back, want);
+
+        // A spool that is not the checked file is refused.
+        std::fs::write(&spool, file.get(..file.len() - 1).unwrap()).unwrap();
+        assert!(matches!(
+            apply(&db, &spool, &mut resumed, true, None),
+            Err(ImportRunError::SpoolChanged { .. })
+        ));
+        std::fs::remove_file(&spool).unwrap();
+        assert!(matches!(
+            apply(&db, &spool, &mut resumed, true, None),
+            Err(ImportRunError::Spool { .. })
+        ));
+    }
 }

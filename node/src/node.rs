@@ -310,6 +310,18 @@ impl Node {
             self.tasks.push(writer);
         }
         crate::staff::log_offline_issued(&self.state)?;
+        // Imports a stop or crash interrupted while their records were being stored are
+        // finished; uploads cut off before they were checked are deleted.
+        match crate::import_api::clean_spools(&self.state.config, &self.state.db) {
+            Ok(journals) if !journals.is_empty() => {
+                self.tasks.push(tokio::spawn(crate::import_api::resume(
+                    self.state.clone(),
+                    journals,
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "could not look for interrupted imports"),
+        }
         let st = self.state.clone();
         let ep = self.endpoint.clone();
         self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));

@@ -418,10 +418,42 @@ impl HomeClient {
         data: &[u8],
     ) -> Result<ImportReport, ClientError> {
         let sha256: [u8; 32] = Sha256::digest(data).into();
+        self.import_stream(format, dry_run, data.len() as u64, sha256, data)
+            .await
+    }
+
+    /// Imports (or dry-runs) a records file from disk (operator), without reading it into
+    /// memory: one pass for its SHA-256, then the upload.
+    pub async fn import_file(
+        &self,
+        format: ImportFormat,
+        dry_run: bool,
+        path: &std::path::Path,
+    ) -> Result<ImportReport, ClientError> {
+        let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut hasher = Sha256::new();
+        let total = std::io::copy(&mut file, &mut hasher).map_err(io)?;
+        let sha256: [u8; 32] = hasher.finalize().into();
+        let file = std::fs::File::open(path).map_err(io)?;
+        self.import_stream(format, dry_run, total, sha256, file)
+            .await
+    }
+
+    /// Uploads `total_bytes` read from `data` (which must have that SHA-256) for import.
+    async fn import_stream(
+        &self,
+        format: ImportFormat,
+        dry_run: bool,
+        total_bytes: u64,
+        sha256: [u8; 32],
+        data: impl std::io::Read,
+    ) -> Result<ImportReport, ClientError> {
+        use std::io::Read as _;
         let op = ClientOp::ImportRecords {
             format,
             dry_run,
-            total_bytes: data.len() as u64,
+            total_bytes,
             sha256,
         };
         let (mut send, mut recv) = self
@@ -429,10 +461,22 @@ impl HomeClient {
             .open_bi()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut data = data.take(total_bytes);
         let upload = async {
             write_envelope(&mut send, &self.seal_request(op)).await?;
-            for chunk in data.chunks(IMPORT_CHUNK) {
-                write_frame(&mut send, chunk).await?;
+            let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
+            loop {
+                chunk.clear();
+                (&mut data)
+                    .take(IMPORT_CHUNK as u64)
+                    .read_to_end(&mut chunk)
+                    .map_err(|e| {
+                        crate::transport::FrameIoError::Stream(format!("reading the file: {e}"))
+                    })?;
+                if chunk.is_empty() {
+                    break;
+                }
+                write_frame(&mut send, &chunk).await?;
             }
             Ok::<(), crate::transport::FrameIoError>(())
         };

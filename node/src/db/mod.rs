@@ -28,9 +28,11 @@
 //! | `aud/x/{index: u64 BE}` | the time entry `index`'s content was redacted by retention |
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
+//! | `imp/{import_id}` | an [`ImportJournal`]: an import checked in full and being stored in chunks |
 
 mod audit;
 mod consents;
+mod imports;
 mod outbox;
 mod records;
 mod replay;
@@ -46,6 +48,7 @@ pub use audit::{
     AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, LOWEST_STORED_LEVEL,
 };
 pub use consents::StoredConsent;
+pub use imports::ImportJournal;
 pub use outbox::{OutboxItem, OutboxPayload};
 pub use staff::StoredStaff;
 

@@ -13,6 +13,12 @@ impl Db {
     /// Stores records and their subjects in one atomic batch, then flushes. Existing records with
     /// the same subject and id are replaced (an agency re-exporting an updated record).
     pub fn put_records(&self, records: &[Record]) -> Result<(), StoreError> {
+        self.store.apply(Self::records_batch(records))?;
+        self.store.flush()
+    }
+
+    /// The writes that store records and their subjects.
+    pub(super) fn records_batch(records: &[Record]) -> WriteBatch {
         let mut b = WriteBatch::new();
         let mut subjects = BTreeSet::new();
         for r in records {
@@ -22,8 +28,7 @@ impl Db {
         for s in subjects {
             b.put(key(&["sub/", s]), Vec::new());
         }
-        self.store.apply(b)?;
-        self.store.flush()
+        b
     }
 
     /// Whether any record of this local subject is held.
