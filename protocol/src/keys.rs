@@ -57,10 +57,14 @@ pub enum KeyError {
 impl PublicKey {
     /// Wraps 32 bytes, checking they are a usable (valid, not small-order) Ed25519 point.
     pub fn from_bytes(bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        if let Some(vk) = decoded::get(&bytes) {
+            return Ok(PublicKey(vk));
+        }
         let vk = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
         if vk.is_weak() {
             return Err(KeyError::InvalidPoint);
         }
+        decoded::put(vk);
         Ok(PublicKey(vk))
     }
 
@@ -149,6 +153,48 @@ impl<'de> Deserialize<'de> for PublicKey {
         } else {
             let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
             PublicKey::from_slice(&b).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+/// Keys already decoded, remembered by their exact 32 bytes.
+///
+/// Decoding a key (decompressing the point and checking it is not of small order) costs about
+/// as much as a fifth of a signature verification, and every envelope, credential and stored
+/// consent carries keys that a node has seen many times before (its peers' node keys, its
+/// caseworkers' keys). Decoding is a pure function of the bytes, so a remembered result is the
+/// result: a hit requires the stored key's bytes to equal the bytes being decoded, and only keys
+/// that passed both checks are remembered. The table is small and direct-mapped; a collision
+/// evicts, which costs a decode and changes nothing else.
+mod decoded {
+    use std::sync::Mutex;
+
+    use ed25519_dalek::VerifyingKey;
+
+    /// Slots in the table (a power of two).
+    const SLOTS: usize = 256;
+
+    static TABLE: [Mutex<Option<VerifyingKey>>; SLOTS] = [const { Mutex::new(None) }; SLOTS];
+
+    fn slot(bytes: &[u8; 32]) -> Option<&'static Mutex<Option<VerifyingKey>>> {
+        let mut h = 0u64;
+        for b in bytes.iter().take(8) {
+            h = (h << 8) | u64::from(*b);
+        }
+        let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize;
+        TABLE.get(i % SLOTS)
+    }
+
+    /// The decoded key whose encoding is exactly `bytes`, if remembered.
+    pub(super) fn get(bytes: &[u8; 32]) -> Option<VerifyingKey> {
+        let entry = slot(bytes)?.lock().ok()?;
+        entry.filter(|vk| vk.as_bytes() == bytes)
+    }
+
+    /// Remembers a key that decoded and passed the small-order check.
+    pub(super) fn put(vk: VerifyingKey) {
+        if let Some(Ok(mut entry)) = slot(vk.as_bytes()).map(Mutex::lock) {
+            *entry = Some(vk);
         }
     }
 }
@@ -311,6 +357,43 @@ mod tests {
             cbor,
             [0xa2, 0x61, b'h', 0x42, 0xab, 0x01, 0x61, b'v', 0x41, 0xff]
         );
+    }
+
+    #[test]
+    fn remembered_keys_decode_as_fresh_ones_and_bad_keys_stay_bad() {
+        let keys: Vec<SecretKey> = (0..600u32)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..4].copy_from_slice(&i.to_be_bytes());
+                SecretKey::from_seed(&seed)
+            })
+            .collect();
+        // More keys than slots: every decode, remembered or evicted, gives the same key.
+        for _ in 0..3 {
+            for k in &keys {
+                let pk = k.public();
+                let again = PublicKey::from_bytes(*pk.as_bytes()).unwrap();
+                assert_eq!(again, pk);
+                assert_eq!(again.verifying_key(), pk.verifying_key());
+                let msg = b"remembered";
+                assert!(again.verify_strict(msg, &k.sign(msg)));
+            }
+        }
+        // The identity point (small order) and a non-point are refused every time.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let not_a_point = (2u8..)
+            .map(|y| {
+                let mut b = [0u8; 32];
+                b[0] = y;
+                b
+            })
+            .find(|b| VerifyingKey::from_bytes(b).is_err())
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::InvalidPoint));
+            assert!(PublicKey::from_bytes(not_a_point).is_err());
+        }
     }
 
     #[test]
