@@ -14,6 +14,9 @@ fn backend(e: sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// How long opening a locked store keeps retrying.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`, with the default page cache.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
@@ -22,13 +25,35 @@ impl SledStore {
 
     /// Opens (creating if needed) the store in `dir` with a page cache of about `cache_bytes`
     /// (sled's own default, 1 GiB per store, lets a large store hold gigabytes resident).
+    ///
+    /// sled locks the store's file while it is open. A handle dropped a moment ago can hold the
+    /// lock for a few milliseconds more (sled's background writers release it), so a store that
+    /// is locked is retried for up to [`LOCK_WAIT`] before giving up with a clear message
+    /// (another process, e.g. a second `tg node run`, has it open).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(backend)?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                // sled reports a held lock as an I/O error carrying only this text.
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Backend(format!(
+                            "the store in {} is in use by another process (is the node already \
+                             running?); stop it first",
+                            dir.display()
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(backend(e)),
+            }
+        };
         let tree = db.open_tree("throughgate").map_err(backend)?;
         Ok(SledStore { _db: db, tree })
     }
@@ -100,5 +125,23 @@ impl Store for SledStore {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_in_use_is_refused_with_a_clear_message_and_reopens_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = SledStore::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let err = SledStore::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        drop(held);
+        // Released a moment ago: opened at once or after sled's writers let go.
+        SledStore::open(dir.path()).unwrap();
     }
 }
