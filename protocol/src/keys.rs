@@ -110,9 +110,9 @@ impl PublicKey {
         self.0.verify_strict(message, &sig).is_ok()
     }
 
-    /// The dalek verifying key (for batch verification).
-    pub fn verifying_key(&self) -> Option<VerifyingKey> {
-        Some(self.0)
+    /// The decoded dalek verifying key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.0
     }
 }
 

@@ -273,35 +273,8 @@ impl fmt::Debug for MerkleFrontier {
 }
 
 /// One hash inside the serialised frontier: hex when human-readable, bytes otherwise.
-struct HashRepr(Hash);
-
-impl Serialize for HashRepr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&hex::encode(self.0))
-        } else {
-            s.serialize_bytes(&self.0)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HashRepr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut out = [0u8; HASH_LEN];
-        if d.is_human_readable() {
-            let s = String::deserialize(d)?;
-            hex::decode_to_slice(s.as_bytes(), &mut out)
-                .map_err(|_| serde::de::Error::custom("a hash is 64 hex digits"))?;
-        } else {
-            let b = serde_bytes::ByteBuf::deserialize(d)?;
-            out = b
-                .as_slice()
-                .try_into()
-                .map_err(|_| serde::de::Error::invalid_length(b.len(), &"32 bytes"))?;
-        }
-        Ok(HashRepr(out))
-    }
-}
+#[derive(Serialize, Deserialize)]
+struct HashRepr(#[serde(with = "crate::keys::fixed_bytes")] Hash);
 
 /// The serialised shape of a [`MerkleFrontier`].
 #[derive(Serialize, Deserialize)]
