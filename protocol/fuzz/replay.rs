@@ -295,3 +295,112 @@ pub fn iterations(default: usize) -> usize {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(default)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The test harness both crates' `tests/fuzz_replay.rs` build on. `env!` here expands in the
+// including test crate, so `fuzz_dir` is that crate's `fuzz/` folder.
+
+/// The mutation run's seed ("throughg").
+pub const SEED: u64 = 0x7468_726f_7567_6867;
+/// Mutated inputs per target unless `TG_FUZZ_REPLAY_ITERS` says otherwise.
+pub const DEFAULT_ITERS: usize = 20_000;
+
+/// The including crate's `fuzz/` folder.
+pub fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// Where a target's inputs live: its seed corpus, cargo-fuzz corpus and regression folder.
+pub fn corpus_dirs(name: &str) -> Vec<PathBuf> {
+    let f = fuzz_dir();
+    vec![
+        f.join("seeds").join(name),
+        f.join("corpus").join(name),
+        f.join("regressions").join(name),
+    ]
+}
+
+/// Replays target `name` (`iters` mutated inputs unless `TG_FUZZ_REPLAY_ITERS` says otherwise,
+/// none longer than `max_len`) and asserts that it has a corpus and that nothing panicked.
+pub fn run_target(name: &str, f: fn(&[u8]), iters: usize, max_len: usize) {
+    let save = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-replay-failures");
+    let out = replay_and_mutate(
+        name,
+        f,
+        &corpus_dirs(name),
+        iterations(iters),
+        SEED,
+        max_len,
+        &save,
+    );
+    eprintln!(
+        "{name}: {} corpus files, {} mutated inputs, {:?}",
+        out.files, out.mutated, out.elapsed
+    );
+    assert!(
+        out.files > 0,
+        "{name} has no corpus: run the ignored test regenerate_seed_corpus"
+    );
+    assert!(
+        out.failures.is_empty(),
+        "{} failing inputs:\n{}",
+        out.failures.len(),
+        out.failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Asserts that every target in `targets` has a cargo-fuzz target file calling it and a
+/// `[[bin]]` entry in the fuzz crate's manifest.
+pub fn assert_cargo_fuzz_targets<F>(targets: &[(&str, F)]) {
+    let manifest_path = fuzz_dir().join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", manifest_path.display()));
+    for (name, _) in targets {
+        let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
+        let src = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            src.contains(&format!("targets::{name}(data)")),
+            "{} does not call targets::{name}",
+            file.display()
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "no [[bin]] {name} in {}",
+            manifest_path.display()
+        );
+    }
+}
+
+/// One `#[test]` per target (named after it, running `targets::<name>` through
+/// [`run_target`] with the given iteration count and `max_len`), plus
+/// `every_target_is_replayed`, which checks the list matches `targets::TARGETS` exactly. The
+/// including crate must have `targets` and `replay` modules at its root.
+macro_rules! fuzz_tests {
+    (max_len: $max_len:expr; $($name:ident: $iters:expr,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::replay::run_target(
+                    stringify!($name),
+                    $crate::targets::$name,
+                    $iters,
+                    $max_len,
+                );
+            }
+        )*
+
+        /// Every target in `targets::TARGETS` has a test here, and nothing else does.
+        #[test]
+        fn every_target_is_replayed() {
+            let here: Vec<&str> = vec![$(stringify!($name),)*];
+            let all: Vec<&str> = $crate::targets::TARGETS.iter().map(|(n, _)| *n).collect();
+            assert_eq!(here, all);
+        }
+    };
+}
+pub(crate) use fuzz_tests;

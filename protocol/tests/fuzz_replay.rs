@@ -20,7 +20,7 @@
     missing_docs
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[allow(dead_code)]
 mod targets {
@@ -32,79 +32,14 @@ mod replay {
     include!("../fuzz/replay.rs");
 }
 
-/// The mutation run's seed ("throughg").
-const SEED: u64 = 0x7468_726f_7567_6867;
-/// Mutated inputs per target unless `TG_FUZZ_REPLAY_ITERS` says otherwise.
-const DEFAULT_ITERS: usize = 20_000;
+use replay::{fuzz_dir, DEFAULT_ITERS, SEED};
+
 /// Largest mutated input.
 const MAX_LEN: usize = 256 * 1024;
 
-fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
-}
-
-fn dirs(name: &str) -> Vec<PathBuf> {
-    let f = fuzz_dir();
-    vec![
-        f.join("seeds").join(name),
-        f.join("corpus").join(name),
-        f.join("regressions").join(name),
-    ]
-}
-
-fn run(name: &str, f: fn(&[u8]), iters: usize) {
-    let save = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-replay-failures");
-    let out = replay::replay_and_mutate(
-        name,
-        f,
-        &dirs(name),
-        replay::iterations(iters),
-        SEED,
-        MAX_LEN,
-        &save,
-    );
-    eprintln!(
-        "{name}: {} corpus files, {} mutated inputs, {:?}",
-        out.files, out.mutated, out.elapsed
-    );
-    assert!(
-        out.files > 0,
-        "{name} has no corpus: run the ignored test regenerate_seed_corpus"
-    );
-    assert!(
-        out.failures.is_empty(),
-        "{} failing inputs:\n{}",
-        out.failures.len(),
-        out.failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
-macro_rules! fuzz_tests {
-    ($($name:ident: $iters:expr,)*) => {
-        $(
-            #[test]
-            fn $name() {
-                run(stringify!($name), targets::$name, $iters);
-            }
-        )*
-
-        /// Every target in `targets::TARGETS` has a test here, and nothing else does.
-        #[test]
-        fn every_target_is_replayed() {
-            let here: Vec<&str> = vec![$(stringify!($name),)*];
-            let all: Vec<&str> = targets::TARGETS.iter().map(|(n, _)| *n).collect();
-            assert_eq!(here, all);
-        }
-    };
-}
-
 // Mutated inputs per target (the whole file takes a few seconds in a debug build).
-fuzz_tests! {
+replay::fuzz_tests! {
+    max_len: MAX_LEN;
     frame: DEFAULT_ITERS,
     envelope: DEFAULT_ITERS,
     body_query: DEFAULT_ITERS,
@@ -137,20 +72,7 @@ fuzz_tests! {
 /// Every target has a cargo-fuzz target file and a `[[bin]]` entry in the fuzz crate.
 #[test]
 fn every_target_has_a_cargo_fuzz_target() {
-    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).unwrap();
-    for (name, _) in targets::TARGETS {
-        let file = fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"));
-        let src = std::fs::read_to_string(&file).unwrap_or_default();
-        assert!(
-            src.contains(&format!("targets::{name}(data)")),
-            "{} does not call targets::{name}",
-            file.display()
-        );
-        assert!(
-            manifest.contains(&format!("name = \"{name}\"")),
-            "no [[bin]] {name} in protocol/fuzz/Cargo.toml"
-        );
-    }
+    replay::assert_cargo_fuzz_targets(targets::TARGETS);
 }
 
 /// The mutator is deterministic for a seed (so a CI failure reproduces locally).
