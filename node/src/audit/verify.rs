@@ -424,63 +424,45 @@ fn check_chunks(
             }
         }
     }
-    if next < target {
-        return Ok(finish(
-            next,
-            n_checkpoints,
-            problem(
-                Some(next),
-                None,
-                format!("entry {next} is missing (the log has {target})"),
-            ),
-        ));
+    // Problems found only once the whole log has been read, in the order they are reported.
+    let found = if next < target {
+        problem(
+            Some(next),
+            None,
+            format!("entry {next} is missing (the log has {target})"),
+        )
+    } else if let Some(i) = first_leaf_mismatch {
+        problem(
+            Some(i),
+            None,
+            format!("entry {i} does not match its stored leaf hash"),
+        )
+    } else if let Some(i) = beyond {
+        problem(
+            Some(i),
+            None,
+            format!("entry {i} exists beyond the log's recorded size ({target})"),
+        )
+    } else if let Some(at) = malformed_entry {
+        problem(
+            None,
+            None,
+            format!("an entry is stored under a malformed key (met after {at} entries)"),
+        )
+    } else if malformed_checkpoint {
+        problem(
+            None,
+            None,
+            "a checkpoint is stored under a malformed key".into(),
+        )
+    } else {
+        None
+    };
+    let mut v = finish(next, n_checkpoints, found);
+    // Redactions are counted only for a log that verified.
+    if v.ok() {
+        v.redacted = redacted;
     }
-    if let Some(i) = first_leaf_mismatch {
-        return Ok(finish(
-            next,
-            n_checkpoints,
-            problem(
-                Some(i),
-                None,
-                format!("entry {i} does not match its stored leaf hash"),
-            ),
-        ));
-    }
-    if let Some(i) = beyond {
-        return Ok(finish(
-            next,
-            n_checkpoints,
-            problem(
-                Some(i),
-                None,
-                format!("entry {i} exists beyond the log's recorded size ({target})"),
-            ),
-        ));
-    }
-    if let Some(at) = malformed_entry {
-        return Ok(finish(
-            next,
-            n_checkpoints,
-            problem(
-                None,
-                None,
-                format!("an entry is stored under a malformed key (met after {at} entries)"),
-            ),
-        ));
-    }
-    if malformed_checkpoint {
-        return Ok(finish(
-            next,
-            n_checkpoints,
-            problem(
-                None,
-                None,
-                "a checkpoint is stored under a malformed key".into(),
-            ),
-        ));
-    }
-    let mut v = finish(next, n_checkpoints, None);
-    v.redacted = redacted;
     Ok(v)
 }
 
