@@ -179,6 +179,14 @@ pub struct StoredEntry {
 }
 
 impl StoredEntry {
+    /// The entry stored under key `k` with value `value`.
+    fn from_stored((k, value): KeyValue) -> StoredEntry {
+        StoredEntry {
+            index: parse_decimal_key(&k, ENTRY_PREFIX),
+            value,
+        }
+    }
+
     /// The leaf hash stored with the entry (`None` if the stored value is too short to hold
     /// one: the store was damaged).
     pub fn leaf_hash(&self) -> Option<&Hash> {
@@ -325,10 +333,18 @@ impl<'a> Paged<'a> {
         }
     }
 
-    /// Ends the scan before `until`.
-    fn until(mut self, until: Vec<u8>) -> Paged<'a> {
-        self.until = Some(until);
-        self
+    /// A scan of the keys `key_of(i)` under `prefix` for indexes `i` from `start` (see
+    /// [`scan_start`]) up to, not including, `end` (or to the end of the key space).
+    fn indexed(
+        db: &'a Db,
+        prefix: &'static [u8],
+        key_of: fn(u64) -> Vec<u8>,
+        (start, end): (u64, Option<u64>),
+        page: usize,
+    ) -> Paged<'a> {
+        let mut scan = Paged::new(db, prefix, scan_start(prefix, start, key_of), page);
+        scan.until = end.map(key_of);
+        scan
     }
 }
 
@@ -395,10 +411,7 @@ impl Db {
             .store
             .scan(ENTRY_PREFIX, Some(&entry_key(start)), limit)?
             .into_iter()
-            .map(|(k, value)| StoredEntry {
-                index: parse_decimal_key(&k, ENTRY_PREFIX),
-                value,
-            })
+            .map(StoredEntry::from_stored)
             .collect())
     }
 
@@ -412,22 +425,8 @@ impl Db {
         end: Option<u64>,
         page: usize,
     ) -> impl Iterator<Item = Result<StoredEntry, StoreError>> + '_ {
-        let scan = Paged::new(
-            self,
-            ENTRY_PREFIX,
-            scan_start(ENTRY_PREFIX, start, entry_key),
-            page,
-        );
-        let scan = match end {
-            Some(end) => scan.until(entry_key(end)),
-            None => scan,
-        };
-        scan.map(|kv| {
-            kv.map(|(k, value)| StoredEntry {
-                index: parse_decimal_key(&k, ENTRY_PREFIX),
-                value,
-            })
-        })
+        Paged::indexed(self, ENTRY_PREFIX, entry_key, (start, end), page)
+            .map(|kv| kv.map(StoredEntry::from_stored))
     }
 
     /// Entries in index order from `start`, at most `limit`, as (index, bytes). Entries whose
@@ -504,17 +503,8 @@ impl Db {
         end: Option<u64>,
         page: usize,
     ) -> impl Iterator<Item = Result<(Option<u64>, Vec<u8>), StoreError>> + '_ {
-        let scan = Paged::new(
-            self,
-            CHECKPOINT_PREFIX,
-            scan_start(CHECKPOINT_PREFIX, start, checkpoint_key),
-            page,
-        );
-        let scan = match end {
-            Some(end) => scan.until(checkpoint_key(end)),
-            None => scan,
-        };
-        scan.map(|kv| kv.map(|(k, v)| (parse_decimal_key(&k, CHECKPOINT_PREFIX), v)))
+        Paged::indexed(self, CHECKPOINT_PREFIX, checkpoint_key, (start, end), page)
+            .map(|kv| kv.map(|(k, v)| (parse_decimal_key(&k, CHECKPOINT_PREFIX), v)))
     }
 
     /// How many checkpoints are stored.
@@ -646,16 +636,12 @@ impl Db {
         start: u64,
         page: usize,
     ) -> impl Iterator<Item = Result<u64, StoreError>> + '_ {
-        Paged::new(
-            self,
-            REDACTION_PREFIX,
-            scan_start(REDACTION_PREFIX, start, redaction_key),
-            page,
+        Paged::indexed(self, REDACTION_PREFIX, redaction_key, (start, None), page).filter_map(
+            |kv| match kv {
+                Ok((k, _)) => parse_be_key(&k, REDACTION_PREFIX).map(Ok),
+                Err(e) => Some(Err(e)),
+            },
         )
-        .filter_map(|kv| match kv {
-            Ok((k, _)) => parse_be_key(&k, REDACTION_PREFIX).map(Ok),
-            Err(e) => Some(Err(e)),
-        })
     }
 
     /// The first entry not yet redacted (entries are redacted oldest first).
