@@ -2,13 +2,14 @@
 //! generate synthetic records files for trying things out.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use throughgate_node::agencies::demo_agencies;
 use throughgate_node::import::{export, format_from_name, format_from_path};
 use throughgate_node::synth::{generate_population, records_for, SynthConfig};
+use throughgate_protocol::messages::ImportFormat;
 use throughgate_protocol::time::Date;
 
 use crate::render::table;
@@ -66,6 +67,24 @@ pub enum RecordsCmd {
     },
 }
 
+/// The records format called `name` (csv or jsonl).
+fn named_format(name: &str) -> Result<ImportFormat> {
+    format_from_name(name).ok_or_else(|| anyhow!("unknown format {name:?}; use csv or jsonl"))
+}
+
+/// The format named by `--format`, or else the one `path`'s extension says.
+fn resolve_format(format: Option<&str>, path: &Path) -> Result<ImportFormat> {
+    match format {
+        Some(f) => named_format(f),
+        None => format_from_path(path).ok_or_else(|| {
+            anyhow!(
+                "cannot tell the format from {}; pass --format csv or --format jsonl",
+                path.display()
+            )
+        }),
+    }
+}
+
 /// Runs a records command.
 pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
     match cmd {
@@ -74,16 +93,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             format,
             dry_run,
         } => {
-            let fmt = match &format {
-                Some(f) => format_from_name(f)
-                    .ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
-                None => format_from_path(&file).ok_or_else(|| {
-                    anyhow!(
-                        "cannot tell the format from {}; pass --format csv or --format jsonl",
-                        file.display()
-                    )
-                })?,
-            };
+            let fmt = resolve_format(format.as_deref(), &file)?;
             std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
             let client = g.client().await?;
             let report = client.import_file(fmt, dry_run, &file).await?;
@@ -118,16 +128,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             Ok(crate::exit::OK)
         }
         RecordsCmd::Export { out, format } => {
-            let fmt = match &format {
-                Some(f) => format_from_name(f)
-                    .ok_or_else(|| anyhow!("unknown format {f:?}; use csv or jsonl"))?,
-                None => format_from_path(&out).ok_or_else(|| {
-                    anyhow!(
-                        "cannot tell the format from {}; pass --format csv or --format jsonl",
-                        out.display()
-                    )
-                })?,
-            };
+            let fmt = resolve_format(format.as_deref(), &out)?;
             if out.exists() {
                 bail!("{} exists; choose another --out", out.display());
             }
@@ -150,8 +151,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             out,
             people_out,
         } => {
-            let fmt = format_from_name(&format)
-                .ok_or_else(|| anyhow!("unknown format {format:?}; use csv or jsonl"))?;
+            let fmt = named_format(&format)?;
             let reference_date =
                 date.unwrap_or_else(|| throughgate_node::clock::Clock::system().now().date());
             let cfg = SynthConfig::new(seed, people, reference_date);
