@@ -608,8 +608,8 @@ impl<R: Read> Read for Tracker<R> {
     }
 }
 
-/// 16 bytes of SHA-256: enough to tell record ids apart without keeping them.
-fn digest16(text: &str) -> [u8; 16] {
+/// 16 bytes of SHA-256: enough to tell record ids (or subjects) apart without keeping them.
+pub(crate) fn digest16(text: &str) -> [u8; 16] {
     let full = Sha256::digest(text.as_bytes());
     let mut out = [0u8; 16];
     for (o, b) in out.iter_mut().zip(full.iter()) {

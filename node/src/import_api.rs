@@ -28,7 +28,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::NodeConfig;
 use crate::db::{Db, ImportJournal, StoredStaff};
-use crate::import::{import_each, ImportErrors, ImportLimits};
+use crate::import::{digest16, import_each, ImportErrors, ImportLimits};
 use crate::node::NodeState;
 use crate::store::StoreError;
 use crate::transport::read_frame;
@@ -145,15 +145,6 @@ fn limits() -> ImportLimits {
         max_bytes: usize::try_from(MAX_IMPORT_BYTES).unwrap_or(usize::MAX),
         ..ImportLimits::default()
     }
-}
-
-fn digest16(text: &str) -> [u8; 16] {
-    let full = Sha256::digest(text.as_bytes());
-    let mut out = [0u8; 16];
-    for (o, b) in out.iter_mut().zip(full.iter()) {
-        *o = *b;
-    }
-    out
 }
 
 fn file_name(path: &Path) -> String {
