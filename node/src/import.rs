@@ -1396,6 +1396,23 @@ mod tests {
         import(input, format, IdScheme::NhsNumber, &ImportLimits::default())
     }
 
+    /// [`import_each`] of a CSV file under the NHS-number scheme and the default limits,
+    /// keeping at most `max_errors` problems.
+    fn each_nhs_csv(
+        input: &[u8],
+        max_errors: usize,
+        sink: &mut dyn FnMut(Record) -> bool,
+    ) -> Result<u64, ImportErrors> {
+        import_each(
+            input,
+            ImportFormat::Csv,
+            IdScheme::NhsNumber,
+            &ImportLimits::default(),
+            max_errors,
+            sink,
+        )
+    }
+
     /// The single error of a one-bad-row import, with its line.
     fn only_error(input: &[u8], format: ImportFormat) -> (Option<u64>, ImportProblem, String) {
         let errs = import_nhs(input, format).unwrap_err();
@@ -2024,17 +2041,10 @@ mod tests {
         let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
         let input = csv(&rows);
         let mut seen = 0;
-        let errs = import_each(
-            &input[..],
-            ImportFormat::Csv,
-            IdScheme::NhsNumber,
-            &ImportLimits::default(),
-            3,
-            &mut |_| {
-                seen += 1;
-                true
-            },
-        )
+        let errs = each_nhs_csv(&input, 3, &mut |_| {
+            seen += 1;
+            true
+        })
         .unwrap_err();
         assert_eq!(seen, 0);
         assert_eq!(errs.errors.len(), 3);
@@ -2054,17 +2064,10 @@ mod tests {
             &GOOD.replace("r1,", "r4,"),
         ]);
         let mut ids = Vec::new();
-        let errs = import_each(
-            &input[..],
-            ImportFormat::Csv,
-            IdScheme::NhsNumber,
-            &ImportLimits::default(),
-            usize::MAX,
-            &mut |r| {
-                ids.push(r.record_id.as_str().to_owned());
-                true
-            },
-        )
+        let errs = each_nhs_csv(&input, usize::MAX, &mut |r| {
+            ids.push(r.record_id.as_str().to_owned());
+            true
+        })
         .unwrap_err();
         assert_eq!(ids, ["r1", "r2"]);
         assert_eq!(errs.lines().into_iter().collect::<Vec<_>>(), vec![4]);
@@ -2075,17 +2078,10 @@ mod tests {
             &GOOD.replace("r1,", "r3,"),
         ]);
         let mut n = 0;
-        let rows = import_each(
-            &input[..],
-            ImportFormat::Csv,
-            IdScheme::NhsNumber,
-            &ImportLimits::default(),
-            usize::MAX,
-            &mut |_| {
-                n += 1;
-                n < 2
-            },
-        )
+        let rows = each_nhs_csv(&input, usize::MAX, &mut |_| {
+            n += 1;
+            n < 2
+        })
         .unwrap();
         assert_eq!((n, rows), (2, 2));
     }
