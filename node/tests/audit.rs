@@ -15,7 +15,6 @@ use common::*;
 use throughgate_node::db::{AuditState, Db, StoredHash};
 use throughgate_node::store::{SledStore, Store, WriteBatch};
 use throughgate_protocol::audit::{verify_receipt, AuditEntry, AuditEvent};
-use throughgate_protocol::category::Purpose;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{ErrorCode, Outcome, Response};
 
@@ -28,27 +27,8 @@ async fn passport(
     let person = person_known_to(fed, &ALL);
     let plan = plan(fed, person, 3600);
     grant(fed, &plan).await;
-    let client = fed
-        .client("probation-yorks", StaffRole::Caseworker)
-        .await
-        .unwrap();
-    let (menv, m) = client.manifest().await.unwrap();
-    let c = client.consent_for(&plan.passport_id, None).await.unwrap();
-    let (bundle, v) = client
-        .passport(
-            &menv,
-            &m,
-            &plan.passport_id,
-            c.as_ref(),
-            None,
-            Purpose::Resettlement,
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let (bundle, v) = assemble_as_caseworker(fed, &plan.passport_id).await;
     assert!(v.all_valid());
-    client.close().await;
     (plan.passport_id, bundle)
 }
 
@@ -199,14 +179,7 @@ fn truncate_log(store: &Arc<SledStore>, k: u64) {
 async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     let mut fed = federation().await;
     passport(&fed).await;
-    let nhs = fed
-        .node("nhs-wy")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let nhs = node_state(&fed, "nhs-wy");
     throughgate_node::audit::witness::offer_all(&nhs).await;
     let witnessed_size = nhs.audit.latest().unwrap().0;
     let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
@@ -215,14 +188,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     assert_eq!(status.cosignatures.len(), 5, "{status:?}");
     assert!(status.cosignatures.iter().all(|c| c.size == witnessed_size));
     dpo.close().await;
-    let probation = fed
-        .node("probation-yorks")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let probation = node_state(&fed, "probation-yorks");
     assert_eq!(
         probation
             .db
@@ -239,14 +205,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     fed.stop("nhs-wy").await;
     truncate_log(&open_store(&fed, "nhs-wy"), 1);
     fed.restart("nhs-wy").await.unwrap();
-    let nhs = fed
-        .node("nhs-wy")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let nhs = node_state(&fed, "nhs-wy");
     for _ in 0..(witnessed_size + 2) {
         nhs.audit
             .append(AuditEvent::Admin {

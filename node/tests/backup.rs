@@ -14,7 +14,6 @@ use std::sync::Arc;
 use common::*;
 use throughgate_node::backup::{check_backup, restore_backup};
 use throughgate_node::store::SledStore;
-use throughgate_protocol::category::Purpose;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{ClientOp, ClientResponse};
 
@@ -33,23 +32,9 @@ async fn a_backup_taken_under_load_restores_and_verifies() {
         .await
         .unwrap();
     let op = fed.client("nhs-wy", StaffRole::Operator).await.unwrap();
-    let (menv, m) = cw.manifest().await.unwrap();
-    let c = cw.consent_for(&p.passport_id, None).await.unwrap();
     let load = async {
         for _ in 0..8 {
-            let (_, v) = cw
-                .passport(
-                    &menv,
-                    &m,
-                    &p.passport_id,
-                    c.as_ref(),
-                    None,
-                    Purpose::Resettlement,
-                    &[],
-                    None,
-                )
-                .await
-                .unwrap();
+            let (_, v) = assemble(&cw, &p.passport_id).await;
             assert!(v.all_valid());
         }
     };
@@ -85,28 +70,7 @@ async fn a_backup_taken_under_load_restores_and_verifies() {
     assert_eq!(after.records, before.records);
     dpo.close().await;
     // And it still answers.
-    let r = {
-        let cw = fed
-            .client("probation-yorks", StaffRole::Caseworker)
-            .await
-            .unwrap();
-        let c = cw.consent_for(&p.passport_id, None).await.unwrap();
-        let (_, v) = cw
-            .passport(
-                &menv,
-                &m,
-                &p.passport_id,
-                c.as_ref(),
-                None,
-                Purpose::Resettlement,
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
-        cw.close().await;
-        v
-    };
+    let (_, r) = assemble_as_caseworker(&fed, &p.passport_id).await;
     assert!(r.all_valid() && r.results.iter().all(|x| x.response.is_some()));
     fed.shutdown().await;
 }
@@ -165,14 +129,7 @@ async fn retention_deletes_old_records_and_redacts_old_entries_while_the_log_sti
     let person = person_known_to(&fed, &ALL);
     let p = plan(&fed, person, 30 * 86_400);
     grant(&fed, &p).await;
-    let state = fed
-        .node("nhs-wy")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let state = node_state(&fed, "nhs-wy");
     let before_records = state.db.record_count().unwrap();
     fed.clock.advance(2 * 86_400);
     let (deleted, redacted) = throughgate_node::node::apply_retention(&state)

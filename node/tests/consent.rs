@@ -235,14 +235,7 @@ async fn a_revocation_reaches_a_holder_that_was_down_and_takes_effect_from_then(
     fed.restart("nhs-wy").await.unwrap();
     // Make the retry due now rather than after its backoff, and wake the outbox.
     fed.clock.advance(60);
-    fed.node("hmp-leeds")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .outbox_wake
-        .notify_one();
+    node_state(&fed, "hmp-leeds").outbox_wake.notify_one();
     wait_deliveries(&prison, &c, AckSubject::Revoke).await;
     prison.close().await;
     assert_eq!(
@@ -352,14 +345,7 @@ async fn the_outbox_survives_a_restart_of_the_recording_node() {
     fed.restart("hmp-leeds").await.unwrap();
     fed.restart("dwp").await.unwrap();
     fed.clock.advance(60);
-    fed.node("hmp-leeds")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .outbox_wake
-        .notify_one();
+    node_state(&fed, "hmp-leeds").outbox_wake.notify_one();
     let prison = fed
         .client("hmp-leeds", StaffRole::Caseworker)
         .await
@@ -487,17 +473,7 @@ async fn supersession_narrows_a_consent_and_keeps_its_history() {
     let c2 = grant(&fed, &p2).await;
     // The old one is superseded everywhere it was stored, and still there.
     for n in ["hmp-leeds", "nhs-wy", "probation-yorks"] {
-        let s = fed
-            .node(n)
-            .unwrap()
-            .node
-            .as_ref()
-            .unwrap()
-            .state()
-            .db
-            .consent(&c1)
-            .unwrap()
-            .unwrap();
+        let s = node_state(&fed, n).db.consent(&c1).unwrap().unwrap();
         assert_eq!(s.status, ConsentStatus::Superseded, "{n}");
         assert_eq!(s.superseded_by.as_ref(), Some(&c2));
     }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use rand::{Rng, SeedableRng};
 use throughgate_node::localfed::LocalFederation;
-use throughgate_protocol::category::Purpose;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{HolderStatus, Outcome};
 use tokio::net::UdpSocket;
@@ -133,22 +132,8 @@ async fn passport(
         .client("probation-yorks", StaffRole::Caseworker)
         .await
         .unwrap();
-    let (menv, m) = cw.manifest().await.unwrap();
-    let c = cw.consent_for(&p.passport_id, None).await.unwrap();
     let t = Instant::now();
-    let (_, v) = cw
-        .passport(
-            &menv,
-            &m,
-            &p.passport_id,
-            c.as_ref(),
-            None,
-            Purpose::Resettlement,
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let (_, v) = assemble(&cw, &p.passport_id).await;
     let took = t.elapsed();
     cw.close().await;
     (v, took)
@@ -267,15 +252,7 @@ async fn a_peer_that_opens_streams_and_never_writes_does_not_stall_the_node() {
     grant(&fed, &p).await;
     // The DWP node's key opens 200 streams to the prison and sends nothing on them.
     let prison = fed.node("hmp-leeds").unwrap();
-    let dwp_key = fed
-        .node("dwp")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .key
-        .current();
+    let dwp_key = node_state(&fed, "dwp").key.current();
     let (_ep, conn) = raw_connection(prison.addr, "hmp-leeds", prison.key.public(), &dwp_key).await;
     let mut idle = Vec::new();
     for _ in 0..200 {
@@ -336,15 +313,7 @@ async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
     let p = plan(&fed, person, 3600);
     grant(&fed, &p).await;
     let prison = fed.node("hmp-leeds").unwrap();
-    let dwp_key = fed
-        .node("dwp")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .key
-        .current();
+    let dwp_key = node_state(&fed, "dwp").key.current();
     let (_ep, conn) = raw_connection(prison.addr, "hmp-leeds", prison.key.public(), &dwp_key).await;
     // 5,000 small garbage requests, 64 in flight, in the background.
     let flood = {

@@ -374,21 +374,8 @@ async fn a_tampered_response_fails_verification() {
         .client("probation-yorks", StaffRole::Caseworker)
         .await
         .unwrap();
-    let (menv, m) = client.manifest().await.unwrap();
-    let c = client.consent_for(&plan.passport_id, None).await.unwrap();
-    let (mut bundle, v) = client
-        .passport(
-            &menv,
-            &m,
-            &plan.passport_id,
-            c.as_ref(),
-            None,
-            Purpose::Resettlement,
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
+    let (mut bundle, v) = assemble(&client, &plan.passport_id).await;
+    let (_, m) = client.manifest().await.unwrap();
     assert!(v.all_valid());
     // Flip one byte inside the health response's signed body.
     let nhs = bundle

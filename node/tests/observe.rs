@@ -12,8 +12,6 @@ mod common;
 use common::*;
 use throughgate_node::config::Limits;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
-use throughgate_protocol::category::Purpose;
-use throughgate_protocol::credential::StaffRole;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -51,26 +49,7 @@ async fn metrics_health_and_readiness_are_served_on_loopback() {
     let person = person_known_to(&fed, &ALL);
     let p = plan(&fed, person, 3600);
     grant(&fed, &p).await;
-    let client = fed
-        .client("probation-yorks", StaffRole::Caseworker)
-        .await
-        .unwrap();
-    let (menv, m) = client.manifest().await.unwrap();
-    let c = client.consent_for(&p.passport_id, None).await.unwrap();
-    client
-        .passport(
-            &menv,
-            &m,
-            &p.passport_id,
-            c.as_ref(),
-            None,
-            Purpose::Resettlement,
-            &[],
-            None,
-        )
-        .await
-        .unwrap();
-    client.close().await;
+    assemble_as_caseworker(&fed, &p.passport_id).await;
 
     let nhs = fed.node("nhs-wy").unwrap().metrics_addr.unwrap();
     assert!(nhs.ip().is_loopback());

@@ -116,14 +116,7 @@ async fn governance_keys_rotate_across_two_versions() {
 async fn a_removed_member_is_refused_by_every_node() {
     let fed = federation().await;
     // The college talks to the prison first (a pooled connection exists).
-    let college = fed
-        .node("leeds-college")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let college = node_state(&fed, "leeds-college");
     throughgate_node::manifest_sync::sync_with(&college, &agency("hmp-leeds"))
         .await
         .unwrap();
@@ -194,21 +187,7 @@ async fn a_node_key_rotates_while_queries_flow_and_none_fail() {
                 .unwrap();
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let (menv, m) = client.manifest().await.unwrap();
-                let c = client.consent_for(&passport, None).await.unwrap();
-                match client
-                    .passport(
-                        &menv,
-                        &m,
-                        &passport,
-                        c.as_ref(),
-                        None,
-                        Purpose::Resettlement,
-                        &[],
-                        None,
-                    )
-                    .await
-                {
+                match try_assemble(&client, &passport).await {
                     Ok((_, v)) => {
                         let ok = v.all_valid()
                             && v.results.iter().all(|r| {
@@ -414,15 +393,7 @@ fn forged_query(
         expires_at: now.plus_secs(60),
         nonce: [7; 16],
     };
-    let node = fed
-        .node("probation-yorks")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .key
-        .current();
+    let node = node_state(fed, "probation-yorks").key.current();
     Envelope::seal(&q, &[(SignerRole::Person, key), (SignerRole::Node, &node)])
 }
 
@@ -472,14 +443,7 @@ async fn expired_and_revoked_credentials_are_refused_at_the_holder() {
     };
     assert!(refused, "a revoked caseworker still reaches the home node");
     // The announcement reaches the prison through the outbox.
-    let prison = fed
-        .node("hmp-leeds")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let prison = node_state(&fed, "hmp-leeds");
     for _ in 0..500 {
         if prison
             .db
@@ -519,14 +483,7 @@ async fn a_node_that_was_down_catches_up_on_the_manifest_at_first_contact() {
         .unwrap();
     wait_manifest_everywhere(&fed, 2).await;
     fed.restart("nhs-wy").await.unwrap();
-    let nhs = fed
-        .node("nhs-wy")
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .clone();
+    let nhs = node_state(&fed, "nhs-wy");
     assert_eq!(
         nhs.manifest().unwrap().version,
         1,

@@ -12,11 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use throughgate_node::client::{ConsentPlan, HomeClient};
+use throughgate_node::client::{ClientError, ConsentPlan, HomeClient};
 use throughgate_node::config::Limits;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_node::node::NodeState;
 use throughgate_node::synth::SyntheticPerson;
 use throughgate_node::tls::{client_config, PinnedServer, TlsIdentity};
+use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle};
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::consent::{Collection, CollectionMethod};
 use throughgate_protocol::credential::StaffRole;
@@ -113,6 +115,50 @@ pub async fn grant(fed: &LocalFederation, plan: &ConsentPlan) -> ConsentId {
     id
 }
 
+/// Assembles passport `passport` for resettlement as `client`: fetches the manifest, looks up
+/// the consent the home node holds for it, and asks every holder.
+pub async fn try_assemble(
+    client: &HomeClient,
+    passport: &PassportId,
+) -> Result<(PassportBundle, VerifiedBundle), ClientError> {
+    let (menv, m) = client.manifest().await.unwrap();
+    let c = client.consent_for(passport, None).await.unwrap();
+    client
+        .passport(
+            &menv,
+            &m,
+            passport,
+            c.as_ref(),
+            None,
+            Purpose::Resettlement,
+            &[],
+            None,
+        )
+        .await
+}
+
+/// [`try_assemble`], which must succeed.
+pub async fn assemble(
+    client: &HomeClient,
+    passport: &PassportId,
+) -> (PassportBundle, VerifiedBundle) {
+    try_assemble(client, passport).await.unwrap()
+}
+
+/// [`assemble`] as a probation caseworker, on a client opened for it and closed afterwards.
+pub async fn assemble_as_caseworker(
+    fed: &LocalFederation,
+    passport: &PassportId,
+) -> (PassportBundle, VerifiedBundle) {
+    let client = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let out = assemble(&client, passport).await;
+    client.close().await;
+    out
+}
+
 /// Waits (polling the delivery state the home node reports) until no delivery of `subject`
 /// for consent `id` is pending.
 pub async fn wait_deliveries(client: &HomeClient, id: &ConsentId, subject: AckSubject) {
@@ -125,6 +171,17 @@ pub async fn wait_deliveries(client: &HomeClient, id: &ConsentId, subject: AckSu
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("deliveries of {id} still pending");
+}
+
+/// The shared state of `agency`'s running node.
+pub fn node_state(fed: &LocalFederation, agency: &str) -> Arc<NodeState> {
+    fed.node(agency)
+        .unwrap()
+        .node
+        .as_ref()
+        .unwrap()
+        .state()
+        .clone()
 }
 
 /// A raw QUIC connection to `server` presenting `key`, for misbehaving-peer tests.
@@ -207,15 +264,7 @@ pub async fn raw_query(
 ) -> throughgate_protocol::envelope::Envelope {
     let target = fed.node(to).unwrap();
     let target_key = target.node.as_ref().unwrap().state().key.current().public();
-    let me = fed
-        .node(from)
-        .unwrap()
-        .node
-        .as_ref()
-        .unwrap()
-        .state()
-        .key
-        .current();
+    let me = node_state(fed, from).key.current();
     let (_ep, conn) = raw_connection(target.addr, to, target_key, &me).await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(&throughgate_protocol::frame::encode(&query.to_bytes()))
