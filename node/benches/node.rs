@@ -19,6 +19,7 @@ use throughgate_node::agencies::demo_agency;
 use throughgate_node::audit::verify_log;
 use throughgate_node::db::Db;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_node::node::NodeState;
 use throughgate_node::store::SledStore;
 use throughgate_node::synth::{generate_population, person_records, SynthConfig};
 use throughgate_protocol::audit::AuditEvent;
@@ -79,11 +80,15 @@ fn lookup(c: &mut Criterion) {
     g.finish();
 }
 
-fn audit_append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// A one-node federation (a probation service, no people) and that node's state.
+fn probation_node(rt: &tokio::runtime::Runtime) -> (LocalFederation, Arc<NodeState>) {
     let fed = rt
         .block_on(LocalFederation::start(FedOptions {
             people: 0,
@@ -92,20 +97,31 @@ fn audit_append(c: &mut Criterion) {
         }))
         .unwrap();
     let state = fed.nodes[0].node.as_ref().unwrap().state().clone();
-    let holders: Vec<AgencyId> = ["hmp-leeds", "nhs-wy", "leeds-college", "leeds-cc", "dwp"]
-        .iter()
-        .map(|a| AgencyId::new(*a).unwrap())
-        .collect();
-    let caseworker = PersonId::new("cw-prb").unwrap();
-    let event = || AuditEvent::QuerySent {
+    (fed, state)
+}
+
+/// A query-sent audit event with fresh ids, as a caseworker's query to `holders` logs.
+fn query_sent(caseworker: &PersonId, holders: &[AgencyId]) -> AuditEvent {
+    AuditEvent::QuerySent {
         query_id: QueryId::random(),
         query_digest: [9; 32],
         passport_id: PassportId::random(),
         caseworker: caseworker.clone(),
         consent_id: Some(ConsentId::random()),
         purpose: Purpose::Resettlement,
-        holders: holders.clone(),
-    };
+        holders: holders.to_vec(),
+    }
+}
+
+fn audit_append(c: &mut Criterion) {
+    let rt = runtime();
+    let (fed, state) = probation_node(&rt);
+    let holders: Vec<AgencyId> = ["hmp-leeds", "nhs-wy", "leeds-college", "leeds-cc", "dwp"]
+        .iter()
+        .map(|a| AgencyId::new(*a).unwrap())
+        .collect();
+    let caseworker = PersonId::new("cw-prb").unwrap();
+    let event = || query_sent(&caseworker, &holders);
     let mut g = c.benchmark_group("audit append, durable group commit");
     g.sample_size(20);
     for k in [1usize, 16, 256] {
@@ -130,39 +146,20 @@ fn audit_append(c: &mut Criterion) {
 /// keeping 4,096 appends in flight, so about 30 checkpoints).
 fn audit_verify(c: &mut Criterion) {
     const ENTRIES: usize = 100_000;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut g = c.benchmark_group("audit verify");
     g.sample_size(10);
     g.throughput(Throughput::Elements(ENTRIES as u64));
     let mut log: Option<(LocalFederation, Db, String, Vec<PublicKey>)> = None;
     g.bench_function(BenchmarkId::new("entries", ENTRIES), |b| {
         let (_fed, db, origin, keys) = log.get_or_insert_with(|| {
-            let fed = rt
-                .block_on(LocalFederation::start(FedOptions {
-                    people: 0,
-                    agencies: vec!["probation-yorks"],
-                    ..FedOptions::default()
-                }))
-                .unwrap();
-            let state = fed.nodes[0].node.as_ref().unwrap().state().clone();
+            let (fed, state) = probation_node(&rt);
             let caseworker = PersonId::new("cw-prb").unwrap();
+            let holders = [AgencyId::new("dwp").unwrap()];
             rt.block_on(async {
                 for _ in 0..ENTRIES / 4096 + 1 {
                     let pending: Vec<_> = (0..4096)
-                        .map(|_| {
-                            state.audit.submit(AuditEvent::QuerySent {
-                                query_id: QueryId::random(),
-                                query_digest: [9; 32],
-                                passport_id: PassportId::random(),
-                                caseworker: caseworker.clone(),
-                                consent_id: Some(ConsentId::random()),
-                                purpose: Purpose::Resettlement,
-                                holders: vec![AgencyId::new("dwp").unwrap()],
-                            })
-                        })
+                        .map(|_| state.audit.submit(query_sent(&caseworker, &holders)))
                         .collect();
                     for p in pending {
                         p.wait().await.unwrap();
