@@ -6,10 +6,10 @@ use std::io::IsTerminal;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::json;
-use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle};
+use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle, VerifiedResult};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::manifest::Manifest;
-use throughgate_protocol::messages::{HolderStatus, Outcome};
+use throughgate_protocol::messages::{HolderStatus, Outcome, Response, Withheld};
 use throughgate_protocol::record::DisclosedRecord;
 
 /// Whether to use ANSI styling on stdout.
@@ -67,7 +67,11 @@ pub fn humanize(name: &str) -> String {
     words.join(" ")
 }
 
-fn agency_name(m: &Manifest, id: &str) -> String {
+// What the text and HTML passports both show, extracted once; each renderer keeps its own
+// wording and markup.
+
+/// The manifest name of agency `id`.
+pub(crate) fn agency_name(m: &Manifest, id: &str) -> String {
     m.members
         .iter()
         .find(|x| x.id.as_str() == id)
@@ -75,10 +79,8 @@ fn agency_name(m: &Manifest, id: &str) -> String {
         .unwrap_or_else(|| "(not in manifest)".into())
 }
 
-fn status_line(r: &throughgate_protocol::bundle::VerifiedResult) -> (String, String) {
-    if let Some(p) = &r.problem {
-        return ("INVALID".into(), p.to_string());
-    }
+/// Status and detail of an agency's part, leaving aside whether its answer verified.
+pub(crate) fn answer_status(r: &VerifiedResult) -> (String, String) {
     match (&r.result.status, &r.response) {
         (HolderStatus::Answered, Some(resp)) => match resp.outcome {
             Outcome::Disclosed => (
@@ -86,16 +88,125 @@ fn status_line(r: &throughgate_protocol::bundle::VerifiedResult) -> (String, Str
                 format!("{} records", resp.records.len()),
             ),
             Outcome::NotHeld => ("not held".into(), "no record of this person".into()),
-            Outcome::Refused => {
-                let reason = resp.reason.map(|r| r.as_str()).unwrap_or("unspecified");
-                ("refused".into(), reason.to_owned())
-            }
+            Outcome::Refused => ("refused".into(), refusal_code(resp).to_owned()),
         },
         (s, _) => (
             s.as_str().replace('_', " "),
             r.result.detail.clone().unwrap_or_default(),
         ),
     }
+}
+
+/// A refusal's reason code.
+pub(crate) fn refusal_code(resp: &Response) -> &'static str {
+    resp.reason.map(|x| x.as_str()).unwrap_or("unspecified")
+}
+
+/// What a refusal's reason means.
+pub(crate) fn refusal_explanation(resp: &Response) -> &'static str {
+    resp.reason
+        .map(|x| x.explain())
+        .unwrap_or("no reason given")
+}
+
+/// Every agency part that carries a signed answer, with the answer.
+pub(crate) fn answers(v: &VerifiedBundle) -> impl Iterator<Item = (&VerifiedResult, &Response)> {
+    v.results
+        .iter()
+        .filter_map(|r| r.response.as_ref().map(|resp| (r, resp)))
+}
+
+/// The answers that withheld something by policy.
+pub(crate) fn withholding(v: &VerifiedBundle) -> Vec<(&VerifiedResult, &Response)> {
+    answers(v)
+        .filter(|(_, resp)| !resp.withheld.is_empty())
+        .collect()
+}
+
+/// The answers that refused.
+pub(crate) fn refusals(v: &VerifiedBundle) -> Vec<(&VerifiedResult, &Response)> {
+    answers(v)
+        .filter(|(_, resp)| resp.outcome == Outcome::Refused)
+        .collect()
+}
+
+/// What an answer withheld, by name: categories and fields joined with ", ", and the count
+/// of records outside the consented period; each `None` when there is none.
+pub(crate) struct WithheldNames {
+    pub categories: Option<String>,
+    pub fields: Option<String>,
+    pub out_of_period: Option<u32>,
+}
+
+pub(crate) fn withheld_names(w: &Withheld) -> WithheldNames {
+    WithheldNames {
+        categories: (!w.categories.is_empty()).then(|| {
+            w.categories
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        fields: (!w.fields.is_empty()).then(|| w.fields.join(", ")),
+        out_of_period: (w.records_out_of_period > 0).then_some(w.records_out_of_period),
+    }
+}
+
+/// One agency part's records in one pathway category.
+pub(crate) type SourcedRecords<'a> = (&'a VerifiedResult, Vec<&'a DisclosedRecord>);
+
+/// Disclosed records grouped by pathway category (in [`Category::ALL`] order), then by the
+/// agency part they came from (in bundle order).
+pub(crate) fn records_by_category(v: &VerifiedBundle) -> Vec<(Category, Vec<SourcedRecords<'_>>)> {
+    let mut by_category: BTreeMap<usize, BTreeMap<usize, Vec<&DisclosedRecord>>> = BTreeMap::new();
+    for (i, r) in v.results.iter().enumerate() {
+        let Some(resp) = &r.response else { continue };
+        for rec in &resp.records {
+            let order = Category::ALL
+                .iter()
+                .position(|c| *c == rec.category)
+                .unwrap_or(usize::MAX);
+            by_category
+                .entry(order)
+                .or_default()
+                .entry(i)
+                .or_default()
+                .push(rec);
+        }
+    }
+    by_category
+        .into_iter()
+        .filter_map(|(order, by_part)| {
+            let cat = *Category::ALL.get(order)?;
+            let parts = by_part
+                .into_iter()
+                .filter_map(|(i, recs)| Some((v.results.get(i)?, recs)))
+                .collect();
+            Some((cat, parts))
+        })
+        .collect()
+}
+
+/// The person the passport is about, from the first identity record disclosed.
+pub(crate) fn identity(v: &VerifiedBundle) -> Option<String> {
+    let rec = answers(v)
+        .flat_map(|(_, resp)| resp.records.iter())
+        .find(|r| r.kind == "person_identity")?;
+    let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
+    Some(format!(
+        "{} {}, born {}, release date {}",
+        f("given_name"),
+        f("family_name"),
+        f("date_of_birth"),
+        f("release_date")
+    ))
+}
+
+fn status_line(r: &VerifiedResult) -> (String, String) {
+    if let Some(p) = &r.problem {
+        return ("INVALID".into(), p.to_string());
+    }
+    answer_status(r)
 }
 
 /// The passport as text for a caseworker to read or print.
@@ -136,90 +247,54 @@ pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) 
     }
     let _ = writeln!(out, "{t}");
 
-    // Group every disclosed record by pathway category, then by source agency.
-    let mut by_category: BTreeMap<
-        usize,
-        Vec<(
-            &str,
-            &throughgate_protocol::messages::Response,
-            &DisclosedRecord,
-        )>,
-    > = BTreeMap::new();
-    for r in &v.results {
-        let Some(resp) = &r.response else { continue };
-        for rec in &resp.records {
-            let order = Category::ALL
-                .iter()
-                .position(|c| *c == rec.category)
-                .unwrap_or(usize::MAX);
-            by_category
-                .entry(order)
-                .or_default()
-                .push((r.result.agency.as_str(), resp, rec));
-        }
-    }
-    for (order, items) in by_category {
-        let Some(cat) = Category::ALL.get(order) else {
-            continue;
-        };
+    // Every disclosed record by pathway category, then by source agency.
+    for (cat, parts) in records_by_category(v) {
         let _ = writeln!(out, "\n{}", bold(&cat.title().to_uppercase()));
         let mut current = "";
-        for (agency, resp, rec) in items {
-            if agency != current {
-                current = agency;
+        for (r, records) in parts {
+            let agency = r.result.agency.as_str();
+            for rec in records {
+                if agency != current {
+                    current = agency;
+                    if let Some(resp) = &r.response {
+                        let _ = writeln!(
+                            out,
+                            "  from {agency} ({}), as of {}, signature verified",
+                            agency_name(m, agency),
+                            resp.as_of
+                        );
+                    }
+                }
+                let fields: Vec<String> = rec
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!("{}: {v}", k.replace('_', " ")))
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "  from {agency} ({}), as of {}, signature verified",
-                    agency_name(m, agency),
-                    resp.as_of
+                    "    - {} ({}): {}",
+                    humanize(&rec.kind),
+                    rec.about,
+                    fields.join("; ")
                 );
             }
-            let fields: Vec<String> = rec
-                .fields
-                .iter()
-                .map(|(k, v)| format!("{}: {v}", k.replace('_', " ")))
-                .collect();
-            let _ = writeln!(
-                out,
-                "    - {} ({}): {}",
-                humanize(&rec.kind),
-                rec.about,
-                fields.join("; ")
-            );
         }
     }
-    let withheld: Vec<String> = v
-        .results
-        .iter()
-        .filter_map(|r| {
-            r.response
-                .as_ref()
-                .map(|resp| (r.result.agency.as_str(), resp))
-        })
-        .filter(|(_, resp)| !resp.withheld.is_empty())
-        .map(|(a, resp)| {
+    let withheld: Vec<String> = withholding(v)
+        .into_iter()
+        .map(|(r, resp)| {
+            let names = withheld_names(&resp.withheld);
             let mut parts = Vec::new();
-            if !resp.withheld.categories.is_empty() {
-                parts.push(format!(
-                    "categories {}",
-                    resp.withheld
-                        .categories
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+            if let Some(c) = names.categories {
+                parts.push(format!("categories {c}"));
             }
-            if !resp.withheld.fields.is_empty() {
-                parts.push(format!("fields {}", resp.withheld.fields.join(", ")));
+            if let Some(f) = names.fields {
+                parts.push(format!("fields {f}"));
             }
-            if resp.withheld.records_out_of_period > 0 {
-                parts.push(format!(
-                    "{} records outside the consented period",
-                    resp.withheld.records_out_of_period
-                ));
+            if let Some(n) = names.out_of_period {
+                parts.push(format!("{n} records outside the consented period"));
             }
-            format!("  {a}: {}", parts.join("; "))
+            format!("  {}: {}", r.result.agency.as_str(), parts.join("; "))
         })
         .collect();
     if !withheld.is_empty() {
@@ -228,21 +303,13 @@ pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) 
             let _ = writeln!(out, "{w}");
         }
     }
-    let refused: Vec<String> = v
-        .results
-        .iter()
-        .filter_map(|r| {
-            r.response
-                .as_ref()
-                .map(|resp| (r.result.agency.as_str(), resp))
-        })
-        .filter(|(_, resp)| resp.outcome == Outcome::Refused)
-        .map(|(a, resp)| {
+    let refused: Vec<String> = refusals(v)
+        .into_iter()
+        .map(|(r, resp)| {
             format!(
-                "  {a}: {}",
-                resp.reason
-                    .map(|r| r.explain())
-                    .unwrap_or("no reason given")
+                "  {}: {}",
+                r.result.agency.as_str(),
+                refusal_explanation(resp)
             )
         })
         .collect();
@@ -253,23 +320,6 @@ pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) 
         }
     }
     out
-}
-
-fn identity(v: &VerifiedBundle) -> Option<String> {
-    let rec = v
-        .results
-        .iter()
-        .filter_map(|r| r.response.as_ref())
-        .flat_map(|resp| resp.records.iter())
-        .find(|r| r.kind == "person_identity")?;
-    let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
-    Some(format!(
-        "{} {}, born {}, release date {}",
-        f("given_name"),
-        f("family_name"),
-        f("date_of_birth"),
-        f("release_date")
-    ))
 }
 
 /// The passport as JSON.

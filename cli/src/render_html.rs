@@ -4,16 +4,17 @@
 //! agency answered (its signed as-of time) and whether its signed response verified; refusals
 //! and withheld categories and fields are listed by name (never their values).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle, VerifiedResult};
-use throughgate_protocol::category::Category;
 use throughgate_protocol::manifest::Manifest;
-use throughgate_protocol::messages::{HolderStatus, Outcome, Response};
+use throughgate_protocol::messages::HolderStatus;
 use throughgate_protocol::record::DisclosedRecord;
 
-use crate::render::humanize;
+use crate::render::{
+    agency_name, answer_status, humanize, identity, records_by_category, refusal_code,
+    refusal_explanation, refusals, withheld_names, withholding,
+};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -29,14 +30,6 @@ pub fn esc(s: &str) -> String {
         }
     }
     out
-}
-
-fn agency_name(m: &Manifest, id: &str) -> String {
-    m.members
-        .iter()
-        .find(|x| x.id.as_str() == id)
-        .map(|x| x.name.clone())
-        .unwrap_or_else(|| "(not in manifest)".into())
 }
 
 /// "signature verified", or what failed, or why there is nothing to verify.
@@ -58,26 +51,7 @@ fn outcome(r: &VerifiedResult) -> (String, String) {
     if r.problem.is_some() {
         return ("invalid".into(), "the answer failed verification".into());
     }
-    match (&r.result.status, &r.response) {
-        (HolderStatus::Answered, Some(resp)) => match resp.outcome {
-            Outcome::Disclosed => (
-                "disclosed".into(),
-                format!("{} records", resp.records.len()),
-            ),
-            Outcome::NotHeld => ("not held".into(), "no record of this person".into()),
-            Outcome::Refused => (
-                "refused".into(),
-                resp.reason
-                    .map(|x| x.as_str())
-                    .unwrap_or("unspecified")
-                    .to_owned(),
-            ),
-        },
-        (s, _) => (
-            s.as_str().replace('_', " "),
-            r.result.detail.clone().unwrap_or_default(),
-        ),
-    }
+    answer_status(r)
 }
 
 /// The line that heads every agency's part of a section: id, name, as-of, verification.
@@ -95,23 +69,6 @@ fn source_line(m: &Manifest, r: &VerifiedResult) -> String {
         esc(&as_of),
         esc(&verified)
     )
-}
-
-fn identity(v: &VerifiedBundle) -> Option<String> {
-    let rec = v
-        .results
-        .iter()
-        .filter_map(|r| r.response.as_ref())
-        .flat_map(|resp| resp.records.iter())
-        .find(|r| r.kind == "person_identity")?;
-    let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
-    Some(format!(
-        "{} {}, born {}, release date {}",
-        f("given_name"),
-        f("family_name"),
-        f("date_of_birth"),
-        f("release_date")
-    ))
 }
 
 fn record_rows(records: &[&DisclosedRecord]) -> String {
@@ -212,40 +169,21 @@ pub fn passport_html(
     );
 
     // Disclosed records, by pathway, then by source agency.
-    let mut by_category: BTreeMap<usize, BTreeMap<usize, Vec<&DisclosedRecord>>> = BTreeMap::new();
-    for (i, r) in v.results.iter().enumerate() {
-        let Some(resp) = &r.response else { continue };
-        for rec in &resp.records {
-            let order = Category::ALL
-                .iter()
-                .position(|c| *c == rec.category)
-                .unwrap_or(usize::MAX);
-            by_category
-                .entry(order)
-                .or_default()
-                .entry(i)
-                .or_default()
-                .push(rec);
-        }
-    }
+    let by_category = records_by_category(v);
     if by_category.is_empty() {
         let _ = writeln!(
             body,
             "<section id=\"records\" class=\"pathway\"><h2>Records</h2><p>No agency disclosed any record.</p></section>"
         );
     }
-    for (order, by_agency) in &by_category {
-        let Some(cat) = Category::ALL.get(*order) else {
-            continue;
-        };
+    for (cat, by_agency) in &by_category {
         let _ = writeln!(
             body,
             "<section class=\"pathway\" id=\"cat-{}\"><h2>{}</h2>",
             esc(cat.as_str()),
             esc(cat.title())
         );
-        for (i, records) in by_agency {
-            let Some(r) = v.results.get(*i) else { continue };
+        for (r, records) in by_agency {
             let _ = writeln!(
                 body,
                 "<div class=\"from\" data-agency=\"{}\">{}\n<table><tr><th>Record</th><th>About</th><th>Details</th></tr>\n{}</table></div>",
@@ -258,12 +196,7 @@ pub fn passport_html(
     }
 
     // Withheld by policy: names only.
-    let withheld: Vec<(&VerifiedResult, &Response)> = v
-        .results
-        .iter()
-        .filter_map(|r| r.response.as_ref().map(|resp| (r, resp)))
-        .filter(|(_, resp)| !resp.withheld.is_empty())
-        .collect();
+    let withheld = withholding(v);
     let _ = writeln!(
         body,
         "<section id=\"withheld\"><h2>Withheld by policy (names only)</h2>"
@@ -272,32 +205,18 @@ pub fn passport_html(
         let _ = writeln!(body, "<p>Nothing was withheld.</p>");
     }
     for (r, resp) in withheld {
+        let names = withheld_names(&resp.withheld);
         let mut items = String::new();
-        if !resp.withheld.categories.is_empty() {
-            let _ = writeln!(
-                items,
-                "<li>Categories: {}</li>",
-                esc(&resp
-                    .withheld
-                    .categories
-                    .iter()
-                    .map(|c| c.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
-            );
+        if let Some(c) = names.categories {
+            let _ = writeln!(items, "<li>Categories: {}</li>", esc(&c));
         }
-        if !resp.withheld.fields.is_empty() {
-            let _ = writeln!(
-                items,
-                "<li>Fields: {}</li>",
-                esc(&resp.withheld.fields.join(", "))
-            );
+        if let Some(f) = names.fields {
+            let _ = writeln!(items, "<li>Fields: {}</li>", esc(&f));
         }
-        if resp.withheld.records_out_of_period > 0 {
+        if let Some(n) = names.out_of_period {
             let _ = writeln!(
                 items,
-                "<li>{} records outside the period the consent covers</li>",
-                resp.withheld.records_out_of_period
+                "<li>{n} records outside the period the consent covers</li>"
             );
         }
         let _ = writeln!(
@@ -310,12 +229,7 @@ pub fn passport_html(
     let _ = writeln!(body, "</section>");
 
     // Refusals, with the reason code and what it means.
-    let refused: Vec<(&VerifiedResult, &Response)> = v
-        .results
-        .iter()
-        .filter_map(|r| r.response.as_ref().map(|resp| (r, resp)))
-        .filter(|(_, resp)| resp.outcome == Outcome::Refused)
-        .collect();
+    let refused = refusals(v);
     let _ = writeln!(body, "<section id=\"refusals\"><h2>Refusals</h2>");
     if refused.is_empty() {
         let _ = writeln!(body, "<p>No agency refused.</p>");
@@ -326,11 +240,8 @@ pub fn passport_html(
             "<div class=\"from\" data-agency=\"{}\">{}<p><code>{}</code>: {}</p></div>",
             esc(r.result.agency.as_str()),
             source_line(m, r),
-            esc(resp.reason.map(|x| x.as_str()).unwrap_or("unspecified")),
-            esc(resp
-                .reason
-                .map(|x| x.explain())
-                .unwrap_or("no reason given"))
+            esc(refusal_code(resp)),
+            esc(refusal_explanation(resp))
         );
     }
     let _ = writeln!(body, "</section>");
