@@ -54,6 +54,9 @@ const NODE_PREFIX: &[u8] = b"aud/n/";
 const CHECKPOINT_PREFIX: &[u8] = b"aud/c/";
 const REDACTION_PREFIX: &[u8] = b"aud/x/";
 
+/// Entries read per storage page while redacting a range.
+const REDACT_PAGE: usize = 256;
+
 /// Digits in a decimal index key.
 const DECIMAL_DIGITS: usize = 20;
 
@@ -599,11 +602,14 @@ impl Db {
     ) -> Result<u64, StoreError> {
         let mut b = WriteBatch::new();
         let mut n = 0;
-        for index in from..to {
-            let Some(value) = self.store.get(&entry_key(index))? else {
+        // One streamed scan of the range rather than a read per index.
+        for stored in self.audit_entry_scan(from, Some(to), REDACT_PAGE) {
+            let stored = stored?;
+            let Some(index) = stored.index else {
+                // Not an entry key: left for the verifier to report.
                 continue;
             };
-            let (Some(leaf), bytes) = split_entry_value(&value) else {
+            let (Some(leaf), bytes) = split_entry_value(&stored.value) else {
                 // No leaf hash to keep: a damaged value, left for the verifier to report.
                 continue;
             };
