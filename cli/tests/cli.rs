@@ -6,13 +6,9 @@
     missing_docs
 )]
 
-use std::process::Command;
+mod common;
 
-fn tg() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tg"));
-    c.env("NO_COLOR", "1");
-    c
-}
+use common::{assert_success, tg};
 
 #[test]
 fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
@@ -126,11 +122,7 @@ fn the_demo_with_json_prints_one_document_with_bytes_as_hex() {
         .args(["demo", "--people", "60", "--json"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     // The narration goes to stderr; stdout is exactly one JSON document.
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -187,11 +179,7 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
         .env("TG_PASSPHRASE", "a long enough passphrase")
         .output()
         .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    assert_success(&made);
     let text = std::fs::read_to_string(&key).unwrap();
     assert!(
         text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") && !text.contains("PRIVATE KEY")

@@ -6,13 +6,9 @@
     missing_docs
 )]
 
-use std::process::Command;
+mod common;
 
-fn tg() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tg"));
-    c.env("NO_COLOR", "1").env_remove("TG_PROFILE");
-    c
-}
+use common::{assert_success, tg};
 
 #[test]
 fn completions_for_every_shell_name_the_subcommands() {
@@ -36,11 +32,7 @@ fn man_writes_one_page_per_subcommand() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     for page in [
         "tg.1",
         "tg-node.1",
@@ -69,11 +61,7 @@ fn passport_export_writes_a_verified_printable_page_and_refuses_a_tampered_bundl
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        demo.status.success(),
-        "{}",
-        String::from_utf8_lossy(&demo.stderr)
-    );
+    assert_success(&demo);
     // The demo writes the printable passport and the DPO's report itself, too.
     for f in ["passport.html", "report.html"] {
         assert!(dir.path().join(f).exists(), "demo --out did not write {f}");
@@ -89,11 +77,7 @@ fn passport_export_writes_a_verified_printable_page_and_refuses_a_tampered_bundl
         .arg(&page)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!doctype html>"));
     assert!(html.contains("class=\"banner ok\""), "not marked verified");
