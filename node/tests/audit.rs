@@ -24,9 +24,7 @@ async fn passport(
     throughgate_protocol::ids::PassportId,
     throughgate_protocol::bundle::PassportBundle,
 ) {
-    let person = person_known_to(fed, &ALL);
-    let plan = plan(fed, person, 3600);
-    grant(fed, &plan).await;
+    let (plan, _) = granted_plan(fed).await;
     let (bundle, v) = assemble_as_caseworker(fed, &plan.passport_id).await;
     assert!(v.all_valid());
     (plan.passport_id, bundle)

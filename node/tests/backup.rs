@@ -20,9 +20,7 @@ use throughgate_protocol::messages::{ClientOp, ClientResponse};
 #[tokio::test]
 async fn a_backup_taken_under_load_restores_and_verifies() {
     let mut fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    let consent = grant(&fed, &p).await;
+    let (p, consent) = granted_plan(&fed).await;
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("nhs.tgbackup");
 

@@ -248,9 +248,7 @@ async fn a_revocation_reaches_a_holder_that_was_down_and_takes_effect_from_then(
 #[tokio::test]
 async fn a_query_raced_against_revocation_is_answered_under_the_state_the_holder_logged() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    let c = grant(&fed, &p).await;
+    let (p, c) = granted_plan(&fed).await;
     let cw = fed
         .client("probation-yorks", StaffRole::Caseworker)
         .await

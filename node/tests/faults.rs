@@ -142,9 +142,7 @@ async fn passport(
 #[tokio::test]
 async fn a_holder_slower_than_the_deadline_is_marked_and_the_rest_answer_in_time() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    grant(&fed, &p).await;
+    let (p, _) = granted_plan(&fed).await;
     let mut m = fed.manifest_body.clone();
     // Every datagram to and from the health node takes 2 s: longer than the 1.5 s deadline.
     let nhs = fed.node("nhs-wy").unwrap().addr;
@@ -189,9 +187,7 @@ async fn a_holder_slower_than_the_deadline_is_marked_and_the_rest_answer_in_time
 #[tokio::test]
 async fn a_lossy_delaying_link_still_delivers_every_answer() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    grant(&fed, &p).await;
+    let (p, _) = granted_plan(&fed).await;
     let mut m = fed.manifest_body.clone();
     // 15% loss each way and 20 ms delay on the link to the council.
     let cc = fed.node("leeds-cc").unwrap().addr;
@@ -247,9 +243,7 @@ async fn a_lossy_delaying_link_still_delivers_every_answer() {
 #[tokio::test]
 async fn a_peer_that_opens_streams_and_never_writes_does_not_stall_the_node() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    grant(&fed, &p).await;
+    let (p, _) = granted_plan(&fed).await;
     // The DWP node's key opens 200 streams to the prison and sends nothing on them.
     let prison = fed.node("hmp-leeds").unwrap();
     let dwp_key = node_state(&fed, "dwp").key.current();
@@ -309,9 +303,7 @@ async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
     })
     .await
     .unwrap();
-    let person = person_known_to(&fed, &ALL);
-    let p = plan(&fed, person, 3600);
-    grant(&fed, &p).await;
+    let (p, _) = granted_plan(&fed).await;
     let prison = fed.node("hmp-leeds").unwrap();
     let dwp_key = node_state(&fed, "dwp").key.current();
     let (_ep, conn) = raw_connection(prison.addr, "hmp-leeds", prison.key.public(), &dwp_key).await;

@@ -149,9 +149,7 @@ async fn no_consent_is_refused_everywhere() {
 #[tokio::test]
 async fn an_unknown_consent_id_is_refused_as_no_consent() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    grant(&fed, &plan).await;
+    let (plan, _) = granted_plan(&fed).await;
     let made_up = ConsentId::random();
     let v = assemble_as(
         &fed,
@@ -215,9 +213,7 @@ async fn revoked_consent_is_refused() {
 #[tokio::test]
 async fn wrong_purpose_is_refused() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    let consent = grant(&fed, &plan).await;
+    let (plan, consent) = granted_plan(&fed).await;
     let v = assemble_as(
         &fed,
         "probation-yorks",
@@ -270,9 +266,7 @@ async fn a_category_the_consent_does_not_cover_is_refused() {
 #[tokio::test]
 async fn a_requester_that_is_not_a_grantee_is_refused() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    let consent = grant(&fed, &plan).await;
+    let (plan, consent) = granted_plan(&fed).await;
     // DWP holds records (so it received the consent) but is not a grantee.
     let v = assemble_as(
         &fed,
@@ -289,9 +283,7 @@ async fn a_requester_that_is_not_a_grantee_is_refused() {
 #[tokio::test]
 async fn a_replayed_query_is_refused() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    let consent = grant(&fed, &plan).await;
+    let (plan, consent) = granted_plan(&fed).await;
     let client = fed
         .client("probation-yorks", StaffRole::Caseworker)
         .await
@@ -322,9 +314,7 @@ async fn a_replayed_query_is_refused() {
 #[tokio::test]
 async fn a_stopped_node_shows_unreachable_while_the_others_answer() {
     let mut fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    grant(&fed, &plan).await;
+    let (plan, _) = granted_plan(&fed).await;
     fed.stop("leeds-college").await;
     let v = assemble_as(
         &fed,
@@ -367,9 +357,7 @@ async fn a_stopped_node_shows_unreachable_while_the_others_answer() {
 #[tokio::test]
 async fn a_tampered_response_fails_verification() {
     let fed = federation().await;
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    grant(&fed, &plan).await;
+    let (plan, _) = granted_plan(&fed).await;
     let client = fed
         .client("probation-yorks", StaffRole::Caseworker)
         .await

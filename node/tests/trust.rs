@@ -165,9 +165,7 @@ async fn a_removed_member_is_refused_by_every_node() {
 #[tokio::test]
 async fn a_node_key_rotates_while_queries_flow_and_none_fail() {
     let fed = Arc::new(federation().await);
-    let person = person_known_to(&fed, &ALL);
-    let plan = plan(&fed, person, 3600);
-    grant(&fed, &plan).await;
+    let (plan, _) = granted_plan(&fed).await;
 
     // Caseworkers keep assembling passports throughout the rotation.
     let stop = Arc::new(AtomicBool::new(false));

@@ -101,6 +101,15 @@ pub fn plan(fed: &LocalFederation, person: &SyntheticPerson, valid_secs: u64) ->
     }
 }
 
+/// A plan (see [`plan`]) for the first person every demo agency knows, valid for an hour,
+/// granted with [`grant`]; returns the plan and the consent's id.
+pub async fn granted_plan(fed: &LocalFederation) -> (ConsentPlan, ConsentId) {
+    let person = person_known_to(fed, &ALL);
+    let p = plan(fed, person, 3600);
+    let id = grant(fed, &p).await;
+    (p, id)
+}
+
 /// Records `plan` as the prison caseworker and waits until every recipient acknowledged.
 pub async fn grant(fed: &LocalFederation, plan: &ConsentPlan) -> ConsentId {
     let prison = fed
