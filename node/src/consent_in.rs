@@ -10,6 +10,7 @@ use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::identifiers::commitment_matches;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PersonId};
 use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
+use throughgate_protocol::time::Timestamp;
 
 use crate::db::StoredConsent;
 use crate::node::NodeState;
@@ -149,16 +150,7 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = match existing {
             None => {
-                let stored = StoredConsent {
-                    envelope: grant.consent.clone(),
-                    body: consent,
-                    status: ConsentStatus::Active,
-                    status_since: now,
-                    received_at: now,
-                    revocation: None,
-                    superseded_by: None,
-                    expiry_logged: false,
-                };
+                let stored = newly_active(grant.consent.clone(), consent, now);
                 state.db.put_consent(&stored, link.as_deref(), now)
             }
             Some(_) => match link.as_deref() {
@@ -186,6 +178,21 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         }
     }
     ack(state, AckSubject::Grant, id, outcome, None)
+}
+
+/// A consent as first stored, recorded here or received at `now`: active, never revoked or
+/// superseded, its expiry not yet logged.
+pub(crate) fn newly_active(envelope: Envelope, body: Consent, now: Timestamp) -> StoredConsent {
+    StoredConsent {
+        envelope,
+        body,
+        status: ConsentStatus::Active,
+        status_since: now,
+        received_at: now,
+        revocation: None,
+        superseded_by: None,
+        expiry_logged: false,
+    }
 }
 
 /// The audit record of a consent event.

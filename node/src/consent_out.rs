@@ -6,12 +6,15 @@ use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::consent::{
     verify_person, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
 };
+use throughgate_protocol::credential::Credential;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::commitment_matches;
+use throughgate_protocol::ids::PersonId;
+use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{ClientResponse, HolderSubject};
 use throughgate_protocol::time::Timestamp;
 
-use crate::db::{OutboxPayload, StoredConsent, StoredStaff};
+use crate::db::{OutboxPayload, StoredStaff};
 use crate::node::NodeState;
 
 /// Why a consent or revocation was not recorded.
@@ -39,6 +42,23 @@ fn near(now: Timestamp, t: Timestamp) -> bool {
     t.0.abs_diff(now.0) <= CLIENT_SKEW_SECS
 }
 
+/// Checks that `env` is signed by `person` of this agency under `credential`, issued by this
+/// agency's node as the manifest lists it.
+fn verify_caller(
+    state: &NodeState,
+    manifest: &Manifest,
+    env: &Envelope,
+    credential: &Envelope,
+    person: &PersonId,
+    now: Timestamp,
+) -> Result<Credential, RecordError> {
+    let me = manifest
+        .member(&state.agency)
+        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
+    verify_person(env, credential, &state.agency, &me.node_keys, person, now)
+        .map_err(|e| rejected(e.to_string()))
+}
+
 /// Records a consent signed by `staff`.
 pub async fn record(
     state: &NodeState,
@@ -60,18 +80,14 @@ pub async fn record(
             "a consent must be recorded by the caller, at this agency",
         ));
     }
-    let me = manifest
-        .member(&state.agency)
-        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
-    let cred = verify_person(
+    let cred = verify_caller(
+        state,
+        &manifest,
         &env,
         &consent.credential,
-        &state.agency,
-        &me.node_keys,
         &consent.recorded_by_person,
         now,
-    )
-    .map_err(|e| rejected(e.to_string()))?;
+    )?;
     if cred.public_key != staff.body.public_key {
         return Err(rejected("the consent's credential is not the caller's"));
     }
@@ -167,16 +183,7 @@ pub async fn record(
             },
         ));
     }
-    let stored = StoredConsent {
-        envelope: env.clone(),
-        body: consent.clone(),
-        status: ConsentStatus::Active,
-        status_since: now,
-        received_at: now,
-        revocation: None,
-        superseded_by: None,
-        expiry_logged: false,
-    };
+    let stored = crate::consent_in::newly_active(env.clone(), consent.clone(), now);
     items.extend(retirement(state, staff, &consent, retire, now)?);
     let writes = state.db.consent_writes(&stored, None, now)?;
     let event =
@@ -261,18 +268,14 @@ fn retirement(
     let manifest = state
         .manifest()
         .ok_or_else(|| rejected("node has no manifest"))?;
-    let me = manifest
-        .member(&state.agency)
-        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
-    verify_person(
+    verify_caller(
+        state,
+        &manifest,
         &env,
         &rev.credential,
-        &state.agency,
-        &me.node_keys,
         &rev.revoked_by_person,
         now,
-    )
-    .map_err(|e| rejected(e.to_string()))?;
+    )?;
     env.add_signature(SignerRole::Node, &state.key.current());
     Ok(dropped
         .into_iter()
@@ -306,18 +309,14 @@ pub async fn revoke(
             "a revocation must be made by the caller, at this agency",
         ));
     }
-    let me = manifest
-        .member(&state.agency)
-        .ok_or_else(|| rejected("this agency is not in the manifest"))?;
-    verify_person(
+    verify_caller(
+        state,
+        &manifest,
         &env,
         &rev.credential,
-        &state.agency,
-        &me.node_keys,
         &rev.revoked_by_person,
         now,
-    )
-    .map_err(|e| rejected(e.to_string()))?;
+    )?;
     if !near(now, rev.revoked_at) {
         return Err(rejected(
             "revoked_at is not the current time; check this computer's clock",
