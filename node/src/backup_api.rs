@@ -10,6 +10,7 @@ use throughgate_protocol::messages::{ClientResponse, ErrorCode};
 use crate::backup::{write_backup, BackupMeta};
 use crate::db::StoredStaff;
 use crate::node::NodeState;
+use crate::staff::log_by;
 use crate::transport::write_envelope;
 
 /// Bytes per streamed chunk.
@@ -35,17 +36,14 @@ pub async fn stream_backup(
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(e.to_string()))?;
-    let result = stream_file(state, &tmp, send).await;
-    let _ = std::fs::remove_file(&tmp);
-    let (bytes, sha256) = result?;
-    state
-        .log_admin(
-            Some(&operator.body.person_id),
-            "backup",
-            format!("{pairs} stored pairs, {bytes} bytes"),
-        )
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
+    log_by(
+        state,
+        operator,
+        "backup",
+        format!("{pairs} stored pairs, {bytes} bytes"),
+    )
+    .await?;
     tracing::info!(pairs, bytes, by = %operator.body.person_id, "backup taken");
     Ok(ClientResponse::FileDone {
         items: pairs,
@@ -89,22 +87,30 @@ pub async fn stream_export(
     .await
     .map_err(|e| internal(e.to_string()))?
     .map_err(internal)?;
-    let result = stream_file(state, &tmp, send).await;
-    let _ = std::fs::remove_file(&tmp);
-    let (bytes, sha256) = result?;
-    state
-        .log_admin(
-            Some(&operator.body.person_id),
-            "records_export",
-            format!("{count} records exported"),
-        )
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
+    log_by(
+        state,
+        operator,
+        "records_export",
+        format!("{count} records exported"),
+    )
+    .await?;
     Ok(ClientResponse::FileDone {
         items: count,
         bytes,
         sha256,
     })
+}
+
+/// Streams the temporary file `tmp`, then deletes it whether or not the stream went through.
+async fn stream_temp_file(
+    state: &NodeState,
+    tmp: &std::path::Path,
+    send: &mut quinn::SendStream,
+) -> Result<(u64, [u8; 32]), (ErrorCode, String)> {
+    let result = stream_file(state, tmp, send).await;
+    let _ = std::fs::remove_file(tmp);
+    result
 }
 
 /// Streams a file as signed chunks; returns its size and SHA-256.

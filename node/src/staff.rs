@@ -22,6 +22,20 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
     )
 }
 
+/// Logs an administrative `action` taken by `operator`; a failure to log is an internal error
+/// carrying its message.
+pub(crate) async fn log_by(
+    state: &NodeState,
+    operator: &StoredStaff,
+    action: &str,
+    detail: String,
+) -> Result<(), (ErrorCode, String)> {
+    state
+        .log_admin(Some(&operator.body.person_id), action, detail)
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))
+}
+
 /// Logs `credential_issued` for the credentials `tg node init` issued offline (the first
 /// operator), which no log could record then. Called once the audit writer runs and before the
 /// node serves: only when the log is still empty, so those entries come first and are never
@@ -109,14 +123,13 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
         .enqueue(items, crate::store::WriteBatch::new(), now)
         .map_err(internal)?;
     state.outbox_wake.notify_one();
-    state
-        .log_admin(
-            Some(&operator.body.person_id),
-            "credential_revoked",
-            format!("credential of {person} withdrawn and announced to every member"),
-        )
-        .await
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    log_by(
+        state,
+        operator,
+        "credential_revoked",
+        format!("credential of {person} withdrawn and announced to every member"),
+    )
+    .await?;
     tracing::info!(person = %person, by = %operator.body.person_id, "credential revoked");
     Ok(ClientResponse::Staff(vec![StaffSummary {
         person_id: staff.body.person_id,
