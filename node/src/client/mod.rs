@@ -266,14 +266,12 @@ impl HomeClient {
         env.open().map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Sends one request and returns the final answer; intermediate progress frames go to
-    /// `on_progress`.
-    pub async fn call_streaming(
+    /// Opens a stream and sends the signed request `op` on it.
+    async fn send_request(
         &self,
         op: ClientOp,
-        mut on_progress: impl FnMut(HolderResult),
-    ) -> Result<ClientResponse, ClientError> {
-        let (mut send, mut recv) = self
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (mut send, recv) = self
             .conn
             .open_bi()
             .await
@@ -281,6 +279,17 @@ impl HomeClient {
         write_envelope(&mut send, &self.seal_request(op))
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok((send, recv))
+    }
+
+    /// Sends one request and returns the final answer; intermediate progress frames go to
+    /// `on_progress`.
+    pub async fn call_streaming(
+        &self,
+        op: ClientOp,
+        mut on_progress: impl FnMut(HolderResult),
+    ) -> Result<ClientResponse, ClientError> {
+        let (mut send, mut recv) = self.send_request(op).await?;
         send.finish()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.read_answers(&mut recv, &mut on_progress).await
@@ -558,14 +567,7 @@ impl HomeClient {
     ) -> Result<(u64, [u8; 32]), ClientError> {
         use std::io::Write as _;
         let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", out.display()));
-        let (mut send, mut recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        write_envelope(&mut send, &self.seal_request(op))
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (mut send, mut recv) = self.send_request(op).await?;
         let _ = send.finish();
         let tmp = out.with_extension("partial");
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
