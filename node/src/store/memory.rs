@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{scan_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -43,13 +43,12 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
         let map = self.read()?;
-        let from = start.map_or(prefix.to_vec(), <[u8]>::to_vec);
-        Ok(map
-            .range((Bound::Included(from), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        let from = start.unwrap_or(prefix).to_vec();
+        scan_prefixed(
+            map.range((Bound::Included(from), Bound::Unbounded)).map(Ok),
+            prefix,
+            limit,
+        )
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError> {

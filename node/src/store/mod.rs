@@ -77,6 +77,25 @@ impl WriteBatch {
 /// A key-value pair from a scan.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// How every store answers [`Store::scan`], given its pairs in key order from
+/// `start.unwrap_or(prefix)`: those pairs, up to the first whose key lacks `prefix`, at most
+/// `limit`.
+fn scan_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    from_start: impl Iterator<Item = Result<(K, V), StoreError>>,
+    prefix: &[u8],
+    limit: usize,
+) -> Result<Vec<KeyValue>, StoreError> {
+    let mut out = Vec::new();
+    for item in from_start {
+        let (k, v) = item?;
+        if !k.as_ref().starts_with(prefix) || out.len() >= limit {
+            break;
+        }
+        out.push((k.as_ref().to_vec(), v.as_ref().to_vec()));
+    }
+    Ok(out)
+}
+
 /// The node's storage: an ordered map of byte keys to byte values.
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::{KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{scan_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 /// The default store: one sled tree with key prefixes per space, so a batch spanning spaces is
 /// one atomic sled batch.
@@ -70,19 +70,12 @@ impl Store for SledStore {
         start: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        let iter = match start {
-            Some(s) => self.tree.range(s.to_vec()..),
-            None => self.tree.range(prefix.to_vec()..),
-        };
-        let mut out = Vec::new();
-        for item in iter {
-            let (k, v) = item.map_err(backend)?;
-            if !k.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        let from = start.unwrap_or(prefix).to_vec();
+        scan_prefixed(
+            self.tree.range(from..).map(|item| item.map_err(backend)),
+            prefix,
+            limit,
+        )
     }
 
     fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError> {
