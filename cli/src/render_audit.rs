@@ -7,6 +7,7 @@ use throughgate_protocol::audit::{AuditEntry, AuditEvent};
 use throughgate_protocol::messages::IndexedEntry;
 
 use crate::render::table;
+use crate::render_html::esc;
 
 /// One line describing what an entry records (passport ids, agency and staff ids; no names).
 pub fn describe(e: &AuditEntry) -> String {
@@ -182,15 +183,6 @@ pub fn report_text(r: &SubjectAccessReport) -> String {
         let _ = writeln!(out, "  {}  at {agency:<16} {}", e.at, describe(e));
     }
     out
-}
-
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 /// The report as a self-contained printable HTML page. Every row names the agency whose log
