@@ -191,14 +191,7 @@ pub async fn run(g: &Global, cmd: ConsentCmd) -> Result<u8> {
 }
 
 fn parse_pair(s: &str) -> Result<(AgencyId, &str)> {
-    let (a, v) = s
-        .split_once('=')
-        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE, e.g. nhs-wy=9434765919"))?;
-    Ok((
-        AgencyId::new(a.trim())
-            .map_err(|e| anyhow!("{e}; use the agency ids `tg manifest show` lists"))?,
-        v,
-    ))
+    crate::cmd_manifest::agency_pair(s, "nhs-wy=9434765919", "tg manifest show")
 }
 
 async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {

@@ -320,15 +320,29 @@ fn read_envelope(path: &std::path::Path) -> Result<Envelope> {
         .map_err(|e| anyhow!("{}: {e}; is it a manifest file? `tg manifest fetch --out FILE` saves the one your node trusts", path.display()))
 }
 
-fn parse_pair(s: &str) -> Result<(throughgate_protocol::ids::AgencyId, &str)> {
-    let (a, v) = s.split_once('=').ok_or_else(|| {
-        anyhow!("{s:?}: expected AGENCY=VALUE, e.g. --set-address nhs-wy=nhs.example.org:4703")
-    })?;
+/// Splits an `AGENCY=VALUE` argument. `example` is shown when there is no `=`, and `listed_by`
+/// names the command that lists valid agency ids when the id is not one.
+pub(crate) fn agency_pair<'a>(
+    s: &'a str,
+    example: &str,
+    listed_by: &str,
+) -> Result<(throughgate_protocol::ids::AgencyId, &'a str)> {
+    let (a, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("{s:?}: expected AGENCY=VALUE, e.g. {example}"))?;
     Ok((
         throughgate_protocol::ids::AgencyId::new(a.trim())
-            .map_err(|e| anyhow!("{e}; use the agency ids `tg manifest show FILE` lists"))?,
+            .map_err(|e| anyhow!("{e}; use the agency ids `{listed_by}` lists"))?,
         v,
     ))
+}
+
+fn parse_pair(s: &str) -> Result<(throughgate_protocol::ids::AgencyId, &str)> {
+    agency_pair(
+        s,
+        "--set-address nhs-wy=nhs.example.org:4703",
+        "tg manifest show FILE",
+    )
 }
 
 fn draft(a: DraftArgs) -> Result<u8> {
