@@ -321,11 +321,21 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
             );
         }
     }
+    all_verified(
+        &v,
+        "response(s)",
+        "do not rely on them. Check against the current manifest (`tg manifest fetch --out FILE`, then --manifest FILE), or assemble the passport again",
+    )
+}
+
+/// `exit::OK` when every answer in `v` verified; otherwise a [`VerificationFailed`] saying how
+/// many `what` failed, then `advice`.
+pub fn all_verified(v: &VerifiedBundle, what: &str, advice: &str) -> Result<u8> {
     if v.all_valid() {
         Ok(exit::OK)
     } else {
         Err(VerificationFailed(format!(
-            "{} response(s) fail verification; do not rely on them. Check against the current manifest (`tg manifest fetch --out FILE`, then --manifest FILE), or assemble the passport again",
+            "{} {what} fail verification; {advice}",
             v.results.iter().filter(|r| r.problem.is_some()).count()
         ))
         .into())

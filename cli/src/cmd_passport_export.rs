@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::cmd_passport::{load_verified, LoadedBundle};
-use crate::exit::{self, VerificationFailed};
+use crate::cmd_passport::{all_verified, load_verified, LoadedBundle};
 use crate::render_html::passport_html;
 use crate::Global;
 
@@ -59,13 +58,9 @@ pub fn run(g: &Global, a: ExportArgs) -> Result<u8> {
         }
         None => print!("{html}"),
     }
-    if verified.all_valid() {
-        Ok(exit::OK)
-    } else {
-        Err(VerificationFailed(format!(
-            "{} agency answer(s) fail verification; the page marks them and leaves their records out. Assemble the passport again",
-            verified.results.iter().filter(|r| r.problem.is_some()).count()
-        ))
-        .into())
-    }
+    all_verified(
+        &verified,
+        "agency answer(s)",
+        "the page marks them and leaves their records out. Assemble the passport again",
+    )
 }
