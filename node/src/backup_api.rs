@@ -16,13 +16,17 @@ use crate::transport::write_envelope;
 /// Bytes per streamed chunk.
 const CHUNK: usize = 1024 * 1024;
 
+/// A failure while backing up or exporting, passed to the operator with its message.
+fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
+    (ErrorCode::Internal, e.to_string())
+}
+
 /// Takes and streams a backup; returns the final `BackupDone`.
 pub async fn stream_backup(
     state: &NodeState,
     operator: &StoredStaff,
     send: &mut quinn::SendStream,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
-    let internal = |e: String| (ErrorCode::Internal, e);
     let dir = state.config.resolve(&state.config.data_dir);
     let tmp = dir.with_extension(format!("backup-{}.tmp", state.clock.now().0));
     let meta = BackupMeta {
@@ -34,8 +38,8 @@ pub async fn stream_backup(
     let path = tmp.clone();
     let pairs = tokio::task::spawn_blocking(move || write_backup(&db, &meta, &path))
         .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(e.to_string()))?;
+        .map_err(internal)?
+        .map_err(internal)?;
     let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
     log_by(
         state,
@@ -59,7 +63,6 @@ pub async fn stream_export(
     format: throughgate_protocol::messages::ImportFormat,
     send: &mut quinn::SendStream,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
-    let internal = |e: String| (ErrorCode::Internal, e);
     let dir = state.config.resolve(&state.config.data_dir);
     let tmp = dir.with_extension(format!("export-{}.tmp", state.clock.now().0));
     let db = state.db.clone();
@@ -85,7 +88,7 @@ pub async fn stream_export(
         Ok(records.len() as u64)
     })
     .await
-    .map_err(|e| internal(e.to_string()))?
+    .map_err(internal)?
     .map_err(internal)?;
     let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
     log_by(
@@ -119,13 +122,12 @@ async fn stream_file(
     path: &std::path::Path,
     send: &mut quinn::SendStream,
 ) -> Result<(u64, [u8; 32]), (ErrorCode, String)> {
-    let internal = |e: String| (ErrorCode::Internal, e);
-    let mut file = std::fs::File::open(path).map_err(|e| internal(e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(internal)?;
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = file.read(&mut buf).map_err(|e| internal(e.to_string()))?;
+        let n = file.read(&mut buf).map_err(internal)?;
         if n == 0 {
             break;
         }
@@ -134,7 +136,7 @@ async fn stream_file(
         total += n as u64;
         write_envelope(send, &state.seal(&ClientResponse::FileChunk(chunk)))
             .await
-            .map_err(|e| internal(e.to_string()))?;
+            .map_err(internal)?;
     }
     Ok((total, hasher.finalize().into()))
 }
