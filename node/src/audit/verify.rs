@@ -156,28 +156,27 @@ fn read_chunk(
     target: u64,
 ) -> Result<Chunk, StoreError> {
     let mut chunk = Chunk::default();
-    // One page holds the whole chunk and the first key after it, so a chunk is one read.
+    // Redaction markers are few and small: read them in pages as the entries reach them.
     let page = usize::try_from(chunk_len.saturating_add(1)).unwrap_or(usize::MAX);
     let mut marks = db.audit_redaction_scan(start, page);
     // The next redaction marker at or after the entries seen so far.
     let mut mark: Option<u64> = None;
-    for item in db.audit_entry_scan(start, end, page) {
-        let stored = item?;
-        let Some(index) = stored.index else {
+    let mut failed: Option<StoreError> = None;
+    db.audit_entry_visit(start, end, &mut |index, stored_leaf, bytes| {
+        let Some(index) = index else {
             chunk.found.push(Found::MalformedKey);
-            continue;
+            return true;
         };
-        if end.is_some_and(|end| index >= end) {
-            break;
-        }
-        let bytes = stored.bytes();
-        let stored_leaf = stored.leaf_hash();
         let mut redacted = false;
         if bytes.is_empty() {
             // Markers come in index order, as entries do.
             while mark.is_none_or(|m| m < index) {
                 match marks.next() {
-                    Some(m) => mark = Some(m?),
+                    Some(Ok(m)) => mark = Some(m),
+                    Some(Err(e)) => {
+                        failed = Some(e);
+                        return false;
+                    }
                     None => break,
                 }
             }
@@ -193,10 +192,11 @@ fn read_chunk(
             matches: stored_leaf == Some(&leaf),
             redacted,
         });
-        if end.is_none() && index >= target {
-            // Something stored beyond the log's size: the checker reports it; no need to read on.
-            break;
-        }
+        // Something stored beyond the log's size: the checker reports it; no need to read on.
+        !(end.is_none() && index >= target)
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     let from = if start == 0 {
         0
@@ -261,8 +261,22 @@ fn verify_chunked(
     readers: Option<usize>,
 ) -> Result<Verification, AuditError> {
     let started = Instant::now();
-    let state = db.audit_state()?.unwrap_or_default();
-    let target = state.size;
+    let target = db.audit_state()?.unwrap_or_default().size;
+    verify_from(db, origin, keys, target, chunk_len, readers, started)
+}
+
+/// [`verify_chunked`] of the log's first `target` entries, `target` being its size when the
+/// verification began (it may have grown since).
+fn verify_from(
+    db: &Db,
+    origin: &str,
+    keys: &[PublicKey],
+    target: u64,
+    chunk_len: u64,
+    readers: Option<usize>,
+    started: Instant,
+) -> Result<Verification, AuditError> {
+    let size_now = || Ok(db.audit_state()?.unwrap_or_default().size);
     let chunk_len = chunk_len.max(1);
     let bounds = chunk_bounds(target, chunk_len);
     let readers = readers
@@ -272,7 +286,7 @@ fn verify_chunked(
         let chunks = bounds
             .iter()
             .map(|b| read_chunk(db, origin, keys, *b, chunk_len, target));
-        return check_chunks(chunks, target, started);
+        return check_chunks(chunks, target, &size_now, started);
     }
     std::thread::scope(|s| {
         let mut ready = Vec::with_capacity(readers);
@@ -303,16 +317,21 @@ fn verify_chunked(
                 .and_then(|rx| rx.recv().ok())
                 .unwrap_or_else(|| Err(StoreError::Backend("a verifier thread stopped".into())))
         });
-        check_chunks(chunks, target, started)
+        check_chunks(chunks, target, &size_now, started)
         // Returning drops the receivers, so readers still running stop at their next send.
     })
 }
 
 /// Takes the chunks in order: rebuilds the tree, checks every checkpoint's root as the tree
 /// reaches its size, and names the first problem, in the same order a single pass would.
+///
+/// `size_now` reads the log's current size: an entry met beyond `target` is a problem only if
+/// the log has not grown to cover it meanwhile (a live node appends while it is verified, and
+/// the writer stores entries and the new size in one atomic batch).
 fn check_chunks(
     chunks: impl Iterator<Item = Result<Chunk, StoreError>>,
     target: u64,
+    size_now: &dyn Fn() -> Result<u64, StoreError>,
     started: Instant,
 ) -> Result<Verification, AuditError> {
     let mut frontier = MerkleFrontier::new();
@@ -424,6 +443,10 @@ fn check_chunks(
             }
         }
     }
+    let beyond = match beyond {
+        Some(i) if size_now()? > i => None,
+        b => b,
+    };
     // Problems found only once the whole log has been read, in the order they are reported.
     let found = if next < target {
         problem(
@@ -644,6 +667,22 @@ mod tests {
         log.put(Log::entry_key(31), last);
         let p = log.verify().problem.unwrap();
         assert_eq!(p.entry, Some(31), "{p:?}");
+    }
+
+    #[test]
+    fn entries_appended_while_a_log_is_verified_are_not_taken_for_tampering() {
+        let mut log = Log::new();
+        log.append(&[10, 10]);
+        let keys = [log.key.public()];
+        // The verification began when the log had 10 entries; 10 more were appended since.
+        for readers in [1, 2] {
+            let v =
+                verify_from(&log.db, ORIGIN, &keys, 10, 3, Some(readers), Instant::now()).unwrap();
+            assert!(v.ok(), "{:?}", v.problem);
+            assert_eq!(v.entries, 10);
+        }
+        // One the current size does not cover is still named: see
+        // `deleted_missing_and_extra_entries_are_named`.
     }
 
     #[test]

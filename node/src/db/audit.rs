@@ -54,9 +54,6 @@ const NODE_PREFIX: &[u8] = b"aud/n/";
 const CHECKPOINT_PREFIX: &[u8] = b"aud/c/";
 const REDACTION_PREFIX: &[u8] = b"aud/x/";
 
-/// Entries read per storage page while redacting a range.
-const REDACT_PAGE: usize = 256;
-
 /// Digits in a decimal index key.
 const DECIMAL_DIGITS: usize = 20;
 
@@ -209,6 +206,11 @@ impl StoredEntry {
         self.value
     }
 }
+
+/// What [`Db::audit_entry_visit`] calls with each stored entry: its index (`None` for a
+/// malformed key), the leaf hash stored with it (`None` if the value is too short to hold one)
+/// and its bytes; returns whether to go on.
+pub type EntryVisitor<'a> = dyn FnMut(Option<u64>, Option<&Hash>, &[u8]) -> bool + 'a;
 
 /// Writes that append to the audit log, built by the writer and applied in one batch.
 #[derive(Debug, Default)]
@@ -418,18 +420,29 @@ impl Db {
             .collect())
     }
 
-    /// Every stored entry from `start` up to (not including) `end`, or to the end of the log,
-    /// streamed in key order (pages of `page`), each with its index, leaf hash and bytes: what
-    /// a verifier reads, in one scan. Keys that are not well-formed entry keys come in their
-    /// key order too, with no index (a scan from 0 also meets those sorting before entry 0).
-    pub fn audit_entry_scan(
+    /// Calls `visit` with every stored entry from `start` up to (not including) `end`, or to
+    /// the end of the log, in key order, borrowing its stored leaf hash and bytes (no copy):
+    /// what a verifier reads, in one pass. Keys that are not well-formed entry keys come in
+    /// their key order too, with no index (a pass from 0 also meets those sorting before entry
+    /// 0). Stops early when `visit` returns `false`.
+    pub fn audit_entry_visit(
         &self,
         start: u64,
         end: Option<u64>,
-        page: usize,
-    ) -> impl Iterator<Item = Result<StoredEntry, StoreError>> + '_ {
-        Paged::indexed(self, ENTRY_PREFIX, entry_key, (start, end), page)
-            .map(|kv| kv.map(StoredEntry::from_stored))
+        visit: &mut EntryVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let until = end.map(entry_key);
+        self.store.visit(
+            ENTRY_PREFIX,
+            Some(&scan_start(ENTRY_PREFIX, start, entry_key)),
+            &mut |k, v| {
+                if until.as_deref().is_some_and(|u| k >= u) {
+                    return false;
+                }
+                let (leaf, bytes) = split_entry_value(v);
+                visit(parse_decimal_key(k, ENTRY_PREFIX), leaf, bytes)
+            },
+        )
     }
 
     /// Entries in index order from `start`, at most `limit`, as (index, bytes). Entries whose
@@ -602,19 +615,15 @@ impl Db {
     ) -> Result<u64, StoreError> {
         let mut b = WriteBatch::new();
         let mut n = 0;
-        // One streamed scan of the range rather than a read per index.
-        for stored in self.audit_entry_scan(from, Some(to), REDACT_PAGE) {
-            let stored = stored?;
-            let Some(index) = stored.index else {
-                // Not an entry key: left for the verifier to report.
-                continue;
-            };
-            let (Some(leaf), bytes) = split_entry_value(&stored.value) else {
-                // No leaf hash to keep: a damaged value, left for the verifier to report.
-                continue;
+        // One streamed pass over the range rather than a read per index.
+        self.audit_entry_visit(from, Some(to), &mut |index, leaf, bytes| {
+            // A key that is not an entry key, or a damaged value without a leaf hash to keep,
+            // is left for the verifier to report; an empty entry is already redacted.
+            let (Some(index), Some(leaf)) = (index, leaf) else {
+                return true;
             };
             if bytes.is_empty() {
-                continue;
+                return true;
             }
             if let Ok(entry) = throughgate_protocol::audit::AuditEntry::from_bytes(bytes) {
                 if let Some(p) = entry.event.passport() {
@@ -624,7 +633,8 @@ impl Db {
             b.put(entry_key(index), leaf.to_vec());
             b.put(redaction_key(index), at.0.to_be_bytes().to_vec());
             n += 1;
-        }
+            true
+        })?;
         self.store.apply(b)?;
         self.store.flush()?;
         Ok(n)
@@ -852,7 +862,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_read_back_without_their_hash_and_stream_across_pages() {
+    fn entries_read_back_without_their_hash_and_are_visited_in_order() {
         let db = memory_db();
         let p = PassportId::random();
         let leaves = write_entries(&db, 20, &p);
@@ -862,45 +872,44 @@ mod tests {
         assert_eq!(all.len(), 20);
         assert_eq!(all[19].0, 19);
         assert_eq!(all[19].1, db.audit_entry(19).unwrap().unwrap());
-        for page in [1, 2, 3, 7, 20, 100] {
-            let scanned: Vec<StoredEntry> = db
-                .audit_entry_scan(5, None, page)
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(scanned.len(), 15, "page {page}");
-            for (i, e) in (5u64..).zip(&scanned) {
-                assert_eq!(e.index, Some(i));
-                assert_eq!(e.leaf_hash(), Some(&leaves[i as usize]));
-                assert_eq!(e.bytes(), db.audit_entry(i).unwrap().unwrap());
-                assert_eq!(leaf_hash(e.bytes()), leaves[i as usize]);
-            }
+        // What a visit from `start` to `end` meets: (index, leaf hash, bytes).
+        type Met = (Option<u64>, Option<Hash>, Vec<u8>);
+        let visit = |start: u64, end: Option<u64>| -> Vec<Met> {
+            let mut met = Vec::new();
+            db.audit_entry_visit(start, end, &mut |index, leaf, bytes| {
+                met.push((index, leaf.copied(), bytes.to_vec()));
+                true
+            })
+            .unwrap();
+            met
+        };
+        let met = visit(5, None);
+        assert_eq!(met.len(), 15);
+        for (i, (index, leaf, bytes)) in (5u64..).zip(&met) {
+            assert_eq!(*index, Some(i));
+            assert_eq!(leaf.as_ref(), Some(&leaves[i as usize]));
+            assert_eq!(*bytes, db.audit_entry(i).unwrap().unwrap());
+            assert_eq!(leaf_hash(bytes), leaves[i as usize]);
         }
-        // Bounded scans stop before `end`, whatever the page size.
-        for page in [1, 2, 9, 10, 11, 100] {
-            let scanned: Vec<Option<u64>> = db
-                .audit_entry_scan(3, Some(13), page)
-                .map(|e| e.map(|e| e.index))
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(
-                scanned,
-                (3..13).map(Some).collect::<Vec<_>>(),
-                "page {page}"
-            );
-        }
-        // A malformed key is returned as such, and the scan moves past it.
+        // A bounded visit stops before `end`.
+        let indexes: Vec<Option<u64>> = visit(3, Some(13)).into_iter().map(|m| m.0).collect();
+        assert_eq!(indexes, (3..13).map(Some).collect::<Vec<_>>());
+        // A malformed key is met as such, and the visit moves past it.
         let mut b = WriteBatch::new();
         b.put(b"aud/e/00000000000000000005x".to_vec(), b"junk".to_vec());
         db.apply(b).unwrap();
-        for page in [1, 2, 100] {
-            let scanned: Vec<StoredEntry> = db
-                .audit_entry_scan(0, None, page)
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(scanned.len(), 21);
-            assert_eq!(scanned[6].index, None);
-            assert_eq!(scanned[7].index, Some(6));
-        }
+        let met = visit(0, None);
+        assert_eq!(met.len(), 21);
+        assert_eq!(met[6].0, None);
+        assert_eq!(met[7].0, Some(6));
+        // Stopping early is honoured.
+        let mut n = 0;
+        db.audit_entry_visit(0, None, &mut |_, _, _| {
+            n += 1;
+            n < 4
+        })
+        .unwrap();
+        assert_eq!(n, 4);
     }
 
     #[test]

@@ -76,6 +76,15 @@ impl Store for GatedStore {
         self.inner.scan(prefix, start, limit)
     }
 
+    fn visit(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.visit(prefix, start, visit)
+    }
+
     fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         self.inner.last(prefix)
     }

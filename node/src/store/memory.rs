@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{scan_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{scan_prefixed, visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -48,6 +48,21 @@ impl Store for MemoryStore {
             map.range((Bound::Included(from), Bound::Unbounded)).map(Ok),
             prefix,
             limit,
+        )
+    }
+
+    fn visit(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let map = self.read()?;
+        let from = start.unwrap_or(prefix).to_vec();
+        visit_prefixed(
+            map.range((Bound::Included(from), Bound::Unbounded)).map(Ok),
+            prefix,
+            visit,
         )
     }
 

@@ -96,6 +96,22 @@ fn scan_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
     Ok(out)
 }
 
+/// How every store answers [`Store::visit`], given its pairs in key order from
+/// `start.unwrap_or(prefix)`.
+fn visit_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    from_start: impl Iterator<Item = Result<(K, V), StoreError>>,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    for item in from_start {
+        let (k, v) = item?;
+        if !k.as_ref().starts_with(prefix) || !visit(k.as_ref(), v.as_ref()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// The node's storage: an ordered map of byte keys to byte values.
 pub trait Store: Send + Sync + 'static {
     /// Reads one key.
@@ -109,6 +125,17 @@ pub trait Store: Send + Sync + 'static {
         start: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// Calls `visit` with each pair [`Store::scan`] would return from `start` (without a
+    /// limit), borrowing the stored bytes instead of copying them out, until `visit` returns
+    /// `false` or the prefix ends. For long sequential reads such as the audit verifier's, where
+    /// copying every value costs more than reading it.
+    fn visit(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
 
     /// The last pair whose key starts with `prefix`, if any.
     fn last(&self, prefix: &[u8]) -> Result<Option<KeyValue>, StoreError>;
@@ -147,6 +174,22 @@ mod tests {
         assert!(store.insert_if_absent(b"q/1", b"x").unwrap());
         assert!(!store.insert_if_absent(b"q/1", b"y").unwrap());
         assert_eq!(store.get(b"q/1").unwrap().unwrap(), b"x");
+        let mut seen = Vec::new();
+        store
+            .visit(b"a/", Some(b"a/1"), &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, all, "visit sees what scan returns");
+        let mut first = Vec::new();
+        store
+            .visit(b"a/", None, &mut |k, _| {
+                first.push(k.to_vec());
+                false
+            })
+            .unwrap();
+        assert_eq!(first, vec![b"a/1".to_vec()], "visit stops when told");
         let mut d = WriteBatch::new();
         d.delete(b"a/1".to_vec());
         store.apply(d).unwrap();

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use super::{scan_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{scan_prefixed, visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 /// The default store: one sled tree with key prefixes per space, so a batch spanning spaces is
 /// one atomic sled batch.
@@ -75,6 +75,20 @@ impl Store for SledStore {
             self.tree.range(from..).map(|item| item.map_err(backend)),
             prefix,
             limit,
+        )
+    }
+
+    fn visit(
+        &self,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let from = start.unwrap_or(prefix);
+        visit_prefixed(
+            self.tree.range(from..).map(|item| item.map_err(backend)),
+            prefix,
+            visit,
         )
     }
 
