@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// consent look-up, assembly, verification, rendering).
     #[arg(long)]
     pub cold: Option<usize>,
+    /// Every node's page cache, MiB, as `[storage] cache_mib` in a node's config (the default
+    /// there too). The audit verifier reads the log through it.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
+    pub cache_mib: u64,
     /// Iterations of the sign and verify timing loops.
     #[arg(long, default_value_t = 3000)]
     pub crypto_iterations: usize,
@@ -101,6 +105,13 @@ fn parse_sweep(s: &str) -> Result<(Key, Vec<u64>)> {
     Ok((key, values))
 }
 
+/// The nodes' storage tuning from the arguments.
+fn storage(a: &BenchArgs) -> throughgate_node::config::Storage {
+    throughgate_node::config::Storage {
+        cache_mib: a.cache_mib,
+    }
+}
+
 fn usize_of(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
@@ -108,7 +119,7 @@ fn usize_of(v: u64) -> usize {
 /// Runs the benchmark.
 pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
     if let Some(n) = a.audit_verify {
-        return run_audit_verify(g, n).await;
+        return run_audit_verify(g, n, storage(&a)).await;
     }
     if a.holders == 0 || a.people == 0 || a.concurrency == 0 || a.duration == 0 {
         bail!("--holders, --people, --concurrency and --duration must be positive");
@@ -123,6 +134,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
         records_per_person: a.records,
         holder_records: a.holder_records,
         seed: a.seed,
+        storage: storage(&a),
     };
     let duration = Duration::from_secs(a.duration);
     let sweep = a.sweep.as_deref().map(parse_sweep).transpose()?;
@@ -450,6 +462,7 @@ async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
         records_per_person: a.records,
         holder_records: a.holder_records,
         seed: a.seed,
+        storage: storage(a),
     })
     .await?;
     progress(
@@ -481,12 +494,19 @@ async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
     })
 }
 
-async fn run_audit_verify(g: &Global, n: u64) -> Result<u8> {
+async fn run_audit_verify(
+    g: &Global,
+    n: u64,
+    storage: throughgate_node::config::Storage,
+) -> Result<u8> {
     progress(
         g,
-        &format!("appending {n} entries to a fresh audit log (durable group commit)"),
+        &format!(
+            "appending {n} entries to a fresh audit log (durable group commit, page cache {} MiB)",
+            storage.cache_mib
+        ),
     );
-    let r = audit_verify(n, 16_384).await?;
+    let r = audit_verify(n, 16_384, storage).await?;
     if g.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -508,6 +528,13 @@ async fn run_audit_verify(g: &Global, n: u64) -> Result<u8> {
         t.add_row(vec![
             "verification rate".to_owned(),
             format!("{:.0} entries/s", r.verify_per_sec),
+        ]);
+        t.add_row(vec![
+            "memory".to_owned(),
+            format!(
+                "peak RSS {:.0} MiB appending, {:.0} MiB verifying, with a {} MiB page cache",
+                r.append_peak_rss_mib, r.verify_peak_rss_mib, r.cache_mib
+            ),
         ]);
         t.add_row(vec![
             "result".to_owned(),

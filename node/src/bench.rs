@@ -99,6 +99,8 @@ pub struct BenchOptions {
     pub holder_records: Option<u64>,
     /// Generator seed.
     pub seed: u64,
+    /// Every node's storage tuning (`[storage]` in a node's config; the page cache above all).
+    pub storage: crate::config::Storage,
 }
 
 impl Default for BenchOptions {
@@ -109,6 +111,7 @@ impl Default for BenchOptions {
             records_per_person: 5,
             holder_records: None,
             seed: 2026,
+            storage: crate::config::Storage::default(),
         }
     }
 }
@@ -237,6 +240,7 @@ impl BenchFederation {
                 peer_requests_per_sec: 0,
                 ..Default::default()
             },
+            storage: options.storage.clone(),
             ..FedOptions::default()
         })
         .await?;
@@ -1243,17 +1247,32 @@ pub struct AuditVerifyReport {
     pub verify_per_sec: f64,
     /// Whether the log verified.
     pub ok: bool,
+    /// The node's page cache, MiB (`[storage] cache_mib`).
+    pub cache_mib: u64,
+    /// Peak resident memory of the process (one node) while appending, MiB.
+    pub append_peak_rss_mib: f64,
+    /// Peak resident memory of the process while verifying, MiB (measured from the resident
+    /// memory the append left).
+    pub verify_peak_rss_mib: f64,
 }
 
 /// Appends `entries` query-sent entries (a realistic size) to a fresh node's audit log, keeping
-/// `window` appends in flight, then times [`crate::audit::verify_log`] over the whole log.
-pub async fn audit_verify(entries: u64, window: usize) -> Result<AuditVerifyReport, BenchError> {
+/// `window` appends in flight, then times [`crate::audit::verify_log`] over the whole log. The
+/// node's store is tuned by `storage`: the verifier reads the log through its page cache.
+pub async fn audit_verify(
+    entries: u64,
+    window: usize,
+    storage: crate::config::Storage,
+) -> Result<AuditVerifyReport, BenchError> {
+    let cache_mib = storage.cache_mib;
     let fed = LocalFederation::start(FedOptions {
         people: 0,
         agencies: vec![REQUESTER],
+        storage,
         ..FedOptions::default()
     })
     .await?;
+    reset_peak_rss();
     let n = fed.nodes.first().ok_or_else(|| setup_err("no node"))?;
     let node = n.node.as_ref().ok_or_else(|| setup_err("node stopped"))?;
     let state = node.state().clone();
@@ -1287,6 +1306,8 @@ pub async fn audit_verify(entries: u64, window: usize) -> Result<AuditVerifyRepo
         done += k;
     }
     let append_s = t.elapsed().as_secs_f64();
+    let append_peak_rss_mib = peak_rss_mib();
+    reset_peak_rss();
     let cp1 = state.db.audit_checkpoints(0, usize::MAX)?.len() as u64;
     let origin = state.audit.origin().to_owned();
     let keys = vec![n.key.public()];
@@ -1307,6 +1328,9 @@ pub async fn audit_verify(entries: u64, window: usize) -> Result<AuditVerifyRepo
         verify_s,
         verify_per_sec: v.entries as f64 / verify_s.max(1e-3),
         ok: v.ok(),
+        cache_mib,
+        append_peak_rss_mib,
+        verify_peak_rss_mib: peak_rss_mib(),
     })
 }
 
@@ -1366,6 +1390,22 @@ mod tests {
         assert_eq!(b.verifies(), 49.0);
         assert_eq!(b.warm().signs(), b.signs());
         assert_eq!(b.warm().verifies(), 29.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_audit_bench_appends_verifies_and_reports_its_cache() {
+        let storage = crate::config::Storage { cache_mib: 8 };
+        let r = audit_verify(500, 64, storage).await.unwrap();
+        assert!(r.ok);
+        assert_eq!(r.appended, 500);
+        // The node's own entries from its first start come first.
+        assert!(r.verified >= 500 && r.verified < 510, "{r:?}");
+        assert!(r.checkpoints >= 1, "{r:?}");
+        assert_eq!(r.cache_mib, 8);
+        assert!(
+            r.append_peak_rss_mib > 0.0 && r.verify_peak_rss_mib > 0.0,
+            "{r:?}"
+        );
     }
 
     #[test]
