@@ -57,7 +57,7 @@ pub struct BenchArgs {
     pub cold: Option<usize>,
     /// Every node's page cache, MiB, as `[storage] cache_mib` in a node's config (the default
     /// there too). The audit verifier reads the log through it.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=1_048_576))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(throughgate_node::config::Storage::CACHE_MIB))]
     pub cache_mib: u64,
     /// Iterations of the sign and verify timing loops.
     #[arg(long, default_value_t = 3000)]

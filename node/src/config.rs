@@ -128,6 +128,9 @@ impl Default for Storage {
 }
 
 impl Storage {
+    /// The page cache sizes a node accepts, MiB.
+    pub const CACHE_MIB: std::ops::RangeInclusive<u64> = 8..=1024 * 1024;
+
     /// The cache size in bytes.
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mib.saturating_mul(1024 * 1024)
@@ -231,8 +234,12 @@ impl NodeConfig {
         if !(1..=86_400).contains(&l.witness_interval_secs) {
             return Err("limits.witness_interval_secs must be between 1 and 86400".into());
         }
-        if !(8..=1024 * 1024).contains(&self.storage.cache_mib) {
-            return Err("storage.cache_mib must be between 8 and 1048576".into());
+        if !Storage::CACHE_MIB.contains(&self.storage.cache_mib) {
+            return Err(format!(
+                "storage.cache_mib must be between {} and {}",
+                Storage::CACHE_MIB.start(),
+                Storage::CACHE_MIB.end()
+            ));
         }
         Ok(())
     }
@@ -283,5 +290,13 @@ id_scheme = "noms_number"
         let mut c = NodeConfig::parse(GOOD).unwrap();
         c.limits.request_timeout_ms = 5;
         assert!(c.check().unwrap_err().contains("request_timeout_ms"));
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.storage.cache_mib = 4;
+        assert_eq!(
+            c.check().unwrap_err(),
+            "storage.cache_mib must be between 8 and 1048576"
+        );
+        c.storage.cache_mib = 8;
+        assert!(c.check().is_ok());
     }
 }
