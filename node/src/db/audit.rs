@@ -193,11 +193,6 @@ impl StoredEntry {
         split_entry_value(&self.value).0
     }
 
-    /// The entry's bytes (empty once retention redacted it).
-    pub fn bytes(&self) -> &[u8] {
-        split_entry_value(&self.value).1
-    }
-
     /// The entry's bytes, owned.
     pub fn into_bytes(mut self) -> Vec<u8> {
         if self.value.len() >= HASH_LEN {
@@ -406,7 +401,8 @@ impl Db {
     }
 
     /// Stored entries in key order from `start`, at most `limit`, each with its index, leaf
-    /// hash and bytes: what a verifier reads, in one scan.
+    /// hash and bytes, owned (for pages handed on; [`Db::audit_entry_visit`] reads without
+    /// copying).
     pub fn audit_entry_page(
         &self,
         start: u64,
@@ -466,12 +462,19 @@ impl Db {
             return Ok(Vec::new());
         };
         let mut leaves = Vec::with_capacity(LEAF_BLOCK as usize);
-        for (expected, e) in (first..).zip(self.audit_entry_page(first, LEAF_BLOCK as usize)?) {
-            match (e.index, e.leaf_hash()) {
-                (Some(i), Some(h)) if i == expected => leaves.push(*h),
-                _ => break,
-            }
-        }
+        let mut expected = first;
+        self.audit_entry_visit(
+            first,
+            first.checked_add(LEAF_BLOCK),
+            &mut |index, leaf, _| match (index, leaf) {
+                (Some(i), Some(h)) if i == expected => {
+                    leaves.push(*h);
+                    expected = expected.saturating_add(1);
+                    true
+                }
+                _ => false,
+            },
+        )?;
         Ok(leaves)
     }
 
@@ -790,7 +793,6 @@ mod tests {
             value: v,
         };
         assert_eq!(e.leaf_hash(), Some(&leaf));
-        assert_eq!(e.bytes(), b"entry");
         assert_eq!(e.into_bytes(), b"entry".to_vec());
     }
 
