@@ -454,20 +454,23 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
     let mut redacted = 0;
     if let Some(days) = r.audit_days {
         let cutoff = now.minus_secs(u64::from(days) * 86_400);
-        let from = state.db.audit_first_unredacted()?;
         let size = state.audit.latest().map_or(0, |(s, _)| s);
-        let mut to = from;
-        while to < size {
-            let Some(bytes) = state.db.audit_entry(to)? else {
-                break;
+        let db = state.db.clone();
+        // Two streamed passes over what may be a long stretch of the log: off the runtime.
+        let (from, to, n) = tokio::task::spawn_blocking(move || {
+            let from = db.audit_first_unredacted()?;
+            let to = db.audit_entries_before(from, size, cutoff)?;
+            let n = if to > from {
+                db.redact_audit_entries(from, to, now)?
+            } else {
+                0
             };
-            match throughgate_protocol::audit::AuditEntry::from_bytes(&bytes) {
-                Ok(e) if e.at < cutoff => to += 1,
-                _ => break,
-            }
-        }
+            Ok::<_, StoreError>((from, to, n))
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
         if to > from {
-            redacted = state.db.redact_audit_entries(from, to, now)?;
+            redacted = n;
             state.log_admin(None, "retention_audit", format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1)).await?;
         }
     }

@@ -608,6 +608,30 @@ impl Db {
 }
 
 impl Db {
+    /// Where retention stops: the end of the run of entries from `from` (below `size`) logged
+    /// before `cutoff`, i.e. the first index that is missing, does not decode (an entry already
+    /// redacted does not) or was logged at or after `cutoff`. One streamed pass, no copies.
+    pub fn audit_entries_before(
+        &self,
+        from: u64,
+        size: u64,
+        cutoff: throughgate_protocol::time::Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut end = from;
+        self.audit_entry_visit(from, Some(size), &mut |index, _, bytes| {
+            // Keys that are not entry keys are not entries: passed over.
+            let Some(index) = index else { return true };
+            let older = index == end
+                && throughgate_protocol::audit::AuditEntry::from_bytes(bytes)
+                    .is_ok_and(|e| e.at < cutoff);
+            if older {
+                end = end.saturating_add(1);
+            }
+            older
+        })?;
+        Ok(end)
+    }
+
     /// Redacts entries `from..to` (content replaced by nothing, passport index removed, a
     /// redaction marker kept); their leaf hashes stay so the tree still verifies. Flushes.
     pub fn redact_audit_entries(
@@ -794,6 +818,28 @@ mod tests {
         };
         assert_eq!(e.leaf_hash(), Some(&leaf));
         assert_eq!(e.into_bytes(), b"entry".to_vec());
+    }
+
+    #[test]
+    fn retention_stops_at_the_first_entry_that_is_recent_missing_or_redacted() {
+        let db = memory_db();
+        // Entry i is logged at time i.
+        write_entries(&db, 13, &PassportId::random());
+        assert_eq!(db.audit_entries_before(0, 13, Timestamp(5)).unwrap(), 5);
+        assert_eq!(db.audit_entries_before(3, 13, Timestamp(5)).unwrap(), 5);
+        assert_eq!(db.audit_entries_before(6, 13, Timestamp(5)).unwrap(), 6);
+        // Bounded by the log's size.
+        assert_eq!(db.audit_entries_before(0, 13, Timestamp(100)).unwrap(), 13);
+        assert_eq!(db.audit_entries_before(0, 7, Timestamp(100)).unwrap(), 7);
+        // A redacted entry no longer decodes: a run never starts at or crosses one.
+        db.redact_audit_entries(0, 2, Timestamp(1_000)).unwrap();
+        assert_eq!(db.audit_entries_before(0, 13, Timestamp(100)).unwrap(), 0);
+        assert_eq!(db.audit_entries_before(2, 13, Timestamp(100)).unwrap(), 13);
+        // A missing entry ends the run.
+        let mut b = WriteBatch::new();
+        b.delete(entry_key(9));
+        db.apply(b).unwrap();
+        assert_eq!(db.audit_entries_before(2, 13, Timestamp(100)).unwrap(), 9);
     }
 
     /// Writes `n` entries (every complete node through `AuditWrites`), returning their leaf
