@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use throughgate_node::agencies::demo_agency;
+use throughgate_node::backup::BackupError;
 use throughgate_node::client::Profile;
 use throughgate_node::client_api::issue_credential;
 use throughgate_node::clock::Clock;
@@ -458,48 +459,34 @@ async fn status(g: &Global) -> Result<u8> {
 
 fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
-    let meta = throughgate_node::backup::check_backup(from)
-        .with_context(|| format!("checking {}", from.display()))?;
-    if meta.agency != config.agency.as_str() {
-        bail!(
-            "{} is a backup of {}, but {} configures {}",
-            from.display(),
-            meta.agency,
-            config_path.display(),
-            config.agency
-        );
-    }
-    let data = config.resolve(&config.data_dir);
-    if data.exists()
-        && std::fs::read_dir(&data)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
-        if !force {
-            bail!("{} is not empty; stop the node and pass --force to move it aside, or restore elsewhere", data.display());
-        }
-        let aside = data.with_extension(format!("replaced-{}", Clock::system().now().0));
-        std::fs::rename(&data, &aside)
-            .with_context(|| format!("moving {} aside", data.display()))?;
+    let r =
+        match throughgate_node::backup::restore_node(&config, from, force, Clock::system().now()) {
+            Ok(r) => r,
+            Err(BackupError::WrongAgency { backup, configured }) => bail!(
+                "{} is a backup of {backup}, but {} configures {configured}",
+                from.display(),
+                config_path.display(),
+            ),
+            Err(e @ (BackupError::Io(_) | BackupError::Invalid(_))) => {
+                return Err(e).with_context(|| format!("checking {}", from.display()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    if let Some(aside) = &r.moved_aside {
         eprintln!("moved the old data folder to {}", aside.display());
     }
-    let store = Arc::new(SledStore::open(&data)?);
-    let restored = throughgate_node::backup::restore_backup(from, store.as_ref())?;
-    let db = Db::new(store);
-    let origin = throughgate_protocol::audit::origin(&config.agency);
-    let keys = db.own_keys()?;
-    let v = throughgate_node::audit::verify_log(&db, &origin, &keys)?;
+    let v = &r.verification;
     if g.json {
         println!(
             "{}",
-            serde_json::json!({"pairs": restored.pairs, "taken_at": restored.taken_at, "audit_entries": v.entries, "audit_ok": v.ok()})
+            serde_json::json!({"pairs": r.meta.pairs, "taken_at": r.meta.taken_at, "audit_entries": v.entries, "audit_ok": v.ok()})
         );
     } else {
         println!(
             "Restored {} stored pairs (backup taken {}) into {}.",
-            restored.pairs,
-            restored.taken_at,
-            data.display()
+            r.meta.pairs,
+            r.meta.taken_at,
+            r.data_dir.display()
         );
         println!(
             "Audit log: {} entries, {} checkpoints: {}",
@@ -513,7 +500,7 @@ fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u
     } else {
         Err(crate::exit::VerificationFailed(format!(
             "the restored audit log does not verify: {}",
-            v.problem.map(|p| p.detail).unwrap_or_default()
+            r.verification.problem.map(|p| p.detail).unwrap_or_default()
         ))
         .into())
     }

@@ -960,6 +960,96 @@ fn kill_9_during_an_import_stores_every_row_or_none() {
     );
 }
 
+/// `tg node backup` from a running node, then `tg node restore` into the stopped node: another
+/// agency's config is refused, a data folder holding data is kept unless `--force`, and with it
+/// the old folder is moved aside, the backup restored and its audit log verified; the node then
+/// starts on the restored store with every record.
+#[test]
+fn a_backup_restores_into_the_stopped_node_only_when_forced() {
+    let mut fed = Federation::start(&[]);
+    let before = nhs_records(&fed);
+    let backup = fed.root().join("nhs.tgbackup");
+    let nhs_op = s(&fed.node(NHS).operator());
+    let taken = tg_ok([
+        "node",
+        "backup",
+        "--json",
+        "--profile",
+        &nhs_op,
+        "--out",
+        &s(&backup),
+    ]);
+    assert!(
+        taken.json()["pairs"].as_u64().unwrap() > before,
+        "{}",
+        taken.stdout
+    );
+    assert!(fed.node_mut(NHS).terminate(), "nhs-wy did not stop cleanly");
+    let nhs_config = s(&fed.node(NHS).dir.join("node.toml"));
+    let prison_config = s(&fed.node(PRISON).dir.join("node.toml"));
+
+    let wrong = tg_run([
+        "node",
+        "restore",
+        "--config",
+        &prison_config,
+        "--from",
+        &s(&backup),
+    ]);
+    assert_ne!(wrong.code, Some(0), "{}", wrong.stdout);
+    assert!(
+        wrong.stderr.contains("is a backup of nhs-wy, but")
+            && wrong.stderr.contains("configures hmp-leeds"),
+        "{}",
+        wrong.stderr
+    );
+
+    let kept = tg_run([
+        "node",
+        "restore",
+        "--config",
+        &nhs_config,
+        "--from",
+        &s(&backup),
+    ]);
+    assert_ne!(kept.code, Some(0), "{}", kept.stdout);
+    assert!(kept.stderr.contains("pass --force"), "{}", kept.stderr);
+
+    let restored = tg_ok([
+        "node",
+        "restore",
+        "--config",
+        &nhs_config,
+        "--from",
+        &s(&backup),
+        "--force",
+    ]);
+    assert!(
+        restored.stdout.contains("checkpoints: verified"),
+        "{}",
+        restored.stdout
+    );
+    assert!(
+        restored.stderr.contains("moved the old data folder to"),
+        "{}",
+        restored.stderr
+    );
+    let aside = std::fs::read_dir(&fed.node(NHS).dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("data.replaced-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the old data folder was not kept");
+
+    fed.node_mut(NHS).start();
+    fed.node_mut(NHS).wait_ready();
+    assert_eq!(nhs_records(&fed), before);
+}
+
 /// After a holder crashes and comes back on the same address, requesters reach it again at
 /// once: the restarted node's stateless resets and connection ids are keyed by its node key, so
 /// a requester's pooled connection to the dead process is reset on its first packet and the

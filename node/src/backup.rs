@@ -7,13 +7,16 @@
 //! before the trailer. Restore checks the whole file before writing anything.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::audit::Verification;
+use crate::config::NodeConfig;
 use crate::db::Db;
-use crate::store::{Store, StoreError, WriteBatch};
+use crate::store::{SledStore, Store, StoreError, WriteBatch};
 
 const MAGIC: &[u8] = b"THROUGHGATE-BACKUP/1\n";
 const TRAILER: &[u8] = b"END";
@@ -36,6 +39,28 @@ pub enum BackupError {
     /// Restoring would overwrite data.
     #[error("{0} already holds data; restore into an empty folder (or move it aside)")]
     NotEmpty(String),
+    /// The node's data folder holds data and moving it aside was not asked for.
+    #[error("{} is not empty; stop the node and pass --force to move it aside, or restore elsewhere", .0.display())]
+    DataFolderNotEmpty(PathBuf),
+    /// The backup is of another agency's node.
+    #[error("this is a backup of {backup}, but the node's config is for {configured}")]
+    WrongAgency {
+        /// The agency the backup names.
+        backup: String,
+        /// The agency the node's config names.
+        configured: String,
+    },
+    /// The old data folder could not be moved aside.
+    #[error("moving {} aside: {source}", .path.display())]
+    MoveAside {
+        /// The data folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The restored audit log could not be read for verification.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// What a backup says about itself.
@@ -227,6 +252,65 @@ pub fn restore_backup(path: &Path, store: &dyn Store) -> Result<BackupMeta, Back
     Ok(meta)
 }
 
+/// What [`restore_node`] did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The backup's description of itself (agency, when taken, pairs).
+    pub meta: BackupMeta,
+    /// The data folder restored into.
+    pub data_dir: PathBuf,
+    /// Where the data folder that was there before went (with `force`), if it held data.
+    pub moved_aside: Option<PathBuf>,
+    /// The restored audit log's full verification.
+    pub verification: Verification,
+}
+
+/// Restores the backup at `from` into the data folder of the stopped node `config` describes:
+/// checks the whole file and that it is this agency's before touching anything, moves a data
+/// folder that holds data aside (to `<data_dir>.replaced-<now>`) only when `force` is given,
+/// restores into a fresh sled store, and verifies the restored audit log against every key the
+/// node has signed with. A log that does not verify is reported in `verification`, not as an
+/// error: the data is restored either way.
+pub fn restore_node(
+    config: &NodeConfig,
+    from: &Path,
+    force: bool,
+    now: throughgate_protocol::time::Timestamp,
+) -> Result<Restored, BackupError> {
+    let meta = check_backup(from)?;
+    if meta.agency != config.agency.as_str() {
+        return Err(BackupError::WrongAgency {
+            backup: meta.agency,
+            configured: config.agency.to_string(),
+        });
+    }
+    let data_dir = config.resolve(&config.data_dir);
+    let holds_data = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
+    let mut moved_aside = None;
+    if holds_data {
+        if !force {
+            return Err(BackupError::DataFolderNotEmpty(data_dir));
+        }
+        let aside = data_dir.with_extension(format!("replaced-{}", now.0));
+        std::fs::rename(&data_dir, &aside).map_err(|source| BackupError::MoveAside {
+            path: data_dir.clone(),
+            source,
+        })?;
+        moved_aside = Some(aside);
+    }
+    let store = Arc::new(SledStore::open(&data_dir)?);
+    let meta = restore_backup(from, store.as_ref())?;
+    let db = Db::new(store);
+    let origin = throughgate_protocol::audit::origin(&config.agency);
+    let verification = crate::audit::verify_log(&db, &origin, &db.own_keys()?)?;
+    Ok(Restored {
+        meta,
+        data_dir,
+        moved_aside,
+        verification,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +328,94 @@ mod tests {
         }
         db.apply(b).unwrap();
         db
+    }
+
+    /// A node config for `agency` whose data folder is `<dir>/data`, and a backup of
+    /// [`filled`] said to be of `backup_of`, at `<dir>/b.tgbackup`.
+    fn node_and_backup(dir: &Path, agency: &str, backup_of: &str) -> (NodeConfig, PathBuf) {
+        let mut config = NodeConfig::parse(&format!(
+            "agency = \"{agency}\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n\
+             data_dir = \"data\"\nid_scheme = \"ni_number\"\n"
+        ))
+        .unwrap();
+        config.base_dir = dir.to_path_buf();
+        let path = dir.join("b.tgbackup");
+        let meta = BackupMeta {
+            agency: backup_of.into(),
+            taken_at: "now".into(),
+            pairs: 0,
+        };
+        write_backup(&filled(), &meta, &path).unwrap();
+        (config, path)
+    }
+
+    #[test]
+    fn a_node_restores_into_an_empty_folder_and_its_log_is_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
+        let now = throughgate_protocol::time::Timestamp(77);
+        let r = restore_node(&config, &backup, false, now).unwrap();
+        assert_eq!(r.meta.pairs, 2500);
+        assert_eq!(r.data_dir, dir.path().join("data"));
+        assert_eq!(r.moved_aside, None);
+        assert!(r.verification.ok(), "{:?}", r.verification);
+        drop(r);
+        let store = SledStore::open(&dir.path().join("data")).unwrap();
+        assert_eq!(store.count(b"k/").unwrap(), 2500);
+        drop(store);
+
+        // A backup whose log claims entries it does not hold is restored, and the
+        // verification of the restored log says so.
+        let db = filled();
+        let mut w = crate::db::AuditWrites::default();
+        w.state(&crate::db::AuditState {
+            size: 3,
+            border: Vec::new(),
+        });
+        db.apply(w.0).unwrap();
+        let meta = BackupMeta {
+            agency: "dwp".into(),
+            taken_at: "now".into(),
+            pairs: 0,
+        };
+        write_backup(&db, &meta, &backup).unwrap();
+        let r = restore_node(&config, &backup, true, now).unwrap();
+        assert_eq!(r.meta.pairs, 2501);
+        let problem = r.verification.problem.expect("the log lacks its entries");
+        assert_eq!(problem.entry, Some(0), "{problem:?}");
+    }
+
+    #[test]
+    fn a_node_refuses_another_agencys_backup_and_a_folder_holding_data_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, backup) = node_and_backup(dir.path(), "dwp", "nhs-wy");
+        let now = throughgate_protocol::time::Timestamp(77);
+        match restore_node(&config, &backup, true, now) {
+            Err(BackupError::WrongAgency { backup, configured }) => {
+                assert_eq!((backup.as_str(), configured.as_str()), ("nhs-wy", "dwp"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("data").exists(), "nothing was written");
+
+        let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("old"), b"the old store").unwrap();
+        match restore_node(&config, &backup, false, now) {
+            Err(e @ BackupError::DataFolderNotEmpty(_)) => {
+                assert!(e.to_string().contains("pass --force"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(data.join("old")).unwrap(), b"the old store");
+
+        let r = restore_node(&config, &backup, true, now).unwrap();
+        let aside = dir.path().join("data.replaced-77");
+        assert_eq!(r.moved_aside.as_deref(), Some(aside.as_path()));
+        assert_eq!(std::fs::read(aside.join("old")).unwrap(), b"the old store");
+        assert_eq!(r.meta.pairs, 2500);
+        assert!(r.verification.ok(), "{:?}", r.verification);
     }
 
     #[test]
