@@ -1,14 +1,12 @@
 //! `tg records`: import an agency's records file through the home node (all or nothing), and
 //! generate synthetic records files for trying things out.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use throughgate_node::agencies::demo_agencies;
 use throughgate_node::import::{export, format_from_name, format_from_path};
-use throughgate_node::synth::{generate_population, records_for, SynthConfig};
+use throughgate_node::synth::{generate_population, records_for, write_people_csv, SynthConfig};
 use throughgate_protocol::messages::ImportFormat;
 use throughgate_protocol::time::Date;
 
@@ -164,33 +162,10 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                 .with_context(|| format!("creating {}", out.display()))?;
             export(&records, fmt, std::io::BufWriter::new(f)).map_err(|e| anyhow!("{e}"))?;
             if let Some(p) = &people_out {
-                let mut w = std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .with_context(|| format!("creating {}", p.display()))?,
-                );
-                let mut header = vec![
-                    "index".to_owned(),
-                    "given_name".into(),
-                    "family_name".into(),
-                ];
-                header.extend(demo_agencies().iter().map(|a| a.id.to_owned()));
-                writeln!(w, "{}", header.join(","))?;
-                for person in &pop.people {
-                    let mut row = vec![
-                        person.index.to_string(),
-                        person.given_name.to_owned(),
-                        person.family_name.to_owned(),
-                    ];
-                    for a in demo_agencies() {
-                        row.push(if person.is_known_to(a) {
-                            person.identifiers.get(a.scheme).to_owned()
-                        } else {
-                            String::new()
-                        });
-                    }
-                    writeln!(w, "{}", row.join(","))?;
-                }
-                w.flush()?;
+                let f = std::fs::File::create(p)
+                    .with_context(|| format!("creating {}", p.display()))?;
+                write_people_csv(&pop, std::io::BufWriter::new(f))
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
             println!(
                 "{} synthetic records for {agency} written to {}",
