@@ -2,13 +2,16 @@
 //! data folder (writes pause for the copy), stream it to the operator's CLI in signed chunks,
 //! then delete the temporary file.
 
-use std::io::Read;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use throughgate_protocol::messages::{ClientResponse, ErrorCode};
+use throughgate_protocol::messages::{ClientResponse, ErrorCode, ImportFormat};
 
 use crate::backup::{write_backup, BackupMeta};
-use crate::db::StoredStaff;
+use crate::db::{Db, StoredStaff};
+use crate::import::{CsvExport, ExportError};
 use crate::node::NodeState;
 use crate::staff::log_by;
 use crate::transport::write_envelope;
@@ -60,36 +63,18 @@ pub async fn stream_backup(
 pub async fn stream_export(
     state: &NodeState,
     operator: &StoredStaff,
-    format: throughgate_protocol::messages::ImportFormat,
+    format: ImportFormat,
     send: &mut quinn::SendStream,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
     let dir = state.config.resolve(&state.config.data_dir);
     let tmp = dir.with_extension(format!("export-{}.tmp", state.clock.now().0));
     let db = state.db.clone();
     let path = tmp.clone();
-    let count = tokio::task::spawn_blocking(move || -> Result<u64, String> {
-        let mut records = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = db
-                .records_page(after.as_deref(), 10_000)
-                .map_err(|e| e.to_string())?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            let full = page.len() == 10_000;
-            records.extend(page.into_iter().map(|(_, r)| r));
-            if !full {
-                break;
-            }
-        }
-        let file = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-        crate::import::export(&records, format, std::io::BufWriter::new(file))
-            .map_err(|e| e.to_string())?;
-        Ok(records.len() as u64)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    let count =
+        tokio::task::spawn_blocking(move || export_records(&db, format, &path, EXPORT_PAGE))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
     let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
     log_by(
         state,
@@ -103,6 +88,55 @@ pub async fn stream_export(
         bytes,
         sha256,
     })
+}
+
+/// Records read per page while exporting.
+const EXPORT_PAGE: usize = 10_000;
+
+/// Writes every stored record to `path` in `format`, holding one page of `page` records at a time;
+/// returns how many. A CSV export reads the records twice, its field columns first; if records
+/// gain a field between the two passes (an import meanwhile), it starts again, up to three
+/// times.
+fn export_records(
+    db: &Db,
+    format: ImportFormat,
+    path: &Path,
+    page: usize,
+) -> Result<u64, ExportError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut count = 0u64;
+        match format {
+            ImportFormat::Json => {
+                db.for_each_record_page(page, |page| {
+                    count += page.len() as u64;
+                    crate::import::export_jsonl(page, &mut out)
+                })?;
+                out.flush()?;
+                return Ok(count);
+            }
+            ImportFormat::Csv => {
+                let mut names = BTreeSet::new();
+                db.for_each_record_page(page, |page| {
+                    crate::import::add_field_names(page, &mut names);
+                    Ok::<_, ExportError>(())
+                })?;
+                let mut csv = CsvExport::new(out, names)?;
+                let written = db.for_each_record_page(page, |page| {
+                    count += page.len() as u64;
+                    page.iter().try_for_each(|r| csv.write(r))
+                });
+                match written {
+                    Err(ExportError::NewField(_)) if attempts < 3 => continue,
+                    other => other?,
+                }
+                csv.finish()?;
+                return Ok(count);
+            }
+        }
+    }
 }
 
 /// Streams the temporary file `tmp`, then deletes it whether or not the stream went through.
@@ -139,4 +173,64 @@ async fn stream_file(
             .map_err(internal)?;
     }
     Ok((total, hasher.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use throughgate_protocol::time::Date;
+
+    use super::*;
+    use crate::import::export;
+    use crate::store::{MemoryStore, StoreError};
+    use crate::synth::{generate_population, records_for, SynthConfig};
+
+    #[test]
+    fn a_paged_export_writes_exactly_what_an_export_of_every_record_at_once_does() {
+        let cfg = SynthConfig::new(4, 60, Date::parse("2026-03-02").unwrap());
+        let mut records = records_for("nhs-wy", &generate_population(&cfg), &cfg).unwrap();
+        // One record with a field no other has, far into the key order.
+        if let Some(r) = records.last_mut() {
+            r.fields.insert("zz_rare".into(), "only here".into());
+        }
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        db.put_records(&records).unwrap();
+        // The store's order, as an export of every record at once would take them.
+        let mut stored = Vec::new();
+        db.for_each_record_page(usize::MAX, |p| {
+            stored.extend_from_slice(p);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        assert_eq!(stored.len(), records.len());
+        let dir = tempfile::tempdir().unwrap();
+        for format in [ImportFormat::Csv, ImportFormat::Json] {
+            let mut whole = Vec::new();
+            export(&stored, format, &mut whole).unwrap();
+            for page in [1, 7, 100, 100_000] {
+                let path = dir.path().join("export");
+                let n = export_records(&db, format, &path, page).unwrap();
+                assert_eq!(n, records.len() as u64);
+                let paged = std::fs::read(&path).unwrap();
+                assert!(paged == whole, "{format:?}, pages of {page}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_csv_export_refuses_a_record_with_a_field_it_has_no_column_for() {
+        let cfg = SynthConfig::new(4, 5, Date::parse("2026-03-02").unwrap());
+        let mut records = records_for("dwp", &generate_population(&cfg), &cfg).unwrap();
+        let r = records.first_mut().unwrap();
+        let mut columns = BTreeSet::new();
+        crate::import::add_field_names(std::slice::from_ref(r), &mut columns);
+        let mut csv = CsvExport::new(Vec::new(), columns).unwrap();
+        csv.write(r).unwrap();
+        r.fields.insert("new".into(), "x".into());
+        match csv.write(r) {
+            Err(ExportError::NewField(n)) => assert_eq!(n, "new"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -375,6 +375,13 @@ pub enum ExportError {
     /// JSON serialisation failed (in practice, an I/O error underneath).
     #[error("could not write the JSON Lines export: {0}")]
     Json(#[from] serde_json::Error),
+    /// A record met while writing a CSV export has a field its columns, fixed when the export
+    /// began, lack (records were imported meanwhile).
+    #[error("a record gained the field {0:?} while the export was written; export again")]
+    NewField(String),
+    /// Reading the records failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1297,32 +1304,73 @@ fn json_row(value: &serde_json::Value) -> Result<RawRow<'_>, Vec<ImportProblem>>
 /// order of [`CSV_COLUMNS`], then one `field.<name>` column for every field name any record
 /// uses, sorted. Empty field values are written as empty cells, which read back as absent.
 pub fn export_csv<W: Write>(records: &[Record], writer: W) -> Result<(), ExportError> {
-    let names: BTreeSet<&str> = records
-        .iter()
-        .flat_map(|r| r.fields.keys().map(String::as_str))
-        .collect();
-    let mut w = csv::WriterBuilder::new().from_writer(writer);
-    w.write_record(
-        CSV_COLUMNS
-            .iter()
-            .map(|c| (*c).to_owned())
-            .chain(names.iter().map(|n| format!("{FIELD_PREFIX}{n}"))),
-    )?;
+    let mut names = BTreeSet::new();
+    add_field_names(records, &mut names);
+    let mut csv = CsvExport::new(writer, names)?;
     for r in records {
-        w.write_field(r.record_id.as_str())?;
-        w.write_field(&r.subject)?;
-        w.write_field(r.category.as_str())?;
-        w.write_field(&r.kind)?;
-        w.write_field(r.about.to_string())?;
-        w.write_field(r.recorded_at.to_rfc3339())?;
-        w.write_field(&r.source_system)?;
-        for n in &names {
-            w.write_field(r.fields.get(*n).map_or("", String::as_str))?;
-        }
-        w.write_record(None::<&[u8]>)?;
+        csv.write(r)?;
     }
-    w.flush()?;
-    Ok(())
+    csv.finish()
+}
+
+/// Adds every field name `records` use to `names`: the field columns of their CSV export.
+pub fn add_field_names(records: &[Record], names: &mut BTreeSet<String>) {
+    for r in records {
+        for n in r.fields.keys() {
+            if !names.contains(n) {
+                names.insert(n.clone());
+            }
+        }
+    }
+}
+
+/// A CSV export written a record at a time, its field columns fixed when it starts, so records
+/// can come a page at a time (as [`export_csv`] writes them all at once).
+pub struct CsvExport<W: Write> {
+    w: csv::Writer<W>,
+    names: BTreeSet<String>,
+}
+
+impl<W: Write> CsvExport<W> {
+    /// Starts the export: writes the header, the standard columns then a `field.<name>` column
+    /// for each of `names`, sorted.
+    pub fn new(writer: W, names: BTreeSet<String>) -> Result<CsvExport<W>, ExportError> {
+        let mut w = csv::WriterBuilder::new().from_writer(writer);
+        w.write_record(
+            CSV_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .chain(names.iter().map(|n| format!("{FIELD_PREFIX}{n}"))),
+        )?;
+        Ok(CsvExport { w, names })
+    }
+
+    /// Writes one record. A record with a field that has no column is refused
+    /// ([`ExportError::NewField`]): it changed after the columns were fixed.
+    pub fn write(&mut self, r: &Record) -> Result<(), ExportError> {
+        if let Some(n) = r.fields.keys().find(|n| !self.names.contains(*n)) {
+            return Err(ExportError::NewField(n.clone()));
+        }
+        self.w.write_field(r.record_id.as_str())?;
+        self.w.write_field(&r.subject)?;
+        self.w.write_field(r.category.as_str())?;
+        self.w.write_field(&r.kind)?;
+        self.w.write_field(r.about.to_string())?;
+        self.w.write_field(r.recorded_at.to_rfc3339())?;
+        self.w.write_field(&r.source_system)?;
+        for n in &self.names {
+            self.w
+                .write_field(r.fields.get(n).map_or("", String::as_str))?;
+        }
+        self.w.write_record(None::<&[u8]>)?;
+        Ok(())
+    }
+
+    /// Finishes the export (flushes what is buffered).
+    pub fn finish(mut self) -> Result<(), ExportError> {
+        self.w.flush()?;
+        Ok(())
+    }
 }
 
 /// One record as a JSON Lines object.

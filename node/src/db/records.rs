@@ -71,6 +71,29 @@ impl Db {
 }
 
 impl Db {
+    /// Hands every stored record to `each`, a page of at most `page` in key order at a time, so
+    /// a pass over all of them holds one page in memory.
+    pub fn for_each_record_page<E: From<StoreError>>(
+        &self,
+        page: usize,
+        mut each: impl FnMut(&[Record]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let page = page.max(1);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let got = self.records_page(after.as_deref(), page)?;
+            let Some((last, _)) = got.last() else { break };
+            after = Some(last.clone());
+            let full = got.len() == page;
+            let records: Vec<Record> = got.into_iter().map(|(_, r)| r).collect();
+            each(&records)?;
+            if !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes every record about a date before `before`; returns how many. Flushes.
     pub fn delete_records_before(
         &self,
