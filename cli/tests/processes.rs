@@ -988,14 +988,16 @@ fn a_backup_restores_into_the_stopped_node_only_when_forced() {
     let nhs_config = s(&fed.node(NHS).dir.join("node.toml"));
     let prison_config = s(&fed.node(PRISON).dir.join("node.toml"));
 
-    let wrong = tg_run([
-        "node",
-        "restore",
-        "--config",
-        &prison_config,
-        "--from",
-        &s(&backup),
-    ]);
+    let backup = s(&backup);
+    let restore = |config: &str, force: bool| {
+        let mut args = vec!["node", "restore", "--config", config, "--from", &backup];
+        if force {
+            args.push("--force");
+        }
+        tg_run(args)
+    };
+
+    let wrong = restore(&prison_config, true);
     assert_ne!(wrong.code, Some(0), "{}", wrong.stdout);
     assert!(
         wrong.stderr.contains("is a backup of nhs-wy, but")
@@ -1004,26 +1006,12 @@ fn a_backup_restores_into_the_stopped_node_only_when_forced() {
         wrong.stderr
     );
 
-    let kept = tg_run([
-        "node",
-        "restore",
-        "--config",
-        &nhs_config,
-        "--from",
-        &s(&backup),
-    ]);
+    let kept = restore(&nhs_config, false);
     assert_ne!(kept.code, Some(0), "{}", kept.stdout);
     assert!(kept.stderr.contains("pass --force"), "{}", kept.stderr);
 
-    let restored = tg_ok([
-        "node",
-        "restore",
-        "--config",
-        &nhs_config,
-        "--from",
-        &s(&backup),
-        "--force",
-    ]);
+    let restored = restore(&nhs_config, true);
+    restored.expect_code(0);
     assert!(
         restored.stdout.contains("checkpoints: verified"),
         "{}",
