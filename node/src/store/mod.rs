@@ -7,6 +7,7 @@
 
 mod gated;
 mod memory;
+mod redo;
 mod sled_store;
 
 pub use gated::GatedStore;
