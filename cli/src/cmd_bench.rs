@@ -391,7 +391,7 @@ fn print_report(r: &BenchReport) {
         (
             "crypto floor",
             format!(
-                "{:.0} passports/s = {} cores / ({:.2} x {:.1} us + {} x {:.1} us)",
+                "{:.0} passports/s = {} cores / ({:.2} x {:.1} us + {:.2} x {:.1} us)",
                 r.crypto_floor_passports_per_sec,
                 r.cores,
                 r.signs_per_passport,
