@@ -488,6 +488,7 @@ impl BenchFederation {
             records_per_holder: self.records_per_holder.clone(),
             concurrency,
             durable: true,
+            commit_delay_ms: self.options.storage.commit_delay_ms,
             duration_s: wall,
             passports: passports_n,
             passports_per_sec: pps,
@@ -913,6 +914,8 @@ pub struct BenchReport {
     pub concurrency: usize,
     /// Always true: Throughgate's audit log is always durable (fsync before any disclosure).
     pub durable: bool,
+    /// Every node's audit commit delay, milliseconds (`[storage] commit_delay_ms`).
+    pub commit_delay_ms: u64,
     /// Measured seconds.
     pub duration_s: f64,
     /// Passports assembled and verified in the measured window.
@@ -1394,7 +1397,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_audit_bench_appends_verifies_and_reports_its_cache() {
-        let storage = crate::config::Storage { cache_mib: 8 };
+        let storage = crate::config::Storage {
+            cache_mib: 8,
+            ..crate::config::Storage::default()
+        };
         let r = audit_verify(500, 64, storage).await.unwrap();
         assert!(r.ok);
         assert_eq!(r.appended, 500);

@@ -69,9 +69,15 @@ impl Decision {
 }
 
 /// Answers a query that arrived from `peer`.
-pub async fn answer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
+/// `intent` is the decision's announced audit entry (see [`crate::audit::AuditLog::intent`]).
+pub async fn answer(
+    state: &NodeState,
+    peer: &AgencyId,
+    env: &Envelope,
+    intent: crate::audit::Intent,
+) -> Envelope {
     let started = std::time::Instant::now();
-    let (answer, outcome) = decide_and_sign(state, peer, env).await;
+    let (answer, outcome) = decide_and_sign(state, peer, env, intent).await;
     state
         .metrics
         .query_seconds
@@ -91,6 +97,7 @@ async fn decide_and_sign(
     state: &NodeState,
     peer: &AgencyId,
     env: &Envelope,
+    intent: crate::audit::Intent,
 ) -> (Envelope, &'static str) {
     let Some(manifest) = state.manifest() else {
         return (
@@ -136,9 +143,10 @@ async fn decide_and_sign(
         }
     };
     let digest = query_digest(env);
-    let pending = state
-        .audit
-        .submit(AuditEvent::Decision(decision.entry(&query, digest)));
+    let pending = intent.submit(
+        &state.audit,
+        AuditEvent::Decision(decision.entry(&query, digest)),
+    );
     drop(gate);
     // Log before disclose: the response is built from the durable entry's receipt.
     let receipt = match pending.wait().await {

@@ -228,7 +228,8 @@ impl Node {
             agency.clone(),
             clock.clone(),
             metrics.clone(),
-        )?;
+        )?
+        .with_commit_delay(config.storage.commit_delay());
         let state = Arc::new(NodeState {
             metrics,
             peer_rate: crate::ratelimit::RateLimiter::new(

@@ -68,7 +68,10 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
                 }
                 let st = state.clone();
                 let p = principal.clone();
-                streams.spawn(async move { stream(st, p, send, recv).await });
+                // A peer's stream is most often a query, whose decision will be logged: announce
+                // it from the moment it is accepted, so a commit batch can wait for it.
+                let intent = matches!(p, Principal::Peer(_)).then(|| state.audit.intent());
+                streams.spawn(async move { stream(st, p, send, recv, intent).await });
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
@@ -82,6 +85,7 @@ async fn stream(
     principal: Principal,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    intent: Option<crate::audit::Intent>,
 ) {
     // Every request from a peer counts, well-formed or not.
     if let Principal::Peer(a) = &principal {
@@ -130,9 +134,12 @@ async fn stream(
             return;
         }
     };
+    // Only a query's decision is logged right away; anything else withdraws the announcement.
+    let intent = intent.filter(|_| matches!(env.kind, MessageKind::Query));
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
-            crate::holder::answer(&state, peer, &env).await
+            let intent = intent.unwrap_or_else(|| state.audit.intent());
+            crate::holder::answer(&state, peer, &env, intent).await
         }
         (Principal::Peer(peer), MessageKind::ConsentGrant) => {
             crate::consent_in::grant(&state, peer, &env).await

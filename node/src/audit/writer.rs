@@ -1,6 +1,7 @@
 //! The group-commit writer: one task appends every queued entry, signs one checkpoint per
 //! batch, writes the batch atomically, flushes it, and only then releases the receipts.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use throughgate_protocol::audit::{ProofHash, Receipt};
@@ -19,6 +20,8 @@ const MAX_BATCH: usize = 4096;
 
 pub(super) struct Writer {
     db: Db,
+    expected: Arc<super::Expected>,
+    commit_delay: std::time::Duration,
     key: crate::keyring::NodeKey,
     origin: String,
     rx: mpsc::UnboundedReceiver<Pending>,
@@ -78,10 +81,13 @@ impl Writer {
         rx: mpsc::UnboundedReceiver<Pending>,
         latest: Arc<Mutex<Option<(u64, String)>>>,
         metrics: Arc<crate::metrics::Metrics>,
+        expected: Arc<super::Expected>,
     ) -> Result<Writer, AuditError> {
         let state = db.audit_state()?.unwrap_or_default();
         Ok(Writer {
             db,
+            expected,
+            commit_delay: std::time::Duration::ZERO,
             key,
             origin,
             rx,
@@ -91,16 +97,51 @@ impl Writer {
         })
     }
 
+    pub(super) fn set_commit_delay(&mut self, delay: std::time::Duration) {
+        self.commit_delay = delay;
+    }
+
+    /// Takes everything queued, up to [`MAX_BATCH`].
+    fn drain(&mut self, batch: &mut Vec<Pending>) {
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Holds the batch open while announced entries are still to come, until the commit delay
+    /// has passed since the batch's first entry (PostgreSQL's `commit_delay` with
+    /// `commit_siblings`, keyed on announced entries rather than open transactions).
+    async fn gather(&mut self, batch: &mut Vec<Pending>) {
+        if self.commit_delay.is_zero() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.commit_delay;
+        let expected = self.expected.clone();
+        while batch.len() < MAX_BATCH && expected.count.load(Ordering::Acquire) > 0 {
+            tokio::select! {
+                biased;
+                p = self.rx.recv() => match p {
+                    Some(p) => {
+                        batch.push(p);
+                        self.drain(batch);
+                    }
+                    None => return,
+                },
+                () = expected.changed.notified() => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
     pub(super) async fn run(mut self) {
         let mut batch: Vec<Pending> = Vec::new();
         while let Some(first) = self.rx.recv().await {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
+            self.drain(&mut batch);
+            self.gather(&mut batch).await;
             let mut pending = std::mem::take(&mut batch);
             match self.commit(&mut pending).await {
                 Ok(receipts) => {
