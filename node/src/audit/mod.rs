@@ -95,10 +95,11 @@ impl std::fmt::Debug for Intent {
 impl Intent {
     /// Queues the entry in `log` (as [`AuditLog::submit`]) and ends the intent.
     pub fn submit(mut self, log: &AuditLog, event: AuditEvent) -> PendingReceipt {
-        // Withdrawn before the entry is queued, so the writer, woken by the entry, never waits
-        // for the very entry it holds.
+        // Queued before the announcement is withdrawn: a writer woken by the withdrawal finds
+        // the entry already queued, so it never commits just before the entry it waited for.
+        let pending = log.submit(event);
         self.withdraw();
-        log.submit(event)
+        pending
     }
 
     fn withdraw(&mut self) {

@@ -131,9 +131,11 @@ impl Writer {
                     None => return,
                 },
                 () = expected.changed.notified() => {}
-                () = tokio::time::sleep_until(deadline) => return,
+                () = tokio::time::sleep_until(deadline) => break,
             }
         }
+        // Whatever arrived with the last wake-up joins this batch.
+        self.drain(batch);
     }
 
     pub(super) async fn run(mut self) {
