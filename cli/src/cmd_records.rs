@@ -65,6 +65,15 @@ pub enum RecordsCmd {
     },
 }
 
+/// Creates `path`, refusing to replace a file that appeared since it was checked.
+fn create_new(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
+}
+
 /// The records format called `name` (csv or jsonl).
 fn named_format(name: &str) -> Result<ImportFormat> {
     format_from_name(name).ok_or_else(|| anyhow!("unknown format {name:?}; use csv or jsonl"))
@@ -155,16 +164,37 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             let cfg = SynthConfig::new(seed, people, reference_date);
             let pop = generate_population(&cfg);
             let records = records_for(&agency, &pop, &cfg).map_err(|e| anyhow!("{e}"))?;
+            // Nothing is overwritten, and neither file is written unless both can be. The
+            // people file is the same for every agency generated with the same seed and count,
+            // so an identical one already there is kept; a different one is refused.
             if out.exists() {
                 bail!("{} exists; choose another --out", out.display());
             }
-            let f = std::fs::File::create(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
+            let people_file = match &people_out {
+                Some(p) => {
+                    let mut bytes = Vec::new();
+                    write_people_csv(&pop, &mut bytes).context("writing the people file")?;
+                    match std::fs::read(p) {
+                        Ok(old) if old == bytes => None,
+                        Ok(_) => bail!(
+                            "{} exists and lists other people (another --seed or --people?); \
+                             choose another --people-out",
+                            p.display()
+                        ),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((p, bytes)),
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("reading {}", p.display()))
+                        }
+                    }
+                }
+                None => None,
+            };
+            let f = create_new(&out)?;
             export(&records, fmt, std::io::BufWriter::new(f)).map_err(|e| anyhow!("{e}"))?;
-            if let Some(p) = &people_out {
-                let f = std::fs::File::create(p)
-                    .with_context(|| format!("creating {}", p.display()))?;
-                write_people_csv(&pop, std::io::BufWriter::new(f))
+            if let Some((p, bytes)) = people_file {
+                use std::io::Write as _;
+                create_new(p)?
+                    .write_all(&bytes)
                     .with_context(|| format!("writing {}", p.display()))?;
             }
             println!(

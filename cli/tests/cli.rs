@@ -213,3 +213,41 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
 }
+
+#[test]
+fn records_generate_never_overwrites_and_keeps_an_identical_people_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = dir.path().join("people.csv");
+    let run = |agency: &str, seed: &str, out: &std::path::Path| {
+        tg().args(["records", "generate", "--agency", agency, "--people", "3"])
+            .args(["--seed", seed, "--out"])
+            .arg(out)
+            .arg("--people-out")
+            .arg(&people)
+            .output()
+            .unwrap()
+    };
+    // The same seed at two agencies: the second run finds the same people file and keeps it.
+    let prison = dir.path().join("prison.csv");
+    assert_success(&run("hmp-leeds", "7", &prison));
+    let listed = std::fs::read_to_string(&people).unwrap();
+    assert!(listed.lines().count() > 1);
+    let nhs = dir.path().join("nhs.csv");
+    assert_success(&run("nhs-wy", "7", &nhs));
+    assert_eq!(std::fs::read_to_string(&people).unwrap(), listed);
+
+    // Another seed would list other people: refused, and its records file is not written.
+    let other = dir.path().join("other.csv");
+    let refused = run("dwp", "8", &other);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("choose another --people-out"), "{err}");
+    assert!(!other.exists());
+    assert_eq!(std::fs::read_to_string(&people).unwrap(), listed);
+
+    // An existing records file is never replaced.
+    let records = std::fs::read_to_string(&prison).unwrap();
+    let again = run("hmp-leeds", "7", &prison);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("choose another --out"));
+    assert_eq!(std::fs::read_to_string(&prison).unwrap(), records);
+}
