@@ -67,15 +67,6 @@ impl Store for GatedStore {
         self.inner.get(key)
     }
 
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        self.inner.scan(prefix, start, limit)
-    }
-
     fn visit(
         &self,
         prefix: &[u8],

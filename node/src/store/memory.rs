@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
 
-use super::{scan_prefixed, visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -34,21 +34,6 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.read()?.get(key).cloned())
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        let map = self.read()?;
-        let from = start.unwrap_or(prefix).to_vec();
-        scan_prefixed(
-            map.range((Bound::Included(from), Bound::Unbounded)).map(Ok),
-            prefix,
-            limit,
-        )
     }
 
     fn visit(

@@ -78,25 +78,6 @@ impl WriteBatch {
 /// A key-value pair from a scan.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// How every store answers [`Store::scan`], given its pairs in key order from
-/// `start.unwrap_or(prefix)`: those pairs, up to the first whose key lacks `prefix`, at most
-/// `limit`.
-fn scan_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
-    from_start: impl Iterator<Item = Result<(K, V), StoreError>>,
-    prefix: &[u8],
-    limit: usize,
-) -> Result<Vec<KeyValue>, StoreError> {
-    let mut out = Vec::new();
-    for item in from_start {
-        let (k, v) = item?;
-        if !k.as_ref().starts_with(prefix) || out.len() >= limit {
-            break;
-        }
-        out.push((k.as_ref().to_vec(), v.as_ref().to_vec()));
-    }
-    Ok(out)
-}
-
 /// How every store answers [`Store::visit`], given its pairs in key order from
 /// `start.unwrap_or(prefix)`.
 fn visit_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -120,12 +101,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// All pairs whose key starts with `prefix`, in key order, starting at `start` (a full key
     /// at or after which to begin, or `None` for the beginning of the prefix), at most `limit`.
+    /// Every store answers it through [`Store::visit`], copying the pairs out.
     fn scan(
         &self,
         prefix: &[u8],
         start: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError>;
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.visit(prefix, start, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
 
     /// Calls `visit` with each pair [`Store::scan`] would return from `start` (without a
     /// limit), borrowing the stored bytes instead of copying them out, until `visit` returns

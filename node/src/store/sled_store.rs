@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::redo;
-use super::{scan_prefixed, visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
+use super::{visit_prefixed, KeyValue, Store, StoreError, Write, WriteBatch};
 
 /// The redo tree's only key.
 const REDO_KEY: &[u8] = b"batch";
@@ -193,21 +193,6 @@ impl Store for SledStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let _shared = self.shared()?;
         Ok(self.tree.get(key).map_err(backend)?.map(|v| v.to_vec()))
-    }
-
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<KeyValue>, StoreError> {
-        self.check_whole()?;
-        let from = start.unwrap_or(prefix).to_vec();
-        let items = Gated {
-            gate: &self.gate,
-            inner: self.tree.range(from..),
-        };
-        scan_prefixed(items.map(|item| item.map_err(backend)), prefix, limit)
     }
 
     fn visit(
