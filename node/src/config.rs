@@ -153,6 +153,23 @@ impl Storage {
     }
 }
 
+/// Refuses `value` outside `range`, naming the key and the range ("K must be between A and B").
+fn within<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be between {} and {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
 /// A node's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -227,44 +244,46 @@ impl NodeConfig {
     /// Checks value ranges.
     pub fn check(&self) -> Result<(), String> {
         let l = &self.limits;
-        if !(1024..=64 * 1024 * 1024).contains(&l.max_frame_bytes) {
-            return Err("limits.max_frame_bytes must be between 1024 and 67108864".into());
-        }
-        if !(100..=120_000).contains(&l.request_timeout_ms) {
-            return Err("limits.request_timeout_ms must be between 100 and 120000".into());
-        }
-        if !(1000..=3_600_000).contains(&l.idle_timeout_ms) {
-            return Err("limits.idle_timeout_ms must be between 1000 and 3600000".into());
-        }
-        if !(1..=10_000).contains(&l.max_streams_per_connection) {
-            return Err("limits.max_streams_per_connection must be between 1 and 10000".into());
-        }
-        if !(5..=throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS)
-            .contains(&l.query_lifetime_secs)
-        {
-            return Err(format!(
-                "limits.query_lifetime_secs must be between 5 and {}",
-                throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS
-            ));
-        }
-        if !(1..=86_400).contains(&l.witness_interval_secs) {
-            return Err("limits.witness_interval_secs must be between 1 and 86400".into());
-        }
-        if !Storage::CACHE_MIB.contains(&self.storage.cache_mib) {
-            return Err(format!(
-                "storage.cache_mib must be between {} and {}",
-                Storage::CACHE_MIB.start(),
-                Storage::CACHE_MIB.end()
-            ));
-        }
-        if !Storage::COMMIT_DELAY_MS.contains(&self.storage.commit_delay_ms) {
-            return Err(format!(
-                "storage.commit_delay_ms must be between {} and {}",
-                Storage::COMMIT_DELAY_MS.start(),
-                Storage::COMMIT_DELAY_MS.end()
-            ));
-        }
-        Ok(())
+        within(
+            "limits.max_frame_bytes",
+            l.max_frame_bytes,
+            1024..=64 * 1024 * 1024,
+        )?;
+        within(
+            "limits.request_timeout_ms",
+            l.request_timeout_ms,
+            100..=120_000,
+        )?;
+        within(
+            "limits.idle_timeout_ms",
+            l.idle_timeout_ms,
+            1000..=3_600_000,
+        )?;
+        within(
+            "limits.max_streams_per_connection",
+            l.max_streams_per_connection,
+            1..=10_000,
+        )?;
+        within(
+            "limits.query_lifetime_secs",
+            l.query_lifetime_secs,
+            5..=throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS,
+        )?;
+        within(
+            "limits.witness_interval_secs",
+            l.witness_interval_secs,
+            1..=86_400,
+        )?;
+        within(
+            "storage.cache_mib",
+            self.storage.cache_mib,
+            Storage::CACHE_MIB,
+        )?;
+        within(
+            "storage.commit_delay_ms",
+            self.storage.commit_delay_ms,
+            Storage::COMMIT_DELAY_MS,
+        )
     }
 
     /// Resolves a path from the file against the file's folder.
