@@ -202,9 +202,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             verify_manifest(&env, None, now).map_err(|e| {
                 anyhow!("{e}; check --threshold against the number of --governance-key files")
             })?;
-            if out.exists() {
-                bail!("{} exists; choose another --out", out.display());
-            }
+            crate::outfile::refuse_existing(&out, "--out")?;
             std::fs::write(&out, env.to_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -442,9 +440,7 @@ fn draft(a: DraftArgs) -> Result<u8> {
     m.expires_at = issued.plus_secs(a.expires_days.saturating_mul(86_400));
     m.validate()
         .map_err(|e| anyhow!("{e}; change the options named and draft again"))?;
-    if a.out.exists() {
-        bail!("{} exists; choose another --out", a.out.display());
-    }
+    crate::outfile::refuse_existing(&a.out, "--out")?;
     let draft = Envelope::seal(&m, &[]);
     std::fs::write(&a.out, draft.to_bytes())
         .with_context(|| format!("writing {}", a.out.display()))?;

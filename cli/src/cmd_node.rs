@@ -110,9 +110,7 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
         NodeCmd::Run { config } => run_node(&config).await,
         NodeCmd::Status => status(g).await,
         NodeCmd::Backup { out } => {
-            if out.exists() {
-                bail!("{} exists; choose another --out", out.display());
-            }
+            crate::outfile::refuse_existing(&out, "--out")?;
             let client = g.client().await?;
             let (pairs, sha) = client.backup(&out).await?;
             client.close().await;

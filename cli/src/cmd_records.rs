@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use throughgate_node::import::{export, format_from_name, format_from_path};
 use throughgate_node::synth::{generate_population, records_for, write_people_csv, SynthConfig};
@@ -65,13 +65,30 @@ pub enum RecordsCmd {
     },
 }
 
-/// Creates `path`, refusing to replace a file that appeared since it was checked.
-fn create_new(path: &std::path::Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
+/// Whether the people file `bytes` must still be written to `path`: yes if nothing is there, no
+/// if an identical file is (its size is compared before anything is read), and an error if a
+/// different file is.
+fn people_file_is_new(path: &std::path::Path, bytes: &[u8]) -> Result<bool> {
+    let differs = || {
+        anyhow!(
+            "{} exists and lists other people (another --seed or --people?); choose another \
+             --people-out",
+            path.display()
+        )
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Ok(m) if m.len() != bytes.len() as u64 => Err(differs()),
+        Ok(_) => {
+            let old = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            if old == bytes {
+                Ok(false)
+            } else {
+                Err(differs())
+            }
+        }
+    }
 }
 
 /// The records format called `name` (csv or jsonl).
@@ -136,9 +153,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
         }
         RecordsCmd::Export { out, format } => {
             let fmt = resolve_format(format.as_deref(), &out)?;
-            if out.exists() {
-                bail!("{} exists; choose another --out", out.display());
-            }
+            crate::outfile::refuse_existing(&out, "--out")?;
             let client = g.client().await?;
             let (n, _) = client.export_records(fmt, &out).await?;
             client.close().await;
@@ -167,33 +182,20 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             // Nothing is overwritten, and neither file is written unless both can be. The
             // people file is the same for every agency generated with the same seed and count,
             // so an identical one already there is kept; a different one is refused.
-            if out.exists() {
-                bail!("{} exists; choose another --out", out.display());
-            }
+            crate::outfile::refuse_existing(&out, "--out")?;
             let people_file = match &people_out {
                 Some(p) => {
                     let mut bytes = Vec::new();
                     write_people_csv(&pop, &mut bytes).context("writing the people file")?;
-                    match std::fs::read(p) {
-                        Ok(old) if old == bytes => None,
-                        Ok(_) => bail!(
-                            "{} exists and lists other people (another --seed or --people?); \
-                             choose another --people-out",
-                            p.display()
-                        ),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((p, bytes)),
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("reading {}", p.display()))
-                        }
-                    }
+                    people_file_is_new(p, &bytes)?.then_some((p, bytes))
                 }
                 None => None,
             };
-            let f = create_new(&out)?;
+            let f = crate::outfile::create_new(&out)?;
             export(&records, fmt, std::io::BufWriter::new(f)).map_err(|e| anyhow!("{e}"))?;
             if let Some((p, bytes)) = people_file {
                 use std::io::Write as _;
-                create_new(p)?
+                crate::outfile::create_new(p)?
                     .write_all(&bytes)
                     .with_context(|| format!("writing {}", p.display()))?;
             }

@@ -15,6 +15,7 @@ mod cmd_shell;
 mod cmd_staff;
 mod demo;
 mod exit;
+mod outfile;
 mod render;
 mod render_audit;
 mod render_html;
