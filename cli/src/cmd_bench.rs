@@ -389,7 +389,7 @@ fn print_report(r: &BenchReport) {
         (
             "signatures per passport",
             format!(
-                "{} signs, {} verifies",
+                "{:.2} signs, {:.2} verifies",
                 r.signs_per_passport, r.verifies_per_passport
             ),
         ),

@@ -1143,10 +1143,17 @@ impl SignatureBudget {
                 l("caseworker", "verify the final answer", 0.0, 1.0, false),
                 l(
                     "caseworker",
-                    "verify the query's node and caseworker signatures",
+                    "verify the query's node signature",
                     0.0,
-                    2.0,
+                    1.0,
                     false,
+                ),
+                l(
+                    "caseworker",
+                    "check its own signature on the query (remembered when signed)",
+                    0.0,
+                    1.0,
+                    true,
                 ),
                 l(
                     "caseworker",
@@ -1392,7 +1399,7 @@ mod tests {
         assert_eq!(b.signs(), 17.0);
         assert_eq!(b.verifies(), 49.0);
         assert_eq!(b.warm().signs(), b.signs());
-        assert_eq!(b.warm().verifies(), 29.0);
+        assert_eq!(b.warm().verifies(), 28.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

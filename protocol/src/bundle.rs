@@ -117,7 +117,9 @@ pub fn verify_query(
     verify_query_cached(env, manifest, None)
 }
 
-/// [`verify_query`], remembering the credential's issuer signature in `cache`.
+/// [`verify_query`], remembering the credential's issuer signature in `cache`, and looking the
+/// caseworker's signature up there (a client finds its own query's signature, remembered when
+/// it signed, see [`SigCache::sign`]).
 pub fn verify_query_cached(
     env: &Envelope,
     manifest: &Manifest,
@@ -146,7 +148,7 @@ pub fn verify_query_cached(
             "credential is for a different person".into(),
         ));
     }
-    env.verify_by(SignerRole::Person, &credential.public_key)
+    env.verify_by_cached(SignerRole::Person, &credential.public_key, cache)
         .map_err(|e| BundleError::QueryPersonSignature(e.to_string()))?;
     Ok((query, credential))
 }

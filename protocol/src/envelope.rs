@@ -269,6 +269,22 @@ impl Envelope {
         });
     }
 
+    /// [`Envelope::add_signature`], remembering the new signature in `cache` as verified (see
+    /// [`SigCache::sign`]): the signer then need not verify it when the envelope comes back.
+    pub fn add_signature_remembered(
+        &mut self,
+        role: SignerRole,
+        key: &SecretKey,
+        cache: &SigCache,
+    ) {
+        let sig = cache.sign(key, &signing_input(self.kind, role, &self.body));
+        self.sigs.push(Signature {
+            role,
+            key: key.public(),
+            sig,
+        });
+    }
+
     /// Encodes the whole envelope as CBOR.
     pub fn to_bytes(&self) -> Vec<u8> {
         cbor::to_vec(self)
@@ -451,6 +467,30 @@ mod tests {
             *b ^= 1;
         }
         assert!(flipped.verify_by(SignerRole::Person, &k.public()).is_err());
+    }
+
+    #[test]
+    fn a_remembered_signature_is_the_one_add_signature_makes_and_a_cache_hit() {
+        let k = key(2);
+        let cache = SigCache::new(8);
+        let mut remembered = Envelope::seal_bytes(MessageKind::Query, b"body".to_vec(), &[]);
+        remembered.add_signature_remembered(SignerRole::Person, &k, &cache);
+        let plain = Envelope::seal_bytes(
+            MessageKind::Query,
+            b"body".to_vec(),
+            &[(SignerRole::Person, &k)],
+        );
+        assert_eq!(remembered, plain, "same bytes as an ordinary signature");
+        remembered
+            .verify_by_cached(SignerRole::Person, &k.public(), Some(&cache))
+            .unwrap();
+        assert_eq!(
+            cache.len(),
+            1,
+            "verified from the cache, not remembered twice"
+        );
+        let other_role = remembered.verify_by_cached(SignerRole::Node, &k.public(), Some(&cache));
+        assert!(other_role.is_err(), "the role is still checked");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::keys::PublicKey;
+use crate::keys::{PublicKey, SecretKey};
 
 /// Domain separation for cache keys.
 const DOMAIN: &[u8] = b"throughgate\0sigcache\0";
@@ -62,14 +62,29 @@ impl SigCache {
         }
         let ok = key.verify_strict(message, signature);
         if ok {
-            if let Ok(mut seen) = self.seen.lock() {
-                if seen.len() >= self.capacity {
-                    seen.clear();
-                }
-                seen.insert(id);
-            }
+            self.remember(id);
         }
         ok
+    }
+
+    /// Signs `message` with `key` and remembers the signature as verified, so that this party
+    /// does not verify its own signature when the same bytes come back to it (a client reading
+    /// its query back in a passport bundle). Sound because a signature made here verifies
+    /// strictly: Ed25519 signing is deterministic, and the public key of a secret key is never
+    /// a small-order point. Different bytes are still a miss, verified in full.
+    pub fn sign(&self, key: &SecretKey, message: &[u8]) -> [u8; 64] {
+        let signature = key.sign(message);
+        self.remember(cache_key(&key.public(), message, &signature));
+        signature
+    }
+
+    fn remember(&self, id: [u8; 32]) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= self.capacity {
+                seen.clear();
+            }
+            seen.insert(id);
+        }
     }
 }
 
@@ -99,7 +114,6 @@ fn cache_key(key: &PublicKey, message: &[u8], signature: &[u8; 64]) -> [u8; 32] 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::SecretKey;
     use ed25519_dalek::Signer;
 
     fn signed(msg: &[u8]) -> (PublicKey, [u8; 64]) {
@@ -130,6 +144,23 @@ mod tests {
         let other = SecretKey::from_seed(&[4; 32]).public();
         assert!(!cache.verify_strict(&other, b"one", &sig));
         assert!(!cache.verify_strict(&key, b"two", &sig));
+    }
+
+    #[test]
+    fn own_signatures_are_remembered_under_the_key_verification_looks_up() {
+        let cache = SigCache::new(8);
+        let k = SecretKey::from_seed(&[5; 32]);
+        let sig = cache.sign(&k, b"query");
+        assert_eq!(cache.len(), 1);
+        assert!(k.public().verify_strict(b"query", &sig), "a real signature");
+        // A hit adds nothing; a miss would have added a second entry.
+        assert!(cache.verify_strict(&k.public(), b"query", &sig));
+        assert_eq!(cache.len(), 1);
+        assert!(!cache.verify_strict(&k.public(), b"querY", &sig));
+        let mut bad = sig;
+        bad[63] ^= 1;
+        assert!(!cache.verify_strict(&k.public(), b"query", &bad));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
