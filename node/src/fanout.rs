@@ -2,13 +2,15 @@
 //! send it to every holder it addresses at once over pooled connections, verify each signed
 //! response as it arrives, and stream progress back to the caseworker.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::bundle::verify_response_cached;
 use throughgate_protocol::credential::{verify_credential_cached, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
     query_digest, ClientResponse, HolderResult, HolderStatus, Query,
 };
@@ -28,9 +30,10 @@ pub enum FanoutError {
 
 /// Checks, countersigns and fans out `query_env` for `staff`. Calls `progress` with each
 /// holder's result as it arrives; returns the countersigned query and all results in request
-/// order.
+/// order. Each holder's exchange and the check of its answer run as a task of their own, so
+/// answers that arrive together are verified on every core.
 pub async fn assemble(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     staff: &StoredStaff,
     mut query_env: Envelope,
     mut progress: impl FnMut(&HolderResult),
@@ -110,69 +113,45 @@ pub async fn assemble(
     let deadline = Duration::from_secs(query.expires_at.0.saturating_sub(now.0))
         .min(state.config.limits.request_timeout());
     let started = Instant::now();
-    let mut pending: FuturesUnordered<_> = query
-        .requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let holder = r.holder.clone();
-            let env = &query_env;
-            async move {
-                let res = state.peers.request(&holder, env, deadline).await;
-                (i, holder, res)
-            }
-        })
-        .collect();
+    // One task per holder; dropping the set (the caseworker went away) aborts them all.
+    let shared = Arc::new((query_env.clone(), query.clone(), manifest.clone()));
+    let mut pending = tokio::task::JoinSet::new();
+    let mut tasks = std::collections::HashMap::new();
+    for (i, r) in query.requests.iter().enumerate() {
+        let holder = r.holder.clone();
+        let state = state.clone();
+        let shared = shared.clone();
+        let task = pending.spawn(async move {
+            let (env, query, manifest) = &*shared;
+            let res = state.peers.request(&holder, env, deadline).await;
+            let elapsed_ms = elapsed_ms(started);
+            holder_result(&state, holder, res, env, query, manifest, elapsed_ms)
+        });
+        tasks.insert(task.id(), (i, r.holder.clone()));
+    }
     let mut results: Vec<Option<HolderResult>> = vec![None; query.requests.len()];
-    while let Some((i, holder, res)) = pending.next().await {
-        let elapsed_ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-        let result = match res {
-            Ok(resp) => match verify_response_cached(
-                &resp,
-                &query_env,
-                &query,
-                &holder,
-                &manifest,
-                Some(&state.sig_cache),
-            ) {
-                Ok(_) => HolderResult {
-                    agency: holder,
-                    status: HolderStatus::Answered,
-                    response: Some(resp),
-                    detail: None,
-                    elapsed_ms,
-                },
-                Err(e) => HolderResult {
-                    agency: holder,
-                    status: HolderStatus::Invalid,
-                    response: Some(resp),
-                    detail: Some(e.to_string()),
-                    elapsed_ms,
-                },
-            },
-            Err(e) => {
-                let status = match &e {
-                    PeerError::TimedOut { .. } => HolderStatus::TimedOut,
-                    PeerError::Remote { .. } | PeerError::Stream { .. } => HolderStatus::Error,
-                    PeerError::Unknown(_) | PeerError::Unreachable { .. } => {
-                        HolderStatus::Unreachable
-                    }
-                };
-                HolderResult {
-                    agency: holder,
-                    status,
-                    response: None,
-                    detail: Some(e.to_string()),
-                    elapsed_ms,
-                }
-            }
+    while let Some(joined) = pending.join_next_with_id().await {
+        let (id, result) = match joined {
+            Ok((id, result)) => (id, Ok(result)),
+            Err(e) => (e.id(), Err(e)),
         };
+        let Some((i, holder)) = tasks.remove(&id) else {
+            continue;
+        };
+        // A task that failed (it cannot panic on a peer's input; this is defence in depth)
+        // still gives its holder a result, so no holder silently drops out of the passport.
+        let result = result.unwrap_or_else(|e| HolderResult {
+            agency: holder,
+            status: HolderStatus::Error,
+            response: None,
+            detail: Some(format!("this node failed while handling the answer: {e}")),
+            elapsed_ms: elapsed_ms(started),
+        });
         progress(&result);
         if let Some(slot) = results.get_mut(i) {
             *slot = Some(result);
         }
     }
-    drop(pending);
     state
         .metrics
         .passport_seconds
@@ -192,6 +171,62 @@ pub async fn assemble(
         .await
         .map_err(|e| reject(format!("the query could not be logged: {e}")))?;
     Ok((query_env, results.into_iter().flatten().collect()))
+}
+
+fn elapsed_ms(since: Instant) -> u32 {
+    u32::try_from(since.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+/// One holder's part of an assembly: its answer checked as in the specification (8.6), or why
+/// there is none.
+fn holder_result(
+    state: &NodeState,
+    holder: AgencyId,
+    res: Result<Envelope, PeerError>,
+    query_env: &Envelope,
+    query: &Query,
+    manifest: &Manifest,
+    elapsed_ms: u32,
+) -> HolderResult {
+    match res {
+        Ok(resp) => match verify_response_cached(
+            &resp,
+            query_env,
+            query,
+            &holder,
+            manifest,
+            Some(&state.sig_cache),
+        ) {
+            Ok(_) => HolderResult {
+                agency: holder,
+                status: HolderStatus::Answered,
+                response: Some(resp),
+                detail: None,
+                elapsed_ms,
+            },
+            Err(e) => HolderResult {
+                agency: holder,
+                status: HolderStatus::Invalid,
+                response: Some(resp),
+                detail: Some(e.to_string()),
+                elapsed_ms,
+            },
+        },
+        Err(e) => {
+            let status = match &e {
+                PeerError::TimedOut { .. } => HolderStatus::TimedOut,
+                PeerError::Remote { .. } | PeerError::Stream { .. } => HolderStatus::Error,
+                PeerError::Unknown(_) | PeerError::Unreachable { .. } => HolderStatus::Unreachable,
+            };
+            HolderResult {
+                agency: holder,
+                status,
+                response: None,
+                detail: Some(e.to_string()),
+                elapsed_ms,
+            }
+        }
+    }
 }
 
 /// A status-only progress frame body for a holder result: the signed response itself waits
