@@ -1,6 +1,8 @@
 //! A bounded memo of Ed25519 verifications that succeeded, for signatures a party sees again and
 //! again: a caseworker's credential (on every query they send) and a holder's audit checkpoint
-//! (shared by every response in one commit batch).
+//! (shared by every response in one commit batch). A party may also sign through it
+//! ([`SigCache::sign`]), so that its own signature coming back to it (a client's query in the
+//! bundle it receives) is not verified again.
 //!
 //! Verification is a pure function of (key, message, signature), so remembering a success
 //! changes no outcome: a hit is keyed by SHA-256 over the key, the signature and the whole
