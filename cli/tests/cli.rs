@@ -251,3 +251,66 @@ fn records_generate_never_overwrites_and_keeps_an_identical_people_file() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("choose another --out"));
     assert_eq!(std::fs::read_to_string(&prison).unwrap(), records);
 }
+
+/// Signatures and verifications per passport that `tg bench` must count for `h` holders: the
+/// signature budget of docs/performance.md ("Crypto floor"), with every cache warm (the floor)
+/// and with none (the ceiling). Signs: query, client request, countersignature, one response
+/// per holder, final answer, and up to one checkpoint per node.
+fn budget(h: f64) -> ((f64, f64), (f64, f64)) {
+    (
+        (4.0 + h, 4.0 + h + (h + 1.0)),
+        (4.0 + 4.0 * h, 7.0 + 7.0 * h),
+    )
+}
+
+#[test]
+fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_budget() {
+    let out = tg()
+        .args([
+            "bench",
+            "--holders",
+            "2",
+            "--people",
+            "5",
+            "--records",
+            "1",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let num = |k: &str| {
+        d[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing or not a number in {d}"))
+    };
+    assert_eq!(num("errors"), 0.0, "{d}");
+    assert!(num("passports") > 0.0);
+    assert!(num("passports_per_sec") > 0.0);
+    // Every passport asks both holders.
+    let per_holder = num("holder_queries_per_sec") / num("passports_per_sec");
+    assert!((per_holder - 2.0).abs() < 1e-6, "{per_holder}");
+    let lat = |k: &str| d["latency_ms"][k].as_f64().unwrap();
+    assert!(0.0 < lat("p50") && lat("p50") <= lat("p95"));
+    assert!(lat("p95") <= lat("p99") && lat("p99") <= lat("max"));
+    for k in [
+        "cpu_ms_per_passport",
+        "peak_rss_mib",
+        "crypto_floor_passports_per_sec",
+        "floor_fraction",
+    ] {
+        assert!(num(k) > 0.0, "{k}: {d}");
+    }
+    let ((sign_lo, sign_hi), (verify_lo, verify_hi)) = budget(2.0);
+    let (signs, verifies) = (num("signs_per_passport"), num("verifies_per_passport"));
+    assert!((sign_lo..=sign_hi).contains(&signs), "signs {signs}");
+    assert!(
+        (verify_lo..=verify_hi).contains(&verifies),
+        "verifies {verifies}"
+    );
+    assert_eq!(d["durable"], serde_json::Value::Bool(true));
+}
