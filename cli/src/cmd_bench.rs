@@ -373,6 +373,13 @@ fn print_report(r: &BenchReport) {
             ),
         ),
         (
+            "context switches",
+            format!(
+                "{:.1} per passport (every thread of the process)",
+                r.context_switches_per_passport
+            ),
+        ),
+        (
             "peak RSS (whole process)",
             format!(
                 "{:.0} MiB during the run ({:.0} MiB per node); {:.0} MiB while loading",

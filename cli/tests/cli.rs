@@ -302,6 +302,7 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
         "peak_rss_mib",
         "crypto_floor_passports_per_sec",
         "floor_fraction",
+        "context_switches_per_passport",
     ] {
         assert!(num(k) > 0.0, "{k}: {d}");
     }

@@ -430,11 +430,13 @@ impl BenchFederation {
         reset_peak_rss();
         let before = self.audit_marks()?;
         let cpu0 = cpu_seconds();
+        let switches0 = context_switches();
         let (signs0, verifies0) = throughgate_protocol::keys::counts::get();
         let t0 = Instant::now();
         let run = drive(self, &clients, concurrency, duration).await;
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
+        let switches = context_switches().saturating_sub(switches0);
         let (signs1, verifies1) = throughgate_protocol::keys::counts::get();
         let after = self.audit_marks()?;
         let peak = peak_rss_mib();
@@ -500,6 +502,7 @@ impl BenchFederation {
                 0.0
             },
             cpu_utilisation: cpu / wall.max(1e-9) / crypto.cores,
+            context_switches_per_passport: per(switches),
             peak_rss_mib: peak,
             peak_rss_per_node_mib: peak / self.fed.nodes.len().max(1) as f64,
             setup_peak_rss_mib: self.setup_peak_rss_mib,
@@ -930,6 +933,9 @@ pub struct BenchReport {
     pub cpu_ms_per_passport: f64,
     /// CPU seconds used per second of wall time, over the cores available (0 to 1).
     pub cpu_utilisation: f64,
+    /// Context switches of every thread of the process per passport (a lower bound: see
+    /// [`context_switches`]). Threads waking each other is where CPU goes besides the work.
+    pub context_switches_per_passport: f64,
     /// Peak resident memory of the whole process (every node) during the run, MiB.
     pub peak_rss_mib: f64,
     /// `peak_rss_mib` divided by the nodes (all share one process; not measured per node).
@@ -1206,6 +1212,30 @@ pub fn cpu_seconds() -> f64 {
     let tick = 100.0;
     let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     (field(11) + field(12)) / tick
+}
+
+/// Context switches (voluntary and involuntary) summed over this process's live threads, from
+/// `/proc/self/task/*/status` (0 where there is no `/proc`). A thread that exits between two
+/// readings takes its count with it, so a difference is a lower bound; the threads that matter
+/// here (tokio's workers and blocking pool, sled's I/O threads) outlive a measured window.
+pub fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 fn status_kib(name: &str) -> f64 {
