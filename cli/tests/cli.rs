@@ -9,6 +9,7 @@
 mod common;
 
 use common::{assert_success, tg};
+use throughgate_node::bench::SignatureBudget;
 
 #[test]
 fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
@@ -252,17 +253,6 @@ fn records_generate_never_overwrites_and_keeps_an_identical_people_file() {
     assert_eq!(std::fs::read_to_string(&prison).unwrap(), records);
 }
 
-/// Signatures and verifications per passport that `tg bench` must count for `h` holders: the
-/// signature budget of docs/performance.md ("Crypto floor"), with every cache warm (the floor)
-/// and with none (the ceiling). Signs: query, client request, countersignature, one response
-/// per holder, final answer, and up to one checkpoint per node.
-fn budget(h: f64) -> ((f64, f64), (f64, f64)) {
-    (
-        (4.0 + h, 4.0 + h + (h + 1.0)),
-        (4.0 + 4.0 * h, 7.0 + 7.0 * h),
-    )
-}
-
 #[test]
 fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_budget() {
     let out = tg()
@@ -306,7 +296,12 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
     ] {
         assert!(num(k) > 0.0, "{k}: {d}");
     }
-    let ((sign_lo, sign_hi), (verify_lo, verify_hi)) = budget(2.0);
+    // Between the documented budget with every cache warm and no checkpoint signed, and the
+    // budget before any cache with one checkpoint per node (2 holders and the requester).
+    let none = SignatureBudget::new(2, 0.0);
+    let most = SignatureBudget::new(2, 3.0);
+    let (sign_lo, sign_hi) = (none.warm().signs(), most.signs());
+    let (verify_lo, verify_hi) = (none.warm().verifies(), most.verifies());
     let (signs, verifies) = (num("signs_per_passport"), num("verifies_per_passport"));
     assert!((sign_lo..=sign_hi).contains(&signs), "signs {signs}");
     assert!(
