@@ -414,7 +414,6 @@ fn print_report(r: &BenchReport) {
         ),
         ("achieved fraction of floor", format!("{:.2}", r.floor_fraction)),
         ("durable", "always (fsync per commit batch)".to_owned()),
-
         ("errors", r.errors.to_string()),
     ];
     for (k, v) in rows {
