@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the protocol core: envelope encode and decode, Ed25519 sign and strict
-//! verify through envelopes, Merkle append and root, inclusion proof build and verify.
+//! verify through envelopes, Merkle append and root, inclusion proof build and verify, and (for
+//! the record) what batch verification would save.
 //!
 //! Run with `cargo bench -p throughgate-protocol`; see docs/performance.md.
 #![allow(
@@ -120,6 +121,41 @@ fn envelopes(c: &mut Criterion) {
     g.bench_function("public key decode and check", |b| {
         b.iter(|| throughgate_protocol::keys::PublicKey::from_bytes(black_box(key_bytes)))
     });
+    g.finish();
+    batch_verification(c);
+}
+
+/// What ed25519-dalek's batch verification would save at the batch sizes a passport offers
+/// (2: a holder's two query signatures; 6 and 13: the client's bundle), against `verify_strict`
+/// one by one. Not used by Throughgate: the batch equation is cofactored and accepts
+/// signatures strict verification rejects (docs/performance.md, "Crypto floor"). Measured so
+/// the decision can be weighed with figures.
+fn batch_verification(c: &mut Criterion) {
+    let keys: Vec<ed25519_dalek::SigningKey> = (0u8..13)
+        .map(|i| ed25519_dalek::SigningKey::from_bytes(&[i.wrapping_add(1); 32]))
+        .collect();
+    let msgs: Vec<Vec<u8>> = (0u8..13).map(|i| vec![i; 200]).collect();
+    let sigs: Vec<ed25519_dalek::Signature> = keys
+        .iter()
+        .zip(&msgs)
+        .map(|(k, m)| ed25519_dalek::Signer::sign(k, m))
+        .collect();
+    let vks: Vec<ed25519_dalek::VerifyingKey> = keys.iter().map(|k| k.verifying_key()).collect();
+    let mut g = c.benchmark_group("batch verification (not used)");
+    for n in [2usize, 6, 13] {
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("verify_strict one by one, {n} signatures"), |b| {
+            b.iter(|| {
+                for i in 0..n {
+                    vks[i].verify_strict(black_box(&msgs[i]), &sigs[i]).unwrap();
+                }
+            })
+        });
+        let m: Vec<&[u8]> = msgs[..n].iter().map(Vec::as_slice).collect();
+        g.bench_function(format!("verify_batch, {n} signatures"), |b| {
+            b.iter(|| ed25519_dalek::verify_batch(black_box(&m), &sigs[..n], &vks[..n]).unwrap())
+        });
+    }
     g.finish();
 }
 
