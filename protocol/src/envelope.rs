@@ -262,11 +262,7 @@ impl Envelope {
     /// Adds one more signature over the same body bytes (e.g. a node countersigning a query).
     pub fn add_signature(&mut self, role: SignerRole, key: &SecretKey) {
         let sig = key.sign(&signing_input(self.kind, role, &self.body));
-        self.sigs.push(Signature {
-            role,
-            key: key.public(),
-            sig,
-        });
+        self.push_signature(role, key, sig);
     }
 
     /// [`Envelope::add_signature`], remembering the new signature in `cache` as verified (see
@@ -278,6 +274,10 @@ impl Envelope {
         cache: &SigCache,
     ) {
         let sig = cache.sign(key, &signing_input(self.kind, role, &self.body));
+        self.push_signature(role, key, sig);
+    }
+
+    fn push_signature(&mut self, role: SignerRole, key: &SecretKey, sig: [u8; 64]) {
         self.sigs.push(Signature {
             role,
             key: key.public(),
