@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use throughgate_node::client::HomeClient;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId};
-use throughgate_protocol::messages::AuditFilter;
+use throughgate_protocol::messages::{AckOutcome, AuditFilter};
 use throughgate_protocol::time::{Date, Timestamp};
 
 use crate::exit::{self, VerificationFailed};
@@ -41,6 +41,11 @@ pub enum AuditCmd {
         /// Until (before) this date or instant.
         #[arg(long)]
         until: Option<String>,
+        /// Only consents registered here with this linkage: `not_held` lists recordings whose
+        /// identifiers matched nobody (each names the recording caseworker), `subject_mismatch`
+        /// those that named a different person than their passport id already does.
+        #[arg(long)]
+        linkage: Option<AckOutcome>,
         /// Most entries.
         #[arg(long, default_value_t = 1000)]
         limit: u32,
@@ -102,6 +107,7 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             event,
             from,
             until,
+            linkage,
             limit,
         } => {
             let filter = AuditFilter {
@@ -112,6 +118,7 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
                 event,
                 from: from.as_deref().map(instant).transpose()?,
                 until: until.as_deref().map(instant).transpose()?,
+                linkage,
                 limit: Some(limit),
             };
             let (entries, truncated) = client.audit_search(filter).await?;

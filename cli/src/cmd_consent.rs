@@ -56,9 +56,9 @@ pub struct GrantArgs {
     /// The purpose.
     #[arg(long, default_value = "resettlement")]
     pub purpose: Purpose,
-    /// Days the consent stays valid.
-    #[arg(long, default_value_t = 180)]
-    pub valid_days: u64,
+    /// Days the consent stays valid (at most what the home node allows; 400 by default).
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=i64::from(throughgate_protocol::consent::MAX_VALIDITY_DAYS)))]
+    pub valid_days: u32,
     /// Earliest date records may be about (YYYY-MM-DD).
     #[arg(long)]
     pub records_from: Option<Date>,
@@ -93,9 +93,13 @@ pub struct GrantArgs {
 
 /// Arguments of `tg consent revoke`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["consent", "passport"]))]
 pub struct RevokeArgs {
     /// The consent.
-    pub consent: ConsentId,
+    pub consent: Option<ConsentId>,
+    /// Withdraw every active consent for this passport recorded at your agency, at once.
+    #[arg(long)]
+    pub passport: Option<PassportId>,
     /// Why.
     #[arg(long, default_value = "withdrawn by the person")]
     pub reason: String,
@@ -132,7 +136,7 @@ pub struct ShowArgs {
 }
 
 /// The statement to read to the person.
-pub fn statement(plan: &ConsentPlan, m: &Manifest) -> String {
+pub fn statement(plan: &ConsentPlan, m: &Manifest, recorder: &str) -> String {
     let name = |a: &AgencyId| {
         m.member(a)
             .map(|x| x.name.clone())
@@ -167,7 +171,10 @@ pub fn statement(plan: &ConsentPlan, m: &Manifest) -> String {
             u.map_or("today".into(), |d| d.to_string())
         )),
     }
-    s.push_str("You can withdraw it at any time by telling any caseworker; from then on nothing more is shared.\n");
+    s.push_str(&format!(
+        "You can withdraw it at any time by telling a caseworker at {}; from then on nothing more is shared under it, or under any earlier agreement it replaced.\n",
+        recorder
+    ));
     s.push_str("Every time your information is shared it is logged, and you can ask who saw it.\n");
     s.push_str(&format!(
         "Recorded as: {} ({}); lawful basis: {}; {}.\n",
@@ -196,6 +203,13 @@ fn parse_pair(s: &str) -> Result<(AgencyId, &str)> {
 
 async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
     let (_, m) = client.manifest().await?;
+    let max_days = client.status().await?.max_consent_days;
+    if a.valid_days > max_days {
+        bail!(
+            "--valid-days {}: your agency records consents for at most {max_days} days; give --valid-days {max_days} or less, and record a new consent with the person when it ends",
+            a.valid_days
+        );
+    }
     let now = client.clock().now();
     let mut holders = Vec::new();
     for raw in &a.ids {
@@ -247,7 +261,7 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
         holders,
         grantees: a.grantees.clone(),
         valid_from: now,
-        valid_until: now.plus_secs(a.valid_days.saturating_mul(86_400)),
+        valid_until: now.plus_secs(u64::from(a.valid_days) * 86_400),
         records_from: a.records_from,
         records_until: a.records_until,
         legal_basis: a.legal_basis.clone(),
@@ -260,7 +274,11 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
         supersedes: a.supersedes.clone(),
     };
     if !a.yes {
-        eprintln!("{}", statement(&plan, &m));
+        let recorder = m.member(&client.credential().agency).map_or_else(
+            || client.credential().agency.to_string(),
+            |x| x.name.clone(),
+        );
+        eprintln!("{}", statement(&plan, &m, &recorder));
         if !std::io::stdin().is_terminal() {
             bail!(
                 "not confirmed: read the statement above to the person, then run again with --yes"
@@ -294,21 +312,70 @@ async fn grant(g: &Global, client: &HomeClient, a: GrantArgs) -> Result<u8> {
 }
 
 async fn revoke(g: &Global, client: &HomeClient, a: RevokeArgs) -> Result<u8> {
-    let deliveries = client.revoke_consent(&a.consent, &a.reason).await?;
+    let Some(passport) = &a.passport else {
+        let Some(consent) = &a.consent else {
+            bail!("name the consent to withdraw, or --passport PP to withdraw all of a person's");
+        };
+        let deliveries = client.revoke_consent(consent, &a.reason).await?;
+        if g.json {
+            println!(
+                "{}",
+                serde_json::json!({"consent_id": consent, "status": "revoked", "deliveries": deliveries})
+            );
+        } else {
+            print_revoked(consent, &deliveries);
+        }
+        return Ok(crate::exit::OK);
+    };
+    let done = client.revoke_all(passport, &a.reason).await?;
     if g.json {
+        let revoked: Vec<_> = done
+            .revoked
+            .iter()
+            .map(|(id, d)| serde_json::json!({"consent_id": id, "deliveries": d}))
+            .collect();
+        let elsewhere: Vec<_> = done
+            .elsewhere
+            .iter()
+            .map(|c| serde_json::json!({"consent_id": c.consent_id, "recorded_by": c.recorded_by}))
+            .collect();
         println!(
             "{}",
-            serde_json::json!({"consent_id": a.consent, "status": "revoked", "deliveries": deliveries})
+            serde_json::json!({"passport_id": passport, "revoked": revoked, "recorded_elsewhere": elsewhere})
         );
     } else {
-        let n = deliveries
-            .iter()
-            .filter(|d| d.subject == AckSubject::Revoke)
-            .count();
-        println!("Consent {} revoked here; telling {n} agencies.", a.consent);
-        println!("Check with `tg consent status {}`.", a.consent);
+        if done.revoked.is_empty() {
+            println!("No active consent for passport {passport} was recorded at your agency.");
+        }
+        for (id, deliveries) in &done.revoked {
+            print_revoked(id, deliveries);
+        }
+        for c in &done.elsewhere {
+            println!(
+                "Consent {} was recorded at {}: only a caseworker there can withdraw it; tell the person, or contact that agency.",
+                c.consent_id, c.recorded_by
+            );
+        }
     }
-    Ok(crate::exit::OK)
+    Ok(if done.elsewhere.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::FAILURE
+    })
+}
+
+fn print_revoked(
+    consent: &ConsentId,
+    deliveries: &[throughgate_protocol::messages::ConsentDelivery],
+) {
+    let n = deliveries
+        .iter()
+        .filter(|d| d.subject == AckSubject::Revoke)
+        .count();
+    println!(
+        "Consent {consent} withdrawn here; telling {n} agencies: nothing more is shared under it."
+    );
+    println!("Check with `tg consent status {consent}`.");
 }
 
 async fn list(g: &Global, client: &HomeClient, a: ListArgs) -> Result<u8> {

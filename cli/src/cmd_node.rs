@@ -202,6 +202,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         limits: Limits::default(),
         retention: throughgate_node::config::Retention::default(),
         storage: throughgate_node::config::Storage::default(),
+        consent: throughgate_node::config::ConsentRules::default(),
         base_dir: dir.clone(),
     };
     std::fs::write(

@@ -13,11 +13,11 @@ use throughgate_node::client::{
 };
 use throughgate_protocol::bundle::{verify_bundle, PassportBundle, VerifiedBundle};
 use throughgate_protocol::category::{Category, Purpose};
-use throughgate_protocol::consent::Consent;
+use throughgate_protocol::consent::{Consent, ConsentStatus};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::manifest::{verify_manifest, Manifest};
-use throughgate_protocol::messages::{HolderResult, HolderStatus};
+use throughgate_protocol::messages::{ConsentSummary, HolderResult, HolderStatus};
 
 use crate::exit::{self, VerificationFailed};
 use crate::render;
@@ -170,6 +170,20 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     let client = g.client_for(&profile).await?;
     let (manifest_env, manifest) = client.manifest().await?;
     let consent = client.consent_for(&a.passport, a.consent.as_ref()).await?;
+    let ended = match (&a.consent, &consent) {
+        (Some(id), _) => client
+            .consents_of(&a.passport)
+            .await?
+            .into_iter()
+            .find(|c| &c.consent_id == id && c.status != ConsentStatus::Active),
+        (None, None) => client.ended_consent(&a.passport).await?,
+        (None, Some(_)) => None,
+    };
+    if let Some(c) = ended {
+        client.close().await;
+        report_consent_ended(g, &c, &manifest);
+        return Ok(exit::CONSENT_ENDED);
+    }
     let progress = !g.json && std::io::stderr().is_terminal();
     let (bundle, v) = assemble(
         &client,
@@ -203,6 +217,44 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
         }
     }
     Ok(passport_exit(&v))
+}
+
+/// Tells the caseworker that the person's consent ended, and how, instead of asking anyone.
+fn report_consent_ended(g: &Global, c: &ConsentSummary, manifest: &Manifest) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "passport_id": c.passport_id,
+                "consent_id": c.consent_id,
+                "status": c.status,
+                "since": c.status_since,
+                "recorded_by": c.recorded_by,
+                "revoked_by": c.revoked_by,
+                "asked": false,
+            })
+        );
+        return;
+    }
+    let agency = manifest
+        .member(&c.recorded_by)
+        .map_or_else(|| c.recorded_by.to_string(), |m| m.name.clone());
+    let since = c.status_since.date();
+    match c.status {
+        ConsentStatus::Revoked => println!(
+            "The person withdrew their consent {} on {since} (withdrawal recorded by {} at {agency}). Nothing was asked of any agency.",
+            c.consent_id,
+            c.revoked_by.as_ref().map_or("a caseworker".to_owned(), ToString::to_string),
+        ),
+        ConsentStatus::Expired => println!(
+            "The person's consent {} ended on {since}. Nothing was asked of any agency; record a new consent with the person if they agree.",
+            c.consent_id
+        ),
+        _ => println!(
+            "The person's consent {} was replaced on {since} by one that is no longer active. Nothing was asked of any agency.",
+            c.consent_id
+        ),
+    }
 }
 
 /// A saved bundle, verified: the bundle, the verification, the manifest it was checked against

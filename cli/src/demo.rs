@@ -157,7 +157,11 @@ async fn scenario(
         supersedes: None,
     };
     if !g.json {
-        for line in statement(&plan, m).lines() {
+        let recorder = m.member(&prison.credential().agency).map_or_else(
+            || prison.credential().agency.to_string(),
+            |x| x.name.clone(),
+        );
+        for line in statement(&plan, m, &recorder).lines() {
             println!("  | {line}");
         }
     }

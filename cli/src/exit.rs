@@ -15,6 +15,8 @@ pub const UNREACHABLE: u8 = 4;
 pub const INVALID: u8 = 5;
 /// A passport was assembled but some agencies did not answer (unreachable, timed out, error).
 pub const PARTIAL: u8 = 6;
+/// The person's consent was withdrawn or has ended: nothing was asked of any agency.
+pub const CONSENT_ENDED: u8 = 7;
 
 /// The exit-code table shown in `tg --help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes:
@@ -24,7 +26,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   3  refused by the home node (role, consent, validation)
   4  home node unreachable
   5  verification failed (signatures, bundle, tampering)
-  6  passport incomplete: some agencies unreachable or timed out";
+  6  passport incomplete: some agencies unreachable or timed out
+  7  the person's consent was withdrawn or has ended: nothing was asked";
 
 /// A verification failure, mapped to [`INVALID`].
 #[derive(Debug, thiserror::Error)]

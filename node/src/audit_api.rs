@@ -66,6 +66,15 @@ fn names(e: &AuditEntry, f: &AuditFilter) -> bool {
             return false;
         }
     }
+    if let Some(linkage) = f.linkage {
+        let entry_linkage = match ev {
+            AuditEvent::ConsentRegistered(c) => c.linkage,
+            _ => None,
+        };
+        if entry_linkage != Some(linkage) {
+            return false;
+        }
+    }
     if f.from.is_some_and(|t| e.at < t) || f.until.is_some_and(|t| e.at >= t) {
         return false;
     }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use throughgate_protocol::consent::{ConsentRevocation, ConsentStatus};
 use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
@@ -299,6 +300,7 @@ fn record_err(e: crate::consent_out::RecordError) -> (ErrorCode, String) {
         crate::consent_out::RecordError::Rejected(m) => (ErrorCode::BadRequest, m),
         crate::consent_out::RecordError::Store(e) => internal(e),
         crate::consent_out::RecordError::Audit(m) => (ErrorCode::Internal, m),
+        crate::consent_out::RecordError::RateLimited(m) => (ErrorCode::RateLimited, m),
     }
 }
 
@@ -363,6 +365,15 @@ fn list_consents(state: &NodeState, f: &ConsentFilter) -> OpResult {
             holders: c.body.holders.iter().map(|h| h.agency.clone()).collect(),
             grantees: c.body.grantees.clone(),
             received_at: c.received_at,
+            status_since: match c.status_at(now) {
+                ConsentStatus::Expired => c.body.valid_until,
+                _ => c.status_since,
+            },
+            revoked_by: c
+                .revocation
+                .as_ref()
+                .and_then(|r| r.open::<ConsentRevocation>().ok())
+                .map(|r| r.revoked_by_person),
         })
         .collect();
     Ok(ClientResponse::Consents(list))
@@ -488,5 +499,6 @@ pub fn status(state: &NodeState) -> OpResult {
         consents: state.db.consent_count().map_err(internal)?,
         outbox_pending: state.db.outbox_len().map_err(internal)?,
         started_at: state.started_at,
+        max_consent_days: state.config.consent.max_validity_days,
     }))
 }

@@ -153,6 +153,45 @@ impl Storage {
     }
 }
 
+/// Rules for the consents this node records and receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentRules {
+    /// The longest validity (`valid_until` minus `valid_from`) of a consent this node records
+    /// or accepts from another agency, in days.
+    pub max_validity_days: u32,
+    /// Consents one caseworker may record here in any hour (0: unlimited). Each recording
+    /// tells the caseworker whether every holder knows the identifiers given, so this bounds
+    /// how fast one caseworker can probe for identifiers.
+    pub recordings_per_caseworker_per_hour: u32,
+    /// Consents all of this node's caseworkers together may record in any hour (0: unlimited).
+    pub recordings_per_node_per_hour: u32,
+    /// Consent deliveries one other agency's node may make here in any hour (0: unlimited).
+    pub deliveries_per_peer_per_hour: u32,
+}
+
+impl Default for ConsentRules {
+    fn default() -> ConsentRules {
+        ConsentRules {
+            max_validity_days: 400,
+            recordings_per_caseworker_per_hour: 20,
+            recordings_per_node_per_hour: 300,
+            deliveries_per_peer_per_hour: 1200,
+        }
+    }
+}
+
+impl ConsentRules {
+    /// The validities a node accepts as its maximum, days.
+    pub const MAX_VALIDITY_DAYS: std::ops::RangeInclusive<u32> =
+        1..=throughgate_protocol::consent::MAX_VALIDITY_DAYS;
+
+    /// The longest validity accepted, in seconds.
+    pub fn max_validity_secs(&self) -> u64 {
+        u64::from(self.max_validity_days) * 86_400
+    }
+}
+
 /// Refuses `value` outside `range`, naming the key and the range ("K must be between A and B").
 fn within<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -204,6 +243,9 @@ pub struct NodeConfig {
     /// Storage tuning.
     #[serde(default)]
     pub storage: Storage,
+    /// Consent validity and recording limits.
+    #[serde(default)]
+    pub consent: ConsentRules,
     /// The folder the file was read from (paths resolve against it). Not in the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -283,6 +325,11 @@ impl NodeConfig {
             "storage.commit_delay_ms",
             self.storage.commit_delay_ms,
             Storage::COMMIT_DELAY_MS,
+        )?;
+        within(
+            "consent.max_validity_days",
+            self.consent.max_validity_days,
+            ConsentRules::MAX_VALIDITY_DAYS,
         )
     }
 

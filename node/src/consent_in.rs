@@ -4,7 +4,7 @@
 
 use throughgate_protocol::audit::{AuditEvent, ConsentEntry};
 use throughgate_protocol::consent::{
-    verify_consent, verify_revocation, Consent, ConsentGrant, ConsentStatus,
+    verify_consent, verify_revocation, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
 };
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::identifiers::commitment_matches;
@@ -12,7 +12,8 @@ use throughgate_protocol::ids::{AgencyId, ConsentId, PersonId};
 use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
 use throughgate_protocol::time::Timestamp;
 
-use crate::db::StoredConsent;
+use crate::config::ConsentRules;
+use crate::db::{supersedes, Linkage, StoredConsent};
 use crate::node::NodeState;
 
 fn ack(
@@ -102,15 +103,30 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
     if scope.is_none() && !consent.is_grantee(&state.agency) {
         return reject("this agency is neither a holder nor a grantee of the consent".into());
     }
-    // Idempotence: a consent already stored keeps its status (a revoked one stays revoked);
-    // only a missing link is added.
-    let existing = match state.db.consent(&id) {
-        Ok(e) => e,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
-    };
-    let mut link = None;
-    let outcome = match scope {
-        None => AckOutcome::Stored,
+    if let Err(why) = within_validity(&consent, &state.config.consent) {
+        return reject(why);
+    }
+    if from != &state.agency && !state.consent_limits.delivery(from.as_str()) {
+        state.metrics.limit("consent_delivery_rate");
+        if state.consent_limits.report_refusal(&format!("peer/{from}")) {
+            let event = AuditEvent::Admin {
+                person_id: None,
+                action: "consent_delivery_rate_limited".into(),
+                detail: format!("consent deliveries from {from} refused: over the hourly limit"),
+            };
+            if let Err(e) = state.audit.append(event).await {
+                tracing::error!(error = %e, "rate-limit refusal could not be logged");
+            }
+        }
+        return state.error(
+            ErrorCode::RateLimited,
+            "this node receives consents from your agency faster than its hourly limit; retry later",
+        );
+    }
+    // The identifier this delivery carries for the person, checked against the consent's own
+    // commitment. Only that identifier can link the consent to a local subject.
+    let identifier = match scope {
+        None => None,
         Some(scope) => {
             let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
                 return reject("a holder's delivery must carry its identifier and salt".into());
@@ -128,56 +144,138 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
                 return reject("the identifier does not match the consent's commitment".into());
             }
             match state.db.subject_known(&subject.value) {
-                Ok(true) => {
-                    link = Some(subject.value.clone());
-                    AckOutcome::Linked
-                }
-                Ok(false) => AckOutcome::NotHeld,
+                Ok(known) => Some((subject.value.clone(), known)),
                 Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
             }
         }
     };
     let now = state.clock.now();
-    let passport = consent.passport_id.clone();
-    let newly_stored = existing.is_none();
-    let event = consent_entry(&consent, None, Some(outcome));
-    let supersedes = consent.supersedes.clone();
-    // Exclusively: a supersession changes another consent's status (see `holder.rs`).
-    let pending = {
+    // Exclusively: the passport's subject is read and fixed here, and a supersession or a
+    // pending revocation changes a consent's status (see `holder.rs`).
+    let (linkage, pending) = {
         let _gate = state
             .consent_gate
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let written = match existing {
-            None => {
-                let stored = newly_active(grant.consent.clone(), consent, now);
-                state.db.put_consent(&stored, link.as_deref(), now)
-            }
-            Some(_) => match link.as_deref() {
-                Some(subject) => state.db.put_link(&passport, subject),
-                None => Ok(()),
-            },
-        };
-        if let Err(e) = written {
-            return state.error(ErrorCode::Internal, e.to_string());
+        match register(state, &grant.consent, consent, identifier, now) {
+            Ok(r) => r,
+            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
         }
-        let mut pending = Vec::new();
-        if newly_stored {
-            match superseded_event(state, supersedes.as_ref(), &event) {
-                Ok(Some(ev)) => pending.push(state.audit.submit(ev)),
-                Ok(None) => {}
-                Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
-            }
-            pending.push(state.audit.submit(AuditEvent::ConsentRegistered(event)));
-        }
-        pending
     };
     for p in pending {
         if let Err(e) = p.wait().await {
             return state.error(ErrorCode::Internal, e.to_string());
         }
     }
-    ack(state, AckSubject::Grant, id, outcome, None)
+    let outcome = linkage.as_ref().map_or(AckOutcome::Stored, Linkage::ack);
+    let reason = (outcome == AckOutcome::SubjectMismatch).then(|| {
+        "the identifier names a different person here than this passport id already does; nothing will be shared under this consent".to_owned()
+    });
+    ack(state, AckSubject::Grant, id, outcome, reason)
+}
+
+/// Refuses a consent whose validity is longer than `rules` allow.
+pub(crate) fn within_validity(consent: &Consent, rules: &ConsentRules) -> Result<(), String> {
+    let secs = consent.valid_until.0.saturating_sub(consent.valid_from.0);
+    if secs > rules.max_validity_secs() {
+        return Err(format!(
+            "the consent is valid for {} days; this agency accepts at most {} days",
+            secs.div_ceil(86_400),
+            rules.max_validity_days
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a verified consent delivered here (or links one already stored, on a redelivery)
+/// and queues its log entries. `identifier` is the person's identifier at this holder with
+/// whether a local subject has it; `None` for a grantee that holds nothing. Returns the
+/// consent's linkage here and the pending log entries. The caller holds the consent gate
+/// exclusively.
+fn register(
+    state: &NodeState,
+    envelope: &Envelope,
+    consent: Consent,
+    identifier: Option<(String, bool)>,
+    now: Timestamp,
+) -> Result<(Option<Linkage>, Vec<crate::audit::PendingReceipt>), crate::store::StoreError> {
+    let id = consent.consent_id.clone();
+    let existing = state.db.consent(&id)?;
+    let previous = state.db.consent_linkage(&id)?;
+    let linkage = match (&identifier, &previous) {
+        // A consent links once; a redelivery reports what it made then.
+        (_, Some(Linkage::Linked(_))) | (None, _) => previous.clone(),
+        (Some((subject, known)), _) => {
+            let passport_subject = state.db.passport_subject(&consent.passport_id)?;
+            Some(Linkage::decide(
+                subject,
+                *known,
+                passport_subject.as_deref(),
+            ))
+        }
+    };
+    let changed = linkage != previous;
+    let mut pending = Vec::new();
+    let mut event = consent_entry(
+        &consent,
+        Some(consent.recorded_by_person.clone()),
+        linkage.as_ref().map(Linkage::ack),
+    );
+    if identifier.is_none() {
+        event.linkage = Some(AckOutcome::Stored);
+    }
+    match existing {
+        None => {
+            let mut stored = newly_active(envelope.clone(), consent, now);
+            // A consent that a later one already superseded, or whose withdrawal arrived
+            // first, is never active here.
+            let superseder = state
+                .db
+                .superseded_by(&id)?
+                .filter(|new| supersedes(&new.body, &stored.body));
+            if let Some(new) = &superseder {
+                stored.status = ConsentStatus::Superseded;
+                stored.superseded_by = Some(new.body.consent_id.clone());
+            }
+            let revocation = state.db.pending_revocation(&id)?.filter(|env| {
+                env.open::<ConsentRevocation>().is_ok_and(|r| {
+                    r.revoked_by == stored.body.recorded_by
+                        && r.passport_id == stored.body.passport_id
+                })
+            });
+            if let Some(env) = &revocation {
+                stored.status = ConsentStatus::Revoked;
+                stored.revocation = Some(env.clone());
+            }
+            state.db.put_consent(&stored, linkage.as_ref(), now)?;
+            if let Some(ev) = superseded_event(state, stored.body.supersedes.as_ref(), &event)? {
+                pending.push(state.audit.submit(ev));
+            }
+            pending.push(
+                state
+                    .audit
+                    .submit(AuditEvent::ConsentRegistered(event.clone())),
+            );
+            if superseder.is_some() {
+                let mut e = event.clone();
+                e.linkage = None;
+                pending.push(state.audit.submit(AuditEvent::ConsentSuperseded(e)));
+            }
+            if let Some(rev) = revocation.and_then(|env| env.open::<ConsentRevocation>().ok()) {
+                let mut e = event;
+                e.person = Some(rev.revoked_by_person);
+                e.linkage = None;
+                pending.push(state.audit.submit(AuditEvent::ConsentRevoked(e)));
+            }
+        }
+        Some(stored) => {
+            if let (true, Some(l)) = (changed, &linkage) {
+                state.db.put_linkage(&stored, l)?;
+                pending.push(state.audit.submit(AuditEvent::ConsentRegistered(event)));
+            }
+        }
+    }
+    Ok((linkage, pending))
 }
 
 /// A consent as first stored, recorded here or received at `now`: active, never revoked or
@@ -257,7 +355,14 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
     }
     let mut stored = match state.db.consent(&id) {
         Ok(Some(s)) => s,
-        Ok(None) => return reject("this agency holds no consent with that id".into()),
+        Ok(None) => {
+            // The withdrawal overtook its consent: keep it, so the consent is stored revoked
+            // if it ever arrives, and never discloses here.
+            if let Err(e) = state.db.put_pending_revocation(&id, env) {
+                return state.error(ErrorCode::Internal, e.to_string());
+            }
+            return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None);
+        }
         Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
     };
     if stored.body.recorded_by != rev.revoked_by || stored.body.passport_id != rev.passport_id {

@@ -29,6 +29,9 @@ pub enum RecordError {
     /// The change is stored but could not be logged.
     #[error("audit log: {0}")]
     Audit(String),
+    /// Over a consent recording limit; nothing was stored.
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 fn rejected(m: impl Into<String>) -> RecordError {
@@ -67,6 +70,7 @@ pub async fn record(
     subjects: &[HolderSubject],
     retire: Option<Envelope>,
 ) -> Result<ClientResponse, RecordError> {
+    limit_recording(state, staff).await?;
     let manifest = state
         .manifest()
         .ok_or_else(|| rejected("node has no manifest"))?;
@@ -99,6 +103,7 @@ pub async fn record(
     if consent.valid_until <= now {
         return Err(rejected("the consent would already have expired"));
     }
+    crate::consent_in::within_validity(&consent, &state.config.consent).map_err(rejected)?;
     for h in &consent.holders {
         let m = manifest
             .member(&h.agency)
@@ -216,6 +221,42 @@ pub async fn record(
         consent: env,
         deliveries,
     })
+}
+
+/// Takes one recording from `staff`'s and the node's hourly allowances, or refuses (logging
+/// the refusal, at most once a minute per caseworker).
+async fn limit_recording(state: &NodeState, staff: &StoredStaff) -> Result<(), RecordError> {
+    let who = &staff.body.person_id;
+    let Err(limit) = state.consent_limits.recording(who.as_str()) else {
+        return Ok(());
+    };
+    state.metrics.limit("consent_recording_rate");
+    let (whose, max) = match limit {
+        crate::ratelimit::ConsentLimit::Caseworker => (
+            "your",
+            state.config.consent.recordings_per_caseworker_per_hour,
+        ),
+        crate::ratelimit::ConsentLimit::Node => (
+            "this agency's",
+            state.config.consent.recordings_per_node_per_hour,
+        ),
+    };
+    tracing::warn!(caseworker = %who, ?limit, "consent recording refused: over the hourly limit");
+    if state.consent_limits.report_refusal(&format!("staff/{who}")) {
+        let event = AuditEvent::Admin {
+            person_id: Some(who.clone()),
+            action: "consent_recording_rate_limited".into(),
+            detail: format!("refused: over {whose} limit of {max} consent recordings an hour"),
+        };
+        state
+            .audit
+            .append(event)
+            .await
+            .map_err(|e| RecordError::Audit(e.to_string()))?;
+    }
+    Err(RecordError::RateLimited(format!(
+        "{whose} limit of {max} consent recordings an hour is reached; nothing was recorded; try again later or ask the operator"
+    )))
 }
 
 /// When a consent supersedes another, the old one's revocation goes to every agency the old

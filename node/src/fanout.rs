@@ -14,7 +14,7 @@ use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
     query_digest, ClientResponse, HolderResult, HolderStatus, Query,
 };
-use throughgate_protocol::query_check::check_freshness;
+use throughgate_protocol::query_check::{check_freshness, check_requests};
 
 use crate::db::StoredStaff;
 use crate::node::NodeState;
@@ -86,9 +86,7 @@ pub async fn assemble(
             state.config.limits.query_lifetime_secs
         )));
     }
-    if query.requests.is_empty() || query.requests.len() > 1024 {
-        return Err(reject("a query must address 1 to 1024 holders".into()));
-    }
+    check_requests(&query).map_err(reject)?;
     for r in &query.requests {
         if manifest.member(&r.holder).is_none_or(|m| !m.is_holder()) {
             return Err(reject(format!(

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
 use throughgate_protocol::category::Category;
-use throughgate_protocol::consent_check::check_consent;
+use throughgate_protocol::consent_check::{check_consent, ConsentScope};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::ids::ConsentId;
@@ -15,6 +15,9 @@ use throughgate_protocol::messages::{
 };
 use throughgate_protocol::query_check::{check_query_cached, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
+use throughgate_protocol::time::Timestamp;
+
+use crate::db::{Linkage, StoredConsent};
 
 use crate::node::NodeState;
 
@@ -22,7 +25,8 @@ use crate::node::NodeState;
 const MAX_RECORDS_PER_SUBJECT: usize = 10_000;
 
 /// The decision for one query, before signing.
-struct Decision {
+#[derive(Debug)]
+pub(crate) struct Decision {
     outcome: Outcome,
     reason: Option<RefusalReason>,
     consent_id: Option<ConsentId>,
@@ -211,31 +215,23 @@ fn decide(
     {
         return Ok(Decision::refuse(RefusalReason::QueryReplayed, None));
     }
-    let Some(consent_id) = query.consent_id.clone() else {
-        return Ok(Decision::refuse(RefusalReason::NoConsent, None));
+    let (consent, linkage) = match &query.consent_id {
+        Some(id) => (state.db.consent(id)?, state.db.consent_linkage(id)?),
+        None => (None, None),
     };
-    let Some(stored) = state.db.consent(&consent_id)? else {
-        return Ok(Decision::refuse(RefusalReason::NoConsent, Some(consent_id)));
+    let passport_subject = state.db.passport_subject(&query.passport_id)?;
+    let facts = ConsentFacts {
+        consent: consent.as_ref(),
+        linkage: linkage.as_ref(),
+        passport_subject: passport_subject.as_deref(),
     };
-    let scope = match check_consent(
-        &stored.body,
-        stored.status_at(now),
-        query,
-        &state.agency,
-        now,
-    ) {
-        Ok(s) => s,
-        Err(reason) => return Ok(Decision::refuse(reason, Some(consent_id))),
-    };
-    let Some(subject) = state.db.linked_subject(&query.passport_id)? else {
-        return Ok(Decision {
-            outcome: Outcome::NotHeld,
-            reason: None,
-            consent_id: Some(consent_id),
-            categories: Vec::new(),
-            records: Vec::new(),
-            withheld: Withheld::default(),
-        });
+    let (consent_id, subject, scope) = match consent_verdict(query, &state.agency, &facts, now) {
+        ConsentVerdict::Decided(d) => return Ok(d),
+        ConsentVerdict::Disclose {
+            consent_id,
+            subject,
+            scope,
+        } => (consent_id, subject, scope),
     };
     let Some(requester) = manifest.member(&query.requester) else {
         return Ok(Decision::refuse(
@@ -270,4 +266,75 @@ fn decide(
         records,
         withheld,
     })
+}
+
+/// What the holder knows about the consent a query names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConsentFacts<'a> {
+    /// The consent the query names, as stored here.
+    pub consent: Option<&'a StoredConsent>,
+    /// How that consent was linked here.
+    pub linkage: Option<&'a Linkage>,
+    /// The local subject the query's passport id names here.
+    pub passport_subject: Option<&'a str>,
+}
+
+/// The consent part of a holder's decision.
+#[derive(Debug)]
+pub(crate) enum ConsentVerdict {
+    /// Refused or not held: nothing more to look at.
+    Decided(Decision),
+    /// The consent allows disclosing `scope` about `subject`, subject to policy.
+    Disclose {
+        /// The consent relied on.
+        consent_id: ConsentId,
+        /// The one local subject the consent is linked to.
+        subject: String,
+        /// What it covers for this query.
+        scope: ConsentScope,
+    },
+}
+
+/// Decides what the consent named by `query` allows `holder` to disclose at `now` (SPEC §8.3):
+/// only about the subject that consent's own identifier linked, never about whoever else the
+/// passport id may name, and nothing at all under a consent that linked nobody.
+pub(crate) fn consent_verdict(
+    query: &Query,
+    holder: &AgencyId,
+    facts: &ConsentFacts<'_>,
+    now: Timestamp,
+) -> ConsentVerdict {
+    let refuse = |reason, id: Option<&ConsentId>| {
+        ConsentVerdict::Decided(Decision::refuse(reason, id.cloned()))
+    };
+    let Some(consent_id) = query.consent_id.as_ref() else {
+        return refuse(RefusalReason::NoConsent, None);
+    };
+    let Some(stored) = facts.consent.filter(|c| &c.body.consent_id == consent_id) else {
+        return refuse(RefusalReason::NoConsent, Some(consent_id));
+    };
+    let scope = match check_consent(&stored.body, stored.status_at(now), query, holder, now) {
+        Ok(s) => s,
+        Err(reason) => return refuse(reason, Some(consent_id)),
+    };
+    match facts.linkage {
+        Some(Linkage::Linked(subject)) if facts.passport_subject == Some(subject.as_str()) => {
+            ConsentVerdict::Disclose {
+                consent_id: consent_id.clone(),
+                subject: subject.clone(),
+                scope,
+            }
+        }
+        Some(Linkage::Linked(_) | Linkage::SubjectMismatch) => {
+            refuse(RefusalReason::SubjectMismatch, Some(consent_id))
+        }
+        Some(Linkage::NotHeld) | None => ConsentVerdict::Decided(Decision {
+            outcome: Outcome::NotHeld,
+            reason: None,
+            consent_id: Some(consent_id.clone()),
+            categories: Vec::new(),
+            records: Vec::new(),
+            withheld: Withheld::default(),
+        }),
+    }
 }

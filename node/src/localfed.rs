@@ -129,6 +129,8 @@ pub struct FedOptions {
     pub retention: crate::config::Retention,
     /// Storage tuning for every node.
     pub storage: crate::config::Storage,
+    /// Every node's consent rules.
+    pub consent: crate::config::ConsentRules,
 }
 
 impl Default for FedOptions {
@@ -145,6 +147,7 @@ impl Default for FedOptions {
             metrics: false,
             retention: crate::config::Retention::default(),
             storage: crate::config::Storage::default(),
+            consent: crate::config::ConsentRules::default(),
         }
     }
 }
@@ -296,6 +299,7 @@ impl LocalFederation {
                 limits: opts.limits.clone(),
                 retention: opts.retention.clone(),
                 storage: opts.storage.clone(),
+                consent: opts.consent.clone(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();

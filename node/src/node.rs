@@ -102,6 +102,8 @@ pub struct NodeState {
     pub caseworker_rate: crate::ratelimit::RateLimiter,
     /// Live connections per peer key.
     pub connections: crate::ratelimit::ConnectionCounter,
+    /// Consent recording and delivery limits.
+    pub consent_limits: crate::ratelimit::ConsentLimits,
     /// Orders consent decisions against consent status changes (see `holder.rs`).
     pub consent_gate: std::sync::RwLock<()>,
     /// Signatures this node has already verified and sees again (caseworker credentials,
@@ -197,6 +199,13 @@ impl Node {
         } = opts;
         let agency = config.agency.clone();
         let db = Db::new(store);
+        let dropped = db.drop_legacy_links()?;
+        if dropped > 0 {
+            tracing::warn!(
+                links = dropped,
+                "dropped passport links made by the old last-consent-wins rule; consents stored before this version disclose nothing until recorded again"
+            );
+        }
         let trust = Arc::new(Trust::new(agency.clone(), clock.clone()));
         if let Some(env) = db.manifest()? {
             // A stored manifest that has since expired is not installed; the operator must
@@ -243,6 +252,7 @@ impl Node {
             connections: crate::ratelimit::ConnectionCounter::new(
                 config.limits.max_connections_per_peer,
             ),
+            consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
             consent_gate: std::sync::RwLock::new(()),
             sig_cache: Default::default(),
             audit,

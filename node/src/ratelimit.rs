@@ -31,6 +31,16 @@ impl RateLimiter {
         }
     }
 
+    /// A limiter allowing `per_hour` requests in any hour on average, all of them at once at
+    /// most; 0 means unlimited.
+    pub fn per_hour(per_hour: u32) -> RateLimiter {
+        RateLimiter {
+            rate: f64::from(per_hour) / 3600.0,
+            burst: f64::from(per_hour.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes one token for `key`; false when the key is over its rate.
     pub fn allow(&self, key: &str) -> bool {
         if self.rate <= 0.0 {
@@ -140,5 +150,71 @@ mod tests {
         assert!(c.acquire(k).is_none());
         drop(a);
         assert!(c.acquire(k).is_some());
+    }
+}
+
+/// Which consent limit a request ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentLimit {
+    /// The caseworker's own hourly allowance.
+    Caseworker,
+    /// The node's hourly allowance for all its caseworkers.
+    Node,
+}
+
+/// Limits on recording and receiving consents. Every recording tells the caseworker whether
+/// each holder knows the identifiers given, so these bound how fast a caseworker (or a node)
+/// can probe for identifiers, and how fast anyone can fill every agency's consent register.
+/// Refusals are reported for the audit log at most once a minute per caseworker or peer.
+#[derive(Debug)]
+pub struct ConsentLimits {
+    per_caseworker: RateLimiter,
+    per_node: RateLimiter,
+    per_peer: RateLimiter,
+    last_reported: Mutex<HashMap<String, Instant>>,
+}
+
+impl ConsentLimits {
+    /// Limits as `rules` sets them.
+    pub fn new(rules: &crate::config::ConsentRules) -> ConsentLimits {
+        ConsentLimits {
+            per_caseworker: RateLimiter::per_hour(rules.recordings_per_caseworker_per_hour),
+            per_node: RateLimiter::per_hour(rules.recordings_per_node_per_hour),
+            per_peer: RateLimiter::per_hour(rules.deliveries_per_peer_per_hour),
+            last_reported: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one recording for `caseworker`, or says which limit refuses it.
+    pub fn recording(&self, caseworker: &str) -> Result<(), ConsentLimit> {
+        if !self.per_caseworker.allow(caseworker) {
+            return Err(ConsentLimit::Caseworker);
+        }
+        if !self.per_node.allow("") {
+            return Err(ConsentLimit::Node);
+        }
+        Ok(())
+    }
+
+    /// Takes one delivery from peer agency `peer`; false when it is over its allowance.
+    pub fn delivery(&self, peer: &str) -> bool {
+        self.per_peer.allow(peer)
+    }
+
+    /// Whether a refusal for `who` should be written to the audit log now: the first refusal,
+    /// then at most one a minute, so a flood of refused requests cannot flood the log.
+    pub fn report_refusal(&self, who: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last.get(who) {
+            Some(t) if now.duration_since(*t).as_secs() < 60 => false,
+            _ => {
+                last.insert(who.to_owned(), now);
+                true
+            }
+        }
     }
 }

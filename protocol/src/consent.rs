@@ -16,6 +16,10 @@ use crate::ids::{AgencyId, ConsentId, PassportId, PersonId};
 use crate::keys::fixed_bytes;
 use crate::time::{Date, Timestamp};
 
+/// The longest validity any consent may have, in days (ten years). Each agency sets its own,
+/// shorter, maximum; this bounds every implementation.
+pub const MAX_VALIDITY_DAYS: u32 = 3650;
+
 /// How the person's consent was collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,6 +160,11 @@ impl Consent {
     pub fn validate(&self) -> Result<(), String> {
         if self.valid_until <= self.valid_from {
             return Err("valid_until must be after valid_from".into());
+        }
+        if self.valid_until.0 - self.valid_from.0 > u64::from(MAX_VALIDITY_DAYS) * 86_400 {
+            return Err(format!(
+                "a consent may be valid for at most {MAX_VALIDITY_DAYS} days"
+            ));
         }
         if let (Some(a), Some(b)) = (self.records_from, self.records_until) {
             if b < a {

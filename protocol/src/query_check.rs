@@ -15,6 +15,9 @@ use crate::time::Timestamp;
 /// Longest lifetime (expiry minus issue time) a holder accepts, in seconds.
 pub const MAX_QUERY_LIFETIME_SECS: u64 = 300;
 
+/// Most holders one query may address.
+pub const MAX_REQUESTS: usize = 1024;
+
 /// A query that passed the stateless checks.
 #[derive(Debug, Clone)]
 pub struct CheckedQuery {
@@ -52,6 +55,9 @@ pub fn check_query_cached(
         Ok(q) => q,
         Err(e) => return QueryVerdict::Malformed(e.to_string()),
     };
+    if let Err(detail) = check_requests(&query) {
+        return QueryVerdict::Malformed(detail);
+    }
     match check_decoded(env, &query, manifest, now, cache) {
         Ok(credential) => QueryVerdict::Accepted(Box::new(CheckedQuery { query, credential })),
         Err(reason) => QueryVerdict::Refused(Box::new(query), reason),
@@ -87,6 +93,24 @@ fn check_decoded(
         .map_err(|_| RefusalReason::CaseworkerSignatureInvalid)?;
     check_freshness(query, now)?;
     Ok(credential)
+}
+
+/// Checks the shape of a query's requests: 1 to [`MAX_REQUESTS`] of them, each holder named
+/// once. A query naming a holder twice would make it answer (and log) the same query again.
+pub fn check_requests(query: &Query) -> Result<(), String> {
+    if query.requests.is_empty() || query.requests.len() > MAX_REQUESTS {
+        return Err(format!("a query must address 1 to {MAX_REQUESTS} holders"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &query.requests {
+        if !seen.insert(&r.holder) {
+            return Err(format!(
+                "the query names holder {} more than once; ask each holder once",
+                r.holder
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Maps a credential failure to the refusal reason holders send.

@@ -2060,6 +2060,8 @@ fn gen_bodies(g: &mut Gen) {
                 holders: vec![agency("nhs-wy"), agency("hmp-leeds")],
                 grantees: vec![agency("probation-yorks")],
                 received_at: Timestamp(NOW - 3600),
+                status_since: Timestamp(NOW - 3600),
+                revoked_by: None,
             }]),
         ),
         (
@@ -2115,6 +2117,7 @@ fn gen_bodies(g: &mut Gen) {
                 consents: 42,
                 outbox_pending: 1,
                 started_at: Timestamp(NOW - DAY),
+                max_consent_days: 400,
             }),
         ),
         (

@@ -10,10 +10,21 @@ use throughgate_protocol::consent::{
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::{commitment, SubjectIdentifier, SALT_LEN};
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
-use throughgate_protocol::messages::{ClientOp, ClientResponse, ConsentDelivery, HolderSubject};
+use throughgate_protocol::messages::{
+    ClientOp, ClientResponse, ConsentDelivery, ConsentSummary, HolderSubject,
+};
 use throughgate_protocol::time::{Date, Timestamp};
 
 use super::{unexpected, ClientError, HomeClient};
+
+/// What `tg consent revoke --passport` did.
+#[derive(Debug, Clone, Default)]
+pub struct WithdrawAll {
+    /// The consents withdrawn, each with its deliveries.
+    pub revoked: Vec<(ConsentId, Vec<ConsentDelivery>)>,
+    /// Active consents recorded at other agencies: withdraw them there.
+    pub elsewhere: Vec<ConsentSummary>,
+}
 
 /// What a consent will say, before it is signed.
 #[derive(Debug, Clone)]
@@ -192,6 +203,75 @@ impl HomeClient {
             ClientResponse::ConsentDetail { deliveries, .. } => Ok(deliveries),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// The consents about `passport` that the home node knows, in any status.
+    pub async fn consents_of(
+        &self,
+        passport: &PassportId,
+    ) -> Result<Vec<ConsentSummary>, ClientError> {
+        let op = ClientOp::ListConsents(throughgate_protocol::messages::ConsentFilter {
+            passport_id: Some(passport.clone()),
+            ..Default::default()
+        });
+        match self.call(op).await? {
+            ClientResponse::Consents(l) => Ok(l),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Withdraws every active consent for `passport` recorded at the caller's agency (the only
+    /// ones it may withdraw). Returns each withdrawn consent with its deliveries, and the
+    /// active consents recorded at other agencies, which only those agencies can withdraw.
+    pub async fn revoke_all(
+        &self,
+        passport: &PassportId,
+        reason: &str,
+    ) -> Result<WithdrawAll, ClientError> {
+        let me = self.credential().agency.clone();
+        let mut out = WithdrawAll::default();
+        for c in self.consents_of(passport).await? {
+            if c.status != ConsentStatus::Active {
+                continue;
+            }
+            if c.recorded_by == me {
+                let deliveries = self.revoke_consent(&c.consent_id, reason).await?;
+                out.revoked.push((c.consent_id, deliveries));
+            } else {
+                out.elsewhere.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Why there is no consent to query `passport` under, when the person had one: among the
+    /// consents naming the caller's agency as a grantee, if none is active, the one that ended
+    /// last (withdrawn, expired or superseded). `None` when one is active, or there never was
+    /// one.
+    pub async fn ended_consent(
+        &self,
+        passport: &PassportId,
+    ) -> Result<Option<ConsentSummary>, ClientError> {
+        let me = &self.credential().agency;
+        let mine: Vec<ConsentSummary> = self
+            .consents_of(passport)
+            .await?
+            .into_iter()
+            .filter(|c| c.grantees.contains(me))
+            .collect();
+        if mine.iter().any(|c| c.status == ConsentStatus::Active) {
+            return Ok(None);
+        }
+        // Within one second, a withdrawal says more than an expiry, which says more than a
+        // supersession.
+        let rank = |s: ConsentStatus| match s {
+            ConsentStatus::Revoked => 3,
+            ConsentStatus::Expired => 2,
+            _ => 1,
+        };
+        Ok(mine
+            .into_iter()
+            .max_by_key(|c| (c.status_since, rank(c.status))))
     }
 
     /// The consent to query under: `given` if the home node knows it (`None` if it does not,

@@ -8,7 +8,7 @@ mod passport;
 mod profile;
 
 pub use audit::{merged_entries, ReportSource, SubjectAccessReport};
-pub use consent::{ConsentPlan, SignedConsent};
+pub use consent::{ConsentPlan, SignedConsent, WithdrawAll};
 pub use passport::{passport_complete, requests_under, requests_without_consent};
 pub use profile::Profile;
 
@@ -531,6 +531,14 @@ impl HomeClient {
             .await?
         {
             ClientResponse::Staff(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The home node's status and counts.
+    pub async fn status(&self) -> Result<throughgate_protocol::messages::NodeStatus, ClientError> {
+        match self.call(ClientOp::Status).await? {
+            ClientResponse::Status(s) => Ok(s),
             other => Err(unexpected(&other)),
         }
     }

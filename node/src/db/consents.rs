@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 use throughgate_protocol::consent::{Consent, ConsentStatus};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{ConsentId, PassportId};
+use throughgate_protocol::messages::AckOutcome;
 use throughgate_protocol::time::Timestamp;
 
 use super::{decode, encode, key, Db};
@@ -44,13 +45,70 @@ fn consent_key(id: &ConsentId) -> Vec<u8> {
     key(&["con/", id.as_str()])
 }
 
+fn linkage_key(id: &ConsentId) -> Vec<u8> {
+    key(&["lnc/", id.as_str()])
+}
+
+fn passport_subject_key(passport: &PassportId) -> Vec<u8> {
+    key(&["lnp/", passport.as_str()])
+}
+
+fn superseded_by_key(old: &ConsentId) -> Vec<u8> {
+    key(&["csb/", old.as_str()])
+}
+
+fn pending_revocation_key(id: &ConsentId) -> Vec<u8> {
+    key(&["crp/", id.as_str()])
+}
+
+/// What a holder made of a consent's identifier when the consent arrived: the one local
+/// subject the consent may disclose about, or why it discloses nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Linkage {
+    /// The consent's identifier matched this local subject, who is the passport's person here.
+    Linked(String),
+    /// No local subject has the consent's identifier.
+    NotHeld,
+    /// The identifier names a different local subject than the passport id already does here.
+    SubjectMismatch,
+}
+
+impl Linkage {
+    /// Links a consent whose committed identifier is `subject` (known here or not), given the
+    /// subject the passport id is already linked to here, if any. A passport id names one
+    /// person at a holder, forever: the first consent that links decides who.
+    pub fn decide(subject: &str, known: bool, passport_subject: Option<&str>) -> Linkage {
+        if !known {
+            return Linkage::NotHeld;
+        }
+        match passport_subject {
+            Some(p) if p != subject => Linkage::SubjectMismatch,
+            _ => Linkage::Linked(subject.to_owned()),
+        }
+    }
+
+    /// The acknowledgement outcome reporting it.
+    pub fn ack(&self) -> AckOutcome {
+        match self {
+            Linkage::Linked(_) => AckOutcome::Linked,
+            Linkage::NotHeld => AckOutcome::NotHeld,
+            Linkage::SubjectMismatch => AckOutcome::SubjectMismatch,
+        }
+    }
+}
+
 impl Db {
-    /// The writes that store a consent and, at a holder, its passport-to-subject link. If the
-    /// consent supersedes another stored here, that one is marked superseded in the same batch.
+    /// The writes that store a consent and, at a holder, its [`Linkage`] (and the passport's
+    /// subject, when this is the first consent to link it). If the consent supersedes another,
+    /// the supersession is remembered (so the old one is stored superseded should it arrive
+    /// later) and, when the old one is stored here, it is marked superseded in the same batch.
+    /// The caller holds the consent gate exclusively, so the passport's subject read here
+    /// cannot change before the batch is applied.
     pub fn consent_writes(
         &self,
         consent: &StoredConsent,
-        link: Option<&str>,
+        linkage: Option<&Linkage>,
         now: Timestamp,
     ) -> Result<WriteBatch, StoreError> {
         let mut b = WriteBatch::new();
@@ -65,19 +123,16 @@ impl Db {
             ]),
             Vec::new(),
         );
-        if let Some(subject) = link {
-            b.put(
-                key(&["lnk/", body.passport_id.as_str()]),
-                subject.as_bytes().to_vec(),
-            );
+        if let Some(linkage) = linkage {
+            self.linkage_writes(&mut b, consent, linkage)?;
         }
         if let Some(old_id) = &body.supersedes {
+            b.put(
+                superseded_by_key(old_id),
+                body.consent_id.as_str().as_bytes().to_vec(),
+            );
             if let Some(mut old) = self.consent(old_id)? {
-                // Only the agency that recorded a consent may supersede it, for the same person.
-                if old.body.passport_id == body.passport_id
-                    && old.body.recorded_by == body.recorded_by
-                    && old.status == ConsentStatus::Active
-                {
+                if supersedes(body, &old.body) && old.status == ConsentStatus::Active {
                     old.status = ConsentStatus::Superseded;
                     old.status_since = now;
                     old.superseded_by = Some(body.consent_id.clone());
@@ -88,27 +143,105 @@ impl Db {
         Ok(b)
     }
 
+    fn linkage_writes(
+        &self,
+        b: &mut WriteBatch,
+        consent: &StoredConsent,
+        linkage: &Linkage,
+    ) -> Result<(), StoreError> {
+        b.put(linkage_key(&consent.body.consent_id), encode(linkage));
+        if let Linkage::Linked(subject) = linkage {
+            if self.passport_subject(&consent.body.passport_id)?.is_none() {
+                b.put(
+                    passport_subject_key(&consent.body.passport_id),
+                    subject.as_bytes().to_vec(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a consent (see [`Db::consent_writes`]) atomically, then flushes.
     pub fn put_consent(
         &self,
         consent: &StoredConsent,
-        link: Option<&str>,
+        linkage: Option<&Linkage>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let b = self.consent_writes(consent, link, now)?;
+        let b = self.consent_writes(consent, linkage, now)?;
         self.store.apply(b)?;
         self.store.flush()
     }
 
-    /// Links a passport to a local subject, then flushes.
-    pub fn put_link(&self, passport: &PassportId, subject: &str) -> Result<(), StoreError> {
+    /// Records the linkage of a consent already stored (its delivery came after the consent
+    /// was stored here, e.g. at the recording agency), then flushes. Same rules as
+    /// [`Db::consent_writes`].
+    pub fn put_linkage(
+        &self,
+        consent: &StoredConsent,
+        linkage: &Linkage,
+    ) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
-        b.put(
-            key(&["lnk/", passport.as_str()]),
-            subject.as_bytes().to_vec(),
-        );
+        self.linkage_writes(&mut b, consent, linkage)?;
         self.store.apply(b)?;
         self.store.flush()
+    }
+
+    /// How a consent stored here was linked, if it was delivered as a holder's.
+    pub fn consent_linkage(&self, id: &ConsentId) -> Result<Option<Linkage>, StoreError> {
+        self.get_decoded("consent linkage", &linkage_key(id))
+    }
+
+    /// The local subject a passport id names here, fixed by the first consent that linked.
+    pub fn passport_subject(&self, passport: &PassportId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .get(&passport_subject_key(passport))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The consent that declared it supersedes `old`, if one arrived here.
+    pub fn superseded_by(&self, old: &ConsentId) -> Result<Option<StoredConsent>, StoreError> {
+        let Some(v) = self.store.get(&superseded_by_key(old))? else {
+            return Ok(None);
+        };
+        match ConsentId::new(String::from_utf8_lossy(&v).into_owned()) {
+            Ok(id) => self.consent(&id),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Keeps a verified revocation of a consent not (yet) stored here, so the consent is
+    /// stored revoked if it arrives later; then flushes.
+    pub fn put_pending_revocation(
+        &self,
+        id: &ConsentId,
+        revocation: &Envelope,
+    ) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.put(pending_revocation_key(id), encode(revocation));
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// A revocation received before its consent, if any.
+    pub fn pending_revocation(&self, id: &ConsentId) -> Result<Option<Envelope>, StoreError> {
+        self.get_decoded("pending revocation", &pending_revocation_key(id))
+    }
+
+    /// Forgets passport links made by an earlier rule that linked a passport id to whichever
+    /// consent arrived last (`lnk/`): they may name the wrong person. Returns how many went.
+    pub fn drop_legacy_links(&self) -> Result<usize, StoreError> {
+        let mut b = WriteBatch::new();
+        for (k, _) in self.store.scan(b"lnk/", None, usize::MAX)? {
+            b.delete(k);
+        }
+        let n = b.len();
+        if n > 0 {
+            self.store.apply(b)?;
+            self.store.flush()?;
+        }
+        Ok(n)
     }
 
     /// The write that replaces a stored consent's record (status changes).
@@ -158,12 +291,12 @@ impl Db {
     pub fn consent_count(&self) -> Result<u64, StoreError> {
         self.store.count(b"con/")
     }
+}
 
-    /// The local subject a passport is linked to here, if any.
-    pub fn linked_subject(&self, passport: &PassportId) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .store
-            .get(&key(&["lnk/", passport.as_str()]))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
+/// Whether `new` may supersede `old`: only the agency that recorded a consent may supersede it,
+/// for the same passport.
+pub fn supersedes(new: &Consent, old: &Consent) -> bool {
+    new.supersedes.as_ref() == Some(&old.consent_id)
+        && new.passport_id == old.passport_id
+        && new.recorded_by == old.recorded_by
 }

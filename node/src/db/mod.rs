@@ -8,9 +8,12 @@
 //! |---|---|
 //! | `rec/{subject}\0{record_id}` | a [`Record`](throughgate_protocol::record::Record) |
 //! | `sub/{subject}` | empty: the subject is known here |
-//! | `lnk/{passport_id}` | the local subject linked to the passport |
 //! | `con/{consent_id}` | a [`StoredConsent`] |
 //! | `cpp/{passport_id}/{consent_id}` | empty: index of consents by passport |
+//! | `lnc/{consent_id}` | at a holder, the consent's [`Linkage`]: the one local subject it may disclose about |
+//! | `lnp/{passport_id}` | at a holder, the local subject the passport id names (fixed by the first consent that linked) |
+//! | `csb/{consent_id}` | the id of the consent that declared it supersedes this one |
+//! | `crp/{consent_id}` | a verified revocation that arrived before its consent |
 //! | `rpl/{query_id}` | expiry of a seen query (replay cache) |
 //! | `stf/{person_id}` | a [`StoredStaff`] |
 //! | `stk/{public key hex}` | the person id holding that key |
@@ -47,7 +50,7 @@ use throughgate_protocol::envelope::Envelope;
 pub use audit::{
     AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, LOWEST_STORED_LEVEL,
 };
-pub use consents::StoredConsent;
+pub use consents::{supersedes, Linkage, StoredConsent};
 pub use imports::ImportJournal;
 pub use outbox::{OutboxItem, OutboxPayload};
 pub use staff::StoredStaff;

@@ -20,8 +20,12 @@ pub enum AckSubject {
 pub enum AckOutcome {
     /// Holder: consent stored and the passport id linked to a local subject.
     Linked,
-    /// Holder: consent stored; no local subject has that identifier.
+    /// Holder: consent stored; no local subject has that identifier, so nothing is ever
+    /// disclosed under it.
     NotHeld,
+    /// Holder: consent stored but not linked: its identifier names a different local subject
+    /// than an earlier consent for the same passport id did. Nothing is disclosed under it.
+    SubjectMismatch,
     /// Grantee that holds nothing: consent stored.
     Stored,
     /// Not stored; the reason says why.
@@ -36,10 +40,32 @@ impl AckOutcome {
         match self {
             AckOutcome::Linked => "linked",
             AckOutcome::NotHeld => "not_held",
+            AckOutcome::SubjectMismatch => "subject_mismatch",
             AckOutcome::Stored => "stored",
             AckOutcome::Rejected => "rejected",
             AckOutcome::Revoked => "revoked",
         }
+    }
+}
+
+impl std::str::FromStr for AckOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const ALL: [AckOutcome; 6] = [
+            AckOutcome::Linked,
+            AckOutcome::NotHeld,
+            AckOutcome::SubjectMismatch,
+            AckOutcome::Stored,
+            AckOutcome::Rejected,
+            AckOutcome::Revoked,
+        ];
+        ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = ALL.iter().map(|o| o.as_str()).collect();
+            format!(
+                "unknown outcome {s:?}; expected one of {}",
+                names.join(", ")
+            )
+        })
     }
 }
 

@@ -8,7 +8,10 @@ use crate::identifiers::{SubjectIdentifier, SALT_LEN};
 use crate::ids::{AgencyId, ConsentId, PassportId, PersonId};
 use crate::keys::{fixed_bytes, PublicKey};
 use crate::time::Timestamp;
-use crate::{category::Purpose, messages::AckSubject};
+use crate::{
+    category::Purpose,
+    messages::{AckOutcome, AckSubject},
+};
 
 /// A person's identifier at one holder, with the salt of its commitment in the consent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +177,9 @@ pub struct AuditFilter {
     pub consent_id: Option<ConsentId>,
     /// Entries of this type (`disclosed`, `refused`, `not_held`, `consent_recorded`...).
     pub event: Option<String>,
+    /// Consent entries whose linkage at this holder was this (`not_held` lists recordings
+    /// whose identifiers matched nobody here: the signature of probing).
+    pub linkage: Option<AckOutcome>,
     /// At or after this instant.
     pub from: Option<Timestamp>,
     /// Before this instant.
@@ -381,6 +387,11 @@ pub struct ConsentSummary {
     pub grantees: Vec<AgencyId>,
     /// When this node received it.
     pub received_at: Timestamp,
+    /// When its status last changed here (for an expired consent: its `valid_until`).
+    pub status_since: Timestamp,
+    /// For a withdrawn consent, the member of staff at the recording agency who recorded the
+    /// withdrawal.
+    pub revoked_by: Option<PersonId>,
 }
 
 /// One bad row in an import.
@@ -445,6 +456,8 @@ pub struct NodeStatus {
     pub outbox_pending: u64,
     /// When the node started.
     pub started_at: Timestamp,
+    /// The longest consent validity this node records, in days.
+    pub max_consent_days: u32,
 }
 
 /// What the home node sends back to a CLI, signed by the node.

@@ -115,6 +115,8 @@ reasons! {
     RequesterMismatch => "requester_mismatch", "the query names a different requester than the node that sent it";
     /// The requester is not a member allowed to query.
     RequesterNotAuthorised => "requester_not_authorised", "the requesting agency is not a requester in the federation manifest";
+    /// The consent's identifier names a different person here than the passport id does.
+    SubjectMismatch => "subject_mismatch", "this consent identifies a different person at this agency than the passport id already does; nothing is shared under it; the recording agency must check the person's identifiers";
     /// Policy releases nothing of what was asked to this requester for this purpose.
     PolicyWithholdsAll => "policy_withholds_all", "this agency's policy releases none of the asked categories to your agency for this purpose";
 }
