@@ -180,7 +180,10 @@ async fn run_case(fed: &LocalFederation, people: &People, ops: Vec<Op>) {
                     r.records.iter().map(|r| r.record_id.to_string()).collect();
                 let linked = c.who < 2 && passport_person == Some(c.who);
                 if r.outcome == Outcome::Disclosed || !got.is_empty() {
-                    assert!(c.active, "disclosed under a withdrawn or superseded consent");
+                    assert!(
+                        c.active,
+                        "disclosed under a withdrawn or superseded consent"
+                    );
                     assert!(linked, "disclosed under a consent that links nobody here");
                     let own = nhs_records(fed, people.get(c.who));
                     assert!(got.is_subset(&own), "records of someone else");

@@ -55,7 +55,7 @@ pub fn check_query_cached(
         Ok(q) => q,
         Err(e) => return QueryVerdict::Malformed(e.to_string()),
     };
-    if let Err(detail) = check_requests(&query) {
+    if let Err(detail) = distinct_holders(&query) {
         return QueryVerdict::Malformed(detail);
     }
     match check_decoded(env, &query, manifest, now, cache) {
@@ -95,12 +95,18 @@ fn check_decoded(
     Ok(credential)
 }
 
-/// Checks the shape of a query's requests: 1 to [`MAX_REQUESTS`] of them, each holder named
-/// once. A query naming a holder twice would make it answer (and log) the same query again.
+/// Checks the shape of a query's requests before sending it: 1 to [`MAX_REQUESTS`] of them,
+/// each holder named once (see [`distinct_holders`]).
 pub fn check_requests(query: &Query) -> Result<(), String> {
     if query.requests.is_empty() || query.requests.len() > MAX_REQUESTS {
         return Err(format!("a query must address 1 to {MAX_REQUESTS} holders"));
     }
+    distinct_holders(query)
+}
+
+/// Checks that a query names each holder at most once: a query naming a holder twice would make
+/// it answer (and log) the same query again, once per stream.
+pub fn distinct_holders(query: &Query) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     for r in &query.requests {
         if !seen.insert(&r.holder) {

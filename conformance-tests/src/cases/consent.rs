@@ -9,7 +9,7 @@ use throughgate_protocol::consent::HolderScope;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::{commitment, IdScheme, SubjectIdentifier};
-use throughgate_protocol::ids::{ConsentId, PassportId};
+use throughgate_protocol::ids::PassportId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::messages::{AckOutcome, AckSubject, Outcome, RefusalReason};
 
@@ -55,7 +55,9 @@ pub fn cases() -> Vec<Case> {
         case!(a, "consent.revocation_idempotent", "the same revocation delivered twice is acknowledged revoked both times", revocation_idempotent),
         case!(a, "consent.revoked_stays_revoked", "re-delivering the grant of a revoked consent does not revive it: still consent_revoked", revoked_stays_revoked),
         case!(a, "consent.revoke_by_other_rejected", "a revocation by an agency other than the recorder is refused and has no effect (still disclosed)", revoke_by_other_rejected),
-        case!(a, "consent.revoke_unknown_rejected", "a revocation of a consent the target never received is refused", revoke_unknown_rejected),
+        case!(a, "consent.revoked_before_granted", "a revocation that overtakes its grant is acknowledged revoked; the grant arriving afterwards never discloses: consent_revoked", revoked_before_granted),
+        case!(a, "consent.borrowed_passport_not_held", "after a linked consent for a passport, another consent for the same passport id whose identifier the target does not know is acknowledged not_held and a query under it is answered not_held with no records", borrowed_passport_not_held),
+        case!(a, "consent.validity_beyond_ceiling_rejected", "a consent valid for more than 3650 days is rejected and not stored", validity_beyond_ceiling),
         case!(a, "consent.superseded", "after a newer consent by the same recorder supersedes it, a query under the old one is refused consent_superseded and under the new one disclosed", superseded),
         case!(a, "consent.supersede_by_other_ignored", "a consent recorded by another agency cannot supersede the suite's consent: the old one still discloses", supersede_by_other_ignored),
     ]
@@ -633,21 +635,57 @@ async fn revoke_by_other_rejected(ctx: &Ctx) -> CaseResult {
     ))
 }
 
-async fn revoke_unknown_rejected(ctx: &Ctx) -> CaseResult {
+// Deliveries can arrive in any order (a holder that was down, retries): a withdrawal must
+// hold whichever comes first (SPEC 8.5).
+async fn revoked_before_granted(ctx: &Ctx) -> CaseResult {
     let conn = ctx.conn().await?;
-    let mut d = craft::draft(ctx, &ctx.me, &ctx.subject);
-    d.consent.consent_id = ConsentId::random();
+    let d = craft::draft(ctx, &ctx.me, &ctx.subject);
     let answer = conn
         .request(&craft::revocation(&ctx.me, &d.consent))
         .await?;
-    let how = check::not_stored(
+    check::ack(
         ctx.target(),
         &answer,
         &d.consent.consent_id,
         AckSubject::Revoke,
+        &[AckOutcome::Revoked],
     )?;
+    grant(
+        ctx,
+        &conn,
+        &ctx.me,
+        &d,
+        &[AckOutcome::Linked, AckOutcome::NotHeld],
+    )
+    .await?;
+    ask_expect_refusal(ctx, &conn, &d, RefusalReason::ConsentRevoked).await?;
     conn.close();
-    Ok(how)
+    Ok("revocation first: ack revoked; grant afterwards; query: consent_revoked".into())
+}
+
+// The holder links each consent to the subject its own identifier matched, never to whoever
+// the passport id names through another consent (SPEC 8.4).
+async fn borrowed_passport_not_held(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let real = linked(ctx, &conn).await?;
+    let mut borrowed = craft::draft(ctx, &ctx.me, &ctx.unknown_subject);
+    borrowed.consent.passport_id = real.consent.passport_id.clone();
+    grant(ctx, &conn, &ctx.me, &borrowed, &[AckOutcome::NotHeld]).await?;
+    let (env, q, answer) = ask(ctx, &conn, &ctx.me, &borrowed, ctx.categories.clone()).await?;
+    let r = check::outcome(ctx.target(), &env, &q, &answer, Outcome::NotHeld)?;
+    conn.close();
+    ensure(r.records.is_empty(), || {
+        "records disclosed under a consent whose identifier matched nobody".into()
+    })?;
+    Ok("borrowed passport id: ack not_held; query not_held, no records".into())
+}
+
+async fn validity_beyond_ceiling(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let mut d = craft::draft(ctx, &ctx.me, &ctx.subject);
+    d.consent.valid_until = d.consent.valid_from.plus_secs(3651 * 86_400);
+    let env = craft::grant_draft(ctx, &ctx.me, &d);
+    refused_grant(ctx, &conn, &d, &env).await
 }
 
 async fn superseded(ctx: &Ctx) -> CaseResult {

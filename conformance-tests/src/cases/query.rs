@@ -52,6 +52,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "query.invalid_id_shape", "a query whose query id has the wrong shape gets error malformed", invalid_id_shape),
         case!(a, "query.nonce_wrong_length", "a query with a 15-byte nonce gets error malformed", nonce_wrong_length),
         case!(a, "query.unknown_purpose", "a query with an unknown purpose code gets error malformed", unknown_purpose),
+        case!(a, "query.holder_named_twice", "a validly signed query naming the target twice in its requests gets error malformed (one request per holder)", holder_named_twice),
         case!(a, "query.duplicate_field", "a query body with the field nonce twice, signed as sent, gets error malformed", duplicate_field),
         case!(a, "query.vectors_malformed_bodies", "every protocol vector of a query envelope whose body is invalid (bad passport id, short nonce, text timestamp, unknown category) gets error malformed", vectors_malformed_bodies),
     ]
@@ -495,6 +496,25 @@ async fn with_field(ctx: &Ctx, field: &str, value: ciborium::Value) -> CaseResul
     let answer = conn
         .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
         .await?;
+    let e = check::error(&answer, &[ErrorCode::Malformed])?;
+    conn.close();
+    Ok(format!(
+        "error malformed: {}",
+        e.message.chars().take(100).collect::<String>()
+    ))
+}
+
+async fn holder_named_twice(ctx: &Ctx) -> CaseResult {
+    let mut q = craft::unconsented_query(ctx, &ctx.me);
+    let first = q
+        .requests
+        .first()
+        .cloned()
+        .ok_or_else(|| CaseError::Fail("suite: the crafted query addresses nobody".into()))?;
+    q.requests = vec![first.clone(), first];
+    let env = craft::seal_query(&ctx.me, &q);
+    let conn = ctx.conn().await?;
+    let answer = conn.request(&env).await?;
     let e = check::error(&answer, &[ErrorCode::Malformed])?;
     conn.close();
     Ok(format!(
