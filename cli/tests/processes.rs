@@ -705,12 +705,34 @@ fn three_agencies_as_separate_processes() {
         "3  refused",
         "4  home node unreachable",
         "6  passport incomplete",
+        "7  the person's consent was withdrawn",
     ] {
         assert!(help.stdout.contains(line), "help lacks {line:?}");
     }
     // 2: usage error.
     let u = tg_run(["consent", "grant", "--yes"]);
     u.expect_code(2);
+    // A validity that would overflow (or exceed the protocol's ten years) is a usage error,
+    // before anything is read to the person or sent.
+    for days in ["18446744073709551615", "3651", "0"] {
+        let u = tg_run([
+            "consent",
+            "grant",
+            "--profile",
+            &fed.profile(PRISON, CW_PRISON),
+            "--id",
+            "hmp-leeds=A1234BC",
+            "--grantee",
+            PROBATION,
+            "--reference",
+            "FORM-2",
+            "--valid-days",
+            days,
+            "--yes",
+        ]);
+        u.expect_code(2);
+        assert!(u.stderr.contains("--valid-days"), "{}", u.stderr);
+    }
     // 3: a caseworker may not import records; the hint says what to do.
     let refused = tg_run([
         "records",
@@ -770,6 +792,62 @@ fn three_agencies_as_separate_processes() {
         "--manifest",
         &s(&fetched),
     ]);
+    // The person withdraws everything at the prison; probation's next assembly reports the
+    // withdrawal (exit 7) and asks nobody.
+    let w = tg_ok([
+        "consent",
+        "revoke",
+        "--json",
+        "--profile",
+        &fed.profile(PRISON, CW_PRISON),
+        "--passport",
+        &pp,
+    ])
+    .json();
+    assert_eq!(w["revoked"][0]["consent_id"], person.consent.as_str(), "{w}");
+    let mut withdrawn = false;
+    for _ in 0..200 {
+        let list = tg_ok([
+            "consent",
+            "list",
+            "--json",
+            "--profile",
+            &fed.profile(PROBATION, CW_PROBATION),
+            "--passport",
+            &pp,
+        ])
+        .json();
+        if list.to_string().contains("\"revoked\"") {
+            withdrawn = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(withdrawn, "the withdrawal never reached probation");
+    for json in [true, false] {
+        let mut args = vec![
+            "passport".to_owned(),
+            "assemble".to_owned(),
+            "--profile".to_owned(),
+            fed.profile(PROBATION, CW_PROBATION),
+            "--passport".to_owned(),
+            pp.clone(),
+        ];
+        if json {
+            args.push("--json".to_owned());
+        }
+        let ended = tg_run(&args);
+        ended.expect_code(7);
+        if json {
+            let j = ended.json();
+            assert_eq!(j["status"], "revoked", "{j}");
+            assert_eq!(j["revoked_by"], CW_PRISON, "{j}");
+            assert_eq!(j["asked"], false, "{j}");
+        } else {
+            assert!(ended.stdout.contains("withdrew"), "{}", ended.stdout);
+            assert!(ended.stdout.contains(CW_PRISON), "{}", ended.stdout);
+        }
+    }
     eprintln!(
         "three_agencies_as_separate_processes: {:.1} s",
         started.elapsed().as_secs_f64()
