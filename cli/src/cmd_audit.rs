@@ -248,6 +248,12 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
                     c.alarms
                 );
             }
+            if c.consent_alarms > 0 {
+                println!(
+                    "CONSENT ALARMS since start: {} consents named a different person than their passport id (see `tg audit log --linkage subject_mismatch`)",
+                    c.consent_alarms
+                );
+            }
             Ok(exit::OK)
         }
     }

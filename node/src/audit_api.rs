@@ -232,6 +232,9 @@ pub fn checkpoints(state: &NodeState) -> OpResult {
         alarms: state
             .witness_alarms
             .load(std::sync::atomic::Ordering::Relaxed),
+        consent_alarms: state
+            .consent_alarms
+            .load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

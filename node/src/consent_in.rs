@@ -168,6 +168,13 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         }
     }
     let outcome = linkage.as_ref().map_or(AckOutcome::Stored, Linkage::ack);
+    if outcome == AckOutcome::SubjectMismatch {
+        state
+            .consent_alarms
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.metrics.consent_alarms.inc();
+        tracing::warn!(consent = %id, recorded_by = %from, "consent names a different person than its passport id already does here; not linked");
+    }
     let reason = (outcome == AckOutcome::SubjectMismatch).then(|| {
         "the identifier names a different person here than this passport id already does; nothing will be shared under this consent".to_owned()
     });

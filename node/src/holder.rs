@@ -338,3 +338,198 @@ pub(crate) fn consent_verdict(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use throughgate_protocol::category::Purpose;
+    use throughgate_protocol::consent::{Collection, CollectionMethod, Consent, HolderScope};
+    use throughgate_protocol::credential::Credential;
+    use throughgate_protocol::ids::{PassportId, PersonId, QueryId};
+    use throughgate_protocol::keys::SecretKey;
+    use throughgate_protocol::messages::HolderRequest;
+
+    use super::*;
+    use crate::consent_in::newly_active;
+
+    const NOW: Timestamp = Timestamp(1_800_000_000);
+
+    fn agency(s: &str) -> AgencyId {
+        AgencyId::new(s).unwrap()
+    }
+
+    fn credential() -> Envelope {
+        let key = SecretKey::generate();
+        Envelope::seal(
+            &Credential {
+                agency: agency("hmp-leeds"),
+                person_id: PersonId::new("cw-1").unwrap(),
+                display_name: "Caseworker".into(),
+                roles: vec![throughgate_protocol::credential::StaffRole::Caseworker],
+                public_key: key.public(),
+                not_before: NOW.minus_secs(60),
+                not_after: NOW.plus_secs(86_400),
+            },
+            &[],
+        )
+    }
+
+    fn consent(passport: &PassportId) -> StoredConsent {
+        let body = Consent {
+            consent_id: ConsentId::random(),
+            passport_id: passport.clone(),
+            purpose: Purpose::Resettlement,
+            purpose_text: "resettlement".into(),
+            holders: vec![HolderScope {
+                agency: agency("nhs-wy"),
+                categories: vec![Category::Health],
+                subject_commitment: [0; 32],
+            }],
+            grantees: vec![agency("probation-yorks")],
+            valid_from: NOW.minus_secs(60),
+            valid_until: NOW.plus_secs(3600),
+            records_from: None,
+            records_until: None,
+            legal_basis: "basis".into(),
+            jurisdiction: "England and Wales".into(),
+            collection: Collection {
+                method: CollectionMethod::SignedPaperForm,
+                reference: "F-1".into(),
+            },
+            privacy_notice_sha256: [0; 32],
+            recorded_by: agency("hmp-leeds"),
+            recorded_by_person: PersonId::new("cw-1").unwrap(),
+            recorded_at: NOW.minus_secs(60),
+            supersedes: None,
+            credential: credential(),
+        };
+        newly_active(Envelope::seal(&body, &[]), body, NOW.minus_secs(60))
+    }
+
+    fn query(passport: &PassportId, consent: Option<&ConsentId>) -> Query {
+        Query {
+            query_id: QueryId::random(),
+            passport_id: passport.clone(),
+            consent_id: consent.cloned(),
+            purpose: Purpose::Resettlement,
+            requests: vec![HolderRequest {
+                holder: agency("nhs-wy"),
+                categories: vec![Category::Health],
+            }],
+            requester: agency("probation-yorks"),
+            caseworker: PersonId::new("cw-2").unwrap(),
+            credential: credential(),
+            issued_at: NOW,
+            expires_at: NOW.plus_secs(60),
+            nonce: [0; 16],
+        }
+    }
+
+    fn verdict(
+        q: &Query,
+        c: Option<&StoredConsent>,
+        linkage: Option<&Linkage>,
+        passport_subject: Option<&str>,
+    ) -> Result<String, (Outcome, Option<RefusalReason>)> {
+        let facts = ConsentFacts {
+            consent: c,
+            linkage,
+            passport_subject,
+        };
+        match consent_verdict(q, &agency("nhs-wy"), &facts, NOW) {
+            ConsentVerdict::Disclose { subject, .. } => Ok(subject),
+            ConsentVerdict::Decided(d) => Err((d.outcome, d.reason)),
+        }
+    }
+
+    #[test]
+    fn a_consent_discloses_only_about_the_subject_its_own_identifier_linked() {
+        let pp = PassportId::random();
+        let c = consent(&pp);
+        let q = query(&pp, Some(&c.body.consent_id));
+        let linked = Linkage::Linked("9434765919".into());
+        assert_eq!(
+            verdict(&q, Some(&c), Some(&linked), Some("9434765919")),
+            Ok("9434765919".into())
+        );
+    }
+
+    #[test]
+    fn a_consent_that_linked_nobody_discloses_nothing_whoever_the_passport_names() {
+        let pp = PassportId::random();
+        let c = consent(&pp);
+        let q = query(&pp, Some(&c.body.consent_id));
+        for linkage in [None, Some(Linkage::NotHeld)] {
+            assert_eq!(
+                verdict(&q, Some(&c), linkage.as_ref(), Some("9434765919")),
+                Err((Outcome::NotHeld, None))
+            );
+        }
+    }
+
+    #[test]
+    fn a_consent_naming_another_person_than_the_passport_is_refused() {
+        let pp = PassportId::random();
+        let c = consent(&pp);
+        let q = query(&pp, Some(&c.body.consent_id));
+        let mismatch = Err((Outcome::Refused, Some(RefusalReason::SubjectMismatch)));
+        assert_eq!(
+            verdict(&q, Some(&c), Some(&Linkage::SubjectMismatch), Some("A")),
+            mismatch
+        );
+        // A linkage that disagrees with the passport's subject never discloses either.
+        let other = Linkage::Linked("B".into());
+        assert_eq!(verdict(&q, Some(&c), Some(&other), Some("A")), mismatch);
+        assert_eq!(verdict(&q, Some(&c), Some(&other), None), mismatch);
+    }
+
+    #[test]
+    fn consent_checks_come_before_linkage_and_a_query_without_its_consent_finds_none() {
+        let pp = PassportId::random();
+        let mut c = consent(&pp);
+        let linked = Linkage::Linked("A".into());
+        // No consent named, or one this holder does not hold, or a different one.
+        assert_eq!(
+            verdict(&query(&pp, None), Some(&c), Some(&linked), Some("A")),
+            Err((Outcome::Refused, Some(RefusalReason::NoConsent)))
+        );
+        let other = ConsentId::random();
+        assert_eq!(
+            verdict(
+                &query(&pp, Some(&other)),
+                Some(&c),
+                Some(&linked),
+                Some("A")
+            ),
+            Err((Outcome::Refused, Some(RefusalReason::NoConsent)))
+        );
+        // Withdrawn: refused as such, linked or not.
+        c.status = throughgate_protocol::consent::ConsentStatus::Revoked;
+        let q = query(&pp, Some(&c.body.consent_id));
+        for l in [Some(&linked), None] {
+            assert_eq!(
+                verdict(&q, Some(&c), l, Some("A")),
+                Err((Outcome::Refused, Some(RefusalReason::ConsentRevoked)))
+            );
+        }
+    }
+
+    #[test]
+    fn linking_fixes_the_passports_person_at_the_first_consent_that_links() {
+        assert_eq!(Linkage::decide("A", false, None), Linkage::NotHeld);
+        assert_eq!(Linkage::decide("A", false, Some("B")), Linkage::NotHeld);
+        assert_eq!(
+            Linkage::decide("A", true, None),
+            Linkage::Linked("A".into())
+        );
+        assert_eq!(
+            Linkage::decide("A", true, Some("A")),
+            Linkage::Linked("A".into())
+        );
+        assert_eq!(
+            Linkage::decide("A", true, Some("B")),
+            Linkage::SubjectMismatch
+        );
+    }
+}

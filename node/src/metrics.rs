@@ -54,6 +54,8 @@ pub struct Metrics {
     pub outbox_pending: Gauge,
     /// Checkpoints from peers refused as inconsistent with one already witnessed.
     pub witness_alarms: Counter,
+    /// Consents refused a link because they named a different person than their passport id.
+    pub consent_alarms: Counter,
     /// The size of this node's log each witness last cosigned.
     pub witness_cosigned: Family<PeerLabel, Gauge>,
     /// Seconds until the trusted manifest expires (negative once expired).
@@ -90,6 +92,7 @@ impl Metrics {
         let passport_seconds = Histogram::new(latency_buckets());
         let outbox_pending = Gauge::default();
         let witness_alarms = Counter::default();
+        let consent_alarms = Counter::default();
         let witness_cosigned = Family::<PeerLabel, Gauge>::default();
         let manifest_expiry_seconds = Gauge::default();
         let manifest_version = Gauge::default();
@@ -122,6 +125,11 @@ impl Metrics {
             "witness_alarms",
             "Peer checkpoints refused as inconsistent",
             witness_alarms.clone(),
+        );
+        registry.register(
+            "consent_subject_mismatches",
+            "Consents whose identifier named a different person than their passport id already names here",
+            consent_alarms.clone(),
         );
         registry.register(
             "witness_cosigned_size",
@@ -157,6 +165,7 @@ impl Metrics {
             passport_seconds,
             outbox_pending,
             witness_alarms,
+            consent_alarms,
             witness_cosigned,
             manifest_expiry_seconds,
             manifest_version,

@@ -94,6 +94,9 @@ pub struct NodeState {
     pub audit: AuditLog,
     /// Witness alarms raised since start (checkpoints that contradicted one already witnessed).
     pub witness_alarms: AtomicU64,
+    /// Consents received since start that named a different person than their passport id
+    /// already names here (`subject_mismatch`).
+    pub consent_alarms: AtomicU64,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Requests per peer agency.
@@ -257,6 +260,7 @@ impl Node {
             sig_cache: Default::default(),
             audit,
             witness_alarms: AtomicU64::new(0),
+            consent_alarms: AtomicU64::new(0),
             agency,
             key,
             endpoint: endpoint.clone(),

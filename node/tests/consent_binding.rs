@@ -283,6 +283,11 @@ async fn a_passport_cannot_be_redirected_to_another_person() {
     let events = consent_events(&fed, "nhs-wy", &redirect).await;
     assert!(events.iter().any(|e| matches!(e,
         AuditEvent::ConsentRegistered(c) if c.linkage == Some(AckOutcome::SubjectMismatch))));
+    // And it is among the DPO's alarms there.
+    let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
+    let status = dpo.audit_checkpoints().await.unwrap();
+    dpo.close().await;
+    assert!(status.consent_alarms >= 1, "{status:?}");
 }
 
 #[tokio::test]

@@ -2187,6 +2187,7 @@ fn gen_bodies(g: &mut Gen) {
                     size: 17,
                 }],
                 alarms: 0,
+                consent_alarms: 0,
             }),
         ),
     ];

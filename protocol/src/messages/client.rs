@@ -262,6 +262,9 @@ pub struct CheckpointStatus {
     pub witnessed: Vec<Witnessed>,
     /// Witness alarms raised since start.
     pub alarms: u64,
+    /// Consents received since start whose identifier named a different person than their
+    /// passport id already names here (`subject_mismatch`).
+    pub consent_alarms: u64,
 }
 
 /// A request from a member of staff's CLI, signed with their key (role `person`).
