@@ -162,6 +162,8 @@ pub struct Ctx {
     pub subject: SubjectIdentifier,
     /// A person the target does not hold.
     pub unknown_subject: SubjectIdentifier,
+    /// Optionally, a second person the target holds records about.
+    pub other_subject: Option<SubjectIdentifier>,
     /// Waits.
     pub timing: Timing,
     /// A governance key of the target's federation, if the identity file gives one.

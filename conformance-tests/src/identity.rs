@@ -24,6 +24,9 @@
 //! # Optional: an identifier of the same scheme the target does not know (a random valid one
 //! # is drawn when absent).
 //! unknown_subject = { scheme = "crn", value = "Z999999" }
+//! # Optional: a second person the target holds records about. Lets the suite check that a
+//! # consent cannot redirect a passport from one person to another (`subject_mismatch`).
+//! other_subject = { scheme = "crn", value = "X654321" }
 //!
 //! # Optional: a second member agency the suite controls, ideally of the other sector
 //! # (justice or not). Makes the cross-agency cases precise and lets the `risk` cases run when
@@ -111,6 +114,8 @@ struct RawIdentity {
     #[serde(default)]
     unknown_subject: Option<RawSubject>,
     #[serde(default)]
+    other_subject: Option<RawSubject>,
+    #[serde(default)]
     second: Option<RawMember>,
     #[serde(default)]
     governance_key: Option<PathBuf>,
@@ -142,6 +147,8 @@ pub struct Identity {
     pub subject: SubjectIdentifier,
     /// An identifier (same scheme) the target does not know.
     pub unknown_subject: SubjectIdentifier,
+    /// Optionally, a second person the target holds records about.
+    pub other_subject: Option<SubjectIdentifier>,
     /// An optional governance key of the target's federation (test federations only): lets the
     /// manifest cases sign manifests.
     pub governance: Option<SecretKey>,
@@ -218,6 +225,20 @@ impl Identity {
                 detail: "unknown_subject must be another identifier of the subject's scheme".into(),
             });
         }
+        let other = match raw.other_subject {
+            Some(o) => {
+                let o = subject(o, path)?;
+                if o.scheme != subject_id.scheme || o == subject_id || o == unknown {
+                    return Err(IdentityError::Parse {
+                        path: path.to_path_buf(),
+                        detail: "other_subject must be a third identifier of the subject's scheme"
+                            .into(),
+                    });
+                }
+                Some(o)
+            }
+            None => None,
+        };
         let governance = match &raw.governance_key {
             Some(f) => Some(key(path, f)?),
             None => None,
@@ -230,6 +251,7 @@ impl Identity {
             target_categories: raw.target_categories,
             subject: subject_id,
             unknown_subject: unknown,
+            other_subject: other,
         })
     }
 }

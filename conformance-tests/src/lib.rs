@@ -109,6 +109,7 @@ pub async fn run_with(
         categories: config.identity.target_categories.clone(),
         subject: config.identity.subject.clone(),
         unknown_subject: config.identity.unknown_subject.clone(),
+        other_subject: config.identity.other_subject.clone(),
         timing: config.timing.clone(),
         governance: config.identity.governance.clone(),
     };

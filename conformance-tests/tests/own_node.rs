@@ -130,6 +130,13 @@ fn write_identity(
         })
         .expect("a person the target holds");
     let subject = person.identifier(agency.scheme);
+    let other = s
+        .fed
+        .population
+        .known_to(agency)
+        .find(|p| p.index != person.index && !person_records(agency, p, &s.fed.synth).is_empty())
+        .expect("a second person the target holds")
+        .identifier(agency.scheme);
     let unknown = loop {
         let id = random_identifier(agency.scheme);
         if s.fed.population.find(&id).is_none() {
@@ -145,12 +152,15 @@ fn write_identity(
         "agency = \"{PRIMARY}\"\nkey_file = \"suite.key\"\nsector = \"{primary_sector}\"\n\
          purpose = \"resettlement\"\ntarget_categories = [{}]\n\
          subject = {{ scheme = \"{}\", value = \"{}\" }}\n\
-         unknown_subject = {{ scheme = \"{}\", value = \"{}\" }}\n",
+         unknown_subject = {{ scheme = \"{}\", value = \"{}\" }}\n\
+         other_subject = {{ scheme = \"{}\", value = \"{}\" }}\n",
         categories.join(", "),
         subject.scheme,
         subject.value,
         unknown.scheme,
-        unknown.value
+        unknown.value,
+        other.scheme,
+        other.value
     );
     if with_governance {
         text.push_str("governance_key = \"governance.key\"\n");

@@ -57,6 +57,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "consent.revoke_by_other_rejected", "a revocation by an agency other than the recorder is refused and has no effect (still disclosed)", revoke_by_other_rejected),
         case!(a, "consent.revoked_before_granted", "a revocation that overtakes its grant is acknowledged revoked; the grant arriving afterwards never discloses: consent_revoked", revoked_before_granted),
         case!(a, "consent.borrowed_passport_not_held", "after a linked consent for a passport, another consent for the same passport id whose identifier the target does not know is acknowledged not_held and a query under it is answered not_held with no records", borrowed_passport_not_held),
+        case!(a, "consent.passport_not_redirected", "after a linked consent for a passport, a consent for the same passport id carrying a second held person's identifier is acknowledged subject_mismatch; a query under it is refused subject_mismatch, and the first consent still discloses (needs other_subject)", passport_not_redirected),
         case!(a, "consent.validity_beyond_ceiling_rejected", "a consent valid for more than 3650 days is rejected and not stored", validity_beyond_ceiling),
         case!(a, "consent.superseded", "after a newer consent by the same recorder supersedes it, a query under the old one is refused consent_superseded and under the new one disclosed", superseded),
         case!(a, "consent.supersede_by_other_ignored", "a consent recorded by another agency cannot supersede the suite's consent: the old one still discloses", supersede_by_other_ignored),
@@ -678,6 +679,32 @@ async fn borrowed_passport_not_held(ctx: &Ctx) -> CaseResult {
         "records disclosed under a consent whose identifier matched nobody".into()
     })?;
     Ok("borrowed passport id: ack not_held; query not_held, no records".into())
+}
+
+// A passport id names one person at each holder, forever (SPEC 8.4 step 7).
+async fn passport_not_redirected(ctx: &Ctx) -> CaseResult {
+    let Some(other) = &ctx.other_subject else {
+        return Err(CaseError::Unsupported(
+            "the identity file names no other_subject".into(),
+        ));
+    };
+    let conn = ctx.conn().await?;
+    let real = linked(ctx, &conn).await?;
+    let mut redirect = craft::draft(ctx, &ctx.me, other);
+    redirect.consent.passport_id = real.consent.passport_id.clone();
+    grant(
+        ctx,
+        &conn,
+        &ctx.me,
+        &redirect,
+        &[AckOutcome::SubjectMismatch],
+    )
+    .await?;
+    ask_expect_refusal(ctx, &conn, &redirect, RefusalReason::SubjectMismatch).await?;
+    let (env, q, answer) = ask(ctx, &conn, &ctx.me, &real, ctx.categories.clone()).await?;
+    check::outcome(ctx.target(), &env, &q, &answer, Outcome::Disclosed)?;
+    conn.close();
+    Ok("second person's identifier: ack subject_mismatch; query subject_mismatch; the first consent still discloses".into())
 }
 
 async fn validity_beyond_ceiling(ctx: &Ctx) -> CaseResult {
