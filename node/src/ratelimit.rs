@@ -218,3 +218,40 @@ impl ConsentLimits {
         }
     }
 }
+
+#[cfg(test)]
+mod consent_limit_tests {
+    use super::*;
+    use crate::config::ConsentRules;
+
+    #[test]
+    fn recordings_are_limited_per_caseworker_then_per_node_and_refusals_reported_once() {
+        let limits = ConsentLimits::new(&ConsentRules {
+            recordings_per_caseworker_per_hour: 2,
+            recordings_per_node_per_hour: 3,
+            ..ConsentRules::default()
+        });
+        assert_eq!(limits.recording("cw-1"), Ok(()));
+        assert_eq!(limits.recording("cw-1"), Ok(()));
+        assert_eq!(limits.recording("cw-1"), Err(ConsentLimit::Caseworker));
+        assert_eq!(limits.recording("cw-2"), Ok(()));
+        assert_eq!(limits.recording("cw-3"), Err(ConsentLimit::Node));
+        assert!(limits.report_refusal("staff/cw-1"));
+        assert!(!limits.report_refusal("staff/cw-1"));
+        assert!(limits.report_refusal("staff/cw-3"));
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let limits = ConsentLimits::new(&ConsentRules {
+            recordings_per_caseworker_per_hour: 0,
+            recordings_per_node_per_hour: 0,
+            deliveries_per_peer_per_hour: 0,
+            ..ConsentRules::default()
+        });
+        for _ in 0..1000 {
+            assert_eq!(limits.recording("cw-1"), Ok(()));
+            assert!(limits.delivery("nhs-wy"));
+        }
+    }
+}
