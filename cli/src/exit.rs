@@ -100,5 +100,6 @@ fn client_hint(e: &ClientError) -> Option<&'static str> {
         ClientError::Key(_) => Some("key files must be PKCS#8 PEM with mode 0600."),
         ClientError::Protocol(_) => Some("tg and the node may be different versions: compare `tg --version` with the version `tg node status` reports."),
         ClientError::Invalid(_) => Some("a signed answer failed verification: do not rely on it. Your node's key may have changed (compare node_key in your profile with `tg manifest show`); tell your node's operator."),
+        ClientError::AmbiguousConsent(_) => Some("`tg consent list --passport PP` lists the person's consents; name one with --consent."),
     }
 }

@@ -251,6 +251,20 @@ async fn a_passport_cannot_be_redirected_to_another_person() {
     let nhs_ack = acks.iter().find(|(h, _)| h == "nhs-wy").unwrap().1;
     assert_eq!(nhs_ack, AckOutcome::SubjectMismatch);
 
+    // The honest caseworker's client does not silently pick either consent: it names both and
+    // asks the caseworker to choose.
+    let probation = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let err = probation.consent_for(&passport, None).await.unwrap_err();
+    probation.close().await;
+    let msg = err.to_string();
+    assert!(
+        msg.contains(real.as_str()) && msg.contains(redirect.as_str()) && msg.contains("--consent"),
+        "{msg}"
+    );
+
     // The honest caseworker's next passport, under the genuine consent, is the first
     // person's, and only theirs.
     let honest = ask_all(&fed, "probation-yorks", &passport, &real).await;

@@ -275,8 +275,10 @@ impl HomeClient {
     }
 
     /// The consent to query under: `given` if the home node knows it (`None` if it does not,
-    /// leaving holders to decide), else the newest active consent for `passport` that names the
-    /// caller's agency as a grantee.
+    /// leaving holders to decide), else the one active consent for `passport` that names the
+    /// caller's agency as a grantee. Several such consents are refused rather than chosen
+    /// between: any caseworker can record a consent for a passport id, so picking, say, the
+    /// newest would let one caseworker's consent decide what another's passport shows.
     pub async fn consent_for(
         &self,
         passport: &PassportId,
@@ -291,23 +293,35 @@ impl HomeClient {
                 Err(e) => Err(e),
             };
         }
-        let op = ClientOp::ListConsents(throughgate_protocol::messages::ConsentFilter {
-            passport_id: Some(passport.clone()),
-            status: Some(ConsentStatus::Active),
-            ..Default::default()
-        });
-        let list = match self.call(op).await? {
-            ClientResponse::Consents(l) => l,
-            other => return Err(unexpected(&other)),
-        };
         let me = &self.credential().agency;
-        let Some(best) = list
+        let active: Vec<ConsentSummary> = self
+            .consents_of(passport)
+            .await?
             .into_iter()
-            .filter(|c| c.grantees.contains(me))
-            .max_by_key(|c| c.valid_from)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(self.show_consent(&best.consent_id).await?.0))
+            .filter(|c| c.status == ConsentStatus::Active && c.grantees.contains(me))
+            .collect();
+        match active.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(self.show_consent(&one.consent_id).await?.0)),
+            several => {
+                let list: Vec<String> = several
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({}, recorded by {} on {})",
+                            c.consent_id,
+                            c.purpose,
+                            c.recorded_by,
+                            c.valid_from.date()
+                        )
+                    })
+                    .collect();
+                Err(ClientError::AmbiguousConsent(format!(
+                    "passport {passport} has {} active consents naming your agency: {}; choose the one the person gave for this purpose with --consent ID (`tg consent show ID` shows each)",
+                    several.len(),
+                    list.join("; ")
+                )))
+            }
+        }
     }
 }

@@ -71,6 +71,9 @@ pub enum ClientError {
     /// A signed answer failed verification.
     #[error("verification failed: {0}")]
     Invalid(String),
+    /// More than one active consent could be relied on; the caller must name one.
+    #[error("{0}")]
+    AmbiguousConsent(String),
 }
 
 impl ClientError {
