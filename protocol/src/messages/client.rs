@@ -454,12 +454,15 @@ pub enum ClientResponse {
     /// One holder's status, streamed as it arrives during an assembly when progress was asked
     /// for. Status only: `response` is always absent (the `assembled` frame carries it).
     Progress(HolderResult),
-    /// The end of an assembly: the countersigned query and every holder's result.
+    /// The end of an assembly: the countersigned query, every holder's result, and the node's
+    /// signed statement of the assembly.
     Assembled {
         /// The query as sent to holders (caseworker and node signatures).
         query: Envelope,
         /// Every holder's result, in request order.
         results: Vec<HolderResult>,
+        /// The signed [`crate::assembly::AssemblyStatement`] (kind `assembly`).
+        statement: Envelope,
     },
     /// A consent was countersigned, stored and queued for delivery.
     ConsentRecorded {
