@@ -359,6 +359,7 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         source,
         evaluated_at,
         manifest_expired_since,
+        ..
     } = load_verified_at(&a.bundle, a.manifest.as_deref(), a.at)?;
     if g.json {
         let mut j = render::passport_json(&v);
