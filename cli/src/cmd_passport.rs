@@ -229,11 +229,9 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     Ok(passport_exit(&v))
 }
 
-/// A saved bundle, verified: the bundle, the verification, the manifest it was checked against
+/// A saved bundle, verified: the verification, the manifest it was checked against
 /// and a sentence saying which manifest that was.
 pub struct LoadedBundle {
-    /// The bundle as saved.
-    pub bundle: PassportBundle,
     /// What verified and what did not.
     pub verified: VerifiedBundle,
     /// The manifest it was verified against.
@@ -334,7 +332,6 @@ pub fn load_verified_at(
     let manifest_expired_since =
         (evaluated_at >= verified.manifest.expires_at).then_some(verified.manifest.expires_at);
     Ok(LoadedBundle {
-        bundle,
         verified,
         manifest,
         source,
