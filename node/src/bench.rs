@@ -1145,8 +1145,16 @@ impl SignatureBudget {
                     h,
                     true,
                 ),
+                l("home node", "sign the assembly statement", 1.0, 0.0, false),
                 l("home node", "sign the final answer", 1.0, 0.0, false),
                 l("caseworker", "verify the final answer", 0.0, 1.0, false),
+                l(
+                    "caseworker",
+                    "verify the assembly statement",
+                    0.0,
+                    1.0,
+                    false,
+                ),
                 l(
                     "caseworker",
                     "verify the query's node signature",

@@ -774,14 +774,7 @@ fn with_receipt(mut r: Response, q: &Query, log_key: &str) -> Response {
 fn statement_env(q: &Envelope, results: &[HolderResult], at: u64, node: &str) -> Envelope {
     let requester = q.open::<Query>().unwrap().requester;
     seal_node(
-        &AssemblyStatement::new(
-            requester,
-            q,
-            results,
-            1,
-            &manifest_env(),
-            Timestamp(at),
-        ),
+        &AssemblyStatement::new(requester, q, results, 1, &manifest_env(), Timestamp(at)),
         node,
     )
 }
@@ -3885,7 +3878,12 @@ fn gen_bundles(g: &mut Gen) {
     let mut no_consent = response_body(&q, Outcome::Disclosed);
     no_consent.consent_id = None;
     let no_consent = with_receipt(no_consent, &qb, "node-nhs-wy");
-    one("disclosure-without-consent", "nhs-wy's disclosure names no consent at all: result verdict consent_mismatch.", &signed(vec![answered(no_consent), unreachable.clone()]).to_bytes(), "valid");
+    one(
+        "disclosure-without-consent",
+        "nhs-wy's disclosure names no consent at all: result verdict consent_mismatch.",
+        &signed(vec![answered(no_consent), unreachable.clone()]).to_bytes(),
+        "valid",
+    );
     let r = response_body(&q, Outcome::Disclosed);
     let other_cw = Query {
         caseworker: person("cw-0099"),
@@ -3913,30 +3911,73 @@ fn gen_bundles(g: &mut Gen) {
         results,
         ..bundle.clone()
     };
-    one("result-dropped", "The valid passport with hmp-leeds' result removed.", &edited(vec![good.clone()]).to_bytes(), "results_mismatch");
-    one("results-emptied", "The valid passport with every result removed.", &edited(vec![]).to_bytes(), "results_mismatch");
-    one("result-duplicated", "The valid passport with nhs-wy's result saved twice, in place of hmp-leeds'.", &edited(vec![good.clone(), good.clone()]).to_bytes(), "results_mismatch");
-    one("result-added", "The valid passport with a third result, a copy of nhs-wy's.", &edited(vec![good.clone(), unreachable.clone(), good.clone()]).to_bytes(), "results_mismatch");
-    one("results-reordered", "The valid passport with its two results swapped.", &edited(vec![unreachable.clone(), good.clone()]).to_bytes(), "results_mismatch");
+    one(
+        "result-dropped",
+        "The valid passport with hmp-leeds' result removed.",
+        &edited(vec![good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "results-emptied",
+        "The valid passport with every result removed.",
+        &edited(vec![]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "result-duplicated",
+        "The valid passport with nhs-wy's result saved twice, in place of hmp-leeds'.",
+        &edited(vec![good.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "result-added",
+        "The valid passport with a third result, a copy of nhs-wy's.",
+        &edited(vec![good.clone(), unreachable.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "results-reordered",
+        "The valid passport with its two results swapped.",
+        &edited(vec![unreachable.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
     let mut relabelled = good.clone();
     relabelled.status = HolderStatus::Unreachable;
     one("result-relabelled", "The valid passport with nhs-wy's answered result relabelled unreachable, the signed response still inside.", &edited(vec![relabelled, unreachable.clone()]).to_bytes(), "results_mismatch");
     let mut stripped = good.clone();
     stripped.status = HolderStatus::Unreachable;
     stripped.response = None;
-    one("result-stripped", "The valid passport with nhs-wy's result made unreachable and its response removed.", &edited(vec![stripped, unreachable.clone()]).to_bytes(), "results_mismatch");
+    one(
+        "result-stripped",
+        "The valid passport with nhs-wy's result made unreachable and its response removed.",
+        &edited(vec![stripped, unreachable.clone()]).to_bytes(),
+        "results_mismatch",
+    );
     let mut swapped = good.clone();
-    swapped.response = Some(seal_node(&response_body(&q, Outcome::NotHeld), "node-nhs-wy"));
+    swapped.response = Some(seal_node(
+        &response_body(&q, Outcome::NotHeld),
+        "node-nhs-wy",
+    ));
     one("response-swapped", "The valid passport with nhs-wy's disclosure replaced by another genuinely signed nhs-wy response (not held) to the same query.", &edited(vec![swapped, unreachable.clone()]).to_bytes(), "results_mismatch");
 
     // The statement itself.
     let mut v = env_value(&bundle.statement);
-    let mut body: Value = cbor::from_slice("statement", &bundle.statement.body, usize::MAX).unwrap();
+    let mut body: Value =
+        cbor::from_slice("statement", &bundle.statement.body, usize::MAX).unwrap();
     *map_get_mut(&mut body, "assembled_at") = Value::Integer((NOW - 5).into());
     *map_get_mut(&mut v, "body") = Value::Bytes(value_bytes(&body));
     let backdated = Envelope::from_bytes(&value_bytes(&v), DEFAULT_MAX_FRAME).unwrap();
     one("statement-edited", "The valid passport with the statement's assembled_at back-dated by six seconds, the home node's signature unchanged.", &PassportBundle { statement: backdated, ..bundle.clone() }.to_bytes(), "statement");
-    one("statement-by-holder", "A passport whose statement is signed by nhs-wy's node key instead of the requester's.", &PassportBundle { statement: statement_env(&q, &bundle.results, NOW + 1, "node-nhs-wy"), ..bundle.clone() }.to_bytes(), "statement");
+    one(
+        "statement-by-holder",
+        "A passport whose statement is signed by nhs-wy's node key instead of the requester's.",
+        &PassportBundle {
+            statement: statement_env(&q, &bundle.results, NOW + 1, "node-nhs-wy"),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
     let other_q = seal_query(
         &Query {
             purpose: Purpose::Safeguarding,
@@ -3945,8 +3986,26 @@ fn gen_bundles(g: &mut Gen) {
         "person-cw-0042",
         home,
     );
-    one("statement-other-query", "A passport whose statement, correctly signed, is about another query.", &PassportBundle { statement: statement_env(&other_q, &bundle.results, NOW + 1, home), ..bundle.clone() }.to_bytes(), "statement");
-    one("statement-after-query-expired", "A passport whose statement says the assembly finished 70 s after the query expired.", &PassportBundle { statement: statement_env(&q, &bundle.results, NOW + 120, home), ..bundle.clone() }.to_bytes(), "statement");
+    one(
+        "statement-other-query",
+        "A passport whose statement, correctly signed, is about another query.",
+        &PassportBundle {
+            statement: statement_env(&other_q, &bundle.results, NOW + 1, home),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
+    one(
+        "statement-after-query-expired",
+        "A passport whose statement says the assembly finished 70 s after the query expired.",
+        &PassportBundle {
+            statement: statement_env(&q, &bundle.results, NOW + 120, home),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
     one("statement-missing-outcome", "A passport whose statement (correctly signed) records only nhs-wy, with results to match: a holder the query asked is missing.", &PassportBundle { statement: statement_env(&q, &[good.clone()], NOW + 1, home), results: vec![good.clone()], ..bundle.clone() }.to_bytes(), "statement");
     let mut as_statement = env_value(&bundle.statement);
     *map_get_mut(&mut as_statement, "kind") = Value::Text("client_response".into());
@@ -3967,7 +4026,14 @@ fn gen_bundles(g: &mut Gen) {
     let mut at_expiry = bundle.clone();
     at_expiry.manifest = expired_env.clone();
     at_expiry.statement = seal_node(
-        &AssemblyStatement::new(agency("probation-yorks"), &q, &bundle.results, 2, &expired_env, Timestamp(NOW + 1)),
+        &AssemblyStatement::new(
+            agency("probation-yorks"),
+            &q,
+            &bundle.results,
+            2,
+            &expired_env,
+            Timestamp(NOW + 1),
+        ),
         home,
     );
     one("manifest-expired-at-assembly", "A passport signed under manifest version 2, which expired at NOW, a second before the statement's assembly time.", &at_expiry.to_bytes(), "manifest");
@@ -3996,14 +4062,21 @@ fn gen_bundles(g: &mut Gen) {
         .to_bytes(),
         "invalid",
     );
-    let mut null_manifest = cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
+    let mut null_manifest =
+        cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     *map_get_mut(&mut null_manifest, "manifest") = Value::Null;
     one("manifest-null", "The valid passport with its manifest null: every key is required and the manifest is not optional.", &value_bytes(&null_manifest), "invalid");
-    let mut no_statement = cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
+    let mut no_statement =
+        cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     if let Value::Map(entries) = &mut no_statement {
         entries.retain(|(k, _)| k != &Value::Text("statement".into()));
     }
-    one("statement-absent", "The valid passport with its statement key removed.", &value_bytes(&no_statement), "invalid");
+    one(
+        "statement-absent",
+        "The valid passport with its statement key removed.",
+        &value_bytes(&no_statement),
+        "invalid",
+    );
 }
 
 // ------------------------------------------------------------------------------------------
