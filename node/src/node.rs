@@ -458,21 +458,24 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
         let size = state.audit.latest().map_or(0, |(s, _)| s);
         let db = state.db.clone();
         // Two streamed passes over what may be a long stretch of the log: off the runtime.
-        let (from, to, n) = tokio::task::spawn_blocking(move || {
+        let (from, to) = tokio::task::spawn_blocking(move || {
             let from = db.audit_first_unredacted()?;
             let to = db.audit_entries_before(from, size, cutoff)?;
-            let n = if to > from {
-                db.redact_audit_entries(from, to, now)?
-            } else {
-                0
-            };
-            Ok::<_, StoreError>((from, to, n))
+            Ok::<_, StoreError>((from, to))
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
         if to > from {
-            redacted = n;
-            state.log_admin(None, "retention_audit", format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1)).await?;
+            // The redaction is logged (durably, under the next checkpoint) before any content
+            // goes: a redacted entry is evidence only when such an entry covers it.
+            state
+                .audit
+                .append(throughgate_protocol::audit::AuditEvent::Redaction { from, to, cutoff })
+                .await?;
+            let db = state.db.clone();
+            redacted = tokio::task::spawn_blocking(move || db.redact_audit_entries(from, to, now))
+                .await
+                .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
         }
     }
     Ok((deleted, redacted))

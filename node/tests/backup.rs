@@ -146,10 +146,16 @@ async fn retention_deletes_old_records_and_redacts_old_entries_while_the_log_sti
             .unwrap(),
         (0, 0)
     );
-    drop(state);
     let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
     let v = dpo.audit_verify().await.unwrap();
     assert!(v.ok, "{v:?}");
+    // The DPO sees how much retention redacted, and where.
+    assert_eq!(v.redacted, redacted, "{v:?}");
+    assert_eq!(
+        v.redacted_ranges.iter().map(|r| r.to - r.from).sum::<u64>(),
+        redacted,
+        "{v:?}"
+    );
     // Redacted entries no longer show in a person's report.
     let (entries, _) = dpo
         .audit_search(throughgate_protocol::messages::AuditFilter {
@@ -164,6 +170,23 @@ async fn retention_deletes_old_records_and_redacts_old_entries_while_the_log_sti
             .all(|e| e.entry.at >= fed.now().minus_secs(86_400)),
         "{entries:?}"
     );
+
+    // An operator with write access to the store turns a fresh entry into a "retention
+    // redaction" (content emptied, marker and leaf hash kept, so the tree and every checkpoint
+    // still match): no redaction entry accounts for it, and verification names it.
+    let fresh = state.audit.latest().unwrap().0 - 1;
+    state
+        .db
+        .redact_audit_entries(fresh, fresh + 1, fed.now())
+        .unwrap();
+    let v = dpo.audit_verify().await.unwrap();
+    assert!(!v.ok, "a forged redaction went unnoticed: {v:?}");
+    assert_eq!(v.bad_entry, Some(fresh), "{v:?}");
+    assert!(
+        v.detail.as_deref().unwrap_or_default().contains("outside retention"),
+        "{v:?}"
+    );
+    drop(state);
     dpo.close().await;
     fed.shutdown().await;
 }

@@ -153,6 +153,17 @@ pub enum AuditEvent {
         /// What was seen.
         detail: String,
     },
+    /// Retention is about to redact the content of entries `from..to` (end exclusive), every
+    /// one of them logged before `cutoff`. Logged before the content goes, so a redacted entry
+    /// is evidence only when a redaction entry logged after it covers it.
+    Redaction {
+        /// The first entry redacted.
+        from: u64,
+        /// One past the last entry redacted.
+        to: u64,
+        /// Every entry redacted was logged before this instant.
+        cutoff: Timestamp,
+    },
 }
 
 impl AuditEvent {
@@ -174,6 +185,7 @@ impl AuditEvent {
             AuditEvent::Admin { .. } => "admin",
             AuditEvent::AuditAccess { .. } => "audit_access",
             AuditEvent::WitnessAlarm { .. } => "witness_alarm",
+            AuditEvent::Redaction { .. } => "redaction",
         }
     }
 
@@ -192,6 +204,11 @@ impl AuditEvent {
         }
     }
 }
+
+/// The CBOR bytes that begin a `redaction` event inside an entry as this crate encodes it (the
+/// key `event`, a map of one entry, the text `redaction`): a cheap filter before decoding when
+/// looking for redaction entries among many.
+pub const REDACTION_MARK: &[u8] = b"\x65event\xa1\x69redaction";
 
 impl fmt::Display for AuditEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2180,7 +2180,7 @@ fn gen_bodies(g: &mut Gen) {
         ),
         (
             "audit-verified",
-            "The result of verifying the log (being integrated).",
+            "The result of verifying the log: it verifies, and entries 0 to 99 have had their content redacted by retention.",
             ClientResponse::AuditVerified(AuditVerification {
                 entries: 1200,
                 checkpoints: 40,
@@ -2189,6 +2189,11 @@ fn gen_bodies(g: &mut Gen) {
                 bad_checkpoint: None,
                 detail: None,
                 elapsed_ms: 2,
+                redacted: 100,
+                redacted_ranges: vec![throughgate_protocol::messages::RedactedRange {
+                    from: 0,
+                    to: 100,
+                }],
             }),
         ),
         (

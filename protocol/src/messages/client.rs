@@ -208,6 +208,20 @@ pub struct AuditVerification {
     pub detail: Option<String>,
     /// Milliseconds taken.
     pub elapsed_ms: u64,
+    /// Entries whose content retention redacted, each accounted for by a redaction entry
+    /// logged after it (0 unless the log verified).
+    pub redacted: u64,
+    /// Those entries as ranges, in order.
+    pub redacted_ranges: Vec<RedactedRange>,
+}
+
+/// A run of redacted entries, `from` to `to` (end exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactedRange {
+    /// The first entry redacted.
+    pub from: u64,
+    /// One past the last.
+    pub to: u64,
 }
 
 /// One agency's part of a subject-access report.
