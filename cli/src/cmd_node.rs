@@ -491,24 +491,20 @@ fn restore(
         Clock::system().now(),
         &manifest_env,
     ) {
-            Ok(r) => r,
-            Err(BackupError::WrongAgency { backup, configured }) => bail!(
-                "{} is a backup of {backup}, but {} configures {configured}",
-                from.display(),
-                config_path.display(),
-            ),
-            Err(e @ (BackupError::Io(_) | BackupError::Invalid(_))) => {
-                return Err(e).with_context(|| format!("checking {}", from.display()))
-            }
-            Err(e @ (BackupError::Unsigned { .. } | BackupError::Content(_))) => {
-                return Err(crate::exit::VerificationFailed(format!(
-                    "{}: {e}",
-                    from.display()
-                ))
-                .into())
-            }
-            Err(e) => return Err(e.into()),
-        };
+        Ok(r) => r,
+        Err(BackupError::WrongAgency { backup, configured }) => bail!(
+            "{} is a backup of {backup}, but {} configures {configured}",
+            from.display(),
+            config_path.display(),
+        ),
+        Err(e @ (BackupError::Io(_) | BackupError::Invalid(_))) => {
+            return Err(e).with_context(|| format!("checking {}", from.display()))
+        }
+        Err(e @ (BackupError::Unsigned { .. } | BackupError::Content(_))) => {
+            return Err(crate::exit::VerificationFailed(format!("{}: {e}", from.display())).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(aside) = &r.moved_aside {
         eprintln!("moved the old data folder to {}", aside.display());
     }

@@ -269,7 +269,9 @@ fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<Sealed, BackupErr
     let mut trailer = vec![0u8; trailer_len as usize];
     let mut f = r.into_inner();
     f.read_exact(&mut trailer)?;
-    let bad_trailer = || BackupError::Invalid("its trailer does not match its content (truncated or altered)".into());
+    let bad_trailer = || {
+        BackupError::Invalid("its trailer does not match its content (truncated or altered)".into())
+    };
     let (t, rest) = trailer.split_at(TRAILER.len());
     let (n, rest) = rest.split_at(8);
     let (digest, rest) = rest.split_at(32);
@@ -428,10 +430,8 @@ fn check_content(
         if s.body.agency != config.agency {
             return Err(bad("is for another agency"));
         }
-        let body: throughgate_protocol::credential::Credential = s
-            .credential
-            .open()
-            .map_err(|_| bad("does not decode"))?;
+        let body: throughgate_protocol::credential::Credential =
+            s.credential.open().map_err(|_| bad("does not decode"))?;
         if body != s.body {
             return Err(bad("differs from its signed form"));
         }
@@ -541,7 +541,15 @@ pub fn restore_node(
     }
     // Restored and checked beside the data folder; it replaces it only once all is well.
     let staging = data_dir.with_extension(format!("restoring-{}", now.0));
-    let restored = restore_into(from, config, &staging, &keys, &manifest, now, log_size_before);
+    let restored = restore_into(
+        from,
+        config,
+        &staging,
+        &keys,
+        &manifest,
+        now,
+        log_size_before,
+    );
     let (meta, verification) = match restored {
         Ok(r) => r,
         Err(e) => {
@@ -676,7 +684,11 @@ mod tests {
         // The note the first start logs.
         let note = Db::new(store.clone()).restore_note().unwrap().unwrap();
         assert_eq!(
-            (note.taken_at.as_str(), note.log_size_before, note.log_size_after),
+            (
+                note.taken_at.as_str(),
+                note.log_size_before,
+                note.log_size_after
+            ),
             ("2026-01-01T00:00:00Z", None, 0)
         );
         drop(store);

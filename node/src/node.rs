@@ -345,11 +345,14 @@ impl Node {
         let Some(note) = self.state.db.restore_note()? else {
             return Ok(());
         };
-        let pending = self.state.audit.submit(throughgate_protocol::audit::AuditEvent::Admin {
-            person_id: None,
-            action: "restore".into(),
-            detail: note.describe(),
-        });
+        let pending = self
+            .state
+            .audit
+            .submit(throughgate_protocol::audit::AuditEvent::Admin {
+                person_id: None,
+                action: "restore".into(),
+                detail: note.describe(),
+            });
         let db = self.state.db.clone();
         self.tasks.push(tokio::spawn(async move {
             match pending.wait().await {

@@ -8,9 +8,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use throughgate_protocol::audit::{AuditEntry, AuditEvent, REDACTION_MARK};
 use throughgate_protocol::checkpoint::SignedCheckpoint;
-use throughgate_protocol::time::Timestamp;
 use throughgate_protocol::keys::PublicKey;
 use throughgate_protocol::merkle::{leaf_hash, Hash, MerkleFrontier};
+use throughgate_protocol::time::Timestamp;
 
 use super::AuditError;
 use crate::db::Db;
@@ -108,7 +108,10 @@ struct Redaction {
 /// The redaction an entry records, if it is a redaction entry (its bytes are checked against
 /// the leaf hash like any other entry's, so what it says is what the node logged).
 fn redaction_in(index: u64, bytes: &[u8]) -> Option<Redaction> {
-    if !bytes.windows(REDACTION_MARK.len()).any(|w| w == REDACTION_MARK) {
+    if !bytes
+        .windows(REDACTION_MARK.len())
+        .any(|w| w == REDACTION_MARK)
+    {
         return None;
     }
     match AuditEntry::from_bytes(bytes).ok()? {
@@ -846,7 +849,10 @@ mod tests {
         let mut log = Log::new();
         log.append(&[10, 10, 3]);
         log.log_redaction(1_000, 0, 12, 900);
-        let n = log.db.redact_audit_entries(0, 12, Timestamp(1_000)).unwrap();
+        let n = log
+            .db
+            .redact_audit_entries(0, 12, Timestamp(1_000))
+            .unwrap();
         assert_eq!(n, 12);
         let v = log.verify();
         assert!(v.ok(), "{v:?}");
@@ -888,7 +894,9 @@ mod tests {
         assert_eq!((v.redacted, v.redacted_ranges.clone()), (12, vec![(0, 12)]));
 
         // A fresh entry beyond that range turned into a redaction: named.
-        log.db.redact_audit_entries(15, 16, Timestamp(1_000)).unwrap();
+        log.db
+            .redact_audit_entries(15, 16, Timestamp(1_000))
+            .unwrap();
         let p = log.verify().problem.unwrap();
         assert_eq!(p.entry, Some(15), "{p:?}");
     }
@@ -920,7 +928,10 @@ mod tests {
         log.append(&[2]);
         // A later pass over everything so far, the first redaction entry included.
         log.log_redaction(2_000, 0, 6, 1_900);
-        assert_eq!(log.db.redact_audit_entries(0, 6, Timestamp(2_000)).unwrap(), 5);
+        assert_eq!(
+            log.db.redact_audit_entries(0, 6, Timestamp(2_000)).unwrap(),
+            5
+        );
         let v = log.verify();
         assert!(v.ok(), "{v:?}");
         assert_eq!(v.redacted_ranges, vec![(0, 3), (4, 6)]);

@@ -131,9 +131,9 @@ impl Db {
     pub fn restore_note(&self) -> Result<Option<crate::backup::RestoreNote>, StoreError> {
         match self.store.get(crate::backup::RESTORED_KEY)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| {
-                StoreError::Backend(format!("the restore note does not decode: {e}"))
-            }),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Backend(format!("the restore note does not decode: {e}"))),
         }
     }
 
