@@ -4011,7 +4011,7 @@ fn gen_bundles(g: &mut Gen) {
         .to_bytes(),
         "statement",
     );
-    one("statement-missing-outcome", "A passport whose statement (correctly signed) records only nhs-wy, with results to match: a holder the query asked is missing.", &PassportBundle { statement: statement_env(&q, &[good.clone()], NOW + 1, home), results: vec![good.clone()], ..bundle.clone() }.to_bytes(), "statement");
+    one("statement-missing-outcome", "A passport whose statement (correctly signed) records only nhs-wy, with results to match: a holder the query asked is missing.", &PassportBundle { statement: statement_env(&q, std::slice::from_ref(&good), NOW + 1, home), results: vec![good.clone()], ..bundle.clone() }.to_bytes(), "statement");
     let mut as_statement = env_value(&bundle.statement);
     *map_get_mut(&mut as_statement, "kind") = Value::Text("client_response".into());
     one("statement-wrong-kind", "The valid passport with the statement's kind changed to client_response (its signature was made for kind assembly).", &PassportBundle { statement: Envelope::from_bytes(&value_bytes(&as_statement), DEFAULT_MAX_FRAME).unwrap(), ..bundle.clone() }.to_bytes(), "statement");
