@@ -43,6 +43,7 @@ pub struct AssemblyOutcome {
     pub status: HolderStatus,
     /// SHA-256 of the body of the holder's response envelope, when a response arrived
     /// (`answered` and `invalid`); `None` otherwise.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub response_digest: Option<Sha256Digest>,
 }
 

@@ -804,6 +804,17 @@ fn map_get_mut<'a>(v: &'a mut Value, name: &str) -> &'a mut Value {
 }
 
 /// A body with one field replaced, re-encoded (field order kept).
+/// `body` (a CBOR map) without the key `field`.
+fn body_without(body: &[u8], field: &str) -> Vec<u8> {
+    let mut v: Value = cbor::from_slice("body", body, usize::MAX).unwrap();
+    if let Value::Map(entries) = &mut v {
+        let before = entries.len();
+        entries.retain(|(k, _)| k != &Value::Text(field.into()));
+        assert_eq!(entries.len() + 1, before, "no key {field}");
+    }
+    value_bytes(&v)
+}
+
 fn body_with(body: &[u8], field: &str, new: Value) -> Vec<u8> {
     let mut v: Value = cbor::from_slice("body", body, usize::MAX).unwrap();
     *map_get_mut(&mut v, field) = new;
@@ -1050,6 +1061,22 @@ fn gen_envelopes(g: &mut Gen) {
         &[(Node, "node-nhs-wy")],
         None,
         "bad_signature",
+    );
+
+    // An invalid signature by the key, then a valid one by the same key in the same role: the
+    // verifier tries every one (SPEC 5.3).
+    let mut dup = err_env.clone();
+    let mut broken = dup.sigs[0].clone();
+    broken.sig[10] ^= 0x01;
+    dup.sigs.insert(0, broken);
+    g.envelope(
+        "envelope/invalid-duplicate-before-valid",
+        "The error envelope with a corrupted copy of its signature placed before the valid one (same key, same role): signed by the key, because some signature by it verifies.",
+        &dup.to_bytes(),
+        Some(MessageKind::Error),
+        &[(Node, "node-nhs-wy")],
+        None,
+        "valid",
     );
 
     // A signature made over the body as a `response`, attached to an envelope of kind `error`.
@@ -1434,6 +1461,62 @@ fn gen_envelopes(g: &mut Gen) {
         &[(Node, "node-nhs-wy")],
         None,
         "invalid",
+    );
+    // Every key is always present; an absent optional value is null, never an omitted key.
+    let qb = query_env().body;
+    g.envelope(
+        "body/query-consent-id-absent",
+        "A query whose consent_id key is left out (rather than null): refused, every key is required.",
+        &seal_bytes_cw_node(MessageKind::Query, body_without(&qb, "consent_id")).to_bytes(),
+        Some(MessageKind::Query),
+        &[(Person, "person-cw-0042"), (Node, "node-probation-yorks")],
+        None,
+        "invalid",
+    );
+    let db = seal_node(
+        &response_body(&query_env(), Outcome::Disclosed),
+        "node-nhs-wy",
+    )
+    .body;
+    for field in ["reason", "detail", "consent_id"] {
+        g.envelope(
+            &format!("body/response-{}-absent", field.replace('_', "-")),
+            &format!("A disclosing response whose {field} key (null when unused) is left out: refused, every key is required."),
+            &Envelope::seal_bytes(
+                MessageKind::Response,
+                body_without(&db, field),
+                &[(Node, &key("node-nhs-wy"))],
+            )
+            .to_bytes(),
+            Some(MessageKind::Response),
+            &[(Node, "node-nhs-wy")],
+            None,
+            "invalid",
+        );
+    }
+    let assemble = cbor::to_vec(&ClientRequest {
+        issued_at: Timestamp(NOW),
+        op: ClientOp::Assemble {
+            query: Envelope::seal(&query_body(), &[(Person, &key("person-cw-0042"))]),
+            progress: false,
+        },
+    });
+    let mut v: Value = cbor::from_slice("body", &assemble, usize::MAX).unwrap();
+    let op = map_get_mut(&mut v, "op");
+    *map_get_mut(map_get_mut(op, "assemble"), "progress") = Value::Null;
+    g.envelope(
+        "body/client-request-assemble-progress-null",
+        "An assemble request whose optional progress is null: an absent optional value is null, which means the default (false).",
+        &Envelope::seal_bytes(
+            MessageKind::ClientRequest,
+            value_bytes(&v),
+            &[(Person, &key("person-cw-0042"))],
+        )
+        .to_bytes(),
+        Some(MessageKind::ClientRequest),
+        &[(Person, "person-cw-0042")],
+        None,
+        "valid",
     );
 }
 
@@ -4271,11 +4354,13 @@ fn check(v: &Vector) -> Verdict {
             }
             if v.message.is_some() {
                 match open_body(&env) {
-                    Ok(reencoded) => assert_eq!(
+                    // `*-null` vectors hold a null where the reference writes a value.
+                    Ok(reencoded) if !v.id.ends_with("-null") => assert_eq!(
                         reencoded, env.body,
                         "{}: the reference encoder no longer produces these body bytes",
                         v.id
                     ),
+                    Ok(_) => {}
                     Err(e) => return only(open_name(&e)),
                 }
             }
