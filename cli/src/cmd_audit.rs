@@ -152,6 +152,18 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
                     "OK: {} entries and {} signed checkpoints verify ({} ms).",
                     v.entries, v.checkpoints, v.elapsed_ms
                 );
+                if v.redacted > 0 {
+                    let ranges = v
+                        .redacted_ranges
+                        .iter()
+                        .map(|r| format!("{}-{}", r.from, r.to.saturating_sub(1)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    println!(
+                        "{} entries ({ranges}) have had their content redacted by retention; each is accounted for by a redaction entry logged after it.",
+                        v.redacted
+                    );
+                }
             }
             if v.ok {
                 Ok(exit::OK)

@@ -65,6 +65,10 @@ pub enum NodeCmd {
         /// Move an existing data folder aside (to data.replaced-<time>) instead of refusing.
         #[arg(long)]
         force: bool,
+        /// The federation manifest to check the backup's signature against (a `.tgm` file from
+        /// `tg manifest fetch` or governance). Default: the config's `manifest_file`.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
 }
 
@@ -132,7 +136,8 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
             config,
             from,
             force,
-        } => restore(g, &config, &from, force),
+            manifest,
+        } => restore(g, &config, &from, force, manifest.as_deref()),
         NodeCmd::RotateKey => {
             let client = g.client().await?;
             let s = client.rotate_key().await?;
@@ -456,21 +461,51 @@ async fn status(g: &Global) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-fn restore(g: &Global, config_path: &Path, from: &Path, force: bool) -> Result<u8> {
+fn restore(
+    g: &Global,
+    config_path: &Path,
+    from: &Path,
+    force: bool,
+    manifest: Option<&Path>,
+) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
-    let r =
-        match throughgate_node::backup::restore_node(&config, from, force, Clock::system().now()) {
-            Ok(r) => r,
-            Err(BackupError::WrongAgency { backup, configured }) => bail!(
-                "{} is a backup of {backup}, but {} configures {configured}",
-                from.display(),
-                config_path.display(),
-            ),
-            Err(e @ (BackupError::Io(_) | BackupError::Invalid(_))) => {
-                return Err(e).with_context(|| format!("checking {}", from.display()))
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let manifest_path = match (manifest, &config.manifest_file) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => config.resolve(p),
+        (None, None) => bail!(
+            "a backup is checked against the federation manifest's keys for {}: pass --manifest FILE (from `tg manifest fetch` or your federation's governance)",
+            config.agency
+        ),
+    };
+    let manifest_bytes = std::fs::read(&manifest_path)
+        .with_context(|| format!("reading the manifest {}", manifest_path.display()))?;
+    let manifest_env = Envelope::from_bytes(&manifest_bytes, 4 * 1024 * 1024).map_err(|e| {
+        anyhow!(
+            "{} is not a manifest file ({e}); fetch one with `tg manifest fetch --out FILE`",
+            manifest_path.display()
+        )
+    })?;
+    let r = match throughgate_node::backup::restore_node(
+        &config,
+        from,
+        force,
+        Clock::system().now(),
+        &manifest_env,
+    ) {
+        Ok(r) => r,
+        Err(BackupError::WrongAgency { backup, configured }) => bail!(
+            "{} is a backup of {backup}, but {} configures {configured}",
+            from.display(),
+            config_path.display(),
+        ),
+        Err(e @ (BackupError::Io(_) | BackupError::Invalid(_))) => {
+            return Err(e).with_context(|| format!("checking {}", from.display()))
+        }
+        Err(e @ (BackupError::Unsigned { .. } | BackupError::Content(_))) => {
+            return Err(crate::exit::VerificationFailed(format!("{}: {e}", from.display())).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
     if let Some(aside) = &r.moved_aside {
         eprintln!("moved the old data folder to {}", aside.display());
     }

@@ -18,6 +18,7 @@ use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::manifest::{verify_manifest, Manifest};
 use throughgate_protocol::messages::{ConsentSummary, HolderResult, HolderStatus};
+use throughgate_protocol::time::Timestamp;
 
 use crate::exit::{self, VerificationFailed};
 use crate::render;
@@ -67,6 +68,29 @@ pub struct VerifyArgs {
     /// the copy inside the bundle is used, and the output says so.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Judge the bundle as of this instant (a date, 2026-01-31, or RFC 3339,
+    /// 2026-01-31T09:00:00Z) instead of now: whether the manifest it was assembled under has
+    /// expired since. Signatures are always checked as of the signed assembly time.
+    #[arg(long, value_parser = parse_instant)]
+    pub at: Option<Timestamp>,
+}
+
+fn parse_instant(s: &str) -> Result<Timestamp, String> {
+    if let Ok(d) = s.parse::<throughgate_protocol::time::Date>() {
+        return Ok(d.start_timestamp());
+    }
+    Timestamp::parse_rfc3339(s).map_err(|e| {
+        format!("{e}; give a date (2026-01-31) or an RFC 3339 instant (2026-01-31T09:00:00Z)")
+    })
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
 }
 
 /// Runs a passport command.
@@ -205,10 +229,10 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::passport_json(&bundle, &v))?
+            serde_json::to_string_pretty(&render::passport_json(&v))?
         );
     } else {
-        print!("{}", render::passport_text(&bundle, &v, &manifest));
+        print!("{}", render::passport_text(&v, &manifest));
         if let Some(out) = &a.out {
             println!(
                 "\nSigned bundle saved to {} (check it any time with `tg passport verify`).",
@@ -257,23 +281,38 @@ fn report_consent_ended(g: &Global, c: &ConsentSummary, manifest: &Manifest) {
     }
 }
 
-/// A saved bundle, verified: the bundle, the verification, the manifest it was checked against
+/// A saved bundle, verified: the verification, the manifest it was checked against
 /// and a sentence saying which manifest that was.
 pub struct LoadedBundle {
-    /// The bundle as saved.
-    pub bundle: PassportBundle,
     /// What verified and what did not.
     pub verified: VerifiedBundle,
     /// The manifest it was verified against.
     pub manifest: Manifest,
     /// Which manifest that was, for people.
     pub source: String,
+    /// The instant the bundle was judged at (now, or `--at`).
+    pub evaluated_at: Timestamp,
+    /// When the manifest the bundle was assembled under expired, if it had by `evaluated_at`
+    /// (it was valid at the signed assembly time, or the bundle would not verify).
+    pub manifest_expired_since: Option<Timestamp>,
+}
+
+/// [`load_verified_at`] as of now.
+pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result<LoadedBundle> {
+    load_verified_at(bundle_file, manifest_file, None)
 }
 
 /// Reads a saved bundle and verifies it against `manifest_file`, or without one against the
-/// manifest copy inside the bundle. A bundle whose query does not verify is an error; a bundle
-/// some of whose responses do not verify is returned, with the problems in `verified`.
-pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result<LoadedBundle> {
+/// manifest copy inside the bundle; each manifest is checked as of the assembly time the home
+/// node signed. A bundle whose query, assembly statement, results list or manifest does not
+/// verify is an error; a bundle some of whose responses do not verify is returned, with the
+/// problems in `verified`. `at` (default now) is when the bundle is judged: it must not be
+/// before the assembly, and the result says whether the manifest has expired since.
+pub fn load_verified_at(
+    bundle_file: &Path,
+    manifest_file: Option<&Path>,
+    at: Option<Timestamp>,
+) -> Result<LoadedBundle> {
     let bytes = std::fs::read(bundle_file).with_context(|| {
         format!(
             "reading {}; check the path (`tg passport assemble --out FILE` saves bundles)",
@@ -286,6 +325,16 @@ pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result
             bundle_file.display()
         ))
     })?;
+    // Only to choose the instant the manifest is checked at; verify_bundle checks the
+    // statement's signature.
+    let assembled_at = bundle
+        .unverified_statement()
+        .map_err(|e| {
+            VerificationFailed(format!(
+                "the passport does not verify: {e}; assemble the passport again"
+            ))
+        })?
+        .assembled_at;
     let (manifest, source) = match manifest_file {
         Some(p) => {
             let b = std::fs::read(p).with_context(|| {
@@ -300,9 +349,9 @@ pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result
                     p.display()
                 ))
             })?;
-            let m = verify_manifest(&env, None, bundle.assembled_at).map_err(|e| {
+            let m = verify_manifest(&env, None, assembled_at).map_err(|e| {
                 VerificationFailed(format!(
-                    "manifest {}: {e}; check it with `tg manifest verify` or fetch the current one with `tg manifest fetch`",
+                    "manifest {} as of the assembly ({assembled_at}): {e}; check it with `tg manifest verify` or fetch the current one with `tg manifest fetch`",
                     p.display()
                 ))
             })?;
@@ -313,16 +362,10 @@ pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result
             )
         }
         None => {
-            let env = bundle.manifest.as_ref().ok_or_else(|| {
-                VerificationFailed(
-                    "the bundle carries no manifest copy; pass --manifest FILE (from `tg manifest fetch`)"
-                        .into(),
-                )
-            })?;
-            let m = verify_manifest(env, None, bundle.assembled_at)
+            let m = verify_manifest(&bundle.manifest, None, assembled_at)
                 .map_err(|e| {
                     VerificationFailed(format!(
-                        "the manifest copy inside the bundle: {e}; pass --manifest FILE (from `tg manifest fetch`)"
+                        "the manifest copy inside the bundle, as of the assembly ({assembled_at}): {e}; pass --manifest FILE (from `tg manifest fetch`)"
                     ))
                 })?;
             (m, "the manifest copy inside the bundle (pass --manifest to check against one you trust)".to_owned())
@@ -330,30 +373,65 @@ pub fn load_verified(bundle_file: &Path, manifest_file: Option<&Path>) -> Result
     };
     let verified = verify_bundle(&bundle, &manifest)
         .map_err(|e| VerificationFailed(format!("the passport does not verify: {e}")))?;
+    let evaluated_at = at.unwrap_or_else(now);
+    if evaluated_at < verified.assembled_at() {
+        return Err(VerificationFailed(format!(
+            "--at {evaluated_at} is before the assembly finished ({}); a passport cannot be judged before it existed",
+            verified.assembled_at()
+        ))
+        .into());
+    }
+    let manifest_expired_since =
+        (evaluated_at >= verified.manifest.expires_at).then_some(verified.manifest.expires_at);
     Ok(LoadedBundle {
-        bundle,
         verified,
         manifest,
         source,
+        evaluated_at,
+        manifest_expired_since,
     })
+}
+
+/// A sentence on a manifest that expired after the assembly, for people.
+fn expired_note(v: &VerifiedBundle, since: Timestamp) -> String {
+    format!(
+        "Note: manifest version {} expired at {since}, after this passport was assembled ({}) while it was valid; check the agencies' keys against the current manifest (--manifest FILE) before relying on it for new decisions.",
+        v.manifest.version,
+        v.assembled_at()
+    )
 }
 
 fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
     let LoadedBundle {
-        bundle,
         verified: v,
         manifest,
         source,
-    } = load_verified(&a.bundle, a.manifest.as_deref())?;
+        evaluated_at,
+        manifest_expired_since,
+        ..
+    } = load_verified_at(&a.bundle, a.manifest.as_deref(), a.at)?;
     if g.json {
-        let mut j = render::passport_json(&bundle, &v);
+        let mut j = render::passport_json(&v);
         if let Some(obj) = j.as_object_mut() {
             obj.insert("verified_against".into(), serde_json::Value::String(source));
+            obj.insert(
+                "evaluated_at".into(),
+                serde_json::Value::String(evaluated_at.to_rfc3339()),
+            );
+            obj.insert(
+                "manifest_expired_since".into(),
+                manifest_expired_since
+                    .map(|t| serde_json::Value::String(t.to_rfc3339()))
+                    .unwrap_or(serde_json::Value::Null),
+            );
         }
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else if show {
-        print!("{}", render::passport_text(&bundle, &v, &manifest));
+        print!("{}", render::passport_text(&v, &manifest));
         println!("\nVerified against {source}.");
+        if let Some(since) = manifest_expired_since {
+            println!("{}", expired_note(&v, since));
+        }
     } else {
         let answered = v.results.iter().filter(|r| r.response.is_some()).count();
         for r in v.results.iter().filter(|r| r.problem.is_some()) {
@@ -367,10 +445,25 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
             );
         }
         if v.all_valid() {
+            let partial = if v.complete() {
+                String::new()
+            } else {
+                format!(
+                    " It is a partial passport: {} of {} agencies did not answer (as the assembling node signed).",
+                    v.results
+                        .iter()
+                        .filter(|r| r.result.status != HolderStatus::Answered)
+                        .count(),
+                    v.results.len()
+                )
+            };
             println!(
-                "OK: query by {} ({}) and {answered} signed responses verify against {source}.",
+                "OK: query by {} ({}), the assembly statement and {answered} signed responses verify against {source}.{partial}",
                 v.query.caseworker, v.query.requester
             );
+        }
+        if let Some(since) = manifest_expired_since {
+            println!("{}", expired_note(&v, since));
         }
     }
     all_verified(

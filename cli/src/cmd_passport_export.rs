@@ -29,12 +29,12 @@ pub struct ExportArgs {
 /// Runs `tg passport export`.
 pub fn run(g: &Global, a: ExportArgs) -> Result<u8> {
     let LoadedBundle {
-        bundle,
         verified,
         manifest,
         source,
+        ..
     } = load_verified(&a.bundle, a.manifest.as_deref())?;
-    let html = passport_html(&bundle, &verified, &manifest, &source);
+    let html = passport_html(&verified, &manifest, &source);
     match &a.out {
         Some(p) => {
             std::fs::write(p, &html).with_context(|| {

@@ -194,16 +194,16 @@ async fn scenario(
     )
     .await?;
     let took = t0.elapsed();
-    let passport_json = render::passport_json(&bundle, &v);
+    let passport_json = render::passport_json(&v);
     if !g.json {
-        print!("{}", render::passport_text(&bundle, &v, m));
+        print!("{}", render::passport_text(&v, m));
     }
     say!(g, "  assembled and verified in {} ms", took.as_millis());
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("passport.tgp"), bundle.to_bytes())?;
         std::fs::write(dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
-        write_html(g, fed, dir, &bundle, &v, &plan.passport_id).await?;
+        write_html(g, fed, dir, &v, &plan.passport_id).await?;
         say!(
             g,
             "  saved {} and {}; check with `tg passport verify {} --manifest {}`",
@@ -230,7 +230,7 @@ async fn scenario(
         "The same caseworker asks about a person who gave no consent",
     );
     let other = PassportId::random();
-    let (bundle, v) = assemble(
+    let (_, v) = assemble(
         &probation,
         &menv,
         m,
@@ -260,7 +260,7 @@ async fn scenario(
         println!("{t}");
         println!("  every agency refused, signed its refusal, and disclosed nothing");
     }
-    let refused_json = render::passport_json(&bundle, &v);
+    let refused_json = render::passport_json(&v);
     let all_refused = v.results.iter().all(|r| {
         r.response.as_ref().is_some_and(|x| {
             x.outcome == throughgate_protocol::messages::Outcome::Refused && x.records.is_empty()
@@ -288,7 +288,6 @@ async fn write_html(
     g: &Global,
     fed: &LocalFederation,
     dir: &std::path::Path,
-    bundle: &throughgate_protocol::bundle::PassportBundle,
     v: &throughgate_protocol::bundle::VerifiedBundle,
     passport: &PassportId,
 ) -> Result<()> {
@@ -298,7 +297,7 @@ async fn write_html(
         m.version,
         dir.join("manifest.tgm").display()
     );
-    let page = crate::render_html::passport_html(bundle, v, m, &source);
+    let page = crate::render_html::passport_html(v, m, &source);
     std::fs::write(dir.join("passport.html"), page)?;
     let dpo = fed.client("probation-yorks", StaffRole::Dpo).await?;
     let report = dpo.subject_access_report(m, passport, true).await;

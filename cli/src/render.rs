@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::json;
-use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle, VerifiedResult};
+use throughgate_protocol::bundle::{VerifiedBundle, VerifiedResult};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{HolderStatus, Outcome, Response, Withheld};
@@ -210,7 +210,7 @@ fn status_line(r: &VerifiedResult) -> (String, String) {
 }
 
 /// The passport as text for a caseworker to read or print.
-pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) -> String {
+pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
     let mut out = String::new();
     let q = &v.query;
     let _ = writeln!(
@@ -224,7 +224,7 @@ pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) 
     let _ = writeln!(
         out,
         "Assembled {} for {} by {} ({}, {})\nUnder consent {}",
-        bundle.assembled_at,
+        v.assembled_at(),
         q.purpose,
         q.caseworker,
         q.requester,
@@ -323,7 +323,7 @@ pub fn passport_text(bundle: &PassportBundle, v: &VerifiedBundle, m: &Manifest) 
 }
 
 /// The passport as JSON.
-pub fn passport_json(bundle: &PassportBundle, v: &VerifiedBundle) -> serde_json::Value {
+pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
     let q = &v.query;
     json!({
         "passport_id": q.passport_id,
@@ -332,7 +332,9 @@ pub fn passport_json(bundle: &PassportBundle, v: &VerifiedBundle) -> serde_json:
         "purpose": q.purpose,
         "requester": q.requester,
         "caseworker": q.caseworker,
-        "assembled_at": bundle.assembled_at.to_rfc3339(),
+        "assembled_at": v.assembled_at().to_rfc3339(),
+        "manifest_version": v.manifest.version,
+        "complete": v.complete(),
         "verified": v.all_valid(),
         "agencies": v.results.iter().map(|r| {
             let resp = r.response.as_ref();

@@ -122,6 +122,10 @@ pub fn describe(e: &AuditEntry) -> String {
         AuditEvent::WitnessAlarm { peer, detail } => {
             format!("WITNESS ALARM about {peer}: {detail}")
         }
+        AuditEvent::Redaction { from, to, cutoff } => format!(
+            "retention redacts the content of entries {from} to {} (logged before {cutoff})",
+            to.saturating_sub(1)
+        ),
     }
 }
 

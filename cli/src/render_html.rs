@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle, VerifiedResult};
+use throughgate_protocol::bundle::{VerifiedBundle, VerifiedResult};
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::HolderStatus;
 use throughgate_protocol::record::DisclosedRecord;
@@ -99,12 +99,7 @@ fn record_rows(records: &[&DisclosedRecord]) -> String {
 
 /// The passport as a self-contained printable HTML page. `source` says which manifest the
 /// bundle was verified against.
-pub fn passport_html(
-    bundle: &PassportBundle,
-    v: &VerifiedBundle,
-    m: &Manifest,
-    source: &str,
-) -> String {
+pub fn passport_html(v: &VerifiedBundle, m: &Manifest, source: &str) -> String {
     let q = &v.query;
     let pid = esc(q.passport_id.as_str());
     let mut body = String::new();
@@ -282,7 +277,7 @@ footer {{ margin-top: 2em; font-size: 0.8em; color: #444; border-top: 1px solid 
 <footer>Produced by <code>tg passport export</code> from a signed passport bundle. Each agency's part above was signed by that agency's node and checked before this page was written. To check the original bundle yourself: <code>tg passport verify BUNDLE --manifest MANIFEST</code>. This page contains personal data: handle and dispose of it accordingly.</footer>
 </body></html>
 "#,
-        assembled = esc(&bundle.assembled_at.to_string()),
+        assembled = esc(&v.assembled_at().to_string()),
         purpose = esc(q.purpose.as_str()),
         caseworker_name = esc(&v.credential.display_name),
         caseworker = esc(q.caseworker.as_str()),

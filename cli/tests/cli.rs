@@ -78,6 +78,127 @@ fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
         failures += 1;
     }
     assert_eq!(failures, 3);
+
+    results_edits_are_caught(dir.path(), &bundle, &manifest);
+    judged_later_the_expired_manifest_is_reported(&bundle, &manifest);
+}
+
+/// Every edit of a saved bundle's results list (drop, duplicate, reorder, relabel, strip) makes
+/// `tg passport verify` fail with exit code 5, naming the signed assembly statement.
+fn results_edits_are_caught(
+    dir: &std::path::Path,
+    bundle: &std::path::Path,
+    manifest: &std::path::Path,
+) {
+    use throughgate_protocol::bundle::PassportBundle;
+    use throughgate_protocol::messages::HolderStatus;
+    let original = PassportBundle::from_bytes(&std::fs::read(bundle).unwrap()).unwrap();
+    assert!(original.results.len() >= 2, "the demo asks several holders");
+    let answered = original
+        .results
+        .iter()
+        .position(|r| r.status == HolderStatus::Answered)
+        .expect("the demo passport has an answered result");
+    let mut edits: Vec<(&str, PassportBundle)> = Vec::new();
+    let mut b = original.clone();
+    b.results.pop();
+    edits.push(("dropped", b));
+    let mut b = original.clone();
+    b.results.clear();
+    edits.push(("emptied", b));
+    let mut b = original.clone();
+    b.results[1] = b.results[0].clone();
+    edits.push(("duplicated", b));
+    let mut b = original.clone();
+    b.results.swap(0, 1);
+    edits.push(("reordered", b));
+    let mut b = original.clone();
+    b.results[answered].status = HolderStatus::Unreachable;
+    edits.push(("relabelled", b));
+    let mut b = original.clone();
+    b.results[answered].status = HolderStatus::TimedOut;
+    b.results[answered].response = None;
+    edits.push(("stripped", b));
+    for (name, edited) in edits {
+        let path = dir.join(format!("results-{name}.tgp"));
+        std::fs::write(&path, edited.to_bytes()).unwrap();
+        let r = tg()
+            .args(["passport", "verify"])
+            .arg(&path)
+            .arg("--manifest")
+            .arg(manifest)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(
+            r.status.code(),
+            Some(5),
+            "results {name}: {}{err}",
+            String::from_utf8_lossy(&r.stdout)
+        );
+        assert!(err.contains("assembly statement"), "results {name}: {err}");
+    }
+}
+
+/// Judged after the manifest's expiry (`--at`), a bundle assembled while it was valid still
+/// verifies, and the output says the manifest has expired since; judged before the assembly it
+/// is refused.
+fn judged_later_the_expired_manifest_is_reported(
+    bundle: &std::path::Path,
+    manifest: &std::path::Path,
+) {
+    let later = tg()
+        .args(["passport", "verify"])
+        .arg(bundle)
+        .arg("--manifest")
+        .arg(manifest)
+        .args(["--at", "2200-01-01"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&later.stdout);
+    assert_eq!(
+        later.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&later.stderr)
+    );
+    assert!(out.starts_with("OK:"), "{out}");
+    assert!(out.contains("expired at"), "{out}");
+    let json = tg()
+        .args(["--json", "passport", "verify"])
+        .arg(bundle)
+        .arg("--manifest")
+        .arg(manifest)
+        .args(["--at", "2200-01-01"])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(0));
+    let j: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(j["manifest_expired_since"].is_string(), "{j}");
+    assert!(j["assembled_at"].is_string(), "{j}");
+    let now = tg()
+        .args(["--json", "passport", "verify"])
+        .arg(bundle)
+        .arg("--manifest")
+        .arg(manifest)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&now.stdout).unwrap();
+    assert!(j["manifest_expired_since"].is_null(), "{j}");
+    let before = tg()
+        .args(["passport", "verify"])
+        .arg(bundle)
+        .arg("--manifest")
+        .arg(manifest)
+        .args(["--at", "2001-01-01"])
+        .output()
+        .unwrap();
+    assert_eq!(before.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains("before the assembly"),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
 }
 
 #[test]

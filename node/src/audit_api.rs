@@ -107,6 +107,7 @@ fn names(e: &AuditEntry, f: &AuditFilter) -> bool {
         AuditEvent::Admin { person_id, .. } => (person_id.iter().collect(), vec![], None),
         AuditEvent::AuditAccess { agency, dpo, .. } => (vec![dpo], vec![agency], None),
         AuditEvent::WitnessAlarm { peer, .. } => (vec![], vec![peer], None),
+        AuditEvent::Redaction { .. } => (vec![], vec![], None),
     };
     f.person.as_ref().is_none_or(|p| persons.contains(&p))
         && f.agency.as_ref().is_none_or(|a| agencies.contains(&a))
@@ -190,6 +191,12 @@ pub async fn verify(state: &NodeState, dpo: &StoredStaff) -> OpResult {
         bad_checkpoint: v.problem.as_ref().and_then(|p| p.checkpoint),
         detail: v.problem.map(|p| p.detail),
         elapsed_ms: v.elapsed_ms,
+        redacted: v.redacted,
+        redacted_ranges: v
+            .redacted_ranges
+            .iter()
+            .map(|&(from, to)| throughgate_protocol::messages::RedactedRange { from, to })
+            .collect(),
     }))
 }
 

@@ -1,10 +1,14 @@
 //! Backups: a consistent snapshot of a node's whole store, taken while it runs (writes pause
 //! for the moment of the copy), in a self-checking file; and restore into an empty store.
 //!
-//! File format: the line `THROUGHGATE-BACKUP/1`, a JSON metadata line, then for every stored
+//! File format: the line `THROUGHGATE-BACKUP/2`, a JSON metadata line, then for every stored
 //! pair a 4-byte big-endian key length, the key, a 4-byte big-endian value length, the value;
-//! then the trailer `END`, the pair count (8 bytes big-endian) and the SHA-256 of every byte
-//! before the trailer. Restore checks the whole file before writing anything.
+//! then the trailer `END`, the pair count (8 bytes big-endian), the SHA-256 D of every byte
+//! before the trailer, the node's 32-byte public key and its Ed25519 signature over
+//! `"throughgate/2 backup" 0x00 || count || D` (its own domain: no protocol message's signing
+//! input starts so). Restore checks the whole file, and the signature against the node keys the
+//! federation manifest lists for the agency (never a key the file carries on its own say), before
+//! writing anything; then checks what it restored.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,13 +17,21 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use throughgate_protocol::envelope::SignerRole;
+use throughgate_protocol::keys::{PublicKey, SecretKey};
+use throughgate_protocol::manifest::Manifest;
+
 use crate::audit::Verification;
 use crate::config::NodeConfig;
 use crate::db::Db;
 use crate::store::{SledStore, Store, StoreError, WriteBatch};
 
-const MAGIC: &[u8] = b"THROUGHGATE-BACKUP/1\n";
+const MAGIC: &[u8] = b"THROUGHGATE-BACKUP/2\n";
 const TRAILER: &[u8] = b"END";
+/// The domain of a backup's signature.
+const SIGNING_DOMAIN: &[u8] = b"throughgate/2 backup\x00";
+/// A store key written by a restore and removed once the first start has logged the restore.
+pub const RESTORED_KEY: &[u8] = b"rst/pending";
 const MAX_KEY: usize = 64 * 1024;
 const MAX_VALUE: usize = 64 * 1024 * 1024;
 const MAX_META: usize = 64 * 1024;
@@ -61,6 +73,44 @@ pub enum BackupError {
     /// The restored audit log could not be read for verification.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The backup is not signed by a node key the manifest lists for its agency.
+    #[error("the backup is not signed by a node key the manifest lists for {agency}: {detail}; it may have been altered, or taken by another node: do not restore it")]
+    Unsigned {
+        /// The agency.
+        agency: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The manifest given to check the backup against is not usable.
+    #[error("the manifest to check the backup against: {0}")]
+    Manifest(String),
+    /// Something restored does not verify (a staff credential, a consent).
+    #[error("the backup's content does not verify: {0}; do not use it")]
+    Content(String),
+    /// The node is running on the data folder.
+    #[error("the node is running on {}: stop it before restoring ({source})", .path.display())]
+    NodeRunning {
+        /// The data folder.
+        path: PathBuf,
+        /// The store's refusal.
+        source: StoreError,
+    },
+}
+
+/// The integrity-checked trailer of a backup, before its signature is checked.
+#[derive(Debug, Clone)]
+struct Sealed {
+    meta: BackupMeta,
+    digest: [u8; 32],
+    signer: PublicKey,
+    signature: [u8; 64],
+}
+
+fn signing_input(count: u64, digest: &[u8; 32]) -> Vec<u8> {
+    let mut v = SIGNING_DOMAIN.to_vec();
+    v.extend_from_slice(&count.to_be_bytes());
+    v.extend_from_slice(digest);
+    v
 }
 
 /// What a backup says about itself.
@@ -92,9 +142,14 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes a backup of `db` to `path` (atomically: a temporary file, then a rename). Returns the
-/// number of pairs.
-pub fn write_backup(db: &Db, meta: &BackupMeta, path: &Path) -> Result<u64, BackupError> {
+/// Writes a backup of `db` to `path`, signed by `key` (atomically: a temporary file, then a
+/// rename). Returns the number of pairs.
+pub fn write_backup(
+    db: &Db,
+    meta: &BackupMeta,
+    path: &Path,
+    key: &SecretKey,
+) -> Result<u64, BackupError> {
     let tmp = path.with_extension("partial");
     let file = std::fs::File::create(&tmp)?;
     let mut w = Hashing {
@@ -124,11 +179,13 @@ pub fn write_backup(db: &Db, meta: &BackupMeta, path: &Path) -> Result<u64, Back
         return Err(e.into());
     }
     let n = n?;
-    let digest = w.hasher.finalize();
+    let digest: [u8; 32] = w.hasher.finalize().into();
     let mut inner = w.inner;
     inner.write_all(TRAILER)?;
     inner.write_all(&n.to_be_bytes())?;
     inner.write_all(&digest)?;
+    inner.write_all(key.public().as_bytes())?;
+    inner.write_all(&key.sign(&signing_input(n, &digest)))?;
     inner.flush()?;
     inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -145,9 +202,9 @@ type PairSink<'a> = &'a mut dyn FnMut(Vec<u8>, Vec<u8>) -> Result<(), BackupErro
 
 /// Reads a backup, calling `pair` for each stored pair (after checking the whole file when
 /// `pair` is `None`). Returns its metadata with the pair count.
-fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<BackupMeta, BackupError> {
+fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<Sealed, BackupError> {
     let len = std::fs::metadata(path)?.len();
-    let trailer_len = (TRAILER.len() + 8 + 32) as u64;
+    let trailer_len = (TRAILER.len() + 8 + 32 + 32 + 64) as u64;
     if len < MAGIC.len() as u64 + trailer_len {
         return Err(BackupError::Invalid("too short".into()));
     }
@@ -157,7 +214,7 @@ fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<BackupMeta, Backu
     read_exact_or(&mut r, &mut magic, "the header")?;
     if magic != MAGIC {
         return Err(BackupError::Invalid(
-            "it does not start with THROUGHGATE-BACKUP/1".into(),
+            "it does not start with THROUGHGATE-BACKUP/2 (a backup of another version, or not a backup)".into(),
         ));
     }
     hasher.update(&magic);
@@ -212,29 +269,92 @@ fn scan(path: &Path, mut pair: Option<PairSink<'_>>) -> Result<BackupMeta, Backu
     let mut trailer = vec![0u8; trailer_len as usize];
     let mut f = r.into_inner();
     f.read_exact(&mut trailer)?;
+    let bad_trailer = || {
+        BackupError::Invalid("its trailer does not match its content (truncated or altered)".into())
+    };
     let (t, rest) = trailer.split_at(TRAILER.len());
-    let (n, digest) = rest.split_at(8);
-    let n = u64::from_be_bytes(
-        n.try_into()
-            .map_err(|_| BackupError::Invalid("trailer".into()))?,
-    );
-    if t != TRAILER || n != count || digest != hasher.finalize().as_slice() {
-        return Err(BackupError::Invalid(
-            "its trailer does not match its content (truncated or altered)".into(),
-        ));
+    let (n, rest) = rest.split_at(8);
+    let (digest, rest) = rest.split_at(32);
+    let (signer, signature) = rest.split_at(32);
+    let n = u64::from_be_bytes(n.try_into().map_err(|_| bad_trailer())?);
+    let computed: [u8; 32] = hasher.finalize().into();
+    if t != TRAILER || n != count || digest != computed.as_slice() {
+        return Err(bad_trailer());
     }
+    let signer = signer
+        .try_into()
+        .ok()
+        .and_then(|b: [u8; 32]| PublicKey::from_bytes(b).ok())
+        .ok_or_else(|| BackupError::Invalid("its signing key is not a valid key".into()))?;
+    let signature: [u8; 64] = signature.try_into().map_err(|_| bad_trailer())?;
     meta.pairs = count;
-    Ok(meta)
+    Ok(Sealed {
+        meta,
+        digest: computed,
+        signer,
+        signature,
+    })
 }
 
-/// Checks a backup file completely without restoring it.
+/// Checks a backup file's integrity completely without restoring it (not its signature: see
+/// [`verify_backup`]).
 pub fn check_backup(path: &Path) -> Result<BackupMeta, BackupError> {
-    scan(path, None)
+    scan(path, None).map(|s| s.meta)
 }
 
-/// Restores a checked backup into `store`, which must be empty.
-pub fn restore_backup(path: &Path, store: &dyn Store) -> Result<BackupMeta, BackupError> {
-    check_backup(path)?;
+/// Checks a backup file completely, and that it is signed by one of `keys` (the node keys a
+/// trusted manifest lists for the backup's agency). Returns its metadata.
+pub fn verify_backup(path: &Path, keys: &[PublicKey]) -> Result<BackupMeta, BackupError> {
+    let sealed = scan(path, None)?;
+    check_sealed(&sealed, keys)?;
+    Ok(sealed.meta)
+}
+
+fn check_sealed(sealed: &Sealed, keys: &[PublicKey]) -> Result<(), BackupError> {
+    let unsigned = |detail: String| BackupError::Unsigned {
+        agency: sealed.meta.agency.clone(),
+        detail,
+    };
+    if !keys.contains(&sealed.signer) {
+        return Err(unsigned(format!(
+            "it is signed by key {}, which the manifest does not list for this agency",
+            sealed.signer.fingerprint()
+        )));
+    }
+    if sealed.signer.verify_strict(
+        &signing_input(sealed.meta.pairs, &sealed.digest),
+        &sealed.signature,
+    ) {
+        Ok(())
+    } else {
+        Err(unsigned("the signature does not verify".into()))
+    }
+}
+
+/// The node keys `manifest` lists for `agency`, after checking the manifest's own governance
+/// signatures (at `now`).
+pub fn manifest_keys(
+    manifest: &throughgate_protocol::envelope::Envelope,
+    agency: &throughgate_protocol::ids::AgencyId,
+    now: throughgate_protocol::time::Timestamp,
+) -> Result<(Manifest, Vec<PublicKey>), BackupError> {
+    let m = throughgate_protocol::manifest::verify_manifest(manifest, None, now)
+        .map_err(|e| BackupError::Manifest(e.to_string()))?;
+    let keys = m
+        .member(agency)
+        .map(|me| me.node_keys.clone())
+        .ok_or_else(|| BackupError::Manifest(format!("it does not list {agency}")))?;
+    Ok((m, keys))
+}
+
+/// Restores a backup into `store`, which must be empty, after checking the whole file and its
+/// signature by one of `keys`.
+pub fn restore_backup(
+    path: &Path,
+    store: &dyn Store,
+    keys: &[PublicKey],
+) -> Result<BackupMeta, BackupError> {
+    verify_backup(path, keys)?;
     if !store.scan(b"", None, 1)?.is_empty() {
         return Err(BackupError::NotEmpty("the target store".into()));
     }
@@ -246,10 +366,12 @@ pub fn restore_backup(path: &Path, store: &dyn Store) -> Result<BackupMeta, Back
         }
         Ok(())
     };
-    let meta = scan(path, Some(&mut apply))?;
+    let sealed = scan(path, Some(&mut apply))?;
+    // The file could have changed since it was checked: check what was actually read.
+    check_sealed(&sealed, keys)?;
     store.apply(batch)?;
     store.flush()?;
-    Ok(meta)
+    Ok(sealed.meta)
 }
 
 /// What [`restore_node`] did.
@@ -265,17 +387,130 @@ pub struct Restored {
     pub verification: Verification,
 }
 
-/// Restores the backup at `from` into the data folder of the stopped node `config` describes:
-/// checks the whole file and that it is this agency's before touching anything, moves a data
-/// folder that holds data aside (to `<data_dir>.replaced-<now>`) only when `force` is given,
-/// restores into a fresh sled store, and verifies the restored audit log against every key the
-/// node has signed with. A log that does not verify is reported in `verification`, not as an
-/// error: the data is restored either way.
+/// What the first start after a restore logs (stored under [`RESTORED_KEY`] by the restore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreNote {
+    /// When the backup was taken (RFC 3339, from the signed backup).
+    pub taken_at: String,
+    /// When it was restored.
+    pub restored_at: throughgate_protocol::time::Timestamp,
+    /// The audit log's size in the data folder the restore replaced, if there was one.
+    pub log_size_before: Option<u64>,
+    /// The restored audit log's size.
+    pub log_size_after: u64,
+}
+
+impl RestoreNote {
+    /// The words of the audit entry (sizes and times only).
+    pub fn describe(&self) -> String {
+        format!(
+            "restored from a backup taken {}; audit log size before {}, after {}",
+            self.taken_at,
+            self.log_size_before
+                .map_or_else(|| "unknown (no data folder)".to_owned(), |n| n.to_string()),
+            self.log_size_after
+        )
+    }
+}
+
+/// Checks what a restore wrote: every staff credential is this agency's, decodes to the body
+/// stored with it, and is signed by one of `own` (the manifest's keys for this agency and the
+/// keys the signed backup says this node has signed with); every consent decodes to the body
+/// stored with it and is signed by a node key of its recorder (in `manifest`, or one of `own`
+/// for a consent recorded here).
+fn check_content(
+    db: &Db,
+    config: &NodeConfig,
+    manifest: &Manifest,
+    own: &[PublicKey],
+) -> Result<(), BackupError> {
+    for s in db.all_staff()? {
+        let who = s.body.person_id.clone();
+        let bad = |why: &str| BackupError::Content(format!("the staff credential of {who} {why}"));
+        if s.body.agency != config.agency {
+            return Err(bad("is for another agency"));
+        }
+        let body: throughgate_protocol::credential::Credential =
+            s.credential.open().map_err(|_| bad("does not decode"))?;
+        if body != s.body {
+            return Err(bad("differs from its signed form"));
+        }
+        s.credential
+            .verify_by_any(SignerRole::Node, own)
+            .map_err(|_| bad("is not signed by this node's keys"))?;
+    }
+    for c in db.all_consents()? {
+        let id = c.body.consent_id.clone();
+        let bad = |why: &str| BackupError::Content(format!("consent {id} {why}"));
+        let body: throughgate_protocol::consent::Consent =
+            c.envelope.open().map_err(|_| bad("does not decode"))?;
+        if body != c.body {
+            return Err(bad("differs from its signed form"));
+        }
+        let mut keys = manifest
+            .member(&body.recorded_by)
+            .map(|m| m.node_keys.clone())
+            .unwrap_or_default();
+        if body.recorded_by == config.agency {
+            keys.extend_from_slice(own);
+        }
+        c.envelope
+            .verify_by_any(SignerRole::Node, &keys)
+            .map_err(|_| bad("is not signed by its recording agency's node"))?;
+    }
+    Ok(())
+}
+
+/// Restores `from` into a fresh store at `dir`, checks its content and log, and leaves the note
+/// for the first start.
+fn restore_into(
+    from: &Path,
+    config: &NodeConfig,
+    dir: &Path,
+    keys: &[PublicKey],
+    manifest: &Manifest,
+    now: throughgate_protocol::time::Timestamp,
+    log_size_before: Option<u64>,
+) -> Result<(BackupMeta, Verification), BackupError> {
+    let store = Arc::new(SledStore::open(dir)?);
+    let meta = restore_backup(from, store.as_ref(), keys)?;
+    let db = Db::new(store.clone());
+    let mut own = db.own_keys()?;
+    own.extend(keys.iter().copied());
+    check_content(&db, config, manifest, &own)?;
+    let origin = throughgate_protocol::audit::origin(&config.agency);
+    let verification = crate::audit::verify_log(&db, &origin, &own)?;
+    let note = RestoreNote {
+        taken_at: meta.taken_at.clone(),
+        restored_at: now,
+        log_size_before,
+        log_size_after: db.audit_state()?.map_or(0, |s| s.size),
+    };
+    let mut b = WriteBatch::new();
+    b.put(
+        RESTORED_KEY.to_vec(),
+        serde_json::to_vec(&note).map_err(|e| BackupError::Invalid(e.to_string()))?,
+    );
+    store.apply(b)?;
+    store.flush()?;
+    Ok((meta, verification))
+}
+
+/// Restores the backup at `from` into the data folder of the stopped node `config` describes.
+/// Before touching anything: checks the whole file, that it is this agency's, and that it is
+/// signed by a node key `manifest` (a federation manifest the operator trusts, verified here at
+/// `now`) lists for the agency. Refuses while a node runs on the data folder (its store is
+/// locked). Moves a data folder that holds data aside (to `<data_dir>.replaced-<now>`) only when
+/// `force` is given, restores into a fresh sled store, re-checks every staff credential and
+/// consent, verifies the restored audit log against every key the node has signed with, and
+/// leaves a note for the first start to log. A log that does not verify is reported in
+/// `verification`, not as an error: the data is restored either way.
 pub fn restore_node(
     config: &NodeConfig,
     from: &Path,
     force: bool,
     now: throughgate_protocol::time::Timestamp,
+    manifest: &throughgate_protocol::envelope::Envelope,
 ) -> Result<Restored, BackupError> {
     let meta = check_backup(from)?;
     if meta.agency != config.agency.as_str() {
@@ -284,25 +519,58 @@ pub fn restore_node(
             configured: config.agency.to_string(),
         });
     }
+    let (manifest, keys) = manifest_keys(manifest, &config.agency, now)?;
+    verify_backup(from, &keys)?;
     let data_dir = config.resolve(&config.data_dir);
     let holds_data = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
-    let mut moved_aside = None;
+    let mut old = None;
+    let mut log_size_before = None;
     if holds_data {
         if !force {
             return Err(BackupError::DataFolderNotEmpty(data_dir));
         }
+        // Opening the store takes its lock, which a running node holds. It is held until the
+        // folder has been moved aside, so no node can start on it meanwhile.
+        let store = SledStore::open(&data_dir).map_err(|source| BackupError::NodeRunning {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let db = Db::new(Arc::new(store));
+        log_size_before = db.audit_state().ok().flatten().map(|s| s.size);
+        old = Some(db);
+    }
+    // Restored and checked beside the data folder; it replaces it only once all is well.
+    let staging = data_dir.with_extension(format!("restoring-{}", now.0));
+    let restored = restore_into(
+        from,
+        config,
+        &staging,
+        &keys,
+        &manifest,
+        now,
+        log_size_before,
+    );
+    let (meta, verification) = match restored {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let mut moved_aside = None;
+    if holds_data {
         let aside = data_dir.with_extension(format!("replaced-{}", now.0));
         std::fs::rename(&data_dir, &aside).map_err(|source| BackupError::MoveAside {
             path: data_dir.clone(),
             source,
         })?;
         moved_aside = Some(aside);
+    } else if data_dir.exists() {
+        // An empty folder.
+        std::fs::remove_dir(&data_dir)?;
     }
-    let store = Arc::new(SledStore::open(&data_dir)?);
-    let meta = restore_backup(from, store.as_ref())?;
-    let db = Db::new(store);
-    let origin = throughgate_protocol::audit::origin(&config.agency);
-    let verification = crate::audit::verify_log(&db, &origin, &db.own_keys()?)?;
+    drop(old);
+    std::fs::rename(&staging, &data_dir)?;
     Ok(Restored {
         meta,
         data_dir,
@@ -316,6 +584,51 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
     use std::sync::Arc;
+    use throughgate_protocol::envelope::Envelope;
+    use throughgate_protocol::manifest::{Governance, Member, MemberRole, Sector};
+    use throughgate_protocol::time::Timestamp;
+
+    const NOW: Timestamp = Timestamp(1_000_000);
+
+    /// The node key of the agency being backed up.
+    fn node_key() -> SecretKey {
+        SecretKey::from_seed(&[9; 32])
+    }
+
+    /// A key the manifest does not list for the agency.
+    fn outsider() -> SecretKey {
+        SecretKey::from_seed(&[66; 32])
+    }
+
+    /// A manifest listing `dwp` (with [`node_key`]) and `nhs-wy`, signed by its governance key.
+    fn manifest() -> Envelope {
+        let gov = SecretKey::from_seed(&[1; 32]);
+        let member = |id: &str, key: &SecretKey| Member {
+            id: throughgate_protocol::ids::AgencyId::new(id).unwrap(),
+            name: id.to_uppercase(),
+            sector: Sector::Welfare,
+            addresses: vec!["127.0.0.1:1".into()],
+            node_keys: vec![key.public()],
+            categories: vec![],
+            id_scheme: throughgate_protocol::identifiers::IdScheme::NiNumber,
+            roles: vec![MemberRole::Requester],
+        };
+        let m = Manifest {
+            federation: "test".into(),
+            version: 1,
+            issued_at: Timestamp(NOW.0 - 10),
+            expires_at: Timestamp(NOW.0 + 86_400),
+            members: vec![
+                member("dwp", &node_key()),
+                member("nhs-wy", &SecretKey::from_seed(&[3; 32])),
+            ],
+            governance: Governance {
+                keys: vec![gov.public()],
+                threshold: 1,
+            },
+        };
+        Envelope::seal(&m, &[(SignerRole::Governance, &gov)])
+    }
 
     fn filled() -> Db {
         let db = Db::new(Arc::new(MemoryStore::new()));
@@ -330,38 +643,54 @@ mod tests {
         db
     }
 
-    /// A node config for `agency` whose data folder is `<dir>/data`, and a backup of
-    /// [`filled`] said to be of `backup_of`, at `<dir>/b.tgbackup`.
-    fn node_and_backup(dir: &Path, agency: &str, backup_of: &str) -> (NodeConfig, PathBuf) {
+    fn meta(agency: &str) -> BackupMeta {
+        BackupMeta {
+            agency: agency.into(),
+            taken_at: "2026-01-01T00:00:00Z".into(),
+            pairs: 0,
+        }
+    }
+
+    fn config_for(dir: &Path, agency: &str) -> NodeConfig {
         let mut config = NodeConfig::parse(&format!(
             "agency = \"{agency}\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n\
              data_dir = \"data\"\nid_scheme = \"ni_number\"\n"
         ))
         .unwrap();
         config.base_dir = dir.to_path_buf();
+        config
+    }
+
+    /// A node config for `agency` whose data folder is `<dir>/data`, and a backup of
+    /// [`filled`] said to be of `backup_of`, signed by [`node_key`], at `<dir>/b.tgbackup`.
+    fn node_and_backup(dir: &Path, agency: &str, backup_of: &str) -> (NodeConfig, PathBuf) {
         let path = dir.join("b.tgbackup");
-        let meta = BackupMeta {
-            agency: backup_of.into(),
-            taken_at: "now".into(),
-            pairs: 0,
-        };
-        write_backup(&filled(), &meta, &path).unwrap();
-        (config, path)
+        write_backup(&filled(), &meta(backup_of), &path, &node_key()).unwrap();
+        (config_for(dir, agency), path)
     }
 
     #[test]
     fn a_node_restores_into_an_empty_folder_and_its_log_is_verified() {
         let dir = tempfile::tempdir().unwrap();
         let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
-        let now = throughgate_protocol::time::Timestamp(77);
-        let r = restore_node(&config, &backup, false, now).unwrap();
+        let r = restore_node(&config, &backup, false, NOW, &manifest()).unwrap();
         assert_eq!(r.meta.pairs, 2500);
         assert_eq!(r.data_dir, dir.path().join("data"));
         assert_eq!(r.moved_aside, None);
         assert!(r.verification.ok(), "{:?}", r.verification);
         drop(r);
-        let store = SledStore::open(&dir.path().join("data")).unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("data")).unwrap());
         assert_eq!(store.count(b"k/").unwrap(), 2500);
+        // The note the first start logs.
+        let note = Db::new(store.clone()).restore_note().unwrap().unwrap();
+        assert_eq!(
+            (
+                note.taken_at.as_str(),
+                note.log_size_before,
+                note.log_size_after
+            ),
+            ("2026-01-01T00:00:00Z", None, 0)
+        );
         drop(store);
 
         // A backup whose log claims entries it does not hold is restored, and the
@@ -373,13 +702,8 @@ mod tests {
             border: Vec::new(),
         });
         db.apply(w.0).unwrap();
-        let meta = BackupMeta {
-            agency: "dwp".into(),
-            taken_at: "now".into(),
-            pairs: 0,
-        };
-        write_backup(&db, &meta, &backup).unwrap();
-        let r = restore_node(&config, &backup, true, now).unwrap();
+        write_backup(&db, &meta("dwp"), &backup, &node_key()).unwrap();
+        let r = restore_node(&config, &backup, true, Timestamp(NOW.0 + 1), &manifest()).unwrap();
         assert_eq!(r.meta.pairs, 2501);
         let problem = r.verification.problem.expect("the log lacks its entries");
         assert_eq!(problem.entry, Some(0), "{problem:?}");
@@ -389,8 +713,7 @@ mod tests {
     fn a_node_refuses_another_agencys_backup_and_a_folder_holding_data_unless_forced() {
         let dir = tempfile::tempdir().unwrap();
         let (config, backup) = node_and_backup(dir.path(), "dwp", "nhs-wy");
-        let now = throughgate_protocol::time::Timestamp(77);
-        match restore_node(&config, &backup, true, now) {
+        match restore_node(&config, &backup, true, NOW, &manifest()) {
             Err(BackupError::WrongAgency { backup, configured }) => {
                 assert_eq!((backup.as_str(), configured.as_str()), ("nhs-wy", "dwp"));
             }
@@ -400,22 +723,129 @@ mod tests {
 
         let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
         let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("old"), b"the old store").unwrap();
-        match restore_node(&config, &backup, false, now) {
+        {
+            // The data folder holds a store (a stopped node's).
+            let old = SledStore::open(&data).unwrap();
+            let mut b = WriteBatch::new();
+            b.put(b"old".to_vec(), b"the old store".to_vec());
+            old.apply(b).unwrap();
+            old.flush().unwrap();
+        }
+        match restore_node(&config, &backup, false, NOW, &manifest()) {
             Err(e @ BackupError::DataFolderNotEmpty(_)) => {
                 assert!(e.to_string().contains("pass --force"), "{e}");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(std::fs::read(data.join("old")).unwrap(), b"the old store");
-
-        let r = restore_node(&config, &backup, true, now).unwrap();
-        let aside = dir.path().join("data.replaced-77");
+        let r = restore_node(&config, &backup, true, NOW, &manifest()).unwrap();
+        let aside = dir.path().join(format!("data.replaced-{}", NOW.0));
         assert_eq!(r.moved_aside.as_deref(), Some(aside.as_path()));
-        assert_eq!(std::fs::read(aside.join("old")).unwrap(), b"the old store");
+        let old = SledStore::open(&aside).unwrap();
+        assert_eq!(old.get(b"old").unwrap().unwrap(), b"the old store");
         assert_eq!(r.meta.pairs, 2500);
         assert!(r.verification.ok(), "{:?}", r.verification);
+    }
+
+    #[test]
+    fn a_backup_not_signed_by_a_key_the_manifest_lists_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(dir.path(), "dwp");
+        let path = dir.path().join("b.tgbackup");
+        // Signed by a key of another member, and by a key nobody lists.
+        for key in [SecretKey::from_seed(&[3; 32]), outsider()] {
+            write_backup(&filled(), &meta("dwp"), &path, &key).unwrap();
+            match restore_node(&config, &path, false, NOW, &manifest()) {
+                Err(BackupError::Unsigned { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(!dir.path().join("data").exists(), "nothing was written");
+        }
+        // Altered, its digest recomputed and re-signed by an outsider who swapped in their own
+        // key: the key is not the agency's.
+        write_backup(&filled(), &meta("dwp"), &path, &node_key()).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let sig_at = bytes.len() - 64;
+        bytes[sig_at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        match restore_node(&config, &path, false, NOW, &manifest()) {
+            Err(BackupError::Unsigned { detail, .. }) => {
+                assert!(detail.contains("does not verify"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A manifest that does not verify is no anchor.
+        let mut forged = manifest();
+        forged.sigs.clear();
+        write_backup(&filled(), &meta("dwp"), &path, &node_key()).unwrap();
+        assert!(matches!(
+            restore_node(&config, &path, false, NOW, &forged),
+            Err(BackupError::Manifest(_))
+        ));
+        assert!(!dir.path().join("data").exists(), "nothing was written");
+    }
+
+    #[test]
+    fn a_planted_staff_credential_is_refused_at_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(dir.path(), "dwp");
+        let path = dir.path().join("b.tgbackup");
+        let person = SecretKey::from_seed(&[5; 32]);
+        let body = throughgate_protocol::credential::Credential {
+            person_id: throughgate_protocol::ids::PersonId::new("op-evil").unwrap(),
+            display_name: "Planted".into(),
+            agency: config.agency.clone(),
+            roles: vec![throughgate_protocol::credential::StaffRole::Operator],
+            public_key: person.public(),
+            not_before: Timestamp(NOW.0 - 10),
+            not_after: Timestamp(NOW.0 + 86_400),
+        };
+        let db = filled();
+        db.put_staff(&crate::db::StoredStaff {
+            credential: Envelope::seal(&body, &[(SignerRole::Node, &outsider())]),
+            body: body.clone(),
+            revoked_at: None,
+        })
+        .unwrap();
+        // Even in a backup the node signed (the outsider never had its key, but the check of
+        // the content does not depend on that).
+        write_backup(&db, &meta("dwp"), &path, &node_key()).unwrap();
+        match restore_node(&config, &path, false, NOW, &manifest()) {
+            Err(BackupError::Content(what)) => assert!(what.contains("op-evil"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("data").exists(), "nothing was restored");
+        // The same credential issued by the node's own key restores.
+        let db = filled();
+        db.put_staff(&crate::db::StoredStaff {
+            credential: Envelope::seal(&body, &[(SignerRole::Node, &node_key())]),
+            body,
+            revoked_at: None,
+        })
+        .unwrap();
+        write_backup(&db, &meta("dwp"), &path, &node_key()).unwrap();
+        restore_node(&config, &path, false, NOW, &manifest()).unwrap();
+    }
+
+    #[test]
+    fn restore_refuses_while_a_node_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
+        let data = dir.path().join("data");
+        let running = SledStore::open(&data).unwrap();
+        let mut b = WriteBatch::new();
+        b.put(b"live".to_vec(), b"the running node's data".to_vec());
+        running.apply(b).unwrap();
+        match restore_node(&config, &backup, true, NOW, &manifest()) {
+            Err(e @ BackupError::NodeRunning { .. }) => {
+                assert!(e.to_string().contains("stop it"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            running.get(b"live").unwrap().unwrap(),
+            b"the running node's data"
+        );
+        assert!(!dir.path().join(format!("data.replaced-{}", NOW.0)).exists());
     }
 
     #[test]
@@ -423,15 +853,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.tgbackup");
         let db = filled();
-        let meta = BackupMeta {
-            agency: "dwp".into(),
-            taken_at: "now".into(),
-            pairs: 0,
-        };
-        assert_eq!(write_backup(&db, &meta, &path).unwrap(), 2500);
+        let keys = [node_key().public()];
+        assert_eq!(
+            write_backup(&db, &meta("dwp"), &path, &node_key()).unwrap(),
+            2500
+        );
         assert_eq!(check_backup(&path).unwrap().pairs, 2500);
         let target = MemoryStore::new();
-        restore_backup(&path, &target).unwrap();
+        restore_backup(&path, &target, &keys).unwrap();
         assert_eq!(target.count(b"k/").unwrap(), 2500);
         assert_eq!(
             target.get(b"k/01234").unwrap(),
@@ -439,7 +868,7 @@ mod tests {
         );
         // Restoring over data is refused.
         assert!(matches!(
-            restore_backup(&path, &target),
+            restore_backup(&path, &target, &keys),
             Err(BackupError::NotEmpty(_))
         ));
         // One flipped byte, or a cut, is caught before anything is written.
@@ -449,7 +878,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let empty = MemoryStore::new();
         assert!(matches!(
-            restore_backup(&path, &empty),
+            restore_backup(&path, &empty, &keys),
             Err(BackupError::Invalid(_))
         ));
         assert_eq!(empty.count(b"").unwrap(), 0);

@@ -39,7 +39,8 @@ pub async fn stream_backup(
     };
     let db = state.db.clone();
     let path = tmp.clone();
-    let pairs = tokio::task::spawn_blocking(move || write_backup(&db, &meta, &path))
+    let key = state.key.current();
+    let pairs = tokio::task::spawn_blocking(move || write_backup(&db, &meta, &path, &key))
         .await
         .map_err(internal)?
         .map_err(internal)?;

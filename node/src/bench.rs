@@ -1145,8 +1145,16 @@ impl SignatureBudget {
                     h,
                     true,
                 ),
+                l("home node", "sign the assembly statement", 1.0, 0.0, false),
                 l("home node", "sign the final answer", 1.0, 0.0, false),
                 l("caseworker", "verify the final answer", 0.0, 1.0, false),
+                l(
+                    "caseworker",
+                    "verify the assembly statement",
+                    0.0,
+                    1.0,
+                    false,
+                ),
                 l(
                     "caseworker",
                     "verify the query's node signature",
@@ -1425,11 +1433,13 @@ mod tests {
 
     #[test]
     fn the_budget_for_six_holders() {
+        // With the assembly statement: one more signature (the home node) and one more
+        // verification (the caseworker) than protocol version 1.
         let b = SignatureBudget::new(6, 7.0);
-        assert_eq!(b.signs(), 17.0);
-        assert_eq!(b.verifies(), 49.0);
+        assert_eq!(b.signs(), 18.0);
+        assert_eq!(b.verifies(), 50.0);
         assert_eq!(b.warm().signs(), b.signs());
-        assert_eq!(b.warm().verifies(), 28.0);
+        assert_eq!(b.warm().verifies(), 29.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,7 +331,11 @@ async fn assemble(
         let _ = write_envelope(send, &state.seal(&frame)).await;
     }
     match outcome {
-        Ok((query, results)) => Ok(ClientResponse::Assembled { query, results }),
+        Ok(a) => Ok(ClientResponse::Assembled {
+            query: a.query,
+            results: a.results,
+            statement: a.statement,
+        }),
         Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
     }
 }

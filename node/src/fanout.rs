@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use throughgate_protocol::assembly::AssemblyStatement;
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::bundle::verify_response_cached;
 use throughgate_protocol::credential::{verify_credential_cached, StaffRole};
@@ -28,19 +29,31 @@ pub enum FanoutError {
     Rejected(String),
 }
 
+/// The end of an assembly.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    /// The countersigned query.
+    pub query: Envelope,
+    /// Every holder's result, in request order.
+    pub results: Vec<HolderResult>,
+    /// The node's signed statement of the assembly (kind `assembly`).
+    pub statement: Envelope,
+}
+
 /// Checks, countersigns and fans out `query_env` for `staff`. Calls `progress` with each
-/// holder's result as it arrives; returns the countersigned query and all results in request
-/// order. Each holder's exchange and the check of its answer run as a task of their own, so
+/// holder's result as it arrives; returns the countersigned query, all results in request
+/// order, and the node's signed statement of them. Each holder's exchange and the check of its answer run as a task of their own, so
 /// answers that arrive together are verified on every core.
 pub async fn assemble(
     state: &Arc<NodeState>,
     staff: &StoredStaff,
     mut query_env: Envelope,
     mut progress: impl FnMut(&HolderResult),
-) -> Result<(Envelope, Vec<HolderResult>), FanoutError> {
+) -> Result<Assembled, FanoutError> {
     let reject = |m: String| FanoutError::Rejected(m);
-    let manifest = state
-        .manifest()
+    let (manifest, manifest_env) = state
+        .trust
+        .manifest_and_envelope()
         .ok_or_else(|| reject("node has no manifest".into()))?;
     let now = state.clock.now();
     let query: Query = query_env
@@ -168,7 +181,20 @@ pub async fn assemble(
     sent.wait()
         .await
         .map_err(|e| reject(format!("the query could not be logged: {e}")))?;
-    Ok((query_env, results.into_iter().flatten().collect()))
+    let results: Vec<HolderResult> = results.into_iter().flatten().collect();
+    let statement = state.seal(&AssemblyStatement::new(
+        state.agency.clone(),
+        &query_env,
+        &results,
+        manifest.version,
+        &manifest_env,
+        state.clock.now(),
+    ));
+    Ok(Assembled {
+        query: query_env,
+        results,
+        statement,
+    })
 }
 
 fn elapsed_ms(since: Instant) -> u32 {

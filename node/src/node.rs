@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::audit::{AuditError, AuditLog};
 use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::db::Db;
+use crate::db::{Db, StoredStaff};
 use crate::keyring::NodeKey;
 use crate::peers::Peers;
 use crate::policy::Policy;
@@ -174,6 +174,29 @@ impl NodeState {
     }
 }
 
+/// Whether a stored credential is one this node issued: for this agency, signed in role
+/// `node` by one of `issuers`, and the very body stored with it.
+fn own_credential(
+    s: &StoredStaff,
+    agency: &AgencyId,
+    issuers: &[throughgate_protocol::keys::PublicKey],
+) -> Result<(), &'static str> {
+    if &s.body.agency != agency {
+        return Err("it is for another agency");
+    }
+    match s
+        .credential
+        .open::<throughgate_protocol::credential::Credential>()
+    {
+        Ok(body) if body == s.body => {}
+        _ => return Err("it differs from its signed form"),
+    }
+    s.credential
+        .verify_by_any(SignerRole::Node, issuers)
+        .map(|_| ())
+        .map_err(|_| "it is not signed by this node's keys")
+}
+
 /// A node bound to its socket.
 pub struct Node {
     state: Arc<NodeState>,
@@ -217,8 +240,22 @@ impl Node {
                 tracing::warn!(error = %e, "stored manifest not usable");
             }
         }
+        // Only credentials this node issued: signed by its current key, a key it has signed
+        // with before, or a key the manifest lists for it. A credential planted in the store
+        // (or in a backup) under any other key is refused and named in the log.
+        let mut issuers = db.own_keys()?;
+        issuers.push(key.public());
+        if let Some(me) = trust.manifest().and_then(|m| m.member(&agency).cloned()) {
+            issuers.extend(me.node_keys);
+        }
         for s in db.all_staff()? {
-            trust.add_staff(s);
+            match own_credential(&s, &agency, &issuers) {
+                Ok(()) => trust.add_staff(s),
+                Err(why) => tracing::error!(
+                    person = %s.body.person_id,
+                    "stored staff credential refused: {why}; it was not issued by this node (check the data folder for tampering)"
+                ),
+            }
         }
         let identity = TlsIdentity::new(&key, agency.as_str())?;
         let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
@@ -316,6 +353,35 @@ impl Node {
         Ok(Some(local))
     }
 
+    /// The first start after a restore logs it (backup time, log sizes before and after), and
+    /// forgets the note once the entry is durable.
+    fn log_restore(&mut self) -> Result<(), NodeError> {
+        let Some(note) = self.state.db.restore_note()? else {
+            return Ok(());
+        };
+        let pending = self
+            .state
+            .audit
+            .submit(throughgate_protocol::audit::AuditEvent::Admin {
+                person_id: None,
+                action: "restore".into(),
+                detail: note.describe(),
+            });
+        let db = self.state.db.clone();
+        self.tasks.push(tokio::spawn(async move {
+            match pending.wait().await {
+                Ok(_) => {
+                    if let Err(e) = db.forget_restore_note() {
+                        tracing::error!(error = %e, "could not clear the restore note");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "could not log the restore"),
+            }
+        }));
+        tracing::warn!("{}", note.describe());
+        Ok(())
+    }
+
     /// Starts serving: the accept loop, the outbox worker and housekeeping.
     pub fn start(&mut self) -> Result<(), NodeError> {
         if self.state.manifest().is_none() {
@@ -325,6 +391,7 @@ impl Node {
             self.tasks.push(writer);
         }
         crate::staff::log_offline_issued(&self.state)?;
+        self.log_restore()?;
         // Imports a stop or crash interrupted while their records were being stored are
         // finished; uploads cut off before they were checked are deleted.
         match crate::import_api::clean_spools(&self.state.config, &self.state.db) {
@@ -472,21 +539,24 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
         let size = state.audit.latest().map_or(0, |(s, _)| s);
         let db = state.db.clone();
         // Two streamed passes over what may be a long stretch of the log: off the runtime.
-        let (from, to, n) = tokio::task::spawn_blocking(move || {
+        let (from, to) = tokio::task::spawn_blocking(move || {
             let from = db.audit_first_unredacted()?;
             let to = db.audit_entries_before(from, size, cutoff)?;
-            let n = if to > from {
-                db.redact_audit_entries(from, to, now)?
-            } else {
-                0
-            };
-            Ok::<_, StoreError>((from, to, n))
+            Ok::<_, StoreError>((from, to))
         })
         .await
         .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
         if to > from {
-            redacted = n;
-            state.log_admin(None, "retention_audit", format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1)).await?;
+            // The redaction is logged (durably, under the next checkpoint) before any content
+            // goes: a redacted entry is evidence only when such an entry covers it.
+            state
+                .audit
+                .append(throughgate_protocol::audit::AuditEvent::Redaction { from, to, cutoff })
+                .await?;
+            let db = state.db.clone();
+            redacted = tokio::task::spawn_blocking(move || db.redact_audit_entries(from, to, now))
+                .await
+                .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
         }
     }
     Ok((deleted, redacted))

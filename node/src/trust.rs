@@ -68,6 +68,14 @@ impl Trust {
         self.read().manifest.as_ref().map(|(m, _)| m.clone())
     }
 
+    /// The current manifest and its signed envelope, read together.
+    pub fn manifest_and_envelope(&self) -> Option<(Arc<Manifest>, Envelope)> {
+        self.read()
+            .manifest
+            .as_ref()
+            .map(|(m, e)| (m.clone(), e.clone()))
+    }
+
     /// The current manifest's signed envelope.
     pub fn manifest_envelope(&self) -> Option<Envelope> {
         self.read().manifest.as_ref().map(|(_, e)| e.clone())

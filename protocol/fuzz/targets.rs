@@ -241,6 +241,9 @@ fn open_body(env: &Envelope) {
         MessageKind::ManifestSync => drop(body_round_trip::<ManifestSync>(b)),
         MessageKind::CredentialRevoke => drop(body_round_trip::<CredentialRevocation>(b)),
         MessageKind::CredentialAck => drop(body_round_trip::<CredentialAck>(b)),
+        MessageKind::Assembly => drop(body_round_trip::<
+            throughgate_protocol::assembly::AssemblyStatement,
+        >(b)),
     }
 }
 

@@ -48,12 +48,14 @@ pub struct DecisionEntry {
     /// The caseworker who asked.
     pub caseworker: PersonId,
     /// The consent relied on (the justification), if one was found.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub consent_id: Option<ConsentId>,
     /// The purpose given.
     pub purpose: Purpose,
     /// Disclosed, refused or not held.
     pub outcome: Outcome,
     /// Why, when refused.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub reason: Option<RefusalReason>,
     /// Categories released.
     pub categories: Vec<Category>,
@@ -75,10 +77,12 @@ pub struct ConsentEntry {
     /// The recording agency.
     pub recorded_by: AgencyId,
     /// The member of staff who acted (recorder or reviser), when known here.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub person: Option<PersonId>,
     /// The purpose.
     pub purpose: Purpose,
     /// At a holder, the linkage result.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub linkage: Option<AckOutcome>,
 }
 
@@ -100,6 +104,7 @@ pub enum AuditEvent {
         /// The caseworker.
         caseworker: PersonId,
         /// The consent relied on.
+        #[serde(deserialize_with = "crate::cbor::required")]
         consent_id: Option<ConsentId>,
         /// The purpose.
         purpose: Purpose,
@@ -128,6 +133,7 @@ pub enum AuditEvent {
     /// An administrative action (import, policy change, key change...).
     Admin {
         /// Who did it.
+        #[serde(deserialize_with = "crate::cbor::required")]
         person_id: Option<PersonId>,
         /// What, e.g. `records_import`.
         action: String,
@@ -141,6 +147,7 @@ pub enum AuditEvent {
         /// The DPO.
         dpo: PersonId,
         /// The passport asked about, if any.
+        #[serde(deserialize_with = "crate::cbor::required")]
         passport_id: Option<PassportId>,
         /// What was done.
         action: String,
@@ -152,6 +159,17 @@ pub enum AuditEvent {
         peer: AgencyId,
         /// What was seen.
         detail: String,
+    },
+    /// Retention is about to redact the content of entries `from..to` (end exclusive), every
+    /// one of them logged before `cutoff`. Logged before the content goes, so a redacted entry
+    /// is evidence only when a redaction entry logged after it covers it.
+    Redaction {
+        /// The first entry redacted.
+        from: u64,
+        /// One past the last entry redacted.
+        to: u64,
+        /// Every entry redacted was logged before this instant.
+        cutoff: Timestamp,
     },
 }
 
@@ -174,6 +192,7 @@ impl AuditEvent {
             AuditEvent::Admin { .. } => "admin",
             AuditEvent::AuditAccess { .. } => "audit_access",
             AuditEvent::WitnessAlarm { .. } => "witness_alarm",
+            AuditEvent::Redaction { .. } => "redaction",
         }
     }
 
@@ -192,6 +211,11 @@ impl AuditEvent {
         }
     }
 }
+
+/// The CBOR bytes that begin a `redaction` event inside an entry as this crate encodes it (the
+/// key `event`, a map of one entry, the text `redaction`): a cheap filter before decoding when
+/// looking for redaction entries among many.
+pub const REDACTION_MARK: &[u8] = b"\x65event\xa1\x69redaction";
 
 impl fmt::Display for AuditEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,43 +1,45 @@
 //! Passport bundles and the verification of holder responses.
 //!
-//! A bundle is the signed query plus every holder's result, each answered result carrying the
-//! holder's signed response. Anyone holding the federation manifest can verify it offline: the
-//! query's caseworker and node signatures and the caseworker's credential; and for every
-//! response, the holder's node signature, that it answers exactly this query (by digest), and
-//! that it comes from the holder it claims.
+//! A bundle is the signed query, every holder's result (each answered result carrying the
+//! holder's signed response), the home node's signed assembly statement and the manifest that
+//! statement names. Anyone holding the federation manifest can verify it offline: the query's
+//! caseworker and node signatures and the caseworker's credential; the statement's signature,
+//! and that the results list is exactly the one it signed; that the manifest was valid when
+//! the statement says the assembly finished; and for every response, the holder's node
+//! signature, that it answers exactly this query (by digest) under the query's consent, that it
+//! comes from the holder it claims, and that the holder logged a decision on this very query.
 
 use serde::{Deserialize, Serialize};
 
+use crate::assembly::{AssemblyStatement, Sha256Digest};
 use crate::audit::{verify_receipt_cached, AuditEvent};
 use crate::cbor::{self, DecodeError};
 use crate::credential::{verify_credential_cached, Credential, StaffRole, CLOCK_SKEW_SECS};
 use crate::envelope::{Envelope, SignerRole};
-use crate::manifest::Manifest;
+use crate::manifest::{verify_manifest, Manifest};
 use crate::messages::{query_digest, HolderResult, HolderStatus, Outcome, Query, Response};
 use crate::sigcache::SigCache;
 use crate::time::Timestamp;
 
 /// The bundle format name, written into every bundle.
-pub const BUNDLE_FORMAT: &str = "throughgate-passport-bundle/1";
+pub const BUNDLE_FORMAT: &str = "throughgate-passport-bundle/2";
 /// The largest bundle file accepted: 64 MiB.
 pub const MAX_BUNDLE: usize = 64 * 1024 * 1024;
 
-/// A saved passport: the signed query and every holder's result.
+/// A saved passport: the signed query, every holder's result, the home node's signed statement
+/// of the assembly and the manifest it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassportBundle {
     /// Always [`BUNDLE_FORMAT`].
     pub format: String,
     /// The query, signed by caseworker and requesting node.
     pub query: Envelope,
-    /// Every holder's result.
+    /// Every holder's result, in the query's request order.
     pub results: Vec<HolderResult>,
-    /// When the assembly finished.
-    pub assembled_at: Timestamp,
-    /// The manifest version the assembling node trusted.
-    pub manifest_version: u64,
-    /// A copy of that manifest, for convenience. Verifiers should check the bundle against a
-    /// manifest they trust, not only against this copy.
-    pub manifest: Option<Envelope>,
+    /// The home node's signed [`AssemblyStatement`] (kind `assembly`).
+    pub statement: Envelope,
+    /// The manifest envelope the statement names (by version and digest).
+    pub manifest: Envelope,
 }
 
 impl PassportBundle {
@@ -59,6 +61,14 @@ impl PassportBundle {
             });
         }
         Ok(b)
+    }
+
+    /// The statement's claims, **unverified**: for choosing the time at which to check a
+    /// manifest before [`verify_bundle`] checks the statement's signature.
+    pub fn unverified_statement(&self) -> Result<AssemblyStatement, BundleError> {
+        self.statement
+            .open()
+            .map_err(|e| BundleError::Statement(format!("does not decode: {e}")))
     }
 }
 
@@ -106,6 +116,29 @@ pub enum BundleError {
     /// The receipt does not prove that this decision was logged.
     #[error("receipt: {0}")]
     Receipt(String),
+    /// The response names a consent other than the query's, or discloses under none.
+    #[error("the response names consent {found}, but the query was made under {expected}")]
+    ConsentMismatch {
+        /// The query's consent id (or "none").
+        expected: String,
+        /// The response's consent id (or "none").
+        found: String,
+    },
+    /// The logged decision names another requester, caseworker or purpose than the query.
+    #[error("the holder's logged decision names another {0} than the query")]
+    DecisionMismatch(&'static str),
+    /// The assembly statement does not decode, is not signed by the requesting node, or names
+    /// another query.
+    #[error("assembly statement: {0}")]
+    Statement(String),
+    /// The results list differs from the one the statement signs (a result dropped, added,
+    /// duplicated, reordered or relabelled).
+    #[error("the results differ from the signed assembly statement: {0}")]
+    ResultsMismatch(String),
+    /// The bundle's manifest is not the one the statement names, or was not valid when the
+    /// assembly finished.
+    #[error("manifest: {0}")]
+    Manifest(String),
 }
 
 /// Verifies the query of a bundle: requester known, node and caseworker signatures, and the
@@ -233,13 +266,30 @@ pub fn verify_response_cached(
             "answered after the query expired".into(),
         ));
     }
-    check_receipt(&resp, &member.node_keys, cache)?;
+    // A disclosure must name the query's consent; a refusal names it or none.
+    let consent_ok = match (&resp.outcome, &resp.consent_id, &query.consent_id) {
+        (Outcome::Disclosed, Some(r), Some(q)) => r == q,
+        (Outcome::Disclosed, _, _) => false,
+        (_, None, _) => true,
+        (_, Some(r), q) => Some(r) == q.as_ref(),
+    };
+    if !consent_ok {
+        let name = |c: Option<&crate::ids::ConsentId>| {
+            c.map_or_else(|| "none".to_owned(), ToString::to_string)
+        };
+        return Err(BundleError::ConsentMismatch {
+            expected: name(query.consent_id.as_ref()),
+            found: name(resp.consent_id.as_ref()),
+        });
+    }
+    check_receipt(&resp, query, &member.node_keys, cache)?;
     Ok(resp)
 }
 
 /// Checks that a response's receipt proves a logged decision matching the response.
 fn check_receipt(
     resp: &Response,
+    query: &Query,
     keys: &[crate::keys::PublicKey],
     cache: Option<&SigCache>,
 ) -> Result<(), BundleError> {
@@ -264,6 +314,15 @@ fn check_receipt(
             "the logged decision differs from the response".into(),
         ));
     }
+    if d.requester != query.requester {
+        return Err(BundleError::DecisionMismatch("requester"));
+    }
+    if d.caseworker != query.caseworker {
+        return Err(BundleError::DecisionMismatch("caseworker"));
+    }
+    if d.purpose != query.purpose {
+        return Err(BundleError::DecisionMismatch("purpose"));
+    }
     Ok(())
 }
 
@@ -285,7 +344,12 @@ pub struct VerifiedBundle {
     pub query: Query,
     /// The caseworker's credential.
     pub credential: Credential,
-    /// Per holder.
+    /// The home node's statement, its signature verified and the results checked against it.
+    pub statement: AssemblyStatement,
+    /// The manifest the statement names (the bundle's copy, verified as valid at the
+    /// statement's `assembled_at`).
+    pub manifest: Manifest,
+    /// Per holder, in request order.
     pub results: Vec<VerifiedResult>,
 }
 
@@ -294,10 +358,27 @@ impl VerifiedBundle {
     pub fn all_valid(&self) -> bool {
         self.results.iter().all(|r| r.problem.is_none())
     }
+
+    /// Whether the passport is complete: every response verified and every holder answered.
+    /// A bundle that verifies but is not complete is a *partial* passport.
+    pub fn complete(&self) -> bool {
+        self.all_valid()
+            && self
+                .results
+                .iter()
+                .all(|r| r.result.status == HolderStatus::Answered)
+    }
+
+    /// When the assembly finished, as the home node signed it.
+    pub fn assembled_at(&self) -> Timestamp {
+        self.statement.assembled_at
+    }
 }
 
-/// Verifies a whole bundle against `manifest`. The query must verify; each response is verified
-/// independently and its problem, if any, recorded.
+/// Verifies a whole bundle against `manifest`, a manifest the verifier trusts. The query, the
+/// assembly statement, the results list against the statement and the manifest the statement
+/// names must verify, or the whole bundle fails; each response is then verified independently
+/// and its problem, if any, recorded.
 pub fn verify_bundle(
     bundle: &PassportBundle,
     manifest: &Manifest,
@@ -313,6 +394,9 @@ pub fn verify_bundle_cached(
     cache: Option<&SigCache>,
 ) -> Result<VerifiedBundle, BundleError> {
     let (query, credential) = verify_query_cached(&bundle.query, manifest, cache)?;
+    let statement = verify_statement(bundle, &query, manifest)?;
+    let named = verify_named_manifest(bundle, &statement, manifest)?;
+    check_results(bundle, &query, &statement)?;
     let results = bundle
         .results
         .iter()
@@ -349,6 +433,156 @@ pub fn verify_bundle_cached(
     Ok(VerifiedBundle {
         query,
         credential,
+        statement,
+        manifest: named,
         results,
     })
+}
+
+/// The statement decodes, is signed in role `node` by a node key of the query's requester in
+/// `manifest`, names that requester and the query's digest, and was made while the query was
+/// out.
+fn verify_statement(
+    bundle: &PassportBundle,
+    query: &Query,
+    manifest: &Manifest,
+) -> Result<AssemblyStatement, BundleError> {
+    let statement = bundle.unverified_statement()?;
+    let keys = manifest
+        .member(&query.requester)
+        .map(|m| m.node_keys.as_slice())
+        .unwrap_or_default();
+    bundle
+        .statement
+        .verify_by_any(SignerRole::Node, keys)
+        .map_err(|e| BundleError::Statement(format!("not signed by the requesting node: {e}")))?;
+    if statement.requester != query.requester {
+        return Err(BundleError::Statement(format!(
+            "it names requester {}, but the query is {}'s",
+            statement.requester, query.requester
+        )));
+    }
+    if statement.query_digest.0 != query_digest(&bundle.query) {
+        return Err(BundleError::Statement(
+            "it names another query than the bundle's".into(),
+        ));
+    }
+    if statement.assembled_at.plus_secs(CLOCK_SKEW_SECS) < query.issued_at
+        || statement.assembled_at > query.expires_at.plus_secs(CLOCK_SKEW_SECS)
+    {
+        return Err(BundleError::Statement(format!(
+            "it says the assembly finished at {}, outside the query's lifetime ({} to {})",
+            statement.assembled_at, query.issued_at, query.expires_at
+        )));
+    }
+    Ok(statement)
+}
+
+/// The bundle's manifest is the one the statement names (version and digest), verifies as in
+/// section 13 at the statement's `assembled_at` (governance threshold, not yet expired, issued
+/// by then), and, when the verifier's own `trusted` manifest is that same version, is that
+/// same manifest.
+fn verify_named_manifest(
+    bundle: &PassportBundle,
+    statement: &AssemblyStatement,
+    trusted: &Manifest,
+) -> Result<Manifest, BundleError> {
+    if Sha256Digest::of_body(&bundle.manifest) != statement.manifest_digest {
+        return Err(BundleError::Manifest(
+            "the bundle's manifest is not the one the assembly statement names".into(),
+        ));
+    }
+    let at = statement.assembled_at;
+    let invalid_then = |e: String| {
+        BundleError::Manifest(format!("not valid when the assembly finished ({at}): {e}"))
+    };
+    // The verifier's own manifest has had its signatures checked already; a copy that is the
+    // very same document needs only its validity at the signed time checked.
+    let m = match bundle.manifest.open::<Manifest>() {
+        Ok(copy) if &copy == trusted => {
+            if at >= copy.expires_at {
+                return Err(invalid_then(format!(
+                    "manifest version {} expired at {}",
+                    copy.version, copy.expires_at
+                )));
+            }
+            copy
+        }
+        _ => {
+            verify_manifest(&bundle.manifest, None, at).map_err(|e| invalid_then(e.to_string()))?
+        }
+    };
+    if m.version != statement.manifest_version {
+        return Err(BundleError::Manifest(format!(
+            "the statement names version {}, the manifest is version {}",
+            statement.manifest_version, m.version
+        )));
+    }
+    if m.issued_at > at.plus_secs(CLOCK_SKEW_SECS) {
+        return Err(BundleError::Manifest(format!(
+            "version {} was issued at {}, after the assembly finished ({at})",
+            m.version, m.issued_at
+        )));
+    }
+    if trusted.version == m.version && trusted != &m {
+        return Err(BundleError::Manifest(format!(
+            "the bundle's manifest version {} differs from the trusted manifest of that version",
+            m.version
+        )));
+    }
+    Ok(m)
+}
+
+/// One result per request, in request order, each exactly as the statement records it.
+fn check_results(
+    bundle: &PassportBundle,
+    query: &Query,
+    statement: &AssemblyStatement,
+) -> Result<(), BundleError> {
+    let asked = query.requests.len();
+    if statement.outcomes.len() != asked {
+        return Err(BundleError::Statement(format!(
+            "it records {} outcomes for a query to {asked} holders",
+            statement.outcomes.len()
+        )));
+    }
+    if bundle.results.len() != asked {
+        return Err(BundleError::ResultsMismatch(format!(
+            "{} results for a query to {asked} holders",
+            bundle.results.len()
+        )));
+    }
+    for (i, ((request, outcome), result)) in query
+        .requests
+        .iter()
+        .zip(&statement.outcomes)
+        .zip(&bundle.results)
+        .enumerate()
+    {
+        if outcome.holder != request.holder {
+            return Err(BundleError::Statement(format!(
+                "outcome {} is for {}, but the query's request {} is to {}",
+                i + 1,
+                outcome.holder,
+                i + 1,
+                request.holder
+            )));
+        }
+        if !outcome.matches(result) {
+            return Err(BundleError::ResultsMismatch(format!(
+                "result {} ({} {}) is not the signed outcome ({} {}{})",
+                i + 1,
+                result.agency,
+                result.status.as_str(),
+                outcome.holder,
+                outcome.status.as_str(),
+                if outcome.response_digest.is_some() {
+                    ", with a response"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! Ed25519 signatures. Each signature covers a domain-separated string
 //!
 //! ```text
-//! "throughgate" 0x00 "1" 0x00 kind 0x00 role 0x00 body
+//! "throughgate" 0x00 "2" 0x00 kind 0x00 role 0x00 body
 //! ```
 //!
 //! so a signature made for one message kind or signer role can never be replayed as another,
@@ -90,6 +90,8 @@ kinds! {
     CredentialRevoke => "credential_revoke",
     /// Acknowledgement of a credential revocation.
     CredentialAck => "credential_ack",
+    /// The home node's signed account of one passport assembly, carried in bundles.
+    Assembly => "assembly",
 }
 
 impl fmt::Display for MessageKind {

@@ -1,4 +1,4 @@
-//! Throughgate wire protocol, version 1.
+//! Throughgate wire protocol, version 2.
 //!
 //! A sans-IO library: identifiers and domain types, CBOR encoding with size limits, signed
 //! envelopes, length-prefixed framing, the message bodies, and the pure checks a node runs on
@@ -6,6 +6,7 @@
 //! callers pass the current time in. The specification lives in `protocol/SPEC.md`, with CDDL in
 //! `protocol/throughgate.cddl` and test vectors in `protocol/vectors/`.
 
+pub mod assembly;
 pub mod audit;
 pub mod bundle;
 pub mod category;
@@ -37,6 +38,6 @@ pub use keys::{PublicKey, SecretKey};
 /// The protocol's name, used in every signature's domain-separation prefix.
 pub const PROTOCOL_NAME: &str = "throughgate";
 /// The protocol's version number, used in the ALPN and in signature domains.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The QUIC ALPN identifier this protocol version negotiates.
-pub const ALPN: &[u8] = b"throughgate/1";
+pub const ALPN: &[u8] = b"throughgate/2";

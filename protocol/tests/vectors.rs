@@ -24,6 +24,7 @@ use ciborium::Value;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use throughgate_protocol::assembly::AssemblyStatement;
 use throughgate_protocol::audit::{
     self as audit, verify_receipt, AuditEntry, AuditEvent, ConsentEntry, DecisionEntry, ProofHash,
     Receipt, ReceiptError,
@@ -768,6 +769,16 @@ fn with_receipt(mut r: Response, q: &Query, log_key: &str) -> Response {
     r
 }
 
+/// The home node's statement of an assembly of `q` producing `results`, finished at `at` under
+/// the fixture manifest, signed by `node`.
+fn statement_env(q: &Envelope, results: &[HolderResult], at: u64, node: &str) -> Envelope {
+    let requester = q.open::<Query>().unwrap().requester;
+    seal_node(
+        &AssemblyStatement::new(requester, q, results, 1, &manifest_env(), Timestamp(at)),
+        node,
+    )
+}
+
 fn seal_node<M: Message>(m: &M, node: &str) -> Envelope {
     Envelope::seal(m, &[(SignerRole::Node, &key(node))])
 }
@@ -793,6 +804,17 @@ fn map_get_mut<'a>(v: &'a mut Value, name: &str) -> &'a mut Value {
 }
 
 /// A body with one field replaced, re-encoded (field order kept).
+/// `body` (a CBOR map) without the key `field`.
+fn body_without(body: &[u8], field: &str) -> Vec<u8> {
+    let mut v: Value = cbor::from_slice("body", body, usize::MAX).unwrap();
+    if let Value::Map(entries) = &mut v {
+        let before = entries.len();
+        entries.retain(|(k, _)| k != &Value::Text(field.into()));
+        assert_eq!(entries.len() + 1, before, "no key {field}");
+    }
+    value_bytes(&v)
+}
+
 fn body_with(body: &[u8], field: &str, new: Value) -> Vec<u8> {
     let mut v: Value = cbor::from_slice("body", body, usize::MAX).unwrap();
     *map_get_mut(&mut v, field) = new;
@@ -1039,6 +1061,22 @@ fn gen_envelopes(g: &mut Gen) {
         &[(Node, "node-nhs-wy")],
         None,
         "bad_signature",
+    );
+
+    // An invalid signature by the key, then a valid one by the same key in the same role: the
+    // verifier tries every one (SPEC 5.3).
+    let mut dup = err_env.clone();
+    let mut broken = dup.sigs[0].clone();
+    broken.sig[10] ^= 0x01;
+    dup.sigs.insert(0, broken);
+    g.envelope(
+        "envelope/invalid-duplicate-before-valid",
+        "The error envelope with a corrupted copy of its signature placed before the valid one (same key, same role): signed by the key, because some signature by it verifies.",
+        &dup.to_bytes(),
+        Some(MessageKind::Error),
+        &[(Node, "node-nhs-wy")],
+        None,
+        "valid",
     );
 
     // A signature made over the body as a `response`, attached to an envelope of kind `error`.
@@ -1423,6 +1461,62 @@ fn gen_envelopes(g: &mut Gen) {
         &[(Node, "node-nhs-wy")],
         None,
         "invalid",
+    );
+    // Every key is always present; an absent optional value is null, never an omitted key.
+    let qb = query_env().body;
+    g.envelope(
+        "body/query-consent-id-absent",
+        "A query whose consent_id key is left out (rather than null): refused, every key is required.",
+        &seal_bytes_cw_node(MessageKind::Query, body_without(&qb, "consent_id")).to_bytes(),
+        Some(MessageKind::Query),
+        &[(Person, "person-cw-0042"), (Node, "node-probation-yorks")],
+        None,
+        "invalid",
+    );
+    let db = seal_node(
+        &response_body(&query_env(), Outcome::Disclosed),
+        "node-nhs-wy",
+    )
+    .body;
+    for field in ["reason", "detail", "consent_id"] {
+        g.envelope(
+            &format!("body/response-{}-absent", field.replace('_', "-")),
+            &format!("A disclosing response whose {field} key (null when unused) is left out: refused, every key is required."),
+            &Envelope::seal_bytes(
+                MessageKind::Response,
+                body_without(&db, field),
+                &[(Node, &key("node-nhs-wy"))],
+            )
+            .to_bytes(),
+            Some(MessageKind::Response),
+            &[(Node, "node-nhs-wy")],
+            None,
+            "invalid",
+        );
+    }
+    let assemble = cbor::to_vec(&ClientRequest {
+        issued_at: Timestamp(NOW),
+        op: ClientOp::Assemble {
+            query: Envelope::seal(&query_body(), &[(Person, &key("person-cw-0042"))]),
+            progress: false,
+        },
+    });
+    let mut v: Value = cbor::from_slice("body", &assemble, usize::MAX).unwrap();
+    let op = map_get_mut(&mut v, "op");
+    *map_get_mut(map_get_mut(op, "assemble"), "progress") = Value::Null;
+    g.envelope(
+        "body/client-request-assemble-progress-null",
+        "An assemble request whose optional progress is null: an absent optional value is null, which means the default (false).",
+        &Envelope::seal_bytes(
+            MessageKind::ClientRequest,
+            value_bytes(&v),
+            &[(Person, &key("person-cw-0042"))],
+        )
+        .to_bytes(),
+        Some(MessageKind::ClientRequest),
+        &[(Person, "person-cw-0042")],
+        None,
+        "valid",
     );
 }
 
@@ -1826,6 +1920,33 @@ fn gen_bodies(g: &mut Gen) {
         &[(Node, "node-nhs-wy")],
     );
 
+    {
+        let q = query_env();
+        let answered = HolderResult {
+            agency: agency("nhs-wy"),
+            status: HolderStatus::Answered,
+            response: Some(seal_node(
+                &response_body(&q, Outcome::Disclosed),
+                "node-nhs-wy",
+            )),
+            detail: None,
+            elapsed_ms: 4,
+        };
+        let unreachable = HolderResult {
+            agency: agency("hmp-leeds"),
+            status: HolderStatus::Unreachable,
+            response: None,
+            detail: Some("could not connect to hmp-leeds: connection refused".into()),
+            elapsed_ms: 12,
+        };
+        g.body(
+            "assembly",
+            "probation-yorks' statement of the assembly of the fixture query: nhs-wy answered (with the digest of its response), hmp-leeds unreachable, under manifest version 1, finished a second after NOW.",
+            &statement_env(&q, &[answered, unreachable], NOW + 1, "node-probation-yorks"),
+            &[(Node, "node-probation-yorks")],
+        );
+    }
+
     // Client requests: every operation, signed by the member of staff (role person).
     let q_cw = Envelope::seal(&query_body(), &[(Person, &key("person-cw-0042"))]);
     let consent_cw = Envelope::seal(&consent_body(), &[(Person, &key("person-cw-0042"))]);
@@ -2032,10 +2153,16 @@ fn gen_bodies(g: &mut Gen) {
         ),
         (
             "assembled",
-            "The final frame of an assembly: the countersigned query and every holder's result in request order.",
+            "The final frame of an assembly: the countersigned query, every holder's result in request order, and the home node's signed assembly statement.",
             ClientResponse::Assembled {
                 query: q.clone(),
                 results: vec![answered.clone(), timed_out.clone()],
+                statement: statement_env(
+                    &q,
+                    &[answered.clone(), timed_out.clone()],
+                    NOW + 1,
+                    "node-probation-yorks",
+                ),
             },
         ),
         (
@@ -2139,7 +2266,7 @@ fn gen_bodies(g: &mut Gen) {
         ),
         (
             "audit-verified",
-            "The result of verifying the log (being integrated).",
+            "The result of verifying the log: it verifies, and entries 0 to 99 have had their content redacted by retention.",
             ClientResponse::AuditVerified(AuditVerification {
                 entries: 1200,
                 checkpoints: 40,
@@ -2148,6 +2275,11 @@ fn gen_bodies(g: &mut Gen) {
                 bad_checkpoint: None,
                 detail: None,
                 elapsed_ms: 2,
+                redacted: 100,
+                redacted_ranges: vec![throughgate_protocol::messages::RedactedRange {
+                    from: 0,
+                    to: 100,
+                }],
             }),
         ),
         (
@@ -3771,11 +3903,10 @@ fn gen_receipts(g: &mut Gen) {
 }
 
 fn gen_bundles(g: &mut Gen) {
-    let mut one = |id: &str, description: &str, b: &PassportBundle, expect: &str| {
-        let bytes = b.to_bytes();
+    let mut one = |id: &str, description: &str, bytes: &[u8], expect: &str| {
         let result_verdicts = (expect == "valid").then(|| {
             let m = verify_manifest(&manifest_env(), None, Timestamp(NOW)).unwrap();
-            verify_bundle(b, &m)
+            verify_bundle(&PassportBundle::from_bytes(bytes).unwrap(), &m)
                 .unwrap()
                 .results
                 .iter()
@@ -3786,8 +3917,8 @@ fn gen_bundles(g: &mut Gen) {
             id: format!("bundle/{id}"),
             description: description.into(),
             kind: "bundle".into(),
-            hex: Some(hex::encode(&bytes)),
-            diag: diag_bytes(&bytes),
+            hex: Some(hex::encode(bytes)),
+            diag: diag_bytes(bytes),
             keys: fixture_keys(),
             expect: expect.into(),
             result_verdicts,
@@ -3796,17 +3927,16 @@ fn gen_bundles(g: &mut Gen) {
         manifest_fields(&mut v);
         g.push(v);
     };
+    let home = "node-probation-yorks";
     let q = query_env();
-    let good = HolderResult {
+    let answered = |r: Response| HolderResult {
         agency: agency("nhs-wy"),
         status: HolderStatus::Answered,
-        response: Some(seal_node(
-            &response_body(&q, Outcome::Disclosed),
-            "node-nhs-wy",
-        )),
+        response: Some(seal_node(&r, "node-nhs-wy")),
         detail: None,
         elapsed_ms: 4,
     };
+    let good = answered(response_body(&q, Outcome::Disclosed));
     let unreachable = HolderResult {
         agency: agency("hmp-leeds"),
         status: HolderStatus::Unreachable,
@@ -3814,47 +3944,229 @@ fn gen_bundles(g: &mut Gen) {
         detail: Some("could not connect to hmp-leeds: connection refused".into()),
         elapsed_ms: 12,
     };
-    let bundle = PassportBundle {
+    // A bundle whose statement records exactly `results`, signed by the home node.
+    let signed = |results: Vec<HolderResult>| PassportBundle {
         format: BUNDLE_FORMAT.into(),
         query: q.clone(),
-        results: vec![good.clone(), unreachable.clone()],
-        assembled_at: Timestamp(NOW + 1),
-        manifest_version: 1,
-        manifest: Some(manifest_env()),
+        statement: statement_env(&q, &results, NOW + 1, home),
+        results,
+        manifest: manifest_env(),
     };
-    one("valid", "A saved passport: the query, nhs-wy's verified disclosure and hmp-leeds unreachable, with a copy of the manifest.", &bundle, "valid");
+    let bundle = signed(vec![good.clone(), unreachable.clone()]);
+    one("valid", "A saved passport: the query, nhs-wy's verified disclosure and hmp-leeds unreachable, probation-yorks' signed assembly statement recording exactly those two outcomes, and the manifest it names.", &bundle.to_bytes(), "valid");
+
+    // Per-response problems: the bundle verifies, the response does not.
     let mut forged = good.clone();
     forged.response = Some(seal_node(
         &response_body(&q, Outcome::Disclosed),
         "node-hmp-leeds",
     ));
-    let b = PassportBundle {
-        results: vec![forged, unreachable.clone()],
-        manifest: None,
+    one("forged-response", "A passport whose nhs-wy response is signed by another node's key (and the home node's statement records that response): the query and the statement verify, the response does not.", &signed(vec![forged, unreachable.clone()]).to_bytes(), "valid");
+    let qb = query_body();
+    let mut other_consent = response_body(&q, Outcome::Disclosed);
+    other_consent.consent_id = Some(ConsentId::new("cn-00000000000000000000000000000000").unwrap());
+    let other_consent = with_receipt(other_consent, &qb, "node-nhs-wy");
+    one("consent-mismatch", "nhs-wy's disclosure (and its logged decision) names another consent than the query's: result verdict consent_mismatch.", &signed(vec![answered(other_consent), unreachable.clone()]).to_bytes(), "valid");
+    let mut no_consent = response_body(&q, Outcome::Disclosed);
+    no_consent.consent_id = None;
+    let no_consent = with_receipt(no_consent, &qb, "node-nhs-wy");
+    one(
+        "disclosure-without-consent",
+        "nhs-wy's disclosure names no consent at all: result verdict consent_mismatch.",
+        &signed(vec![answered(no_consent), unreachable.clone()]).to_bytes(),
+        "valid",
+    );
+    let r = response_body(&q, Outcome::Disclosed);
+    let other_cw = Query {
+        caseworker: person("cw-0099"),
+        ..qb.clone()
+    };
+    let r = with_receipt(r, &other_cw, "node-nhs-wy");
+    one("decision-other-caseworker", "nhs-wy's response is correct but its receipt proves a logged decision naming another caseworker than the query's: result verdict decision_mismatch.", &signed(vec![answered(r), unreachable.clone()]).to_bytes(), "valid");
+    let r = response_body(&q, Outcome::Disclosed);
+    let other_purpose = Query {
+        purpose: Purpose::Safeguarding,
+        ..qb.clone()
+    };
+    let r = with_receipt(r, &other_purpose, "node-nhs-wy");
+    one("decision-other-purpose", "nhs-wy's receipt proves a logged decision naming another purpose than the query's: result verdict decision_mismatch.", &signed(vec![answered(r), unreachable.clone()]).to_bytes(), "valid");
+    let r = response_body(&q, Outcome::Disclosed);
+    let other_requester = Query {
+        requester: agency("hmp-leeds"),
+        ..qb.clone()
+    };
+    let r = with_receipt(r, &other_requester, "node-nhs-wy");
+    one("decision-other-requester", "nhs-wy's receipt proves a logged decision naming another requester than the query's: result verdict decision_mismatch.", &signed(vec![answered(r), unreachable.clone()]).to_bytes(), "valid");
+
+    // The results list edited after the home node signed it.
+    let edited = |results: Vec<HolderResult>| PassportBundle {
+        results,
         ..bundle.clone()
     };
-    one("forged-response", "The same passport with nhs-wy's response re-signed by another node's key and no manifest copy: the query verifies, the response does not.", &b, "valid");
-    let b = PassportBundle {
-        query: Envelope::seal(
-            &query_body(),
-            &[(SignerRole::Person, &key("person-cw-0042"))],
+    one(
+        "result-dropped",
+        "The valid passport with hmp-leeds' result removed.",
+        &edited(vec![good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "results-emptied",
+        "The valid passport with every result removed.",
+        &edited(vec![]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "result-duplicated",
+        "The valid passport with nhs-wy's result saved twice, in place of hmp-leeds'.",
+        &edited(vec![good.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "result-added",
+        "The valid passport with a third result, a copy of nhs-wy's.",
+        &edited(vec![good.clone(), unreachable.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    one(
+        "results-reordered",
+        "The valid passport with its two results swapped.",
+        &edited(vec![unreachable.clone(), good.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    let mut relabelled = good.clone();
+    relabelled.status = HolderStatus::Unreachable;
+    one("result-relabelled", "The valid passport with nhs-wy's answered result relabelled unreachable, the signed response still inside.", &edited(vec![relabelled, unreachable.clone()]).to_bytes(), "results_mismatch");
+    let mut stripped = good.clone();
+    stripped.status = HolderStatus::Unreachable;
+    stripped.response = None;
+    one(
+        "result-stripped",
+        "The valid passport with nhs-wy's result made unreachable and its response removed.",
+        &edited(vec![stripped, unreachable.clone()]).to_bytes(),
+        "results_mismatch",
+    );
+    let mut swapped = good.clone();
+    swapped.response = Some(seal_node(
+        &response_body(&q, Outcome::NotHeld),
+        "node-nhs-wy",
+    ));
+    one("response-swapped", "The valid passport with nhs-wy's disclosure replaced by another genuinely signed nhs-wy response (not held) to the same query.", &edited(vec![swapped, unreachable.clone()]).to_bytes(), "results_mismatch");
+
+    // The statement itself.
+    let mut v = env_value(&bundle.statement);
+    let mut body: Value =
+        cbor::from_slice("statement", &bundle.statement.body, usize::MAX).unwrap();
+    *map_get_mut(&mut body, "assembled_at") = Value::Integer((NOW - 5).into());
+    *map_get_mut(&mut v, "body") = Value::Bytes(value_bytes(&body));
+    let backdated = Envelope::from_bytes(&value_bytes(&v), DEFAULT_MAX_FRAME).unwrap();
+    one("statement-edited", "The valid passport with the statement's assembled_at back-dated by six seconds, the home node's signature unchanged.", &PassportBundle { statement: backdated, ..bundle.clone() }.to_bytes(), "statement");
+    one(
+        "statement-by-holder",
+        "A passport whose statement is signed by nhs-wy's node key instead of the requester's.",
+        &PassportBundle {
+            statement: statement_env(&q, &bundle.results, NOW + 1, "node-nhs-wy"),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
+    let other_q = seal_query(
+        &Query {
+            purpose: Purpose::Safeguarding,
+            ..query_body()
+        },
+        "person-cw-0042",
+        home,
+    );
+    one(
+        "statement-other-query",
+        "A passport whose statement, correctly signed, is about another query.",
+        &PassportBundle {
+            statement: statement_env(&other_q, &bundle.results, NOW + 1, home),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
+    one(
+        "statement-after-query-expired",
+        "A passport whose statement says the assembly finished 70 s after the query expired.",
+        &PassportBundle {
+            statement: statement_env(&q, &bundle.results, NOW + 120, home),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "statement",
+    );
+    one("statement-missing-outcome", "A passport whose statement (correctly signed) records only nhs-wy, with results to match: a holder the query asked is missing.", &PassportBundle { statement: statement_env(&q, std::slice::from_ref(&good), NOW + 1, home), results: vec![good.clone()], ..bundle.clone() }.to_bytes(), "statement");
+    let mut as_statement = env_value(&bundle.statement);
+    *map_get_mut(&mut as_statement, "kind") = Value::Text("client_response".into());
+    one("statement-wrong-kind", "The valid passport with the statement's kind changed to client_response (its signature was made for kind assembly).", &PassportBundle { statement: Envelope::from_bytes(&value_bytes(&as_statement), DEFAULT_MAX_FRAME).unwrap(), ..bundle.clone() }.to_bytes(), "statement");
+
+    // The manifest the statement names.
+    let v2 = Manifest {
+        version: 2,
+        ..manifest_v1()
+    };
+    one("manifest-swapped", "The valid passport with its manifest replaced by another validly signed manifest (version 2) that the statement does not name.", &PassportBundle { manifest: sign_manifest(&v2, &["governance-1", "governance-2"]), ..bundle.clone() }.to_bytes(), "manifest");
+    let expired = Manifest {
+        version: 2,
+        expires_at: Timestamp(NOW),
+        ..manifest_v1()
+    };
+    let expired_env = sign_manifest(&expired, &["governance-1", "governance-2"]);
+    let mut at_expiry = bundle.clone();
+    at_expiry.manifest = expired_env.clone();
+    at_expiry.statement = seal_node(
+        &AssemblyStatement::new(
+            agency("probation-yorks"),
+            &q,
+            &bundle.results,
+            2,
+            &expired_env,
+            Timestamp(NOW + 1),
         ),
-        ..bundle.clone()
-    };
+        home,
+    );
+    one("manifest-expired-at-assembly", "A passport signed under manifest version 2, which expired at NOW, a second before the statement's assembly time.", &at_expiry.to_bytes(), "manifest");
+
+    // Framing of the bundle itself.
     one(
         "query-without-node-signature",
         "A passport whose query lacks the requesting node's signature.",
-        &b,
+        &PassportBundle {
+            query: Envelope::seal(
+                &query_body(),
+                &[(SignerRole::Person, &key("person-cw-0042"))],
+            ),
+            ..bundle.clone()
+        }
+        .to_bytes(),
         "query_node_signature",
     );
-    let b = PassportBundle {
-        format: "throughgate-passport-bundle/2".into(),
-        ..bundle
-    };
     one(
         "unknown-format",
-        "A bundle whose format string is throughgate-passport-bundle/2.",
-        &b,
+        "A bundle whose format string is throughgate-passport-bundle/1 (the format before assembly statements).",
+        &PassportBundle {
+            format: "throughgate-passport-bundle/1".into(),
+            ..bundle.clone()
+        }
+        .to_bytes(),
+        "invalid",
+    );
+    let mut null_manifest =
+        cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
+    *map_get_mut(&mut null_manifest, "manifest") = Value::Null;
+    one("manifest-null", "The valid passport with its manifest null: every key is required and the manifest is not optional.", &value_bytes(&null_manifest), "invalid");
+    let mut no_statement =
+        cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
+    if let Value::Map(entries) = &mut no_statement {
+        entries.retain(|(k, _)| k != &Value::Text("statement".into()));
+    }
+    one(
+        "statement-absent",
+        "The valid passport with its statement key removed.",
+        &value_bytes(&no_statement),
         "invalid",
     );
 }
@@ -3935,6 +4247,11 @@ fn bundle_name(e: &BundleError) -> &'static str {
         BundleError::WrongHolder { .. } => "wrong_holder",
         BundleError::Inconsistent(_) => "inconsistent",
         BundleError::Receipt(_) => "receipt",
+        BundleError::ConsentMismatch { .. } => "consent_mismatch",
+        BundleError::DecisionMismatch(_) => "decision_mismatch",
+        BundleError::Statement(_) => "statement",
+        BundleError::ResultsMismatch(_) => "results_mismatch",
+        BundleError::Manifest(_) => "manifest",
     }
 }
 
@@ -3969,6 +4286,7 @@ fn open_body(env: &Envelope) -> Result<Vec<u8>, OpenError> {
         MessageKind::ManifestSync => re::<ManifestSync>(env),
         MessageKind::CredentialRevoke => re::<CredentialRevocation>(env),
         MessageKind::CredentialAck => re::<CredentialAck>(env),
+        MessageKind::Assembly => re::<AssemblyStatement>(env),
         // A kind added to the crate after this file: no vector can be of it yet, and the
         // coverage test asks for one.
         #[allow(unreachable_patterns)]
@@ -4040,11 +4358,13 @@ fn check(v: &Vector) -> Verdict {
             }
             if v.message.is_some() {
                 match open_body(&env) {
-                    Ok(reencoded) => assert_eq!(
+                    // `*-null` vectors hold a null where the reference writes a value.
+                    Ok(reencoded) if !v.id.ends_with("-null") => assert_eq!(
                         reencoded, env.body,
                         "{}: the reference encoder no longer produces these body bytes",
                         v.id
                     ),
+                    Ok(_) => {}
                     Err(e) => return only(open_name(&e)),
                 }
             }

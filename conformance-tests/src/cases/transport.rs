@@ -19,7 +19,7 @@ use crate::peer::{ConnectFailure, End, MAX_ANSWER};
 pub fn cases() -> Vec<Case> {
     let a = Area::Transport;
     vec![
-        case!(a, "transport.server_presents_pinned_key", "handshake succeeds pinning the target's key; the target presents exactly that key and selects ALPN throughgate/1", server_presents_pinned_key),
+        case!(a, "transport.server_presents_pinned_key", "handshake succeeds pinning the target's key; the target presents exactly that key and selects ALPN throughgate/2", server_presents_pinned_key),
         case!(a, "transport.alpn_mismatch_refused", "a client offering only another ALPN is refused at the handshake", alpn_mismatch_refused),
         case!(a, "transport.unknown_client_key_refused", "a client key not in the manifest is refused during the handshake (seen at the first stream operation at the latest)", unknown_client_key_refused),
         case!(a, "transport.no_client_certificate_refused", "a client presenting no certificate is refused", no_client_certificate_refused),
@@ -89,7 +89,7 @@ async fn server_presents_pinned_key(ctx: &Ctx) -> CaseResult {
     })?;
     conn.close();
     Ok(format!(
-        "key {} pinned, ALPN throughgate/1",
+        "key {} pinned, ALPN throughgate/2",
         ctx.target().key.fingerprint()
     ))
 }

@@ -6,9 +6,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use throughgate_protocol::audit::{AuditEntry, AuditEvent, REDACTION_MARK};
 use throughgate_protocol::checkpoint::SignedCheckpoint;
 use throughgate_protocol::keys::PublicKey;
 use throughgate_protocol::merkle::{leaf_hash, Hash, MerkleFrontier};
+use throughgate_protocol::time::Timestamp;
 
 use super::AuditError;
 use crate::db::Db;
@@ -21,8 +23,11 @@ pub struct Verification {
     pub entries: u64,
     /// Checkpoints checked.
     pub checkpoints: u64,
-    /// Entries whose content retention redacted (checked by their stored leaf hash only).
+    /// Entries whose content retention redacted (checked by their stored leaf hash only, and
+    /// each covered by a redaction entry logged after it).
     pub redacted: u64,
+    /// The redacted entries as ranges `[from, to)`, in order.
+    pub redacted_ranges: Vec<(u64, u64)>,
     /// The first problem found, if any.
     pub problem: Option<Problem>,
     /// Milliseconds taken.
@@ -82,9 +87,73 @@ enum Found {
         matches: bool,
         /// Whether it was taken as redacted.
         redacted: bool,
+        /// The redaction the entry itself records, when it is a redaction entry.
+        redaction: Option<Redaction>,
     },
     /// An entry stored under a malformed key.
     MalformedKey,
+}
+
+/// A redaction entry as the verifier needs it: where it sits, when it was logged, and what it
+/// covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Redaction {
+    index: u64,
+    at: Timestamp,
+    from: u64,
+    to: u64,
+    cutoff: Timestamp,
+}
+
+/// The redaction an entry records, if it is a redaction entry (its bytes are checked against
+/// the leaf hash like any other entry's, so what it says is what the node logged).
+fn redaction_in(index: u64, bytes: &[u8]) -> Option<Redaction> {
+    if !bytes
+        .windows(REDACTION_MARK.len())
+        .any(|w| w == REDACTION_MARK)
+    {
+        return None;
+    }
+    match AuditEntry::from_bytes(bytes).ok()? {
+        AuditEntry {
+            at,
+            event: AuditEvent::Redaction { from, to, cutoff },
+            ..
+        } => Some(Redaction {
+            index,
+            at,
+            from,
+            to,
+            cutoff,
+        }),
+        _ => None,
+    }
+}
+
+/// The first redacted entry in `ranges` that no redaction entry in `redactions` accounts for:
+/// one logged after the entry (and after the whole range it names), whose range holds the
+/// entry, with a cutoff no later than when it was logged.
+fn uncovered(ranges: &[(u64, u64)], redactions: &[Redaction]) -> Option<u64> {
+    let valid: Vec<&Redaction> = redactions
+        .iter()
+        .filter(|r| r.from < r.to && r.to <= r.index && r.cutoff <= r.at)
+        .collect();
+    for &(from, to) in ranges {
+        let mut i = from;
+        while i < to {
+            // The covering redaction reaching furthest from i.
+            let reach = valid
+                .iter()
+                .filter(|r| r.from <= i && i < r.to)
+                .map(|r| r.to)
+                .max();
+            match reach {
+                Some(end) => i = end,
+                None => return Some(i),
+            }
+        }
+    }
+    None
 }
 
 /// A stored checkpoint, checked as far as it can be without the tree: it parses, is signed by
@@ -191,6 +260,11 @@ fn read_chunk(
             leaf,
             matches: stored_leaf == Some(&leaf),
             redacted,
+            redaction: if redacted {
+                None
+            } else {
+                redaction_in(index, bytes)
+            },
         });
         // Something stored beyond the log's size: the checker reports it; no need to read on.
         !(end.is_none() && index >= target)
@@ -338,6 +412,8 @@ fn check_chunks(
     let mut n_checkpoints = 0u64;
     let mut first_leaf_mismatch: Option<u64> = None;
     let mut redacted = 0u64;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut redactions: Vec<Redaction> = Vec::new();
     let mut next = 0u64;
     // The first stored entry at or beyond the recorded size; where a malformed key was met.
     let mut beyond: Option<u64> = None;
@@ -348,6 +424,7 @@ fn check_chunks(
         entries,
         checkpoints,
         redacted: 0,
+        redacted_ranges: Vec::new(),
         problem,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
@@ -397,7 +474,7 @@ fn check_chunks(
             }
         }
         for found in chunk.found {
-            let (index, leaf, matches, was_redacted) = match found {
+            let (index, leaf, matches, was_redacted, redaction) = match found {
                 Found::MalformedKey => {
                     malformed_entry.get_or_insert(next);
                     continue;
@@ -407,7 +484,8 @@ fn check_chunks(
                     leaf,
                     matches,
                     redacted,
-                } => (index, leaf, matches, redacted),
+                    redaction,
+                } => (index, leaf, matches, redacted, redaction),
             };
             if index >= target {
                 beyond = Some(index);
@@ -426,6 +504,13 @@ fn check_chunks(
             }
             if was_redacted {
                 redacted += 1;
+                match ranges.last_mut() {
+                    Some((_, to)) if *to == index => *to = index + 1,
+                    _ => ranges.push((index, index + 1)),
+                }
+            }
+            if let Some(r) = redaction {
+                redactions.push(r);
             }
             if !matches && first_leaf_mismatch.is_none() {
                 first_leaf_mismatch = Some(index);
@@ -478,6 +563,12 @@ fn check_chunks(
             None,
             "a checkpoint is stored under a malformed key".into(),
         )
+    } else if let Some(i) = uncovered(&ranges, &redactions) {
+        problem(
+            Some(i),
+            None,
+            format!("entry {i} is emptied as if redacted, but no redaction entry logged after it covers it: its content was removed outside retention"),
+        )
     } else {
         None
     };
@@ -485,6 +576,7 @@ fn check_chunks(
     // Redactions are counted only for a log that verified.
     if v.ok() {
         v.redacted = redacted;
+        v.redacted_ranges = ranges;
     }
     Ok(v)
 }
@@ -532,16 +624,35 @@ mod tests {
                         (b, Some(PassportId::random()))
                     })
                     .collect();
-                let p = prepare(
-                    &self.state,
-                    ORIGIN,
-                    &self.key,
-                    entries.iter().map(|(b, p)| (b.as_slice(), p.as_ref())),
-                )
-                .unwrap();
-                self.db.apply(p.writes.0).unwrap();
-                self.state = p.state;
+                self.append_batch(&entries);
             }
+        }
+
+        /// Appends these entries as one batch under one checkpoint.
+        fn append_batch(&mut self, entries: &[(Vec<u8>, Option<PassportId>)]) {
+            let p = prepare(
+                &self.state,
+                ORIGIN,
+                &self.key,
+                entries.iter().map(|(b, p)| (b.as_slice(), p.as_ref())),
+            )
+            .unwrap();
+            self.db.apply(p.writes.0).unwrap();
+            self.state = p.state;
+        }
+
+        /// Appends a redaction entry logged at `at` for `from..to` with `cutoff`.
+        fn log_redaction(&mut self, at: u64, from: u64, to: u64, cutoff: u64) {
+            let entry = throughgate_protocol::audit::AuditEntry {
+                at: Timestamp(at),
+                node: throughgate_protocol::ids::AgencyId::new("nhs-wy").unwrap(),
+                event: AuditEvent::Redaction {
+                    from,
+                    to,
+                    cutoff: Timestamp(cutoff),
+                },
+            };
+            self.append_batch(&[(entry.to_bytes(), None)]);
         }
 
         /// Verifies with the defaults, and checks that every chunk size and reader count
@@ -737,14 +848,16 @@ mod tests {
     fn redacted_entries_verify_by_their_stored_hash_and_only_with_a_marker() {
         let mut log = Log::new();
         log.append(&[10, 10, 3]);
+        log.log_redaction(1_000, 0, 12, 900);
         let n = log
             .db
-            .redact_audit_entries(0, 12, throughgate_protocol::time::Timestamp(5))
+            .redact_audit_entries(0, 12, Timestamp(1_000))
             .unwrap();
         assert_eq!(n, 12);
         let v = log.verify();
         assert!(v.ok(), "{v:?}");
-        assert_eq!((v.entries, v.redacted), (23, 12));
+        assert_eq!((v.entries, v.redacted), (24, 12));
+        assert_eq!(v.redacted_ranges, vec![(0, 12)]);
 
         // Emptied without a marker: named.
         let k = Log::entry_key(15);
@@ -760,5 +873,67 @@ mod tests {
         );
         let p = log.verify().problem.unwrap();
         assert_eq!(p.checkpoint, Some(20), "{p:?}");
+    }
+
+    #[test]
+    fn a_redaction_no_redaction_entry_accounts_for_is_named() {
+        let mut log = Log::new();
+        log.append(&[10, 10, 3]);
+        // An operator empties entries in the store the way retention does, with markers and
+        // the leaf hashes kept: the tree still matches every checkpoint, but nothing logged
+        // accounts for it.
+        log.db.redact_audit_entries(0, 12, Timestamp(5)).unwrap();
+        let p = log.verify().problem.unwrap();
+        assert_eq!(p.entry, Some(0), "{p:?}");
+        assert!(p.detail.contains("outside retention"), "{p:?}");
+
+        // Retention's own record, logged after the entries, accounts for exactly its range.
+        log.log_redaction(1_000, 0, 12, 900);
+        let v = log.verify();
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.redacted, v.redacted_ranges.clone()), (12, vec![(0, 12)]));
+
+        // A fresh entry beyond that range turned into a redaction: named.
+        log.db
+            .redact_audit_entries(15, 16, Timestamp(1_000))
+            .unwrap();
+        let p = log.verify().problem.unwrap();
+        assert_eq!(p.entry, Some(15), "{p:?}");
+    }
+
+    #[test]
+    fn a_redaction_entry_counts_only_when_logged_after_its_range_and_its_cutoff() {
+        // The range reaches past the redaction entry itself (it would cover entries logged
+        // after it).
+        let mut log = Log::new();
+        log.append(&[4]);
+        log.log_redaction(1_000, 0, 6, 900);
+        log.append(&[2]);
+        log.db.redact_audit_entries(5, 6, Timestamp(1_000)).unwrap();
+        assert_eq!(log.verify().problem.unwrap().entry, Some(5));
+
+        // A cutoff later than the redaction entry's own time.
+        let mut log = Log::new();
+        log.append(&[4]);
+        log.log_redaction(1_000, 0, 4, 2_000);
+        log.db.redact_audit_entries(0, 4, Timestamp(1_000)).unwrap();
+        assert_eq!(log.verify().problem.unwrap().entry, Some(0));
+    }
+
+    #[test]
+    fn retention_keeps_redaction_entries_whole() {
+        let mut log = Log::new();
+        log.append(&[3]);
+        log.log_redaction(1_000, 0, 3, 900);
+        log.append(&[2]);
+        // A later pass over everything so far, the first redaction entry included.
+        log.log_redaction(2_000, 0, 6, 1_900);
+        assert_eq!(
+            log.db.redact_audit_entries(0, 6, Timestamp(2_000)).unwrap(),
+            5
+        );
+        let v = log.verify();
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(v.redacted_ranges, vec![(0, 3), (4, 6)]);
     }
 }

@@ -406,8 +406,18 @@ impl HomeClient {
     pub async fn assemble(
         &self,
         query: Envelope,
-        mut on_progress: Option<&mut (dyn FnMut(HolderResult) + Send)>,
+        on_progress: Option<&mut (dyn FnMut(HolderResult) + Send)>,
     ) -> Result<(Envelope, Vec<HolderResult>), ClientError> {
+        let (query, results, _) = self.assemble_signed(query, on_progress).await?;
+        Ok((query, results))
+    }
+
+    /// [`HomeClient::assemble`], also returning the home node's signed assembly statement.
+    pub async fn assemble_signed(
+        &self,
+        query: Envelope,
+        mut on_progress: Option<&mut (dyn FnMut(HolderResult) + Send)>,
+    ) -> Result<(Envelope, Vec<HolderResult>, Envelope), ClientError> {
         let op = ClientOp::Assemble {
             query,
             progress: on_progress.is_some(),
@@ -420,7 +430,11 @@ impl HomeClient {
             })
             .await?
         {
-            ClientResponse::Assembled { query, results } => Ok((query, results)),
+            ClientResponse::Assembled {
+                query,
+                results,
+                statement,
+            } => Ok((query, results, statement)),
             other => Err(unexpected(&other)),
         }
     }

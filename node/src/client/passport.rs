@@ -52,29 +52,35 @@ impl HomeClient {
             requests,
             QUERY_LIFETIME_SECS,
         );
-        let (query, results) = self.assemble(query, on_progress).await?;
+        let (query, results, statement) = self.assemble_signed(query, on_progress).await?;
         let mut bundle = PassportBundle {
             format: BUNDLE_FORMAT.into(),
             query,
             results,
-            assembled_at: self.clock().now(),
-            manifest_version: manifest.version,
-            manifest: Some(manifest_env.clone()),
+            statement,
+            manifest: manifest_env.clone(),
         };
-        let mut verified = verify_bundle_cached(&bundle, manifest, Some(&self.sig_cache))
+        let named = bundle
+            .unverified_statement()
             .map_err(|e| ClientError::Invalid(e.to_string()))?;
-        if !verified.all_valid() {
-            // The federation may have moved on while the query was out (a holder rotated its
-            // key under a newer manifest): verify once more against the current manifest.
-            let (env, newer) = self.manifest().await?;
-            if newer.version > manifest.version {
-                if let Ok(v) = verify_bundle_cached(&bundle, &newer, Some(&self.sig_cache)) {
-                    bundle.manifest_version = newer.version;
-                    bundle.manifest = Some(env);
-                    verified = v;
-                }
-            }
+        if named.manifest_version == manifest.version {
+            let verified = verify_bundle_cached(&bundle, manifest, Some(&self.sig_cache))
+                .map_err(|e| ClientError::Invalid(e.to_string()))?;
+            return Ok((bundle, verified));
         }
+        // The federation moved on while the query was out (or this client's copy is behind):
+        // the home node names the manifest it used, which must be the one it trusts now, and
+        // must chain from the one this client trusts (`manifest` checks that).
+        let (env, newer) = self.manifest().await?;
+        if newer.version != named.manifest_version {
+            return Err(ClientError::Invalid(format!(
+                "the home node assembled under manifest version {}, but now trusts version {}; assemble the passport again",
+                named.manifest_version, newer.version
+            )));
+        }
+        bundle.manifest = env;
+        let verified = verify_bundle_cached(&bundle, &newer, Some(&self.sig_cache))
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
         Ok((bundle, verified))
     }
 }

@@ -633,7 +633,9 @@ impl Db {
     }
 
     /// Redacts entries `from..to` (content replaced by nothing, passport index removed, a
-    /// redaction marker kept); their leaf hashes stay so the tree still verifies. Flushes.
+    /// redaction marker kept); their leaf hashes stay so the tree still verifies. Redaction
+    /// entries themselves are kept whole: they are what accounts for the redacted ones.
+    /// Flushes.
     pub fn redact_audit_entries(
         &self,
         from: u64,
@@ -653,6 +655,12 @@ impl Db {
                 return true;
             }
             if let Ok(entry) = throughgate_protocol::audit::AuditEntry::from_bytes(bytes) {
+                if matches!(
+                    entry.event,
+                    throughgate_protocol::audit::AuditEvent::Redaction { .. }
+                ) {
+                    return true;
+                }
                 if let Some(p) = entry.event.passport() {
                     b.delete(passport_key(p, index));
                 }

@@ -31,6 +31,7 @@
 //! | `aud/x/{index: u64 BE}` | the time entry `index`'s content was redacted by retention |
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
+//! | `rst/pending` | a restore's note (backup time, log sizes), until the first start logs it |
 //! | `imp/{import_id}` | an [`ImportJournal`]: an import checked in full and being stored in chunks |
 
 mod audit;

@@ -124,3 +124,24 @@ impl Db {
             .collect())
     }
 }
+
+impl Db {
+    /// The note a restore left for the first start to log, if any. A note that does not decode
+    /// is reported as a storage failure (it is never silently dropped).
+    pub fn restore_note(&self) -> Result<Option<crate::backup::RestoreNote>, StoreError> {
+        match self.store.get(crate::backup::RESTORED_KEY)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Backend(format!("the restore note does not decode: {e}"))),
+        }
+    }
+
+    /// Removes the restore note once the restore is logged, and flushes.
+    pub fn forget_restore_note(&self) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.delete(crate::backup::RESTORED_KEY.to_vec());
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+}

@@ -81,6 +81,7 @@ pub struct Ack {
     /// The result.
     pub outcome: AckOutcome,
     /// Why, when rejected.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub reason: Option<String>,
     /// When it was processed.
     pub at: Timestamp,

@@ -46,7 +46,7 @@ pub enum ClientOp {
         /// Whether to stream a status-only progress frame per holder as each answers (for a
         /// live display). Absent means false: the final answer carries everything, and a
         /// client that shows no progress saves a signature per holder on each side.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::cbor::null_as_default")]
         progress: bool,
     },
     /// Countersign, store and deliver a caseworker-signed consent.
@@ -58,6 +58,7 @@ pub enum ClientOp {
         /// When the consent supersedes another: a revocation of the old one, signed by the
         /// caseworker, which the node sends to the agencies the old consent named and the new
         /// one leaves out (so a narrowing takes effect everywhere).
+        #[serde(deserialize_with = "crate::cbor::required")]
         retire: Option<Envelope>,
     },
     /// Countersign, apply and deliver a caseworker-signed revocation.
@@ -151,16 +152,22 @@ pub enum ClientOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentFilter {
     /// Only this person's.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub passport_id: Option<PassportId>,
     /// Only those with this status now.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub status: Option<ConsentStatus>,
     /// Only those naming this holder.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub holder: Option<AgencyId>,
     /// Only those naming this grantee.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub grantee: Option<AgencyId>,
     /// Only those for this purpose.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub purpose: Option<Purpose>,
     /// Only those whose validity ends before this instant (e.g. to find consents due to expire).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub expires_before: Option<Timestamp>,
 }
 
@@ -168,23 +175,31 @@ pub struct ConsentFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditFilter {
     /// Entries about this passport.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub passport_id: Option<PassportId>,
     /// Entries naming this member of staff (caseworker, recorder, DPO).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub person: Option<PersonId>,
     /// Entries naming this agency (requester, recorder, peer).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub agency: Option<AgencyId>,
     /// Entries about this consent.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub consent_id: Option<ConsentId>,
     /// Entries of this type (`disclosed`, `refused`, `not_held`, `consent_recorded`...).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub event: Option<String>,
     /// Consent entries whose linkage at this holder was this (`not_held` lists recordings
     /// whose identifiers matched nobody here: the signature of probing).
     pub linkage: Option<AckOutcome>,
     /// At or after this instant.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub from: Option<Timestamp>,
     /// Before this instant.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub until: Option<Timestamp>,
     /// Most entries returned (default 1000).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub limit: Option<u32>,
 }
 
@@ -207,13 +222,30 @@ pub struct AuditVerification {
     /// Whether everything verified.
     pub ok: bool,
     /// The first bad entry, if one can be named.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub bad_entry: Option<u64>,
     /// The first bad checkpoint (its size), if any.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub bad_checkpoint: Option<u64>,
     /// What is wrong.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub detail: Option<String>,
     /// Milliseconds taken.
     pub elapsed_ms: u64,
+    /// Entries whose content retention redacted, each accounted for by a redaction entry
+    /// logged after it (0 unless the log verified).
+    pub redacted: u64,
+    /// Those entries as ranges, in order.
+    pub redacted_ranges: Vec<RedactedRange>,
+}
+
+/// A run of redacted entries, `from` to `to` (end exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactedRange {
+    /// The first entry redacted.
+    pub from: u64,
+    /// One past the last.
+    pub to: u64,
 }
 
 /// One agency's part of a subject-access report.
@@ -224,8 +256,10 @@ pub struct AuditSource {
     /// How asking went.
     pub status: HolderStatus,
     /// Its signed answer.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub answer: Option<Envelope>,
     /// Words on a failure.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub detail: Option<String>,
 }
 
@@ -237,6 +271,7 @@ pub struct Cosignature {
     /// The size of the checkpoint it cosigned.
     pub size: u64,
     /// When it cosigned (from the cosignature).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub at: Option<Timestamp>,
 }
 
@@ -253,6 +288,7 @@ pub struct Witnessed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointStatus {
     /// The newest checkpoint (signed-note text).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub latest: Option<String>,
     /// Its size.
     pub size: u64,
@@ -318,8 +354,10 @@ pub struct HolderResult {
     /// How it went.
     pub status: HolderStatus,
     /// The signed response, when answered.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub response: Option<Envelope>,
     /// Words on a failure (never personal data).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub detail: Option<String>,
     /// Milliseconds from fan-out to answer.
     pub elapsed_ms: u32,
@@ -362,8 +400,10 @@ pub struct ConsentDelivery {
     /// Attempts so far.
     pub attempts: u32,
     /// The recipient's signed acknowledgement, once delivered.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub ack: Option<Envelope>,
     /// The last failure, while pending.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub last_error: Option<String>,
 }
 
@@ -470,12 +510,15 @@ pub enum ClientResponse {
     /// One holder's status, streamed as it arrives during an assembly when progress was asked
     /// for. Status only: `response` is always absent (the `assembled` frame carries it).
     Progress(HolderResult),
-    /// The end of an assembly: the countersigned query and every holder's result.
+    /// The end of an assembly: the countersigned query, every holder's result, and the node's
+    /// signed statement of the assembly.
     Assembled {
         /// The query as sent to holders (caseworker and node signatures).
         query: Envelope,
         /// Every holder's result, in request order.
         results: Vec<HolderResult>,
+        /// The signed [`crate::assembly::AssemblyStatement`] (kind `assembly`).
+        statement: Envelope,
     },
     /// A consent was countersigned, stored and queued for delivery.
     ConsentRecorded {

@@ -15,7 +15,7 @@ pub use client::{
     AuditFilter, AuditSource, AuditVerification, CheckpointStatus, ClientOp, ClientRequest,
     ClientResponse, ConsentDelivery, ConsentFilter, ConsentSummary, Cosignature, DeliveryState,
     HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError,
-    IndexedEntry, NodeStatus, StaffSummary, Witnessed,
+    IndexedEntry, NodeStatus, RedactedRange, StaffSummary, Witnessed,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use manifest_sync::ManifestSync;

@@ -25,6 +25,7 @@ pub struct Query {
     /// The person's passport id.
     pub passport_id: PassportId,
     /// The consent the query relies on; `None` when the requester holds none (holders refuse).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub consent_id: Option<ConsentId>,
     /// Why the data is wanted.
     pub purpose: Purpose,

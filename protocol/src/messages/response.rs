@@ -160,10 +160,13 @@ pub struct Response {
     /// The decision.
     pub outcome: Outcome,
     /// Why, when refused.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub reason: Option<RefusalReason>,
     /// Extra words on a refusal (never personal data).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub detail: Option<String>,
     /// The consent the decision was made under, when one was found.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub consent_id: Option<ConsentId>,
     /// The released records (empty unless disclosed).
     pub records: Vec<DisclosedRecord>,

@@ -40,10 +40,13 @@ pub struct WitnessResponse {
     /// The outcome.
     pub outcome: WitnessOutcome,
     /// The cosignature line (C2SP cosignature/v1), when cosigned.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub cosignature: Option<String>,
     /// The size the witness holds for this log, on a conflict.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub known_size: Option<u64>,
     /// Why, when refused.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub detail: Option<String>,
 }
 
