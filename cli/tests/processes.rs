@@ -946,12 +946,23 @@ fn nhs_spools(fed: &Federation) -> usize {
 /// (after byte `from`) shows `marker` or the import's spool file appears (`marker` None), then
 /// kills the node with SIGKILL. Returns whether the marker was seen before the import ended.
 fn kill_9_during_import(fed: &mut Federation, file: &Path, marker: Option<&str>) -> bool {
+    kill_9_during_import_with(fed, file, marker, &[])
+}
+
+/// [`kill_9_during_import`] with more arguments for `tg records import` (`--sync`...).
+fn kill_9_during_import_with(
+    fed: &mut Federation,
+    file: &Path,
+    marker: Option<&str>,
+    extra: &[&str],
+) -> bool {
     let from = std::fs::metadata(fed.node(NHS).log_path())
         .map(|m| m.len() as usize)
         .unwrap_or(0);
     let mut import = tg()
         .args(["records", "import", "--json", "--profile"])
         .arg(fed.node(NHS).operator())
+        .args(extra)
         .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1036,6 +1047,62 @@ fn kill_9_during_an_import_stores_every_row_or_none() {
             "every row stored"
         }
     );
+}
+
+/// kill -9 during a sync (`tg records import --sync`) that stores some records and deletes
+/// others: the node ends holding either what it held before or exactly what the dry run said,
+/// never a part of the sync.
+#[test]
+fn kill_9_during_a_sync_applies_all_of_it_or_none() {
+    let mut fed = Federation::start(&[]);
+    let (file, rows) = prefixed_records(&fed, "3000", "big-");
+    let profile = fed.node(NHS).operator();
+    tg_ok(["records", "import", "--profile", &s(&profile), &s(&file)]);
+    let before = nhs_records(&fed);
+
+    // The snapshot: every tenth of those rows is gone (and so is every record of those kinds
+    // the node held that the file lacks).
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut snapshot = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 || i % 10 != 0 {
+            snapshot.push_str(line);
+            snapshot.push('\n');
+        }
+    }
+    let snap = fed.root().join("snapshot.csv");
+    std::fs::write(&snap, snapshot).unwrap();
+    let sync = ["--sync", "--allow-mass-delete"];
+    let mut dry = vec!["records", "import", "--json", "--dry-run", "--profile"];
+    let profile_s = s(&profile);
+    let snap_s = s(&snap);
+    dry.push(&profile_s);
+    dry.extend(sync);
+    dry.push(&snap_s);
+    let plan = tg_ok(dry).json()["sync"].clone();
+    let deleted = plan["deleted"].as_u64().unwrap();
+    assert!(deleted >= rows / 10, "{plan}");
+    assert_eq!(plan["added"].as_u64().unwrap(), 0, "{plan}");
+    let want = before - deleted;
+
+    let seen = kill_9_during_import_with(
+        &mut fed,
+        &snap,
+        Some("records import checked; storing"),
+        &sync,
+    );
+    assert!(
+        seen,
+        "the sync never began storing; stderr:\n{}",
+        fed.node(NHS).log_tail()
+    );
+    let after = restart_and_settle(&mut fed);
+    assert_eq!(after, want, "a part of the sync was applied");
+
+    // Killed while the upload is received or checked: nothing changes. Syncing the same
+    // snapshot again changes nothing either way.
+    kill_9_during_import_with(&mut fed, &snap, None, &sync);
+    assert_eq!(restart_and_settle(&mut fed), want);
 }
 
 /// `tg node backup` from a running node, then `tg node restore` into the stopped node: another
