@@ -247,12 +247,12 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                 subject
             };
             if subject.is_empty() {
-                return Err(anyhow!("the subject is empty; give the person's identifier"));
+                return Err(anyhow!(
+                    "the subject is empty; give the person's identifier"
+                ));
             }
             let record = record
-                .map(|r| {
-                    RecordId::new(r).map_err(|e| anyhow!("--record is not a record id: {e}"))
-                })
+                .map(|r| RecordId::new(r).map_err(|e| anyhow!("--record is not a record id: {e}")))
                 .transpose()?;
             let client = g.client().await?;
             let report = client

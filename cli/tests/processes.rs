@@ -804,7 +804,11 @@ fn three_agencies_as_separate_processes() {
         &pp,
     ])
     .json();
-    assert_eq!(w["revoked"][0]["consent_id"], person.consent.as_str(), "{w}");
+    assert_eq!(
+        w["revoked"][0]["consent_id"],
+        person.consent.as_str(),
+        "{w}"
+    );
     let mut withdrawn = false;
     for _ in 0..200 {
         let list = tg_ok([
@@ -1103,6 +1107,93 @@ fn kill_9_during_a_sync_applies_all_of_it_or_none() {
     // snapshot again changes nothing either way.
     kill_9_during_import_with(&mut fed, &snap, None, &sync);
     assert_eq!(restart_and_settle(&mut fed), want);
+}
+
+/// From the command line: a sync the guard refuses exits 3 with and without `--json` and
+/// says how to go ahead; `tg records delete --subject -` reads the identifier from standard
+/// input (keeping it out of the shell history and the process list) and deletes that person's
+/// records of one kind.
+#[test]
+fn a_refused_sync_and_records_delete_from_the_command_line() {
+    let fed = Federation::start(&[]);
+    let (file, _) = prefixed_records(&fed, "20", "cli-");
+    let profile = s(&fed.node(NHS).operator());
+    tg_ok(["records", "import", "--profile", &profile, &s(&file)]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("record_id,subject,category,kind,"),
+        "{header}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let (subject, kind) = (row[1].to_owned(), row[3].to_owned());
+
+    let empty = fed.root().join("empty.csv");
+    std::fs::write(&empty, format!("{header}\n")).unwrap();
+    let before = nhs_records(&fed);
+    let args = |json: bool| {
+        let mut a = vec![
+            "records",
+            "import",
+            "--sync",
+            "--kinds",
+            &kind,
+            "--profile",
+            &profile,
+        ];
+        if json {
+            a.push("--json");
+        }
+        a.push(empty.to_str().unwrap());
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let human = tg_run(args(false));
+    human.expect_code(3);
+    assert!(
+        human.stdout.contains("--allow-mass-delete"),
+        "{}",
+        human.stdout
+    );
+    let json = tg_run(args(true));
+    json.expect_code(3);
+    assert_eq!(json.json()["sync"]["mass_delete_refused"], true);
+    assert_eq!(nhs_records(&fed), before);
+
+    let mut child = tg()
+        .args([
+            "records",
+            "delete",
+            "--json",
+            "--subject",
+            "-",
+            "--kind",
+            &kind,
+        ])
+        .args(["--profile", &profile])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{subject}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let deleted = report["deleted"].as_u64().unwrap();
+    assert!(deleted >= 1, "{report}");
+    assert_eq!(report["kinds"][0]["kind"], kind.as_str());
+    assert_eq!(nhs_records(&fed), before - deleted);
 }
 
 /// `tg node backup` from a running node, then `tg node restore` into the stopped node: another

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::messages::{
-    ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError, SyncReport,
-    SyncRequest,
+    ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError, SyncReport, SyncRequest,
 };
 use throughgate_protocol::record::{valid_name, Record};
 use tokio::io::AsyncWriteExt;

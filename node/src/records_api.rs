@@ -63,9 +63,7 @@ pub async fn delete(
     if going.len() > MAX_DELETE {
         return Err((
             ErrorCode::TooLarge,
-            format!(
-                "more than {MAX_DELETE} records match; delete them a kind at a time (--kind)"
-            ),
+            format!("more than {MAX_DELETE} records match; delete them a kind at a time (--kind)"),
         ));
     }
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();

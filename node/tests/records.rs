@@ -198,7 +198,11 @@ async fn a_sync_stores_new_and_changed_records_deletes_absent_ones_and_logs_coun
     );
     assert!(logged[0].contains(&digest), "{}", logged[0]);
     for r in &records {
-        assert!(!logged[0].contains(&r.subject), "a subject in {}", logged[0]);
+        assert!(
+            !logged[0].contains(&r.subject),
+            "a subject in {}",
+            logged[0]
+        );
     }
     op.close().await;
 
@@ -237,14 +241,22 @@ async fn a_sync_that_deletes_too_much_is_refused_unless_allowed_and_kinds_bound_
         .unwrap();
     let s = report.sync.unwrap();
     assert!(s.mass_delete_refused);
-    assert_eq!((s.deleted, s.held, s.max_delete_percent), (held - keep, held, 10));
+    assert_eq!(
+        (s.deleted, s.held, s.max_delete_percent),
+        (held - keep, held, 10)
+    );
     assert_eq!(report.stored, 0);
     assert_eq!(record_count(&op).await, base + held);
     assert!(admin_entries(&fed, "records_sync").await.is_empty());
 
     // A file holding a kind the sync does not name is refused outright.
     let err = op
-        .sync(ImportFormat::Csv, false, &truncated, sync_of(&["other_kind"], true))
+        .sync(
+            ImportFormat::Csv,
+            false,
+            &truncated,
+            sync_of(&["other_kind"], true),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -253,10 +265,18 @@ async fn a_sync_that_deletes_too_much_is_refused_unless_allowed_and_kinds_bound_
     );
     // A kind that is not a kind name is refused.
     let err = op
-        .sync(ImportFormat::Csv, true, &truncated, sync_of(&["Not A Kind"], true))
+        .sync(
+            ImportFormat::Csv,
+            true,
+            &truncated,
+            sync_of(&["Not A Kind"], true),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::BadRequest), "{err:?}");
+    assert!(
+        matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::BadRequest),
+        "{err:?}"
+    );
     assert_eq!(record_count(&op).await, base + held);
 
     // A header-only file naming the kind empties it, but only when mass deletion is allowed.
@@ -330,9 +350,15 @@ async fn a_sync_interrupted_while_storing_or_deleting_is_finished_at_the_next_st
         {
             let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.join("data")).unwrap());
             let db = Db::new(store);
-            let SyncPlan::Plan(plan) =
-                plan_sync(&db, &spool, ImportFormat::Csv, IdScheme::NhsNumber, &[], 100).unwrap()
-            else {
+            let SyncPlan::Plan(plan) = plan_sync(
+                &db,
+                &spool,
+                ImportFormat::Csv,
+                IdScheme::NhsNumber,
+                &[],
+                100,
+            )
+            .unwrap() else {
                 panic!("the file holds one kind")
             };
             assert!(plan.deleted > APPLY_CHUNK as u64 / 4, "{plan:?}");
@@ -423,17 +449,29 @@ async fn erased_records_are_no_longer_disclosed_and_the_log_keeps_counts_only() 
     // Only operators may delete.
     let cw = fed.client(NHS, StaffRole::Caseworker).await.unwrap();
     let err = cw.delete_records(&subject, None, None).await.unwrap_err();
-    assert!(matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::Forbidden), "{err:?}");
+    assert!(
+        matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::Forbidden),
+        "{err:?}"
+    );
     cw.close().await;
 
     let op = fed.client(NHS, StaffRole::Operator).await.unwrap();
     let count = record_count(&op).await;
     // An identifier that is not one under the node's scheme is refused.
-    let err = op.delete_records("not-an-nhs-number", None, None).await.unwrap_err();
-    assert!(matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::BadRequest), "{err:?}");
+    let err = op
+        .delete_records("not-an-nhs-number", None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Refused(b) if b.code == ErrorCode::BadRequest),
+        "{err:?}"
+    );
 
     // Rectification: one kind goes.
-    let report = op.delete_records(&subject, Some(&first), None).await.unwrap();
+    let report = op
+        .delete_records(&subject, Some(&first), None)
+        .await
+        .unwrap();
     assert!(report.deleted >= before.iter().filter(|r| r.kind == first).count() as u64);
     assert_eq!(report.kinds.len(), 1);
     assert_eq!(report.kinds[0].kind, first);

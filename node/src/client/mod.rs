@@ -25,8 +25,8 @@ use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, QueryId};
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
-    ClientOp, ClientRequest, ClientResponse, ErrorBody, ErrorCode, HolderRequest, HolderResult,
-    DeletionReport, ImportFormat, ImportReport, Query, SyncRequest,
+    ClientOp, ClientRequest, ClientResponse, DeletionReport, ErrorBody, ErrorCode, HolderRequest,
+    HolderResult, ImportFormat, ImportReport, Query, SyncRequest,
 };
 
 use crate::clock::Clock;

@@ -48,7 +48,9 @@ impl Db {
         }
         for (subject, going) in per_subject {
             let prefix = key(&["rec/", subject, "\0"]);
-            let left = self.store.scan(&prefix, None, going.len().saturating_add(1))?;
+            let left = self
+                .store
+                .scan(&prefix, None, going.len().saturating_add(1))?;
             if left.iter().all(|(k, _)| going.contains(k)) {
                 b.delete(key(&["sub/", subject]));
             }
