@@ -181,6 +181,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
         } => {
             let fmt = resolve_format(format.as_deref(), &file)?;
             std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            let syncing = sync;
             let sync = sync.then_some(SyncRequest {
                 kinds,
                 allow_mass_delete,
@@ -188,6 +189,14 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             let client = g.client().await?;
             let report = client.import_file(fmt, dry_run, &file, sync).await?;
             client.close().await;
+            if syncing && report.errors.is_empty() && report.sync.is_none() {
+                return Err(anyhow!(
+                    "the home node answered as for a plain import: it does not know syncs (upgrade \
+                     it); {} records were {}, and nothing was deleted",
+                    report.stored,
+                    if report.dry_run { "checked" } else { "stored" }
+                ));
+            }
             if let (true, Some(s)) = (report.errors.is_empty(), &report.sync) {
                 if g.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);

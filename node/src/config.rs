@@ -420,5 +420,16 @@ id_scheme = "noms_number"
         );
         c.storage.commit_delay_ms = 0;
         assert!(c.check().is_ok());
+        let c = NodeConfig::parse(&format!(
+            "{GOOD}\n[records]\nmax_sync_delete_percent = 101\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.max_sync_delete_percent must be between 0 and 100"
+        );
+        let err = NodeConfig::parse(&format!("{GOOD}\n[records]\nmax_sync_delete_share = 0.1\n"))
+            .unwrap_err();
+        assert!(err.contains("max_sync_delete_share"), "{err}");
     }
 }

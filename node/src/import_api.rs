@@ -13,6 +13,16 @@
 //! crashes in between finishes the import when it next starts ([`resume`]): the file was checked
 //! in full before the first chunk, so it can always be finished. Readers (queries, exports) may
 //! see an import's records appear progressively while it is stored.
+//!
+//! A sync (the request's `sync`) is an import whose file is the complete current snapshot of
+//! some record kinds. After the check, [`plan_sync`] counts what it adds, changes, leaves and
+//! deletes against the records held; a plan that deletes more than the configured share is
+//! refused ([`over_guard`]) unless mass deletion is allowed. The plan goes into the journal:
+//! once every record of the file is stored, [`delete_absent`] deletes the records of the synced
+//! kinds that the file lacks, a page at a time (deleting again is harmless, so a restart simply
+//! runs it again), and only then is the sync logged (`records_sync`, with the plan's counts and
+//! the file's SHA-256) and its journal removed. Imports, syncs and deletions hold
+//! `NodeState::records_writer` from their check to their last write, so a plan is what happens.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -364,6 +374,32 @@ pub fn plan_sync(
 /// Whether a sync deletes more than its share of the records of its kinds.
 pub fn over_guard(plan: &SyncReport) -> bool {
     u128::from(plan.deleted) * 100 > u128::from(plan.held) * u128::from(plan.max_delete_percent)
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    fn plan(held: u64, deleted: u64, max_delete_percent: u32) -> SyncReport {
+        SyncReport {
+            held,
+            deleted,
+            max_delete_percent,
+            ..SyncReport::default()
+        }
+    }
+
+    #[test]
+    fn the_guard_allows_up_to_its_share_and_refuses_more() {
+        assert!(!over_guard(&plan(1000, 100, 10)));
+        assert!(over_guard(&plan(1000, 101, 10)));
+        assert!(!over_guard(&plan(0, 0, 10)));
+        assert!(!over_guard(&plan(5, 0, 0)));
+        assert!(over_guard(&plan(5, 1, 0)));
+        assert!(!over_guard(&plan(5, 5, 100)));
+        assert!(!over_guard(&plan(u64::MAX, u64::MAX, 100)));
+        assert!(over_guard(&plan(u64::MAX, u64::MAX, 99)));
+    }
 }
 
 /// For a sync whose records are all stored: deletes the records of its kinds that the spool

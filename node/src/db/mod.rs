@@ -31,7 +31,7 @@
 //! | `aud/x/{index: u64 BE}` | the time entry `index`'s content was redacted by retention |
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
-//! | `imp/{import_id}` | an [`ImportJournal`]: an import checked in full and being stored in chunks |
+//! | `imp/{import_id}` | an [`ImportJournal`]: an import (or sync) checked in full and being stored in chunks, then for a sync its absent records deleted |
 
 mod audit;
 mod consents;
