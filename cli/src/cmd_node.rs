@@ -208,6 +208,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         retention: throughgate_node::config::Retention::default(),
         storage: throughgate_node::config::Storage::default(),
         consent: throughgate_node::config::ConsentRules::default(),
+        records: throughgate_node::config::RecordsRules::default(),
         base_dir: dir.clone(),
     };
     std::fs::write(

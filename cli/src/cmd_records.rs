@@ -1,4 +1,5 @@
-//! `tg records`: import an agency's records file through the home node (all or nothing), and
+//! `tg records`: import an agency's records file through the home node (all or nothing), sync
+//! the node to a complete snapshot, delete a person's records (erasure and rectification), and
 //! generate synthetic records files for trying things out.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,8 @@ use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use throughgate_node::import::{export, format_from_name, format_from_path};
 use throughgate_node::synth::{generate_population, records_for, write_people_csv, SynthConfig};
-use throughgate_protocol::messages::ImportFormat;
+use throughgate_protocol::ids::RecordId;
+use throughgate_protocol::messages::{ImportFormat, SyncReport, SyncRequest};
 use throughgate_protocol::time::Date;
 
 use crate::render::table;
@@ -24,9 +26,37 @@ pub enum RecordsCmd {
         /// csv or jsonl (default: from the file's extension).
         #[arg(long)]
         format: Option<String>,
-        /// Check every row, store nothing.
+        /// Check every row, store nothing (with --sync: also report what the sync would change).
         #[arg(long)]
         dry_run: bool,
+        /// The file is the complete current snapshot of the record kinds it holds (or of
+        /// --kinds): new and changed records are stored, and records of those kinds that the
+        /// file lacks are deleted, all or nothing.
+        #[arg(long)]
+        sync: bool,
+        /// With --sync: the record kinds the snapshot covers, comma-separated (a kind named here
+        /// that the file lacks has every record deleted).
+        #[arg(long, value_delimiter = ',', requires = "sync")]
+        kinds: Vec<String>,
+        /// With --sync: go ahead even if the sync deletes more than the node's configured share
+        /// of the records of those kinds (`[records] max_sync_delete_percent`).
+        #[arg(long, requires = "sync")]
+        allow_mass_delete: bool,
+    },
+    /// Delete the records your home node holds about one person (operators): every record, one
+    /// kind, or one record. For erasure and rectification requests; the deletion is logged
+    /// with its counts per kind, never the identifier.
+    Delete {
+        /// The person's identifier under your agency's scheme, as in the records files; `-`
+        /// reads it from standard input (keeping it out of the shell history).
+        #[arg(long)]
+        subject: String,
+        /// Only records of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only the record with this id.
+        #[arg(long = "record")]
+        record: Option<String>,
     },
     /// Export every record your home node holds, in the format `tg records import` reads
     /// (operators).
@@ -109,6 +139,35 @@ fn resolve_format(format: Option<&str>, path: &Path) -> Result<ImportFormat> {
     }
 }
 
+/// Prints what a sync changed, would change, or was refused for.
+fn print_sync(s: &SyncReport, dry_run: bool) {
+    let mut t = table(&["added", "changed", "unchanged", "deleted", "held before"]);
+    t.add_row(vec![
+        s.added.to_string(),
+        s.changed.to_string(),
+        s.unchanged.to_string(),
+        s.deleted.to_string(),
+        s.held.to_string(),
+    ]);
+    println!("{t}");
+    let kinds = if s.kinds.is_empty() {
+        "no kinds".to_owned()
+    } else {
+        s.kinds.join(", ")
+    };
+    if s.mass_delete_refused {
+        println!(
+            "Sync refused, nothing was changed: it would delete {} of the {} records of {kinds}, more than the node's limit of {}%. \
+             If the file really is complete, run it again with --allow-mass-delete.",
+            s.deleted, s.held, s.max_delete_percent
+        );
+    } else if dry_run {
+        println!("Dry run of a sync of {kinds}: nothing was changed.");
+    } else {
+        println!("Synced {kinds}: the node now holds exactly the file's records of these kinds.");
+    }
+}
+
 /// Runs a records command.
 pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
     match cmd {
@@ -116,14 +175,45 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             file,
             format,
             dry_run,
+            sync,
+            kinds,
+            allow_mass_delete,
         } => {
             let fmt = resolve_format(format.as_deref(), &file)?;
             std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?;
+            let syncing = sync;
+            let sync = sync.then_some(SyncRequest {
+                kinds,
+                allow_mass_delete,
+            });
             let client = g.client().await?;
-            let report = client.import_file(fmt, dry_run, &file).await?;
+            let report = client.import_file(fmt, dry_run, &file, sync).await?;
             client.close().await;
+            if syncing && report.errors.is_empty() && report.sync.is_none() {
+                return Err(anyhow!(
+                    "the home node answered as for a plain import: it does not know syncs (upgrade \
+                     it); {} records were {}, and nothing was deleted",
+                    report.stored,
+                    if report.dry_run { "checked" } else { "stored" }
+                ));
+            }
+            if let (true, Some(s)) = (report.errors.is_empty(), &report.sync) {
+                if g.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print_sync(s, report.dry_run);
+                }
+                return Ok(if s.mass_delete_refused {
+                    crate::exit::REFUSED
+                } else {
+                    crate::exit::OK
+                });
+            }
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                if !report.errors.is_empty() {
+                    return Ok(crate::exit::FAILURE);
+                }
             } else if report.errors.is_empty() {
                 if dry_run {
                     println!(
@@ -148,6 +238,51 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                     if report.errors_truncated { " (more not listed)" } else { "" }
                 );
                 return Ok(crate::exit::FAILURE);
+            }
+            Ok(crate::exit::OK)
+        }
+        RecordsCmd::Delete {
+            subject,
+            kind,
+            record,
+        } => {
+            let subject = if subject == "-" {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the subject from standard input")?;
+                line.trim().to_owned()
+            } else {
+                subject
+            };
+            if subject.is_empty() {
+                return Err(anyhow!(
+                    "the subject is empty; give the person's identifier"
+                ));
+            }
+            let record = record
+                .map(|r| RecordId::new(r).map_err(|e| anyhow!("--record is not a record id: {e}")))
+                .transpose()?;
+            let client = g.client().await?;
+            let report = client
+                .delete_records(&subject, kind.as_deref(), record.as_ref())
+                .await?;
+            client.close().await;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.deleted == 0 {
+                println!("No record matched; nothing was deleted (the attempt is logged).");
+            } else {
+                let mut t = table(&["kind", "deleted"]);
+                for k in &report.kinds {
+                    t.add_row(vec![k.kind.clone(), k.count.to_string()]);
+                }
+                println!("{t}");
+                println!(
+                    "{} record{} deleted and the deletion logged (counts per kind only).",
+                    report.deleted,
+                    if report.deleted == 1 { "" } else { "s" }
+                );
             }
             Ok(crate::exit::OK)
         }

@@ -950,12 +950,23 @@ fn nhs_spools(fed: &Federation) -> usize {
 /// (after byte `from`) shows `marker` or the import's spool file appears (`marker` None), then
 /// kills the node with SIGKILL. Returns whether the marker was seen before the import ended.
 fn kill_9_during_import(fed: &mut Federation, file: &Path, marker: Option<&str>) -> bool {
+    kill_9_during_import_with(fed, file, marker, &[])
+}
+
+/// [`kill_9_during_import`] with more arguments for `tg records import` (`--sync`...).
+fn kill_9_during_import_with(
+    fed: &mut Federation,
+    file: &Path,
+    marker: Option<&str>,
+    extra: &[&str],
+) -> bool {
     let from = std::fs::metadata(fed.node(NHS).log_path())
         .map(|m| m.len() as usize)
         .unwrap_or(0);
     let mut import = tg()
         .args(["records", "import", "--json", "--profile"])
         .arg(fed.node(NHS).operator())
+        .args(extra)
         .arg(file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1040,6 +1051,149 @@ fn kill_9_during_an_import_stores_every_row_or_none() {
             "every row stored"
         }
     );
+}
+
+/// kill -9 during a sync (`tg records import --sync`) that stores some records and deletes
+/// others: the node ends holding either what it held before or exactly what the dry run said,
+/// never a part of the sync.
+#[test]
+fn kill_9_during_a_sync_applies_all_of_it_or_none() {
+    let mut fed = Federation::start(&[]);
+    let (file, rows) = prefixed_records(&fed, "3000", "big-");
+    let profile = fed.node(NHS).operator();
+    tg_ok(["records", "import", "--profile", &s(&profile), &s(&file)]);
+    let before = nhs_records(&fed);
+
+    // The snapshot: every tenth of those rows is gone (and so is every record of those kinds
+    // the node held that the file lacks).
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut snapshot = String::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 || i % 10 != 0 {
+            snapshot.push_str(line);
+            snapshot.push('\n');
+        }
+    }
+    let snap = fed.root().join("snapshot.csv");
+    std::fs::write(&snap, snapshot).unwrap();
+    let sync = ["--sync", "--allow-mass-delete"];
+    let mut dry = vec!["records", "import", "--json", "--dry-run", "--profile"];
+    let profile_s = s(&profile);
+    let snap_s = s(&snap);
+    dry.push(&profile_s);
+    dry.extend(sync);
+    dry.push(&snap_s);
+    let plan = tg_ok(dry).json()["sync"].clone();
+    let deleted = plan["deleted"].as_u64().unwrap();
+    assert!(deleted >= rows / 10, "{plan}");
+    assert_eq!(plan["added"].as_u64().unwrap(), 0, "{plan}");
+    let want = before - deleted;
+
+    let seen = kill_9_during_import_with(
+        &mut fed,
+        &snap,
+        Some("records import checked; storing"),
+        &sync,
+    );
+    assert!(
+        seen,
+        "the sync never began storing; stderr:\n{}",
+        fed.node(NHS).log_tail()
+    );
+    let after = restart_and_settle(&mut fed);
+    assert_eq!(after, want, "a part of the sync was applied");
+
+    // Killed while the upload is received or checked: nothing changes. Syncing the same
+    // snapshot again changes nothing either way.
+    kill_9_during_import_with(&mut fed, &snap, None, &sync);
+    assert_eq!(restart_and_settle(&mut fed), want);
+}
+
+/// From the command line: a sync the guard refuses exits 3 with and without `--json` and
+/// says how to go ahead; `tg records delete --subject -` reads the identifier from standard
+/// input (keeping it out of the shell history and the process list) and deletes that person's
+/// records of one kind.
+#[test]
+fn a_refused_sync_and_records_delete_from_the_command_line() {
+    let fed = Federation::start(&[]);
+    let (file, _) = prefixed_records(&fed, "20", "cli-");
+    let profile = s(&fed.node(NHS).operator());
+    tg_ok(["records", "import", "--profile", &profile, &s(&file)]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.starts_with("record_id,subject,category,kind,"),
+        "{header}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let (subject, kind) = (row[1].to_owned(), row[3].to_owned());
+
+    let empty = fed.root().join("empty.csv");
+    std::fs::write(&empty, format!("{header}\n")).unwrap();
+    let before = nhs_records(&fed);
+    let args = |json: bool| {
+        let mut a = vec![
+            "records",
+            "import",
+            "--sync",
+            "--kinds",
+            &kind,
+            "--profile",
+            &profile,
+        ];
+        if json {
+            a.push("--json");
+        }
+        a.push(empty.to_str().unwrap());
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let human = tg_run(args(false));
+    human.expect_code(3);
+    assert!(
+        human.stdout.contains("--allow-mass-delete"),
+        "{}",
+        human.stdout
+    );
+    let json = tg_run(args(true));
+    json.expect_code(3);
+    assert_eq!(json.json()["sync"]["mass_delete_refused"], true);
+    assert_eq!(nhs_records(&fed), before);
+
+    let mut child = tg()
+        .args([
+            "records",
+            "delete",
+            "--json",
+            "--subject",
+            "-",
+            "--kind",
+            &kind,
+        ])
+        .args(["--profile", &profile])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{subject}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let deleted = report["deleted"].as_u64().unwrap();
+    assert!(deleted >= 1, "{report}");
+    assert_eq!(report["kinds"][0]["kind"], kind.as_str());
+    assert_eq!(nhs_records(&fed), before - deleted);
 }
 
 /// `tg node backup` from a running node, then `tg node restore` into the stopped node: another

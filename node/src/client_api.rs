@@ -160,11 +160,35 @@ pub async fn handle(
             dry_run,
             total_bytes,
             sha256,
+            sync,
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                crate::import_api::import(state, staff, format, dry_run, total_bytes, sha256, recv)
-                    .await
+                let request = crate::import_api::ImportRequest {
+                    format,
+                    dry_run,
+                    total_bytes,
+                    sha256,
+                    sync,
+                };
+                crate::import_api::import(state, staff, request, recv).await
+            }
+        },
+        ClientOp::DeleteRecords {
+            subject,
+            kind,
+            record_id,
+        } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => {
+                crate::records_api::delete(
+                    state,
+                    staff,
+                    &subject,
+                    kind.as_deref(),
+                    record_id.as_ref(),
+                )
+                .await
             }
         },
         ClientOp::AddStaff {

@@ -192,6 +192,24 @@ impl ConsentRules {
     }
 }
 
+/// Rules for changing the record store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordsRules {
+    /// The largest share of the records of the synced kinds, in percent, that a sync
+    /// (`tg records import --sync`) may delete without `--allow-mass-delete`: a truncated
+    /// export must not wipe a node.
+    pub max_sync_delete_percent: u32,
+}
+
+impl Default for RecordsRules {
+    fn default() -> RecordsRules {
+        RecordsRules {
+            max_sync_delete_percent: 10,
+        }
+    }
+}
+
 /// Refuses `value` outside `range`, naming the key and the range ("K must be between A and B").
 fn within<T: PartialOrd + std::fmt::Display>(
     key: &str,
@@ -246,6 +264,9 @@ pub struct NodeConfig {
     /// Consent validity and recording limits.
     #[serde(default)]
     pub consent: ConsentRules,
+    /// Rules for changing the record store.
+    #[serde(default)]
+    pub records: RecordsRules,
     /// The folder the file was read from (paths resolve against it). Not in the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -330,6 +351,11 @@ impl NodeConfig {
             "consent.max_validity_days",
             self.consent.max_validity_days,
             ConsentRules::MAX_VALIDITY_DAYS,
+        )?;
+        within(
+            "records.max_sync_delete_percent",
+            self.records.max_sync_delete_percent,
+            0..=100,
         )
     }
 
@@ -394,5 +420,16 @@ id_scheme = "noms_number"
         );
         c.storage.commit_delay_ms = 0;
         assert!(c.check().is_ok());
+        let c = NodeConfig::parse(&format!(
+            "{GOOD}\n[records]\nmax_sync_delete_percent = 101\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.max_sync_delete_percent must be between 0 and 100"
+        );
+        let err = NodeConfig::parse(&format!("{GOOD}\n[records]\nmax_sync_delete_share = 0.1\n"))
+            .unwrap_err();
+        assert!(err.contains("max_sync_delete_share"), "{err}");
     }
 }

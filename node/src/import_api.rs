@@ -13,17 +13,27 @@
 //! crashes in between finishes the import when it next starts ([`resume`]): the file was checked
 //! in full before the first chunk, so it can always be finished. Readers (queries, exports) may
 //! see an import's records appear progressively while it is stored.
+//!
+//! A sync (the request's `sync`) is an import whose file is the complete current snapshot of
+//! some record kinds. After the check, [`plan_sync`] counts what it adds, changes, leaves and
+//! deletes against the records held; a plan that deletes more than the configured share is
+//! refused ([`over_guard`]) unless mass deletion is allowed. The plan goes into the journal:
+//! once every record of the file is stored, [`delete_absent`] deletes the records of the synced
+//! kinds that the file lacks, a page at a time (deleting again is harmless, so a restart simply
+//! runs it again), and only then is the sync logged (`records_sync`, with the plan's counts and
+//! the file's SHA-256) and its journal removed. Imports, syncs and deletions hold
+//! `NodeState::records_writer` from their check to their last write, so a plan is what happens.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::messages::{
-    ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError,
+    ClientResponse, ErrorCode, ImportFormat, ImportReport, ImportRowError, SyncReport, SyncRequest,
 };
-use throughgate_protocol::record::Record;
+use throughgate_protocol::record::{valid_name, Record};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::NodeConfig;
@@ -251,17 +261,249 @@ pub fn apply(
     Ok(complete)
 }
 
+/// The most record kinds a sync may name.
+pub const MAX_SYNC_KINDS: usize = 256;
+
+/// 16 bytes of SHA-256 of a record's key (its subject and record id): enough to tell the
+/// records of a snapshot apart without keeping them.
+fn record_digest(subject: &str, record_id: &str) -> [u8; 16] {
+    digest16(&format!("{subject}\0{record_id}"))
+}
+
+/// The keys of every record in a checked spool file, as [`record_digest`]s.
+fn snapshot_keys(
+    spool: &Path,
+    format: ImportFormat,
+    scheme: IdScheme,
+) -> Result<HashSet<[u8; 16]>, ImportRunError> {
+    let reader = std::io::BufReader::with_capacity(256 * 1024, open_spool(spool)?);
+    let mut keys = HashSet::new();
+    import_each(reader, format, scheme, &limits(), 1, &mut |r| {
+        keys.insert(record_digest(&r.subject, r.record_id.as_str()));
+        true
+    })
+    .map_err(|errors| ImportRunError::Recheck {
+        file: file_name(spool),
+        problems: (errors.errors.len() as u64).saturating_add(errors.omitted),
+    })?;
+    Ok(keys)
+}
+
+/// What planning a sync found.
+#[derive(Debug)]
+pub enum SyncPlan {
+    /// What the sync changes (the guard is not applied here).
+    Plan(SyncReport),
+    /// The file holds records of kinds that were not named; they are listed.
+    UnnamedKinds(Vec<String>),
+}
+
+/// Plans a sync of a checked spool file against the records held now: which records are new,
+/// changed or unchanged, and how many records of the synced kinds (`named`, or else every kind
+/// the file holds) the file lacks.
+pub fn plan_sync(
+    db: &Db,
+    spool: &Path,
+    format: ImportFormat,
+    scheme: IdScheme,
+    named: &[String],
+    max_delete_percent: u32,
+) -> Result<SyncPlan, ImportRunError> {
+    let reader = std::io::BufReader::with_capacity(256 * 1024, open_spool(spool)?);
+    let mut in_file: BTreeSet<String> = BTreeSet::new();
+    let mut keys = HashSet::new();
+    let (mut added, mut changed, mut unchanged) = (0u64, 0u64, 0u64);
+    let mut failure: Option<StoreError> = None;
+    let checked = import_each(reader, format, scheme, &limits(), 1, &mut |r| {
+        keys.insert(record_digest(&r.subject, r.record_id.as_str()));
+        match db.record(&r.subject, r.record_id.as_str()) {
+            Ok(None) => added += 1,
+            Ok(Some(old)) if old == r => unchanged += 1,
+            Ok(Some(_)) => changed += 1,
+            Err(e) => {
+                failure = Some(e);
+                return false;
+            }
+        }
+        if !in_file.contains(&r.kind) {
+            in_file.insert(r.kind);
+        }
+        true
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if let Err(errors) = checked {
+        return Err(ImportRunError::Recheck {
+            file: file_name(spool),
+            problems: (errors.errors.len() as u64).saturating_add(errors.omitted),
+        });
+    }
+    let kinds: BTreeSet<String> = if named.is_empty() {
+        in_file
+    } else {
+        let named: BTreeSet<String> = named.iter().cloned().collect();
+        let stray: Vec<String> = in_file.difference(&named).cloned().collect();
+        if !stray.is_empty() {
+            return Ok(SyncPlan::UnnamedKinds(stray));
+        }
+        named
+    };
+    let (mut held, mut deleted) = (0u64, 0u64);
+    db.for_each_record_page(APPLY_CHUNK, |page| {
+        for r in page.iter().filter(|r| kinds.contains(&r.kind)) {
+            held += 1;
+            if !keys.contains(&record_digest(&r.subject, r.record_id.as_str())) {
+                deleted += 1;
+            }
+        }
+        Ok::<(), StoreError>(())
+    })?;
+    Ok(SyncPlan::Plan(SyncReport {
+        kinds: kinds.into_iter().collect(),
+        held,
+        added,
+        changed,
+        unchanged,
+        deleted,
+        max_delete_percent,
+        mass_delete_refused: false,
+    }))
+}
+
+/// Whether a sync deletes more than its share of the records of its kinds.
+pub fn over_guard(plan: &SyncReport) -> bool {
+    u128::from(plan.deleted) * 100 > u128::from(plan.held) * u128::from(plan.max_delete_percent)
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    fn plan(held: u64, deleted: u64, max_delete_percent: u32) -> SyncReport {
+        SyncReport {
+            held,
+            deleted,
+            max_delete_percent,
+            ..SyncReport::default()
+        }
+    }
+
+    #[test]
+    fn the_guard_allows_up_to_its_share_and_refuses_more() {
+        assert!(!over_guard(&plan(1000, 100, 10)));
+        assert!(over_guard(&plan(1000, 101, 10)));
+        assert!(!over_guard(&plan(0, 0, 10)));
+        assert!(!over_guard(&plan(5, 0, 0)));
+        assert!(over_guard(&plan(5, 1, 0)));
+        assert!(!over_guard(&plan(5, 5, 100)));
+        assert!(!over_guard(&plan(u64::MAX, u64::MAX, 100)));
+        assert!(over_guard(&plan(u64::MAX, u64::MAX, 99)));
+    }
+}
+
+/// For a sync whose records are all stored: deletes the records of its kinds that the spool
+/// file lacks, a page at a time (each page's deletions in one atomic batch; deleting again is
+/// harmless, so a crash part-way is finished by running it again), then flushes. A plain
+/// import has nothing to delete. Returns false if `hook` (called before each batch with the
+/// number deleted so far) stopped it early.
+pub fn delete_absent(
+    db: &Db,
+    spool: &Path,
+    journal: &ImportJournal,
+    hook: Option<&ApplyHook>,
+) -> Result<bool, ImportRunError> {
+    let Some(plan) = &journal.sync else {
+        return Ok(true);
+    };
+    let kinds: BTreeSet<&str> = plan.kinds.iter().map(String::as_str).collect();
+    let keys = snapshot_keys(spool, journal.format, journal.scheme)?;
+    let mut deleted = 0u64;
+    let mut stopped = false;
+    db.for_each_record_page(APPLY_CHUNK, |page| {
+        if stopped {
+            return Ok(());
+        }
+        let going: Vec<(String, String)> = page
+            .iter()
+            .filter(|r| {
+                kinds.contains(r.kind.as_str())
+                    && !keys.contains(&record_digest(&r.subject, r.record_id.as_str()))
+            })
+            .map(|r| (r.subject.clone(), r.record_id.as_str().to_owned()))
+            .collect();
+        if going.is_empty() {
+            return Ok(());
+        }
+        if let Some(h) = hook {
+            if !h(deleted) {
+                stopped = true;
+                return Ok(());
+            }
+        }
+        db.delete_records(&going)?;
+        deleted = deleted.saturating_add(going.len() as u64);
+        Ok::<(), StoreError>(())
+    })?;
+    db.flush()?;
+    Ok(!stopped)
+}
+
+/// The audit detail of a sync: counts, kinds and the file's digest, never a record.
+fn sync_detail(plan: &SyncReport, journal: &ImportJournal) -> String {
+    const LISTED: usize = 32;
+    let mut kinds = plan
+        .kinds
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
+    if plan.kinds.len() > LISTED {
+        kinds.push_str(&format!(" and {} more", plan.kinds.len() - LISTED));
+    }
+    format!(
+        "{} added, {} changed, {} unchanged, {} deleted of {} held; kinds {}; {} records for {} subjects; file sha256 {} (import {})",
+        plan.added,
+        plan.changed,
+        plan.unchanged,
+        plan.deleted,
+        plan.held,
+        if kinds.is_empty() { "none".to_owned() } else { kinds },
+        journal.rows,
+        journal.subjects,
+        hex::encode(journal.sha256),
+        journal.import_id
+    )
+}
+
+/// Stores a checked import (and for a sync, deletes what the file lacks) from its journal.
+/// Returns false if a hook stopped it early.
+pub fn apply_all(
+    db: &Db,
+    spool: &Path,
+    journal: &mut ImportJournal,
+    verify: bool,
+    hook: Option<&ApplyHook>,
+    delete_hook: Option<&ApplyHook>,
+) -> Result<bool, ImportRunError> {
+    Ok(apply(db, spool, journal, verify, hook)? && delete_absent(db, spool, journal, delete_hook)?)
+}
+
 /// Logs a stored import, removes its journal and deletes its spool file.
 async fn finish(state: &NodeState, journal: &ImportJournal) -> Result<(), ImportRunError> {
-    state
-        .log_admin(
-            journal.person_id.as_ref(),
+    let (action, detail) = match &journal.sync {
+        Some(plan) => ("records_sync", sync_detail(plan, journal)),
+        None => (
             "records_import",
             format!(
                 "{} records for {} subjects (import {})",
                 journal.rows, journal.subjects, journal.import_id
             ),
-        )
+        ),
+    };
+    state
+        .log_admin(journal.person_id.as_ref(), action, detail)
         .await
         .map_err(|e| ImportRunError::Task(format!("the import could not be logged: {e}")))?;
     state.db.delete_import_journal(&journal.import_id)?;
@@ -282,10 +524,11 @@ async fn store_and_log(
     state: Arc<NodeState>,
     spool: PathBuf,
     mut journal: ImportJournal,
+    _writer: tokio::sync::OwnedMutexGuard<()>,
 ) -> Result<ImportJournal, Stage> {
     let db = state.db.clone();
     let journal = tokio::task::spawn_blocking(move || {
-        apply(&db, &spool, &mut journal, false, None).map(|_| journal)
+        apply_all(&db, &spool, &mut journal, false, None, None).map(|_| journal)
     })
     .await
     .map_err(|e| Stage::Store(ImportRunError::Task(e.to_string())))?
@@ -294,21 +537,64 @@ async fn store_and_log(
     Ok(journal)
 }
 
-/// Receives and imports (or dry-runs) a records file.
+/// What an import request asks for.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The file's format.
+    pub format: ImportFormat,
+    /// Check (and for a sync, plan) only; store nothing.
+    pub dry_run: bool,
+    /// The upload's size.
+    pub total_bytes: u64,
+    /// The upload's SHA-256.
+    pub sha256: [u8; 32],
+    /// Whether the file is a snapshot to sync to.
+    pub sync: Option<SyncRequest>,
+}
+
+/// Refuses a sync request whose kinds are not record kind names.
+fn check_sync_request(sync: &SyncRequest) -> Result<(), (ErrorCode, String)> {
+    if sync.kinds.len() > MAX_SYNC_KINDS {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("a sync may name at most {MAX_SYNC_KINDS} record kinds"),
+        ));
+    }
+    if let Some(position) = sync.kinds.iter().position(|k| !valid_name(k)) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "record kind {} of the sync is not a kind name (lowercase letters, digits and underscores)",
+                position + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Receives and imports (or dry-runs) a records file; for a sync, also deletes the records of
+/// the synced kinds that the file lacks.
 pub async fn import(
     state: &Arc<NodeState>,
     staff: &StoredStaff,
-    format: ImportFormat,
-    dry_run: bool,
-    total_bytes: u64,
-    sha256: [u8; 32],
+    request: ImportRequest,
     recv: &mut quinn::RecvStream,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
+    let ImportRequest {
+        format,
+        dry_run,
+        total_bytes,
+        sha256,
+        sync,
+    } = request;
     if total_bytes > MAX_IMPORT_BYTES {
         return Err((
             ErrorCode::TooLarge,
             format!("imports are limited to {MAX_IMPORT_BYTES} bytes; split the file"),
         ));
+    }
+    if let Some(sync) = &sync {
+        check_sync_request(sync)?;
     }
     let internal = |e: ImportRunError| {
         tracing::error!(error = %e, "import failed");
@@ -331,6 +617,9 @@ pub async fn import(
             Received::Failed(e) => internal(e),
         })?;
 
+    // Held until the import is stored (or refused): a sync's plan must still hold when it is
+    // applied.
+    let writer = state.records_writer.clone().lock_owned().await;
     let scheme = state.config.id_scheme;
     let check_path = path.clone();
     let checked = tokio::task::spawn_blocking(move || check_spool(&check_path, format, scheme))
@@ -351,14 +640,58 @@ pub async fn import(
                     .take(MAX_REPORTED_ERRORS)
                     .map(|(line, reason)| ImportRowError { line, reason })
                     .collect(),
+                sync: None,
             };
             tracing::info!(person = %staff.body.person_id, rows = report.rows, bad_rows = report.errors.len(), dry_run, "records import rejected");
             return Ok(ClientResponse::Imported(report));
         }
         Checked::Good { rows, subjects } => (rows, subjects),
     };
-    if dry_run || rows == 0 {
-        tracing::info!(person = %staff.body.person_id, rows, dry_run, "records import checked");
+    let plan = match sync {
+        None => None,
+        Some(request) => {
+            let db = state.db.clone();
+            let plan_path = path.clone();
+            let max = state.config.records.max_sync_delete_percent;
+            let planned = tokio::task::spawn_blocking(move || {
+                plan_sync(&db, &plan_path, format, scheme, &request.kinds, max)
+                    .map(|p| (p, request.allow_mass_delete))
+            })
+            .await
+            .map_err(|e| internal(ImportRunError::Task(e.to_string())))?
+            .map_err(internal)?;
+            match planned {
+                (SyncPlan::UnnamedKinds(stray), _) => {
+                    return Err((
+                        ErrorCode::BadRequest,
+                        format!(
+                            "the file holds records of kinds the sync does not name ({}); name them too, or leave the kinds out to sync every kind the file holds; nothing was stored",
+                            stray.join(", ")
+                        ),
+                    ))
+                }
+                (SyncPlan::Plan(mut plan), allow) => {
+                    if over_guard(&plan) && !allow {
+                        plan.mass_delete_refused = true;
+                        tracing::warn!(person = %staff.body.person_id, deleted = plan.deleted, held = plan.held, max_percent = plan.max_delete_percent, "records sync refused: it would delete more than the allowed share");
+                        return Ok(ClientResponse::Imported(ImportReport {
+                            rows,
+                            stored: 0,
+                            subjects,
+                            dry_run,
+                            errors: Vec::new(),
+                            errors_truncated: false,
+                            sync: Some(plan),
+                        }));
+                    }
+                    Some(plan)
+                }
+            }
+        }
+    };
+    let nothing_to_delete = plan.as_ref().is_none_or(|p| p.deleted == 0);
+    if dry_run || (rows == 0 && nothing_to_delete) {
+        tracing::info!(person = %staff.body.person_id, rows, dry_run, sync = plan.is_some(), "records import checked");
         return Ok(ClientResponse::Imported(ImportReport {
             rows,
             stored: 0,
@@ -366,6 +699,7 @@ pub async fn import(
             dry_run,
             errors: Vec::new(),
             errors_truncated: false,
+            sync: plan,
         }));
     }
 
@@ -379,6 +713,7 @@ pub async fn import(
         subjects,
         applied: 0,
         person_id: Some(staff.body.person_id.clone()),
+        sync: plan.clone(),
     };
     state
         .db
@@ -388,7 +723,7 @@ pub async fn import(
     tracing::info!(person = %staff.body.person_id, import = %journal.import_id, rows, "records import checked; storing");
     // Stored and logged by a task of its own, so that it completes even if the operator's
     // connection drops meanwhile.
-    let task = tokio::spawn(store_and_log(state.clone(), path, journal));
+    let task = tokio::spawn(store_and_log(state.clone(), path, journal, writer));
     let journal = match task.await {
         Ok(Ok(journal)) => journal,
         Ok(Err(Stage::Store(e))) => {
@@ -422,6 +757,7 @@ pub async fn import(
         dry_run,
         errors: Vec::new(),
         errors_truncated: false,
+        sync: plan,
     }))
 }
 
@@ -528,6 +864,7 @@ pub fn clean_spools(config: &NodeConfig, db: &Db) -> Result<Vec<ImportJournal>, 
 /// At start: finishes every import a stop or crash interrupted while it was being stored, and
 /// logs each. Runs beside the node's other tasks (readers may see the records appear).
 pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
+    let _writer = state.records_writer.clone().lock_owned().await;
     for journal in journals {
         let id = journal.import_id.clone();
         tracing::warn!(import = %id, stored = journal.applied, rows = journal.rows, "finishing an import interrupted by a stop or crash");
@@ -535,7 +872,7 @@ pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
         let path = spool_path(&spool_dir(&state.config), &id);
         let mut j = journal;
         let applied = tokio::task::spawn_blocking(move || {
-            apply(&db, &path, &mut j, true, None).map(|done| (done, j))
+            apply_all(&db, &path, &mut j, true, None, None).map(|done| (done, j))
         })
         .await
         .map_err(|e| ImportRunError::Task(e.to_string()))
@@ -600,6 +937,7 @@ mod tests {
             subjects: 0,
             applied: 0,
             person_id: None,
+            sync: None,
         };
         db.put_import_journal(&journal).unwrap();
         // Stopped (as by a crash) after two chunks: those are stored, with the journal.

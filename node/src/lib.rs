@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod peers;
 pub mod policy;
 pub mod ratelimit;
+pub mod records_api;
 pub mod rotation;
 pub mod server;
 pub mod staff;

@@ -300,6 +300,7 @@ impl LocalFederation {
                 retention: opts.retention.clone(),
                 storage: opts.storage.clone(),
                 consent: opts.consent.clone(),
+                records: crate::config::RecordsRules::default(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();

@@ -109,6 +109,9 @@ pub struct NodeState {
     pub consent_limits: crate::ratelimit::ConsentLimits,
     /// Orders consent decisions against consent status changes (see `holder.rs`).
     pub consent_gate: std::sync::RwLock<()>,
+    /// Held by whatever changes the record store (imports, syncs, deletions) from its check
+    /// to its last write, so that a sync's plan still holds when it is applied.
+    pub records_writer: Arc<tokio::sync::Mutex<()>>,
     /// Signatures this node has already verified and sees again (caseworker credentials,
     /// holders' checkpoints); see `throughgate_protocol::sigcache`.
     pub sig_cache: throughgate_protocol::sigcache::SigCache,
@@ -294,6 +297,7 @@ impl Node {
             ),
             consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
             consent_gate: std::sync::RwLock::new(()),
+            records_writer: Arc::new(tokio::sync::Mutex::new(())),
             sig_cache: Default::default(),
             audit,
             witness_alarms: AtomicU64::new(0),

@@ -222,6 +222,7 @@ async fn an_interrupted_import_is_finished_at_the_next_start() {
             subjects: 1,
             applied: 0,
             person_id: None,
+            sync: None,
         };
         db.put_import_journal(&journal).unwrap();
         // "Crash" once the first chunk is stored.

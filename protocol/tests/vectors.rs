@@ -60,10 +60,11 @@ use throughgate_protocol::merkle::{consistency_proof, inclusion_proof, leaf_hash
 use throughgate_protocol::messages::{
     query_digest, Ack, AckOutcome, AckSubject, AuditAnswer, AuditFilter, AuditQuery, AuditSource,
     AuditVerification, CheckpointStatus, ClientOp, ClientRequest, ClientResponse, ConsentDelivery,
-    ConsentFilter, ConsentSummary, Cosignature, DeliveryState, ErrorBody, ErrorCode, HolderRequest,
-    HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError,
-    IndexedEntry, LoggedEntry, ManifestSync, NodeStatus, Outcome, Query, RefusalReason, Response,
-    StaffSummary, Withheld, WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed,
+    ConsentFilter, ConsentSummary, Cosignature, DeletionReport, DeliveryState, ErrorBody,
+    ErrorCode, HolderRequest, HolderResult, HolderStatus, HolderSubject, ImportFormat,
+    ImportReport, ImportRowError, IndexedEntry, KindCount, LoggedEntry, ManifestSync, NodeStatus,
+    Outcome, Query, RefusalReason, Response, StaffSummary, SyncReport, SyncRequest, Withheld,
+    WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed,
 };
 use throughgate_protocol::query_check::{check_query, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
@@ -2019,6 +2020,32 @@ fn gen_bodies(g: &mut Gen) {
                 dry_run: true,
                 total_bytes: 1234,
                 sha256: Sha256::digest(b"records").into(),
+                sync: None,
+            },
+        ),
+        (
+            "import-records-sync",
+            "Sync to a JSON Lines file of 5678 bytes as the complete snapshot of two record kinds, without allowing a mass deletion; the data follows as raw frames.",
+            "person-op-0001",
+            ClientOp::ImportRecords {
+                format: ImportFormat::Json,
+                dry_run: false,
+                total_bytes: 5678,
+                sha256: Sha256::digest(b"snapshot").into(),
+                sync: Some(SyncRequest {
+                    kinds: vec!["gp_registration".into(), "prescription".into()],
+                    allow_mass_delete: false,
+                }),
+            },
+        ),
+        (
+            "delete-records",
+            "Delete one kind of the records held about a person (rectification); record_id null: every record of that kind.",
+            "person-op-0001",
+            ClientOp::DeleteRecords {
+                subject: "9434765919".into(),
+                kind: Some("gp_registration".into()),
+                record_id: None,
             },
         ),
         (
@@ -2213,6 +2240,46 @@ fn gen_bodies(g: &mut Gen) {
                     reason: "column about: not a date in the form YYYY-MM-DD".into(),
                 }],
                 errors_truncated: false,
+                sync: None,
+            }),
+        ),
+        (
+            "imported-sync-refused",
+            "A sync refused by the mass-delete guard: it would delete 300 of the 1000 records of its kind, over the node's 10%; nothing was stored.",
+            ClientResponse::Imported(ImportReport {
+                rows: 700,
+                stored: 0,
+                subjects: 350,
+                dry_run: false,
+                errors: vec![],
+                errors_truncated: false,
+                sync: Some(SyncReport {
+                    kinds: vec!["gp_registration".into()],
+                    held: 1000,
+                    added: 0,
+                    changed: 12,
+                    unchanged: 688,
+                    deleted: 300,
+                    max_delete_percent: 10,
+                    mass_delete_refused: true,
+                }),
+            }),
+        ),
+        (
+            "records-deleted",
+            "Records deleted about one person, counted per kind.",
+            ClientResponse::RecordsDeleted(DeletionReport {
+                deleted: 3,
+                kinds: vec![
+                    KindCount {
+                        kind: "gp_registration".into(),
+                        count: 1,
+                    },
+                    KindCount {
+                        kind: "prescription".into(),
+                        count: 2,
+                    },
+                ],
             }),
         ),
         (

@@ -25,8 +25,8 @@ use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, QueryId};
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
-    ClientOp, ClientRequest, ClientResponse, ErrorBody, ErrorCode, HolderRequest, HolderResult,
-    ImportFormat, ImportReport, Query,
+    ClientOp, ClientRequest, ClientResponse, DeletionReport, ErrorBody, ErrorCode, HolderRequest,
+    HolderResult, ImportFormat, ImportReport, Query, SyncRequest,
 };
 
 use crate::clock::Clock;
@@ -447,17 +447,54 @@ impl HomeClient {
         data: &[u8],
     ) -> Result<ImportReport, ClientError> {
         let sha256: [u8; 32] = Sha256::digest(data).into();
-        self.import_stream(format, dry_run, data.len() as u64, sha256, data)
+        self.import_stream(format, dry_run, data.len() as u64, sha256, data, None)
             .await
     }
 
+    /// Uploads a records file held in memory as the complete current snapshot of some record
+    /// kinds (operator): records of those kinds that it lacks are deleted.
+    pub async fn sync(
+        &self,
+        format: ImportFormat,
+        dry_run: bool,
+        data: &[u8],
+        sync: SyncRequest,
+    ) -> Result<ImportReport, ClientError> {
+        let sha256: [u8; 32] = Sha256::digest(data).into();
+        self.import_stream(format, dry_run, data.len() as u64, sha256, data, Some(sync))
+            .await
+    }
+
+    /// Deletes the records held about one subject: all of them, those of one kind, or one
+    /// record (operator).
+    pub async fn delete_records(
+        &self,
+        subject: &str,
+        kind: Option<&str>,
+        record_id: Option<&throughgate_protocol::ids::RecordId>,
+    ) -> Result<DeletionReport, ClientError> {
+        match self
+            .call(ClientOp::DeleteRecords {
+                subject: subject.to_owned(),
+                kind: kind.map(str::to_owned),
+                record_id: record_id.cloned(),
+            })
+            .await?
+        {
+            ClientResponse::RecordsDeleted(r) => Ok(r),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Imports (or dry-runs) a records file from disk (operator), without reading it into
-    /// memory: one pass for its SHA-256, then the upload.
+    /// memory: one pass for its SHA-256, then the upload. With `sync`, the file is the complete
+    /// current snapshot of some record kinds.
     pub async fn import_file(
         &self,
         format: ImportFormat,
         dry_run: bool,
         path: &std::path::Path,
+        sync: Option<SyncRequest>,
     ) -> Result<ImportReport, ClientError> {
         let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", path.display()));
         let mut file = std::fs::File::open(path).map_err(io)?;
@@ -465,7 +502,7 @@ impl HomeClient {
         let total = std::io::copy(&mut file, &mut hasher).map_err(io)?;
         let sha256: [u8; 32] = hasher.finalize().into();
         let file = std::fs::File::open(path).map_err(io)?;
-        self.import_stream(format, dry_run, total, sha256, file)
+        self.import_stream(format, dry_run, total, sha256, file, sync)
             .await
     }
 
@@ -477,6 +514,7 @@ impl HomeClient {
         total_bytes: u64,
         sha256: [u8; 32],
         data: impl std::io::Read,
+        sync: Option<SyncRequest>,
     ) -> Result<ImportReport, ClientError> {
         use std::io::Read as _;
         let op = ClientOp::ImportRecords {
@@ -484,6 +522,7 @@ impl HomeClient {
             dry_run,
             total_bytes,
             sha256,
+            sync,
         };
         let (mut send, mut recv) = self
             .conn
@@ -668,6 +707,7 @@ pub(crate) fn unexpected(r: &ClientResponse) -> ClientError {
         ClientResponse::Consents(_) => "consents",
         ClientResponse::ConsentDetail { .. } => "consent_detail",
         ClientResponse::Imported(_) => "imported",
+        ClientResponse::RecordsDeleted(_) => "records_deleted",
         ClientResponse::Credential(_) => "credential",
         ClientResponse::Staff(_) => "staff",
         ClientResponse::Status(_) => "status",

@@ -1,10 +1,11 @@
 //! Journals of record imports being applied: one per import, from the moment its file has been
-//! checked in full until its last record is stored (`imp/{import_id}`).
+//! checked in full until its last record is stored, and for a sync until the records it lacks
+//! are deleted (`imp/{import_id}`).
 
 use serde::{Deserialize, Serialize};
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::ids::PersonId;
-use throughgate_protocol::messages::ImportFormat;
+use throughgate_protocol::messages::{ImportFormat, SyncReport};
 use throughgate_protocol::record::Record;
 
 use super::{decode, encode, key, Db};
@@ -30,6 +31,11 @@ pub struct ImportJournal {
     pub applied: u64,
     /// The operator who imported it.
     pub person_id: Option<PersonId>,
+    /// For a sync, what its check planned: once every record of the file is stored, the
+    /// records of these kinds that the file lacks are deleted, and then the sync is logged
+    /// with these counts.
+    #[serde(default)]
+    pub sync: Option<SyncReport>,
 }
 
 fn journal_key(import_id: &str) -> Vec<u8> {

@@ -32,7 +32,7 @@
 //! | `crv/{agency}/{public key hex}` | a staff credential that agency withdrew |
 //! | `own/{public key hex}` | empty: a key this node has signed with (current or rotated out) |
 //! | `rst/pending` | a restore's note (backup time, log sizes), until the first start logs it |
-//! | `imp/{import_id}` | an [`ImportJournal`]: an import checked in full and being stored in chunks |
+//! | `imp/{import_id}` | an [`ImportJournal`]: an import (or sync) checked in full and being stored in chunks, then for a sync its absent records deleted |
 
 mod audit;
 mod consents;

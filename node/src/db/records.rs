@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use throughgate_protocol::record::Record;
 
@@ -29,6 +29,33 @@ impl Db {
             b.put(key(&["sub/", s]), Vec::new());
         }
         b
+    }
+
+    /// The record of this local subject with this id, if held.
+    pub fn record(&self, subject: &str, record_id: &str) -> Result<Option<Record>, StoreError> {
+        self.get_decoded("record", &record_key(subject, record_id))
+    }
+
+    /// Deletes these records (subject, record id) in one atomic batch, and forgets each subject
+    /// left with no record (so that it is no longer known here). Not flushed.
+    pub fn delete_records(&self, records: &[(String, String)]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        let mut per_subject: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        for (subject, record_id) in records {
+            let k = record_key(subject, record_id);
+            b.delete(k.clone());
+            per_subject.entry(subject.as_str()).or_default().insert(k);
+        }
+        for (subject, going) in per_subject {
+            let prefix = key(&["rec/", subject, "\0"]);
+            let left = self
+                .store
+                .scan(&prefix, None, going.len().saturating_add(1))?;
+            if left.iter().all(|(k, _)| going.contains(k)) {
+                b.delete(key(&["sub/", subject]));
+            }
+        }
+        self.store.apply(b)
     }
 
     /// Whether any record of this local subject is held.

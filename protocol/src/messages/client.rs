@@ -5,7 +5,7 @@ use crate::consent::ConsentStatus;
 use crate::credential::StaffRole;
 use crate::envelope::{Envelope, Message, MessageKind};
 use crate::identifiers::{SubjectIdentifier, SALT_LEN};
-use crate::ids::{AgencyId, ConsentId, PassportId, PersonId};
+use crate::ids::{AgencyId, ConsentId, PassportId, PersonId, RecordId};
 use crate::keys::{fixed_bytes, PublicKey};
 use crate::time::Timestamp;
 use crate::{
@@ -84,6 +84,19 @@ pub enum ClientOp {
         /// SHA-256 of those bytes.
         #[serde(with = "fixed_bytes")]
         sha256: [u8; 32],
+        /// Treat the file as the complete current snapshot of some record kinds: records of
+        /// those kinds that it lacks are deleted. Absent: an ordinary import, which only adds
+        /// and replaces.
+        sync: Option<SyncRequest>,
+    },
+    /// Delete records held about one subject (erasure or rectification), atomically (operator).
+    DeleteRecords {
+        /// The subject's identifier under this node's scheme, as in the records files.
+        subject: String,
+        /// Only records of this kind.
+        kind: Option<String>,
+        /// Only the record with this id.
+        record_id: Option<RecordId>,
     },
     /// Issue a credential to a member of staff.
     AddStaff {
@@ -437,6 +450,56 @@ pub struct ConsentSummary {
     pub revoked_by: Option<PersonId>,
 }
 
+/// How an import is a sync: the file is the complete current snapshot of these record kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The kinds the snapshot covers; empty: every kind the file contains.
+    pub kinds: Vec<String>,
+    /// Go ahead even if the sync deletes more than the node's configured share of the records
+    /// of those kinds.
+    pub allow_mass_delete: bool,
+}
+
+/// What a sync changes (or, on a dry run or a refusal, would change).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The kinds the snapshot covers, sorted.
+    pub kinds: Vec<String>,
+    /// Records of those kinds held before the sync.
+    pub held: u64,
+    /// Records in the file not held before.
+    pub added: u64,
+    /// Records in the file held before with other content.
+    pub changed: u64,
+    /// Records in the file held before with the same content.
+    pub unchanged: u64,
+    /// Records of those kinds held before and absent from the file.
+    pub deleted: u64,
+    /// The node's limit on `deleted` as a percentage of `held`.
+    pub max_delete_percent: u32,
+    /// The sync was refused, and nothing stored, because it would delete more than that share
+    /// and mass deletion was not allowed.
+    pub mass_delete_refused: bool,
+}
+
+/// Records deleted by a `DeleteRecords` request, counted per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionReport {
+    /// Records deleted.
+    pub deleted: u64,
+    /// How many of each kind, sorted by kind.
+    pub kinds: Vec<KindCount>,
+}
+
+/// A number of records of one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    /// The record kind.
+    pub kind: String,
+    /// How many.
+    pub count: u64,
+}
+
 /// One bad row in an import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImportRowError {
@@ -461,6 +524,8 @@ pub struct ImportReport {
     pub errors: Vec<ImportRowError>,
     /// More bad rows than listed.
     pub errors_truncated: bool,
+    /// For a sync: what it changed, or would change.
+    pub sync: Option<SyncReport>,
 }
 
 /// A staff credential as listed.
@@ -540,6 +605,8 @@ pub enum ClientResponse {
     },
     /// The result of an import.
     Imported(ImportReport),
+    /// Records deleted about one subject.
+    RecordsDeleted(DeletionReport),
     /// A newly issued credential.
     Credential(Envelope),
     /// Staff credentials.

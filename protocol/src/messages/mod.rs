@@ -13,9 +13,10 @@ pub use ack::{Ack, AckOutcome, AckSubject};
 pub use audit_query::{AuditAnswer, AuditQuery, LoggedEntry};
 pub use client::{
     AuditFilter, AuditSource, AuditVerification, CheckpointStatus, ClientOp, ClientRequest,
-    ClientResponse, ConsentDelivery, ConsentFilter, ConsentSummary, Cosignature, DeliveryState,
-    HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport, ImportRowError,
-    IndexedEntry, NodeStatus, RedactedRange, StaffSummary, Witnessed,
+    ClientResponse, ConsentDelivery, ConsentFilter, ConsentSummary, Cosignature, DeletionReport,
+    DeliveryState, HolderResult, HolderStatus, HolderSubject, ImportFormat, ImportReport,
+    ImportRowError, IndexedEntry, KindCount, NodeStatus, RedactedRange, StaffSummary, SyncReport,
+    SyncRequest, Witnessed,
 };
 pub use error::{ErrorBody, ErrorCode};
 pub use manifest_sync::ManifestSync;

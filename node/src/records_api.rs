@@ -1,0 +1,123 @@
+//! Erasure and rectification: an operator deletes the records held about one subject (all of
+//! them, those of one kind, or one record), in one atomic write. The deletion is logged with
+//! its counts per kind and never the subject's identifier, a record id or any record's content:
+//! the identifier is personal data, and the log outlives the records.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use throughgate_protocol::identifiers::normalise;
+use throughgate_protocol::ids::RecordId;
+use throughgate_protocol::messages::{ClientResponse, DeletionReport, ErrorCode, KindCount};
+use throughgate_protocol::record::valid_name;
+
+use crate::db::StoredStaff;
+use crate::node::NodeState;
+
+/// The most records one deletion removes in its single atomic write; a subject with more is
+/// deleted a kind at a time.
+pub const MAX_DELETE: usize = 100_000;
+
+/// Deletes the records of one subject that match `kind` and `record_id` (when given), logs
+/// the deletion, and reports what went.
+pub async fn delete(
+    state: &Arc<NodeState>,
+    staff: &StoredStaff,
+    subject: &str,
+    kind: Option<&str>,
+    record_id: Option<&RecordId>,
+) -> Result<ClientResponse, (ErrorCode, String)> {
+    let scheme = state.config.id_scheme;
+    let subject = normalise(scheme, subject).map_err(|e| {
+        (
+            ErrorCode::BadRequest,
+            format!("the subject is not an identifier under this node's scheme: {e}"),
+        )
+    })?;
+    if let Some(k) = kind {
+        if !valid_name(k) {
+            return Err((
+                ErrorCode::BadRequest,
+                "the kind is not a record kind name (lowercase letters, digits and underscores)"
+                    .to_owned(),
+            ));
+        }
+    }
+    let internal = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "records deletion failed");
+        (
+            ErrorCode::Internal,
+            "storage failure; nothing was deleted; see the node's log".to_owned(),
+        )
+    };
+    let _writer = state.records_writer.lock().await;
+    let held = state
+        .db
+        .records_of(&subject, MAX_DELETE.saturating_add(1))
+        .map_err(internal)?;
+    let going: Vec<_> = held
+        .into_iter()
+        .filter(|r| kind.is_none_or(|k| r.kind == k))
+        .filter(|r| record_id.is_none_or(|id| r.record_id == *id))
+        .collect();
+    if going.len() > MAX_DELETE {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("more than {MAX_DELETE} records match; delete them a kind at a time (--kind)"),
+        ));
+    }
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &going {
+        *kinds.entry(r.kind.clone()).or_default() += 1;
+    }
+    let keys: Vec<(String, String)> = going
+        .iter()
+        .map(|r| (r.subject.clone(), r.record_id.as_str().to_owned()))
+        .collect();
+    if !keys.is_empty() {
+        state.db.delete_records(&keys).map_err(internal)?;
+        state.db.flush().map_err(internal)?;
+    }
+    let report = DeletionReport {
+        deleted: keys.len() as u64,
+        kinds: kinds
+            .into_iter()
+            .map(|(kind, count)| KindCount { kind, count })
+            .collect(),
+    };
+    let scope = match (kind, record_id) {
+        (_, Some(_)) => "one record of one subject",
+        (Some(_), None) => "one kind of one subject",
+        (None, None) => "every record of one subject",
+    };
+    let by_kind = report
+        .kinds
+        .iter()
+        .map(|k| format!("{} {}", k.kind, k.count))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = format!(
+        "{} records deleted ({scope}){}",
+        report.deleted,
+        if by_kind.is_empty() {
+            String::new()
+        } else {
+            format!(": {by_kind}")
+        }
+    );
+    if let Err(e) = state
+        .log_admin(Some(&staff.body.person_id), "records_delete", detail)
+        .await
+    {
+        tracing::error!(error = %e, deleted = report.deleted, "records deleted but the deletion could not be logged");
+        return Err((
+            ErrorCode::Internal,
+            format!(
+                "{} records were deleted but the deletion could not be logged; see the node's log",
+                report.deleted
+            ),
+        ));
+    }
+    tracing::info!(person = %staff.body.person_id, deleted = report.deleted, "records deleted");
+    Ok(ClientResponse::RecordsDeleted(report))
+}
