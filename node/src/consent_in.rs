@@ -238,18 +238,21 @@ fn register(
             // first, is never active here.
             let superseder = state
                 .db
-                .superseded_by(&id)?
+                .superseded_by(&id, &stored.body.recorded_by)?
                 .filter(|new| supersedes(&new.body, &stored.body));
             if let Some(new) = &superseder {
                 stored.status = ConsentStatus::Superseded;
                 stored.superseded_by = Some(new.body.consent_id.clone());
             }
-            let revocation = state.db.pending_revocation(&id)?.filter(|env| {
-                env.open::<ConsentRevocation>().is_ok_and(|r| {
-                    r.revoked_by == stored.body.recorded_by
-                        && r.passport_id == stored.body.passport_id
-                })
-            });
+            let revocation = state
+                .db
+                .pending_revocation(&id, &stored.body.recorded_by)?
+                .filter(|env| {
+                    env.open::<ConsentRevocation>().is_ok_and(|r| {
+                        r.revoked_by == stored.body.recorded_by
+                            && r.passport_id == stored.body.passport_id
+                    })
+                });
             if let Some(env) = &revocation {
                 stored.status = ConsentStatus::Revoked;
                 stored.revocation = Some(env.clone());
@@ -365,7 +368,7 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
         Ok(None) => {
             // The withdrawal overtook its consent: keep it, so the consent is stored revoked
             // if it ever arrives, and never discloses here.
-            if let Err(e) = state.db.put_pending_revocation(&id, env) {
+            if let Err(e) = state.db.put_pending_revocation(&id, &rev.revoked_by, env) {
                 return state.error(ErrorCode::Internal, e.to_string());
             }
             return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None);

@@ -121,7 +121,10 @@ async fn prison_consent(
     p.holders.retain(|(a, _, _)| a.as_str() == NHS);
     p.grantees = vec![agency("probation-yorks")];
     p.supersedes = supersedes.cloned();
-    let prison = fed.client("hmp-leeds", StaffRole::Caseworker).await.unwrap();
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
     let signed = prison.sign_consent(&p);
     prison.close().await;
     signed
@@ -150,7 +153,13 @@ async fn another_agencys_revocation_cannot_replace_a_pending_withdrawal() {
     let forged = revocation_by(&fed, "leeds-cc", &v.consent_id, &pp);
     deliver_revocation(&fed, "leeds-cc", NHS, &forged).await;
     // The grant finally arrives at the NHS.
-    deliver_grant(&fed, "hmp-leeds", NHS, &grant_to(&fed, "hmp-leeds", &v, NHS)).await;
+    deliver_grant(
+        &fed,
+        "hmp-leeds",
+        NHS,
+        &grant_to(&fed, "hmp-leeds", &v, NHS),
+    )
+    .await;
 
     let nhs = node_state(&fed, NHS);
     let stored = nhs.db.consent(&v.consent_id).unwrap().unwrap();
@@ -184,7 +193,13 @@ async fn another_agencys_consent_cannot_unmark_a_supersession_so_the_old_consent
     }
     // The superseding consent reaches the NHS first: it remembers that `old` is replaced.
     assert_eq!(
-        deliver_grant(&fed, "hmp-leeds", NHS, &grant_to(&fed, "hmp-leeds", &new, NHS)).await,
+        deliver_grant(
+            &fed,
+            "hmp-leeds",
+            NHS,
+            &grant_to(&fed, "hmp-leeds", &new, NHS)
+        )
+        .await,
         AckOutcome::Linked
     );
     // A compromised council node delivers a consent of its own claiming to supersede `old`.
@@ -197,9 +212,21 @@ async fn another_agencys_consent_cannot_unmark_a_supersession_so_the_old_consent
     let council = fed.client("leeds-cc", StaffRole::Caseworker).await.unwrap();
     let evil = council.sign_consent(&p);
     council.close().await;
-    deliver_grant(&fed, "leeds-cc", NHS, &grant_to(&fed, "leeds-cc", &evil, NHS)).await;
+    deliver_grant(
+        &fed,
+        "leeds-cc",
+        NHS,
+        &grant_to(&fed, "leeds-cc", &evil, NHS),
+    )
+    .await;
     // The old consent arrives late, then the person withdraws the new one.
-    deliver_grant(&fed, "hmp-leeds", NHS, &grant_to(&fed, "hmp-leeds", &old, NHS)).await;
+    deliver_grant(
+        &fed,
+        "hmp-leeds",
+        NHS,
+        &grant_to(&fed, "hmp-leeds", &old, NHS),
+    )
+    .await;
     let withdrawal = revocation_by(&fed, "hmp-leeds", &new.consent_id, &pp);
     deliver_revocation(&fed, "hmp-leeds", NHS, &withdrawal).await;
 
