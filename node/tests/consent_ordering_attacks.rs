@@ -7,6 +7,9 @@
 //!
 //! The deliveries are handed to the holder's handlers directly, in the order a delayed
 //! outbox could produce, each signed exactly as the sending node would sign it.
+//!
+//! Also: a caseworker's client choosing, without being asked, a consent another agency recorded
+//! for the passport after the person's own consent was withdrawn.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,7 +28,7 @@ use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::messages::{
-    Ack, AckOutcome, HolderRequest, Outcome, RefusalReason, Response,
+    Ack, AckOutcome, AckSubject, HolderRequest, Outcome, RefusalReason, Response,
 };
 
 const NHS: &str = "nhs-wy";
@@ -83,11 +86,21 @@ async fn deliver_revocation(fed: &LocalFederation, from: &str, to: &str, env: &E
 
 /// Asks the NHS, as probation, for everything under `consent`.
 async fn ask_nhs(fed: &LocalFederation, passport: &PassportId, consent: &ConsentId) -> Response {
+    ask(fed, NHS, passport, consent).await
+}
+
+/// Asks `holder`, as probation, for everything under `consent`.
+async fn ask(
+    fed: &LocalFederation,
+    holder: &str,
+    passport: &PassportId,
+    consent: &ConsentId,
+) -> Response {
     let client = fed
         .client("probation-yorks", StaffRole::Caseworker)
         .await
         .unwrap();
-    let nhs = fed.node(NHS).unwrap();
+    let nhs = fed.node(holder).unwrap();
     let q = client.sign_query(
         passport.clone(),
         Some(consent.clone()),
@@ -103,7 +116,7 @@ async fn ask_nhs(fed: &LocalFederation, passport: &PassportId, consent: &Consent
     results
         .into_iter()
         .find_map(|r| r.response)
-        .expect("the NHS answered")
+        .expect("the holder answered")
         .open()
         .unwrap()
 }
@@ -240,5 +253,63 @@ async fn another_agencys_consent_cannot_unmark_a_supersession_so_the_old_consent
         stored.status
     );
     assert_eq!(stored.status, ConsentStatus::Superseded);
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_a_withdrawal_the_client_does_not_silently_assemble_under_another_agencys_consent() {
+    let fed = federation().await;
+    let nhs = fed.node(NHS).unwrap().agency;
+    let dwp = fed.node("dwp").unwrap().agency;
+    let a = person_known_to(&fed, &["hmp-leeds", NHS]);
+    // The person's own consent, recorded at the prison, names the NHS; probation relies on it.
+    let pp = PassportId::random();
+    let mut own = plan(&fed, a, 3600);
+    own.passport_id = pp.clone();
+    own.holders.retain(|(h, _, _)| h.as_str() == NHS);
+    own.grantees = vec![agency("probation-yorks")];
+    let own_id = grant(&fed, &own).await;
+    // The person withdraws it.
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    prison
+        .revoke_consent(&own_id, "withdrawn by the person")
+        .await
+        .unwrap();
+    wait_deliveries(&prison, &own_id, AckSubject::Revoke).await;
+    prison.close().await;
+    // A council caseworker records a consent for the same passport id naming the DWP, where
+    // the passport names nobody yet, with the identifier of someone else the DWP knows.
+    let b = fed
+        .population
+        .people
+        .iter()
+        .find(|p| p.is_known_to(dwp) && p.identifier(nhs.scheme) != a.identifier(nhs.scheme))
+        .expect("another person the DWP knows");
+    let mut other = plan(&fed, b, 3600);
+    other.passport_id = pp.clone();
+    other.holders.retain(|(h, _, _)| h.as_str() == "dwp");
+    other.grantees = vec![agency("probation-yorks")];
+    let council = fed.client("leeds-cc", StaffRole::Caseworker).await.unwrap();
+    let signed = council.sign_consent(&other);
+    let other_id = signed.consent_id.clone();
+    council.record_consent(signed).await.unwrap();
+    wait_deliveries(&council, &other_id, AckSubject::Grant).await;
+    council.close().await;
+    // Probation assembles the passport without naming a consent (`tg passport assemble PP`).
+    let probation = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let chosen = probation.consent_for(&pp, None).await;
+    probation.close().await;
+    let shown = ask(&fed, "dwp", &pp, &other_id).await.records.len();
+    assert!(
+        !matches!(&chosen, Ok(Some(c)) if c.consent_id == other_id),
+        "the client picked the council's consent {other_id} for passport {pp} after the person withdrew \
+         {own_id}: the passport shows {shown} DWP records of another person instead of the withdrawal"
+    );
     fed.shutdown().await;
 }
