@@ -313,3 +313,60 @@ async fn after_a_withdrawal_the_client_does_not_silently_assemble_under_another_
     );
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn withdrawing_a_follow_up_also_stops_the_consent_it_replaced_where_the_follow_up_was_refused(
+) {
+    let fed = federation().await;
+    let pp = PassportId::random();
+    let old = prison_consent(&fed, &pp, None).await;
+    for to in ["probation-yorks", NHS] {
+        deliver_grant(
+            &fed,
+            "hmp-leeds",
+            to,
+            &grant_to(&fed, "hmp-leeds", &old, to),
+        )
+        .await;
+    }
+    // A follow-up, valid longer than the NHS (and probation) accept: agencies set their own
+    // maximum, so a recording agency allowing two years meets holders allowing 400 days.
+    let person = person_known_to(&fed, &["hmp-leeds", NHS]);
+    let mut p = plan(&fed, person, 600 * 86_400);
+    p.passport_id = pp.clone();
+    p.holders.retain(|(a, _, _)| a.as_str() == NHS);
+    p.grantees = vec![agency("probation-yorks")];
+    p.supersedes = Some(old.consent_id.clone());
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let new = prison.sign_consent(&p);
+    prison.close().await;
+    for to in ["probation-yorks", NHS] {
+        assert_eq!(
+            deliver_grant(
+                &fed,
+                "hmp-leeds",
+                to,
+                &grant_to(&fed, "hmp-leeds", &new, to)
+            )
+            .await,
+            AckOutcome::Rejected
+        );
+    }
+    // The person withdraws. At the prison the old consent is superseded, so `tg consent revoke
+    // --passport` withdraws the follow-up only, and its revocation goes to the follow-up's
+    // recipients.
+    let withdrawal = revocation_by(&fed, "hmp-leeds", &new.consent_id, &pp);
+    for to in ["probation-yorks", NHS] {
+        deliver_revocation(&fed, "hmp-leeds", to, &withdrawal).await;
+    }
+    let r = ask_nhs(&fed, &pp, &old.consent_id).await;
+    assert!(
+        r.records.is_empty() && r.outcome != Outcome::Disclosed,
+        "the NHS disclosed {} records under the replaced consent after the person withdrew",
+        r.records.len()
+    );
+    fed.shutdown().await;
+}
