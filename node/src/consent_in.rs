@@ -238,18 +238,21 @@ fn register(
             // first, is never active here.
             let superseder = state
                 .db
-                .superseded_by(&id)?
+                .superseded_by(&id, &stored.body.recorded_by)?
                 .filter(|new| supersedes(&new.body, &stored.body));
             if let Some(new) = &superseder {
                 stored.status = ConsentStatus::Superseded;
                 stored.superseded_by = Some(new.body.consent_id.clone());
             }
-            let revocation = state.db.pending_revocation(&id)?.filter(|env| {
-                env.open::<ConsentRevocation>().is_ok_and(|r| {
-                    r.revoked_by == stored.body.recorded_by
-                        && r.passport_id == stored.body.passport_id
-                })
-            });
+            let revocation = state
+                .db
+                .pending_revocation(&id, &stored.body.recorded_by)?
+                .filter(|env| {
+                    env.open::<ConsentRevocation>().is_ok_and(|r| {
+                        r.revoked_by == stored.body.recorded_by
+                            && r.passport_id == stored.body.passport_id
+                    })
+                });
             if let Some(env) = &revocation {
                 stored.status = ConsentStatus::Revoked;
                 stored.revocation = Some(env.clone());
@@ -360,16 +363,26 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
             rev.revoked_by
         ));
     }
-    let mut stored = match state.db.consent(&id) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
+    // Exclusively: a grant of this consent stored between the look-up and keeping the
+    // revocation would otherwise be stored active, with its withdrawal kept aside unapplied.
+    let found = {
+        let _gate = state
+            .consent_gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state.db.consent(&id) {
             // The withdrawal overtook its consent: keep it, so the consent is stored revoked
             // if it ever arrives, and never discloses here.
-            if let Err(e) = state.db.put_pending_revocation(&id, env) {
-                return state.error(ErrorCode::Internal, e.to_string());
-            }
-            return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None);
+            Ok(None) => state
+                .db
+                .put_pending_revocation(&id, &rev.revoked_by, env)
+                .map(|()| None),
+            other => other,
         }
+    };
+    let mut stored = match found {
+        Ok(Some(s)) => s,
+        Ok(None) => return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None),
         Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
     };
     if stored.body.recorded_by != rev.revoked_by || stored.body.passport_id != rev.passport_id {

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use throughgate_protocol::consent::{Consent, ConsentStatus};
 use throughgate_protocol::envelope::Envelope;
-use throughgate_protocol::ids::{ConsentId, PassportId};
+use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::messages::AckOutcome;
 use throughgate_protocol::time::Timestamp;
 
@@ -53,12 +53,16 @@ fn passport_subject_key(passport: &PassportId) -> Vec<u8> {
     key(&["lnp/", passport.as_str()])
 }
 
-fn superseded_by_key(old: &ConsentId) -> Vec<u8> {
-    key(&["csb/", old.as_str()])
+/// Keyed by the agency that declared the supersession too: only the recording agency's marker
+/// counts, and no other agency can overwrite it.
+fn superseded_by_key(old: &ConsentId, by: &AgencyId) -> Vec<u8> {
+    key(&["csb/", old.as_str(), "\0", by.as_str()])
 }
 
-fn pending_revocation_key(id: &ConsentId) -> Vec<u8> {
-    key(&["crp/", id.as_str()])
+/// Keyed by the revoking agency too: only the recording agency's revocation counts, and no
+/// other agency can overwrite it.
+fn pending_revocation_key(id: &ConsentId, by: &AgencyId) -> Vec<u8> {
+    key(&["crp/", id.as_str(), "\0", by.as_str()])
 }
 
 /// What a holder made of a consent's identifier when the consent arrived: the one local
@@ -128,7 +132,7 @@ impl Db {
         }
         if let Some(old_id) = &body.supersedes {
             b.put(
-                superseded_by_key(old_id),
+                superseded_by_key(old_id, &body.recorded_by),
                 body.consent_id.as_str().as_bytes().to_vec(),
             );
             if let Some(mut old) = self.consent(old_id)? {
@@ -200,9 +204,13 @@ impl Db {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// The consent that declared it supersedes `old`, if one arrived here.
-    pub fn superseded_by(&self, old: &ConsentId) -> Result<Option<StoredConsent>, StoreError> {
-        let Some(v) = self.store.get(&superseded_by_key(old))? else {
+    /// The consent recorded by `by` that declared it supersedes `old`, if one arrived here.
+    pub fn superseded_by(
+        &self,
+        old: &ConsentId,
+        by: &AgencyId,
+    ) -> Result<Option<StoredConsent>, StoreError> {
+        let Some(v) = self.store.get(&superseded_by_key(old, by))? else {
             return Ok(None);
         };
         match ConsentId::new(String::from_utf8_lossy(&v).into_owned()) {
@@ -211,22 +219,27 @@ impl Db {
         }
     }
 
-    /// Keeps a verified revocation of a consent not (yet) stored here, so the consent is
-    /// stored revoked if it arrives later; then flushes.
+    /// Keeps a verified revocation of a consent not (yet) stored here, made by agency `by`, so
+    /// the consent is stored revoked if it arrives later and `by` recorded it; then flushes.
     pub fn put_pending_revocation(
         &self,
         id: &ConsentId,
+        by: &AgencyId,
         revocation: &Envelope,
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
-        b.put(pending_revocation_key(id), encode(revocation));
+        b.put(pending_revocation_key(id, by), encode(revocation));
         self.store.apply(b)?;
         self.store.flush()
     }
 
-    /// A revocation received before its consent, if any.
-    pub fn pending_revocation(&self, id: &ConsentId) -> Result<Option<Envelope>, StoreError> {
-        self.get_decoded("pending revocation", &pending_revocation_key(id))
+    /// A revocation by agency `by` received before its consent, if any.
+    pub fn pending_revocation(
+        &self,
+        id: &ConsentId,
+        by: &AgencyId,
+    ) -> Result<Option<Envelope>, StoreError> {
+        self.get_decoded("pending revocation", &pending_revocation_key(id, by))
     }
 
     /// Forgets passport links made by an earlier rule that linked a passport id to whichever

@@ -12,8 +12,8 @@
 //! | `cpp/{passport_id}/{consent_id}` | empty: index of consents by passport |
 //! | `lnc/{consent_id}` | at a holder, the consent's [`Linkage`]: the one local subject it may disclose about |
 //! | `lnp/{passport_id}` | at a holder, the local subject the passport id names (fixed by the first consent that linked) |
-//! | `csb/{consent_id}` | the id of the consent that declared it supersedes this one |
-//! | `crp/{consent_id}` | a verified revocation that arrived before its consent |
+//! | `csb/{consent_id}\0{agency}` | the id of the consent recorded by `agency` that declared it supersedes this one |
+//! | `crp/{consent_id}\0{agency}` | a verified revocation by `agency` that arrived before its consent |
 //! | `rpl/{query_id}` | expiry of a seen query (replay cache) |
 //! | `stf/{person_id}` | a [`StoredStaff`] |
 //! | `stk/{public key hex}` | the person id holding that key |
