@@ -316,14 +316,25 @@ async fn revoke(g: &Global, client: &HomeClient, a: RevokeArgs) -> Result<u8> {
         let Some(consent) = &a.consent else {
             bail!("name the consent to withdraw, or --passport PP to withdraw all of a person's");
         };
-        let deliveries = client.revoke_consent(consent, &a.reason).await?;
+        let withdrawn = client.revoke_with_replaced(consent, &a.reason).await?;
         if g.json {
+            let replaced: Vec<_> = withdrawn
+                .iter()
+                .skip(1)
+                .map(|(id, d)| serde_json::json!({"consent_id": id, "deliveries": d}))
+                .collect();
+            let deliveries = withdrawn
+                .first()
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default();
             println!(
                 "{}",
-                serde_json::json!({"consent_id": consent, "status": "revoked", "deliveries": deliveries})
+                serde_json::json!({"consent_id": consent, "status": "revoked", "deliveries": deliveries, "replaced_also_revoked": replaced})
             );
         } else {
-            print_revoked(consent, &deliveries);
+            for (id, deliveries) in &withdrawn {
+                print_revoked(id, deliveries);
+            }
         }
         return Ok(crate::exit::OK);
     };

@@ -81,78 +81,32 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         }
     };
     let id = consent.consent_id.clone();
-    let reject = |why: String| {
-        ack(
+    if &consent.recorded_by != from {
+        return ack(
             state,
             AckSubject::Grant,
-            id.clone(),
+            id,
             AckOutcome::Rejected,
-            Some(why),
-        )
-    };
-    if &consent.recorded_by != from {
-        return reject(format!(
-            "consent was recorded by {}, but delivered by {from}",
-            consent.recorded_by
-        ));
-    }
-    if grant.recipient != state.agency {
-        return reject(format!("this delivery is addressed to {}", grant.recipient));
-    }
-    let scope = consent.scope_for(&state.agency);
-    if scope.is_none() && !consent.is_grantee(&state.agency) {
-        return reject("this agency is neither a holder nor a grantee of the consent".into());
-    }
-    if let Err(why) = within_validity(&consent, &state.config.consent) {
-        return reject(why);
-    }
-    if from != &state.agency && !state.consent_limits.delivery(from.as_str()) {
-        state.metrics.limit("consent_delivery_rate");
-        if state.consent_limits.report_refusal(&format!("peer/{from}")) {
-            let event = AuditEvent::Admin {
-                person_id: None,
-                action: "consent_delivery_rate_limited".into(),
-                detail: format!("consent deliveries from {from} refused: over the hourly limit"),
-            };
-            if let Err(e) = state.audit.append(event).await {
-                tracing::error!(error = %e, "rate-limit refusal could not be logged");
-            }
-        }
-        return state.error(
-            ErrorCode::RateLimited,
-            "this node receives consents from your agency faster than its hourly limit; retry later",
+            Some(format!(
+                "consent was recorded by {}, but delivered by {from}",
+                consent.recorded_by
+            )),
         );
     }
-    // The identifier this delivery carries for the person, checked against the consent's own
-    // commitment. Only that identifier can link the consent to a local subject.
-    let identifier = match scope {
-        None => None,
-        Some(scope) => {
-            let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
-                return reject("a holder's delivery must carry its identifier and salt".into());
-            };
-            if subject.scheme != state.config.id_scheme {
-                return reject(format!(
-                    "this agency identifies people by {}, not {}",
-                    state.config.id_scheme, subject.scheme
-                ));
-            }
-            if subject.validate().is_err() {
-                return reject(format!("the {} is not valid", subject.scheme.title()));
-            }
-            if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
-                return reject("the identifier does not match the consent's commitment".into());
-            }
-            match state.db.subject_known(&subject.value) {
-                Ok(known) => Some((subject.value.clone(), known)),
-                Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
-            }
-        }
+    if from != &state.agency && !state.consent_limits.delivery(from.as_str()) {
+        return delivery_rate_limited(state, from).await;
+    }
+    // From here on the artefact is the recording agency's own: even when this node refuses it,
+    // the consent it declares it replaces is replaced here (that can only share less).
+    let identifier = match delivered_identifier(state, &grant, &consent) {
+        Ok(Ok(i)) => i,
+        Ok(Err(why)) => return reject_superseding(state, &consent, why).await,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
     };
     let now = state.clock.now();
     // Exclusively: the passport's subject is read and fixed here, and a supersession or a
     // pending revocation changes a consent's status (see `holder.rs`).
-    let (linkage, pending) = {
+    let (linkage, changed, pending) = {
         let _gate = state
             .consent_gate
             .write()
@@ -168,7 +122,7 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         }
     }
     let outcome = linkage.as_ref().map_or(AckOutcome::Stored, Linkage::ack);
-    if outcome == AckOutcome::SubjectMismatch {
+    if outcome == AckOutcome::SubjectMismatch && changed {
         state
             .consent_alarms
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -179,6 +133,132 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         "the identifier names a different person here than this passport id already does; nothing will be shared under this consent".to_owned()
     });
     ack(state, AckSubject::Grant, id, outcome, reason)
+}
+
+/// Answers a delivery over the sending agency's hourly allowance (logging the refusal at most
+/// once a minute per agency); the sender's outbox retries later.
+async fn delivery_rate_limited(state: &NodeState, from: &AgencyId) -> Envelope {
+    state.metrics.limit("consent_delivery_rate");
+    if state.consent_limits.report_refusal(&format!("peer/{from}")) {
+        let event = AuditEvent::Admin {
+            person_id: None,
+            action: "consent_delivery_rate_limited".into(),
+            detail: format!("consent deliveries from {from} refused: over the hourly limit"),
+        };
+        if let Err(e) = state.audit.append(event).await {
+            tracing::error!(error = %e, "rate-limit refusal could not be logged");
+        }
+    }
+    state.error(
+        ErrorCode::RateLimited,
+        "this node receives consents from your agency faster than its hourly limit; retry later",
+    )
+}
+
+/// Checks a verified grant from the recording agency against this node: addressed here, naming
+/// it, within its maximum validity and, for a holder, carrying an identifier of its scheme that
+/// matches the consent's commitment. Gives that identifier with whether a local subject has it
+/// (`None` for a grantee that holds nothing), or why the grant is refused.
+#[allow(clippy::type_complexity)]
+fn delivered_identifier(
+    state: &NodeState,
+    grant: &ConsentGrant,
+    consent: &Consent,
+) -> Result<Result<Option<(String, bool)>, String>, crate::store::StoreError> {
+    if grant.recipient != state.agency {
+        return Ok(Err(format!(
+            "this delivery is addressed to {}",
+            grant.recipient
+        )));
+    }
+    let scope = consent.scope_for(&state.agency);
+    if scope.is_none() && !consent.is_grantee(&state.agency) {
+        return Ok(Err(
+            "this agency is neither a holder nor a grantee of the consent".into(),
+        ));
+    }
+    if let Err(why) = within_validity(consent, &state.config.consent) {
+        return Ok(Err(why));
+    }
+    let Some(scope) = scope else {
+        return Ok(Ok(None));
+    };
+    let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
+        return Ok(Err(
+            "a holder's delivery must carry its identifier and salt".into(),
+        ));
+    };
+    if subject.scheme != state.config.id_scheme {
+        return Ok(Err(format!(
+            "this agency identifies people by {}, not {}",
+            state.config.id_scheme, subject.scheme
+        )));
+    }
+    if subject.validate().is_err() {
+        return Ok(Err(format!("the {} is not valid", subject.scheme.title())));
+    }
+    if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
+        return Ok(Err(
+            "the identifier does not match the consent's commitment".into(),
+        ));
+    }
+    let known = state.db.subject_known(&subject.value)?;
+    Ok(Ok(Some((subject.value.clone(), known))))
+}
+
+/// Refuses a verified grant from its recording agency, first ending here the consent it
+/// declares it replaces: the recording agency meant the old one to stop, and refusing the new
+/// one must not leave the old one disclosing (nor escaping a later withdrawal of the new one).
+async fn reject_superseding(state: &NodeState, consent: &Consent, why: String) -> Envelope {
+    let pending = {
+        let _gate = state
+            .consent_gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match end_superseded(state, consent) {
+            Ok(p) => p,
+            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        }
+    };
+    if let Some(p) = pending {
+        if let Err(e) = p.wait().await {
+            return state.error(ErrorCode::Internal, e.to_string());
+        }
+    }
+    ack(
+        state,
+        AckSubject::Grant,
+        consent.consent_id.clone(),
+        AckOutcome::Rejected,
+        Some(why),
+    )
+}
+
+/// Marks superseded the active consent that `new` replaces, if it is stored here and `new`
+/// may replace it; returns the pending log entry. The caller holds the consent gate
+/// exclusively.
+fn end_superseded(
+    state: &NodeState,
+    new: &Consent,
+) -> Result<Option<crate::audit::PendingReceipt>, crate::store::StoreError> {
+    let Some(old_id) = &new.supersedes else {
+        return Ok(None);
+    };
+    let Some(mut old) = state.db.consent(old_id)? else {
+        return Ok(None);
+    };
+    if !supersedes(new, &old.body) || old.status != ConsentStatus::Active {
+        return Ok(None);
+    }
+    old.status = ConsentStatus::Superseded;
+    old.status_since = state.clock.now();
+    old.superseded_by = Some(new.consent_id.clone());
+    state.db.update_consent(&old)?;
+    let mut entry = consent_entry(&old.body, Some(new.recorded_by_person.clone()), None);
+    entry.linkage = None;
+    Ok(Some(
+        state.audit.submit(AuditEvent::ConsentSuperseded(entry)),
+    ))
 }
 
 /// Refuses a consent whose validity is longer than `rules` allow.
@@ -197,15 +277,16 @@ pub(crate) fn within_validity(consent: &Consent, rules: &ConsentRules) -> Result
 /// Stores a verified consent delivered here (or links one already stored, on a redelivery)
 /// and queues its log entries. `identifier` is the person's identifier at this holder with
 /// whether a local subject has it; `None` for a grantee that holds nothing. Returns the
-/// consent's linkage here and the pending log entries. The caller holds the consent gate
-/// exclusively.
+/// consent's linkage here, whether this delivery changed it, and the pending log entries. The
+/// caller holds the consent gate exclusively.
+#[allow(clippy::type_complexity)]
 fn register(
     state: &NodeState,
     envelope: &Envelope,
     consent: Consent,
     identifier: Option<(String, bool)>,
     now: Timestamp,
-) -> Result<(Option<Linkage>, Vec<crate::audit::PendingReceipt>), crate::store::StoreError> {
+) -> Result<(Option<Linkage>, bool, Vec<crate::audit::PendingReceipt>), crate::store::StoreError> {
     let id = consent.consent_id.clone();
     let existing = state.db.consent(&id)?;
     let previous = state.db.consent_linkage(&id)?;
@@ -285,7 +366,7 @@ fn register(
             }
         }
     }
-    Ok((linkage, pending))
+    Ok((linkage, changed, pending))
 }
 
 /// A consent as first stored, recorded here or received at `now`: active, never revoked or
@@ -365,12 +446,19 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
     }
     // Exclusively: a grant of this consent stored between the look-up and keeping the
     // revocation would otherwise be stored active, with its withdrawal kept aside unapplied.
+    let mut limited = false;
     let found = {
         let _gate = state
             .consent_gate
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match state.db.consent(&id) {
+            // Withdrawals of consents held here are never limited; one of a consent not held
+            // here is kept, so it counts against the sender's delivery allowance.
+            Ok(None) if from != &state.agency && !state.consent_limits.delivery(from.as_str()) => {
+                limited = true;
+                Ok(None)
+            }
             // The withdrawal overtook its consent: keep it, so the consent is stored revoked
             // if it ever arrives, and never discloses here.
             Ok(None) => state
@@ -380,6 +468,9 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
             other => other,
         }
     };
+    if limited {
+        return delivery_rate_limited(state, from).await;
+    }
     let mut stored = match found {
         Ok(Some(s)) => s,
         Ok(None) => return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None),

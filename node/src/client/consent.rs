@@ -205,6 +205,41 @@ impl HomeClient {
         }
     }
 
+    /// Revokes consent `id` and every consent it replaced, directly or through others, that was
+    /// recorded at this agency and is not withdrawn already (a holder that refused the
+    /// replacing consent may still hold the one it replaced active). Returns each consent
+    /// withdrawn with its deliveries, `id` first.
+    pub async fn revoke_with_replaced(
+        &self,
+        id: &ConsentId,
+        reason: &str,
+    ) -> Result<Vec<(ConsentId, Vec<ConsentDelivery>)>, ClientError> {
+        let me = self.credential().agency.clone();
+        let mut out = vec![(id.clone(), self.revoke_consent(id, reason).await?)];
+        let (mut current, _, _) = self.show_consent(id).await?;
+        // A chain of replacements is short; the bound only guards against a cycle.
+        for _ in 0..256 {
+            let Some(prev) = current.supersedes.clone() else {
+                break;
+            };
+            let (consent, status, _) = match self.show_consent(&prev).await {
+                Ok(found) => found,
+                Err(e) if e.code() == Some(throughgate_protocol::messages::ErrorCode::NotFound) => {
+                    break
+                }
+                Err(e) => return Err(e),
+            };
+            if consent.recorded_by != me || out.iter().any(|(c, _)| c == &prev) {
+                break;
+            }
+            if status != ConsentStatus::Revoked {
+                out.push((prev.clone(), self.revoke_consent(&prev, reason).await?));
+            }
+            current = consent;
+        }
+        Ok(out)
+    }
+
     /// The consents about `passport` that the home node knows, in any status.
     pub async fn consents_of(
         &self,
@@ -220,9 +255,11 @@ impl HomeClient {
         }
     }
 
-    /// Withdraws every active consent for `passport` recorded at the caller's agency (the only
-    /// ones it may withdraw). Returns each withdrawn consent with its deliveries, and the
-    /// active consents recorded at other agencies, which only those agencies can withdraw.
+    /// Withdraws every consent for `passport` recorded at the caller's agency (the only ones it
+    /// may withdraw) that is not withdrawn already: active ones, and superseded ones too, since
+    /// a holder that refused the consent replacing one may still hold it active. Returns each
+    /// withdrawn consent with its deliveries, and the active consents recorded at other
+    /// agencies, which only those agencies can withdraw.
     pub async fn revoke_all(
         &self,
         passport: &PassportId,
@@ -231,13 +268,13 @@ impl HomeClient {
         let me = self.credential().agency.clone();
         let mut out = WithdrawAll::default();
         for c in self.consents_of(passport).await? {
-            if c.status != ConsentStatus::Active {
+            if !matches!(c.status, ConsentStatus::Active | ConsentStatus::Superseded) {
                 continue;
             }
             if c.recorded_by == me {
                 let deliveries = self.revoke_consent(&c.consent_id, reason).await?;
                 out.revoked.push((c.consent_id, deliveries));
-            } else {
+            } else if c.status == ConsentStatus::Active {
                 out.elsewhere.push(c);
             }
         }
@@ -276,9 +313,11 @@ impl HomeClient {
 
     /// The consent to query under: `given` if the home node knows it (`None` if it does not,
     /// leaving holders to decide), else the one active consent for `passport` that names the
-    /// caller's agency as a grantee. Several such consents are refused rather than chosen
-    /// between: any caseworker can record a consent for a passport id, so picking, say, the
-    /// newest would let one caseworker's consent decide what another's passport shows.
+    /// caller's agency as a grantee, when every consent naming it (in any status) was recorded
+    /// by one agency. Otherwise the caseworker must choose: any caseworker can record a consent
+    /// for a passport id, so picking one (the newest, or the only one left after the person
+    /// withdrew theirs) would let one caseworker's consent decide what another's passport
+    /// shows. `None` when no consent naming the caller's agency is active.
     pub async fn consent_for(
         &self,
         passport: &PassportId,
@@ -294,22 +333,30 @@ impl HomeClient {
             };
         }
         let me = &self.credential().agency;
-        let active: Vec<ConsentSummary> = self
+        let mine: Vec<ConsentSummary> = self
             .consents_of(passport)
             .await?
             .into_iter()
-            .filter(|c| c.status == ConsentStatus::Active && c.grantees.contains(me))
+            .filter(|c| c.grantees.contains(me))
             .collect();
+        let active: Vec<&ConsentSummary> = mine
+            .iter()
+            .filter(|c| c.status == ConsentStatus::Active)
+            .collect();
+        let one_recorder = mine
+            .iter()
+            .all(|c| mine.first().is_some_and(|f| f.recorded_by == c.recorded_by));
         match active.as_slice() {
             [] => Ok(None),
-            [one] => Ok(Some(self.show_consent(&one.consent_id).await?.0)),
-            several => {
-                let list: Vec<String> = several
+            [one] if one_recorder => Ok(Some(self.show_consent(&one.consent_id).await?.0)),
+            _ => {
+                let list: Vec<String> = mine
                     .iter()
                     .map(|c| {
                         format!(
-                            "{} ({}, recorded by {} on {})",
+                            "{} ({}, {}, recorded by {} on {})",
                             c.consent_id,
+                            c.status,
                             c.purpose,
                             c.recorded_by,
                             c.valid_from.date()
@@ -317,8 +364,7 @@ impl HomeClient {
                     })
                     .collect();
                 Err(ClientError::AmbiguousConsent(format!(
-                    "passport {passport} has {} active consents naming your agency: {}; choose the one the person gave for this purpose with --consent ID (`tg consent show ID` shows each)",
-                    several.len(),
+                    "passport {passport} has consents naming your agency from more than one recording, or more than one active: {}; choose the one the person gave for this purpose with --consent ID (`tg consent show ID` shows each)",
                     list.join("; ")
                 )))
             }
