@@ -3598,6 +3598,49 @@ fn gen_responses(g: &mut Gen) {
         "nhs-wy",
         "valid",
     );
+    // Disclosed records outside the CDDL's `disclosed-record` shape (receipt made to match).
+    let qb: Query = q.open().unwrap();
+    let bad_records: [(&str, &str, fn(&mut DisclosedRecord)); 4] = [
+        (
+            "record-kind-outside-pattern",
+            "a record kind with a capital letter and a space",
+            |r| r.kind = "GP Registration".into(),
+        ),
+        (
+            "record-field-name-outside-pattern",
+            "a field named with a hyphen",
+            |r| {
+                r.fields.insert("practice-name".into(), "x".into());
+            },
+        ),
+        (
+            "record-value-too-long",
+            "a field value of 4097 bytes",
+            |r| {
+                r.fields.insert("note".into(), "x".repeat(4097));
+            },
+        ),
+        ("record-65-fields", "65 fields", |r| {
+            for i in 0..65 {
+                r.fields.insert(format!("f{i:02}"), "x".into());
+            }
+        }),
+    ];
+    for (id, what, edit) in bad_records {
+        let mut r = response_body(&q, Outcome::Disclosed);
+        if let Some(rec) = r.records.first_mut() {
+            edit(rec);
+        }
+        let r = with_receipt(r, &qb, nhs);
+        one(
+            id,
+            &format!("nhs-wy's disclosure with {what}: refused, as a CDDL validator refuses it."),
+            &seal_node(&r, nhs),
+            &q,
+            "nhs-wy",
+            "inconsistent",
+        );
+    }
     one(
         "valid-not-held",
         "nhs-wy's not_held answer.",
@@ -4333,8 +4376,16 @@ fn check(v: &Vector) -> Verdict {
             let env = match Envelope::from_bytes(&bytes, max) {
                 Ok(env) => env,
                 Err(e) => {
-                    let raw: Result<Envelope, _> = cbor::from_slice("envelope", &bytes, max);
-                    if matches!(raw, Ok(ref r) if r.sigs.len() > MAX_SIGNATURES) {
+                    // Told apart from other decoding failures by the signature count alone.
+                    let raw: Result<Value, _> = cbor::from_slice("envelope", &bytes, max);
+                    let sigs = match &raw {
+                        Ok(Value::Map(entries)) => entries.iter().find_map(|(k, v)| match (k, v) {
+                            (Value::Text(k), Value::Array(a)) if k == "sigs" => Some(a.len()),
+                            _ => None,
+                        }),
+                        _ => None,
+                    };
+                    if sigs.is_some_and(|n| n > MAX_SIGNATURES) {
                         return only("too_many_signatures");
                     }
                     return only(decode_name(&e));
