@@ -4197,6 +4197,12 @@ fn gen_bundles(g: &mut Gen) {
         cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     *map_get_mut(&mut null_manifest, "manifest") = Value::Null;
     one("manifest-null", "The valid passport with its manifest null: every key is required and the manifest is not optional.", &value_bytes(&null_manifest), "invalid");
+    let mut crowded = bundle.clone();
+    if let Some(env) = crowded.results[0].response.as_mut() {
+        let sig = env.sigs[0].clone();
+        env.sigs.extend(std::iter::repeat_n(sig, MAX_SIGNATURES));
+    }
+    one("nested-envelope-too-many-signatures", "The valid passport with 17 signatures on nhs-wy's response envelope: the limit of 16 holds for envelopes nested in a bundle too.", &crowded.to_bytes(), "invalid");
     let mut no_statement =
         cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     if let Value::Map(entries) = &mut no_statement {
