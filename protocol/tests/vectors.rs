@@ -3600,7 +3600,9 @@ fn gen_responses(g: &mut Gen) {
     );
     // Disclosed records outside the CDDL's `disclosed-record` shape (receipt made to match).
     let qb: Query = q.open().unwrap();
-    let bad_records: [(&str, &str, fn(&mut DisclosedRecord)); 4] = [
+    /// A vector's id, what is wrong, and the edit that makes it so.
+    type BadRecord = (&'static str, &'static str, fn(&mut DisclosedRecord));
+    let bad_records: [BadRecord; 4] = [
         (
             "record-kind-outside-pattern",
             "a record kind with a capital letter and a space",
