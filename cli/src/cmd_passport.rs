@@ -371,8 +371,11 @@ pub fn load_verified_at(
             (m, "the manifest copy inside the bundle (pass --manifest to check against one you trust)".to_owned())
         }
     };
-    let verified = verify_bundle(&bundle, &manifest)
-        .map_err(|e| VerificationFailed(format!("the passport does not verify: {e}")))?;
+    let verified = verify_bundle(&bundle, &manifest).map_err(|e| {
+        VerificationFailed(format!(
+            "the passport does not verify: {e}; do not rely on it: check it against the current manifest (--manifest FILE, from `tg manifest fetch`), or assemble the passport again"
+        ))
+    })?;
     let evaluated_at = at.unwrap_or_else(now);
     if evaluated_at < verified.assembled_at() {
         return Err(VerificationFailed(format!(

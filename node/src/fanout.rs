@@ -136,7 +136,12 @@ pub async fn assemble(
             let (env, query, manifest) = &*shared;
             let res = state.peers.request(&holder, env, deadline).await;
             let elapsed_ms = elapsed_ms(started);
-            holder_result(&state, holder, res, env, query, manifest, elapsed_ms)
+            let (mut result, checkpoint) =
+                holder_result(&state, holder, res, env, query, manifest, elapsed_ms);
+            if let Some(cp) = checkpoint {
+                split_view_check(&state, &mut result, &cp).await;
+            }
+            result
         });
         tasks.insert(task.id(), (i, r.holder.clone()));
     }
@@ -202,7 +207,7 @@ fn elapsed_ms(since: Instant) -> u32 {
 }
 
 /// One holder's part of an assembly: its answer checked as in the specification (8.6), or why
-/// there is none.
+/// there is none; with, for a verified answer, its receipt's checkpoint.
 fn holder_result(
     state: &NodeState,
     holder: AgencyId,
@@ -211,7 +216,7 @@ fn holder_result(
     query: &Query,
     manifest: &Manifest,
     elapsed_ms: u32,
-) -> HolderResult {
+) -> (HolderResult, Option<String>) {
     match res {
         Ok(resp) => match verify_response_cached(
             &resp,
@@ -221,20 +226,26 @@ fn holder_result(
             manifest,
             Some(&state.sig_cache),
         ) {
-            Ok(_) => HolderResult {
-                agency: holder,
-                status: HolderStatus::Answered,
-                response: Some(resp),
-                detail: None,
-                elapsed_ms,
-            },
-            Err(e) => HolderResult {
-                agency: holder,
-                status: HolderStatus::Invalid,
-                response: Some(resp),
-                detail: Some(e.to_string()),
-                elapsed_ms,
-            },
+            Ok(verified) => (
+                HolderResult {
+                    agency: holder,
+                    status: HolderStatus::Answered,
+                    response: Some(resp),
+                    detail: None,
+                    elapsed_ms,
+                },
+                Some(verified.receipt.checkpoint),
+            ),
+            Err(e) => (
+                HolderResult {
+                    agency: holder,
+                    status: HolderStatus::Invalid,
+                    response: Some(resp),
+                    detail: Some(e.to_string()),
+                    elapsed_ms,
+                },
+                None,
+            ),
         },
         Err(e) => {
             let status = match &e {
@@ -242,15 +253,31 @@ fn holder_result(
                 PeerError::Remote { .. } | PeerError::Stream { .. } => HolderStatus::Error,
                 PeerError::Unknown(_) | PeerError::Unreachable { .. } => HolderStatus::Unreachable,
             };
-            HolderResult {
-                agency: holder,
-                status,
-                response: None,
-                detail: Some(e.to_string()),
-                elapsed_ms,
-            }
+            (
+                HolderResult {
+                    agency: holder,
+                    status,
+                    response: None,
+                    detail: Some(e.to_string()),
+                    elapsed_ms,
+                },
+                None,
+            )
         }
     }
+}
+
+/// Checks an answered result's receipt against what this node witnessed of the holder's log;
+/// on a split view raises the alarm and marks the result invalid.
+async fn split_view_check(state: &NodeState, result: &mut HolderResult, checkpoint: &str) {
+    let Some(detail) =
+        crate::audit::witness::receipt_view_conflict(state, &result.agency, checkpoint)
+    else {
+        return;
+    };
+    crate::audit::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
+    result.status = HolderStatus::Invalid;
+    result.detail = Some(detail);
 }
 
 /// A status-only progress frame body for a holder result: the signed response itself waits

@@ -134,6 +134,25 @@ async fn stream(
             return;
         }
     };
+    // Every kind has its body limit (SPEC 5.4): a larger body is `too_large`, whatever the
+    // handler would make of it.
+    let limit = throughgate_protocol::messages::max_body(env.kind);
+    if env.body.len() > limit {
+        state.metrics.limit("body_too_large");
+        reply(
+            &mut send,
+            &state.error(
+                ErrorCode::TooLarge,
+                format!(
+                    "a {} body of {} bytes is over the limit of {limit} bytes",
+                    env.kind,
+                    env.body.len()
+                ),
+            ),
+        )
+        .await;
+        return;
+    }
     // Only a query's decision is logged right away; anything else withdraws the announcement.
     let intent = intent.filter(|_| matches!(env.kind, MessageKind::Query));
     let answer = match (&principal, env.kind) {

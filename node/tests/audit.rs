@@ -401,3 +401,57 @@ async fn entries_never_carry_names_or_identifiers() {
     }
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_holder_showing_requesters_and_witnesses_different_roots_raises_the_alarm() {
+    let fed = federation().await;
+    let (plan, _) = granted_plan(&fed).await;
+    let (_, v) = assemble_as_caseworker(&fed, &plan.passport_id).await;
+    assert!(v.all_valid());
+    let nhs = agency("nhs-wy");
+    let holder = node_state(&fed, "nhs-wy");
+    let home = node_state(&fed, "probation-yorks");
+    // nhs-wy's next decision is its next entry, under the checkpoint of the next size. It has
+    // shown the home node, as its witness, another root for that size: a split view.
+    let next = holder.audit.latest().unwrap().0 + 1;
+    let origin = throughgate_protocol::audit::origin(&nhs);
+    let other_view = throughgate_protocol::checkpoint::Checkpoint::new(&origin, next, [0x42; 32])
+        .sign(&origin, &holder.key.current())
+        .unwrap()
+        .to_text();
+    home.db.put_witnessed(&nhs, next, &other_view).unwrap();
+    let alarms_before = home
+        .witness_alarms
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    let (_, v) = assemble_as_caseworker(&fed, &plan.passport_id).await;
+    let r = v.results.iter().find(|r| r.result.agency == nhs).unwrap();
+    assert_eq!(
+        r.result.status,
+        throughgate_protocol::messages::HolderStatus::Invalid,
+        "{:?}",
+        r.result
+    );
+    assert!(
+        r.result
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("requesters and witnesses"),
+        "{:?}",
+        r.result.detail
+    );
+    assert!(
+        home.witness_alarms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > alarms_before
+    );
+    // The other holders' answers are unaffected.
+    assert!(v
+        .results
+        .iter()
+        .filter(|r| r.result.agency != nhs)
+        .all(|r| r.result.status == throughgate_protocol::messages::HolderStatus::Answered));
+    drop((holder, home));
+    fed.shutdown().await;
+}

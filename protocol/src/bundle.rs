@@ -247,6 +247,11 @@ pub fn verify_response_cached(
         }
         _ => {}
     }
+    if let Some(e) = resp.records.iter().find_map(|r| r.validate().err()) {
+        return Err(BundleError::Inconsistent(format!(
+            "a disclosed record is malformed: {e}"
+        )));
+    }
     // A holder may only disclose what it was asked for.
     let asked = query
         .request_for(expected_holder)

@@ -96,6 +96,28 @@ fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
     }
 }
 
+/// Deserialises a nullable field that must be present: `null` is `None`, an absent key is an
+/// error (section 4: every key is always written; an absent optional value is `null`). Used as
+/// `#[serde(deserialize_with = "crate::cbor::required")]`: serde treats a missing `Option`
+/// field as `None` unless the field has a `deserialize_with`.
+pub fn required<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d)
+}
+
+/// Deserialises an optional field with a default whose `null` means the default too, for use
+/// with `#[serde(default, deserialize_with = "crate::cbor::null_as_default")]`.
+pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,26 +160,4 @@ mod tests {
         let bytes = [0x9a, 0xff, 0xff, 0xff, 0xff, 0x00];
         assert!(from_slice::<Vec<u8>>("array", &bytes, 1000).is_err());
     }
-}
-
-/// Deserialises a nullable field that must be present: `null` is `None`, an absent key is an
-/// error (section 4: every key is always written; an absent optional value is `null`). Used as
-/// `#[serde(deserialize_with = "crate::cbor::required")]`: serde treats a missing `Option`
-/// field as `None` unless the field has a `deserialize_with`.
-pub fn required<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(d)
-}
-
-/// Deserialises an optional field with a default whose `null` means the default too, for use
-/// with `#[serde(default, deserialize_with = "crate::cbor::null_as_default")]`.
-pub fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + Default,
-{
-    Ok(<Option<T> as serde::Deserialize>::deserialize(d)?.unwrap_or_default())
 }

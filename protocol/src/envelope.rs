@@ -167,8 +167,37 @@ pub struct Envelope {
     /// The CBOR-encoded body, exactly as signed.
     #[serde(with = "crate::keys::vec_bytes")]
     pub body: Vec<u8>,
-    /// The signatures, in the order they were added.
+    /// The signatures, in the order they were added; at most [`MAX_SIGNATURES`], wherever the
+    /// envelope is decoded (on its own, or nested in another message or a bundle).
+    #[serde(deserialize_with = "bounded_sigs")]
     pub sigs: Vec<Signature>,
+}
+
+/// Decodes a signature list, refusing more than [`MAX_SIGNATURES`] before reading them all.
+fn bounded_sigs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Signature>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<Signature>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {MAX_SIGNATURES} signatures")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<Signature>()? {
+                if out.len() == MAX_SIGNATURES {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_SIGNATURES} signatures"
+                    )));
+                }
+                out.push(s);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 /// Why an envelope's signatures or kind are not acceptable.

@@ -99,32 +99,51 @@ fn printable(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control)
 }
 
+/// Checks a kind and fields against the shape limits every record keeps (the CDDL's
+/// `record-name` and `record-fields`).
+fn validate_shape(kind: &str, fields: &BTreeMap<String, String>) -> Result<(), RecordError> {
+    if !valid_name(kind) {
+        return Err(RecordError::BadName {
+            what: "kind",
+            value: kind.chars().take(80).collect(),
+        });
+    }
+    if fields.len() > MAX_FIELDS {
+        return Err(RecordError::TooManyFields(fields.len()));
+    }
+    for (k, v) in fields {
+        if !valid_name(k) {
+            return Err(RecordError::BadName {
+                what: "field name",
+                value: k.chars().take(80).collect(),
+            });
+        }
+        if v.len() > MAX_VALUE_LEN {
+            return Err(RecordError::ValueTooLong {
+                field: k.clone(),
+                len: v.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl DisclosedRecord {
+    /// Checks the disclosed record's shape limits, as a receiver must (the same as a stored
+    /// record's, without the subject id it does not carry).
+    pub fn validate(&self) -> Result<(), RecordError> {
+        validate_shape(&self.kind, &self.fields)?;
+        if !printable(&self.source_system, MAX_NAME_LEN) {
+            return Err(RecordError::BadSource);
+        }
+        Ok(())
+    }
+}
+
 impl Record {
     /// Checks the record's shape limits.
     pub fn validate(&self) -> Result<(), RecordError> {
-        if !valid_name(&self.kind) {
-            return Err(RecordError::BadName {
-                what: "kind",
-                value: self.kind.chars().take(80).collect(),
-            });
-        }
-        if self.fields.len() > MAX_FIELDS {
-            return Err(RecordError::TooManyFields(self.fields.len()));
-        }
-        for (k, v) in &self.fields {
-            if !valid_name(k) {
-                return Err(RecordError::BadName {
-                    what: "field name",
-                    value: k.chars().take(80).collect(),
-                });
-            }
-            if v.len() > MAX_VALUE_LEN {
-                return Err(RecordError::ValueTooLong {
-                    field: k.clone(),
-                    len: v.len(),
-                });
-            }
-        }
+        validate_shape(&self.kind, &self.fields)?;
         if !printable(&self.subject, MAX_SUBJECT_LEN) {
             return Err(RecordError::BadSubject);
         }

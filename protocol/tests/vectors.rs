@@ -3669,6 +3669,51 @@ fn gen_responses(g: &mut Gen) {
         "nhs-wy",
         "valid",
     );
+    // Disclosed records outside the CDDL's `disclosed-record` shape (receipt made to match).
+    let qb: Query = q.open().unwrap();
+    /// A vector's id, what is wrong, and the edit that makes it so.
+    type BadRecord = (&'static str, &'static str, fn(&mut DisclosedRecord));
+    let bad_records: [BadRecord; 4] = [
+        (
+            "record-kind-outside-pattern",
+            "a record kind with a capital letter and a space",
+            |r| r.kind = "GP Registration".into(),
+        ),
+        (
+            "record-field-name-outside-pattern",
+            "a field named with a hyphen",
+            |r| {
+                r.fields.insert("practice-name".into(), "x".into());
+            },
+        ),
+        (
+            "record-value-too-long",
+            "a field value of 4097 bytes",
+            |r| {
+                r.fields.insert("note".into(), "x".repeat(4097));
+            },
+        ),
+        ("record-65-fields", "65 fields", |r| {
+            for i in 0..65 {
+                r.fields.insert(format!("f{i:02}"), "x".into());
+            }
+        }),
+    ];
+    for (id, what, edit) in bad_records {
+        let mut r = response_body(&q, Outcome::Disclosed);
+        if let Some(rec) = r.records.first_mut() {
+            edit(rec);
+        }
+        let r = with_receipt(r, &qb, nhs);
+        one(
+            id,
+            &format!("nhs-wy's disclosure with {what}: refused, as a CDDL validator refuses it."),
+            &seal_node(&r, nhs),
+            &q,
+            "nhs-wy",
+            "inconsistent",
+        );
+    }
     one(
         "valid-not-held",
         "nhs-wy's not_held answer.",
@@ -4225,6 +4270,12 @@ fn gen_bundles(g: &mut Gen) {
         cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     *map_get_mut(&mut null_manifest, "manifest") = Value::Null;
     one("manifest-null", "The valid passport with its manifest null: every key is required and the manifest is not optional.", &value_bytes(&null_manifest), "invalid");
+    let mut crowded = bundle.clone();
+    if let Some(env) = crowded.results[0].response.as_mut() {
+        let sig = env.sigs[0].clone();
+        env.sigs.extend(std::iter::repeat_n(sig, MAX_SIGNATURES));
+    }
+    one("nested-envelope-too-many-signatures", "The valid passport with 17 signatures on nhs-wy's response envelope: the limit of 16 holds for envelopes nested in a bundle too.", &crowded.to_bytes(), "invalid");
     let mut no_statement =
         cbor::from_slice::<Value>("bundle", &bundle.to_bytes(), usize::MAX).unwrap();
     if let Value::Map(entries) = &mut no_statement {
@@ -4404,8 +4455,16 @@ fn check(v: &Vector) -> Verdict {
             let env = match Envelope::from_bytes(&bytes, max) {
                 Ok(env) => env,
                 Err(e) => {
-                    let raw: Result<Envelope, _> = cbor::from_slice("envelope", &bytes, max);
-                    if matches!(raw, Ok(ref r) if r.sigs.len() > MAX_SIGNATURES) {
+                    // Told apart from other decoding failures by the signature count alone.
+                    let raw: Result<Value, _> = cbor::from_slice("envelope", &bytes, max);
+                    let sigs = match &raw {
+                        Ok(Value::Map(entries)) => entries.iter().find_map(|(k, v)| match (k, v) {
+                            (Value::Text(k), Value::Array(a)) if k == "sigs" => Some(a.len()),
+                            _ => None,
+                        }),
+                        _ => None,
+                    };
+                    if sigs.is_some_and(|n| n > MAX_SIGNATURES) {
                         return only("too_many_signatures");
                     }
                     return only(decode_name(&e));

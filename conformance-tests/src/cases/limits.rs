@@ -23,6 +23,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "limits.slow_sender_body", "a stream that sends a frame header and part of the payload, then stalls, gets error timeout", slow_sender_body),
         case!(a, "limits.malformed_flood", "200 concurrent malformed streams each get error malformed, and the connection then still serves a query", malformed_flood),
         case!(a, "limits.large_garbage_frame", "a 1 MiB frame of garbage gets error malformed", large_garbage_frame),
+        case!(a, "limits.oversized_body", "a well-formed, signed query envelope whose body is one byte over the 64 KiB query limit gets error too_large (not malformed), and the connection still serves", oversized_body),
         case!(a, "limits.reset_mid_frame", "a stream reset by the client mid-frame costs nothing: the next query on the connection is answered", reset_mid_frame),
         case!(a, "limits.abrupt_disconnect", "a connection closed mid-frame costs nothing: a new connection is served", abrupt_disconnect),
     ]
@@ -157,6 +158,27 @@ async fn large_garbage_frame(ctx: &Ctx) -> CaseResult {
         .exchange_raw(&craft::frame(&payload), End::Finish)
         .await?;
     let e = check::error(&answer, &[ErrorCode::Malformed])?;
+    one_query(ctx, &conn).await?;
+    conn.close();
+    Ok(format!("error {}; connection still serves", e.code))
+}
+
+async fn oversized_body(ctx: &Ctx) -> CaseResult {
+    use throughgate_protocol::envelope::{Envelope, Message, MessageKind, SignerRole};
+    let limit = throughgate_protocol::messages::Query::MAX_BODY;
+    let env = Envelope::seal_bytes(
+        MessageKind::Query,
+        vec![0xa0; limit + 1],
+        &[
+            (SignerRole::Person, &ctx.me.cw.key),
+            (SignerRole::Node, ctx.me.node_key()),
+        ],
+    );
+    let conn = ctx.conn().await?;
+    let answer = conn
+        .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
+        .await?;
+    let e = check::error(&answer, &[ErrorCode::TooLarge])?;
     one_query(ctx, &conn).await?;
     conn.close();
     Ok(format!("error {}; connection still serves", e.code))

@@ -54,6 +54,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "query.unknown_purpose", "a query with an unknown purpose code gets error malformed", unknown_purpose),
         case!(a, "query.holder_named_twice", "a validly signed query naming the target twice in its requests gets error malformed (one request per holder)", holder_named_twice),
         case!(a, "query.duplicate_field", "a query body with the field nonce twice, signed as sent, gets error malformed", duplicate_field),
+        case!(a, "query.absent_nullable_key", "a query body without its consent_id key (null would be right), signed as sent, gets error malformed: every key is required", absent_nullable_key),
         case!(a, "query.vectors_malformed_bodies", "every protocol vector of a query envelope whose body is invalid (bad passport id, short nonce, text timestamp, unknown category) gets error malformed", vectors_malformed_bodies),
     ]
 }
@@ -545,6 +546,32 @@ async fn duplicate_field(ctx: &Ctx) -> CaseResult {
         {
             m.push(nonce);
         }
+    })
+    .ok_or_else(|| CaseError::Fail("suite: query is not a map".into()))?;
+    let env = Envelope::seal_bytes(
+        MessageKind::Query,
+        body,
+        &[
+            (SignerRole::Person, &ctx.me.cw.key),
+            (SignerRole::Node, ctx.me.node_key()),
+        ],
+    );
+    let conn = ctx.conn().await?;
+    let answer = conn
+        .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
+        .await?;
+    let e = check::error(&answer, &[ErrorCode::Malformed])?;
+    conn.close();
+    Ok(format!(
+        "error malformed: {}",
+        e.message.chars().take(100).collect::<String>()
+    ))
+}
+
+async fn absent_nullable_key(ctx: &Ctx) -> CaseResult {
+    let q = craft::unconsented_query(ctx, &ctx.me);
+    let body = craft::edit_map(&craft::cbor(&q), |m| {
+        m.retain(|(k, _)| k.as_text() != Some("consent_id"));
     })
     .ok_or_else(|| CaseError::Fail("suite: query is not a map".into()))?;
     let env = Envelope::seal_bytes(

@@ -63,6 +63,33 @@ async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
     answer(state, WitnessOutcome::Refused, None, None, Some(detail))
 }
 
+/// Compares the checkpoint of a receipt `peer` gave this node (as a requester) with the newest
+/// checkpoint of `peer`'s log this node has witnessed: of the same size, they must have the
+/// same root, or `peer` shows requesters one log and witnesses another. Returns the alarm's
+/// words on such a split view. (Checkpoints of other sizes are not compared: that needs a
+/// consistency proof the receipt does not carry.)
+pub fn receipt_view_conflict(
+    state: &NodeState,
+    peer: &AgencyId,
+    receipt_checkpoint: &str,
+) -> Option<String> {
+    let (_, text) = state.db.witnessed(peer).ok()??;
+    let witnessed = SignedCheckpoint::parse(text.as_bytes()).ok()?;
+    let shown = SignedCheckpoint::parse(receipt_checkpoint.as_bytes()).ok()?;
+    let (w, s) = (witnessed.checkpoint(), shown.checkpoint());
+    (w.size == s.size && w.root_hash != s.root_hash).then(|| {
+        format!(
+            "a receipt shows a different root for size {} than the checkpoint of that size this node witnessed: the log shows requesters and witnesses different views",
+            s.size
+        )
+    })
+}
+
+/// Raises a split-view alarm about `peer` (logged, counted, kept as the standing alarm).
+pub async fn split_view_alarm(state: &NodeState, peer: &AgencyId, detail: String) {
+    let _ = alarm(state, peer, detail).await;
+}
+
 /// As a witness: handles `peer`'s offer of its newest checkpoint.
 pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
     let manifest = match crate::server::check_peer_signed(state, peer, env) {
