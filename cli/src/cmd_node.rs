@@ -62,7 +62,7 @@ pub enum NodeCmd {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
-        /// Move an existing data folder aside (to data.replaced-<time>) instead of refusing.
+        /// Move an existing data folder aside (to data.replaced-TIME) instead of refusing.
         #[arg(long)]
         force: bool,
     },

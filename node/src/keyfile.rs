@@ -12,14 +12,13 @@ use throughgate_protocol::keys::SecretKey;
 const MAX_KEY_FILE: u64 = 16 * 1024;
 
 /// A key file problem.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// The file could not be read or written.
     #[error("cannot read or write {path}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The file is readable or writable by group or others.
@@ -27,41 +26,33 @@ pub enum KeyFileError {
         "{path} is accessible by other users (mode {mode:o}); run `chmod 600 {path}` and try again"
     )]
     Permissions {
-        /// The file.
         path: PathBuf,
-        /// Its permission bits.
         mode: u32,
     },
     /// The file is not an Ed25519 PKCS#8 PEM private key.
     #[error("{path} is not an Ed25519 private key in PKCS#8 PEM form: {detail}")]
     Format {
-        /// The file.
         path: PathBuf,
-        /// What the parser said.
         detail: String,
     },
     /// Refusing to overwrite an existing key.
     #[error("{path} already exists; refusing to overwrite a key (move it away first)")]
     Exists {
-        /// The file.
         path: PathBuf,
     },
     /// The file is larger than any key file.
     #[error("{path} is too large to be a key file")]
     TooLarge {
-        /// The file.
         path: PathBuf,
     },
     /// The key is protected by a passphrase and none was given.
     #[error("{path} is protected by a passphrase; set TG_PASSPHRASE or enter it when asked")]
     Locked {
-        /// The file.
         path: PathBuf,
     },
     /// The passphrase does not open the key.
     #[error("{path}: the passphrase is wrong (or the file is damaged)")]
     WrongPassphrase {
-        /// The file.
         path: PathBuf,
     },
 }

@@ -170,20 +170,18 @@ pub struct Envelope {
 }
 
 /// Why an envelope's signatures or kind are not acceptable.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// The envelope holds a different kind of message than expected.
     #[error("expected a {expected} message, got {got}")]
     WrongKind {
-        /// The kind required here.
         expected: MessageKind,
-        /// The kind received.
         got: MessageKind,
     },
     /// No signature by the required key in the required role.
     #[error("no {role} signature by key {key_fingerprint}")]
     MissingSignature {
-        /// The role required.
         role: SignerRole,
         /// Fingerprint of the key required.
         key_fingerprint: String,
@@ -205,9 +203,7 @@ pub enum VerifyError {
     /// Fewer valid distinct governance signatures than the threshold.
     #[error("{valid} valid signatures from distinct listed keys; {threshold} required")]
     BelowThreshold {
-        /// Valid distinct signatures counted.
         valid: usize,
-        /// Signatures required.
         threshold: usize,
     },
 }

@@ -15,6 +15,7 @@ pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
 /// A storage failure.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed (I/O, corruption).
@@ -23,11 +24,8 @@ pub enum StoreError {
     /// A stored value did not decode: the store holds something this version cannot read.
     #[error("stored {what} under key {key} does not decode: {detail}")]
     Corrupt {
-        /// What was being read.
         what: &'static str,
-        /// The key, printable form.
         key: String,
-        /// The decoder's explanation.
         detail: String,
     },
 }

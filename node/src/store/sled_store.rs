@@ -65,7 +65,7 @@ impl SledStore {
     ///
     /// sled locks the store's file while it is open. A handle dropped a moment ago can hold the
     /// lock for a few milliseconds more (sled's background writers release it), so a store that
-    /// is locked is retried for up to [`LOCK_WAIT`] before giving up with a clear message
+    /// is locked is retried for up to `LOCK_WAIT` (3 s) before giving up with a clear message
     /// (another process, e.g. a second `tg node run`, has it open).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
