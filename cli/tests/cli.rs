@@ -183,7 +183,8 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
     assert_success(&made);
     let text = std::fs::read_to_string(&key).unwrap();
     assert!(
-        text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") && !text.contains("PRIVATE KEY")
+        text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            && !text.contains("BEGIN PRIVATE KEY")
     );
     #[cfg(unix)]
     {
@@ -213,6 +214,38 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
+    // An empty TG_PASSPHRASE never opens a key.
+    let empty = tg()
+        .args(["key", "show"])
+        .arg(&key)
+        .env("TG_PASSPHRASE", "")
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("the one given is empty"));
+}
+
+/// TG_PASSPHRASE obeys the rules a typed passphrase does: an empty or short one is refused and
+/// nothing is written.
+#[test]
+fn a_passphrase_from_the_environment_follows_the_typed_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pass, says) in [
+        ("", "the passphrase is empty"),
+        ("elevenchars", "has 11 characters; use at least 12"),
+    ] {
+        let key = dir.path().join("cw.key");
+        let out = tg()
+            .args(["key", "generate", "--passphrase", "--out"])
+            .arg(&key)
+            .env("TG_PASSPHRASE", pass)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{pass:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{pass:?}: {stderr}");
+        assert!(!key.exists(), "{pass:?}: a key was written");
+    }
 }
 
 #[test]
