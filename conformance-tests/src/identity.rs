@@ -66,10 +66,7 @@ pub enum IdentityError {
     },
     /// The TOML does not parse, or a value is invalid.
     #[error("identity file {path}: {detail}")]
-    Parse {
-        path: PathBuf,
-        detail: String,
-    },
+    Parse { path: PathBuf, detail: String },
     /// A key file could not be read.
     #[error("identity file {path}: {source}")]
     Key {

@@ -114,9 +114,8 @@ pub fn write_backup(db: &Db, meta: &BackupMeta, path: &Path) -> Result<u64, Back
             w.write_all(v)
         })();
         r.map_err(|e| {
-            let msg = e.to_string();
             io_err = Some(e);
-            StoreError::Backend(msg)
+            StoreError::Internal("writing the backup failed")
         })
     });
     if let Some(e) = io_err {

@@ -58,16 +58,11 @@ pub enum ImportRunError {
     Store(#[from] StoreError),
     /// The spool file is not the file that was checked (changed or truncated since).
     #[error("import spool file {file} no longer matches the upload that was checked")]
-    SpoolChanged {
-        file: String,
-    },
+    SpoolChanged { file: String },
     /// The spool file no longer passes the checks (for example, the node's identifier scheme
     /// was changed in between).
     #[error("import spool file {file} no longer passes the checks: {problems} problems")]
-    Recheck {
-        file: String,
-        problems: u64,
-    },
+    Recheck { file: String, problems: u64 },
     /// The blocking task that reads the spool failed.
     #[error("the import task failed: {0}")]
     Task(String),

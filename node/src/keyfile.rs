@@ -53,41 +53,25 @@ pub enum KeyFileError {
     #[error(
         "{path} is accessible by other users (mode {mode:o}); run `chmod 600 {path}` and try again"
     )]
-    Permissions {
-        path: PathBuf,
-        mode: u32,
-    },
+    Permissions { path: PathBuf, mode: u32 },
     /// The file is not an Ed25519 PKCS#8 PEM private key.
     #[error("{path} is not an Ed25519 private key in PKCS#8 PEM form: {detail}")]
-    Format {
-        path: PathBuf,
-        detail: String,
-    },
+    Format { path: PathBuf, detail: String },
     /// Refusing to overwrite an existing key.
     #[error("{path} already exists; refusing to overwrite a key (move it away first)")]
-    Exists {
-        path: PathBuf,
-    },
+    Exists { path: PathBuf },
     /// The file is larger than any key file.
     #[error("{path} is too large to be a key file")]
-    TooLarge {
-        path: PathBuf,
-    },
+    TooLarge { path: PathBuf },
     /// The key is protected by a passphrase and none was given.
     #[error("{path} is protected by a passphrase; set TG_PASSPHRASE or enter it when asked")]
-    Locked {
-        path: PathBuf,
-    },
+    Locked { path: PathBuf },
     /// An empty passphrase was given to open a protected key.
     #[error("{path} is protected by a passphrase and the one given is empty; set TG_PASSPHRASE to the key's passphrase (or unset it to be asked)")]
-    EmptyPassphrase {
-        path: PathBuf,
-    },
+    EmptyPassphrase { path: PathBuf },
     /// The passphrase does not open the key.
     #[error("{path}: the passphrase is wrong (or the file is damaged)")]
-    WrongPassphrase {
-        path: PathBuf,
-    },
+    WrongPassphrase { path: PathBuf },
     /// A new passphrase does not meet the rules.
     #[error(transparent)]
     Passphrase(#[from] PassphraseError),
@@ -196,8 +180,8 @@ fn decrypt_pkcs8(
     if label != ENCRYPTED_LABEL {
         return Err(fmt(format!("unexpected PEM label {label}")));
     }
-    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
-        .map_err(|e| fmt(e.to_string()))?;
+    let info =
+        pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| fmt(e.to_string()))?;
     let EncryptionScheme::Pbes2(params) = &info.encryption_algorithm else {
         return Err(fmt("encrypted with PBES1; only PBES2 is accepted".into()));
     };
@@ -211,7 +195,9 @@ fn decrypt_pkcs8(
         _ => false,
     };
     if !within {
-        return Err(fmt("its key-derivation cost is beyond what is accepted".into()));
+        return Err(fmt(
+            "its key-derivation cost is beyond what is accepted".into()
+        ));
     }
     // With CBC a wrong passphrase shows as bad padding (which pkcs5 0.7 reports as
     // `EncryptFailed`) or, rarely, as padding that happens to be valid around bytes that are not
@@ -334,14 +320,13 @@ pub fn read_secret_key_with(
         detail,
     };
     let sk = if legacy {
-        let pem = zeroize::Zeroizing::new(legacy_age::decrypt(&bytes, pass).map_err(|e| {
-            match e {
+        let pem =
+            zeroize::Zeroizing::new(legacy_age::decrypt(&bytes, pass).map_err(|e| match e {
                 legacy_age::AgeError::Decrypt => KeyFileError::WrongPassphrase {
                     path: path.to_path_buf(),
                 },
                 other => format(other.to_string()),
-            }
-        })?);
+            })?);
         let text = std::str::from_utf8(&pem).map_err(|_| format("not UTF-8 text".into()))?;
         ed25519_dalek::SigningKey::from_pkcs8_pem(text).map_err(|e| format(e.to_string()))?
     } else {
@@ -468,7 +453,10 @@ mod tests {
         ));
         assert!(!p.exists(), "nothing is written for a refused passphrase");
         // Twelve characters, counted as characters, not bytes.
-        assert_eq!(check_new_passphrase("ééééééééééé"), Err(PassphraseError::TooShort(11)));
+        assert_eq!(
+            check_new_passphrase("ééééééééééé"),
+            Err(PassphraseError::TooShort(11))
+        );
         write_secret_key_protected(&p, &k, "twelve chars").unwrap();
         assert!(matches!(
             read_secret_key_with(&p, Some("")),

@@ -469,7 +469,10 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
             Ok::<_, StoreError>((from, to, n))
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
+        .map_err(|source| StoreError::Task {
+            what: "the retention task",
+            source,
+        })??;
         if to > from {
             redacted = n;
             state.log_admin(None, "retention_audit", format!("content of entries {from} to {} redacted (older than {days} days); leaf hashes kept", to - 1)).await?;

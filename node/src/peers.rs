@@ -23,28 +23,16 @@ pub enum PeerError {
     Unknown(AgencyId),
     /// No connection could be established.
     #[error("could not connect to {agency}: {detail}")]
-    Unreachable {
-        agency: AgencyId,
-        detail: String,
-    },
+    Unreachable { agency: AgencyId, detail: String },
     /// The peer did not answer within the deadline.
     #[error("{agency} did not answer within {after:?}")]
-    TimedOut {
-        agency: AgencyId,
-        after: Duration,
-    },
+    TimedOut { agency: AgencyId, after: Duration },
     /// The stream failed or the answer was not a valid frame.
     #[error("request to {agency} failed: {detail}")]
-    Stream {
-        agency: AgencyId,
-        detail: String,
-    },
+    Stream { agency: AgencyId, detail: String },
     /// The peer answered with a protocol error.
     #[error("{agency} answered with error {}: {}", .body.code, .body.message)]
-    Remote {
-        agency: AgencyId,
-        body: ErrorBody,
-    },
+    Remote { agency: AgencyId, body: ErrorBody },
 }
 
 type Slot = Arc<Mutex<Option<quinn::Connection>>>;

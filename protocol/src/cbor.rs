@@ -22,10 +22,7 @@ pub enum DecodeError {
     },
     /// The bytes are not valid CBOR for the expected structure.
     #[error("{what} is not valid: {detail}")]
-    Invalid {
-        what: &'static str,
-        detail: String,
-    },
+    Invalid { what: &'static str, detail: String },
     /// Valid CBOR item followed by extra bytes.
     #[error("{what} has {extra} unexpected bytes after its end")]
     TrailingBytes {

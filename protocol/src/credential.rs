@@ -94,10 +94,7 @@ pub enum CredentialError {
     },
     /// The credential's agency is not the one expected here.
     #[error("credential belongs to {got}, expected {expected}")]
-    WrongAgency {
-        expected: AgencyId,
-        got: AgencyId,
-    },
+    WrongAgency { expected: AgencyId, got: AgencyId },
     /// Not yet valid.
     #[error("credential of {person} is not valid until {not_before}")]
     NotYetValid {
@@ -112,10 +109,7 @@ pub enum CredentialError {
     },
     /// The credential does not grant the role needed.
     #[error("{person} does not hold the {role} role")]
-    MissingRole {
-        person: PersonId,
-        role: StaffRole,
-    },
+    MissingRole { person: PersonId, role: StaffRole },
     /// The display name is empty, too long or has control characters.
     #[error("credential display name must be 1-128 printable characters")]
     BadName,

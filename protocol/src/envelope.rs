@@ -202,10 +202,7 @@ pub enum VerifyError {
     TooManySignatures(usize),
     /// Fewer valid distinct governance signatures than the threshold.
     #[error("{valid} valid signatures from distinct listed keys; {threshold} required")]
-    BelowThreshold {
-        valid: usize,
-        threshold: usize,
-    },
+    BelowThreshold { valid: usize, threshold: usize },
 }
 
 /// Builds the exact bytes a signature covers.

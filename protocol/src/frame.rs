@@ -13,10 +13,7 @@ pub const HEADER_LEN: usize = 4;
 pub enum FrameError {
     /// The length prefix announces more than the limit.
     #[error("frame of {len} bytes announced, over the {max}-byte limit")]
-    TooLarge {
-        len: usize,
-        max: usize,
-    },
+    TooLarge { len: usize, max: usize },
     /// A zero-length frame (an envelope is never empty).
     #[error("empty frame")]
     Empty,

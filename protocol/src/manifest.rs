@@ -141,16 +141,10 @@ pub enum ManifestError {
     Invalid(String),
     /// Past its expiry.
     #[error("manifest version {version} expired at {expires_at}; ask governance for a new one")]
-    Expired {
-        version: u64,
-        expires_at: Timestamp,
-    },
+    Expired { version: u64, expires_at: Timestamp },
     /// Not signed by a threshold of its own governance keys.
     #[error("manifest version {version} is under-signed by its own governance keys: {source}")]
-    UnderSigned {
-        version: u64,
-        source: VerifyError,
-    },
+    UnderSigned { version: u64, source: VerifyError },
     /// Not signed by a threshold of the previous version's governance keys.
     #[error("manifest version {version} is not signed by a threshold of version {previous}'s governance keys: {source}")]
     NotChained {
@@ -161,16 +155,10 @@ pub enum ManifestError {
     },
     /// Older than, or the same version as but different from, the one trusted.
     #[error("manifest version {offered} is a rollback: version {current} is already trusted")]
-    Rollback {
-        offered: u64,
-        current: u64,
-    },
+    Rollback { offered: u64, current: u64 },
     /// A different federation.
     #[error("manifest is for federation {offered:?}, not {current:?}")]
-    WrongFederation {
-        offered: String,
-        current: String,
-    },
+    WrongFederation { offered: String, current: String },
 }
 
 impl Manifest {

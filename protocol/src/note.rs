@@ -55,19 +55,13 @@ pub const SIGNATURE_PREFIX: &str = "\u{2014} ";
 pub enum NoteError {
     /// The note is larger than [`MAX_NOTE_SIZE`].
     #[error("the note is {len} bytes, over the {max}-byte limit")]
-    TooLarge {
-        len: usize,
-        max: usize,
-    },
+    TooLarge { len: usize, max: usize },
     /// The note is not valid UTF-8.
     #[error("the note is not valid UTF-8")]
     NotUtf8,
     /// The note holds an ASCII control character other than newline.
     #[error("control character 0x{byte:02x} at byte {offset} of the note")]
-    ControlCharacter {
-        byte: u8,
-        offset: usize,
-    },
+    ControlCharacter { byte: u8, offset: usize },
     /// The note text is empty or does not end with a newline.
     #[error("the note text must end with a newline")]
     TextMissingNewline,

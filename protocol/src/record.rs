@@ -73,10 +73,7 @@ pub enum RecordError {
     TooManyFields(usize),
     /// A field value over the length limit.
     #[error("field {field:?} is {len} bytes, over the limit of {MAX_VALUE_LEN}")]
-    ValueTooLong {
-        field: String,
-        len: usize,
-    },
+    ValueTooLong { field: String, len: usize },
     /// The subject id is empty, too long or has control characters.
     #[error("subject id must be 1-{MAX_SUBJECT_LEN} printable characters")]
     BadSubject,

@@ -57,21 +57,13 @@ pub enum WitnessError {
     },
     /// A cosignature line by this witness is not 72 bytes after the key ID.
     #[error("the cosignature by witness {name} is {len} bytes after the key ID; 72 expected")]
-    MalformedCosignature {
-        name: String,
-        len: usize,
-    },
+    MalformedCosignature { name: String, len: usize },
     /// A cosignature line by this witness does not verify.
     #[error("the cosignature by witness {name} does not verify")]
-    BadCosignature {
-        name: String,
-    },
+    BadCosignature { name: String },
     /// Fewer distinct witnesses cosigned validly than the policy requires.
     #[error("{valid} valid witness cosignatures; {threshold} required")]
-    BelowThreshold {
-        valid: usize,
-        threshold: usize,
-    },
+    BelowThreshold { valid: usize, threshold: usize },
 }
 
 /// The key ID of a witness's cosignature key: `SHA-256(name || 0x0A || 0x04 || key)[:4]`.

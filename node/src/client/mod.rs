@@ -44,10 +44,7 @@ const IMPORT_CHUNK: usize = 1024 * 1024;
 pub enum ClientError {
     /// The profile or a file it names is missing or invalid.
     #[error("profile {path}: {detail}")]
-    Profile {
-        path: PathBuf,
-        detail: String,
-    },
+    Profile { path: PathBuf, detail: String },
     /// A key file problem.
     #[error(transparent)]
     Key(#[from] KeyFileError),

@@ -190,7 +190,10 @@ pub(super) mod tests {
         let altered = lines.join("\n");
         assert!(decrypt(altered.as_bytes(), "legacy passphrase 1").is_err());
         assert!(matches!(
-            decrypt(b"-----BEGIN AGE ENCRYPTED FILE-----\n-----END AGE ENCRYPTED FILE-----", "x"),
+            decrypt(
+                b"-----BEGIN AGE ENCRYPTED FILE-----\n-----END AGE ENCRYPTED FILE-----",
+                "x"
+            ),
             Err(AgeError::Format(_))
         ));
     }

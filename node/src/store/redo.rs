@@ -30,10 +30,7 @@ pub enum RedoError {
     Truncated(usize),
     /// A write's tag is neither put nor delete.
     #[error("write {index} has the unknown tag {tag}")]
-    Tag {
-        index: usize,
-        tag: u8,
-    },
+    Tag { index: usize, tag: u8 },
     /// Bytes follow the last write.
     #[error("{0} bytes follow the last write")]
     Trailing(usize),
