@@ -343,3 +343,81 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
     );
     assert_eq!(d["durable"], serde_json::Value::Bool(true));
 }
+
+/// `tg node init` takes a demo agency's name, scheme, categories and policy only when asked to
+/// with `--demo-agency`; an id that merely matches a demo agency gets no defaults.
+#[test]
+fn node_init_uses_demo_defaults_only_with_the_demo_agency_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = tg()
+        .args(["node", "init", "--agency", "hmp-leeds", "--dir"])
+        .arg(dir.path().join("bare"))
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("--name is required"));
+    assert!(!dir.path().join("bare").exists(), "nothing is created");
+
+    let unknown = tg()
+        .args([
+            "node",
+            "init",
+            "--demo-agency",
+            "--agency",
+            "nowhere",
+            "--dir",
+        ])
+        .arg(dir.path().join("unknown"))
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("not a demo agency") && stderr.contains("hmp-leeds"),
+        "{stderr}"
+    );
+
+    let demo = dir.path().join("demo");
+    let made = tg()
+        .args([
+            "node",
+            "init",
+            "--demo-agency",
+            "--agency",
+            "hmp-leeds",
+            "--dir",
+        ])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert_success(&made);
+    let member = std::fs::read_to_string(demo.join("member.toml")).unwrap();
+    assert!(member.contains("HMP Leeds"), "{member}");
+    let policy = std::fs::read_to_string(demo.join("policy.toml")).unwrap();
+    assert!(
+        policy.contains("\n[[release]]"),
+        "the demo policy releases something"
+    );
+
+    let real = dir.path().join("real");
+    let made = tg()
+        .args(["node", "init", "--agency", "hmp-leeds", "--dir"])
+        .arg(&real)
+        .args([
+            "--name",
+            "A prison",
+            "--sector",
+            "justice",
+            "--id-scheme",
+            "noms_number",
+        ])
+        .args(["--category", "accommodation"])
+        .output()
+        .unwrap();
+    assert_success(&made);
+    let member = std::fs::read_to_string(real.join("member.toml")).unwrap();
+    assert!(member.contains("A prison") && member.contains("accommodation"));
+    assert!(!member.contains("health"), "no demo categories: {member}");
+    let policy = std::fs::read_to_string(real.join("policy.toml")).unwrap();
+    assert!(!policy.contains("\n[[release]]"), "deny-all: {policy}");
+}
