@@ -4,7 +4,7 @@
 //! Written with mode 0600 and refused when readable by group or others.
 //!
 //! Protected key files written by earlier versions (age format) are still opened, and rewritten
-//! as encrypted PKCS#8 with the same passphrase the first time they are ([`legacy_age`]).
+//! as encrypted PKCS#8 with the same passphrase the first time they are (`keyfile/legacy_age.rs`).
 
 use std::fs;
 use std::io::Write;
