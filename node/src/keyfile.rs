@@ -67,7 +67,7 @@ pub enum KeyFileError {
     #[error("{path} is protected by a passphrase; set TG_PASSPHRASE or enter it when asked")]
     Locked { path: PathBuf },
     /// An empty passphrase was given to open a protected key.
-    #[error("{path} is protected by a passphrase and the one given is empty; set TG_PASSPHRASE to the key's passphrase (or unset it to be asked)")]
+    #[error("{path} is protected by a passphrase and the one given is empty; give the key's passphrase (typed, or in TG_PASSPHRASE)")]
     EmptyPassphrase { path: PathBuf },
     /// The passphrase does not open the key.
     #[error("{path}: the passphrase is wrong (or the file is damaged)")]
