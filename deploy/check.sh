@@ -144,7 +144,7 @@ layout_check() {
     local a=$1 port=$2 r=$WORK/layout
     local state=$r/var/lib/throughgate/$a etc=$r/etc/throughgate/$a
     mkdir -p "$etc" "$r/var/lib/throughgate"
-    "$TG" node init --agency "$a" --dir "$state" --listen "127.0.0.1:$port" >/dev/null || return 1
+    "$TG" node init --demo-agency --agency "$a" --dir "$state" --listen "127.0.0.1:$port" >/dev/null || return 1
     "$TG" key generate --out "$r/gov.key" >/dev/null || return 1
     "$TG" manifest create --member "$state/member.toml" --governance-key "$r/gov.key" \
         --out "$state/manifest.tgm" >/dev/null || return 1
@@ -380,7 +380,7 @@ m = re.search(r'"--config",\s*"([^"]+)"', cmd)
 if not m or m.group(1) != "/var/lib/throughgate/node.toml":
     problems.append("CMD does not run the node folder's node.toml")
 d = os.path.join(scratch, "var/lib/throughgate")
-subprocess.run([tg, "node", "init", "--agency", "hmp-leeds", "--dir", d,
+subprocess.run([tg, "node", "init", "--demo-agency", "--agency", "hmp-leeds", "--dir", d,
                 "--listen", "0.0.0.0:4701"], check=True, capture_output=True)
 conf = open(os.path.join(d, "node.toml")).read()
 mm = re.search(r'^metrics_listen = "([^"]+)"', conf, re.M)

@@ -31,7 +31,7 @@ for agency in $TG_AGENCIES; do
     dir="$TG_FED_ROOT/$agency"
     if [ ! -f "$dir/node.toml" ]; then
         # Peers reach each node by its compose service name, which is its agency id.
-        "$TG" node init --agency "$agency" --dir "$dir" \
+        "$TG" node init --demo-agency --agency "$agency" --dir "$dir" \
             --listen "0.0.0.0:$TG_PORT" --advertise "$agency:$TG_PORT"
     fi
     members="$members --member $dir/member.toml"

@@ -177,7 +177,7 @@ setup() {
     local i=0 a members=()
     for a in "${AGENCIES[@]}"; do
         if [ ! -f "$DIR/$a/node.toml" ]; then
-            tg node init --agency "$a" --dir "$DIR/$a" --listen "127.0.0.1:$((BASE_PORT + i))" >/dev/null
+            tg node init --demo-agency --agency "$a" --dir "$DIR/$a" --listen "127.0.0.1:$((BASE_PORT + i))" >/dev/null
             echo "  $a: node folder $DIR/$a, UDP 127.0.0.1:$((BASE_PORT + i))"
         fi
         members+=(--member "$DIR/$a/member.toml")

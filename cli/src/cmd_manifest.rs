@@ -110,7 +110,7 @@ pub struct DraftArgs {
     /// Retire a node key of a member: AGENCY=HEX (repeatable).
     #[arg(long = "retire-key")]
     pub retire_keys: Vec<String>,
-    /// Replace a member's addresses: AGENCY=HOST:PORT[,HOST:PORT] (repeatable).
+    /// Replace a member's addresses: AGENCY=HOST:PORT,HOST:PORT,... (repeatable).
     #[arg(long = "set-address")]
     pub set_addresses: Vec<String>,
     /// Replace a member's roles: AGENCY=holder,requester (repeatable).

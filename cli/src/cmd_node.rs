@@ -62,7 +62,7 @@ pub enum NodeCmd {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
-        /// Move an existing data folder aside (to data.replaced-<time>) instead of refusing.
+        /// Move an existing data folder aside (to data.replaced-TIME) instead of refusing.
         #[arg(long)]
         force: bool,
         /// The federation manifest to check the backup's signature against (a `.tgm` file from
@@ -75,13 +75,18 @@ pub enum NodeCmd {
 /// Arguments of `tg node init`.
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The agency id, e.g. hmp-leeds (the six demo ids fill in the rest).
+    /// The agency id, e.g. leeds-cc.
     #[arg(long)]
     pub agency: AgencyId,
+    /// Fill in name, sector, identifier scheme, categories and release policy from the demo
+    /// agency of this id (one of the six used by `tg demo`; for trials only). Without it every
+    /// one of those must be given and the policy starts as deny-all.
+    #[arg(long)]
+    pub demo_agency: bool,
     /// The folder to create.
     #[arg(long)]
     pub dir: PathBuf,
-    /// Display name (default for demo agencies).
+    /// Display name (required unless --demo-agency).
     #[arg(long)]
     pub name: Option<String>,
     /// Sector: justice, health, education, local_government or welfare.
@@ -152,22 +157,38 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
 }
 
 fn init(g: &Global, a: InitArgs) -> Result<u8> {
-    let demo = demo_agency(a.agency.as_str());
+    // Demo defaults only when asked for: an agency whose id happens to match a demo agency's
+    // must not silently get the demo's scheme, categories and policy.
+    let demo = if a.demo_agency {
+        Some(demo_agency(a.agency.as_str()).ok_or_else(|| {
+            anyhow!(
+                "--demo-agency: {} is not a demo agency; the demo agencies are {}",
+                a.agency,
+                throughgate_node::agencies::DEMO_AGENCIES
+                    .iter()
+                    .map(|d| d.id)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?)
+    } else {
+        None
+    };
     let name = a
         .name
         .clone()
         .or_else(|| demo.map(|d| d.name.to_owned()))
-        .ok_or_else(|| anyhow!("--name is required for a non-demo agency"))?;
+        .ok_or_else(|| anyhow!("--name is required (or --demo-agency for a demo agency)"))?;
     let sector = match (&a.sector, demo) {
         (Some(s), _) => serde_json::from_value::<Sector>(serde_json::Value::String(s.clone()))
             .map_err(|_| anyhow!("unknown sector {s:?}; expected justice, health, education, local_government or welfare"))?,
         (None, Some(d)) => d.sector,
-        (None, None) => bail!("--sector is required for a non-demo agency"),
+        (None, None) => bail!("--sector is required (or --demo-agency for a demo agency)"),
     };
     let scheme = a
         .id_scheme
         .or(demo.map(|d| d.scheme))
-        .ok_or_else(|| anyhow!("--id-scheme is required for a non-demo agency"))?;
+        .ok_or_else(|| anyhow!("--id-scheme is required (or --demo-agency for a demo agency)"))?;
     let categories = if a.categories.is_empty() {
         demo.map(|d| d.categories.to_vec()).unwrap_or_default()
     } else {
@@ -187,7 +208,9 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         .with_context(|| format!("creating {}", dir.display()))?;
     let key = SecretKey::generate();
     write_secret_key(&dir.join("node.key"), &key)?;
-    let policy_text = demo_policy_text(a.agency.as_str()).unwrap_or(DENY_ALL_POLICY);
+    let policy_text = demo
+        .and_then(|d| demo_policy_text(d.id))
+        .unwrap_or(DENY_ALL_POLICY);
     std::fs::write(dir.join("policy.toml"), policy_text)?;
     let config = NodeConfig {
         agency: a.agency.clone(),

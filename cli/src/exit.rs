@@ -66,7 +66,12 @@ pub fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
     {
         return Some("fix the config file as the message says and start again; `tg node init` writes a complete node.toml, and docs/operations.md describes every key.");
     }
-    if format!("{e:#}").contains("could not acquire lock") {
+    if e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<throughgate_node::store::StoreError>(),
+            Some(throughgate_node::store::StoreError::InUse { .. })
+        )
+    }) {
         return Some("another process has this node's data folder open: is the node already running? Stop it first (Ctrl-C, `systemctl stop`, or `deploy/local-federation.sh --stop`).");
     }
     match io {
@@ -101,5 +106,32 @@ fn client_hint(e: &ClientError) -> Option<&'static str> {
         ClientError::Protocol(_) => Some("tg and the node may be different versions: compare `tg --version` with the version `tg node status` reports."),
         ClientError::Invalid(_) => Some("a signed answer failed verification: do not rely on it. Your node's key may have changed (compare node_key in your profile with `tg manifest show`); tell your node's operator."),
         ClientError::AmbiguousConsent(_) => Some("`tg consent list --passport PP` lists the person's consents; name one with --consent."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use throughgate_node::store::StoreError;
+
+    /// The hint for a store held by another process comes from the error's kind, wherever it
+    /// sits in the chain; the same words inside another error's message do not trigger it.
+    #[test]
+    fn hints_and_codes_follow_error_kinds_not_message_text() {
+        let in_use = anyhow::Error::new(StoreError::InUse {
+            dir: "/srv/node/data".into(),
+        })
+        .context("cannot open the node's store");
+        assert!(hint_for(&in_use).unwrap().contains("another process"));
+        assert_eq!(code_for(&in_use), FAILURE);
+
+        let lookalike = anyhow::Error::new(StoreError::Backend(Box::new(std::io::Error::other(
+            "could not acquire lock on the store: in use by another process",
+        ))));
+        assert_eq!(hint_for(&lookalike), None);
+        assert_eq!(code_for(&lookalike), FAILURE);
+
+        let refused = anyhow::Error::new(VerificationFailed("the bundle was altered".into()));
+        assert_eq!(code_for(&refused), INVALID);
     }
 }

@@ -138,21 +138,26 @@ impl Global {
         Ok(throughgate_node::client::HomeClient::connect_profile_with_key(profile, key).await?)
     }
 
-    /// Asks for a new passphrase (twice) on a terminal, or takes TG_PASSPHRASE.
+    /// Asks for a new passphrase (twice) on a terminal, or takes TG_PASSPHRASE; either way it
+    /// must pass `keyfile::check_new_passphrase` (not empty, at least 12 characters).
     pub fn new_passphrase(&self) -> anyhow::Result<String> {
-        if let Ok(p) = std::env::var(throughgate_node::keyfile::PASSPHRASE_ENV) {
+        use throughgate_node::keyfile::{check_new_passphrase, PASSPHRASE_ENV};
+        if let Some(p) = std::env::var_os(PASSPHRASE_ENV) {
+            let p = p
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{PASSPHRASE_ENV} is not valid UTF-8"))?;
+            check_new_passphrase(&p)
+                .map_err(|e| anyhow::anyhow!("{PASSPHRASE_ENV}: {e}; nothing was written"))?;
             return Ok(p);
         }
         if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            anyhow::bail!("set TG_PASSPHRASE or run on a terminal to choose a passphrase");
+            anyhow::bail!("set {PASSPHRASE_ENV} or run on a terminal to choose a passphrase");
         }
         let a = rpassword::prompt_password("New passphrase: ")?;
+        check_new_passphrase(&a).map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
         let b = rpassword::prompt_password("Again: ")?;
         if a != b {
             anyhow::bail!("the passphrases differ; nothing was written");
-        }
-        if a.chars().count() < 12 {
-            anyhow::bail!("use a passphrase of at least 12 characters");
         }
         Ok(a)
     }

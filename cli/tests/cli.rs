@@ -304,7 +304,8 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
     assert_success(&made);
     let text = std::fs::read_to_string(&key).unwrap();
     assert!(
-        text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----") && !text.contains("PRIVATE KEY")
+        text.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+            && !text.contains("BEGIN PRIVATE KEY")
     );
     #[cfg(unix)]
     {
@@ -334,6 +335,38 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
+    // An empty TG_PASSPHRASE never opens a key.
+    let empty = tg()
+        .args(["key", "show"])
+        .arg(&key)
+        .env("TG_PASSPHRASE", "")
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("the one given is empty"));
+}
+
+/// TG_PASSPHRASE obeys the rules a typed passphrase does: an empty or short one is refused and
+/// nothing is written.
+#[test]
+fn a_passphrase_from_the_environment_follows_the_typed_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pass, says) in [
+        ("", "the passphrase is empty"),
+        ("elevenchars", "has 11 characters; use at least 12"),
+    ] {
+        let key = dir.path().join("cw.key");
+        let out = tg()
+            .args(["key", "generate", "--passphrase", "--out"])
+            .arg(&key)
+            .env("TG_PASSPHRASE", pass)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{pass:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{pass:?}: {stderr}");
+        assert!(!key.exists(), "{pass:?}: a key was written");
+    }
 }
 
 #[test]
@@ -430,4 +463,82 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
         "verifies {verifies}"
     );
     assert_eq!(d["durable"], serde_json::Value::Bool(true));
+}
+
+/// `tg node init` takes a demo agency's name, scheme, categories and policy only when asked to
+/// with `--demo-agency`; an id that merely matches a demo agency gets no defaults.
+#[test]
+fn node_init_uses_demo_defaults_only_with_the_demo_agency_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = tg()
+        .args(["node", "init", "--agency", "hmp-leeds", "--dir"])
+        .arg(dir.path().join("bare"))
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("--name is required"));
+    assert!(!dir.path().join("bare").exists(), "nothing is created");
+
+    let unknown = tg()
+        .args([
+            "node",
+            "init",
+            "--demo-agency",
+            "--agency",
+            "nowhere",
+            "--dir",
+        ])
+        .arg(dir.path().join("unknown"))
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("not a demo agency") && stderr.contains("hmp-leeds"),
+        "{stderr}"
+    );
+
+    let demo = dir.path().join("demo");
+    let made = tg()
+        .args([
+            "node",
+            "init",
+            "--demo-agency",
+            "--agency",
+            "hmp-leeds",
+            "--dir",
+        ])
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert_success(&made);
+    let member = std::fs::read_to_string(demo.join("member.toml")).unwrap();
+    assert!(member.contains("HMP Leeds"), "{member}");
+    let policy = std::fs::read_to_string(demo.join("policy.toml")).unwrap();
+    assert!(
+        policy.contains("\n[[release]]"),
+        "the demo policy releases something"
+    );
+
+    let real = dir.path().join("real");
+    let made = tg()
+        .args(["node", "init", "--agency", "hmp-leeds", "--dir"])
+        .arg(&real)
+        .args([
+            "--name",
+            "A prison",
+            "--sector",
+            "justice",
+            "--id-scheme",
+            "noms_number",
+        ])
+        .args(["--category", "accommodation"])
+        .output()
+        .unwrap();
+    assert_success(&made);
+    let member = std::fs::read_to_string(real.join("member.toml")).unwrap();
+    assert!(member.contains("A prison") && member.contains("accommodation"));
+    assert!(!member.contains("health"), "no demo categories: {member}");
+    let policy = std::fs::read_to_string(real.join("policy.toml")).unwrap();
+    assert!(!policy.contains("\n[[release]]"), "deny-all: {policy}");
 }

@@ -325,6 +325,7 @@ impl Federation {
             let o = tg_ok([
                 "node",
                 "init",
+                "--demo-agency",
                 "--json",
                 "--agency",
                 agency,

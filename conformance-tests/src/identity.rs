@@ -58,30 +58,22 @@ use throughgate_protocol::time::Timestamp;
 use crate::now;
 
 /// A problem with the identity file or its keys.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The file could not be read.
     #[error("identity file {path}: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The TOML does not parse, or a value is invalid.
     #[error("identity file {path}: {detail}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
+    Parse { path: PathBuf, detail: String },
     /// A key file could not be read.
     #[error("identity file {path}: {source}")]
     Key {
-        /// The identity file.
         path: PathBuf,
-        /// The key file problem.
         source: throughgate_node::keyfile::KeyFileError,
     },
 }

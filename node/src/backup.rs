@@ -169,9 +169,8 @@ pub fn write_backup(
             w.write_all(v)
         })();
         r.map_err(|e| {
-            let msg = e.to_string();
             io_err = Some(e);
-            StoreError::Backend(msg)
+            StoreError::Internal("writing the backup failed")
         })
     });
     if let Some(e) = io_err {

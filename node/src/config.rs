@@ -13,20 +13,18 @@ use throughgate_protocol::ids::AgencyId;
 const MAX_CONFIG: u64 = 256 * 1024;
 
 /// A configuration problem.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or written.
     #[error("cannot read or write {path}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The TOML does not parse or has unknown or missing keys.
     #[error("{path}: {detail}")]
     Parse {
-        /// The file.
         path: PathBuf,
         /// The parser's message, with line and column.
         detail: String,
@@ -34,7 +32,6 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("{path}: {detail}")]
     Invalid {
-        /// The file.
         path: PathBuf,
         /// What is wrong and what to do.
         detail: String,

@@ -103,44 +103,30 @@ impl Default for ImportLimits {
 }
 
 /// What is wrong with an import file or one of its rows. Never quotes a cell's value.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportProblem {
     /// The file is over [`ImportLimits::max_bytes`].
     #[error("the file is larger than the limit of {limit} bytes")]
-    TooLarge {
-        /// The limit.
-        limit: usize,
-    },
+    TooLarge { limit: usize },
     /// The file could not be read.
     #[error("the file could not be read ({0})")]
     Read(std::io::ErrorKind),
     /// The file has more rows than [`ImportLimits::max_rows`]; rows after this one were not read.
     #[error("more than the limit of {limit} rows; stopped reading here")]
-    TooManyRows {
-        /// The limit.
-        limit: usize,
-    },
+    TooManyRows { limit: usize },
     /// A line over [`ImportLimits::max_line_len`].
     #[error("the line is longer than the limit of {limit} bytes")]
-    LineTooLong {
-        /// The limit.
-        limit: usize,
-    },
+    LineTooLong { limit: usize },
     /// Bytes that are not UTF-8 text.
     #[error("{} is not valid UTF-8 text", describe_column(.column.as_deref()))]
-    InvalidUtf8 {
-        /// The column, when known.
-        column: Option<String>,
-    },
+    InvalidUtf8 { column: Option<String> },
     /// A CSV file with no header row.
     #[error("the file is empty: a CSV import needs a header row naming the columns {}", CSV_COLUMNS.join(","))]
     NoHeader,
     /// The CSV header lacks a standard column.
     #[error("the header has no {column} column (the standard columns are {})", CSV_COLUMNS.join(","))]
-    MissingColumn {
-        /// The missing column.
-        column: &'static str,
-    },
+    MissingColumn { column: &'static str },
     /// The CSV header names a column twice.
     #[error("the header names column {column} more than once")]
     DuplicateColumn {
@@ -161,22 +147,14 @@ pub enum ImportProblem {
     },
     /// A CSV row with a different number of cells from the header.
     #[error("the row has {found} columns but the header has {expected}")]
-    ColumnCount {
-        /// Columns in the header.
-        expected: usize,
-        /// Columns in this row.
-        found: usize,
-    },
+    ColumnCount { expected: usize, found: usize },
     /// CSV that cannot be parsed.
     #[error("the row is not well-formed CSV")]
     MalformedCsv,
     /// A CSV row (a quoted cell may span lines) longer than any valid row can be; rows after it
     /// were not read.
     #[error("the row is longer than {limit} bytes, more than any valid row; stopped reading here")]
-    RowTooLong {
-        /// The limit.
-        limit: usize,
-    },
+    RowTooLong { limit: usize },
     /// A JSON Lines line that is not valid JSON.
     #[error("the line is not valid JSON (syntax error at character {position})")]
     MalformedJson {
@@ -194,10 +172,7 @@ pub enum ImportProblem {
     },
     /// A required column that is empty or absent.
     #[error("column {column} is missing or empty")]
-    Missing {
-        /// The column.
-        column: &'static str,
-    },
+    Missing { column: &'static str },
     /// A JSON value of the wrong type.
     #[error("column {column} must be {expected}")]
     WrongType {
@@ -228,16 +203,10 @@ pub enum ImportProblem {
     BadKind,
     /// A date that is not `YYYY-MM-DD`.
     #[error("column {column} is not a real date in the form YYYY-MM-DD")]
-    BadDate {
-        /// The column.
-        column: &'static str,
-    },
+    BadDate { column: &'static str },
     /// A timestamp that is not RFC 3339 at or after 1970.
     #[error("column {column} is not an RFC 3339 timestamp at or after 1970, such as 2026-11-26T09:30:00Z")]
-    BadTimestamp {
-        /// The column.
-        column: &'static str,
-    },
+    BadTimestamp { column: &'static str },
     /// A source-system name that is empty, too long or has control characters.
     #[error("column source_system must be 1-{MAX_NAME_LEN} printable characters")]
     BadSourceSystem,
@@ -249,9 +218,7 @@ pub enum ImportProblem {
     ValueTooLong {
         /// The column (`field.<name>` for a field).
         column: String,
-        /// The value's length.
         len: usize,
-        /// The limit.
         limit: usize,
     },
     /// More fields than a record may carry.

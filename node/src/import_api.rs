@@ -54,14 +54,13 @@ pub const APPLY_CHUNK: usize = 256;
 const SPOOL_EXT: &str = "spool";
 
 /// Why an import could not be spooled, checked or stored.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum ImportRunError {
     /// The spool file could not be written or read.
     #[error("import spool file {file}: {source}")]
     Spool {
-        /// The spool file's name.
         file: String,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// Storage failed.
@@ -69,19 +68,11 @@ pub enum ImportRunError {
     Store(#[from] StoreError),
     /// The spool file is not the file that was checked (changed or truncated since).
     #[error("import spool file {file} no longer matches the upload that was checked")]
-    SpoolChanged {
-        /// The spool file's name.
-        file: String,
-    },
+    SpoolChanged { file: String },
     /// The spool file no longer passes the checks (for example, the node's identifier scheme
     /// was changed in between).
     #[error("import spool file {file} no longer passes the checks: {problems} problems")]
-    Recheck {
-        /// The spool file's name.
-        file: String,
-        /// How many problems.
-        problems: u64,
-    },
+    Recheck { file: String, problems: u64 },
     /// The blocking task that reads the spool failed.
     #[error("the import task failed: {0}")]
     Task(String),

@@ -549,7 +549,10 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
             Ok::<_, StoreError>((from, to))
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
+        .map_err(|source| StoreError::Task {
+            what: "the retention task",
+            source,
+        })??;
         if to > from {
             // The redaction is logged (durably, under the next checkpoint) before any content
             // goes: a redacted entry is evidence only when such an entry covers it.
@@ -560,7 +563,10 @@ pub async fn apply_retention(state: &NodeState) -> Result<(u64, u64), NodeError>
             let db = state.db.clone();
             redacted = tokio::task::spawn_blocking(move || db.redact_audit_entries(from, to, now))
                 .await
-                .map_err(|e| StoreError::Backend(format!("the retention task stopped: {e}")))??;
+                .map_err(|source| StoreError::Task {
+                    what: "the retention task",
+                    source,
+                })??;
         }
     }
     Ok((deleted, redacted))

@@ -15,6 +15,7 @@ use crate::transport::{read_envelope, write_envelope};
 use crate::trust::Trust;
 
 /// Why a request to a peer failed.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
     /// The agency is not in the manifest (or has no usable address).
@@ -22,36 +23,16 @@ pub enum PeerError {
     Unknown(AgencyId),
     /// No connection could be established.
     #[error("could not connect to {agency}: {detail}")]
-    Unreachable {
-        /// The peer.
-        agency: AgencyId,
-        /// What failed.
-        detail: String,
-    },
+    Unreachable { agency: AgencyId, detail: String },
     /// The peer did not answer within the deadline.
     #[error("{agency} did not answer within {after:?}")]
-    TimedOut {
-        /// The peer.
-        agency: AgencyId,
-        /// The deadline.
-        after: Duration,
-    },
+    TimedOut { agency: AgencyId, after: Duration },
     /// The stream failed or the answer was not a valid frame.
     #[error("request to {agency} failed: {detail}")]
-    Stream {
-        /// The peer.
-        agency: AgencyId,
-        /// What failed.
-        detail: String,
-    },
+    Stream { agency: AgencyId, detail: String },
     /// The peer answered with a protocol error.
     #[error("{agency} answered with error {}: {}", .body.code, .body.message)]
-    Remote {
-        /// The peer.
-        agency: AgencyId,
-        /// Its error.
-        body: ErrorBody,
-    },
+    Remote { agency: AgencyId, body: ErrorBody },
 }
 
 type Slot = Arc<Mutex<Option<quinn::Connection>>>;

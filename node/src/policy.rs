@@ -27,14 +27,13 @@ use throughgate_protocol::record::{valid_name, DisclosedRecord, Record};
 const MAX_POLICY: u64 = 1024 * 1024;
 
 /// A policy file problem.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     /// The file could not be read.
     #[error("cannot read {path}")]
     Io {
-        /// The file.
         path: String,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The TOML does not parse or has unknown keys.
@@ -43,7 +42,6 @@ pub enum PolicyError {
     /// A rule is invalid.
     #[error("policy rule {rule}: {detail}")]
     Invalid {
-        /// 1-based rule number.
         rule: usize,
         /// What is wrong and what to do.
         detail: String,

@@ -1,6 +1,7 @@
 //! The node crate's fuzz targets on stable Rust, for CI: every file of each target's seed
-//! corpus (`node/fuzz/seeds/<target>/`), cargo-fuzz corpus (`node/fuzz/corpus/<target>/`) and
-//! regression folder (`node/fuzz/regressions/<target>/`) is run through the same target
+//! corpus (`node/fuzz/seeds/<target>/`) and regression folder (`node/fuzz/regressions/<target>/`),
+//! both in git, and of its cargo-fuzz corpus if one exists locally (`$TG_FUZZ_CORPUS/<target>/`,
+//! default `node/fuzz/corpus/<target>/`, not in git) is run through the same target
 //! function the cargo-fuzz target calls (`node/fuzz/targets.rs`), then a bounded,
 //! deterministic random-mutation run (`TG_FUZZ_REPLAY_ITERS` inputs per target, default
 //! below). Parsers must return an error, never panic; panics are caught so each failing input

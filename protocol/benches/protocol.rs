@@ -128,7 +128,7 @@ fn envelopes(c: &mut Criterion) {
 /// What ed25519-dalek's batch verification would save at the batch sizes a passport offers
 /// (2: a holder's two query signatures; 6 and 13: the client's bundle), against `verify_strict`
 /// one by one. Not used by Throughgate: the batch equation is cofactored and accepts
-/// signatures strict verification rejects (docs/performance.md, "Crypto floor"). Measured so
+/// signatures strict verification rejects (docs/performance.md, "Signature budget"). Measured so
 /// the decision can be weighed with figures.
 fn batch_verification(c: &mut Criterion) {
     let keys: Vec<ed25519_dalek::SigningKey> = (0u8..13)

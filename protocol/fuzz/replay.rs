@@ -310,13 +310,24 @@ pub fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-/// Where a target's inputs live: its seed corpus, cargo-fuzz corpus and regression folder.
+/// The folder holding the cargo-fuzz corpora, one sub-folder per target: `TG_FUZZ_CORPUS` if
+/// set, else the including crate's `fuzz/corpus/`. Corpora are not kept in git; a fresh clone
+/// has none and the replay runs the seeds and regressions only.
+pub fn corpus_root() -> PathBuf {
+    match std::env::var_os("TG_FUZZ_CORPUS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => fuzz_dir().join("corpus"),
+    }
+}
+
+/// Where a target's inputs live: its seed corpus and regression folder (both in git) and its
+/// cargo-fuzz corpus under [`corpus_root`] (absent unless fuzzed locally).
 pub fn corpus_dirs(name: &str) -> Vec<PathBuf> {
     let f = fuzz_dir();
     vec![
         f.join("seeds").join(name),
-        f.join("corpus").join(name),
         f.join("regressions").join(name),
+        corpus_root().join(name),
     ]
 }
 

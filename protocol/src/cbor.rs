@@ -10,30 +10,22 @@ use serde::{de::DeserializeOwned, Serialize};
 pub const MAX_DEPTH: usize = 32;
 
 /// Why bytes did not decode into the expected message.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The input is larger than the limit for this kind of item.
     #[error("{what} is {len} bytes, over the {max}-byte limit")]
     TooLarge {
-        /// What was being decoded.
         what: &'static str,
-        /// Its length.
         len: usize,
-        /// The limit.
         max: usize,
     },
     /// The bytes are not valid CBOR for the expected structure.
     #[error("{what} is not valid: {detail}")]
-    Invalid {
-        /// What was being decoded.
-        what: &'static str,
-        /// The decoder's explanation.
-        detail: String,
-    },
+    Invalid { what: &'static str, detail: String },
     /// Valid CBOR item followed by extra bytes.
     #[error("{what} has {extra} unexpected bytes after its end")]
     TrailingBytes {
-        /// What was being decoded.
         what: &'static str,
         /// How many bytes were left over.
         extra: usize,

@@ -29,6 +29,7 @@ use crate::merkle::Hash;
 use crate::note::{NoteError, NoteSignature, SignedNote};
 
 /// Why a checkpoint is malformed, unsigned or from the wrong log.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
     /// The signed-note layer refused it (format, size, signature).
@@ -61,7 +62,6 @@ pub enum CheckpointError {
     /// The checkpoint is for a different log than expected.
     #[error("checkpoint origin is {got:?}, expected {expected:?}")]
     WrongOrigin {
-        /// The origin expected.
         expected: String,
         /// The origin in the checkpoint.
         got: String,

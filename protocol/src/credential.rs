@@ -79,6 +79,7 @@ impl Message for Credential {
 }
 
 /// Why a credential is not acceptable.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     /// Not a credential, or the body does not decode.
@@ -89,41 +90,26 @@ pub enum CredentialError {
     BadIssuer {
         /// The agency the credential claims.
         agency: AgencyId,
-        /// The signature failure.
         source: VerifyError,
     },
     /// The credential's agency is not the one expected here.
     #[error("credential belongs to {got}, expected {expected}")]
-    WrongAgency {
-        /// The agency expected.
-        expected: AgencyId,
-        /// The agency named.
-        got: AgencyId,
-    },
+    WrongAgency { expected: AgencyId, got: AgencyId },
     /// Not yet valid.
     #[error("credential of {person} is not valid until {not_before}")]
     NotYetValid {
-        /// The person.
         person: PersonId,
-        /// Its start.
         not_before: Timestamp,
     },
     /// Expired.
     #[error("credential of {person} expired at {not_after}")]
     Expired {
-        /// The person.
         person: PersonId,
-        /// Its end.
         not_after: Timestamp,
     },
     /// The credential does not grant the role needed.
     #[error("{person} does not hold the {role} role")]
-    MissingRole {
-        /// The person.
-        person: PersonId,
-        /// The role required.
-        role: StaffRole,
-    },
+    MissingRole { person: PersonId, role: StaffRole },
     /// The display name is empty, too long or has control characters.
     #[error("credential display name must be 1-128 printable characters")]
     BadName,

@@ -201,20 +201,18 @@ fn bounded_sigs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Signature>
 }
 
 /// Why an envelope's signatures or kind are not acceptable.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// The envelope holds a different kind of message than expected.
     #[error("expected a {expected} message, got {got}")]
     WrongKind {
-        /// The kind required here.
         expected: MessageKind,
-        /// The kind received.
         got: MessageKind,
     },
     /// No signature by the required key in the required role.
     #[error("no {role} signature by key {key_fingerprint}")]
     MissingSignature {
-        /// The role required.
         role: SignerRole,
         /// Fingerprint of the key required.
         key_fingerprint: String,
@@ -235,12 +233,7 @@ pub enum VerifyError {
     TooManySignatures(usize),
     /// Fewer valid distinct governance signatures than the threshold.
     #[error("{valid} valid signatures from distinct listed keys; {threshold} required")]
-    BelowThreshold {
-        /// Valid distinct signatures counted.
-        valid: usize,
-        /// Signatures required.
-        threshold: usize,
-    },
+    BelowThreshold { valid: usize, threshold: usize },
 }
 
 /// Builds the exact bytes a signature covers.

@@ -8,16 +8,12 @@ pub const DEFAULT_MAX_FRAME: usize = 4 * 1024 * 1024;
 pub const HEADER_LEN: usize = 4;
 
 /// Why a byte stream is not a valid sequence of frames.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// The length prefix announces more than the limit.
     #[error("frame of {len} bytes announced, over the {max}-byte limit")]
-    TooLarge {
-        /// The announced length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
+    TooLarge { len: usize, max: usize },
     /// A zero-length frame (an envelope is never empty).
     #[error("empty frame")]
     Empty,

@@ -9,6 +9,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 /// Why a string is not a valid identifier of the kind asked for.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// Empty, or longer than the identifier kind allows.
@@ -16,15 +17,12 @@ pub enum IdError {
     Length {
         /// The identifier kind, e.g. "agency id".
         kind: &'static str,
-        /// The maximum length allowed.
         max: usize,
-        /// The length given.
         len: usize,
     },
     /// Contains a character outside the allowed set.
     #[error("{kind} {value:?} may contain only {allowed}")]
     Charset {
-        /// The identifier kind.
         kind: &'static str,
         /// The rejected value (identifiers are not personal data).
         value: String,
@@ -34,9 +32,7 @@ pub enum IdError {
     /// A random identifier without the expected prefix or hex body.
     #[error("{kind} {value:?} must look like {example}")]
     Shape {
-        /// The identifier kind.
         kind: &'static str,
-        /// The rejected value.
         value: String,
         /// An example of the right shape.
         example: &'static str,

@@ -130,6 +130,7 @@ impl Message for Manifest {
 }
 
 /// Why a manifest is refused.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
     /// Not a manifest, or it does not decode.
@@ -140,46 +141,24 @@ pub enum ManifestError {
     Invalid(String),
     /// Past its expiry.
     #[error("manifest version {version} expired at {expires_at}; ask governance for a new one")]
-    Expired {
-        /// Its version.
-        version: u64,
-        /// Its expiry.
-        expires_at: Timestamp,
-    },
+    Expired { version: u64, expires_at: Timestamp },
     /// Not signed by a threshold of its own governance keys.
     #[error("manifest version {version} is under-signed by its own governance keys: {source}")]
-    UnderSigned {
-        /// Its version.
-        version: u64,
-        /// The threshold failure.
-        source: VerifyError,
-    },
+    UnderSigned { version: u64, source: VerifyError },
     /// Not signed by a threshold of the previous version's governance keys.
     #[error("manifest version {version} is not signed by a threshold of version {previous}'s governance keys: {source}")]
     NotChained {
-        /// Its version.
         version: u64,
         /// The version trusted so far.
         previous: u64,
-        /// The threshold failure.
         source: VerifyError,
     },
     /// Older than, or the same version as but different from, the one trusted.
     #[error("manifest version {offered} is a rollback: version {current} is already trusted")]
-    Rollback {
-        /// The version offered.
-        offered: u64,
-        /// The version trusted.
-        current: u64,
-    },
+    Rollback { offered: u64, current: u64 },
     /// A different federation.
     #[error("manifest is for federation {offered:?}, not {current:?}")]
-    WrongFederation {
-        /// The name offered.
-        offered: String,
-        /// The name trusted.
-        current: String,
-    },
+    WrongFederation { offered: String, current: String },
 }
 
 impl Manifest {

@@ -34,6 +34,7 @@ const LEAF_PREFIX: u8 = 0x00;
 const NODE_PREFIX: u8 = 0x01;
 
 /// Why a Merkle proof could not be built or does not verify, or a frontier is unusable.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MerkleError {
     /// The leaf index is not inside the tree (`index >= size`).
@@ -41,7 +42,6 @@ pub enum MerkleError {
     IndexOutOfRange {
         /// The leaf index asked about.
         index: u64,
-        /// The tree size.
         size: u64,
     },
     /// A consistency proof was asked for from a larger tree to a smaller one.
@@ -60,7 +60,6 @@ pub enum MerkleError {
     /// The proof has the wrong number of hashes for the tree sizes and index given.
     #[error("the proof has {got} hashes; {expected} expected")]
     ProofLength {
-        /// Hashes in the proof.
         got: usize,
         /// Hashes a correct proof has.
         expected: usize,
@@ -70,7 +69,6 @@ pub enum MerkleError {
     HashLength {
         /// Which hash: "leaf hash", "root hash", "first root hash", "proof hash".
         what: &'static str,
-        /// Its length.
         len: usize,
     },
     /// The proof does not lead to the root hash given (for a consistency proof: to the second
@@ -85,7 +83,6 @@ pub enum MerkleError {
     NotEnoughLeaves {
         /// The tree size asked for.
         size: u64,
-        /// Leaves available.
         available: u64,
     },
     /// The subtree-hash store did not have a hash the proof needs.
@@ -99,11 +96,8 @@ pub enum MerkleError {
     /// A frontier's hash list does not match its size (it must hold one hash per set bit).
     #[error("a frontier of size {size} needs {expected} hashes; it has {got}")]
     InvalidFrontier {
-        /// The frontier's tree size.
         size: u64,
-        /// Hashes it holds.
         got: usize,
-        /// Hashes it must hold.
         expected: usize,
     },
     /// The tree already holds 2^64 - 1 leaves.

@@ -50,27 +50,18 @@ pub const SIG_TYPE_COSIGNATURE_V1: u8 = 0x04;
 pub const SIGNATURE_PREFIX: &str = "\u{2014} ";
 
 /// Why a note, signature line or verifier key is malformed, or a signature is missing or bad.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoteError {
     /// The note is larger than [`MAX_NOTE_SIZE`].
     #[error("the note is {len} bytes, over the {max}-byte limit")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
+    TooLarge { len: usize, max: usize },
     /// The note is not valid UTF-8.
     #[error("the note is not valid UTF-8")]
     NotUtf8,
     /// The note holds an ASCII control character other than newline.
     #[error("control character 0x{byte:02x} at byte {offset} of the note")]
-    ControlCharacter {
-        /// The character.
-        byte: u8,
-        /// Its byte offset.
-        offset: usize,
-    },
+    ControlCharacter { byte: u8, offset: usize },
     /// The note text is empty or does not end with a newline.
     #[error("the note text must end with a newline")]
     TextMissingNewline,
@@ -93,7 +84,6 @@ pub enum NoteError {
     TooManySignatures {
         /// Lines found (or that there would be).
         count: usize,
-        /// The limit.
         max: usize,
     },
     /// No signature line by the expected key (matching key name and key ID).
@@ -107,7 +97,6 @@ pub enum NoteError {
     /// A signature line by the expected key does not verify.
     #[error("the signature by key {name}+{key_id} does not verify")]
     BadSignature {
-        /// The key name.
         name: String,
         /// The key ID, as 8 hex digits.
         key_id: String,

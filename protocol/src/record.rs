@@ -58,12 +58,12 @@ pub struct DisclosedRecord {
 }
 
 /// Why a record is not acceptable.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// A record kind or field name that is not a lowercase snake_case word.
     #[error("{what} {value:?} must be 1-{MAX_NAME_LEN} lowercase letters, digits or underscores")]
     BadName {
-        /// "kind" or "field name".
         what: &'static str,
         /// The value (names are not personal data).
         value: String,
@@ -73,12 +73,7 @@ pub enum RecordError {
     TooManyFields(usize),
     /// A field value over the length limit.
     #[error("field {field:?} is {len} bytes, over the limit of {MAX_VALUE_LEN}")]
-    ValueTooLong {
-        /// The field name.
-        field: String,
-        /// The value's length.
-        len: usize,
-    },
+    ValueTooLong { field: String, len: usize },
     /// The subject id is empty, too long or has control characters.
     #[error("subject id must be 1-{MAX_SUBJECT_LEN} printable characters")]
     BadSubject,

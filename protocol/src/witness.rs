@@ -36,6 +36,7 @@ pub const MAX_TIMESTAMP: u64 = i64::MAX as u64;
 pub const COSIGNATURE_LEN: usize = 8 + 64;
 
 /// Why a cosignature cannot be made or does not verify.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WitnessError {
     /// The checkpoint cannot be written or parsed.
@@ -56,26 +57,13 @@ pub enum WitnessError {
     },
     /// A cosignature line by this witness is not 72 bytes after the key ID.
     #[error("the cosignature by witness {name} is {len} bytes after the key ID; 72 expected")]
-    MalformedCosignature {
-        /// The witness name.
-        name: String,
-        /// Its length.
-        len: usize,
-    },
+    MalformedCosignature { name: String, len: usize },
     /// A cosignature line by this witness does not verify.
     #[error("the cosignature by witness {name} does not verify")]
-    BadCosignature {
-        /// The witness name.
-        name: String,
-    },
+    BadCosignature { name: String },
     /// Fewer distinct witnesses cosigned validly than the policy requires.
     #[error("{valid} valid witness cosignatures; {threshold} required")]
-    BelowThreshold {
-        /// Witnesses whose cosignature verified.
-        valid: usize,
-        /// Cosignatures required.
-        threshold: usize,
-    },
+    BelowThreshold { valid: usize, threshold: usize },
 }
 
 /// The key ID of a witness's cosignature key: `SHA-256(name || 0x0A || 0x04 || key)[:4]`.

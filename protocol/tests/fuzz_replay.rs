@@ -1,6 +1,7 @@
-//! The protocol crate's fuzz targets on stable Rust, for CI: every file of every target's seed
-//! corpus (`protocol/fuzz/seeds/<target>/`), cargo-fuzz corpus (`protocol/fuzz/corpus/<target>/`)
-//! and regression folder (`protocol/fuzz/regressions/<target>/`) is run through the same target
+//! The protocol crate's fuzz targets on stable Rust, for CI: every file of each target's seed
+//! corpus (`protocol/fuzz/seeds/<target>/`) and regression folder (`protocol/fuzz/regressions/<target>/`),
+//! both in git, and of its cargo-fuzz corpus if one exists locally (`$TG_FUZZ_CORPUS/<target>/`,
+//! default `protocol/fuzz/corpus/<target>/`, not in git) is run through the same target
 //! function the cargo-fuzz target calls (`protocol/fuzz/targets.rs`), followed by a bounded,
 //! deterministic random-mutation run (`TG_FUZZ_REPLAY_ITERS` inputs per target, default
 //! below). Every decoder must return an error, never panic; panics are caught so each failing

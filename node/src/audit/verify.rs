@@ -389,7 +389,7 @@ fn verify_from(
             ready
                 .get(c % readers)
                 .and_then(|rx| rx.recv().ok())
-                .unwrap_or_else(|| Err(StoreError::Backend("a verifier thread stopped".into())))
+                .unwrap_or_else(|| Err(StoreError::Internal("a verifier thread stopped")))
         });
         check_chunks(chunks, target, &size_now, started)
         // Returning drops the receivers, so readers still running stop at their next send.

@@ -39,27 +39,20 @@ use crate::transport::{read_envelope, write_envelope, write_frame};
 const IMPORT_CHUNK: usize = 1024 * 1024;
 
 /// A client-side failure.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The profile or a file it names is missing or invalid.
     #[error("profile {path}: {detail}")]
-    Profile {
-        /// The profile file.
-        path: PathBuf,
-        /// What is wrong.
-        detail: String,
-    },
+    Profile { path: PathBuf, detail: String },
     /// A key file problem.
     #[error(transparent)]
     Key(#[from] KeyFileError),
     /// The home node could not be reached or refused the connection.
     #[error("cannot reach home node {agency} at {addr}: {detail}")]
     Connect {
-        /// The home agency.
         agency: AgencyId,
-        /// Its address.
         addr: String,
-        /// What failed.
         detail: String,
     },
     /// The home node answered with an error.

@@ -133,7 +133,11 @@ impl Db {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| StoreError::Backend(format!("the restore note does not decode: {e}"))),
+                .map_err(|e| StoreError::Corrupt {
+                    what: "restore note",
+                    key: String::from_utf8_lossy(crate::backup::RESTORED_KEY).into_owned(),
+                    detail: e.to_string(),
+                }),
         }
     }
 

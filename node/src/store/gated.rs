@@ -33,7 +33,7 @@ impl GatedStore {
         let _exclusive = self
             .gate
             .write()
-            .map_err(|_| StoreError::Backend("store gate poisoned".into()))?;
+            .map_err(|_| StoreError::Internal("store gate poisoned"))?;
         self.inner.flush()?;
         let mut n = 0u64;
         let mut start: Option<Vec<u8>> = None;
@@ -58,7 +58,7 @@ impl GatedStore {
     fn shared(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, StoreError> {
         self.gate
             .read()
-            .map_err(|_| StoreError::Backend("store gate poisoned".into()))
+            .map_err(|_| StoreError::Internal("store gate poisoned"))
     }
 }
 

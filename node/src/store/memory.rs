@@ -21,13 +21,13 @@ impl MemoryStore {
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Map>, StoreError> {
         self.map
             .read()
-            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+            .map_err(|_| StoreError::Internal("memory store lock poisoned"))
     }
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Map>, StoreError> {
         self.map
             .write()
-            .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
+            .map_err(|_| StoreError::Internal("memory store lock poisoned"))
     }
 }
 

@@ -14,20 +14,38 @@ pub use gated::GatedStore;
 pub use memory::MemoryStore;
 pub use sled_store::SledStore;
 
-/// A storage failure.
+/// A storage failure. Each kind is its own variant, so callers (the CLI's exit codes and hints)
+/// decide on the kind, never on message text; the backend's own error is kept as the source.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed (I/O, corruption).
-    #[error("storage backend failed: {0}")]
-    Backend(String),
+    /// The backend failed (I/O, corruption); the backend's error is the source.
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Another process holds the store open.
+    #[error("the store in {} is in use by another process (is the node already running?); stop it first", dir.display())]
+    InUse { dir: std::path::PathBuf },
+    /// A batch failed halfway; the store refuses reads and writes until the node restarts and
+    /// completes the batch from its redo record.
+    #[error(
+        "a batch failed halfway through; restart the node, which completes it from its redo record"
+    )]
+    Broken,
+    /// A lock was poisoned or a task or thread working on the store stopped.
+    #[error("{0}")]
+    Internal(&'static str),
+    /// A task working on the store stopped (panicked or was cancelled).
+    #[error("{what} stopped")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// A stored value did not decode: the store holds something this version cannot read.
     #[error("stored {what} under key {key} does not decode: {detail}")]
     Corrupt {
-        /// What was being read.
         what: &'static str,
-        /// The key, printable form.
         key: String,
-        /// The decoder's explanation.
         detail: String,
     },
 }

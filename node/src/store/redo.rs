@@ -19,6 +19,7 @@ const PUT: u8 = 0;
 const DELETE: u8 = 1;
 
 /// Why a stored redo record could not be read back.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RedoError {
     /// The record does not start with this format's marker.
@@ -29,12 +30,7 @@ pub enum RedoError {
     Truncated(usize),
     /// A write's tag is neither put nor delete.
     #[error("write {index} has the unknown tag {tag}")]
-    Tag {
-        /// Which write.
-        index: usize,
-        /// The tag found.
-        tag: u8,
-    },
+    Tag { index: usize, tag: u8 },
     /// Bytes follow the last write.
     #[error("{0} bytes follow the last write")]
     Trailing(usize),

@@ -48,7 +48,7 @@ impl<I: Iterator> Iterator for Gated<'_, I> {
 }
 
 fn backend(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(Box::new(e))
 }
 
 /// How long opening a locked store keeps retrying.
@@ -65,7 +65,7 @@ impl SledStore {
     ///
     /// sled locks the store's file while it is open. A handle dropped a moment ago can hold the
     /// lock for a few milliseconds more (sled's background writers release it), so a store that
-    /// is locked is retried for up to [`LOCK_WAIT`] before giving up with a clear message
+    /// is locked is retried for up to `LOCK_WAIT` (3 s) before giving up with a clear message
     /// (another process, e.g. a second `tg node run`, has it open).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let deadline = std::time::Instant::now() + LOCK_WAIT;
@@ -80,11 +80,9 @@ impl SledStore {
                 // sled reports a held lock as an I/O error carrying only this text.
                 Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                     if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Backend(format!(
-                            "the store in {} is in use by another process (is the node already \
-                             running?); stop it first",
-                            dir.display()
-                        )));
+                        return Err(StoreError::InUse {
+                            dir: dir.to_path_buf(),
+                        });
                     }
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -151,18 +149,14 @@ impl SledStore {
 
     fn check_whole(&self) -> Result<(), StoreError> {
         if self.broken.load(Ordering::Acquire) {
-            return Err(StoreError::Backend(
-                "a batch failed halfway through; restart the node, which completes it from its \
-                 redo record"
-                    .into(),
-            ));
+            return Err(StoreError::Broken);
         }
         Ok(())
     }
 
     /// Writes a batch of several writes: redo record, keys, removal of the record.
     fn apply_several(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let record = redo::encode(writes).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let record = redo::encode(writes).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let _only = self.exclusive()?;
         self.redo.insert(REDO_KEY, record).map_err(backend)?;
         let applied = writes
@@ -271,8 +265,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = SledStore::open(dir.path()).unwrap();
         let started = std::time::Instant::now();
-        let err = SledStore::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("in use by another process"), "{err}");
+        let err = SledStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InUse { dir: d } if d == dir.path()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
         assert!(started.elapsed() >= LOCK_WAIT);
         drop(held);
         // Released a moment ago: opened at once or after sled's writers let go.
