@@ -105,8 +105,10 @@ pub struct Consent {
     /// Valid until (exclusive); expiry takes effect without anyone acting.
     pub valid_until: Timestamp,
     /// Earliest date records may be about (inclusive), if limited.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub records_from: Option<Date>,
     /// Latest date records may be about (inclusive), if limited.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub records_until: Option<Date>,
     /// The lawful basis, e.g. "UK GDPR Art. 6(1)(e); Art. 9(2)(h)".
     pub legal_basis: String,
@@ -124,6 +126,7 @@ pub struct Consent {
     /// When it was recorded.
     pub recorded_at: Timestamp,
     /// The consent this one replaces, if any (narrowing or widening it).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub supersedes: Option<ConsentId>,
     /// The recording caseworker's credential, so holders can check the person signature.
     pub credential: Envelope,
@@ -210,6 +213,7 @@ pub struct ConsentGrant {
     /// The recipient this delivery is for.
     pub recipient: AgencyId,
     /// The person's identifier at the recipient, if the recipient is a holder.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub subject: Option<SubjectIdentifier>,
     /// The commitment's salt, if the recipient is a holder.
     #[serde(with = "opt_salt")]

@@ -85,8 +85,9 @@ pub enum ClientOp {
         #[serde(with = "fixed_bytes")]
         sha256: [u8; 32],
         /// Treat the file as the complete current snapshot of some record kinds: records of
-        /// those kinds that it lacks are deleted. Absent: an ordinary import, which only adds
+        /// those kinds that it lacks are deleted. Null: an ordinary import, which only adds
         /// and replaces.
+        #[serde(deserialize_with = "crate::cbor::required")]
         sync: Option<SyncRequest>,
     },
     /// Delete records held about one subject (erasure or rectification), atomically (operator).
@@ -94,8 +95,10 @@ pub enum ClientOp {
         /// The subject's identifier under this node's scheme, as in the records files.
         subject: String,
         /// Only records of this kind.
+        #[serde(deserialize_with = "crate::cbor::required")]
         kind: Option<String>,
         /// Only the record with this id.
+        #[serde(deserialize_with = "crate::cbor::required")]
         record_id: Option<RecordId>,
     },
     /// Issue a credential to a member of staff.
@@ -204,6 +207,7 @@ pub struct AuditFilter {
     pub event: Option<String>,
     /// Consent entries whose linkage at this holder was this (`not_held` lists recordings
     /// whose identifiers matched nobody here: the signature of probing).
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub linkage: Option<AckOutcome>,
     /// At or after this instant.
     #[serde(deserialize_with = "crate::cbor::required")]
@@ -447,6 +451,7 @@ pub struct ConsentSummary {
     pub status_since: Timestamp,
     /// For a withdrawn consent, the member of staff at the recording agency who recorded the
     /// withdrawal.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub revoked_by: Option<PersonId>,
 }
 
@@ -525,6 +530,7 @@ pub struct ImportReport {
     /// More bad rows than listed.
     pub errors_truncated: bool,
     /// For a sync: what it changed, or would change.
+    #[serde(deserialize_with = "crate::cbor::required")]
     pub sync: Option<SyncReport>,
 }
 
