@@ -28,6 +28,7 @@ pub async fn handle(
     env: &Envelope,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
+    budget: &Arc<crate::budget::ConnectionBudget>,
 ) -> Envelope {
     if env
         .verify_by(SignerRole::Person, &staff.body.public_key)
@@ -162,8 +163,16 @@ pub async fn handle(
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                crate::import_api::import(state, staff, format, dry_run, total_bytes, sha256, recv)
-                    .await
+                crate::import_api::import(
+                    state,
+                    staff,
+                    (format, dry_run),
+                    total_bytes,
+                    sha256,
+                    recv,
+                    budget,
+                )
+                .await
             }
         },
         ClientOp::AddStaff {

@@ -8,6 +8,7 @@ pub mod audit_api;
 pub mod backup;
 pub mod backup_api;
 pub mod bench;
+pub mod budget;
 pub mod client;
 pub mod client_api;
 pub mod clock;

@@ -102,6 +102,8 @@ pub struct NodeState {
     pub caseworker_rate: crate::ratelimit::RateLimiter,
     /// Live connections per peer key.
     pub connections: crate::ratelimit::ConnectionCounter,
+    /// Request bytes in flight per connection, per key and for the node.
+    pub budgets: Arc<crate::budget::Budgets>,
     /// Orders consent decisions against consent status changes (see `holder.rs`).
     pub consent_gate: std::sync::RwLock<()>,
     /// Signatures this node has already verified and sees again (caseworker credentials,
@@ -242,6 +244,11 @@ impl Node {
             ),
             connections: crate::ratelimit::ConnectionCounter::new(
                 config.limits.max_connections_per_peer,
+            ),
+            budgets: crate::budget::Budgets::new(
+                config.limits.max_request_bytes_per_connection,
+                config.limits.max_request_bytes_per_key,
+                config.limits.max_request_bytes_per_node,
             ),
             consent_gate: std::sync::RwLock::new(()),
             sig_cache: Default::default(),
