@@ -155,7 +155,9 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             let fmt = resolve_format(format.as_deref(), &out)?;
             crate::outfile::refuse_existing(&out, "--out")?;
             let client = g.client().await?;
-            let (n, _) = client.export_records(fmt, &out).await?;
+            let (n, _) = client
+                .export_records_to(fmt, &out, crate::outfile::force())
+                .await?;
             client.close().await;
             if g.json {
                 println!("{}", serde_json::json!({"file": out, "records": n}));

@@ -96,7 +96,7 @@ impl<W: Write> Write for Hashing<W> {
 /// number of pairs.
 pub fn write_backup(db: &Db, meta: &BackupMeta, path: &Path) -> Result<u64, BackupError> {
     let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp)?;
+    let file = crate::private::create_new(&tmp).map_err(std::io::Error::other)?;
     let mut w = Hashing {
         inner: BufWriter::new(file),
         hasher: Sha256::new(),

@@ -8,7 +8,6 @@ use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
     ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode, NodeStatus,
-    StaffSummary,
 };
 
 use crate::db::StoredStaff;
@@ -194,6 +193,14 @@ pub async fn handle(
                 )
                 .await
             }
+        },
+        ClientOp::ReissueStaff {
+            person_id,
+            public_key,
+            valid_days,
+        } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::staff::reissue(state, staff, &person_id, public_key, valid_days).await,
         },
         ClientOp::ListStaff => match need(StaffRole::Operator) {
             Err(e) => return e,
@@ -387,6 +394,7 @@ pub fn issue_credential(
         credential: env,
         body: credential,
         revoked_at: None,
+        revoked_by: None,
     }
 }
 
@@ -428,6 +436,20 @@ async fn add_staff(
             "that key is a node key; staff need their own key".into(),
         ));
     }
+    // One person, one staff id: an id already issued (even revoked) is never given to someone
+    // else, nor silently replaced.
+    if let Some(existing) = state.db.staff(&person_id).map_err(internal)? {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "{person_id} already has a credential here ({}); to give them a new key use                  `tg staff reissue {person_id}`, for another person choose another staff id",
+                match existing.revoked_at {
+                    Some(t) => format!("revoked at {t}"),
+                    None => format!("valid until {}", existing.body.not_after),
+                }
+            ),
+        ));
+    }
     if let Ok(Some(other)) = state.db.staff_by_key(&public_key) {
         if other.body.person_id != person_id {
             return Err((
@@ -466,13 +488,8 @@ fn list_staff(state: &NodeState) -> OpResult {
     let staff = state.db.all_staff().map_err(internal)?;
     Ok(ClientResponse::Staff(
         staff
-            .into_iter()
-            .map(|s| StaffSummary {
-                person_id: s.body.person_id,
-                roles: s.body.roles,
-                not_after: s.body.not_after,
-                key_fingerprint: s.body.public_key.fingerprint(),
-            })
+            .iter()
+            .map(|s| crate::staff::summary(state, s))
             .collect(),
     ))
 }

@@ -30,6 +30,7 @@ pub mod observe;
 pub mod outbox;
 pub mod peers;
 pub mod policy;
+pub mod private;
 pub mod ratelimit;
 pub mod rotation;
 pub mod server;

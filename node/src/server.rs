@@ -43,6 +43,12 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
     let key = crate::tls::peer_key(&conn);
     let principal = key.and_then(|k| state.trust.principal(&k));
     let (Some(principal), Some(k)) = (principal, key) else {
+        if let Some((why, k)) = key.and_then(|k| state.trust.staff_refusal(&k).map(|w| (w, k))) {
+            // Counted like any connection, so being told costs a withdrawn key its slots too.
+            if let Some(_slot) = state.connections.acquire(k) {
+                refuse_staff(&state, &conn, &why).await;
+            }
+        }
         conn.close(1u32.into(), b"unknown peer");
         return;
     };
@@ -71,6 +77,12 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
                 // Trust can change while a connection is open (a member removed, a key retired,
                 // a credential revoked, the manifest expired): check it for every request.
                 if key.and_then(|k| state.trust.principal(&k)).is_none() {
+                    if let Some(why) = key.and_then(|k| state.trust.staff_refusal(&k)) {
+                        let mut send = send;
+                        drop(recv);
+                        reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+                        refuse_staff(&state, &conn, "").await;
+                    }
                     conn.close(2u32.into(), b"no longer trusted");
                     break;
                 }
@@ -185,6 +197,25 @@ async fn stream(
         ),
     };
     reply(&mut send, &answer).await;
+}
+
+/// Answers the first request of a member of staff whose credential may no longer act with why
+/// (`forbidden`), then lets the connection be closed. Bounded: one stream, within the request
+/// timeout. An empty `why` only waits for the answer already sent to go out.
+async fn refuse_staff(state: &NodeState, conn: &quinn::Connection, why: &str) {
+    let timeout = state.config.limits.request_timeout();
+    if why.is_empty() {
+        let _ = tokio::time::timeout(timeout, conn.closed()).await;
+        return;
+    }
+    state.metrics.limit("staff_credential_refused");
+    let _ = tokio::time::timeout(timeout, async {
+        if let Ok((mut send, _recv)) = conn.accept_bi().await {
+            reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+            let _ = send.stopped().await;
+        }
+    })
+    .await;
 }
 
 /// Checks that a message from `peer` is signed in role `node` by one of the peer's node keys in

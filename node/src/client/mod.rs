@@ -71,6 +71,9 @@ pub enum ClientError {
     /// A signed answer failed verification.
     #[error("verification failed: {0}")]
     Invalid(String),
+    /// A file the answer was to be written to could not be created.
+    #[error(transparent)]
+    File(#[from] crate::private::PrivateError),
 }
 
 impl ClientError {
@@ -548,7 +551,27 @@ impl HomeClient {
     /// Has the home node take a consistent backup while it runs and writes it to `out`
     /// (operator). Returns the number of stored pairs and the file's SHA-256.
     pub async fn backup(&self, out: &std::path::Path) -> Result<(u64, [u8; 32]), ClientError> {
-        self.download(ClientOp::Backup, out).await
+        self.download(ClientOp::Backup, out, false).await
+    }
+
+    /// As [`HomeClient::backup`]; with `force`, an existing `out` is replaced.
+    pub async fn backup_to(
+        &self,
+        out: &std::path::Path,
+        force: bool,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::Backup, out, force).await
+    }
+
+    /// As [`HomeClient::export_records`]; with `force`, an existing `out` is replaced.
+    pub async fn export_records_to(
+        &self,
+        format: ImportFormat,
+        out: &std::path::Path,
+        force: bool,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::ExportRecords { format }, out, force)
+            .await
     }
 
     /// Exports every record the home node holds to `out` (operator). Returns the number of
@@ -558,22 +581,40 @@ impl HomeClient {
         format: ImportFormat,
         out: &std::path::Path,
     ) -> Result<(u64, [u8; 32]), ClientError> {
-        self.download(ClientOp::ExportRecords { format }, out).await
+        self.download(ClientOp::ExportRecords { format }, out, false)
+            .await
     }
 
     /// Runs an operation whose answer is a file streamed in chunks, writing it to `out`
-    /// (atomically, only if it arrives whole).
+    /// (atomically, only if it arrives whole). The file is private (0600); the temporary file
+    /// beside it is created exclusively under an unguessable name, and `out` is never written
+    /// through a link nor replaced unless `force` is given.
     async fn download(
         &self,
         op: ClientOp,
         out: &std::path::Path,
+        force: bool,
     ) -> Result<(u64, [u8; 32]), ClientError> {
         use std::io::Write as _;
         let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", out.display()));
+        let private = ClientError::File;
+        if !force && std::fs::symlink_metadata(out).is_ok() {
+            return Err(private(crate::private::PrivateError::Exists(
+                out.to_path_buf(),
+            )));
+        }
         let (mut send, mut recv) = self.send_request(op).await?;
         let _ = send.finish();
-        let tmp = out.with_extension("partial");
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        let (file, tmp) = crate::private::create_temp(out).map_err(private)?;
+        // Removes the temporary file (only ever the one created here) unless it was published.
+        struct Cleanup<'a>(&'a std::path::Path);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+        let _cleanup = Cleanup(&tmp);
+        let mut file = std::io::BufWriter::new(file);
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         loop {
@@ -598,18 +639,17 @@ impl HomeClient {
                 } => {
                     let got: [u8; 32] = hasher.finalize().into();
                     if got != sha256 || bytes != written {
-                        let _ = std::fs::remove_file(&tmp);
                         return Err(ClientError::Invalid(
                             "the file arrived damaged; nothing was kept".into(),
                         ));
                     }
                     file.flush().map_err(io)?;
+                    file.get_ref().sync_all().map_err(io)?;
                     drop(file);
-                    std::fs::rename(&tmp, out).map_err(io)?;
+                    crate::private::publish(&tmp, out, force).map_err(private)?;
                     return Ok((items, sha256));
                 }
                 other => {
-                    let _ = std::fs::remove_file(&tmp);
                     return Err(unexpected(&other));
                 }
             }

@@ -96,6 +96,16 @@ pub enum ClientOp {
     },
     /// List staff credentials.
     ListStaff,
+    /// Replace a member of staff's credential with one for a new key: the old credential is
+    /// revoked (and announced) and a new one issued with the same name and roles (operator).
+    ReissueStaff {
+        /// Their staff id.
+        person_id: PersonId,
+        /// Their new public key.
+        public_key: PublicKey,
+        /// Days until the new credential expires.
+        valid_days: u32,
+    },
     /// Node health and counts.
     Status,
     /// The manifest the node trusts.
@@ -420,6 +430,22 @@ pub struct StaffSummary {
     pub not_after: Timestamp,
     /// Their key's fingerprint.
     pub key_fingerprint: String,
+    /// Their name.
+    #[serde(default)]
+    pub display_name: String,
+    /// The fingerprint of the node key that signed the credential.
+    #[serde(default)]
+    pub issuer_key: String,
+    /// `active`, `revoked`, `expired`, `not_yet_valid`, or `issuer_retired` (the signing key is
+    /// no longer one of the agency's node keys in the manifest).
+    #[serde(default)]
+    pub state: String,
+    /// When it was revoked.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+    /// Who revoked it.
+    #[serde(default)]
+    pub revoked_by: Option<PersonId>,
 }
 
 /// Node health and counts.
