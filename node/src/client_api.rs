@@ -271,7 +271,12 @@ pub async fn handle(
             }
             match crate::audit::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
                 Ok(()) => crate::audit_api::checkpoints(state),
-                Err(e) => Err((ErrorCode::Internal, e.to_string())),
+                Err(crate::audit::witness::ResetError::Refused(msg)) => {
+                    Err((ErrorCode::BadRequest, msg))
+                }
+                Err(crate::audit::witness::ResetError::Node(e)) => {
+                    Err((ErrorCode::Internal, e.to_string()))
+                }
             }
         }
         ClientOp::AuditCheckpoints => {

@@ -413,9 +413,10 @@ pub struct ImportReport {
     pub subjects: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    /// Every bad row (capped at 1000, then `errors_truncated`).
+    /// Every problem found, each naming its row (a row can have several; capped at 1000, then
+    /// `errors_truncated`).
     pub errors: Vec<ImportRowError>,
-    /// More bad rows than listed.
+    /// More problems than listed.
     pub errors_truncated: bool,
 }
 
