@@ -67,6 +67,21 @@ pub enum StaffCmd {
     },
 }
 
+/// Saves the home node's verified manifest beside a new profile, as the manifest the profile
+/// trusts from the start: a later node key rotation is then followed through newer signed
+/// manifests instead of locking the profile out.
+async fn anchor_profile(
+    client: &throughgate_node::client::HomeClient,
+    profile: &std::path::Path,
+) -> Result<()> {
+    let Ok((env, _)) = client.manifest().await else {
+        // A node without a manifest yet: the profile starts from its pinned key alone.
+        return Ok(());
+    };
+    let cache = Profile::load(profile)?.manifest_cache_path();
+    crate::outfile::write(&cache, env.to_bytes())
+}
+
 /// Runs a staff command.
 pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
@@ -116,6 +131,7 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
                 &cred,
                 passphrase.as_deref(),
             )?;
+            anchor_profile(&client, &path).await?;
             if g.json {
                 println!("{}", serde_json::json!({"person_id": id, "profile": path}));
             } else {
@@ -166,6 +182,7 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
                 &cred,
                 passphrase.as_deref(),
             )?;
+            anchor_profile(&client, &path).await?;
             if g.json {
                 println!(
                     "{}",

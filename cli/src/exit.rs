@@ -24,7 +24,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   3  refused by the home node (role, consent, validation)
   4  home node unreachable
   5  verification failed (signatures, bundle, tampering)
-  6  passport incomplete: some agencies unreachable or timed out";
+  6  passport incomplete: some agencies unreachable or timed out
+Every command exits with the same code with --json as without.";
 
 /// A verification failure, mapped to [`INVALID`].
 #[derive(Debug, thiserror::Error)]

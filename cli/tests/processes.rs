@@ -1514,7 +1514,7 @@ fn documented_failures_exit_alike_in_json_and_human_modes() {
                 dpo.clone(),
             ],
             3,
-            "witness_alarm,",
+            "audit_access, witness_alarm",
         ),
         (
             vec![

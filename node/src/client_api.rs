@@ -447,7 +447,8 @@ async fn add_staff(
         return Err((
             ErrorCode::BadRequest,
             format!(
-                "{person_id} already has a credential here ({}); to give them a new key use                  `tg staff reissue {person_id}`, for another person choose another staff id",
+                "{person_id} already has a credential here ({}); to give them a new key use \
+                 `tg staff reissue {person_id}`, for another person choose another staff id",
                 match existing.revoked_at {
                     Some(t) => format!("revoked at {t}"),
                     None => format!("valid until {}", existing.body.not_after),

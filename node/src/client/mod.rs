@@ -152,11 +152,61 @@ impl HomeClient {
                     .filter(|k| k != &profile.node_key),
             );
         }
-        let mut client =
-            HomeClient::connect(addr, &profile.agency, keys, key, credential, clock).await?;
+        // With a verified manifest to anchor on, a key not yet known is let through the
+        // handshake only to fetch the node's manifest, which must chain from the cached one
+        // (governance threshold, no rollback) and list that key for the home agency.
+        let policy = Arc::new(AnchoredServer {
+            agency: profile.agency.to_string(),
+            keys: keys.clone(),
+            anchored: cached.is_some(),
+            presented: std::sync::Mutex::new(None),
+        });
+        let mut client = HomeClient::connect_with_policy(
+            addr,
+            &profile.agency,
+            keys.clone(),
+            policy.clone(),
+            key,
+            credential,
+            clock,
+        )
+        .await?;
         client.manifest_cache = Some(cache);
         if let Ok(mut t) = client.trusted.write() {
             *t = cached;
+        }
+        let presented = policy.presented.lock().ok().and_then(|p| *p);
+        match presented {
+            Some(k) if !keys.contains(&k) => {
+                if let Ok(mut known) = client.node_keys.write() {
+                    // Provisional: only to read the node's signed answer with its manifest.
+                    known.push(k);
+                }
+                let listed = match client.manifest().await {
+                    Ok((_, m)) => m
+                        .member(&profile.agency)
+                        .is_some_and(|me| me.node_keys.contains(&k)),
+                    Err(_) => false,
+                };
+                if !listed {
+                    client.conn.close(0u32.into(), b"unknown node key");
+                    return Err(ClientError::Connect {
+                        agency: profile.agency.clone(),
+                        addr: profile.node_address.clone(),
+                        detail: format!(
+                            "the node presented key {}, which no manifest signed by the \
+                             federation's governance lists for {}; ask your node's operator",
+                            k.fingerprint(),
+                            profile.agency
+                        ),
+                    });
+                }
+            }
+            _ => {
+                // Keep the cached manifest current, so a later key rotation finds the new key
+                // already trusted. Best effort: a failure here leaves the command unaffected.
+                let _ = client.manifest().await;
+            }
         }
         Ok(client)
     }
@@ -166,6 +216,25 @@ impl HomeClient {
         addr: SocketAddr,
         agency: &AgencyId,
         node_keys: Vec<PublicKey>,
+        key: SecretKey,
+        credential_env: Envelope,
+        clock: Clock,
+    ) -> Result<HomeClient, ClientError> {
+        let policy = Arc::new(PinnedServer {
+            agency: agency.to_string(),
+            keys: node_keys.clone(),
+        });
+        HomeClient::connect_with_policy(addr, agency, node_keys, policy, key, credential_env, clock)
+            .await
+    }
+
+    /// As [`HomeClient::connect`], with the handshake's server check done by `policy`; answers
+    /// are accepted when signed by one of `node_keys`.
+    async fn connect_with_policy(
+        addr: SocketAddr,
+        agency: &AgencyId,
+        node_keys: Vec<PublicKey>,
+        policy: Arc<dyn crate::tls::PeerPolicy>,
         key: SecretKey,
         credential_env: Envelope,
         clock: Clock,
@@ -186,10 +255,6 @@ impl HomeClient {
         let limits = Limits::default();
         let identity = TlsIdentity::new(&key, credential.person_id.as_str())
             .map_err(|e| connect_err(e.to_string()))?;
-        let policy = Arc::new(PinnedServer {
-            agency: agency.to_string(),
-            keys: node_keys.clone(),
-        });
         let cfg =
             client_config(&identity, policy, &limits).map_err(|e| connect_err(e.to_string()))?;
         let bind: SocketAddr = if addr.is_ipv4() {
@@ -662,6 +727,33 @@ impl HomeClient {
         // Long enough for the close to go out (so the node frees the connection at once), short
         // enough not to hold up the command: draining the connection fully is not needed.
         let _ = tokio::time::timeout(Duration::from_millis(10), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The home node's check for a profile: its known keys, or, when a verified manifest is cached
+/// to anchor on, any key the node presents (recorded, and accepted only once a newer manifest
+/// chaining from the cached one lists it; see [`HomeClient::connect_profile_with_key`]).
+#[derive(Debug)]
+struct AnchoredServer {
+    agency: String,
+    keys: Vec<PublicKey>,
+    anchored: bool,
+    presented: std::sync::Mutex<Option<PublicKey>>,
+}
+
+impl crate::tls::PeerPolicy for AnchoredServer {
+    fn server_allowed(&self, server_name: &str, key: &PublicKey) -> bool {
+        if server_name != self.agency {
+            return false;
+        }
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(*key);
+        }
+        self.anchored || self.keys.contains(key)
+    }
+
+    fn client_allowed(&self, _key: &PublicKey) -> bool {
+        false
     }
 }
 
