@@ -237,6 +237,8 @@ pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
         "not_yet_valid"
     } else if !issuer_current {
         "issuer_retired"
+    } else if issuer != Some(state.key.current().public()) {
+        "previous_key"
     } else {
         "active"
     };

@@ -102,6 +102,17 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
     let op = fed.client("nhs-wy", StaffRole::Operator).await.unwrap();
     op.rotate_key().await.unwrap();
     op.close().await;
+    // `tg staff list` now flags credentials signed by the old key, to reissue before step 4.
+    let state = node_state(&fed, "nhs-wy");
+    let state_of = |id: &str| {
+        let s = state
+            .db
+            .staff(&PersonId::new(id).unwrap())
+            .unwrap()
+            .unwrap();
+        throughgate_node::staff::summary(&state, &s).state
+    };
+    assert_eq!(state_of("cw-rot"), "previous_key");
     // 4. Governance retires the old key.
     let mut v3 = next_manifest(&v2, fed.now());
     v3.members
@@ -116,6 +127,7 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
         .unwrap();
     op.close().await;
     wait_manifest_everywhere(&fed, v3.version).await;
+    assert_eq!(state_of("cw-rot"), "issuer_retired");
 
     // The profile made before the rotation, pinning the old key, still reaches its node, and
     // now trusts version 3.

@@ -437,8 +437,10 @@ pub struct StaffSummary {
     /// The fingerprint of the node key that signed the credential.
     #[serde(default)]
     pub issuer_key: String,
-    /// `active`, `revoked`, `expired`, `not_yet_valid`, or `issuer_retired` (the signing key is
-    /// no longer one of the agency's node keys in the manifest).
+    /// `active`, `revoked`, `expired`, `not_yet_valid`, `previous_key` (signed by a node key
+    /// the node has rotated away from, still listed in the manifest: reissue before it is
+    /// retired), or `issuer_retired` (the signing key is no longer one of the agency's node
+    /// keys in the manifest).
     #[serde(default)]
     pub state: String,
     /// When it was revoked.
