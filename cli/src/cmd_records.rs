@@ -127,31 +127,6 @@ fn problem_count(report: &throughgate_protocol::messages::ImportReport) -> Strin
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use throughgate_protocol::messages::{ImportReport, ImportRowError};
-
-    #[test]
-    fn problems_and_rows_are_counted_apart() {
-        let e = |line| ImportRowError {
-            line,
-            reason: "bad".into(),
-        };
-        let mut r = ImportReport {
-            rows: 10,
-            stored: 0,
-            subjects: 3,
-            dry_run: false,
-            errors: vec![e(2), e(2), e(5)],
-            errors_truncated: false,
-        };
-        assert_eq!(super::problem_count(&r), "3 problems in 2 rows");
-        r.errors = vec![e(4)];
-        r.errors_truncated = true;
-        assert_eq!(super::problem_count(&r), "at least 1 problem in 1 row");
-    }
-}
-
 /// Runs a records command.
 pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
     match cmd {
@@ -254,5 +229,30 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             );
             Ok(crate::exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use throughgate_protocol::messages::{ImportReport, ImportRowError};
+
+    #[test]
+    fn problems_and_rows_are_counted_apart() {
+        let e = |line| ImportRowError {
+            line,
+            reason: "bad".into(),
+        };
+        let mut r = ImportReport {
+            rows: 10,
+            stored: 0,
+            subjects: 3,
+            dry_run: false,
+            errors: vec![e(2), e(2), e(5)],
+            errors_truncated: false,
+        };
+        assert_eq!(super::problem_count(&r), "3 problems in 2 rows");
+        r.errors = vec![e(4)];
+        r.errors_truncated = true;
+        assert_eq!(super::problem_count(&r), "at least 1 problem in 1 row");
     }
 }

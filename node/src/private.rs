@@ -143,7 +143,8 @@ pub fn tighten_tree(dir: &Path) -> Result<(), PrivateError> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
