@@ -155,3 +155,37 @@ async fn a_revoked_caseworker_is_told_who_withdrew_the_credential_and_when() {
     op.close().await;
     fed.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_expired_credential_is_told_when_it_expired() {
+    let fed = federation().await;
+    let op = fed.client("leeds-cc", StaffRole::Operator).await.unwrap();
+    let key = SecretKey::generate();
+    let ClientResponse::Credential(cred) = op
+        .call(ClientOp::AddStaff {
+            person_id: PersonId::new("cw-9").unwrap(),
+            display_name: "A Caseworker".into(),
+            roles: vec![StaffRole::Caseworker],
+            public_key: key.public(),
+            valid_days: 1,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    op.close().await;
+    let body: Credential = cred.open().unwrap();
+    fed.clock.advance(2 * 86_400);
+    let c = connect_as(&fed, "leeds-cc", &key, cred).await.unwrap();
+    let msg = refused_with(
+        c.call(ClientOp::Status).await.unwrap_err(),
+        ErrorCode::Forbidden,
+    );
+    assert!(
+        msg.contains(&format!("expired at {}", body.not_after)),
+        "{msg}"
+    );
+    assert!(msg.contains("operator"), "{msg}");
+    fed.shutdown().await;
+}
