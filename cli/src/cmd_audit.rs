@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use throughgate_node::client::HomeClient;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId};
@@ -198,7 +198,7 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             };
             match &out {
                 Some(p) => {
-                    std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+                    crate::outfile::write(p, &text)?;
                     if !g.json {
                         println!("Report written to {}.", p.display());
                     }

@@ -203,8 +203,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
                 anyhow!("{e}; check --threshold against the number of --governance-key files")
             })?;
             crate::outfile::refuse_existing(&out, "--out")?;
-            std::fs::write(&out, env.to_bytes())
-                .with_context(|| format!("writing {}", out.display()))?;
+            crate::outfile::write(&out, env.to_bytes())?;
             println!(
                 "Manifest version {} with {} members written to {}",
                 m.version,
@@ -245,8 +244,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             let client = g.client().await?;
             let (env, m) = client.manifest().await?;
             client.close().await;
-            std::fs::write(&out, env.to_bytes())
-                .with_context(|| format!("writing {}", out.display()))?;
+            crate::outfile::write(&out, env.to_bytes())?;
             println!("Manifest version {} saved to {}", m.version, out.display());
             Ok(crate::exit::OK)
         }
@@ -442,8 +440,7 @@ fn draft(a: DraftArgs) -> Result<u8> {
         .map_err(|e| anyhow!("{e}; change the options named and draft again"))?;
     crate::outfile::refuse_existing(&a.out, "--out")?;
     let draft = Envelope::seal(&m, &[]);
-    std::fs::write(&a.out, draft.to_bytes())
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    crate::outfile::write(&a.out, draft.to_bytes())?;
     println!(
         "Draft of version {} written to {}. It needs {} governance signatures (`tg manifest sign`), including a threshold of version {}'s keys.",
         m.version,
@@ -473,9 +470,7 @@ fn sign(file: &std::path::Path, key: &std::path::Path) -> Result<u8> {
         );
     }
     env.add_signature(SignerRole::Governance, &k);
-    let tmp = file.with_extension("tmp-sign");
-    std::fs::write(&tmp, env.to_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    crate::outfile::replace(file, env.to_bytes())?;
     let listed = m.governance.keys.contains(&k.public());
     println!(
         "Signed version {} with key {}{}; it now has {} governance signatures.",

@@ -121,7 +121,7 @@ pub async fn run(g: &Global, cmd: NodeCmd) -> Result<u8> {
         NodeCmd::Backup { out } => {
             crate::outfile::refuse_existing(&out, "--out")?;
             let client = g.client().await?;
-            let (pairs, sha) = client.backup(&out).await?;
+            let (pairs, sha) = client.backup_to(&out, crate::outfile::force()).await?;
             client.close().await;
             if g.json {
                 println!(
@@ -204,14 +204,14 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir.join("staff"))
-        .with_context(|| format!("creating {}", dir.display()))?;
+    crate::outfile::create_dir(dir)?;
+    crate::outfile::create_dir(&dir.join("staff"))?;
     let key = SecretKey::generate();
     write_secret_key(&dir.join("node.key"), &key)?;
     let policy_text = demo
         .and_then(|d| demo_policy_text(d.id))
         .unwrap_or(DENY_ALL_POLICY);
-    std::fs::write(dir.join("policy.toml"), policy_text)?;
+    crate::outfile::write(&dir.join("policy.toml"), policy_text)?;
     let config = NodeConfig {
         agency: a.agency.clone(),
         listen: a.listen,
@@ -234,8 +234,8 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         records: throughgate_node::config::RecordsRules::default(),
         base_dir: dir.clone(),
     };
-    std::fs::write(
-        dir.join("node.toml"),
+    crate::outfile::write(
+        &dir.join("node.toml"),
         format!(
             "# Throughgate node configuration. Paths are relative to this file.\n{}",
             config.to_toml()
@@ -258,8 +258,8 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         id_scheme: scheme,
         roles: vec![MemberRole::Holder, MemberRole::Requester],
     };
-    std::fs::write(
-        dir.join("member.toml"),
+    crate::outfile::write(
+        &dir.join("member.toml"),
         toml::to_string_pretty(&MemberFile { member })?,
     )?;
 
@@ -360,7 +360,7 @@ pub fn write_profile(
         base_dir: dir.to_path_buf(),
     };
     let path = dir.join(format!("{person}.profile.toml"));
-    std::fs::write(&path, profile.to_toml())?;
+    crate::outfile::write(&path, profile.to_toml())?;
     Ok(path)
 }
 

@@ -223,8 +223,7 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     .await?;
     client.close().await;
     if let Some(out) = &a.out {
-        std::fs::write(out, bundle.to_bytes())
-            .with_context(|| format!("writing {}", out.display()))?;
+        crate::outfile::write(out, bundle.to_bytes())?;
     }
     if g.json {
         println!(

@@ -37,12 +37,8 @@ pub fn run(g: &Global, a: ExportArgs) -> Result<u8> {
     let html = passport_html(&verified, &manifest, &source);
     match &a.out {
         Some(p) => {
-            std::fs::write(p, &html).with_context(|| {
-                format!(
-                    "writing {}; check the folder exists and is writable, or choose another --out",
-                    p.display()
-                )
-            })?;
+            crate::outfile::write(p, &html)
+                .context("check the folder exists and is writable, or choose another --out")?;
             if g.json {
                 println!(
                     "{}",

@@ -168,6 +168,24 @@ fn print_sync(s: &SyncReport, dry_run: bool) {
     }
 }
 
+/// "3 problems in 2 rows": problems and the rows they are on are counted apart (a row can have
+/// several), and a list cut short says so.
+fn problem_count(report: &throughgate_protocol::messages::ImportReport) -> String {
+    let rows: std::collections::BTreeSet<_> = report.errors.iter().map(|e| e.line).collect();
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{}{} in {}",
+        if report.errors_truncated {
+            "at least "
+        } else {
+            ""
+        },
+        plural(report.errors.len(), "problem", "problems"),
+        plural(rows.len(), "row", "rows"),
+    )
+}
+
 /// Runs a records command.
 pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
     match cmd {
@@ -211,6 +229,7 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             }
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                // The same exit code as the human output: bad rows mean nothing was stored.
                 if !report.errors.is_empty() {
                     return Ok(crate::exit::FAILURE);
                 }
@@ -233,9 +252,8 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
                 }
                 println!("{t}");
                 println!(
-                    "{} bad rows{}; nothing was imported. Fix them and import the whole file again.",
-                    report.errors.len(),
-                    if report.errors_truncated { " (more not listed)" } else { "" }
+                    "{}; nothing was imported. Fix them and import the whole file again.",
+                    problem_count(&report)
                 );
                 return Ok(crate::exit::FAILURE);
             }
@@ -290,7 +308,9 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             let fmt = resolve_format(format.as_deref(), &out)?;
             crate::outfile::refuse_existing(&out, "--out")?;
             let client = g.client().await?;
-            let (n, _) = client.export_records(fmt, &out).await?;
+            let (n, _) = client
+                .export_records_to(fmt, &out, crate::outfile::force())
+                .await?;
             client.close().await;
             if g.json {
                 println!("{}", serde_json::json!({"file": out, "records": n}));
@@ -341,5 +361,31 @@ pub async fn run(g: &Global, cmd: RecordsCmd) -> Result<u8> {
             );
             Ok(crate::exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use throughgate_protocol::messages::{ImportReport, ImportRowError};
+
+    #[test]
+    fn problems_and_rows_are_counted_apart() {
+        let e = |line| ImportRowError {
+            line,
+            reason: "bad".into(),
+        };
+        let mut r = ImportReport {
+            rows: 10,
+            stored: 0,
+            subjects: 3,
+            dry_run: false,
+            errors: vec![e(2), e(2), e(5)],
+            errors_truncated: false,
+            sync: None,
+        };
+        assert_eq!(super::problem_count(&r), "3 problems in 2 rows");
+        r.errors = vec![e(4)];
+        r.errors_truncated = true;
+        assert_eq!(super::problem_count(&r), "at least 1 problem in 1 row");
     }
 }

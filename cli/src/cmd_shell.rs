@@ -71,12 +71,8 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> R
     let mut bytes = Vec::new();
     man.render(&mut bytes)
         .with_context(|| format!("rendering the man page for {}", cmd.get_name()))?;
-    std::fs::write(&path, bytes).with_context(|| {
-        format!(
-            "writing {}; check the folder is writable or choose another --out",
-            path.display()
-        )
-    })?;
+    crate::outfile::write(&path, bytes)
+        .context("check the folder is writable or choose another --out")?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub, dir, written)?;

@@ -39,14 +39,47 @@ pub enum StaffCmd {
         #[arg(long)]
         passphrase: bool,
     },
-    /// List the staff credentials this node has issued.
+    /// List the staff credentials this node has issued: name, roles, state (active, revoked,
+    /// expired, not_yet_valid, issuer_retired), the issuing node key and any revocation.
     List,
+    /// Give a member of staff a new key and credential (same name and roles): their current
+    /// credential is revoked and announced, the new one issued, and both logged. Writes their new
+    /// key and profile like `add`.
+    Reissue {
+        /// Their staff id.
+        id: PersonId,
+        /// Days the new credential is valid.
+        #[arg(long, default_value_t = 90)]
+        valid_days: u32,
+        /// Folder for their new key, credential and profile (created if needed; must not hold
+        /// a key for them already).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Protect their key with a passphrase (asked for, or taken from TG_PASSPHRASE).
+        #[arg(long)]
+        passphrase: bool,
+    },
     /// Withdraw a member of staff's credential: refused at once here, and announced to every
     /// agency so their nodes refuse it too.
     Revoke {
         /// Their staff id.
         id: PersonId,
     },
+}
+
+/// Saves the home node's verified manifest beside a new profile, as the manifest the profile
+/// trusts from the start: a later node key rotation is then followed through newer signed
+/// manifests instead of locking the profile out.
+async fn anchor_profile(
+    client: &throughgate_node::client::HomeClient,
+    profile: &std::path::Path,
+) -> Result<()> {
+    let Ok((env, _)) = client.manifest().await else {
+        // A node without a manifest yet: the profile starts from its pinned key alone.
+        return Ok(());
+    };
+    let cache = Profile::load(profile)?.manifest_cache_path();
+    crate::outfile::write(&cache, env.to_bytes())
 }
 
 /// Runs a staff command.
@@ -67,10 +100,10 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             } else {
                 None
             };
-            std::fs::create_dir_all(&out_dir)?;
+            crate::outfile::create_dir(&out_dir)?;
             if out_dir.join(format!("{id}.key")).exists() {
                 bail!(
-                    "{} already holds a key for {id}; choose another --out-dir, or another staff id (to replace a credential, `tg staff revoke {id}` first)",
+                    "{} already holds a key for {id}; choose another --out-dir",
                     out_dir.display()
                 );
             }
@@ -98,11 +131,66 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
                 &cred,
                 passphrase.as_deref(),
             )?;
+            anchor_profile(&client, &path).await?;
             if g.json {
                 println!("{}", serde_json::json!({"person_id": id, "profile": path}));
             } else {
                 println!(
                     "Credential issued to {id}; their profile is {} (give them the whole folder).",
+                    path.display()
+                );
+            }
+            crate::exit::OK
+        }
+        StaffCmd::Reissue {
+            id,
+            valid_days,
+            out_dir,
+            passphrase,
+        } => {
+            let passphrase = if passphrase {
+                Some(g.new_passphrase()?)
+            } else {
+                None
+            };
+            crate::outfile::create_dir(&out_dir)?;
+            if out_dir.join(format!("{id}.key")).exists() {
+                bail!(
+                    "{} already holds a key for {id}; choose another --out-dir for the new one",
+                    out_dir.display()
+                );
+            }
+            let key = SecretKey::generate();
+            let op = ClientOp::ReissueStaff {
+                person_id: id.clone(),
+                public_key: key.public(),
+                valid_days,
+            };
+            let cred = match client.call(op).await? {
+                ClientResponse::Credential(c) => c,
+                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
+            };
+            let path = write_profile(
+                &out_dir,
+                crate::cmd_node::HomeNode {
+                    agency: &profile.agency,
+                    address: &profile.node_address,
+                    key: &profile.node_key,
+                },
+                &id,
+                &key,
+                &cred,
+                passphrase.as_deref(),
+            )?;
+            anchor_profile(&client, &path).await?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"person_id": id, "profile": path, "reissued": true})
+                );
+            } else {
+                println!(
+                    "{id}'s old credential is revoked and announced; their new profile is {} (give them the whole folder).",
                     path.display()
                 );
             }
@@ -125,17 +213,35 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                let mut t = table(&["person", "roles", "valid until", "key"]);
+                let mut t = table(&[
+                    "person",
+                    "name",
+                    "roles",
+                    "state",
+                    "valid until",
+                    "revoked",
+                    "key",
+                    "issuer key",
+                ]);
                 for s in &list {
+                    let revoked = match (&s.revoked_at, &s.revoked_by) {
+                        (Some(at), Some(by)) => format!("{at} by {by}"),
+                        (Some(at), None) => at.to_string(),
+                        _ => String::new(),
+                    };
                     t.add_row(vec![
                         s.person_id.to_string(),
+                        s.display_name.clone(),
                         s.roles
                             .iter()
                             .map(|r| r.as_str())
                             .collect::<Vec<_>>()
                             .join(", "),
+                        s.state.clone(),
                         s.not_after.to_string(),
+                        revoked,
                         s.key_fingerprint.clone(),
+                        s.issuer_key.clone(),
                     ]);
                 }
                 println!("{t}");

@@ -200,9 +200,9 @@ async fn scenario(
     }
     say!(g, "  assembled and verified in {} ms", took.as_millis());
     if let Some(dir) = out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("passport.tgp"), bundle.to_bytes())?;
-        std::fs::write(dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
+        crate::outfile::create_dir(dir)?;
+        crate::outfile::write(&dir.join("passport.tgp"), bundle.to_bytes())?;
+        crate::outfile::write(&dir.join("manifest.tgm"), fed.manifest.to_bytes())?;
         write_html(g, fed, dir, &v, &plan.passport_id).await?;
         say!(
             g,
@@ -298,12 +298,12 @@ async fn write_html(
         dir.join("manifest.tgm").display()
     );
     let page = crate::render_html::passport_html(v, m, &source);
-    std::fs::write(dir.join("passport.html"), page)?;
+    crate::outfile::write(&dir.join("passport.html"), page)?;
     let dpo = fed.client("probation-yorks", StaffRole::Dpo).await?;
     let report = dpo.subject_access_report(m, passport, true).await;
     dpo.close().await;
-    std::fs::write(
-        dir.join("report.html"),
+    crate::outfile::write(
+        &dir.join("report.html"),
         crate::render_audit::report_html(&report?),
     )?;
     say!(

@@ -27,7 +27,8 @@ pub const EXIT_CODES_HELP: &str = "Exit codes:
   4  home node unreachable
   5  verification failed (signatures, bundle, tampering)
   6  passport incomplete: some agencies unreachable or timed out
-  7  the person's consent was withdrawn or has ended: nothing was asked";
+  7  the person's consent was withdrawn or has ended: nothing was asked
+Every command exits with the same code with --json as without.";
 
 /// A verification failure, mapped to [`INVALID`].
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +90,7 @@ fn client_hint(e: &ClientError) -> Option<&'static str> {
             Some("is the node running (`tg node run`)? Check node_address and node_key in your profile.")
         }
         ClientError::Refused(b) => match b.code {
-            ErrorCode::Forbidden => Some("ask your node's operator for a credential with the needed role (`tg staff add`)."),
+            ErrorCode::Forbidden => Some("ask your node's operator: they issue, reissue and grant roles to credentials (`tg staff add`, `tg staff reissue`)."),
             ErrorCode::BadSignature => Some("your key does not match your credential; check key_file and credential_file in your profile."),
             ErrorCode::NotFound => Some("check the id; `tg consent list` shows the consents your node knows."),
             ErrorCode::BadRequest => Some("the node's message above says what it did not accept; change that and run the command again."),
@@ -104,6 +105,10 @@ fn client_hint(e: &ClientError) -> Option<&'static str> {
         }
         ClientError::Key(_) => Some("key files must be PKCS#8 PEM with mode 0600."),
         ClientError::Protocol(_) => Some("tg and the node may be different versions: compare `tg --version` with the version `tg node status` reports."),
+        ClientError::File(throughgate_node::private::PrivateError::Exists(_)) => {
+            Some("choose another path, or pass --force to replace the file.")
+        }
+        ClientError::File(_) => Some("check the folder exists and is writable, or choose another path."),
         ClientError::Invalid(_) => Some("a signed answer failed verification: do not rely on it. Your node's key may have changed (compare node_key in your profile with `tg manifest show`); tell your node's operator."),
         ClientError::AmbiguousConsent(_) => Some("`tg consent list --passport PP` lists the person's consents; name one with --consent."),
     }

@@ -48,6 +48,10 @@ struct Cli {
     /// Log format on stderr: text or json (one JSON object per line, for log collectors).
     #[arg(long, global = true, default_value = "text")]
     log_format: String,
+    /// Replace output files that already exist (never needed otherwise: tg refuses to
+    /// overwrite a file, and never writes through a symbolic link).
+    #[arg(long, global = true)]
+    force: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
             )
             .init();
     }
+    outfile::set_force(cli.force);
     let global = Global {
         json: cli.json,
         profile: cli.profile,

@@ -35,7 +35,22 @@ pub fn table(headers: &[&str]) -> Table {
         t.force_no_tty();
     }
     t.set_header(headers.to_vec());
+    if let Some(w) = sane_width(t.width()) {
+        t.set_width(w);
+    }
     t
+}
+
+/// The narrowest terminal a table is fitted to; narrower reports (some terminals and
+/// multiplexers report 0 columns) get [`FALLBACK_WIDTH`].
+const MIN_WIDTH: u16 = 40;
+/// The width used when the terminal reports an unusable one.
+const FALLBACK_WIDTH: u16 = 100;
+
+/// The width to force on a table, given the width the terminal reports: none when it is usable
+/// or unknown (output to a pipe is not wrapped).
+fn sane_width(reported: Option<u16>) -> Option<u16> {
+    reported.filter(|w| *w < MIN_WIDTH).map(|_| FALLBACK_WIDTH)
 }
 
 /// Words kept as abbreviations when a snake_case name is shown to people.
@@ -357,6 +372,21 @@ pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::humanize;
+
+    #[test]
+    fn a_zero_or_tiny_terminal_width_falls_back_to_a_sane_one() {
+        assert_eq!(super::sane_width(Some(0)), Some(super::FALLBACK_WIDTH));
+        assert_eq!(super::sane_width(Some(12)), Some(super::FALLBACK_WIDTH));
+        assert_eq!(super::sane_width(Some(120)), None);
+        assert_eq!(super::sane_width(None), None);
+        let mut t = super::table(&["person", "roles"]);
+        t.set_width(0);
+        if let Some(w) = super::sane_width(t.width()) {
+            t.set_width(w);
+        }
+        t.add_row(vec!["cw-0042", "caseworker"]);
+        assert!(t.to_string().contains("cw-0042"), "{t}");
+    }
 
     #[test]
     fn humanize_keeps_abbreviations() {

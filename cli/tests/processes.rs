@@ -1700,3 +1700,109 @@ fn kill_9_crash_loop_many_iterations() {
     assert_eq!(r.iterations, iterations);
     assert!(r.receipts_reconciled > iterations, "{r:?}");
 }
+
+/// Each documented failure exits with the same code with and without `--json`, and says what
+/// was wrong: an import with bad rows (1, nothing stored), a misspelt audit event (3, with the
+/// valid names), a witness reset of a non-member (3, with the members), a staff id given twice
+/// (3, pointing at `tg staff reissue`).
+#[test]
+fn documented_failures_exit_alike_in_json_and_human_modes() {
+    let fed = Federation::start(&[]);
+    let good = fed.root().join("good.csv");
+    tg_ok([
+        "records",
+        "generate",
+        "--agency",
+        PRISON,
+        "--people",
+        "5",
+        "--seed",
+        "3",
+        "--out",
+        &s(&good),
+    ]);
+    let bad = fed.root().join("bad.csv");
+    let mut text = std::fs::read_to_string(&good).unwrap();
+    let columns = text.lines().next().unwrap().matches(',').count();
+    text.push_str(&",".repeat(columns));
+    text.push('\n');
+    std::fs::write(&bad, text).unwrap();
+    let op = s(&fed.node(PRISON).operator());
+    let dpo = fed.profile(PROBATION, DPO_PROBATION);
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            vec![
+                "records".into(),
+                "import".into(),
+                "--profile".into(),
+                op.clone(),
+                s(&bad),
+            ],
+            1,
+            "",
+        ),
+        (
+            vec![
+                "audit".into(),
+                "log".into(),
+                "--event".into(),
+                "witness_alarms".into(),
+                "--profile".into(),
+                dpo.clone(),
+            ],
+            3,
+            "audit_access, witness_alarm",
+        ),
+        (
+            vec![
+                "audit".into(),
+                "witness-reset".into(),
+                "--peer".into(),
+                "nobody".into(),
+                "--profile".into(),
+                dpo.clone(),
+            ],
+            3,
+            "not another member",
+        ),
+        (
+            vec![
+                "staff".into(),
+                "add".into(),
+                "--id".into(),
+                CW_PRISON.into(),
+                "--name".into(),
+                "Someone Else".into(),
+                "--role".into(),
+                "caseworker".into(),
+                "--out-dir".into(),
+                s(&fed.root().join("someone-else")),
+                "--profile".into(),
+                op.clone(),
+            ],
+            3,
+            "tg staff reissue",
+        ),
+    ];
+    for (args, code, says) in cases {
+        let human = tg_run(&args);
+        human.expect_code(code);
+        assert!(
+            human.stderr.contains(says),
+            "{}: {}",
+            human.what,
+            human.stderr
+        );
+        let mut j = args.clone();
+        j.push("--json".into());
+        let json = tg_run(&j);
+        json.expect_code(code);
+    }
+    // The import's problem count says what it counts; nothing was stored.
+    let out = tg_run(["records", "import", "--profile", &op, &s(&bad)]);
+    assert!(
+        out.stdout.contains("problem") && out.stdout.contains(" row"),
+        "{}",
+        out.stdout
+    );
+}

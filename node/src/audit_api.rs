@@ -116,6 +116,17 @@ fn names(e: &AuditEntry, f: &AuditFilter) -> bool {
 
 /// Searches this node's log.
 pub async fn search(state: &NodeState, dpo: &StoredStaff, filter: AuditFilter) -> OpResult {
+    if let Some(name) = &filter.event {
+        if !throughgate_protocol::audit::AuditEvent::NAMES.contains(&name.as_str()) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!(
+                    "no event is called {name:?}; the events are: {}",
+                    throughgate_protocol::audit::AuditEvent::NAMES.join(", ")
+                ),
+            ));
+        }
+    }
     let limit = filter.limit.unwrap_or(1000).min(MAX_SEARCH) as usize;
     let mut out = Vec::new();
     let mut truncated = false;

@@ -151,7 +151,7 @@ pub fn write_backup(
     key: &SecretKey,
 ) -> Result<u64, BackupError> {
     let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp)?;
+    let file = crate::private::create_new(&tmp).map_err(std::io::Error::other)?;
     let mut w = Hashing {
         inner: BufWriter::new(file),
         hasher: Sha256::new(),
@@ -803,6 +803,7 @@ mod tests {
             credential: Envelope::seal(&body, &[(SignerRole::Node, &outsider())]),
             body: body.clone(),
             revoked_at: None,
+            revoked_by: None,
         })
         .unwrap();
         // Even in a backup the node signed (the outsider never had its key, but the check of
@@ -819,6 +820,7 @@ mod tests {
             credential: Envelope::seal(&body, &[(SignerRole::Node, &node_key())]),
             body,
             revoked_at: None,
+            revoked_by: None,
         })
         .unwrap();
         write_backup(&db, &meta("dwp"), &path, &node_key()).unwrap();

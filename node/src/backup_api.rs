@@ -107,7 +107,10 @@ fn export_records(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // A retry starts the file again; the export is personal data (0600, never through a link).
+        let _ = std::fs::remove_file(path);
+        let file = crate::private::create_new(path).map_err(std::io::Error::other)?;
+        let mut out = std::io::BufWriter::new(file);
         let mut count = 0u64;
         match format {
             ImportFormat::Json => {

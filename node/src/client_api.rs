@@ -9,7 +9,6 @@ use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
     ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode, NodeStatus,
-    StaffSummary,
 };
 
 use crate::db::StoredStaff;
@@ -29,6 +28,7 @@ pub async fn handle(
     env: &Envelope,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
+    budget: &Arc<crate::budget::ConnectionBudget>,
 ) -> Envelope {
     if env
         .verify_by(SignerRole::Person, &staff.body.public_key)
@@ -171,7 +171,7 @@ pub async fn handle(
                     sha256,
                     sync,
                 };
-                crate::import_api::import(state, staff, request, recv).await
+                crate::import_api::import(state, staff, request, recv, budget).await
             }
         },
         ClientOp::DeleteRecords {
@@ -210,6 +210,14 @@ pub async fn handle(
                 )
                 .await
             }
+        },
+        ClientOp::ReissueStaff {
+            person_id,
+            public_key,
+            valid_days,
+        } => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::staff::reissue(state, staff, &person_id, public_key, valid_days).await,
         },
         ClientOp::ListStaff => match need(StaffRole::Operator) {
             Err(e) => return e,
@@ -280,7 +288,12 @@ pub async fn handle(
             }
             match crate::audit::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
                 Ok(()) => crate::audit_api::checkpoints(state),
-                Err(e) => Err((ErrorCode::Internal, e.to_string())),
+                Err(crate::audit::witness::ResetError::Refused(msg)) => {
+                    Err((ErrorCode::BadRequest, msg))
+                }
+                Err(crate::audit::witness::ResetError::Node(e)) => {
+                    Err((ErrorCode::Internal, e.to_string()))
+                }
             }
         }
         ClientOp::AuditCheckpoints => {
@@ -417,6 +430,7 @@ pub fn issue_credential(
         credential: env,
         body: credential,
         revoked_at: None,
+        revoked_by: None,
     }
 }
 
@@ -458,6 +472,21 @@ async fn add_staff(
             "that key is a node key; staff need their own key".into(),
         ));
     }
+    // One person, one staff id: an id already issued (even revoked) is never given to someone
+    // else, nor silently replaced.
+    if let Some(existing) = state.db.staff(&person_id).map_err(internal)? {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "{person_id} already has a credential here ({}); to give them a new key use \
+                 `tg staff reissue {person_id}`, for another person choose another staff id",
+                match existing.revoked_at {
+                    Some(t) => format!("revoked at {t}"),
+                    None => format!("valid until {}", existing.body.not_after),
+                }
+            ),
+        ));
+    }
     if let Ok(Some(other)) = state.db.staff_by_key(&public_key) {
         if other.body.person_id != person_id {
             return Err((
@@ -496,13 +525,8 @@ fn list_staff(state: &NodeState) -> OpResult {
     let staff = state.db.all_staff().map_err(internal)?;
     Ok(ClientResponse::Staff(
         staff
-            .into_iter()
-            .map(|s| StaffSummary {
-                person_id: s.body.person_id,
-                roles: s.body.roles,
-                not_after: s.body.not_after,
-                key_fingerprint: s.body.public_key.fingerprint(),
-            })
+            .iter()
+            .map(|s| crate::staff::summary(state, s))
             .collect(),
     ))
 }

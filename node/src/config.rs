@@ -48,8 +48,21 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// A connection idle this long is closed, in milliseconds.
     pub idle_timeout_ms: u64,
-    /// Concurrent streams one peer may open on a connection.
+    /// Concurrent streams a peer node may open on a connection.
     pub max_streams_per_connection: u32,
+    /// Concurrent streams a member of staff may open on a connection (the CLI uses one at a
+    /// time; a load benchmark a few). Every connection starts with this allowance and a peer
+    /// node's is raised once its key is known.
+    pub max_streams_per_staff_connection: u32,
+    /// Bytes of requests still arriving that one connection may hold, in bytes. Also the QUIC
+    /// receive window of a connection. At least `max_frame_bytes`.
+    pub max_request_bytes_per_connection: usize,
+    /// Bytes of requests still arriving that one key (a peer node or a member of staff) may hold
+    /// across its connections. At least `max_request_bytes_per_connection`.
+    pub max_request_bytes_per_key: usize,
+    /// Bytes of requests still arriving that the whole node may hold. At least
+    /// `max_request_bytes_per_key`.
+    pub max_request_bytes_per_node: usize,
     /// The longest lifetime (expiry minus issue time) this node accepts on queries its
     /// caseworkers sign, in seconds (the CLI signs queries valid for 60 s).
     pub query_lifetime_secs: u64,
@@ -76,6 +89,10 @@ impl Default for Limits {
             request_timeout_ms: 3000,
             idle_timeout_ms: 30_000,
             max_streams_per_connection: 256,
+            max_streams_per_staff_connection: 32,
+            max_request_bytes_per_connection: 8 * 1024 * 1024,
+            max_request_bytes_per_key: 32 * 1024 * 1024,
+            max_request_bytes_per_node: 256 * 1024 * 1024,
             query_lifetime_secs: 60,
             witness_interval_secs: 10,
             max_connections_per_peer: 16,
@@ -325,6 +342,26 @@ impl NodeConfig {
             1..=10_000,
         )?;
         within(
+            "limits.max_streams_per_staff_connection",
+            l.max_streams_per_staff_connection,
+            1..=l.max_streams_per_connection,
+        )?;
+        within(
+            "limits.max_request_bytes_per_connection",
+            l.max_request_bytes_per_connection,
+            l.max_frame_bytes..=1024 * 1024 * 1024,
+        )?;
+        within(
+            "limits.max_request_bytes_per_key",
+            l.max_request_bytes_per_key,
+            l.max_request_bytes_per_connection..=16 * 1024 * 1024 * 1024,
+        )?;
+        within(
+            "limits.max_request_bytes_per_node",
+            l.max_request_bytes_per_node,
+            l.max_request_bytes_per_key..=64 * 1024 * 1024 * 1024,
+        )?;
+        within(
             "limits.query_lifetime_secs",
             l.query_lifetime_secs,
             5..=throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS,
@@ -428,5 +465,27 @@ id_scheme = "noms_number"
         let err = NodeConfig::parse(&format!("{GOOD}\n[records]\nmax_sync_delete_share = 0.1\n"))
             .unwrap_err();
         assert!(err.contains("max_sync_delete_share"), "{err}");
+    }
+
+    #[test]
+    fn request_byte_caps_nest() {
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.limits.max_request_bytes_per_connection = c.limits.max_frame_bytes - 1;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .starts_with("limits.max_request_bytes_per_connection must be between"));
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.limits.max_request_bytes_per_node = c.limits.max_request_bytes_per_key - 1;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .starts_with("limits.max_request_bytes_per_node must be between"));
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.limits.max_streams_per_staff_connection = c.limits.max_streams_per_connection + 1;
+        assert!(c
+            .check()
+            .unwrap_err()
+            .starts_with("limits.max_streams_per_staff_connection must be between"));
     }
 }

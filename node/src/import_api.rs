@@ -41,7 +41,7 @@ use crate::db::{Db, ImportJournal, StoredStaff};
 use crate::import::{digest16, import_each, ImportErrors, ImportLimits};
 use crate::node::NodeState;
 use crate::store::StoreError;
-use crate::transport::read_frame;
+use crate::transport::{read_frame_charged, FrameIoError};
 
 /// The largest import accepted in one request.
 pub const MAX_IMPORT_BYTES: u64 = 512 * 1024 * 1024;
@@ -570,6 +570,7 @@ pub async fn import(
     staff: &StoredStaff,
     request: ImportRequest,
     recv: &mut quinn::RecvStream,
+    budget: &std::sync::Arc<crate::budget::ConnectionBudget>,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
     let ImportRequest {
         format,
@@ -601,7 +602,7 @@ pub async fn import(
         path: path.clone(),
         armed: true,
     };
-    receive(state, &dir, &path, total_bytes, sha256, recv)
+    receive(state, &dir, &path, (total_bytes, sha256), recv, budget)
         .await
         .map_err(|e| match e {
             Received::Refused(code, msg) => (code, msg),
@@ -766,9 +767,9 @@ async fn receive(
     state: &NodeState,
     dir: &Path,
     path: &Path,
-    total_bytes: u64,
-    sha256: [u8; 32],
+    (total_bytes, sha256): (u64, [u8; 32]),
     recv: &mut quinn::RecvStream,
+    budget: &std::sync::Arc<crate::budget::ConnectionBudget>,
 ) -> Result<(), Received> {
     let io = |source: std::io::Error| {
         Received::Failed(ImportRunError::Spool {
@@ -790,13 +791,18 @@ async fn receive(
     let mut hasher = Sha256::new();
     let mut received = 0u64;
     while received < total_bytes {
+        // Each data frame is charged to the connection's budget until it is written out.
+        let mut charge = budget.request();
         let frame = tokio::time::timeout(
             state.config.limits.request_timeout() * 10,
-            read_frame(recv, 2 * 1024 * 1024),
+            read_frame_charged(recv, 2 * 1024 * 1024, &mut charge),
         )
         .await
         .map_err(|_| Received::Refused(ErrorCode::Timeout, "the upload stalled".to_owned()))?
-        .map_err(|e| Received::Refused(ErrorCode::Malformed, e.to_string()))?
+        .map_err(|e| match e {
+            FrameIoError::Busy(cap) => Received::Refused(ErrorCode::RateLimited, cap.to_string()),
+            e => Received::Refused(ErrorCode::Malformed, e.to_string()),
+        })?
         .ok_or(Received::Refused(
             ErrorCode::BadRequest,
             "the upload ended before the announced size".to_owned(),

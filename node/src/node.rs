@@ -107,6 +107,8 @@ pub struct NodeState {
     pub connections: crate::ratelimit::ConnectionCounter,
     /// Consent recording and delivery limits.
     pub consent_limits: crate::ratelimit::ConsentLimits,
+    /// Request bytes in flight per connection, per key and for the node.
+    pub budgets: Arc<crate::budget::Budgets>,
     /// Orders consent decisions against consent status changes (see `holder.rs`).
     pub consent_gate: std::sync::RwLock<()>,
     /// Held by whatever changes the record store (imports, syncs, deletions) from its check
@@ -296,6 +298,11 @@ impl Node {
                 config.limits.max_connections_per_peer,
             ),
             consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
+            budgets: crate::budget::Budgets::new(
+                config.limits.max_request_bytes_per_connection,
+                config.limits.max_request_bytes_per_key,
+                config.limits.max_request_bytes_per_node,
+            ),
             consent_gate: std::sync::RwLock::new(()),
             records_writer: Arc::new(tokio::sync::Mutex::new(())),
             sig_cache: Default::default(),

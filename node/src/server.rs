@@ -10,8 +10,9 @@ use throughgate_protocol::frame::FrameError;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::messages::ErrorCode;
 
+use crate::budget::ConnectionBudget;
 use crate::node::NodeState;
-use crate::transport::{read_envelope, write_envelope, FrameIoError};
+use crate::transport::{read_envelope_charged, write_envelope, FrameIoError};
 use crate::trust::Principal;
 
 /// Accepts connections until the endpoint closes. Connection and stream tasks live in join
@@ -42,6 +43,12 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
     let key = crate::tls::peer_key(&conn);
     let principal = key.and_then(|k| state.trust.principal(&k));
     let (Some(principal), Some(k)) = (principal, key) else {
+        if let Some((why, k)) = key.and_then(|k| state.trust.staff_refusal(&k).map(|w| (w, k))) {
+            // Counted like any connection, so being told costs a withdrawn key its slots too.
+            if let Some(_slot) = state.connections.acquire(k) {
+                refuse_staff(&state, &conn, &why).await;
+            }
+        }
         conn.close(1u32.into(), b"unknown peer");
         return;
     };
@@ -52,9 +59,16 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
         return;
     };
     match &principal {
-        Principal::Peer(a) => tracing::debug!(peer = %a, "peer connected"),
+        Principal::Peer(a) => {
+            // Connections start with the staff allowance; a peer node's fan-out needs more.
+            conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(
+                state.config.limits.max_streams_per_connection,
+            ));
+            tracing::debug!(peer = %a, "peer connected");
+        }
         Principal::Staff(s) => tracing::debug!(person = %s.body.person_id, "staff connected"),
     }
+    let budget = state.budgets.connection(k);
     let mut streams = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -63,15 +77,22 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
                 // Trust can change while a connection is open (a member removed, a key retired,
                 // a credential revoked, the manifest expired): check it for every request.
                 if key.and_then(|k| state.trust.principal(&k)).is_none() {
+                    if let Some(why) = key.and_then(|k| state.trust.staff_refusal(&k)) {
+                        let mut send = send;
+                        drop(recv);
+                        reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+                        refuse_staff(&state, &conn, "").await;
+                    }
                     conn.close(2u32.into(), b"no longer trusted");
                     break;
                 }
                 let st = state.clone();
                 let p = principal.clone();
+                let b = budget.clone();
                 // A peer's stream is most often a query, whose decision will be logged: announce
                 // it from the moment it is accepted, so a commit batch can wait for it.
                 let intent = matches!(p, Principal::Peer(_)).then(|| state.audit.intent());
-                streams.spawn(async move { stream(st, p, send, recv, intent).await });
+                streams.spawn(async move { stream(st, p, b, send, recv, intent).await });
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
@@ -83,6 +104,7 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
 async fn stream(
     state: Arc<NodeState>,
     principal: Principal,
+    budget: std::sync::Arc<ConnectionBudget>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     intent: Option<crate::audit::Intent>,
@@ -103,7 +125,15 @@ async fn stream(
         }
     }
     let limits = &state.config.limits;
-    let env = match read_envelope(&mut recv, limits.max_frame_bytes, limits.request_timeout()).await
+    // The request's buffer is charged as it grows and held until the answer is sent.
+    let mut charge = budget.request();
+    let env = match read_envelope_charged(
+        &mut recv,
+        limits.max_frame_bytes,
+        limits.request_timeout(),
+        &mut charge,
+    )
+    .await
     {
         Ok(Some(env)) => env,
         Ok(None) => {
@@ -118,16 +148,15 @@ async fn stream(
             return;
         }
         Err(e) => {
-            let code = match &e {
-                FrameIoError::Frame(FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
-                FrameIoError::Timeout(_) => ErrorCode::Timeout,
-                _ => ErrorCode::Malformed,
+            let (code, metric) = match &e {
+                FrameIoError::Frame(FrameError::TooLarge { .. }) => {
+                    (ErrorCode::TooLarge, "frame_too_large")
+                }
+                FrameIoError::Timeout(_) => (ErrorCode::Timeout, "request_timeout"),
+                FrameIoError::Busy(cap) => (ErrorCode::RateLimited, cap.metric()),
+                _ => (ErrorCode::Malformed, "malformed_frame"),
             };
-            state.metrics.limit(match code {
-                ErrorCode::TooLarge => "frame_too_large",
-                ErrorCode::Timeout => "request_timeout",
-                _ => "malformed_frame",
-            });
+            state.metrics.limit(metric);
             tracing::info!(error = %e, "bad request frame");
             let _ = recv.stop(1u32.into());
             reply(&mut send, &state.error(code, e.to_string())).await;
@@ -179,7 +208,7 @@ async fn stream(
             crate::manifest_sync::handle(&state, peer, &env).await
         }
         (Principal::Staff(staff), MessageKind::ClientRequest) => {
-            crate::client_api::handle(&state, staff, &env, &mut send, &mut recv).await
+            crate::client_api::handle(&state, staff, &env, &mut send, &mut recv, &budget).await
         }
         (_, kind) => state.error(
             ErrorCode::UnsupportedKind,
@@ -187,6 +216,25 @@ async fn stream(
         ),
     };
     reply(&mut send, &answer).await;
+}
+
+/// Answers the first request of a member of staff whose credential may no longer act with why
+/// (`forbidden`), then lets the connection be closed. Bounded: one stream, within the request
+/// timeout. An empty `why` only waits for the answer already sent to go out.
+async fn refuse_staff(state: &NodeState, conn: &quinn::Connection, why: &str) {
+    let timeout = state.config.limits.request_timeout();
+    if why.is_empty() {
+        let _ = tokio::time::timeout(timeout, conn.closed()).await;
+        return;
+    }
+    state.metrics.limit("staff_credential_refused");
+    let _ = tokio::time::timeout(timeout, async {
+        if let Ok((mut send, _recv)) = conn.accept_bi().await {
+            reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+            let _ = send.stopped().await;
+        }
+    })
+    .await;
 }
 
 /// Checks that a message from `peer` is signed in role `node` by one of the peer's node keys in

@@ -65,7 +65,7 @@ pub fn log_offline_issued(state: &NodeState) -> Result<usize, crate::store::Stor
 
 /// Withdraws a member of staff's credential (operator).
 pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId) -> OpResult {
-    let mut staff = state.db.staff(person).map_err(internal)?.ok_or((
+    let staff = state.db.staff(person).map_err(internal)?.ok_or((
         ErrorCode::NotFound,
         format!("no staff credential for {person} here"),
     ))?;
@@ -75,6 +75,19 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
             format!("{person}'s credential is already revoked"),
         ));
     }
+    let staff = withdraw(state, operator, staff).await?;
+    Ok(ClientResponse::Staff(vec![summary(state, &staff)]))
+}
+
+/// Revokes `staff`'s credential, stores and announces the revocation, and logs it. Returns the
+/// revoked record.
+async fn withdraw(
+    state: &NodeState,
+    operator: &StoredStaff,
+    mut staff: StoredStaff,
+) -> Result<StoredStaff, (ErrorCode, String)> {
+    let person = staff.body.person_id.clone();
+    let person = &person;
     if &operator.body.person_id == person {
         return Err((
             ErrorCode::BadRequest,
@@ -83,6 +96,7 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
     }
     let now = state.clock.now();
     staff.revoked_at = Some(now);
+    staff.revoked_by = Some(operator.body.person_id.clone());
     state.db.put_staff(&staff).map_err(internal)?;
     state.trust.add_staff(staff.clone());
     state
@@ -131,12 +145,114 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
     )
     .await?;
     tracing::info!(person = %person, by = %operator.body.person_id, "credential revoked");
-    Ok(ClientResponse::Staff(vec![StaffSummary {
-        person_id: staff.body.person_id,
-        roles: staff.body.roles,
-        not_after: staff.body.not_after,
-        key_fingerprint: staff.body.public_key.fingerprint(),
-    }]))
+    Ok(staff)
+}
+
+/// Replaces `person`'s credential with one for `public_key`: the old one is revoked (and
+/// announced, unless it already was) and a new one issued with the same name and roles. Both
+/// are logged.
+pub async fn reissue(
+    state: &NodeState,
+    operator: &StoredStaff,
+    person: &PersonId,
+    public_key: throughgate_protocol::keys::PublicKey,
+    valid_days: u32,
+) -> OpResult {
+    let old = state.db.staff(person).map_err(internal)?.ok_or((
+        ErrorCode::NotFound,
+        format!("no staff credential for {person} here; issue one with `tg staff add`"),
+    ))?;
+    if valid_days == 0 || valid_days > crate::client_api::MAX_CREDENTIAL_DAYS {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "valid days must be between 1 and {}",
+                crate::client_api::MAX_CREDENTIAL_DAYS
+            ),
+        ));
+    }
+    if public_key == old.body.public_key
+        || state
+            .db
+            .staff_by_key(&public_key)
+            .map_err(internal)?
+            .is_some()
+        || state
+            .manifest()
+            .is_some_and(|m| m.member_by_key(&public_key).is_some())
+    {
+        return Err((
+            ErrorCode::BadRequest,
+            "the new key must be a fresh key that no one else holds".into(),
+        ));
+    }
+    if old.revoked_at.is_none() {
+        withdraw(state, operator, old.clone()).await?;
+    }
+    let now = state.clock.now();
+    let cred = throughgate_protocol::credential::Credential {
+        person_id: person.clone(),
+        display_name: old.body.display_name.clone(),
+        agency: state.agency.clone(),
+        roles: old.body.roles.clone(),
+        public_key,
+        not_before: now,
+        not_after: now.plus_secs(u64::from(valid_days) * 86_400),
+    };
+    let staff = crate::client_api::issue_credential(&state.key.current(), cred);
+    state.db.put_staff(&staff).map_err(internal)?;
+    state.trust.add_staff(staff.clone());
+    state
+        .audit
+        .append(throughgate_protocol::audit::AuditEvent::CredentialIssued {
+            person_id: staff.body.person_id.clone(),
+            roles: staff.body.roles.clone(),
+            not_after: staff.body.not_after,
+        })
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    tracing::info!(person = %person, by = %operator.body.person_id, "credential reissued");
+    Ok(ClientResponse::Credential(staff.credential))
+}
+
+/// A credential as `tg staff list` shows it.
+pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
+    let issuer = s
+        .credential
+        .signers(throughgate_protocol::envelope::SignerRole::Node)
+        .next()
+        .copied();
+    let now = state.clock.now();
+    let issuer_current = match (state.manifest(), issuer) {
+        (Some(m), Some(k)) => m
+            .member(&state.agency)
+            .is_some_and(|me| me.node_keys.contains(&k)),
+        _ => false,
+    };
+    let st = if s.revoked_at.is_some() {
+        "revoked"
+    } else if now >= s.body.not_after {
+        "expired"
+    } else if now < s.body.not_before {
+        "not_yet_valid"
+    } else if !issuer_current {
+        "issuer_retired"
+    } else if issuer != Some(state.key.current().public()) {
+        "previous_key"
+    } else {
+        "active"
+    };
+    StaffSummary {
+        person_id: s.body.person_id.clone(),
+        roles: s.body.roles.clone(),
+        not_after: s.body.not_after,
+        key_fingerprint: s.body.public_key.fingerprint(),
+        display_name: s.body.display_name.clone(),
+        issuer_key: issuer.map(|k| k.fingerprint()).unwrap_or_default(),
+        state: st.into(),
+        revoked_at: s.revoked_at,
+        revoked_by: s.revoked_by.clone(),
+    }
 }
 
 /// Records another agency's announcement that it withdrew a staff credential.

@@ -216,10 +216,20 @@ impl ClientCertVerifier for PinnedVerifier {
     }
 }
 
-fn transport(limits: &Limits) -> Result<Arc<quinn::TransportConfig>, TlsError> {
+/// QUIC transport settings. `streams` is the number of concurrent streams the other side may
+/// open at first: a server starts every connection with the staff allowance and raises a peer
+/// node's once its key is known (QUIC can raise a stream limit, never lower it). The receive
+/// window bounds what QUIC itself buffers for a connection before the node reads it.
+fn transport(limits: &Limits, streams: u32) -> Result<Arc<quinn::TransportConfig>, TlsError> {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(streams));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    let window = u64::try_from(limits.max_request_bytes_per_connection).unwrap_or(u64::MAX);
+    let window = quinn::VarInt::from_u64(window).unwrap_or(quinn::VarInt::MAX);
+    t.receive_window(window);
+    if window.into_inner() < 1_250_000 {
+        t.stream_receive_window(window);
+    }
     let idle =
         quinn::IdleTimeout::try_from(std::time::Duration::from_millis(limits.idle_timeout_ms))
             .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -252,7 +262,7 @@ pub fn server_config(
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(transport(limits)?);
+    cfg.transport_config(transport(limits, limits.max_streams_per_staff_connection)?);
     Ok(cfg)
 }
 
@@ -289,7 +299,7 @@ pub fn client_config_with_alpn(
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(transport(limits)?);
+    cfg.transport_config(transport(limits, limits.max_streams_per_connection)?);
     Ok(cfg)
 }
 

@@ -6,6 +6,12 @@ use std::time::Duration;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::frame::{self, FrameError, HEADER_LEN};
 
+use crate::budget::{BudgetExhausted, Charge, Unmetered};
+
+/// The first allocation for a frame's payload; the buffer then grows (at most doubling) only as
+/// bytes arrive, never to the announced length up front.
+const INITIAL_PAYLOAD: usize = 16 * 1024;
+
 /// A failure reading or writing a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {
@@ -21,6 +27,9 @@ pub enum FrameIoError {
     /// Nothing arrived in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// Receiving more would pass a cap on request bytes in flight.
+    #[error(transparent)]
+    Busy(#[from] BudgetExhausted),
 }
 
 /// Writes one frame.
@@ -51,6 +60,17 @@ pub async fn read_frame(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<Option<Vec<u8>>, FrameIoError> {
+    read_frame_charged(recv, max, &mut Unmetered).await
+}
+
+/// As [`read_frame`], charging every byte of buffer to `charge` before allocating it. The buffer
+/// grows with the bytes that arrive, so a header announcing `max` bytes followed by nothing costs
+/// almost nothing.
+pub async fn read_frame_charged(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    charge: &mut (dyn Charge + Send),
+) -> Result<Option<Vec<u8>>, FrameIoError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -72,14 +92,29 @@ pub async fn read_frame(
         }
     }
     let len = frame::check_header(header, max)?;
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(n) => FrameIoError::Frame(FrameError::Truncated {
-            have: HEADER_LEN + n,
-            need: HEADER_LEN + len,
-        }),
-        quinn::ReadExactError::ReadError(e) => FrameIoError::Stream(e.to_string()),
-    })?;
+    let mut payload: Vec<u8> = Vec::new();
+    while payload.len() < len {
+        let want = len - payload.len();
+        let chunk = recv
+            .read_chunk(want, true)
+            .await
+            .map_err(|e| FrameIoError::Stream(e.to_string()))?
+            .ok_or(FrameError::Truncated {
+                have: HEADER_LEN + payload.len(),
+                need: HEADER_LEN + len,
+            })?;
+        let need = payload.len().saturating_add(chunk.bytes.len()).min(len);
+        if need > payload.capacity() {
+            let target = need
+                .max(payload.capacity().saturating_mul(2))
+                .max(INITIAL_PAYLOAD)
+                .min(len);
+            charge.charge(target - payload.capacity())?;
+            payload.reserve_exact(target - payload.len());
+        }
+        let take = chunk.bytes.len().min(len - payload.len());
+        payload.extend_from_slice(chunk.bytes.get(..take).unwrap_or_default());
+    }
     Ok(Some(payload))
 }
 
@@ -89,7 +124,17 @@ pub async fn read_envelope(
     max: usize,
     timeout: Duration,
 ) -> Result<Option<Envelope>, FrameIoError> {
-    let frame = tokio::time::timeout(timeout, read_frame(recv, max))
+    read_envelope_charged(recv, max, timeout, &mut Unmetered).await
+}
+
+/// As [`read_envelope`], charging the frame's buffer to `charge` as it grows.
+pub async fn read_envelope_charged(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    timeout: Duration,
+    charge: &mut (dyn Charge + Send),
+) -> Result<Option<Envelope>, FrameIoError> {
+    let frame = tokio::time::timeout(timeout, read_frame_charged(recv, max, charge))
         .await
         .map_err(|_| FrameIoError::Timeout(timeout))??;
     match frame {

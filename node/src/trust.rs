@@ -100,10 +100,38 @@ impl Trust {
     /// Registers (or replaces) a member of staff's key.
     pub fn add_staff(&self, staff: StoredStaff) {
         let mut inner = self.write();
-        inner
-            .staff
-            .retain(|_, s| s.body.person_id != staff.body.person_id);
+        // A person's earlier, revoked keys stay known, so their holders are told why they are
+        // refused rather than failing the handshake.
+        inner.staff.retain(|k, s| {
+            s.body.person_id != staff.body.person_id
+                || (s.revoked_at.is_some() && *k != staff.body.public_key)
+        });
         inner.staff.insert(staff.body.public_key, Arc::new(staff));
+    }
+
+    /// Why `key`, a member of staff's key this node knows, may not act now: revoked (by whom
+    /// and when), expired or not yet valid. `None` for a key that may act or is unknown.
+    pub fn staff_refusal(&self, key: &PublicKey) -> Option<String> {
+        let inner = self.read();
+        let staff = inner.staff.get(key)?;
+        if let Some(at) = staff.revoked_at {
+            let by = staff
+                .revoked_by
+                .as_ref()
+                .map(|p| format!(" by {p}"))
+                .unwrap_or_default();
+            return Some(format!(
+                "your credential ({}) was withdrawn{by} at {at}; ask your node's operator for a \
+                 new one (`tg staff reissue`)",
+                staff.body.person_id
+            ));
+        }
+        match throughgate_protocol::credential::check_window(&staff.body, self.clock.now()) {
+            Ok(()) => None,
+            Err(e) => Some(format!(
+                "{e}; ask your node's operator to reissue your credential (`tg staff reissue`)"
+            )),
+        }
     }
 
     /// The principal holding `key`: a member node or a current member of staff.
@@ -137,6 +165,8 @@ impl PeerPolicy for Trust {
     }
 
     fn client_allowed(&self, key: &PublicKey) -> bool {
-        self.principal(key).is_some()
+        // A known member of staff whose credential is withdrawn or expired completes the
+        // handshake only to be told so (see `server::connection`); they can do nothing else.
+        self.principal(key).is_some() || self.staff_refusal(key).is_some()
     }
 }

@@ -269,6 +269,7 @@ async fn at_start_a_node_refuses_a_credential_its_keys_did_not_issue() {
             ),
             body,
             revoked_at: None,
+            revoked_by: None,
         }
     };
     let mut planted = credential("op-planted", &outsider);

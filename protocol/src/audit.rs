@@ -174,6 +174,24 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
+    /// Every name [`AuditEvent::name`] gives, for validating searches.
+    pub const NAMES: &'static [&'static str] = &[
+        "disclosed",
+        "refused",
+        "not_held",
+        "query_sent",
+        "consent_recorded",
+        "consent_registered",
+        "consent_revoked",
+        "consent_expired",
+        "consent_superseded",
+        "credential_issued",
+        "admin",
+        "audit_access",
+        "witness_alarm",
+        "redaction",
+    ];
+
     /// A short name for the event type.
     pub fn name(&self) -> &'static str {
         match self {

@@ -2103,6 +2103,16 @@ fn gen_bodies(g: &mut Gen) {
             },
         ),
         (
+            "reissue-staff",
+            "Revoke cw-0099's credential and issue one for a new key, same name and roles.",
+            "person-op-0001",
+            ClientOp::ReissueStaff {
+                person_id: person("cw-0099"),
+                public_key: pubkey("person-dpo-0007"),
+                valid_days: 90,
+            },
+        ),
+        (
             "rotate-key",
             "Switch to the node's next key (being integrated): the bare text string \"rotate_key\".",
             "person-op-0001",
@@ -2295,6 +2305,11 @@ fn gen_bodies(g: &mut Gen) {
                 roles: vec![StaffRole::Caseworker],
                 not_after: Timestamp(NOW + 335 * DAY),
                 key_fingerprint: pubkey("person-cw-0042").fingerprint(),
+                display_name: "A Caseworker".into(),
+                issuer_key: pubkey("node-probation-yorks").fingerprint(),
+                state: "active".into(),
+                revoked_at: None,
+                revoked_by: None,
             }]),
         ),
         (

@@ -325,14 +325,62 @@ pub async fn offer_all(state: &NodeState) {
     }
 }
 
+/// Why a witness baseline was not reset.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The request names no peer this node witnesses, or a peer whose log raised no alarm.
+    #[error("{0}")]
+    Refused(String),
+    /// Storage or logging failed.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+}
+
+impl From<crate::store::StoreError> for ResetError {
+    fn from(e: crate::store::StoreError) -> ResetError {
+        ResetError::Node(e.into())
+    }
+}
+
+impl From<crate::audit::AuditError> for ResetError {
+    fn from(e: crate::audit::AuditError) -> ResetError {
+        ResetError::Node(e.into())
+    }
+}
+
 /// As a witness: accepts `peer`'s next checkpoint as a new baseline (after a restore from backup
-/// legitimately shortened its log, say). Logged, with the alarm that stood.
+/// legitimately shortened its log, say). Only for a member whose log raised a witness alarm: a
+/// healthy peer's baseline is what detects a fork, so it is never reset. Logged, with the alarm
+/// that stood.
 pub async fn reset_baseline(
     state: &NodeState,
     peer: &AgencyId,
     by: &throughgate_protocol::ids::PersonId,
-) -> Result<(), crate::node::NodeError> {
+) -> Result<(), ResetError> {
+    let members: Vec<String> = state
+        .manifest()
+        .map(|m| {
+            m.members
+                .iter()
+                .filter(|x| x.id != state.agency)
+                .map(|x| x.id.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !members.iter().any(|m| m == peer.as_str()) {
+        return Err(ResetError::Refused(format!(
+            "{peer} is not another member of the federation; the members are: {}",
+            members.join(", ")
+        )));
+    }
     let standing = state.db.witness_alarm(peer)?;
+    if standing.is_none() {
+        return Err(ResetError::Refused(format!(
+            "{peer}'s log raised no witness alarm here, so its baseline is healthy and is kept \
+             (it is what detects a rewritten log); reset only a peer named by an alarm in \
+             `tg audit checkpoints`"
+        )));
+    }
     let had = state.db.witnessed(peer)?.map(|(s, _)| s);
     state.db.reset_witnessed(peer)?;
     state

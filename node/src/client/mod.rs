@@ -67,6 +67,9 @@ pub enum ClientError {
     /// More than one active consent could be relied on; the caller must name one.
     #[error("{0}")]
     AmbiguousConsent(String),
+    /// A file the answer was to be written to could not be created.
+    #[error(transparent)]
+    File(#[from] crate::private::PrivateError),
 }
 
 impl ClientError {
@@ -145,11 +148,61 @@ impl HomeClient {
                     .filter(|k| k != &profile.node_key),
             );
         }
-        let mut client =
-            HomeClient::connect(addr, &profile.agency, keys, key, credential, clock).await?;
+        // With a verified manifest to anchor on, a key not yet known is let through the
+        // handshake only to fetch the node's manifest, which must chain from the cached one
+        // (governance threshold, no rollback) and list that key for the home agency.
+        let policy = Arc::new(AnchoredServer {
+            agency: profile.agency.to_string(),
+            keys: keys.clone(),
+            anchored: cached.is_some(),
+            presented: std::sync::Mutex::new(None),
+        });
+        let mut client = HomeClient::connect_with_policy(
+            addr,
+            &profile.agency,
+            keys.clone(),
+            policy.clone(),
+            key,
+            credential,
+            clock,
+        )
+        .await?;
         client.manifest_cache = Some(cache);
         if let Ok(mut t) = client.trusted.write() {
             *t = cached;
+        }
+        let presented = policy.presented.lock().ok().and_then(|p| *p);
+        match presented {
+            Some(k) if !keys.contains(&k) => {
+                if let Ok(mut known) = client.node_keys.write() {
+                    // Provisional: only to read the node's signed answer with its manifest.
+                    known.push(k);
+                }
+                let listed = match client.manifest().await {
+                    Ok((_, m)) => m
+                        .member(&profile.agency)
+                        .is_some_and(|me| me.node_keys.contains(&k)),
+                    Err(_) => false,
+                };
+                if !listed {
+                    client.conn.close(0u32.into(), b"unknown node key");
+                    return Err(ClientError::Connect {
+                        agency: profile.agency.clone(),
+                        addr: profile.node_address.clone(),
+                        detail: format!(
+                            "the node presented key {}, which no manifest signed by the \
+                             federation's governance lists for {}; ask your node's operator",
+                            k.fingerprint(),
+                            profile.agency
+                        ),
+                    });
+                }
+            }
+            _ => {
+                // Keep the cached manifest current, so a later key rotation finds the new key
+                // already trusted. Best effort: a failure here leaves the command unaffected.
+                let _ = client.manifest().await;
+            }
         }
         Ok(client)
     }
@@ -159,6 +212,25 @@ impl HomeClient {
         addr: SocketAddr,
         agency: &AgencyId,
         node_keys: Vec<PublicKey>,
+        key: SecretKey,
+        credential_env: Envelope,
+        clock: Clock,
+    ) -> Result<HomeClient, ClientError> {
+        let policy = Arc::new(PinnedServer {
+            agency: agency.to_string(),
+            keys: node_keys.clone(),
+        });
+        HomeClient::connect_with_policy(addr, agency, node_keys, policy, key, credential_env, clock)
+            .await
+    }
+
+    /// As [`HomeClient::connect`], with the handshake's server check done by `policy`; answers
+    /// are accepted when signed by one of `node_keys`.
+    async fn connect_with_policy(
+        addr: SocketAddr,
+        agency: &AgencyId,
+        node_keys: Vec<PublicKey>,
+        policy: Arc<dyn crate::tls::PeerPolicy>,
         key: SecretKey,
         credential_env: Envelope,
         clock: Clock,
@@ -179,10 +251,6 @@ impl HomeClient {
         let limits = Limits::default();
         let identity = TlsIdentity::new(&key, credential.person_id.as_str())
             .map_err(|e| connect_err(e.to_string()))?;
-        let policy = Arc::new(PinnedServer {
-            agency: agency.to_string(),
-            keys: node_keys.clone(),
-        });
         let cfg =
             client_config(&identity, policy, &limits).map_err(|e| connect_err(e.to_string()))?;
         let bind: SocketAddr = if addr.is_ipv4() {
@@ -605,7 +673,27 @@ impl HomeClient {
     /// Has the home node take a consistent backup while it runs and writes it to `out`
     /// (operator). Returns the number of stored pairs and the file's SHA-256.
     pub async fn backup(&self, out: &std::path::Path) -> Result<(u64, [u8; 32]), ClientError> {
-        self.download(ClientOp::Backup, out).await
+        self.download(ClientOp::Backup, out, false).await
+    }
+
+    /// As [`HomeClient::backup`]; with `force`, an existing `out` is replaced.
+    pub async fn backup_to(
+        &self,
+        out: &std::path::Path,
+        force: bool,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::Backup, out, force).await
+    }
+
+    /// As [`HomeClient::export_records`]; with `force`, an existing `out` is replaced.
+    pub async fn export_records_to(
+        &self,
+        format: ImportFormat,
+        out: &std::path::Path,
+        force: bool,
+    ) -> Result<(u64, [u8; 32]), ClientError> {
+        self.download(ClientOp::ExportRecords { format }, out, force)
+            .await
     }
 
     /// Exports every record the home node holds to `out` (operator). Returns the number of
@@ -615,22 +703,40 @@ impl HomeClient {
         format: ImportFormat,
         out: &std::path::Path,
     ) -> Result<(u64, [u8; 32]), ClientError> {
-        self.download(ClientOp::ExportRecords { format }, out).await
+        self.download(ClientOp::ExportRecords { format }, out, false)
+            .await
     }
 
     /// Runs an operation whose answer is a file streamed in chunks, writing it to `out`
-    /// (atomically, only if it arrives whole).
+    /// (atomically, only if it arrives whole). The file is private (0600); the temporary file
+    /// beside it is created exclusively under an unguessable name, and `out` is never written
+    /// through a link nor replaced unless `force` is given.
     async fn download(
         &self,
         op: ClientOp,
         out: &std::path::Path,
+        force: bool,
     ) -> Result<(u64, [u8; 32]), ClientError> {
         use std::io::Write as _;
         let io = |e: std::io::Error| ClientError::Protocol(format!("{}: {e}", out.display()));
+        let private = ClientError::File;
+        if !force && std::fs::symlink_metadata(out).is_ok() {
+            return Err(private(crate::private::PrivateError::Exists(
+                out.to_path_buf(),
+            )));
+        }
         let (mut send, mut recv) = self.send_request(op).await?;
         let _ = send.finish();
-        let tmp = out.with_extension("partial");
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        let (file, tmp) = crate::private::create_temp(out).map_err(private)?;
+        // Removes the temporary file (only ever the one created here) unless it was published.
+        struct Cleanup<'a>(&'a std::path::Path);
+        impl Drop for Cleanup<'_> {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(self.0);
+            }
+        }
+        let _cleanup = Cleanup(&tmp);
+        let mut file = std::io::BufWriter::new(file);
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         loop {
@@ -655,18 +761,17 @@ impl HomeClient {
                 } => {
                     let got: [u8; 32] = hasher.finalize().into();
                     if got != sha256 || bytes != written {
-                        let _ = std::fs::remove_file(&tmp);
                         return Err(ClientError::Invalid(
                             "the file arrived damaged; nothing was kept".into(),
                         ));
                     }
                     file.flush().map_err(io)?;
+                    file.get_ref().sync_all().map_err(io)?;
                     drop(file);
-                    std::fs::rename(&tmp, out).map_err(io)?;
+                    crate::private::publish(&tmp, out, force).map_err(private)?;
                     return Ok((items, sha256));
                 }
                 other => {
-                    let _ = std::fs::remove_file(&tmp);
                     return Err(unexpected(&other));
                 }
             }
@@ -679,6 +784,33 @@ impl HomeClient {
         // Long enough for the close to go out (so the node frees the connection at once), short
         // enough not to hold up the command: draining the connection fully is not needed.
         let _ = tokio::time::timeout(Duration::from_millis(10), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The home node's check for a profile: its known keys, or, when a verified manifest is cached
+/// to anchor on, any key the node presents (recorded, and accepted only once a newer manifest
+/// chaining from the cached one lists it; see [`HomeClient::connect_profile_with_key`]).
+#[derive(Debug)]
+struct AnchoredServer {
+    agency: String,
+    keys: Vec<PublicKey>,
+    anchored: bool,
+    presented: std::sync::Mutex<Option<PublicKey>>,
+}
+
+impl crate::tls::PeerPolicy for AnchoredServer {
+    fn server_allowed(&self, server_name: &str, key: &PublicKey) -> bool {
+        if server_name != self.agency {
+            return false;
+        }
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(*key);
+        }
+        self.anchored || self.keys.contains(key)
+    }
+
+    fn client_allowed(&self, _key: &PublicKey) -> bool {
+        false
     }
 }
 

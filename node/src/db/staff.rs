@@ -17,6 +17,9 @@ pub struct StoredStaff {
     pub body: Credential,
     /// When it was revoked, if it was.
     pub revoked_at: Option<Timestamp>,
+    /// The operator who revoked it (absent in records stored before this was kept).
+    #[serde(default)]
+    pub revoked_by: Option<throughgate_protocol::ids::PersonId>,
 }
 
 impl Db {

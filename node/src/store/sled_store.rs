@@ -68,6 +68,8 @@ impl SledStore {
     /// is locked is retried for up to `LOCK_WAIT` (3 s) before giving up with a clear message
     /// (another process, e.g. a second `tg node run`, has it open).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        // The store is personal data: its folder is 0700 before sled writes into it.
+        crate::private::create_dir(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let db = loop {
             match sled::Config::new()
@@ -91,6 +93,9 @@ impl SledStore {
         };
         let tree = db.open_tree("throughgate").map_err(backend)?;
         let redo = db.open_tree("throughgate-redo").map_err(backend)?;
+        // sled creates its files with the default mode: narrow them (and any left by an older
+        // version) to the node's user.
+        crate::private::tighten_tree(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let store = SledStore {
             _db: db,
             tree,

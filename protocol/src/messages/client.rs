@@ -116,6 +116,16 @@ pub enum ClientOp {
     },
     /// List staff credentials.
     ListStaff,
+    /// Replace a member of staff's credential with one for a new key: the old credential is
+    /// revoked (and announced) and a new one issued with the same name and roles (operator).
+    ReissueStaff {
+        /// Their staff id.
+        person_id: PersonId,
+        /// Their new public key.
+        public_key: PublicKey,
+        /// Days until the new credential expires.
+        valid_days: u32,
+    },
     /// Node health and counts.
     Status,
     /// The manifest the node trusts.
@@ -525,9 +535,10 @@ pub struct ImportReport {
     pub subjects: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    /// Every bad row (capped at 1000, then `errors_truncated`).
+    /// Every problem found, each naming its row (a row can have several; capped at 1000, then
+    /// `errors_truncated`).
     pub errors: Vec<ImportRowError>,
-    /// More bad rows than listed.
+    /// More problems than listed.
     pub errors_truncated: bool,
     /// For a sync: what it changed, or would change.
     #[serde(deserialize_with = "crate::cbor::required")]
@@ -545,6 +556,24 @@ pub struct StaffSummary {
     pub not_after: Timestamp,
     /// Their key's fingerprint.
     pub key_fingerprint: String,
+    /// Their name.
+    #[serde(default)]
+    pub display_name: String,
+    /// The fingerprint of the node key that signed the credential.
+    #[serde(default)]
+    pub issuer_key: String,
+    /// `active`, `revoked`, `expired`, `not_yet_valid`, `previous_key` (signed by a node key
+    /// the node has rotated away from, still listed in the manifest: reissue before it is
+    /// retired), or `issuer_retired` (the signing key is no longer one of the agency's node
+    /// keys in the manifest).
+    #[serde(default)]
+    pub state: String,
+    /// When it was revoked.
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+    /// Who revoked it.
+    #[serde(default)]
+    pub revoked_by: Option<PersonId>,
 }
 
 /// Node health and counts.
