@@ -350,10 +350,7 @@ const DENY_ALL_POLICY: &str =
 async fn run_node(config_path: &Path) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
     let key = read_secret_key(&config.resolve(&config.key_file))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
-        &config.resolve(&config.data_dir),
-        config.storage.cache_bytes(),
-    )?);
+    let store: Arc<dyn Store> = throughgate_node::store::open_configured(&config)?;
     let policy = match &config.policy_file {
         Some(p) => Policy::load(&config.resolve(p))
             .with_context(|| format!("policy {}", config.resolve(p).display()))?,

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Limits, NodeConfig};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::synth::{generate_population, person_records, Population, SynthConfig};
 
 /// A failure setting up the local federation.
@@ -222,10 +222,7 @@ impl std::fmt::Debug for LocalFederation {
 fn open_node(config: &NodeConfig, clock: &Clock) -> Result<Node, LocalFedError> {
     let key = crate::keyfile::read_secret_key(&config.resolve(&config.key_file))
         .map_err(|e| LocalFedError::Options(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
-        &config.resolve(&config.data_dir),
-        config.storage.cache_bytes(),
-    )?);
+    let store: Arc<dyn Store> = crate::store::open_configured(config)?;
     let policy = match demo_policy_text(config.agency.as_str()) {
         Some(t) => Policy::parse(t)?,
         None => Policy::deny_all(),
