@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod observe;
 pub mod outbox;
+pub mod pgcluster;
 pub mod peers;
 pub mod policy;
 pub mod ratelimit;

@@ -48,7 +48,8 @@ use throughgate_protocol::cbor;
 use throughgate_protocol::envelope::Envelope;
 
 pub use audit::{
-    AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, LOWEST_STORED_LEVEL,
+    decode_audit_state, AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, AUDIT_HEAD,
+    LOWEST_STORED_LEVEL,
 };
 pub use consents::{supersedes, Linkage, StoredConsent};
 pub use imports::ImportJournal;
