@@ -19,8 +19,8 @@ pub const SUPERUSER: &str = "throughgate";
 pub enum ClusterError {
     /// No PostgreSQL server binaries were found.
     #[error(
-        "no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or on PATH; \
-         install the distribution's postgresql package"
+        "no PostgreSQL server binaries (initdb, pg_ctl) in $TG_PG_BIN, or else in \
+         /usr/lib/postgresql/*/bin or on PATH; install the distribution's postgresql package"
     )]
     NoBinaries,
     /// Running as root, with no unprivileged user to run the server as.
@@ -66,10 +66,21 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     move |source| ClusterError::Io { what, source }
 }
 
-/// The folder holding `initdb` and `pg_ctl`: the newest `/usr/lib/postgresql/<version>/bin`,
-/// else the first folder on `PATH` that has both.
+/// Names the folder holding the PostgreSQL server binaries, instead of searching for it.
+pub const BIN_ENV: &str = "TG_PG_BIN";
+
+/// The folder holding `initdb` and `pg_ctl`: the one [`BIN_ENV`] names if set, else the newest
+/// `/usr/lib/postgresql/<version>/bin`, else the first folder on `PATH` that has both.
 pub fn find_binaries() -> Result<PathBuf, ClusterError> {
     let has_both = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os(BIN_ENV) {
+        let dir = PathBuf::from(dir);
+        return if has_both(&dir) {
+            Ok(dir)
+        } else {
+            Err(ClusterError::NoBinaries)
+        };
+    }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()

@@ -519,3 +519,152 @@ async fn audit_replicas(b: &Backend) {
     assert!(one.db().mark_query_seen(&id, expires).unwrap());
     assert!(!two.db().mark_query_seen(&id, expires).unwrap());
 }
+
+/// Behaviours only a database server has: migrations, outages, configuration.
+mod postgres_only {
+    use super::*;
+    use throughgate_node::store::StoreError;
+
+    #[test]
+    fn migrations_apply_once_and_a_newer_schema_is_refused() {
+        let Some(cluster) = common::pg::cluster("migrations_apply_once") else {
+            return;
+        };
+        let url = cluster.create_database("tg").unwrap();
+        // Replicas starting together: each migration is applied once.
+        let opened: Vec<_> = (0..3)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || PostgresStore::open(&url).map(|_| ()))
+            })
+            .collect();
+        for o in opened {
+            o.join().unwrap().unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let versions: Vec<i32> = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let rows = client
+                .query("SELECT version FROM throughgate_migrations ORDER BY version", &[])
+                .await
+                .unwrap();
+            client
+                .execute(
+                    "INSERT INTO throughgate_migrations (version, name) VALUES (9999, 'future')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get(0)).collect()
+        });
+        assert_eq!(versions, vec![1]);
+        let err = PostgresStore::open(&url).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 9999, known: 1 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade this node"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_refuses_every_operation_and_the_store_recovers_by_itself() {
+        let Some(cluster) = common::pg::cluster("an_outage_refuses") else {
+            return;
+        };
+        let url = cluster.create_database("tg").unwrap();
+        let key = SecretKey::generate();
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).unwrap());
+        let log = Arc::new(open_log(store.clone(), &key));
+        let mut receipts = append_concurrently(std::slice::from_ref(&log), 10).await;
+        cluster.stop_server().unwrap();
+        let err = store.get(b"anything").unwrap_err();
+        assert!(matches!(err, StoreError::Postgres { .. }), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the driver's error is kept as the source"
+        );
+        assert!(store.insert_if_absent(b"r/1", b"x").is_err());
+        // The log refuses: nothing is logged, so nothing may be disclosed.
+        let refused = log.append(event(1)).await;
+        assert!(refused.is_err(), "an entry was logged with the database down");
+        cluster.start_server().unwrap();
+        // No reopening: the next operations connect again.
+        assert!(store.get(b"anything").unwrap().is_none());
+        receipts.extend(append_concurrently(std::slice::from_ref(&log), 10).await);
+        check_one_log(log.db(), &key, &receipts);
+    }
+
+    fn node_config(dir: &std::path::Path, storage: &str) -> String {
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "agency = \"dwp\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n\
+                 data_dir = \"data\"\nid_scheme = \"ni_number\"\n\n[storage]\n{storage}\n"
+            ),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn the_config_selects_postgres_and_the_url_file_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        use throughgate_node::config::NodeConfig;
+        let Some(cluster) = common::pg::cluster("the_config_selects_postgres") else {
+            return;
+        };
+        let url = cluster.create_database("tg").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("db.url");
+        std::fs::write(&url_file, format!("{url}\n")).unwrap();
+        std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let config = NodeConfig::load(std::path::Path::new(&node_config(
+            dir.path(),
+            "backend = \"postgres\"\nurl_file = \"db.url\"",
+        )))
+        .unwrap();
+        let Err(err) = throughgate_node::store::open_configured(&config) else {
+            panic!("a URL file others can read was used");
+        };
+        let err = err.to_string();
+        assert!(err.contains("db.url"), "{err}");
+        std::fs::set_permissions(&url_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = throughgate_node::store::open_configured(&config).unwrap();
+        assert!(store.insert_if_absent(b"k", b"v").unwrap());
+        // The data went to the database, not to a sled folder.
+        assert!(!dir.path().join("data").exists());
+        let again = PostgresStore::open(&url).unwrap();
+        assert_eq!(again.get(b"k").unwrap().unwrap(), b"v");
+    }
+}
+
+#[test]
+fn a_config_names_one_source_of_the_database_url_and_only_for_postgres() {
+    use throughgate_node::config::NodeConfig;
+    let base = "agency = \"dwp\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n\
+                data_dir = \"data\"\nid_scheme = \"ni_number\"\n\n[storage]\n";
+    let check = |storage: &str| NodeConfig::parse(&format!("{base}{storage}")).unwrap().check();
+    check("").unwrap();
+    check("backend = \"sled\"").unwrap();
+    check("backend = \"postgres\"\nurl = \"host=/run/postgresql\"").unwrap();
+    check("backend = \"postgres\"\nurl_file = \"db.url\"").unwrap();
+    for (storage, says) in [
+        ("backend = \"postgres\"", "needs storage.url_file"),
+        (
+            "backend = \"postgres\"\nurl = \"x\"\nurl_file = \"y\"",
+            "not both",
+        ),
+        ("url = \"host=/run/postgresql\"", "for backend = \"postgres\""),
+    ] {
+        let err = check(storage).unwrap_err();
+        assert!(err.contains(says), "{storage}: {err}");
+    }
+    assert!(NodeConfig::parse(&format!("{base}backend = \"mysql\"")).is_err());
+}

@@ -176,8 +176,8 @@ struct Connection {
 
 /// A batch reduced to its effect: the keys it removes and the pairs it leaves, each key once
 /// (a later write to a key replaces an earlier one, as applying the writes in order would).
-fn collapse(writes: Vec<Write>) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+fn collapse(writes: &[Write]) -> (Vec<&[u8]>, Vec<&[u8]>, Vec<&[u8]>) {
+    let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
     for w in writes {
         match w {
             Write::Put(k, v) => last.insert(k, Some(v)),
@@ -211,7 +211,7 @@ fn lock_id(guard: &[u8]) -> i64 {
 async fn write_batch(
     tx: &tokio_postgres::Transaction<'_>,
     st: &Statements,
-    writes: Vec<Write>,
+    writes: &[Write],
 ) -> Result<(), StoreError> {
     let (deletes, keys, values) = collapse(writes);
     if !deletes.is_empty() {
@@ -225,6 +225,19 @@ async fn write_batch(
             .map_err(pg("writing a batch's keys"))?;
     }
     Ok(())
+}
+
+/// How an operation failed: `Unsent` when it certainly changed nothing (a read, or a write
+/// whose transaction never began), so it may run again on a new connection; `Failed` otherwise.
+enum Failure {
+    Unsent(StoreError),
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Failed(e)
+    }
 }
 
 fn limit_param(limit: usize) -> i64 {
@@ -319,29 +332,43 @@ impl Connection {
         Ok((client, stmts.as_ref()))
     }
 
-    async fn run(&mut self, op: Op) -> Result<Reply, StoreError> {
-        let result = self.execute(op).await;
-        if result.is_err() && self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
-            self.client = None;
+    /// Runs `op`. A connection that died while idle (the server restarted) is found only by
+    /// using it: an operation that certainly changed nothing then runs once more on a new
+    /// connection, so the first call after an outage succeeds. One whose effect is unknown (a
+    /// write cut off after it began) is not repeated: it fails, and its caller decides.
+    async fn run(&mut self, op: &Op) -> Result<Reply, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = self.execute(op).await;
+            let closed = self.client.as_ref().is_some_and(|(c, _)| c.is_closed());
+            if result.is_err() && closed {
+                self.client = None;
+            }
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(Failure::Unsent(_)) if closed && tries < 2 => continue,
+                Err(Failure::Unsent(e) | Failure::Failed(e)) => return Err(e),
+            }
         }
-        result
     }
 
-    async fn execute(&mut self, op: Op) -> Result<Reply, StoreError> {
+    async fn execute(&mut self, op: &Op) -> Result<Reply, Failure> {
         if let Op::Migrate = op {
             let (client, _) = self.client(true).await?;
             Connection::migrate(client).await?;
             return Ok(Reply::Done);
         }
-        let (client, st) = self.client(false).await?;
+        let (client, st) = self.client(false).await.map_err(Failure::Unsent)?;
         let st = st.ok_or(StoreError::Backend("statements were not prepared".into()))?;
+        let unsent = |what| move |e| Failure::Unsent(pg(what)(e));
         match op {
             Op::Migrate => Ok(Reply::Done),
             Op::Get(key) => {
                 let row = client
-                    .query_opt(&st.get, &[&key])
+                    .query_opt(&st.get, &[key])
                     .await
-                    .map_err(pg("reading a key"))?;
+                    .map_err(unsent("reading a key"))?;
                 Ok(Reply::Value(match row {
                     Some(r) => Some(r.try_get(0).map_err(pg("reading a value"))?),
                     None => None,
@@ -349,40 +376,51 @@ impl Connection {
             }
             Op::Range { from, below, limit } => {
                 let rows = match below {
-                    Some(below) => client
-                        .query(&st.range, &[&from, &below, &limit_param(limit)])
-                        .await,
-                    None => client.query(&st.range_open, &[&from, &limit_param(limit)]).await,
+                    Some(below) => {
+                        client
+                            .query(&st.range, &[from, below, &limit_param(*limit)])
+                            .await
+                    }
+                    None => {
+                        client
+                            .query(&st.range_open, &[from, &limit_param(*limit)])
+                            .await
+                    }
                 }
-                .map_err(pg("scanning keys"))?;
+                .map_err(unsent("scanning keys"))?;
                 Ok(Reply::Pairs(pairs(rows)?))
             }
             Op::Last { from, below } => {
                 let rows = match below {
-                    Some(below) => client.query(&st.last, &[&from, &below]).await,
-                    None => client.query(&st.last_open, &[&from]).await,
+                    Some(below) => client.query(&st.last, &[from, below]).await,
+                    None => client.query(&st.last_open, &[from]).await,
                 }
-                .map_err(pg("reading the last key"))?;
+                .map_err(unsent("reading the last key"))?;
                 Ok(Reply::Pairs(pairs(rows)?))
             }
             Op::Count { from, below } => {
                 let row = match below {
-                    Some(below) => client.query_one(&st.count, &[&from, &below]).await,
-                    None => client.query_one(&st.count_open, &[&from]).await,
+                    Some(below) => client.query_one(&st.count, &[from, below]).await,
+                    None => client.query_one(&st.count_open, &[from]).await,
                 }
-                .map_err(pg("counting keys"))?;
+                .map_err(unsent("counting keys"))?;
                 let n: i64 = row.try_get(0).map_err(pg("counting keys"))?;
                 Ok(Reply::Count(u64::try_from(n).unwrap_or(0)))
             }
             Op::InsertIfAbsent(key, value) => {
+                // Repeating it is safe: had the first attempt inserted, the second reports the
+                // key present, which refuses (a replay) rather than accepts twice.
                 let n = client
-                    .execute(&st.insert_if_absent, &[&key, &value])
+                    .execute(&st.insert_if_absent, &[key, value])
                     .await
-                    .map_err(pg("inserting a key if absent"))?;
+                    .map_err(unsent("inserting a key if absent"))?;
                 Ok(Reply::Applied(n == 1))
             }
             Op::Apply(writes) => {
-                let tx = client.transaction().await.map_err(pg("starting a batch"))?;
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(unsent("starting a batch"))?;
                 write_batch(&tx, st, writes).await?;
                 tx.commit().await.map_err(pg("committing a batch"))?;
                 Ok(Reply::Done)
@@ -392,22 +430,25 @@ impl Connection {
                 expected,
                 writes,
             } => {
-                let tx = client.transaction().await.map_err(pg("starting a batch"))?;
+                let tx = client
+                    .transaction()
+                    .await
+                    .map_err(unsent("starting a batch"))?;
                 // The advisory lock serialises writers of this guard even while its row does
                 // not exist yet; the row lock and the comparison then see the last committed
                 // value (each statement reads afresh under READ COMMITTED).
-                tx.execute(&st.lock, &[&lock_id(&guard)])
+                tx.execute(&st.lock, &[&lock_id(guard)])
                     .await
                     .map_err(pg("locking a guard key"))?;
                 let current: Option<Vec<u8>> = match tx
-                    .query_opt(&st.read_guard, &[&guard])
+                    .query_opt(&st.read_guard, &[guard])
                     .await
                     .map_err(pg("reading a guard key"))?
                 {
                     Some(r) => Some(r.try_get(0).map_err(pg("reading a guard key"))?),
                     None => None,
                 };
-                if current != expected {
+                if current != *expected {
                     tx.rollback().await.map_err(pg("abandoning a batch"))?;
                     return Ok(Reply::Applied(false));
                 }
@@ -515,7 +556,7 @@ impl PostgresStore {
                         },
                         Err(_) => return,
                     };
-                    let result = runtime.block_on(conn.run(job.op));
+                    let result = runtime.block_on(conn.run(&job.op));
                     let _ = job.reply.send(result);
                 })
                 .map_err(|e| StoreError::Backend(format!("starting a connection thread: {e}")))?;
@@ -691,16 +732,17 @@ mod tests {
 
     #[test]
     fn a_batch_collapses_to_the_last_write_of_each_key() {
-        let (deletes, keys, values) = collapse(vec![
+        let writes = [
             Write::Put(b"k".to_vec(), b"1".to_vec()),
             Write::Delete(b"k".to_vec()),
             Write::Delete(b"j".to_vec()),
             Write::Put(b"j".to_vec(), b"2".to_vec()),
             Write::Put(b"j".to_vec(), b"3".to_vec()),
-        ]);
-        assert_eq!(deletes, vec![b"k".to_vec()]);
-        assert_eq!(keys, vec![b"j".to_vec()]);
-        assert_eq!(values, vec![b"3".to_vec()]);
+        ];
+        let (deletes, keys, values) = collapse(&writes);
+        assert_eq!(deletes, vec![&b"k"[..]]);
+        assert_eq!(keys, vec![&b"j"[..]]);
+        assert_eq!(values, vec![&b"3"[..]]);
     }
 
     #[test]
