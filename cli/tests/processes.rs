@@ -804,7 +804,11 @@ fn three_agencies_as_separate_processes() {
         &pp,
     ])
     .json();
-    assert_eq!(w["revoked"][0]["consent_id"], person.consent.as_str(), "{w}");
+    assert_eq!(
+        w["revoked"][0]["consent_id"],
+        person.consent.as_str(),
+        "{w}"
+    );
     let mut withdrawn = false;
     for _ in 0..200 {
         let list = tg_ok([

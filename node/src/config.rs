@@ -348,18 +348,26 @@ impl NodeConfig {
             self.storage.commit_delay_ms,
             Storage::COMMIT_DELAY_MS,
         )?;
-        match (self.storage.backend, &self.storage.url, &self.storage.url_file) {
+        match (
+            self.storage.backend,
+            &self.storage.url,
+            &self.storage.url_file,
+        ) {
             (Backend::Sled, None, None) | (Backend::Postgres, Some(_), None) => {}
             (Backend::Postgres, None, Some(_)) => {}
             (Backend::Sled, _, _) => {
-                return Err("storage.url and storage.url_file are for backend = \"postgres\"; \
+                return Err(
+                    "storage.url and storage.url_file are for backend = \"postgres\"; \
                             remove them or set storage.backend = \"postgres\""
-                    .into())
+                        .into(),
+                )
             }
             (Backend::Postgres, None, None) => {
-                return Err("storage.backend = \"postgres\" needs storage.url_file (a 0600 \
+                return Err(
+                    "storage.backend = \"postgres\" needs storage.url_file (a 0600 \
                             file holding the database URL) or storage.url"
-                    .into())
+                        .into(),
+                )
             }
             (Backend::Postgres, Some(_), Some(_)) => {
                 return Err("set one of storage.url and storage.url_file, not both".into())

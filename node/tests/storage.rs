@@ -73,31 +73,41 @@ macro_rules! suite {
 
             #[test]
             fn reads_scans_batches_and_inserts_if_absent() {
-                let Some(b) = open("reads_scans_batches_and_inserts_if_absent") else { return };
+                let Some(b) = open("reads_scans_batches_and_inserts_if_absent") else {
+                    return;
+                };
                 basic(b.store.as_ref());
             }
 
             #[test]
             fn keys_sort_bytewise_and_prefixes_bound_scans() {
-                let Some(b) = open("keys_sort_bytewise_and_prefixes_bound_scans") else { return };
+                let Some(b) = open("keys_sort_bytewise_and_prefixes_bound_scans") else {
+                    return;
+                };
                 bytewise(b.store.as_ref());
             }
 
             #[test]
             fn long_scans_page_through_every_pair_in_order() {
-                let Some(b) = open("long_scans_page_through_every_pair_in_order") else { return };
+                let Some(b) = open("long_scans_page_through_every_pair_in_order") else {
+                    return;
+                };
                 long_scans(b.store.as_ref());
             }
 
             #[test]
             fn a_batch_ends_as_its_writes_in_order_would() {
-                let Some(b) = open("a_batch_ends_as_its_writes_in_order_would") else { return };
+                let Some(b) = open("a_batch_ends_as_its_writes_in_order_would") else {
+                    return;
+                };
                 batch_order(b.store.as_ref());
             }
 
             #[test]
             fn apply_if_writes_only_over_the_value_read() {
-                let Some(b) = open("apply_if_writes_only_over_the_value_read") else { return };
+                let Some(b) = open("apply_if_writes_only_over_the_value_read") else {
+                    return;
+                };
                 apply_if(b.store.as_ref());
             }
 
@@ -111,13 +121,17 @@ macro_rules! suite {
 
             #[test]
             fn exactly_one_racing_insert_if_absent_wins() {
-                let Some(b) = open("exactly_one_racing_insert_if_absent_wins") else { return };
+                let Some(b) = open("exactly_one_racing_insert_if_absent_wins") else {
+                    return;
+                };
                 one_insert_wins(&b);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_audit_writer_logs_verifiably() {
-                let Some(b) = open("the_audit_writer_logs_verifiably") else { return };
+                let Some(b) = open("the_audit_writer_logs_verifiably") else {
+                    return;
+                };
                 audit_single(&b).await;
             }
 
@@ -151,7 +165,11 @@ fn basic(store: &dyn Store) {
     store.apply(b).unwrap();
     store.apply(WriteBatch::new()).unwrap();
     assert_eq!(store.get(b"a/1").unwrap().unwrap(), b"one");
-    assert_eq!(store.get(b"e").unwrap().unwrap(), b"", "an empty value is kept");
+    assert_eq!(
+        store.get(b"e").unwrap().unwrap(),
+        b"",
+        "an empty value is kept"
+    );
     let all = store.scan(b"a/", None, 10).unwrap();
     assert_eq!(keys(&all), vec![b"a/1".to_vec(), b"a/2".to_vec()]);
     assert_eq!(store.scan(b"a/", Some(b"a/2"), 10).unwrap().len(), 1);
@@ -222,7 +240,14 @@ fn bytewise(store: &dyn Store) {
             .cloned()
             .collect()
     };
-    for prefix in [&b"p"[..], b"p\xff", b"p\xff\xff", b"\xff", b"\xff\xff", b"o"] {
+    for prefix in [
+        &b"p"[..],
+        b"p\xff",
+        b"p\xff\xff",
+        b"\xff",
+        b"\xff\xff",
+        b"o",
+    ] {
         assert_eq!(
             keys(&store.scan(prefix, None, 100).unwrap()),
             under(prefix),
@@ -266,7 +291,10 @@ fn long_scans(store: &dyn Store) {
             visited < 2_100
         })
         .unwrap();
-    assert_eq!(visited, 2_100, "visit stops where told, past a page boundary");
+    assert_eq!(
+        visited, 2_100,
+        "visit stops where told, past a page boundary"
+    );
     let mut all_visited = 0u32;
     store
         .visit(b"l/", None, &mut |_, _| {
@@ -300,7 +328,10 @@ fn apply_if(store: &dyn Store) {
     let batch = |v: &[u8]| {
         let mut b = WriteBatch::new();
         b.put(b"head".to_vec(), v.to_vec());
-        b.put(format!("body/{}", String::from_utf8_lossy(v)).into_bytes(), v.to_vec());
+        b.put(
+            format!("body/{}", String::from_utf8_lossy(v)).into_bytes(),
+            v.to_vec(),
+        );
         b
     };
     assert!(
@@ -326,7 +357,9 @@ fn apply_if(store: &dyn Store) {
     let mut other = WriteBatch::new();
     other.put(b"elsewhere".to_vec(), b"e".to_vec());
     assert!(store.apply_if(b"head", Some(b"2"), other).unwrap());
-    assert!(store.apply_if(b"head", Some(b"2"), WriteBatch::new()).unwrap());
+    assert!(store
+        .apply_if(b"head", Some(b"2"), WriteBatch::new())
+        .unwrap());
     assert_eq!(store.get(b"elsewhere").unwrap().unwrap(), b"e");
 }
 
@@ -381,7 +414,11 @@ fn no_lost_update(b: &Backend) {
     let mut owners: Vec<Vec<u8>> = slots.into_iter().map(|(_, v)| v).collect();
     owners.sort();
     owners.dedup();
-    assert_eq!(owners.len() as u64, total, "no increment took another's slot");
+    assert_eq!(
+        owners.len() as u64,
+        total,
+        "no increment took another's slot"
+    );
 }
 
 fn one_insert_wins(b: &Backend) {
@@ -506,12 +543,17 @@ async fn audit_replicas(b: &Backend) {
     assert_eq!(one.latest(), two.latest(), "both replicas see one head");
     // Every checkpoint a replica handed out is one of the one log's: no fork.
     for r in &receipts {
-        let size = throughgate_protocol::checkpoint::SignedCheckpoint::parse(r.checkpoint.as_bytes())
-            .unwrap()
-            .checkpoint()
-            .size;
+        let size =
+            throughgate_protocol::checkpoint::SignedCheckpoint::parse(r.checkpoint.as_bytes())
+                .unwrap()
+                .checkpoint()
+                .size;
         let stored = two.db().audit_checkpoint(size).unwrap();
-        assert_eq!(stored.as_deref(), Some(r.checkpoint.as_str()), "checkpoint {size}");
+        assert_eq!(
+            stored.as_deref(),
+            Some(r.checkpoint.as_str()),
+            "checkpoint {size}"
+        );
     }
     // A query seen by one replica is a replay at the other.
     let id = QueryId::random();
@@ -551,7 +593,10 @@ mod postgres_only {
                 .unwrap();
             tokio::spawn(conn);
             let rows = client
-                .query("SELECT version FROM throughgate_migrations ORDER BY version", &[])
+                .query(
+                    "SELECT version FROM throughgate_migrations ORDER BY version",
+                    &[],
+                )
                 .await
                 .unwrap();
             client
@@ -566,7 +611,13 @@ mod postgres_only {
         assert_eq!(versions, vec![1]);
         let err = PostgresStore::open(&url).unwrap_err();
         assert!(
-            matches!(err, StoreError::SchemaTooNew { found: 9999, known: 1 }),
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 9999,
+                    known: 1
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("upgrade this node"), "{err}");
@@ -592,7 +643,10 @@ mod postgres_only {
         assert!(store.insert_if_absent(b"r/1", b"x").is_err());
         // The log refuses: nothing is logged, so nothing may be disclosed.
         let refused = log.append(event(1)).await;
-        assert!(refused.is_err(), "an entry was logged with the database down");
+        assert!(
+            refused.is_err(),
+            "an entry was logged with the database down"
+        );
         cluster.start_server().unwrap();
         // No reopening: the next operations connect again.
         assert!(store.get(b"anything").unwrap().is_none());
@@ -650,7 +704,11 @@ fn a_config_names_one_source_of_the_database_url_and_only_for_postgres() {
     use throughgate_node::config::NodeConfig;
     let base = "agency = \"dwp\"\nlisten = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n\
                 data_dir = \"data\"\nid_scheme = \"ni_number\"\n\n[storage]\n";
-    let check = |storage: &str| NodeConfig::parse(&format!("{base}{storage}")).unwrap().check();
+    let check = |storage: &str| {
+        NodeConfig::parse(&format!("{base}{storage}"))
+            .unwrap()
+            .check()
+    };
     check("").unwrap();
     check("backend = \"sled\"").unwrap();
     check("backend = \"postgres\"\nurl = \"host=/run/postgresql\"").unwrap();
@@ -661,7 +719,10 @@ fn a_config_names_one_source_of_the_database_url_and_only_for_postgres() {
             "backend = \"postgres\"\nurl = \"x\"\nurl_file = \"y\"",
             "not both",
         ),
-        ("url = \"host=/run/postgresql\"", "for backend = \"postgres\""),
+        (
+            "url = \"host=/run/postgresql\"",
+            "for backend = \"postgres\"",
+        ),
     ] {
         let err = check(storage).unwrap_err();
         assert!(err.contains(says), "{storage}: {err}");

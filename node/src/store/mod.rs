@@ -99,8 +99,12 @@ pub fn open_configured(
                 (Some(url), _) => url.clone(),
                 (None, Some(file)) => {
                     let path = config.resolve(file);
-                    let bytes = crate::keyfile::read_private_file(&path, MAX_URL_FILE)
-                        .map_err(|source| StoreError::UrlFile { path: path.clone(), source })?;
+                    let bytes = crate::keyfile::read_private_file(&path, MAX_URL_FILE).map_err(
+                        |source| StoreError::UrlFile {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?;
                     String::from_utf8(bytes)
                         .map_err(|_| {
                             StoreError::Config(format!(

@@ -56,7 +56,8 @@ const PAGE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema migrations, in order: version, name, SQL.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
 
 /// Names the advisory lock that serialises migrations (any fixed number; "tgmigr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7467_6d69_6772;
@@ -144,9 +145,7 @@ impl Statements {
             count: c
                 .prepare("SELECT count(*) FROM kv WHERE key >= $1 AND key < $2")
                 .await?,
-            count_open: c
-                .prepare("SELECT count(*) FROM kv WHERE key >= $1")
-                .await?,
+            count_open: c.prepare("SELECT count(*) FROM kv WHERE key >= $1").await?,
             insert_if_absent: c
                 .prepare("INSERT INTO kv (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                 .await?,
@@ -174,9 +173,12 @@ struct Connection {
     client: Option<(Client, Option<Statements>)>,
 }
 
+/// The keys a batch removes, then the keys and values it leaves.
+type Collapsed<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>, Vec<&'a [u8]>);
+
 /// A batch reduced to its effect: the keys it removes and the pairs it leaves, each key once
 /// (a later write to a key replaces an earlier one, as applying the writes in order would).
-fn collapse(writes: &[Write]) -> (Vec<&[u8]>, Vec<&[u8]>, Vec<&[u8]>) {
+fn collapse(writes: &[Write]) -> Collapsed<'_> {
     let mut last: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
     for w in writes {
         match w {
@@ -246,7 +248,12 @@ fn limit_param(limit: usize) -> i64 {
 
 fn pairs(rows: Vec<tokio_postgres::Row>) -> Result<Vec<KeyValue>, StoreError> {
     rows.into_iter()
-        .map(|r| Ok((r.try_get(0).map_err(pg("reading a key"))?, r.try_get(1).map_err(pg("reading a value"))?)))
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(pg("reading a key"))?,
+                r.try_get(1).map_err(pg("reading a value"))?,
+            ))
+        })
         .collect()
 }
 
@@ -268,7 +275,10 @@ impl Connection {
         .await
         .map_err(pg("creating the migrations table"))?;
         let applied: Vec<i32> = tx
-            .query("SELECT version FROM throughgate_migrations ORDER BY version", &[])
+            .query(
+                "SELECT version FROM throughgate_migrations ORDER BY version",
+                &[],
+            )
             .await
             .map_err(pg("reading applied migrations"))?
             .iter()
@@ -277,7 +287,10 @@ impl Connection {
             .map_err(pg("reading applied migrations"))?;
         let known = MIGRATIONS.last().map_or(0, |(v, _, _)| *v);
         if let Some(newest) = applied.iter().copied().filter(|v| *v > known).max() {
-            return Err(StoreError::SchemaTooNew { found: newest, known });
+            return Err(StoreError::SchemaTooNew {
+                found: newest,
+                known,
+            });
         }
         for (version, name, sql) in MIGRATIONS {
             if applied.contains(version) {
@@ -302,7 +315,10 @@ impl Connection {
     }
 
     /// The client (connecting if there is none) and, unless `bare`, its prepared statements.
-    async fn client(&mut self, bare: bool) -> Result<(&mut Client, Option<&Statements>), StoreError> {
+    async fn client(
+        &mut self,
+        bare: bool,
+    ) -> Result<(&mut Client, Option<&Statements>), StoreError> {
         if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             self.client = None;
         }
@@ -521,12 +537,11 @@ impl PostgresStore {
     /// Unix socket or a loopback address), applies any schema migrations it lacks, and starts
     /// the connection threads.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|source| {
-            StoreError::Postgres {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|source| StoreError::Postgres {
                 what: "reading the database URL",
                 source,
-            }
-        })?;
+            })?;
         check_local(&config)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
