@@ -127,6 +127,15 @@ macro_rules! suite {
                 one_insert_wins(&b);
             }
 
+            #[test]
+            fn replicas_queue_outbox_items_without_overwriting_each_other() {
+                let Some(b) = open("replicas_queue_outbox_items_without_overwriting_each_other")
+                else {
+                    return;
+                };
+                outbox_replicas(&b);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_audit_writer_logs_verifiably() {
                 let Some(b) = open("the_audit_writer_logs_verifiably") else {
@@ -442,6 +451,41 @@ fn one_insert_wins(b: &Backend) {
             .count();
         assert_eq!(wins, 1, "round {round}");
     }
+}
+
+fn outbox_replicas(b: &Backend) {
+    use throughgate_node::db::OutboxPayload;
+    use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
+    let key = Arc::new(SecretKey::generate());
+    let replicas = [Db::new(b.store.clone()), Db::new((b.replica)())];
+    let threads: Vec<_> = (0..4usize)
+        .map(|t| {
+            let db = replicas[t % 2].clone();
+            let key = key.clone();
+            std::thread::spawn(move || {
+                for i in 0..20 {
+                    let payload = OutboxPayload::CredentialRevoke {
+                        person_id: PersonId::new(format!("cw-{t}-{i:03}")).unwrap(),
+                        envelope: Envelope::seal_bytes(
+                            MessageKind::CredentialRevoke,
+                            vec![0],
+                            &[(SignerRole::Node, &key)],
+                        ),
+                    };
+                    db.enqueue(vec![(agency(), payload)], WriteBatch::new(), Timestamp(1))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let items = replicas[0].outbox_items(usize::MAX).unwrap();
+    assert_eq!(items.len(), 80, "every queued item is kept");
+    let mut seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+    seqs.dedup();
+    assert_eq!(seqs, (0..80).collect::<Vec<_>>());
 }
 
 fn agency() -> AgencyId {
