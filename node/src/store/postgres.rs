@@ -638,8 +638,16 @@ impl Store for PostgresStore {
                 from = k.clone();
                 from.push(0);
             }
-            out.extend(page.into_iter().filter(|(k, _)| k.starts_with(prefix)));
-            if !full {
+            // As every store: the scan ends at the first key outside the prefix.
+            let mut ended = false;
+            for (k, v) in page {
+                if !k.starts_with(prefix) {
+                    ended = true;
+                    break;
+                }
+                out.push((k, v));
+            }
+            if ended || !full {
                 break;
             }
         }
