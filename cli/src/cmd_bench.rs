@@ -114,6 +114,7 @@ fn storage(a: &BenchArgs) -> throughgate_node::config::Storage {
     throughgate_node::config::Storage {
         cache_mib: a.cache_mib,
         commit_delay_ms: a.commit_delay_ms,
+        ..Default::default()
     }
 }
 

@@ -18,7 +18,7 @@ use throughgate_node::keyfile::{read_secret_key, write_private_file, write_secre
 use throughgate_node::localfed::demo_policy_text;
 use throughgate_node::node::{Node, NodeOptions};
 use throughgate_node::policy::Policy;
-use throughgate_node::store::{SledStore, Store};
+use throughgate_node::store::Store;
 use throughgate_protocol::category::Category;
 use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::Envelope;
@@ -110,6 +110,11 @@ pub struct InitArgs {
     /// Name of the first operator.
     #[arg(long, default_value = "Node operator")]
     pub operator_name: String,
+    /// Keep the node's state in PostgreSQL instead of sled: a file (mode 0600) holding the
+    /// database URL, named in node.toml as `[storage] url_file`. Replicas of one agency share
+    /// the database (see docs/operations.md, "High availability").
+    #[arg(long, value_name = "FILE")]
+    pub postgres_url_file: Option<PathBuf>,
 }
 
 /// Runs a node command.
@@ -229,7 +234,17 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             .map(|p| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), p)),
         limits: Limits::default(),
         retention: throughgate_node::config::Retention::default(),
-        storage: throughgate_node::config::Storage::default(),
+        storage: match &a.postgres_url_file {
+            Some(f) => throughgate_node::config::Storage {
+                backend: throughgate_node::config::Backend::Postgres,
+                url_file: Some(
+                    std::fs::canonicalize(f)
+                        .with_context(|| format!("--postgres-url-file {}", f.display()))?,
+                ),
+                ..Default::default()
+            },
+            None => throughgate_node::config::Storage::default(),
+        },
         consent: throughgate_node::config::ConsentRules::default(),
         records: throughgate_node::config::RecordsRules::default(),
         base_dir: dir.clone(),
@@ -276,7 +291,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         not_after: now.plus_secs(365 * 86_400),
     };
     let staff = issue_credential(&key, cred);
-    let db = Db::new(Arc::new(SledStore::open(&dir.join("data"))?));
+    let db = Db::new(throughgate_node::store::open_configured(&config)?);
     db.put_staff(&staff)?;
     drop(db);
     let profile = write_profile(
@@ -379,10 +394,7 @@ const DENY_ALL_POLICY: &str =
 async fn run_node(config_path: &Path) -> Result<u8> {
     let config = NodeConfig::load(config_path)?;
     let key = read_secret_key(&config.resolve(&config.key_file))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
-        &config.resolve(&config.data_dir),
-        config.storage.cache_bytes(),
-    )?);
+    let store: Arc<dyn Store> = throughgate_node::store::open_configured(&config)?;
     let policy = match &config.policy_file {
         Some(p) => Policy::load(&config.resolve(p))
             .with_context(|| format!("policy {}", config.resolve(p).display()))?,

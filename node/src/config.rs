@@ -138,6 +138,25 @@ pub struct Storage {
     /// happens only while such queries are in progress, so a lone query is committed at once;
     /// under load, fewer and larger batches mean fewer fsyncs and checkpoint signatures.
     pub commit_delay_ms: u64,
+    /// Where the node keeps its state.
+    pub backend: Backend,
+    /// With `backend = "postgres"`: the database URL (`postgresql://…` or `key=value` pairs)
+    /// naming a Unix socket or a loopback address. Use `url_file` instead when the URL holds
+    /// a password.
+    pub url: Option<String>,
+    /// With `backend = "postgres"`: a file (mode 0600) holding the database URL.
+    pub url_file: Option<PathBuf>,
+}
+
+/// A storage backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// sled, embedded in the node, in `data_dir` (the default).
+    #[default]
+    Sled,
+    /// A PostgreSQL database, which several replicas of one agency may share.
+    Postgres,
 }
 
 impl Default for Storage {
@@ -145,6 +164,9 @@ impl Default for Storage {
         Storage {
             cache_mib: 64,
             commit_delay_ms: 2,
+            backend: Backend::Sled,
+            url: None,
+            url_file: None,
         }
     }
 }
@@ -381,6 +403,31 @@ impl NodeConfig {
             self.storage.commit_delay_ms,
             Storage::COMMIT_DELAY_MS,
         )?;
+        match (
+            self.storage.backend,
+            &self.storage.url,
+            &self.storage.url_file,
+        ) {
+            (Backend::Sled, None, None) | (Backend::Postgres, Some(_), None) => {}
+            (Backend::Postgres, None, Some(_)) => {}
+            (Backend::Sled, _, _) => {
+                return Err(
+                    "storage.url and storage.url_file are for backend = \"postgres\"; \
+                            remove them or set storage.backend = \"postgres\""
+                        .into(),
+                )
+            }
+            (Backend::Postgres, None, None) => {
+                return Err(
+                    "storage.backend = \"postgres\" needs storage.url_file (a 0600 \
+                            file holding the database URL) or storage.url"
+                        .into(),
+                )
+            }
+            (Backend::Postgres, Some(_), Some(_)) => {
+                return Err("set one of storage.url and storage.url_file, not both".into())
+            }
+        }
         within(
             "consent.max_validity_days",
             self.consent.max_validity_days,

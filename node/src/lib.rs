@@ -29,6 +29,7 @@ pub mod node;
 pub mod observe;
 pub mod outbox;
 pub mod peers;
+pub mod pgcluster;
 pub mod policy;
 pub mod private;
 pub mod ratelimit;

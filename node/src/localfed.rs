@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::config::{Limits, NodeConfig};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::policy::{Policy, PolicyError};
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::synth::{generate_population, person_records, Population, SynthConfig};
 
 /// A failure setting up the local federation.
@@ -131,6 +131,9 @@ pub struct FedOptions {
     pub storage: crate::config::Storage,
     /// Every node's consent rules.
     pub consent: crate::config::ConsentRules,
+    /// Agencies whose nodes keep their state in PostgreSQL: agency id to database URL (one
+    /// database per agency). The others use `storage` as given.
+    pub postgres: BTreeMap<String, String>,
 }
 
 impl Default for FedOptions {
@@ -148,6 +151,7 @@ impl Default for FedOptions {
             retention: crate::config::Retention::default(),
             storage: crate::config::Storage::default(),
             consent: crate::config::ConsentRules::default(),
+            postgres: BTreeMap::new(),
         }
     }
 }
@@ -222,10 +226,7 @@ impl std::fmt::Debug for LocalFederation {
 fn open_node(config: &NodeConfig, clock: &Clock) -> Result<Node, LocalFedError> {
     let key = crate::keyfile::read_secret_key(&config.resolve(&config.key_file))
         .map_err(|e| LocalFedError::Options(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open_with_cache(
-        &config.resolve(&config.data_dir),
-        config.storage.cache_bytes(),
-    )?);
+    let store: Arc<dyn Store> = crate::store::open_configured(config)?;
     let policy = match demo_policy_text(config.agency.as_str()) {
         Some(t) => Policy::parse(t)?,
         None => Policy::deny_all(),
@@ -298,7 +299,15 @@ impl LocalFederation {
                     .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
                 limits: opts.limits.clone(),
                 retention: opts.retention.clone(),
-                storage: opts.storage.clone(),
+                storage: match opts.postgres.get(agency.id) {
+                    Some(url) => crate::config::Storage {
+                        backend: crate::config::Backend::Postgres,
+                        url: Some(url.clone()),
+                        url_file: None,
+                        ..opts.storage.clone()
+                    },
+                    None => opts.storage.clone(),
+                },
                 consent: opts.consent.clone(),
                 records: crate::config::RecordsRules::default(),
                 base_dir: dir.clone(),
@@ -408,12 +417,26 @@ impl LocalFederation {
         let n = self
             .node(agency)
             .ok_or_else(|| LocalFedError::Options(format!("no node {agency}")))?;
+        self.client_at(agency, role, n.addr).await
+    }
+
+    /// [`LocalFederation::client`], connected to the node of `agency` listening at `addr`
+    /// (a replica started with [`LocalFederation::start_replica`]).
+    pub async fn client_at(
+        &self,
+        agency: &str,
+        role: StaffRole,
+        addr: SocketAddr,
+    ) -> Result<HomeClient, LocalFedError> {
+        let n = self
+            .node(agency)
+            .ok_or_else(|| LocalFedError::Options(format!("no node {agency}")))?;
         let s = n
             .staff
             .get(&role)
             .ok_or_else(|| LocalFedError::Options(format!("no {role} at {agency}")))?;
         Ok(HomeClient::connect(
-            n.addr,
+            addr,
             &n.id,
             vec![n.key.public()],
             s.key.clone(),
@@ -421,6 +444,26 @@ impl LocalFederation {
             self.clock.clone(),
         )
         .await?)
+    }
+
+    /// Starts another node process's worth of `agency` (a replica) on a new loopback port,
+    /// sharing the agency's PostgreSQL database and key; returns it running. Only an agency
+    /// listed in [`FedOptions::postgres`] can have replicas.
+    pub async fn start_replica(&self, agency: &str) -> Result<Node, LocalFedError> {
+        let n = self
+            .node(agency)
+            .ok_or_else(|| LocalFedError::Options(format!("no node {agency}")))?;
+        if n.config.storage.backend != crate::config::Backend::Postgres {
+            return Err(LocalFedError::Options(format!(
+                "{agency} keeps its state in sled, which one node alone may open"
+            )));
+        }
+        let mut config = n.config.clone();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.metrics_listen = None;
+        let mut node = open_node(&config, &self.clock)?;
+        node.start_with_metrics().await?;
+        Ok(node)
     }
 
     /// Stops one node (its data stays).

@@ -233,9 +233,22 @@ impl AuditLog {
         self.submit(event).wait().await
     }
 
-    /// The newest signed checkpoint (size, text).
+    /// The newest signed checkpoint (size, text), as stored now: other replicas sharing the
+    /// store may have added checkpoints since this one's last batch. Should the store fail,
+    /// the newest this process knows of.
     pub fn latest(&self) -> Option<(u64, String)> {
-        self.latest.lock().ok().and_then(|l| l.clone())
+        match self.db.audit_latest_checkpoint() {
+            Ok(stored) => {
+                if let (Some(l), Ok(mut known)) = (&stored, self.latest.lock()) {
+                    *known = Some(l.clone());
+                }
+                stored
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the newest checkpoint");
+                self.latest.lock().ok().and_then(|l| l.clone())
+            }
+        }
     }
 
     /// The inclusion proof of entry `index` in the tree of `size`.

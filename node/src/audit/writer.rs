@@ -1,5 +1,13 @@
 //! The group-commit writer: one task appends every queued entry, signs one checkpoint per
 //! batch, writes the batch atomically, flushes it, and only then releases the receipts.
+//!
+//! **Several writers, one log.** Replicas of one agency sharing a store each run a writer. A
+//! writer keeps no log state between batches: for each batch it reads the head
+//! (`aud/state`: size and right border), prepares the batch from it, and commits with
+//! [`Store::apply_if`](crate::store::Store::apply_if) on the head it read. If another writer
+//! moved the head meanwhile, nothing is written and the batch is prepared again from the new
+//! head; so indices are never assigned twice and the tree never forks, whatever the number of
+//! writers or how long one stalls.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,10 +21,14 @@ use tokio::sync::mpsc;
 
 use super::nodes::{BatchNodes, RightEdge};
 use super::{AuditError, Pending};
-use crate::db::{AuditNodes, AuditState, AuditWrites, Db, StoredHash};
+use crate::db::{AuditNodes, AuditState, AuditWrites, Db, StoredHash, AUDIT_HEAD};
 
 /// Most entries committed in one batch.
 const MAX_BATCH: usize = 4096;
+
+/// How many times a batch is prepared again because other writers moved the head first before
+/// the batch fails (its submitters are refused, nothing is disclosed).
+const MAX_HEAD_RACES: usize = 1000;
 
 pub(super) struct Writer {
     db: Db,
@@ -26,7 +38,6 @@ pub(super) struct Writer {
     origin: String,
     rx: mpsc::UnboundedReceiver<Pending>,
     latest: Arc<Mutex<Option<(u64, String)>>>,
-    state: AuditState,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -83,7 +94,6 @@ impl Writer {
         metrics: Arc<crate::metrics::Metrics>,
         expected: Arc<super::Expected>,
     ) -> Result<Writer, AuditError> {
-        let state = db.audit_state()?.unwrap_or_default();
         Ok(Writer {
             db,
             expected,
@@ -92,7 +102,6 @@ impl Writer {
             origin,
             rx,
             latest,
-            state,
             metrics,
         })
     }
@@ -156,14 +165,6 @@ impl Writer {
                     for p in pending {
                         let _ = p.reply.send(Err(e.clone()));
                     }
-                    // The in-memory state may be ahead of the store: reload it.
-                    match self.db.audit_state() {
-                        Ok(s) => self.state = s.unwrap_or_default(),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot reload audit state; the audit writer stops");
-                            return;
-                        }
-                    }
                 }
             }
         }
@@ -171,35 +172,60 @@ impl Writer {
 
     async fn commit(&mut self, batch: &mut [Pending]) -> Result<Vec<Receipt>, AuditError> {
         let key = self.key.current();
-        let Prepared {
-            writes,
-            state,
-            nodes,
-            checkpoint: text,
-        } = prepare(
-            &self.state,
-            &self.origin,
-            &key,
-            batch
-                .iter()
-                .map(|p| (p.bytes.as_slice(), p.passport.as_ref())),
-        )?;
-        let first = self.state.size;
-        let db = self.db.clone();
-        // Durable before anyone hears of it: applied and flushed (fsync) first.
-        tokio::task::spawn_blocking(move || {
-            db.apply(writes.0)?;
-            db.flush()
-        })
-        .await
-        .map_err(|e| AuditError::Store(e.to_string()))??;
-        self.state = state;
+        let mut races = 0usize;
+        let (first, state, nodes, text) = loop {
+            let db = self.db.clone();
+            // The head as stored now: another writer may have moved it since the last batch.
+            let head = tokio::task::spawn_blocking(move || db.store().get(AUDIT_HEAD))
+                .await
+                .map_err(|e| AuditError::Store(e.to_string()))??;
+            let current = match &head {
+                Some(bytes) => crate::db::decode_audit_state(bytes)?,
+                None => AuditState::default(),
+            };
+            let Prepared {
+                writes,
+                state,
+                nodes,
+                checkpoint: text,
+            } = prepare(
+                &current,
+                &self.origin,
+                &key,
+                batch
+                    .iter()
+                    .map(|p| (p.bytes.as_slice(), p.passport.as_ref())),
+            )?;
+            let db = self.db.clone();
+            // Durable before anyone hears of it: applied and flushed (fsync) first.
+            let applied = tokio::task::spawn_blocking(move || {
+                let applied = db.store().apply_if(AUDIT_HEAD, head.as_deref(), writes.0)?;
+                if applied {
+                    db.flush()?;
+                }
+                Ok::<bool, crate::store::StoreError>(applied)
+            })
+            .await
+            .map_err(|e| AuditError::Store(e.to_string()))??;
+            if applied {
+                break (current.size, state, nodes, text);
+            }
+            races += 1;
+            if races >= MAX_HEAD_RACES {
+                return Err(AuditError::Store(format!(
+                    "other writers moved the log's head {races} times while this batch was \
+                     prepared"
+                )));
+            }
+        };
         self.metrics.audit_batch_size.observe(batch.len() as f64);
         if let Ok(mut l) = self.latest.lock() {
-            *l = Some((self.state.size, text.clone()));
+            if l.as_ref().is_none_or(|(size, _)| *size < state.size) {
+                *l = Some((state.size, text.clone()));
+            }
         }
-        let size = self.state.size;
-        let edge = RightEdge::new(size, &self.state.border);
+        let size = state.size;
+        let edge = RightEdge::new(size, &state.border);
         let stored = AuditNodes::new(&self.db);
         let mut receipts = Vec::with_capacity(batch.len());
         for (index, p) in (first..).zip(batch.iter_mut()) {

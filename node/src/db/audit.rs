@@ -49,6 +49,15 @@ pub const LOWEST_STORED_LEVEL: u8 = 4;
 /// of level `LOWEST_STORED_LEVEL - 1`.
 const LEAF_BLOCK: u64 = 1 << (LOWEST_STORED_LEVEL - 1);
 
+/// The log's head: the writer's [`AuditState`]. Every batch compares and sets it, so writers
+/// sharing a store serialise on it.
+pub const AUDIT_HEAD: &[u8] = b"aud/state";
+
+/// Decodes the value stored under [`AUDIT_HEAD`].
+pub fn decode_audit_state(bytes: &[u8]) -> Result<AuditState, StoreError> {
+    decode("audit state", AUDIT_HEAD, bytes)
+}
+
 const ENTRY_PREFIX: &[u8] = b"aud/e/";
 const NODE_PREFIX: &[u8] = b"aud/n/";
 const CHECKPOINT_PREFIX: &[u8] = b"aud/c/";
@@ -236,7 +245,7 @@ impl AuditWrites {
 
     /// Records the writer's state.
     pub fn state(&mut self, state: &AuditState) {
-        self.0.put(b"aud/state".to_vec(), encode(state));
+        self.0.put(AUDIT_HEAD.to_vec(), encode(state));
     }
 }
 
@@ -386,7 +395,7 @@ impl Iterator for Paged<'_> {
 impl Db {
     /// The audit writer's state.
     pub fn audit_state(&self) -> Result<Option<AuditState>, StoreError> {
-        self.get_decoded("audit state", b"aud/state")
+        self.get_decoded("audit state", AUDIT_HEAD)
     }
 
     /// One entry's bytes (empty if retention redacted it).

@@ -49,7 +49,8 @@ use throughgate_protocol::cbor;
 use throughgate_protocol::envelope::Envelope;
 
 pub use audit::{
-    AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, LOWEST_STORED_LEVEL,
+    decode_audit_state, AuditNodes, AuditState, AuditWrites, StoredEntry, StoredHash, AUDIT_HEAD,
+    LOWEST_STORED_LEVEL,
 };
 pub use consents::{supersedes, Linkage, StoredConsent};
 pub use imports::ImportJournal;
@@ -66,9 +67,9 @@ const MAX_VALUE: usize = 8 * 1024 * 1024;
 pub struct Db {
     store: Arc<dyn Store>,
     gated: Arc<crate::store::GatedStore>,
-    /// The next outbox sequence number, once read from the store. Held across allocation and
-    /// write so that concurrent enqueues never share a number (which would overwrite an item).
-    outbox_seq: Arc<std::sync::Mutex<Option<u64>>>,
+    /// Held across each enqueue, so this process's enqueues take turns at the stored counter
+    /// (replicas sharing a store are kept apart by the counter's compare-and-set).
+    outbox_seq: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -84,7 +85,7 @@ impl Db {
         Db {
             store: gated.clone(),
             gated,
-            outbox_seq: Arc::new(std::sync::Mutex::new(None)),
+            outbox_seq: Arc::new(std::sync::Mutex::new(())),
         }
     }
 

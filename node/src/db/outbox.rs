@@ -114,8 +114,12 @@ fn delivery_key(item: &OutboxItem) -> Option<Vec<u8>> {
     ]))
 }
 
+/// The next outbox sequence number to give (8 bytes, big-endian). Outside `obx/`, so scans of
+/// the queue never see it.
+pub const OUTBOX_SEQ: &[u8] = b"obx-seq";
+
 impl Db {
-    /// The next free outbox sequence number.
+    /// The next free outbox sequence number after the last queued item.
     fn next_outbox_seq(&self) -> Result<u64, StoreError> {
         Ok(match self.store.last(b"obx/")? {
             Some((k, _)) => String::from_utf8_lossy(k.get(4..).unwrap_or_default())
@@ -128,53 +132,70 @@ impl Db {
 
     /// Queues deliveries (and, for consent messages, records them as pending), atomically with
     /// `extra` writes (e.g. the consent itself), then flushes. Returns the queued items.
+    ///
+    /// Sequence numbers come from the stored counter [`OUTBOX_SEQ`], read afresh and advanced
+    /// with [`Store::apply_if`](crate::store::Store::apply_if) in the same batch as the items,
+    /// so replicas sharing a store never give two items one number (which would overwrite one).
     pub fn enqueue(
         &self,
         items: Vec<(AgencyId, OutboxPayload)>,
-        mut extra: WriteBatch,
+        extra: WriteBatch,
         now: Timestamp,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        // A poisoned lock only means another enqueue panicked; the counter itself is intact.
-        let mut next = self
+        // Serialises this process's enqueues, so they do not race each other for the counter.
+        // A poisoned lock only means another enqueue panicked; it guards no data.
+        let _one = self
             .outbox_seq
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let first = match *next {
-            Some(n) => n,
-            None => self.next_outbox_seq()?,
-        };
-        let mut out = Vec::new();
-        for (seq, (recipient, payload)) in (first..).zip(items) {
-            let item = OutboxItem {
-                seq,
-                recipient,
-                payload,
-                attempts: 0,
-                next_attempt: now,
-                queued_at: now,
-                last_error: None,
+        loop {
+            let stored = self.store.get(OUTBOX_SEQ)?;
+            let first = match &stored {
+                Some(v) => u64::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt {
+                        what: "outbox sequence counter",
+                        key: String::from_utf8_lossy(OUTBOX_SEQ).into_owned(),
+                        detail: format!("{} bytes, not 8", v.len()),
+                    }
+                })?),
+                // Stores written before the counter existed: after the last queued item.
+                None => self.next_outbox_seq()?,
             };
-            extra.put(outbox_key(seq), encode(&item));
-            if let (Some(dk), Some(subject)) = (delivery_key(&item), item.payload.subject()) {
-                let d = ConsentDelivery {
-                    agency: item.recipient.clone(),
-                    subject,
-                    state: DeliveryState::Pending,
-                    since: now,
+            let mut batch = extra.clone();
+            let mut out = Vec::new();
+            for (seq, (recipient, payload)) in (first..).zip(items.iter().cloned()) {
+                let item = OutboxItem {
+                    seq,
+                    recipient,
+                    payload,
                     attempts: 0,
-                    ack: None,
+                    next_attempt: now,
+                    queued_at: now,
                     last_error: None,
                 };
-                extra.put(dk, encode(&d));
+                batch.put(outbox_key(seq), encode(&item));
+                if let (Some(dk), Some(subject)) = (delivery_key(&item), item.payload.subject()) {
+                    let d = ConsentDelivery {
+                        agency: item.recipient.clone(),
+                        subject,
+                        state: DeliveryState::Pending,
+                        since: now,
+                        attempts: 0,
+                        ack: None,
+                        last_error: None,
+                    };
+                    batch.put(dk, encode(&d));
+                }
+                out.push(item);
             }
-            out.push(item);
+            // Numbers only move forward, even past items already delivered and deleted.
+            let next = first.saturating_add(out.len() as u64);
+            batch.put(OUTBOX_SEQ.to_vec(), next.to_be_bytes().to_vec());
+            if self.store.apply_if(OUTBOX_SEQ, stored.as_deref(), batch)? {
+                self.store.flush()?;
+                return Ok(out);
+            }
         }
-        self.store.apply(extra)?;
-        // Numbers only move forward, even past items already delivered and deleted.
-        *next = Some(first.saturating_add(out.len() as u64));
-        drop(next);
-        self.store.flush()?;
-        Ok(out)
     }
 
     /// Pending outbox items in queue order, at most `limit`.

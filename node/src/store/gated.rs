@@ -85,6 +85,16 @@ impl Store for GatedStore {
         self.inner.apply(batch)
     }
 
+    fn apply_if(
+        &self,
+        guard: &[u8],
+        expected: Option<&[u8]>,
+        batch: WriteBatch,
+    ) -> Result<bool, StoreError> {
+        let _shared = self.shared()?;
+        self.inner.apply_if(guard, expected, batch)
+    }
+
     fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
         let _shared = self.shared()?;
         self.inner.insert_if_absent(key, value)

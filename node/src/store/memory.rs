@@ -31,6 +31,19 @@ impl MemoryStore {
     }
 }
 
+fn write_all(map: &mut Map, batch: WriteBatch) {
+    for w in batch.writes {
+        match w {
+            Write::Put(k, v) => {
+                map.insert(k, v);
+            }
+            Write::Delete(k) => {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
 impl Store for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.read()?.get(key).cloned())
@@ -62,17 +75,22 @@ impl Store for MemoryStore {
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut map = self.write()?;
-        for w in batch.writes {
-            match w {
-                Write::Put(k, v) => {
-                    map.insert(k, v);
-                }
-                Write::Delete(k) => {
-                    map.remove(&k);
-                }
-            }
-        }
+        write_all(&mut map, batch);
         Ok(())
+    }
+
+    fn apply_if(
+        &self,
+        guard: &[u8],
+        expected: Option<&[u8]>,
+        batch: WriteBatch,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.write()?;
+        if map.get(guard).map(Vec::as_slice) != expected {
+            return Ok(false);
+        }
+        write_all(&mut map, batch);
+        Ok(true)
     }
 
     fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {

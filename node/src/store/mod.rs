@@ -2,16 +2,20 @@
 //!
 //! Everything a node keeps (records, consents, links, staff, outbox, replay cache, audit log)
 //! goes through [`Store`]: ordered byte keys to byte values, point reads, prefix scans, atomic
-//! batches, insert-if-absent, and an explicit durability barrier. sled is the default
-//! implementation; an in-memory one serves tests and shows the trait is honest.
+//! batches, batches applied only if a guard key still holds the value the caller read,
+//! insert-if-absent, and an explicit durability barrier. sled is the default implementation;
+//! PostgreSQL lets several replicas of one agency share their state ([`PostgresStore`]); an
+//! in-memory one serves tests and shows the trait is honest.
 
 mod gated;
 mod memory;
+mod postgres;
 mod redo;
 mod sled_store;
 
 pub use gated::GatedStore;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresStore, CONNECTIONS as POSTGRES_CONNECTIONS};
 pub use sled_store::SledStore;
 
 /// A storage failure. Each kind is its own variant, so callers (the CLI's exit codes and hints)
@@ -48,6 +52,97 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+    /// A PostgreSQL operation failed (the database is unreachable, refused the statement, or
+    /// the connection broke); the operation did not happen.
+    #[error("PostgreSQL: {what} failed: {source}")]
+    Postgres {
+        /// What the store was doing.
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A schema migration failed; the database is left as it was before it.
+    #[error("PostgreSQL schema migration {version} ({name}) failed: {source}")]
+    Migration {
+        /// The migration's version.
+        version: i32,
+        /// The migration's name.
+        name: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database was migrated by a newer node than this one.
+    #[error(
+        "the PostgreSQL database has schema version {found}, newer than this node's {known}; \
+         upgrade this node"
+    )]
+    SchemaTooNew {
+        /// The newest version applied to the database.
+        found: i32,
+        /// The newest version this node knows.
+        known: i32,
+    },
+    /// The file holding the database URL could not be read, or others may read it.
+    #[error("storage.url_file {path}: {source}")]
+    UrlFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it was refused.
+        #[source]
+        source: crate::keyfile::KeyFileError,
+    },
+    /// The store's configuration is unusable.
+    #[error("storage configuration: {0}")]
+    Config(String),
+}
+
+/// The longest database URL file read.
+const MAX_URL_FILE: u64 = 64 * 1024;
+
+/// Opens the store `config` names: sled in its data folder (the default), or the PostgreSQL
+/// database at its `storage.url` or in its `storage.url_file` (which must be mode 0600).
+pub fn open_configured(
+    config: &crate::config::NodeConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    use crate::config::Backend;
+    match config.storage.backend {
+        Backend::Sled => Ok(std::sync::Arc::new(SledStore::open_with_cache(
+            &config.resolve(&config.data_dir),
+            config.storage.cache_bytes(),
+        )?)),
+        Backend::Postgres => {
+            let url = match (&config.storage.url, &config.storage.url_file) {
+                (Some(url), _) => url.clone(),
+                (None, Some(file)) => {
+                    let path = config.resolve(file);
+                    let bytes = crate::keyfile::read_private_file(&path, MAX_URL_FILE).map_err(
+                        |source| StoreError::UrlFile {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?;
+                    String::from_utf8(bytes)
+                        .map_err(|_| {
+                            StoreError::Config(format!(
+                                "{} does not hold a UTF-8 database URL",
+                                path.display()
+                            ))
+                        })?
+                        .trim()
+                        .to_owned()
+                }
+                (None, None) => {
+                    return Err(StoreError::Config(
+                        "storage.backend = \"postgres\" needs storage.url or storage.url_file"
+                            .into(),
+                    ))
+                }
+            };
+            Ok(std::sync::Arc::new(PostgresStore::open(&url)?))
+        }
+    }
 }
 
 /// One write in a batch.
@@ -153,6 +248,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies every write in the batch atomically.
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Applies the batch atomically only if `guard` still holds `expected` (`None`: absent),
+    /// checked and written as one step that excludes every other `apply_if` on `guard`, in
+    /// this process and, for a shared store, in every process; returns whether it was applied.
+    /// A writer that reads a head key, prepares a batch from it and applies it here can never
+    /// overwrite another writer's batch prepared from the same head.
+    fn apply_if(
+        &self,
+        guard: &[u8],
+        expected: Option<&[u8]>,
+        batch: WriteBatch,
+    ) -> Result<bool, StoreError>;
 
     /// Sets `key` to `value` only if it is absent; returns whether it was inserted.
     fn insert_if_absent(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError>;

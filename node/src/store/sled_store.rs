@@ -163,6 +163,11 @@ impl SledStore {
     fn apply_several(&self, writes: &[Write]) -> Result<(), StoreError> {
         let record = redo::encode(writes).map_err(|e| StoreError::Backend(Box::new(e)))?;
         let _only = self.exclusive()?;
+        self.apply_several_locked(writes, record)
+    }
+
+    /// [`SledStore::apply_several`] with the gate already held exclusively.
+    fn apply_several_locked(&self, writes: &[Write], record: Vec<u8>) -> Result<(), StoreError> {
         self.redo.insert(REDO_KEY, record).map_err(backend)?;
         let applied = writes
             .iter()
@@ -229,6 +234,27 @@ impl Store for SledStore {
                 self.write_one(one)
             }
             several => self.apply_several(several),
+        }
+    }
+
+    fn apply_if(
+        &self,
+        guard: &[u8],
+        expected: Option<&[u8]>,
+        batch: WriteBatch,
+    ) -> Result<bool, StoreError> {
+        let record = redo::encode(&batch.writes).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        // sled locks its files, so this process is the store's only writer: the gate, held
+        // exclusively from the comparison to the last write, is the whole exclusion needed.
+        let _only = self.exclusive()?;
+        let current = self.tree.get(guard).map_err(backend)?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match batch.writes.as_slice() {
+            [] => Ok(true),
+            [one] => self.write_one(one).map(|()| true),
+            several => self.apply_several_locked(several, record).map(|()| true),
         }
     }
 

@@ -8,6 +8,8 @@
     missing_docs
 )]
 
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
