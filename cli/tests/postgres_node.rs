@@ -124,6 +124,7 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database() {
         "init".as_ref(),
         "--agency".as_ref(),
         "dwp".as_ref(),
+        "--demo-agency".as_ref(),
         "--dir".as_ref(),
         one.as_os_str(),
         "--listen".as_ref(),

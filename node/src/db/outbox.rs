@@ -133,7 +133,7 @@ impl Db {
     /// Queues deliveries (and, for consent messages, records them as pending), atomically with
     /// `extra` writes (e.g. the consent itself), then flushes. Returns the queued items.
     ///
-    /// Sequence numbers come from the stored counter [`OUTBOX_SEQ`], read afresh and advanced
+    /// Sequence numbers come from the counter stored under `obx-seq`, read afresh and advanced
     /// with [`Store::apply_if`](crate::store::Store::apply_if) in the same batch as the items,
     /// so replicas sharing a store never give two items one number (which would overwrite one).
     pub fn enqueue(
