@@ -485,6 +485,23 @@ async fn with_field(ctx: &Ctx, field: &str, value: ciborium::Value) -> CaseResul
     }
     ensure(found, || format!("suite: no field {field}"))?;
     let body = craft::cbor(&v);
+    malformed_body(ctx, body).await
+}
+
+async fn holder_named_twice(ctx: &Ctx) -> CaseResult {
+    let mut q = craft::unconsented_query(ctx, &ctx.me);
+    let first = q
+        .requests
+        .first()
+        .cloned()
+        .ok_or_else(|| CaseError::Fail("suite: the crafted query addresses nobody".into()))?;
+    q.requests = vec![first.clone(), first];
+    malformed_body(ctx, craft::cbor(&q)).await
+}
+
+/// Sends query `body`, signed as sent by the suite's caseworker and node, and expects error
+/// malformed.
+async fn malformed_body(ctx: &Ctx, body: Vec<u8>) -> CaseResult {
     let env = Envelope::seal_bytes(
         MessageKind::Query,
         body,
@@ -497,25 +514,6 @@ async fn with_field(ctx: &Ctx, field: &str, value: ciborium::Value) -> CaseResul
     let answer = conn
         .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
         .await?;
-    let e = check::error(&answer, &[ErrorCode::Malformed])?;
-    conn.close();
-    Ok(format!(
-        "error malformed: {}",
-        e.message.chars().take(100).collect::<String>()
-    ))
-}
-
-async fn holder_named_twice(ctx: &Ctx) -> CaseResult {
-    let mut q = craft::unconsented_query(ctx, &ctx.me);
-    let first = q
-        .requests
-        .first()
-        .cloned()
-        .ok_or_else(|| CaseError::Fail("suite: the crafted query addresses nobody".into()))?;
-    q.requests = vec![first.clone(), first];
-    let env = craft::seal_query(&ctx.me, &q);
-    let conn = ctx.conn().await?;
-    let answer = conn.request(&env).await?;
     let e = check::error(&answer, &[ErrorCode::Malformed])?;
     conn.close();
     Ok(format!(
@@ -548,24 +546,7 @@ async fn duplicate_field(ctx: &Ctx) -> CaseResult {
         }
     })
     .ok_or_else(|| CaseError::Fail("suite: query is not a map".into()))?;
-    let env = Envelope::seal_bytes(
-        MessageKind::Query,
-        body,
-        &[
-            (SignerRole::Person, &ctx.me.cw.key),
-            (SignerRole::Node, ctx.me.node_key()),
-        ],
-    );
-    let conn = ctx.conn().await?;
-    let answer = conn
-        .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
-        .await?;
-    let e = check::error(&answer, &[ErrorCode::Malformed])?;
-    conn.close();
-    Ok(format!(
-        "error malformed: {}",
-        e.message.chars().take(100).collect::<String>()
-    ))
+    malformed_body(ctx, body).await
 }
 
 async fn absent_nullable_key(ctx: &Ctx) -> CaseResult {
@@ -574,24 +555,7 @@ async fn absent_nullable_key(ctx: &Ctx) -> CaseResult {
         m.retain(|(k, _)| k.as_text() != Some("consent_id"));
     })
     .ok_or_else(|| CaseError::Fail("suite: query is not a map".into()))?;
-    let env = Envelope::seal_bytes(
-        MessageKind::Query,
-        body,
-        &[
-            (SignerRole::Person, &ctx.me.cw.key),
-            (SignerRole::Node, ctx.me.node_key()),
-        ],
-    );
-    let conn = ctx.conn().await?;
-    let answer = conn
-        .exchange_raw(&craft::frame(&env.to_bytes()), End::Finish)
-        .await?;
-    let e = check::error(&answer, &[ErrorCode::Malformed])?;
-    conn.close();
-    Ok(format!(
-        "error malformed: {}",
-        e.message.chars().take(100).collect::<String>()
-    ))
+    malformed_body(ctx, body).await
 }
 
 async fn vectors_malformed_bodies(ctx: &Ctx) -> CaseResult {
