@@ -82,6 +82,52 @@ async fn anchor_profile(
     crate::outfile::write(&cache, env.to_bytes())
 }
 
+/// Generates a key for `id` in `out_dir` (refusing a folder that already holds one), has the
+/// home node issue a credential for it through the operation `op` builds, and writes the
+/// profile (with the key protected by a new passphrase when `passphrase`) and the manifest it
+/// trusts. Returns the profile's path.
+async fn issue_profile(
+    g: &Global,
+    client: &throughgate_node::client::HomeClient,
+    home: &Profile,
+    id: &PersonId,
+    out_dir: &std::path::Path,
+    passphrase: bool,
+    op: impl FnOnce(throughgate_protocol::keys::PublicKey) -> ClientOp,
+) -> Result<std::path::PathBuf> {
+    let passphrase = if passphrase {
+        Some(g.new_passphrase()?)
+    } else {
+        None
+    };
+    crate::outfile::create_dir(out_dir)?;
+    if out_dir.join(format!("{id}.key")).exists() {
+        bail!(
+            "{} already holds a key for {id}; choose another --out-dir",
+            out_dir.display()
+        );
+    }
+    let key = SecretKey::generate();
+    let cred = match client.call(op(key.public())).await? {
+        ClientResponse::Credential(c) => c,
+        _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
+    };
+    let path = write_profile(
+        out_dir,
+        crate::cmd_node::HomeNode {
+            agency: &home.agency,
+            address: &home.node_address,
+            key: &home.node_key,
+        },
+        id,
+        &key,
+        &cred,
+        passphrase.as_deref(),
+    )?;
+    anchor_profile(client, &path).await?;
+    Ok(path)
+}
+
 /// Runs a staff command.
 pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
@@ -95,43 +141,22 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             out_dir,
             passphrase,
         } => {
-            let passphrase = if passphrase {
-                Some(g.new_passphrase()?)
-            } else {
-                None
-            };
-            crate::outfile::create_dir(&out_dir)?;
-            if out_dir.join(format!("{id}.key")).exists() {
-                bail!(
-                    "{} already holds a key for {id}; choose another --out-dir",
-                    out_dir.display()
-                );
-            }
-            let key = SecretKey::generate();
-            let op = ClientOp::AddStaff {
-                person_id: id.clone(),
-                display_name: name,
-                roles,
-                public_key: key.public(),
-                valid_days,
-            };
-            let cred = match client.call(op).await? {
-                ClientResponse::Credential(c) => c,
-                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
-            };
-            let path = write_profile(
-                &out_dir,
-                crate::cmd_node::HomeNode {
-                    agency: &profile.agency,
-                    address: &profile.node_address,
-                    key: &profile.node_key,
-                },
+            let path = issue_profile(
+                g,
+                &client,
+                &profile,
                 &id,
-                &key,
-                &cred,
-                passphrase.as_deref(),
-            )?;
-            anchor_profile(&client, &path).await?;
+                &out_dir,
+                passphrase,
+                |public_key| ClientOp::AddStaff {
+                    person_id: id.clone(),
+                    display_name: name,
+                    roles,
+                    public_key,
+                    valid_days,
+                },
+            )
+            .await?;
             if g.json {
                 println!("{}", serde_json::json!({"person_id": id, "profile": path}));
             } else {
@@ -148,41 +173,20 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
             out_dir,
             passphrase,
         } => {
-            let passphrase = if passphrase {
-                Some(g.new_passphrase()?)
-            } else {
-                None
-            };
-            crate::outfile::create_dir(&out_dir)?;
-            if out_dir.join(format!("{id}.key")).exists() {
-                bail!(
-                    "{} already holds a key for {id}; choose another --out-dir for the new one",
-                    out_dir.display()
-                );
-            }
-            let key = SecretKey::generate();
-            let op = ClientOp::ReissueStaff {
-                person_id: id.clone(),
-                public_key: key.public(),
-                valid_days,
-            };
-            let cred = match client.call(op).await? {
-                ClientResponse::Credential(c) => c,
-                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
-            };
-            let path = write_profile(
-                &out_dir,
-                crate::cmd_node::HomeNode {
-                    agency: &profile.agency,
-                    address: &profile.node_address,
-                    key: &profile.node_key,
-                },
+            let path = issue_profile(
+                g,
+                &client,
+                &profile,
                 &id,
-                &key,
-                &cred,
-                passphrase.as_deref(),
-            )?;
-            anchor_profile(&client, &path).await?;
+                &out_dir,
+                passphrase,
+                |public_key| ClientOp::ReissueStaff {
+                    person_id: id.clone(),
+                    public_key,
+                    valid_days,
+                },
+            )
+            .await?;
             if g.json {
                 println!(
                     "{}",
