@@ -213,7 +213,9 @@ mod tests {
             ));
         }
         // Malformed input is left to the decoder.
-        assert!(first_indefinite_length(&[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(
+            first_indefinite_length(&[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_none()
+        );
         assert!(first_indefinite_length(&[0x9a, 0xff, 0xff, 0xff, 0xff, 0x00]).is_none());
     }
 
