@@ -17,7 +17,7 @@ use common::*;
 use throughgate_node::config::Limits;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::credential::StaffRole;
-use throughgate_protocol::messages::AckSubject;
+use throughgate_protocol::messages::{AckSubject, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
@@ -256,6 +256,112 @@ async fn when_the_holder_replica_in_use_dies_silently_passports_complete_through
     assert_eq!(home.peers.preferred(&agency("nhs-wy")), Some(second));
     cw.close().await;
     replica.shutdown().await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_discloses_nothing_and_the_holder_recovers_by_itself() {
+    let Some(cluster) = pg::cluster("a_database_outage_under_load") else {
+        return;
+    };
+    let url = cluster.create_database("nhs").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        limits: Limits {
+            request_timeout_ms: 3000,
+            ..Limits::default()
+        },
+        postgres: BTreeMap::from([("nhs-wy".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let (plan, _) = granted_plan(&fed).await;
+    let nhs = agency("nhs-wy");
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let answered = |v: &throughgate_protocol::bundle::VerifiedBundle| {
+        v.results
+            .iter()
+            .find(|r| r.result.agency == nhs)
+            .and_then(|r| r.response.as_ref().map(|x| x.outcome))
+    };
+    let (_, v) = assemble(&cw, &plan.passport_id).await;
+    assert!(v.all_valid() && v.complete());
+    assert_eq!(answered(&v), Some(Outcome::Disclosed));
+
+    // Caseworkers keep assembling while the database goes away.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let cws = vec![
+            fed.client("probation-yorks", StaffRole::Caseworker)
+                .await
+                .unwrap(),
+            fed.client("leeds-cc", StaffRole::Caseworker).await.unwrap(),
+        ];
+        let passport = plan.passport_id.clone();
+        tokio::spawn(async move {
+            let runs = cws.into_iter().map(|c| {
+                let (stop, passport) = (stop.clone(), passport.clone());
+                async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Ok((_, v)) = try_assemble(&c, &passport).await {
+                            seen.push(v);
+                        }
+                    }
+                    c.close().await;
+                    seen
+                }
+            });
+            futures::future::join_all(runs).await.concat()
+        })
+    };
+    let (_, before) = assemble(&cw, &plan.passport_id).await;
+    assert!(before.complete());
+    cluster.stop_server().unwrap();
+    let (_, during) = assemble(&cw, &plan.passport_id).await;
+    assert!(during.all_valid());
+    assert_eq!(
+        answered(&during),
+        None,
+        "nothing comes from a holder without its log"
+    );
+    assert!(!during.complete());
+    cluster.start_server().unwrap();
+
+    // No operator: the holder answers again once the database is back.
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (_, v) = assemble(&cw, &plan.passport_id).await;
+        if v.complete() {
+            assert_eq!(answered(&v), Some(Outcome::Disclosed));
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the holder did not recover after the database returned"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = load.await.unwrap();
+    // Every passport under load verifies: each disclosure it holds carries its receipt in the
+    // holder's log.
+    assert!(!seen.is_empty());
+    for v in &seen {
+        assert!(v.all_valid(), "{:?}", v.results);
+    }
+    let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
+    let verified = dpo.audit_verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    dpo.close().await;
+    cw.close().await;
     fed.shutdown().await;
     drop(cluster);
 }
