@@ -206,6 +206,9 @@ impl WriteBatch {
 /// A key-value pair from a scan.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// A visitor of stored pairs that may fail (and so stop the visit).
+pub type PairVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// How every store answers [`Store::visit`], given its pairs in key order from
 /// `start.unwrap_or(prefix)`.
 fn visit_prefixed<K: AsRef<[u8]>, V: AsRef<[u8]>>(
@@ -292,7 +295,7 @@ pub trait Store: Send + Sync + 'static {
     /// process writes ([`GatedStore::snapshot`]).
     fn snapshot(
         &self,
-        _visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+        _visit: &mut PairVisitor<'_>,
     ) -> Option<Result<u64, StoreError>> {
         None
     }

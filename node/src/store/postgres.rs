@@ -645,7 +645,7 @@ fn unexpected() -> StoreError {
 impl Store for PostgresStore {
     fn snapshot(
         &self,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+        visit: &mut super::PairVisitor<'_>,
     ) -> Option<Result<u64, StoreError>> {
         let (sink, pages) = mpsc::sync_channel(2);
         let (reply, done) = mpsc::sync_channel(1);
