@@ -510,7 +510,11 @@ impl BenchFederation {
         Ok(BenchReport {
             system: format!(
                 "throughgate quic+cbor+ed25519, merkle audit log, {} store",
-                if self.options.postgres { "postgresql" } else { "sled" }
+                if self.options.postgres {
+                    "postgresql"
+                } else {
+                    "sled"
+                }
             ),
             holders: self.options.holders,
             nodes: self.fed.nodes.len(),
