@@ -373,6 +373,7 @@ fn member(
         categories,
         id_scheme: scheme,
         roles,
+        retired_keys: vec![],
     }
 }
 
