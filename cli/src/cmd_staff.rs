@@ -145,13 +145,12 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
         StaffCmd::Refresh => {
             let refreshed = client.credential_refreshed().cloned();
             let file = profile.resolve_path(&profile.credential_file);
-            match &refreshed {
-                Some(Err(e)) => bail!(
+            if let Some(Err(e)) = &refreshed {
+                bail!(
                     "your node re-issued your credential under its new key, but {} could not be \
                      written: {e}; fix its permissions and run again",
                     file.display()
-                ),
-                Some(Ok(_)) | None => {}
+                );
             }
             let issuer = client
                 .credential_envelope()
