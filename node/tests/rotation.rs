@@ -373,5 +373,35 @@ async fn a_caseworker_with_a_profile_from_before_a_rotation_still_works_after_th
     );
     let note = verified.retired_signatures[0].to_string();
     assert!(note.contains("signed by a key retired on"), "{note}");
+    // A key retired before the signed time, or never listed, each fail with their own reason.
+    let signed_at = saved.unverified_statement().unwrap().assembled_at;
+    let mut early = v3.clone();
+    let me = early
+        .members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap();
+    me.retired_keys[0].retired_at = throughgate_protocol::time::Timestamp(signed_at.0 - 3600);
+    let err = throughgate_protocol::bundle::verify_bundle(&saved, &early)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was retired on") && err.contains("before the signed time"),
+        "{err}"
+    );
+    early
+        .members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap()
+        .retired_keys
+        .clear();
+    let err = throughgate_protocol::bundle::verify_bundle(&saved, &early)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("which the manifest never listed for probation-yorks"),
+        "{err}"
+    );
     fed.shutdown().await;
 }

@@ -11,7 +11,7 @@
 //!
 //! Every node signature is checked against the keys the verifier's manifest gives the signing
 //! agency at the instant the signed document names (the query's `issued_at`, the statement's
-//! `assembled_at`, a response's `as_of`): its current keys and those retired after that instant
+//! `assembled_at`, a response's `as_of`): its current keys and those retired at or after it
 //! (the manifest's key history), so a passport saved before a key rotation keeps verifying.
 
 use serde::{Deserialize, Serialize};
@@ -177,7 +177,7 @@ impl std::fmt::Display for RetiredSignature {
 }
 
 /// Why no key of `member` valid at `at` signed `env` in role node, by the key history: a key
-/// retired at or before `at`, a key never listed, or `fallback`.
+/// retired before `at`, a key never listed, or `fallback`.
 fn node_signer_problem(
     env: &Envelope,
     member: &Member,

@@ -84,9 +84,9 @@ pub struct Member {
     pub id_scheme: crate::identifiers::IdScheme,
     /// Holder, requester or both.
     pub roles: Vec<MemberRole>,
-    /// Node keys it no longer uses, each with the instant from which its signatures are no
-    /// longer accepted. Only saved documents (passport bundles) are checked against them: a
-    /// signature made before `retired_at` still verifies; live traffic uses `node_keys` alone.
+    /// Node keys it no longer uses, each with the last instant its signatures are accepted for.
+    /// Only saved documents (passport bundles) are checked against them: a signature made at
+    /// or before `retired_at` still verifies; live traffic uses `node_keys` alone.
     /// Absent in manifests that predate key history, which is read as none.
     #[serde(default)]
     pub retired_keys: Vec<RetiredKey>,
@@ -98,7 +98,7 @@ pub struct Member {
 pub struct RetiredKey {
     /// The retired key.
     pub key: PublicKey,
-    /// From this instant on, its signatures are not accepted.
+    /// When it was retired: signatures made after this instant are not accepted.
     pub retired_at: Timestamp,
 }
 
@@ -110,9 +110,9 @@ pub const MAX_RETIRED_KEYS: usize = 16;
 pub enum KeyStanding {
     /// One of the member's current node keys.
     Current,
-    /// Retired, but after the instant asked about: signatures made then are valid.
+    /// Retired at or after the instant asked about: signatures made then are valid.
     RetiredLater(Timestamp),
-    /// Retired at or before the instant asked about: not valid then.
+    /// Retired before the instant asked about: not valid then.
     RetiredBefore(Timestamp),
     /// Never listed for this member.
     Unknown,
@@ -130,7 +130,7 @@ impl Member {
     }
 
     /// The keys whose signatures made at `at` are valid: the current node keys and those
-    /// retired after `at`.
+    /// retired at or after `at`.
     pub fn keys_valid_at(&self, at: Timestamp) -> Vec<PublicKey> {
         self.node_keys
             .iter()
@@ -138,7 +138,7 @@ impl Member {
             .chain(
                 self.retired_keys
                     .iter()
-                    .filter(|r| r.retired_at > at)
+                    .filter(|r| r.retired_at >= at)
                     .map(|r| r.key),
             )
             .collect()
@@ -150,7 +150,7 @@ impl Member {
             return KeyStanding::Current;
         }
         match self.retired_keys.iter().find(|r| &r.key == key) {
-            Some(r) if r.retired_at > at => KeyStanding::RetiredLater(r.retired_at),
+            Some(r) if r.retired_at >= at => KeyStanding::RetiredLater(r.retired_at),
             Some(r) => KeyStanding::RetiredBefore(r.retired_at),
             None => KeyStanding::Unknown,
         }
