@@ -421,6 +421,20 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
                 serde_json::Value::String(evaluated_at.to_rfc3339()),
             );
             obj.insert(
+                "retired_signatures".into(),
+                v.retired_signatures
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "agency": r.agency,
+                            "signed": r.what,
+                            "key": r.key.to_hex(),
+                            "retired_at": r.retired_at.to_rfc3339(),
+                        })
+                    })
+                    .collect(),
+            );
+            obj.insert(
                 "manifest_expired_since".into(),
                 manifest_expired_since
                     .map(|t| serde_json::Value::String(t.to_rfc3339()))
@@ -432,6 +446,9 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         print!("{}", render::passport_text(&v, &manifest));
         println!("\nVerified against {source}.");
         println!("{}", render::witness_summary(&v));
+        for r in &v.retired_signatures {
+            println!("Note: {r}.");
+        }
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));
         }
@@ -465,6 +482,9 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
                 v.query.caseworker, v.query.requester
             );
             println!("{}", render::witness_summary(&v));
+        }
+        for r in &v.retired_signatures {
+            println!("Note: {r}.");
         }
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));
