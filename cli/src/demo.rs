@@ -194,7 +194,7 @@ async fn scenario(
     )
     .await?;
     let took = t0.elapsed();
-    let passport_json = render::passport_json(&v);
+    let passport_json = render::passport_json(&v, m);
     if !g.json {
         print!("{}", render::passport_text(&v, m));
     }
@@ -260,7 +260,7 @@ async fn scenario(
         println!("{t}");
         println!("  every agency refused, signed its refusal, and disclosed nothing");
     }
-    let refused_json = render::passport_json(&v);
+    let refused_json = render::passport_json(&v, m);
     let all_refused = v.results.iter().all(|r| {
         r.response.as_ref().is_some_and(|x| {
             x.outcome == throughgate_protocol::messages::Outcome::Refused && x.records.is_empty()

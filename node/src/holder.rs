@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 
 use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
-use throughgate_protocol::category::Category;
 use throughgate_protocol::consent_check::{check_consent, ConsentScope};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
@@ -30,7 +29,6 @@ pub(crate) struct Decision {
     outcome: Outcome,
     reason: Option<RefusalReason>,
     consent_id: Option<ConsentId>,
-    categories: Vec<Category>,
     records: Vec<DisclosedRecord>,
     withheld: Withheld,
 }
@@ -41,7 +39,6 @@ impl Decision {
             outcome: Outcome::Refused,
             reason: Some(reason),
             consent_id,
-            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
         }
@@ -64,7 +61,15 @@ impl Decision {
             purpose: query.purpose,
             outcome: self.outcome,
             reason: self.reason,
-            categories: self.categories.clone(),
+            // The categories actually released (of the records sent), not those policy and
+            // consent would have allowed.
+            categories: self
+                .records
+                .iter()
+                .map(|r| r.category)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             fields: fields.into_iter().collect(),
             records: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
             withheld: self.withheld.clone(),
@@ -252,17 +257,10 @@ fn decide(
     }
     let records = state.db.records_of(&subject, MAX_RECORDS_PER_SUBJECT)?;
     let (records, withheld) = release.minimise(&records, &scope);
-    let categories = scope
-        .categories
-        .iter()
-        .copied()
-        .filter(|c| release.categories.contains(c))
-        .collect();
     Ok(Decision {
         outcome: Outcome::Disclosed,
         reason: None,
         consent_id: Some(consent_id),
-        categories,
         records,
         withheld,
     })
@@ -332,7 +330,6 @@ pub(crate) fn consent_verdict(
             outcome: Outcome::NotHeld,
             reason: None,
             consent_id: Some(consent_id.clone()),
-            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
         }),
@@ -343,7 +340,7 @@ pub(crate) fn consent_verdict(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-    use throughgate_protocol::category::Purpose;
+    use throughgate_protocol::category::{Category, Purpose};
     use throughgate_protocol::consent::{Collection, CollectionMethod, Consent, HolderScope};
     use throughgate_protocol::credential::Credential;
     use throughgate_protocol::ids::{PassportId, PersonId, QueryId};

@@ -192,13 +192,51 @@ impl HomeClient {
     }
 }
 
-/// Entries of a report, all agencies merged, oldest first.
+/// Entries of a report, all agencies merged, oldest first, in cause-and-effect order: each
+/// agency's entries stay in its log's order, and among entries logged in the same second by
+/// different agencies a cause comes before its effect (a consent's recording before its
+/// registration at a holder, a query's sending before the decisions it asked for).
 pub fn merged_entries(report: &SubjectAccessReport) -> Vec<(&AgencyId, &AuditEntry)> {
-    let mut all: Vec<(&AgencyId, &AuditEntry)> = report
+    // Each agency's entries in log order; a k-way merge keeps that order and picks, among the
+    // queue heads, the earliest by (time, causal rank, agency).
+    let mut queues: Vec<(&AgencyId, std::collections::VecDeque<&IndexedEntry>)> = report
         .sources
         .iter()
-        .flat_map(|s| s.entries.iter().map(move |e| (&s.agency, &e.entry)))
+        .map(|s| {
+            let mut q: Vec<&IndexedEntry> = s.entries.iter().collect();
+            q.sort_by_key(|e| e.index);
+            (&s.agency, q.into_iter().collect())
+        })
         .collect();
-    all.sort_by_key(|(a, e)| (e.at, a.as_str()));
+    let mut all = Vec::new();
+    loop {
+        let next = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (a, q))| q.front().map(|e| (i, *a, *e)))
+            .min_by_key(|(_, a, e)| (e.entry.at, causal_rank(&e.entry), a.as_str()));
+        let Some((i, a, e)) = next else { break };
+        if let Some((_, q)) = queues.get_mut(i) {
+            q.pop_front();
+        }
+        all.push((a, &e.entry));
+    }
     all
+}
+
+/// Where an entry sits in a chain of cause and effect, for ordering entries logged in the same
+/// second: a consent is recorded, then registered, then relied on (queries and decisions), then
+/// ended; a query is sent before it is decided.
+fn causal_rank(e: &AuditEntry) -> u8 {
+    use throughgate_protocol::audit::AuditEvent;
+    match &e.event {
+        AuditEvent::ConsentRecorded(_) => 0,
+        AuditEvent::ConsentRegistered(_) => 1,
+        AuditEvent::QuerySent { .. } => 2,
+        AuditEvent::Decision(_) => 3,
+        AuditEvent::ConsentRevoked(_)
+        | AuditEvent::ConsentExpired(_)
+        | AuditEvent::ConsentSuperseded(_) => 4,
+        _ => 5,
+    }
 }
