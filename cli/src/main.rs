@@ -19,6 +19,7 @@ mod outfile;
 mod render;
 mod render_audit;
 mod render_html;
+mod render_person;
 mod vocabulary;
 
 use std::path::PathBuf;

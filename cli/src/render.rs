@@ -131,8 +131,9 @@ pub(crate) fn refusals(v: &VerifiedBundle) -> Vec<(&VerifiedResult, &Response)> 
         .collect()
 }
 
-/// What an answer withheld, by name: categories and fields joined with ", ", and the count
-/// of records outside the consented period; each `None` when there is none.
+/// What an answer withheld, by name in plain words (never a value): pathway titles, record
+/// kinds with the details held back ("Medication on release (dose)"), and the count of records
+/// outside the consented period; each `None` when there is none.
 pub(crate) struct WithheldNames {
     pub categories: Option<String>,
     pub fields: Option<String>,
@@ -140,15 +141,35 @@ pub(crate) struct WithheldNames {
 }
 
 pub(crate) fn withheld_names(w: &Withheld) -> WithheldNames {
+    let voc = vocabulary();
+    let mut by_kind: Vec<(String, Vec<String>)> = Vec::new();
+    for f in &w.fields {
+        let (kind, field) = f.split_once('.').unwrap_or((f.as_str(), "*"));
+        let label = if field == "*" {
+            "all details".to_owned()
+        } else {
+            voc.field_label(field).to_lowercase()
+        };
+        match by_kind.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, v)) => v.push(label),
+            None => by_kind.push((kind.to_owned(), vec![label])),
+        }
+    }
     WithheldNames {
         categories: (!w.categories.is_empty()).then(|| {
             w.categories
                 .iter()
-                .map(|c| c.as_str())
+                .map(|c| c.title())
                 .collect::<Vec<_>>()
                 .join(", ")
         }),
-        fields: (!w.fields.is_empty()).then(|| w.fields.join(", ")),
+        fields: (!by_kind.is_empty()).then(|| {
+            by_kind
+                .iter()
+                .map(|(k, f)| format!("{} ({})", voc.kind_label(k), f.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
         out_of_period: (w.records_out_of_period > 0).then_some(w.records_out_of_period),
     }
 }
@@ -327,12 +348,26 @@ pub(crate) fn summary(v: &VerifiedBundle, m: &Manifest) -> Vec<PathwaySummary> {
             resp.records.iter().map(move |rec| (a, name, rec))
         })
         .collect();
-    summarise(
+    let mut pathways = summarise(
         vocabulary(),
         &records,
         &asked_categories(v),
         v.assembled_at().date(),
-    )
+    );
+    let gaps = missing(v, m);
+    for p in &mut pathways {
+        p.missing = gaps
+            .iter()
+            .filter(|g| {
+                v.query
+                    .requests
+                    .iter()
+                    .any(|r| r.holder.as_str() == g.agency && r.categories.contains(&p.pathway))
+            })
+            .map(|g| g.name.clone())
+            .collect();
+    }
+    pathways
 }
 
 /// One line per agency: what it did and whether its signed answer verified.
@@ -397,7 +432,7 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
     let _ = writeln!(out, "\n{}", bold("SUMMARY"));
     for p in summary(v, m) {
         if p.facts.is_empty() {
-            let _ = writeln!(out, "  {}: {}", p.title, p.state.words());
+            let _ = writeln!(out, "  {}: {}", p.title, p.empty_words());
             continue;
         }
         let _ = writeln!(out, "  {}", p.title);
@@ -456,15 +491,20 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
             let names = withheld_names(&resp.withheld);
             let mut parts = Vec::new();
             if let Some(c) = names.categories {
-                parts.push(format!("categories {c}"));
+                parts.push(format!("pathways: {c}"));
             }
             if let Some(f) = names.fields {
-                parts.push(format!("fields {f}"));
+                parts.push(f);
             }
             if let Some(n) = names.out_of_period {
                 parts.push(format!("{n} records outside the consented period"));
             }
-            format!("  {}: {}", r.result.agency.as_str(), parts.join("; "))
+            format!(
+                "  {} ({}): {}",
+                agency_name(m, r.result.agency.as_str()),
+                r.result.agency.as_str(),
+                parts.join("; ")
+            )
         })
         .collect();
     if !withheld.is_empty() {

@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 
 use throughgate_node::client::{merged_entries, SubjectAccessReport};
 use throughgate_protocol::audit::{AuditEntry, AuditEvent};
-use throughgate_protocol::messages::IndexedEntry;
+use throughgate_protocol::messages::{HolderStatus, IndexedEntry};
 
-use crate::render::table;
+use crate::render::{incomplete_sentence, status_words, table, Missing};
 use crate::render_html::esc;
 
 /// One line describing what an entry records (passport ids, agency and staff ids; no names).
@@ -148,10 +148,35 @@ pub fn entries_table(entries: &[IndexedEntry]) -> String {
     t.to_string()
 }
 
+/// The agencies whose part of a report is missing: no answer, or an answer that did not verify.
+pub(crate) fn report_missing(r: &SubjectAccessReport) -> Vec<Missing> {
+    r.sources
+        .iter()
+        .filter(|s| !s.verified || s.status != HolderStatus::Answered)
+        .map(|s| Missing {
+            agency: s.agency.to_string(),
+            name: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            why: if s.status == HolderStatus::Answered {
+                format!(
+                    "its answer failed verification: {}",
+                    s.problem.clone().unwrap_or_default()
+                )
+            } else {
+                status_words(s.status, s.problem.as_deref())
+            },
+        })
+        .collect()
+}
+
 /// The report as text.
 pub fn report_text(r: &SubjectAccessReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "SUBJECT ACCESS REPORT  {}", r.passport_id);
+    let gaps = report_missing(r);
+    if !gaps.is_empty() {
+        let _ = writeln!(out, "{}", incomplete_sentence("report", &gaps));
+    }
     let _ = writeln!(
         out,
         "Produced {} by DPO {} of {} from {}.\n",
@@ -237,20 +262,25 @@ pub fn report_html(r: &SubjectAccessReport) -> String {
             }
         );
     }
-    let banner = if r.complete() {
+    let gaps = report_missing(r);
+    let banner = if gaps.is_empty() {
         "<p id=\"verification\" class=\"banner ok\">Complete: every agency asked answered, and every answer verified against its signed log.</p>".to_owned()
     } else {
-        let missing: Vec<String> = r
-            .sources
+        let items: String = gaps
             .iter()
-            .filter(|s| {
-                !s.verified || s.status != throughgate_protocol::messages::HolderStatus::Answered
+            .map(|x| {
+                format!(
+                    "<li data-agency=\"{}\"><strong>{}</strong> ({}) {}</li>",
+                    esc(&x.agency),
+                    esc(&x.name),
+                    esc(&x.agency),
+                    esc(&x.why)
+                )
             })
-            .map(|s| format!("{} ({})", s.agency, s.status.as_str()))
             .collect();
         format!(
-            "<p id=\"verification\" class=\"banner bad\">INCOMPLETE: no verified answer from {}. Entries from those agencies are missing or unproven; run the report again when they are reachable.</p>",
-            esc(&missing.join(", "))
+            "<div id=\"incomplete\" class=\"banner bad\" role=\"alert\"><p>{}</p><ul>{items}</ul><p>Entries from those agencies are missing or unproven; run the report again when they are reachable.</p></div>",
+            esc(&incomplete_sentence("report", &gaps))
         )
     };
     format!(

@@ -96,7 +96,7 @@ fn summary_html(v: &VerifiedBundle, m: &Manifest) -> String {
     let mut rows = String::new();
     for p in summary(v, m) {
         let what = if p.facts.is_empty() {
-            format!("<span class=\"empty\">{}</span>", esc(p.state.words()))
+            format!("<span class=\"empty\">{}</span>", esc(&p.empty_words()))
         } else {
             let items: String = p
                 .facts
@@ -225,32 +225,35 @@ pub fn passport_html(v: &VerifiedBundle, m: &Manifest, source: &str) -> String {
     let withheld = withholding(v);
     let _ = writeln!(
         body,
-        "<section id=\"withheld\"><h2>Withheld by policy (names only)</h2>"
+        "<section id=\"withheld\"><h2>Withheld by policy (names only)</h2><p class=\"meta\">What each agency's own rules kept back from this passport, by name; never the values.</p>"
     );
     if withheld.is_empty() {
         let _ = writeln!(body, "<p>Nothing was withheld.</p>");
     }
+    let mut items = String::new();
     for (r, resp) in withheld {
         let names = withheld_names(&resp.withheld);
-        let mut items = String::new();
+        let mut parts = Vec::new();
         if let Some(c) = names.categories {
-            let _ = writeln!(items, "<li>Categories: {}</li>", esc(&c));
+            parts.push(format!("pathways: {c}"));
         }
         if let Some(f) = names.fields {
-            let _ = writeln!(items, "<li>Fields: {}</li>", esc(&f));
+            parts.push(f);
         }
         if let Some(n) = names.out_of_period {
-            let _ = writeln!(
-                items,
-                "<li>{n} records outside the period the consent covers</li>"
-            );
+            parts.push(format!("{n} records outside the period the consent covers"));
         }
+        let agency = r.result.agency.as_str();
         let _ = writeln!(
-            body,
-            "<div class=\"from\" data-agency=\"{}\">{}<ul>{items}</ul></div>",
-            esc(r.result.agency.as_str()),
-            source_line(m, r)
+            items,
+            "<li data-agency=\"{}\"><strong>{}</strong>: {}</li>",
+            esc(agency),
+            esc(&agency_name(m, agency)),
+            esc(&parts.join("; "))
         );
+    }
+    if !items.is_empty() {
+        let _ = writeln!(body, "<ul class=\"withheld\">{items}</ul>");
     }
     let _ = writeln!(body, "</section>");
 
@@ -261,13 +264,14 @@ pub fn passport_html(v: &VerifiedBundle, m: &Manifest, source: &str) -> String {
         let _ = writeln!(body, "<p>No agency refused.</p>");
     }
     for (r, resp) in refused {
+        let agency = r.result.agency.as_str();
         let _ = writeln!(
             body,
-            "<div class=\"from\" data-agency=\"{}\">{}<p><code>{}</code>: {}</p></div>",
-            esc(r.result.agency.as_str()),
-            source_line(m, r),
-            esc(refusal_code(resp)),
-            esc(refusal_explanation(resp))
+            "<p class=\"from\" data-agency=\"{}\"><strong>{}</strong> refused: {} <span class=\"agency-id\">({})</span></p>",
+            esc(agency),
+            esc(&agency_name(m, agency)),
+            esc(refusal_explanation(resp)),
+            esc(refusal_code(resp))
         );
     }
     let _ = writeln!(body, "</section>");
@@ -311,7 +315,8 @@ table.summary th {{ width: 11em; background: #f3f3f3; }} table.summary ul {{ mar
 table.summary .empty {{ color: #666; font-style: italic; }} .src {{ color: #555; font-size: 0.9em; }}
 ul.agencies {{ padding-left: 1.1em; margin: 0.3em 0; }} ul.agencies li {{ margin: 0.1em 0; }}
 td.date {{ white-space: nowrap; }} .field .name {{ color: #555; }}
-section.pathway h3 {{ font-size: 1em; margin: 0.8em 0 0.1em; }}
+section.pathway {{ break-inside: auto; }} section.pathway h3 {{ font-size: 1em; margin: 0.6em 0 0.1em; }}
+table.records td:first-child {{ width: 10em; }} table.records td.date {{ width: 8.5em; }}
 .from {{ break-inside: avoid; }}
 </style></head>
 <body>
@@ -363,7 +368,7 @@ table.sheet { border: none; margin: 0; } table.sheet > * > tr > td { border: non
 .running, .running-foot { display: none; }
 footer { margin-top: 1.5em; font-size: 0.8em; color: #444; border-top: 1px solid #999; padding-top: 0.4em; }
 @media print {
-  body { margin: 0; max-width: none; font-size: 9.5pt; }
+  body { margin: 0; max-width: none; font-size: 9pt; }
   .running { display: block; font-size: 8pt; color: #333; border-bottom: 1px solid #999; padding-bottom: 2px; margin-bottom: 6px; }
   .running-foot { display: block; font-size: 7.5pt; color: #555; border-top: 1px solid #ccc; padding-top: 2px; margin-top: 6px; }
   .banner, th, tr, .verify { -webkit-print-color-adjust: exact; print-color-adjust: exact; }

@@ -247,6 +247,24 @@ pub struct PathwaySummary {
     pub state: PathwayState,
     /// What a caseworker acts on.
     pub facts: Vec<Fact>,
+    /// Agencies asked about this pathway whose part is missing (no answer, refused), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+impl PathwaySummary {
+    /// Why there are no facts, in words: "nothing shared", "not asked", and who did not answer.
+    pub fn empty_words(&self) -> String {
+        if self.missing.is_empty() {
+            self.state.words().to_owned()
+        } else {
+            format!(
+                "{}; no answer from {}",
+                self.state.words(),
+                self.missing.join(", ")
+            )
+        }
+    }
 }
 
 /// A disclosed record with the agency it came from (id, name).
@@ -318,6 +336,7 @@ pub fn summarise(
                 title: cat.title(),
                 state,
                 facts,
+                missing: Vec::new(),
             }
         })
         .collect()
