@@ -32,7 +32,7 @@ pub struct DemoArgs {
     /// Save the passport bundle and the manifest in this folder (as `passport.tgp` and
     /// `manifest.tgm`) to try `tg passport verify` afterwards, with the printable passport
     /// (`passport.html`), the DPO's subject-access report (`report.html`) and the version of
-    /// it to hand to the person (`report-person.html`).
+    /// it to hand to the person (`report-person.html`, and as text `report-person.txt`).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
     /// Stop this agency's node once the consent has reached it, before the passport is
@@ -334,6 +334,10 @@ async fn write_html(
     crate::outfile::write(
         &dir.join("report-person.html"),
         crate::render_person::person_html(&report, m, &consents),
+    )?;
+    crate::outfile::write(
+        &dir.join("report-person.txt"),
+        crate::render_person::person_text(&report, m, &consents),
     )?;
     say!(
         g,

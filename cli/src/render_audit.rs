@@ -7,7 +7,7 @@ use throughgate_protocol::audit::{AuditEntry, AuditEvent};
 use throughgate_protocol::messages::{HolderStatus, IndexedEntry};
 
 use crate::render::{incomplete_sentence, status_words, table, Missing};
-use crate::render_html::esc;
+use crate::render_html::{esc, PRINT_CSS};
 
 /// One line describing what an entry records (passport ids, agency and staff ids; no names).
 pub fn describe(e: &AuditEntry) -> String {
@@ -287,27 +287,26 @@ pub fn report_html(r: &SubjectAccessReport) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Subject access report {pid}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
-h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; margin-bottom: 1.5em; }}
-th, td {{ border: 1px solid #999; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 0.9em; }}
-th {{ background: #eee; }} tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
-.meta {{ color: #444; }} .agency-id {{ font-family: ui-monospace, monospace; }}
-.verify.ok {{ color: #064; }} .verify.bad {{ color: #a00; font-weight: 700; }}
-.banner {{ padding: 0.5em 0.8em; border: 2px solid; }} .banner.ok {{ border-color: #064; background: #eef8f1; }}
-.banner.bad {{ border-color: #a00; background: #fdeaea; font-weight: 700; }}
-@media print {{ body {{ margin: 0.5cm; }} .banner {{ -webkit-print-color-adjust: exact; print-color-adjust: exact; }} }}
+{PRINT_CSS}
+tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
+#entries td:first-child {{ white-space: nowrap; }} h2 {{ break-after: avoid; }}
 </style></head>
 <body>
+<table class="sheet">
+<thead><tr><td><div class="running">Subject access report (evidence version) &middot; passport <strong>{pid}</strong> &middot; produced {at}</div></td></tr></thead>
+<tbody><tr><td>
 <h1 id="title">Subject access report</h1>
-<p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}.</p>
+<p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}. The version to hand to the person: <code>tg audit report --for-person</code>.</p>
 {banner}
 <h2>Sources</h2>
 <table id="sources"><tr><th>Agency</th><th>Name</th><th>Status</th><th>Entries</th><th>As of</th><th>Integrity</th></tr>
 {sources}</table>
 <h2>Who saw what, when and why</h2>
-<table id="entries"><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th><th>Integrity</th></tr>
+<table id="entries"><thead><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th><th>Integrity</th></tr></thead>
 {rows}</table>
-<p class="meta">Every entry marked verified was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint).</p>
+<p class="meta">Every entry marked verified was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint). Entries logged in the same second are shown cause before effect: a consent's recording before its registration, a query before the decisions it asked for.</p>
+</td></tr></tbody>
+</table>
 </body></html>
 "#,
         pid = esc(r.passport_id.as_str()),

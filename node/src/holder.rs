@@ -441,6 +441,37 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_entry_names_the_categories_actually_released_not_those_allowed() {
+        use throughgate_protocol::ids::RecordId;
+        use throughgate_protocol::record::DisclosedRecord;
+        let pp = PassportId::random();
+        let q = query(&pp, None);
+        let rec = |cat: Category| DisclosedRecord {
+            record_id: RecordId::new("r1").unwrap(),
+            category: cat,
+            kind: "gp_registration".into(),
+            fields: [("status".to_owned(), "registered".to_owned())].into(),
+            about: throughgate_protocol::time::Date::parse("2026-01-02").unwrap(),
+            recorded_at: NOW,
+            source_system: "S".into(),
+        };
+        // The query and consent allowed health and drugs and alcohol; only health was held.
+        let d = Decision {
+            outcome: Outcome::Disclosed,
+            reason: None,
+            consent_id: None,
+            records: vec![rec(Category::Health), rec(Category::Health)],
+            withheld: Withheld::default(),
+        };
+        let e = d.entry(&q, [0; 32]);
+        assert_eq!(e.categories, vec![Category::Health]);
+        assert_eq!(e.records, 2);
+        // A refusal released nothing.
+        let e = Decision::refuse(RefusalReason::NoConsent, None).entry(&q, [0; 32]);
+        assert!(e.categories.is_empty());
+    }
+
+    #[test]
     fn a_consent_discloses_only_about_the_subject_its_own_identifier_linked() {
         let pp = PassportId::random();
         let c = consent(&pp);

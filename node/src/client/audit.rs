@@ -240,3 +240,95 @@ fn causal_rank(e: &AuditEntry) -> u8 {
         _ => 5,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
+    use throughgate_protocol::category::Purpose;
+    use throughgate_protocol::ids::{ConsentId, QueryId};
+    use throughgate_protocol::messages::{Outcome, Withheld};
+
+    use super::*;
+
+    fn source(agency: &str, entries: Vec<(u64, AuditEvent)>) -> ReportSource {
+        let agency = AgencyId::new(agency).unwrap();
+        ReportSource {
+            name: agency.to_string(),
+            status: HolderStatus::Answered,
+            verified: true,
+            problem: None,
+            entries: entries
+                .into_iter()
+                .map(|(index, event)| IndexedEntry {
+                    index,
+                    entry: AuditEntry {
+                        at: Timestamp(1_800_000_000),
+                        node: agency.clone(),
+                        event,
+                    },
+                })
+                .collect(),
+            truncated: false,
+            checkpoint_size: Some(10),
+            agency,
+        }
+    }
+
+    #[test]
+    fn entries_of_one_second_merge_cause_before_effect_and_keep_each_logs_order() {
+        let pp = PassportId::new("pp-00000000000000000000000000000001").unwrap();
+        let q = QueryId::random();
+        let requester = AgencyId::new("zz-requester").unwrap();
+        let caseworker = PersonId::new("cw-1").unwrap();
+        let decision = |outcome| {
+            AuditEvent::Decision(DecisionEntry {
+                query_id: q.clone(),
+                query_digest: [0; 32],
+                passport_id: pp.clone(),
+                requester: requester.clone(),
+                caseworker: caseworker.clone(),
+                consent_id: Some(ConsentId::random()),
+                purpose: Purpose::Resettlement,
+                outcome,
+                reason: None,
+                categories: Vec::new(),
+                fields: Vec::new(),
+                records: 0,
+                withheld: Withheld::default(),
+            })
+        };
+        let sent = AuditEvent::QuerySent {
+            query_id: q.clone(),
+            query_digest: [0; 32],
+            passport_id: pp.clone(),
+            caseworker: caseworker.clone(),
+            consent_id: None,
+            purpose: Purpose::Resettlement,
+            holders: vec![AgencyId::new("aa-holder").unwrap()],
+        };
+        // The holder's id sorts first, and its decision was logged in the same second as the
+        // query that caused it.
+        let report = SubjectAccessReport {
+            passport_id: pp.clone(),
+            generated_at: Timestamp(1_800_000_100),
+            requested_by: caseworker.clone(),
+            agency: requester.clone(),
+            federation: true,
+            sources: vec![
+                source("aa-holder", vec![(7, decision(Outcome::NotHeld)), (3, decision(Outcome::Disclosed))]),
+                source("zz-requester", vec![(1, sent)]),
+            ],
+        };
+        let names: Vec<&str> = merged_entries(&report)
+            .iter()
+            .map(|(_, e)| match &e.event {
+                AuditEvent::Decision(d) => d.outcome.as_str(),
+                other => other.name(),
+            })
+            .collect();
+        // The query first; then the holder's entries in its own log order (index 3, then 7).
+        assert_eq!(names, ["query_sent", "disclosed", "not_held"]);
+    }
+}
