@@ -106,15 +106,16 @@ struct Parts {
     unanswered: Vec<String>,
 }
 
-fn consent_lines(m: &Manifest, consents: &[ConsentSummary]) -> Vec<Line> {
+/// What the person agreed to, consent by consent; `org` names an agency.
+fn consent_lines(org: impl Fn(&AgencyId) -> String, consents: &[ConsentSummary]) -> Vec<Line> {
     consents
         .iter()
         .map(|c| {
-            let holders: Vec<String> = c.holders.iter().map(|a| org(m, a)).collect();
-            let grantees: Vec<String> = c.grantees.iter().map(|a| org(m, a)).collect();
+            let holders: Vec<String> = c.holders.iter().map(&org).collect();
+            let grantees: Vec<String> = c.grantees.iter().map(&org).collect();
             let mut text = format!(
                 "At {}, you agreed that {} may share information about you with {}, {}. Your agreement ran from {} until {}.",
-                org(m, &c.recorded_by),
+                org(&c.recorded_by),
                 and_list(&holders),
                 and_list(&grantees),
                 c.purpose.describe(),
@@ -249,7 +250,7 @@ fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8,
 
 fn parts(r: &SubjectAccessReport, m: &Manifest, consents: &[ConsentSummary]) -> Parts {
     let mut p = Parts {
-        agreed: consent_lines(m, consents),
+        agreed: consent_lines(|a| org(m, a), consents),
         shared: Vec::new(),
         refused: Vec::new(),
         answered: Vec::new(),
@@ -401,7 +402,7 @@ pub fn person_html(r: &SubjectAccessReport, m: &Manifest, consents: &[ConsentSum
 <style>
 {PRINT_CSS}
 body {{ font-size: 12pt; line-height: 1.4; }} td.when {{ white-space: nowrap; width: 13em; }}
-.empty {{ color: #444; font-style: italic; }}
+.empty {{ color: #444; font-style: italic; }} section {{ break-inside: auto; }}
 @media print {{ body {{ font-size: 11pt; }} }}
 </style></head>
 <body>
@@ -441,6 +442,39 @@ body {{ font-size: 12pt; line-height: 1.4; }} td.when {{ white-space: nowrap; wi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use throughgate_protocol::ids::{ConsentId, PassportId, PersonId};
+    use throughgate_protocol::time::Date;
+
+    #[test]
+    fn what_the_person_agreed_to_says_when_and_when_they_withdrew() {
+        let a = |s: &str| AgencyId::new(s).unwrap();
+        let day = |d: &str| Date::parse(d).unwrap().start_timestamp();
+        let c = ConsentSummary {
+            consent_id: ConsentId::random(),
+            passport_id: PassportId::random(),
+            purpose: throughgate_protocol::category::Purpose::Resettlement,
+            status: ConsentStatus::Revoked,
+            recorded_by: a("hmp-leeds"),
+            valid_from: day("2026-12-07"),
+            valid_until: day("2027-06-05"),
+            holders: vec![a("hmp-leeds"), a("nhs-wy")],
+            grantees: vec![a("probation-yorks")],
+            received_at: day("2026-12-07"),
+            status_since: day("2026-12-20").plus_secs(14 * 3600 + 30 * 60),
+            revoked_by: Some(PersonId::new("cw-1").unwrap()),
+        };
+        let names = |x: &AgencyId| match x.as_str() {
+            "hmp-leeds" => "HMP Leeds".to_owned(),
+            "nhs-wy" => "NHS West Yorkshire".to_owned(),
+            _ => "Probation".to_owned(),
+        };
+        let lines = consent_lines(names, &[c]);
+        assert_eq!(
+            lines[0].text,
+            "At HMP Leeds, you agreed that HMP Leeds and NHS West Yorkshire may share information about you with Probation, to plan and support your resettlement when you leave prison. Your agreement ran from 7 December 2026 until 5 June 2027. You withdrew it on 20 December 2026 at 14:30 UTC; nothing has been shared under it since."
+        );
+        assert_eq!(lines[0].when, "7 December 2026 at 00:00 UTC");
+    }
 
     #[test]
     fn lists_read_as_people_write_them() {

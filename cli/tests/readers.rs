@@ -99,9 +99,14 @@ fn an_incomplete_passport_says_so_in_the_terminal_html_json_and_both_reports() {
     assert!(String::from_utf8_lossy(&show.stdout).contains(said));
     // The HTML: a banner of its own, above and outside the verification box.
     let html = read(dir.path(), "passport.html");
-    let banner = html.find("id=\"incomplete\"").expect("no incomplete banner");
+    let banner = html
+        .find("id=\"incomplete\"")
+        .expect("no incomplete banner");
     let verified = html.find("id=\"verification\"").unwrap();
-    assert!(banner < verified, "the incomplete banner is not above the Verified box");
+    assert!(
+        banner < verified,
+        "the incomplete banner is not above the Verified box"
+    );
     let verified_box = &html[verified..html[verified..].find("</p>").unwrap() + verified];
     assert!(
         !verified_box.contains("nhs-wy") && !verified_box.to_lowercase().contains("incomplete"),
@@ -129,7 +134,8 @@ fn an_incomplete_passport_says_so_in_the_terminal_html_json_and_both_reports() {
     let person = read(dir.path(), "report-person.txt");
     assert!(
         person.contains("INCOMPLETE: NHS West Yorkshire (could not be reached) did not answer")
-            || person.contains("INCOMPLETE: NHS West Yorkshire (did not answer in time) did not answer"),
+            || person
+                .contains("INCOMPLETE: NHS West Yorkshire (did not answer in time) did not answer"),
         "{person}"
     );
 }
@@ -164,8 +170,18 @@ fn the_passport_opens_with_a_summary_in_plain_words_and_json_keeps_the_codes() {
     );
     // Dates as people write them in the UK.
     let months = [
-        "January", "February", "March", "April", "May", "June", "July", "August",
-        "September", "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     assert!(months.iter().any(|m| summary.contains(m)));
     assert!(!summary.contains("-01-") && !summary.contains("-12-"));
@@ -176,8 +192,16 @@ fn the_passport_opens_with_a_summary_in_plain_words_and_json_keeps_the_codes() {
     assert!(s < html.find("id=\"agencies\"").unwrap());
     assert_eq!(html.matches("data-pathway=").count(), 9);
     assert_eq!(html.matches("<li class=\"verify ok\"").count(), 6);
-    for code in ["private_rented", "conditional_release", "level_2", "universal_credit"] {
-        assert!(!visible(&html).contains(code), "the page shows the code {code}");
+    for code in [
+        "private_rented",
+        "conditional_release",
+        "level_2",
+        "universal_credit",
+    ] {
+        assert!(
+            !visible(&html).contains(code),
+            "the page shows the code {code}"
+        );
     }
     // Every printed page carries who, born, passport and assembled-at (a repeated header) and
     // a page number.
@@ -217,7 +241,10 @@ fn the_persons_report_is_plain_english_with_one_reference_number() {
     demo(dir.path(), &[]);
     for (name, text) in [
         ("report-person.txt", read(dir.path(), "report-person.txt")),
-        ("report-person.html", visible(&read(dir.path(), "report-person.html"))),
+        (
+            "report-person.html",
+            visible(&read(dir.path(), "report-person.html")),
+        ),
     ] {
         let bad = codes_and_ids(&text);
         assert!(bad.is_empty(), "{name} shows codes or ids: {bad:?}\n{text}");
@@ -240,7 +267,14 @@ fn the_persons_report_is_plain_english_with_one_reference_number() {
     }
     // The DPO's evidence version: a query comes before the decisions it caused.
     let report = read(dir.path(), "report.html");
-    let sent = report.find("<tr class=\"query_sent\">").expect("no query row");
-    let disclosed = report.find("<tr class=\"disclosed\">").expect("no disclosure row");
-    assert!(sent < disclosed, "a disclosure is listed before the query that asked for it");
+    let sent = report
+        .find("<tr class=\"query_sent\">")
+        .expect("no query row");
+    let disclosed = report
+        .find("<tr class=\"disclosed\">")
+        .expect("no disclosure row");
+    assert!(
+        sent < disclosed,
+        "a disclosure is listed before the query that asked for it"
+    );
 }

@@ -317,7 +317,13 @@ mod tests {
             agency: requester.clone(),
             federation: true,
             sources: vec![
-                source("aa-holder", vec![(7, decision(Outcome::NotHeld)), (3, decision(Outcome::Disclosed))]),
+                source(
+                    "aa-holder",
+                    vec![
+                        (7, decision(Outcome::NotHeld)),
+                        (3, decision(Outcome::Disclosed)),
+                    ],
+                ),
                 source("zz-requester", vec![(1, sent)]),
             ],
         };
