@@ -12,6 +12,10 @@
 #      health check, the runtime stage's commands, the health URL against `tg node init`)
 #   4. shellcheck on every script
 #   5. local-federation.sh: three agencies up, status, stop, up again with their data, stop
+#   6. local-federation.sh --postgres: a PostgreSQL cluster and two agencies of two replicas
+#      each; a passport assembled, then again with one holder replica killed (kill -9); stop,
+#      and up again with the data. Needs the PostgreSQL server binaries (the distribution's
+#      postgresql package): without them a SKIP line, but a FAIL when CI is set.
 #
 # A tool that cannot be installed is a SKIP line, not a failure; a file that fails a check it
 # could run is a FAIL and the exit status is 1. Tools are installed with apt-get (Debian) and
@@ -41,6 +45,10 @@ cleanup() {
     done
     if [ -n "${LOCALFED_DIR:-}" ] && [ -f "$LOCALFED_DIR/governance/manifest.tgm" ]; then
         deploy/local-federation.sh --dir "$LOCALFED_DIR" --tg "$TG" --stop >/dev/null 2>&1 || true
+    fi
+    # The --postgres federation (its database included): its choice is remembered in the folder.
+    if [ -n "${PGFED_DIR:-}" ] && [ -f "$PGFED_DIR/backend" ]; then
+        deploy/local-federation.sh --dir "$PGFED_DIR" --tg "$TG" --stop >/dev/null 2>&1 || true
     fi
     rm -rf "$WORK"
 }
@@ -438,6 +446,153 @@ if out=$(deploy/local-federation.sh --dir "$LOCALFED_DIR" --tg "$TG" --agencies 
 else
     fail "local-federation.sh: $out"
     for l in "$LOCALFED_DIR"/*.log; do [ -f "$l" ] && tail -n 20 "$l"; done
+fi
+
+# =============================================================================================
+section "6. deploy/local-federation.sh --postgres (two replicas per agency on PostgreSQL)"
+in_ci() { case "${CI:-}" in "" | 0 | false) return 1 ;; *) return 0 ;; esac; }
+# The server binaries, where local-federation.sh looks for them.
+pg_binaries() {
+    if [ -n "${TG_PG_BIN:-}" ]; then
+        [ -x "$TG_PG_BIN/initdb" ] && [ -x "$TG_PG_BIN/pg_ctl" ]
+        return
+    fi
+    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && return 0
+    done
+    return 1
+}
+pg_missing=
+if ! pg_binaries; then
+    pg_missing="no PostgreSQL server binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql/*/bin; install the distribution's postgresql package"
+elif [ "$(id -u)" = 0 ] && ! id -u postgres >/dev/null 2>&1; then
+    pg_missing="running as root and there is no postgres user to run PostgreSQL as; install the distribution's postgresql package, which creates it"
+fi
+
+# What agency $1 did in the `tg --json passport assemble` output on stdin: its outcome
+# (disclosed, refused, ...) if it answered, else its status (e.g. timed_out).
+outcome_of() {
+    python3 -c 'import json, sys
+doc = json.load(sys.stdin)
+a = next((a for a in doc.get("agencies", []) if a.get("agency") == sys.argv[1]), {})
+print(a.get("outcome") or a.get("status") or "absent")' "$1" 2>/dev/null || echo unreadable
+}
+
+# The --postgres federation, step by step; stops at the first step that fails.
+postgres_federation_check() {
+    local fed=$PGFED_DIR lf=(deploy/local-federation.sh --dir "$PGFED_DIR" --tg "$TG")
+    local out st n ids cid pp cw a1 a2 records
+    if ! out=$("${lf[@]}" --postgres --agencies 2 --base-port "$(port_base)" --people 10 2>&1); then
+        fail "local-federation.sh --postgres: $out"
+        return 1
+    fi
+    # Two agencies, two replicas each, and the database: all running and answering.
+    st=$("${lf[@]}" --status 2>&1)
+    n=$(echo "$st" | grep -c 'replica [12]: running (pid [0-9]*) and answering')
+    if [ "$n" -eq 4 ] && echo "$st" | grep -q '^database: running' \
+        && [ -f "$fed/hmp-leeds.2.pid" ] && [ -f "$fed/probation-yorks.1.pid" ]; then
+        pass "local-federation.sh --postgres: a PostgreSQL cluster, 2 agencies x 2 replicas running and answering (--status)"
+    else
+        fail "local-federation.sh --postgres --status: $st"
+        return 1
+    fi
+    # A prison caseworker records a consent for someone both agencies know, and assembles the
+    # passport: probation answers through its replicas.
+    ids=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+        $col["hmp-leeds"] != "" && $col["probation-yorks"] != "" {
+            print $col["hmp-leeds"], $col["probation-yorks"]; exit }' "$fed/people.csv")
+    read -r a1 a2 <<< "$ids"
+    cw=$fed/hmp-leeds/staff/cw-leeds.profile.toml
+    if [ -z "${a2:-}" ] \
+        || ! out=$("$TG" --json --profile "$cw" consent grant --id "hmp-leeds=$a1" \
+            --id "probation-yorks=$a2" --grantee hmp-leeds --reference CHECK-HA-1 --yes 2>&1); then
+        fail "consent grant on the --postgres federation: ${out:-nobody in $fed/people.csv known to both agencies}"
+        return 1
+    fi
+    cid=$(echo "$out" | grep -o '"consent_id": *"cn-[0-9a-f]*"' | grep -o 'cn-[0-9a-f]*')
+    pp=$(echo "$out" | grep -o '"passport_id": *"pp-[0-9a-f]*"' | grep -o 'pp-[0-9a-f]*')
+    for _ in $(seq 1 120); do
+        out=$("$TG" --json --profile "$cw" consent show "$cid" 2>&1)
+        echo "$out" | grep -q '"pending"' || break
+        sleep 0.25
+    done
+    if echo "$out" | grep -q '"pending"'; then
+        fail "the consent was not delivered within 30 s: $out"
+        return 1
+    fi
+    if out=$("$TG" --json --profile "$cw" passport assemble --passport "$pp" 2>/dev/null) \
+        && [ "$(echo "$out" | outcome_of probation-yorks)" = disclosed ]; then
+        pass "a caseworker at hmp-leeds assembles a complete passport (probation-yorks disclosed)"
+    else
+        fail "passport assemble on the --postgres federation: $out"
+        return 1
+    fi
+    # A crash loop: kill -9 the holder's replicas in turn (starting the killed one again with a
+    # re-run), assembling after each kill. The requesting node passes over a replica that died
+    # silently within the query's deadline, so every passport is complete without a retry.
+    local round victim complete=0
+    for round in 1 2 3 4; do
+        victim=$(( (round - 1) % 2 + 1 ))
+        kill -9 "$(cat "$fed/probation-yorks.$victim.pid")"
+        if out=$("$TG" --json --profile "$cw" passport assemble --passport "$pp" 2>/dev/null) \
+            && [ "$(echo "$out" | outcome_of probation-yorks)" = disclosed ]; then
+            complete=$((complete + 1))
+        else
+            fail "crash loop round $round: with probation-yorks replica $victim killed (kill -9), the passport was not complete: $(echo "$out" | outcome_of probation-yorks)"
+            return 1
+        fi
+        if ! out=$("${lf[@]}" 2>&1); then
+            fail "crash loop round $round: starting the killed replica again: $out"
+            return 1
+        fi
+    done
+    if out=$("$TG" --json --profile "$fed/probation-yorks/staff/dpo-yorks.profile.toml" audit verify 2>&1) \
+        && echo "$out" | grep -q '"ok": *true'; then
+        pass "crash loop: 4 rounds of kill -9 on probation-yorks replicas 1 and 2 in turn; $complete of 4 passports complete through the other replica without a retry, and the shared audit log verifies"
+    else
+        fail "after the crash loop, probation-yorks' audit log: $out"
+        return 1
+    fi
+    # Stop: everything, the database included; --status then finds nothing running.
+    "${lf[@]}" --stop >/dev/null 2>&1
+    if ! st=$("${lf[@]}" --status 2>&1) && ! echo "$st" | grep -q 'running (' \
+        && [ "$(echo "$st" | grep -c 'not running$')" -eq 5 ]; then
+        pass "local-federation.sh --stop stops the replicas and the database; --status finds nothing running"
+    else
+        fail "after --stop, --status says: $st"
+        return 1
+    fi
+    # A re-run (no --postgres: remembered) starts the same federation with its data.
+    if out=$("${lf[@]}" 2>&1) \
+        && [ "$("${lf[@]}" --status 2>&1 | grep -c 'and answering')" -eq 4 ] \
+        && records=$("$TG" --json --profile "$fed/probation-yorks/staff/op-1.replica-2.profile.toml" \
+            node status | grep -o '"records": [0-9]*' | grep -o '[0-9]*$') \
+        && [ "${records:-0}" -gt 0 ] \
+        && "${lf[@]}" --stop >/dev/null 2>&1 \
+        && ! "${lf[@]}" --status >/dev/null 2>&1; then
+        pass "a re-run restarts the same federation on PostgreSQL with its data ($records records at probation-yorks, asked through replica 2), stop"
+    else
+        fail "local-federation.sh re-run on PostgreSQL: $out"
+        return 1
+    fi
+}
+if [ -n "$pg_missing" ]; then
+    if in_ci; then
+        fail "local-federation.sh --postgres under CI: $pg_missing (.ci/run installs it)"
+    else
+        skip "local-federation.sh --postgres: $pg_missing"
+    fi
+else
+    PGFED_DIR=$WORK/pgfed
+    # The cluster runs as the postgres user when this runs as root: it must get through $WORK.
+    [ "$(id -u)" != 0 ] || chmod 0711 "$WORK"
+    if ! postgres_federation_check; then
+        for l in "$PGFED_DIR"/*.log "$PGFED_DIR/pg/server.log"; do
+            [ -f "$l" ] && { echo "--- $l"; tail -n 20 "$l"; }
+        done
+    fi
 fi
 
 echo

@@ -69,6 +69,20 @@ pub struct BenchArgs {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+    /// Where every node keeps its state: `sled` (the embedded default) or `postgres` (one
+    /// throwaway cluster with fsync on, from the system's `initdb`/`pg_ctl`, one database per
+    /// agency).
+    #[arg(long, value_enum, default_value_t = BenchStore::Sled)]
+    pub store: BenchStore,
+}
+
+/// The storage backend a benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStore {
+    /// sled, in each node's folder.
+    Sled,
+    /// PostgreSQL.
+    Postgres,
 }
 
 fn parse_count_arg(s: &str) -> Result<u64, String> {
@@ -141,6 +155,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
         holder_records: a.holder_records,
         seed: a.seed,
         storage: storage(&a),
+        postgres: a.store == BenchStore::Postgres,
     };
     let duration = Duration::from_secs(a.duration);
     let sweep = a.sweep.as_deref().map(parse_sweep).transpose()?;
@@ -476,6 +491,7 @@ async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
         holder_records: a.holder_records,
         seed: a.seed,
         storage: storage(a),
+        postgres: a.store == BenchStore::Postgres,
     })
     .await?;
     progress(

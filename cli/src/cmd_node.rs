@@ -556,7 +556,10 @@ fn restore(
             "Restored {} stored pairs (backup taken {}) into {}.",
             r.meta.pairs,
             r.meta.taken_at,
-            r.data_dir.display()
+            r.data_dir.as_ref().map_or_else(
+                || "the node's PostgreSQL database".to_owned(),
+                |d| d.display().to_string()
+            )
         );
         println!(
             "Audit log: {} entries, {} checkpoints: {}",

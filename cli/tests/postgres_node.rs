@@ -103,7 +103,8 @@ fn wait_ready(profile: &Path, log: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database() {
+fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_restores_a_backup_into_an_empty_one(
+) {
     let cluster = match TempCluster::start(false) {
         Ok(c) => c,
         Err(e) if e.is_missing_postgres() && !in_ci() => {
@@ -219,5 +220,73 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database() {
         v.entries >= 1,
         "the first operator's credential is logged: {v:?}"
     );
+
+    // A backup taken through a replica while both run is one snapshot of the database.
+    let backup = root.path().join("dwp.tgb");
+    ok(&tg([
+        "--profile".as_ref(),
+        profile.as_os_str(),
+        "node".as_ref(),
+        "backup".as_ref(),
+        "--out".as_ref(),
+        backup.as_os_str(),
+    ]));
+    drop(nodes);
+    let restore = || {
+        tg([
+            "node".as_ref(),
+            "restore".as_ref(),
+            "--config".as_ref(),
+            one.join("node.toml").as_os_str(),
+            "--from".as_ref(),
+            backup.as_os_str(),
+        ])
+    };
+    // Never over a database that holds data.
+    let refused = restore();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("create an empty database"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // Into an empty database, left half-written by an interrupted restore: no node serves
+    // from it until a restore completes.
+    let fresh = cluster.create_database("dwp_restored").unwrap();
+    std::fs::write(&url_file, &fresh).unwrap();
+    let mut marker = throughgate_node::store::WriteBatch::new();
+    marker.put(
+        throughgate_node::store::RESTORE_INCOMPLETE.to_vec(),
+        b"1".to_vec(),
+    );
+    marker.put(b"rec/half".to_vec(), b"written".to_vec());
+    use throughgate_node::store::Store as _;
+    PostgresStore::open(&fresh).unwrap().apply(marker).unwrap();
+    let run = tg([
+        "node".as_ref(),
+        "run".as_ref(),
+        "--config".as_ref(),
+        one.join("node.toml").as_os_str(),
+    ]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("did not finish"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let restored = ok(&restore());
+    assert!(restored.contains("PostgreSQL database"), "{restored}");
+    let db = Db::new(Arc::new(PostgresStore::open(&fresh).unwrap()));
+    assert!(db.store().get(b"rec/half").unwrap().is_none());
+    let after = throughgate_node::audit::verify_log(
+        &db,
+        &throughgate_protocol::audit::origin(&agency),
+        &[key.public()],
+    )
+    .unwrap();
+    assert!(after.ok() && after.entries >= v.entries, "{after:?}");
+    let nodes = Nodes(vec![run_node(&one.join("node.toml"), &log1)]);
+    let status = wait_ready(&profile, &log1);
+    assert_eq!(status["agency"], "dwp", "{status}");
     drop(nodes);
 }

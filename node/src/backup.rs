@@ -378,8 +378,8 @@ pub fn restore_backup(
 pub struct Restored {
     /// The backup's description of itself (agency, when taken, pairs).
     pub meta: BackupMeta,
-    /// The data folder restored into.
-    pub data_dir: PathBuf,
+    /// Where it was restored: the data folder, or `None` for the node's PostgreSQL database.
+    pub data_dir: Option<PathBuf>,
     /// Where the data folder that was there before went (with `force`), if it held data.
     pub moved_aside: Option<PathBuf>,
     /// The restored audit log's full verification.
@@ -520,6 +520,9 @@ pub fn restore_node(
     }
     let (manifest, keys) = manifest_keys(manifest, &config.agency, now)?;
     verify_backup(from, &keys)?;
+    if config.storage.backend == crate::config::Backend::Postgres {
+        return restore_database(config, from, now, &keys, &manifest);
+    }
     let data_dir = config.resolve(&config.data_dir);
     let holds_data = std::fs::read_dir(&data_dir).is_ok_and(|mut d| d.next().is_some());
     let mut old = None;
@@ -572,8 +575,83 @@ pub fn restore_node(
     std::fs::rename(&staging, &data_dir)?;
     Ok(Restored {
         meta,
-        data_dir,
+        data_dir: Some(data_dir),
         moved_aside,
+        verification,
+    })
+}
+
+/// [`restore_node`] for a node whose state lives in PostgreSQL. The backup is restored and
+/// checked in a sled store beside the config first, exactly as for sled; only then is it copied
+/// into the database, which must be empty (create a new database for a restore: a running
+/// replica would have written to it, so this also refuses while one runs). A marker
+/// ([`crate::store::RESTORE_INCOMPLETE`]) written first and removed last keeps every node off a
+/// database whose copy did not finish; running the restore again replaces such a copy.
+fn restore_database(
+    config: &NodeConfig,
+    from: &Path,
+    now: throughgate_protocol::time::Timestamp,
+    keys: &[PublicKey],
+    manifest: &Manifest,
+) -> Result<Restored, BackupError> {
+    use crate::store::{PostgresStore, RESTORE_INCOMPLETE};
+    let url = crate::store::postgres_url(config)?;
+    let database = PostgresStore::open(&url)?;
+    let unfinished = database.get(RESTORE_INCOMPLETE)?.is_some();
+    if !unfinished && !database.scan(b"", None, 1)?.is_empty() {
+        return Err(BackupError::NotEmpty(
+            "the node's PostgreSQL database (stop every replica, create an empty database, point \
+             storage.url_file at it, and restore again)"
+                .into(),
+        ));
+    }
+    let staging_parent = tempfile::Builder::new()
+        .prefix(".restoring-")
+        .tempdir_in(config.resolve(std::path::Path::new(".")))?;
+    let staging = staging_parent.path().join("data");
+    let (meta, verification) = restore_into(from, config, &staging, keys, manifest, now, None)?;
+    let staged = SledStore::open(&staging)?;
+    let mut marker = WriteBatch::new();
+    marker.put(RESTORE_INCOMPLETE.to_vec(), now.0.to_string().into_bytes());
+    database.apply(marker)?;
+    if unfinished {
+        // What an unfinished restore wrote goes first.
+        loop {
+            let page = database.scan(b"", None, 10_000)?;
+            let mut b = WriteBatch::new();
+            for (k, _) in page
+                .iter()
+                .filter(|(k, _)| k.as_slice() != RESTORE_INCOMPLETE)
+            {
+                b.delete(k.clone());
+            }
+            if b.is_empty() {
+                break;
+            }
+            database.apply(b)?;
+        }
+    }
+    let mut batch = WriteBatch::new();
+    let mut failed = None;
+    staged.visit(b"", None, &mut |k, v| {
+        batch.put(k.to_vec(), v.to_vec());
+        if batch.len() >= 10_000 {
+            if let Err(e) = database.apply(std::mem::take(&mut batch)) {
+                failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    batch.delete(RESTORE_INCOMPLETE.to_vec());
+    database.apply(batch)?;
+    Ok(Restored {
+        meta,
+        data_dir: None,
+        moved_aside: None,
         verification,
     })
 }
@@ -674,7 +752,7 @@ mod tests {
         let (config, backup) = node_and_backup(dir.path(), "dwp", "dwp");
         let r = restore_node(&config, &backup, false, NOW, &manifest()).unwrap();
         assert_eq!(r.meta.pairs, 2500);
-        assert_eq!(r.data_dir, dir.path().join("data"));
+        assert_eq!(r.data_dir, Some(dir.path().join("data")));
         assert_eq!(r.moved_aside, None);
         assert!(r.verification.ok(), "{:?}", r.verification);
         drop(r);

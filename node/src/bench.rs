@@ -101,6 +101,9 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Every node's storage tuning (`[storage]` in a node's config; the page cache above all).
     pub storage: crate::config::Storage,
+    /// Keep every node's state in PostgreSQL instead of sled: one throwaway cluster (fsync
+    /// on) from the system's `initdb`/`pg_ctl`, one database per agency.
+    pub postgres: bool,
 }
 
 impl Default for BenchOptions {
@@ -112,6 +115,7 @@ impl Default for BenchOptions {
             holder_records: None,
             seed: 2026,
             storage: crate::config::Storage::default(),
+            postgres: false,
         }
     }
 }
@@ -162,6 +166,9 @@ pub struct BenchFederation {
     pub setup: SetupTimes,
     /// Peak RSS of the process while setting up (MiB).
     pub setup_peak_rss_mib: f64,
+    /// The PostgreSQL cluster the nodes keep their state in, with `postgres`; stopped when
+    /// the federation is shut down.
+    cluster: Option<crate::pgcluster::TempCluster>,
 }
 
 impl std::fmt::Debug for BenchFederation {
@@ -228,6 +235,23 @@ impl BenchFederation {
         }
         let t = Instant::now();
         let (agencies, synthetic) = holder_layout(options.holders);
+        let (cluster, postgres) = if options.postgres {
+            let cluster = crate::pgcluster::TempCluster::start(true)
+                .map_err(|e| setup_err(format!("PostgreSQL: {e}")))?;
+            let mut databases = std::collections::BTreeMap::new();
+            let synthetic_ids = (0..synthetic).filter_map(|k| {
+                crate::localfed::synthetic_holder(agencies.len() + k + 1).map(|a| a.id)
+            });
+            for id in agencies.iter().copied().chain(synthetic_ids) {
+                let url = cluster
+                    .create_database(&id.replace('-', "_"))
+                    .map_err(|e| setup_err(format!("PostgreSQL: {e}")))?;
+                databases.insert(id.to_owned(), url);
+            }
+            (Some(cluster), databases)
+        } else {
+            (None, std::collections::BTreeMap::new())
+        };
         let fed = LocalFederation::start(FedOptions {
             people: 0,
             records_per_person: options.records_per_person,
@@ -241,6 +265,7 @@ impl BenchFederation {
                 ..Default::default()
             },
             storage: options.storage.clone(),
+            postgres,
             ..FedOptions::default()
         })
         .await?;
@@ -371,6 +396,7 @@ impl BenchFederation {
         let setup_peak_rss_mib = peak_rss_mib();
         Ok(BenchFederation {
             fed,
+            cluster,
             options,
             manifest_env,
             manifest,
@@ -482,7 +508,14 @@ impl BenchFederation {
         let mut lat = run.latencies_us;
         lat.sort_unstable();
         Ok(BenchReport {
-            system: "throughgate quic+cbor+ed25519, merkle audit log".into(),
+            system: format!(
+                "throughgate quic+cbor+ed25519, merkle audit log, {} store",
+                if self.options.postgres {
+                    "postgresql"
+                } else {
+                    "sled"
+                }
+            ),
             holders: self.options.holders,
             nodes: self.fed.nodes.len(),
             people: self.options.people,
@@ -538,6 +571,7 @@ impl BenchFederation {
     /// Stops every node.
     pub async fn shutdown(self) {
         self.fed.shutdown().await;
+        drop(self.cluster);
     }
 }
 

@@ -13,7 +13,7 @@ use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{
-    query_digest, ClientResponse, HolderResult, HolderStatus, Query,
+    query_digest, ClientResponse, HolderResult, HolderStatus, Query, RefusalReason, Response,
 };
 use throughgate_protocol::query_check::{check_freshness, check_requests};
 
@@ -134,7 +134,16 @@ pub async fn assemble(
         let shared = shared.clone();
         let task = pending.spawn(async move {
             let (env, query, manifest) = &*shared;
-            let res = state.peers.request(&holder, env, deadline).await;
+            // A replica of the holder that died silently is passed over after a third of the
+            // deadline; the other replica's replay refusal means the first one has it.
+            let res = state
+                .peers
+                .request_hedged(&holder, env, deadline, deadline / 3, |answer| {
+                    !answer
+                        .open::<Response>()
+                        .is_ok_and(|r| r.reason == Some(RefusalReason::QueryReplayed))
+                })
+                .await;
             let elapsed_ms = elapsed_ms(started);
             let (mut result, checkpoint) =
                 holder_result(&state, holder, res, env, query, manifest, elapsed_ms);

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub passport_seconds: Histogram,
     /// Consent and credential deliveries waiting in the outbox.
     pub outbox_pending: Gauge,
+    /// Delivery attempts this process made from the outbox (successful or not).
+    pub outbox_attempts: Counter,
     /// Checkpoints from peers refused as inconsistent with one already witnessed.
     pub witness_alarms: Counter,
     /// Consents refused a link because they named a different person than their passport id.
@@ -91,6 +93,7 @@ impl Metrics {
         let passports = Family::<KindLabel, Counter>::default();
         let passport_seconds = Histogram::new(latency_buckets());
         let outbox_pending = Gauge::default();
+        let outbox_attempts = Counter::default();
         let witness_alarms = Counter::default();
         let consent_alarms = Counter::default();
         let witness_cosigned = Family::<PeerLabel, Gauge>::default();
@@ -120,6 +123,11 @@ impl Metrics {
             "outbox_pending",
             "Deliveries waiting in the outbox",
             outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_attempts",
+            "Delivery attempts made from the outbox by this process",
+            outbox_attempts.clone(),
         );
         registry.register(
             "witness_alarms",
@@ -164,6 +172,7 @@ impl Metrics {
             passports,
             passport_seconds,
             outbox_pending,
+            outbox_attempts,
             witness_alarms,
             consent_alarms,
             witness_cosigned,

@@ -2,7 +2,8 @@
 //! the consent change itself, then delivered to every recipient with retries and backoff until
 //! each answers with a signed acknowledgement. Items to one recipient go strictly in queue
 //! order (a revocation never overtakes its grant). Nothing is lost across restarts: the queue
-//! lives in the store.
+//! lives in the store. Replicas sharing a store take turns per recipient through a leased
+//! claim, so each item goes out from one replica.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use crate::node::NodeState;
 
 /// Longest wait between attempts, in seconds.
 pub const MAX_BACKOFF_SECS: u64 = 30;
+
+/// Seconds a replica's claim on a recipient's deliveries outlasts the request timeout.
+pub const LEASE_MARGIN_SECS: u64 = 30;
 
 /// Runs the delivery loop forever.
 pub async fn run(state: Arc<NodeState>) {
@@ -56,13 +60,46 @@ pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), crate::store::Sto
             chain.push(item);
         }
     }
+    // A claim outlasts one attempt (the request timeout) with room for clock skew between
+    // replicas; it is renewed before each item.
+    let lease_secs = state
+        .config
+        .limits
+        .request_timeout()
+        .as_secs()
+        .saturating_add(LEASE_MARGIN_SECS);
     let tasks = chains.into_iter().map(|chain| {
         let st = state.clone();
         async move {
+            let Some(recipient) = chain.first().map(|i| i.recipient.clone()) else {
+                return;
+            };
             for item in chain {
+                match st.db.outbox_claim(&recipient, st.clock.now(), lease_secs) {
+                    Ok(true) => {}
+                    // Another replica is delivering to this recipient.
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not claim outbox deliveries");
+                        return;
+                    }
+                }
+                // The queue was read before the claim: another replica may have delivered
+                // this item, or retried it, meanwhile.
+                match st.db.outbox_unchanged(&item) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not read the outbox");
+                        break;
+                    }
+                }
                 if !attempt(&st, &item).await {
                     break;
                 }
+            }
+            if let Err(e) = st.db.outbox_release(&recipient) {
+                tracing::error!(error = %e, "could not release outbox claim");
             }
         }
     });
@@ -73,6 +110,7 @@ pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), crate::store::Sto
 /// Tries one item; returns whether it left the queue.
 async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
     let now = state.clock.now();
+    state.metrics.outbox_attempts.inc();
     match deliver(state, item).await {
         Ok((delivery, ack)) => {
             if let Err(e) = state.db.outbox_done(item, delivery, ack, now) {

@@ -37,6 +37,10 @@ pub enum PeerError {
 
 type Slot = Arc<Mutex<Option<quinn::Connection>>>;
 
+/// How long a connection attempt to one address of an agency runs alone before the next
+/// address joins the race.
+pub const CONNECT_STAGGER: Duration = Duration::from_millis(250);
+
 /// The connection pool.
 #[derive(Debug)]
 pub struct Peers {
@@ -46,6 +50,8 @@ pub struct Peers {
     slots: std::sync::Mutex<HashMap<AgencyId, Slot>>,
     on_connect: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<AgencyId>>>,
     client_config: std::sync::RwLock<quinn::ClientConfig>,
+    /// Per agency, the address that completed the last handshake.
+    preferred: std::sync::Mutex<HashMap<AgencyId, std::net::SocketAddr>>,
 }
 
 impl Peers {
@@ -63,6 +69,7 @@ impl Peers {
             limits,
             slots: std::sync::Mutex::new(HashMap::new()),
             on_connect: std::sync::Mutex::new(None),
+            preferred: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,7 +138,22 @@ impl Peers {
         connected.unwrap_or(true)
     }
 
+    /// Connects to `agency` at one of the addresses the manifest lists for it (replicas of one
+    /// agency, all presenting its key). The address that answered last goes first; each further
+    /// address joins the race after [`CONNECT_STAGGER`], or at once when an earlier attempt
+    /// fails, so a dead replica delays a connection by the stagger, never by a handshake
+    /// timeout. The first handshake to complete wins and is remembered.
     async fn connect(&self, agency: &AgencyId) -> Result<quinn::Connection, PeerError> {
+        self.connect_avoiding(agency, None).await
+    }
+
+    /// As [`Peers::connect`], leaving out `avoid` (the address of a connection that stopped
+    /// answering) unless it is the only one listed.
+    async fn connect_avoiding(
+        &self,
+        agency: &AgencyId,
+        avoid: Option<std::net::SocketAddr>,
+    ) -> Result<quinn::Connection, PeerError> {
         let manifest = self
             .trust
             .manifest()
@@ -140,36 +162,95 @@ impl Peers {
             .member(agency)
             .ok_or_else(|| PeerError::Unknown(agency.clone()))?;
         let mut last = String::from("no address listed");
+        let mut addrs = Vec::new();
         for addr in &member.addresses {
-            let resolved = match tokio::net::lookup_host(addr.as_str()).await {
-                Ok(mut it) => it.next(),
-                Err(e) => {
-                    last = format!("{addr}: {e}");
-                    continue;
-                }
-            };
-            let Some(sock) = resolved else { continue };
-            let cfg = self
-                .client_config
-                .read()
-                .map(|c| c.clone())
-                .unwrap_or_else(|e| e.into_inner().clone());
-            let connecting = match self.endpoint.connect_with(cfg, sock, agency.as_str()) {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("{addr}: {e}");
-                    continue;
-                }
-            };
-            match connecting.await {
-                Ok(conn) => return Ok(conn),
+            match tokio::net::lookup_host(addr.as_str()).await {
+                Ok(mut it) => match it.next() {
+                    Some(sock) => addrs.push(sock),
+                    None => last = format!("{addr}: no address"),
+                },
                 Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        if addrs.len() > 1 {
+            addrs.retain(|a| Some(*a) != avoid);
+        }
+        let preferred = self.preferred(agency);
+        if let Some(at) = preferred.and_then(|p| addrs.iter().position(|a| *a == p)) {
+            if let Some(head) = addrs.get_mut(..=at) {
+                head.rotate_right(1);
+            }
+        }
+        let cfg = self
+            .client_config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let mut racing = futures::stream::FuturesUnordered::new();
+        let mut next = addrs.into_iter();
+        loop {
+            if let Some(sock) = next.next() {
+                match self
+                    .endpoint
+                    .connect_with(cfg.clone(), sock, agency.as_str())
+                {
+                    Ok(connecting) => racing.push(async move { (sock, connecting.await) }),
+                    Err(e) => {
+                        last = format!("{sock}: {e}");
+                        continue;
+                    }
+                }
+            }
+            if racing.is_empty() {
+                break;
+            }
+            let more = next.len() > 0;
+            tokio::select! {
+                Some((sock, result)) = futures::StreamExt::next(&mut racing) => match result {
+                    Ok(conn) => {
+                        self.remember(agency, sock);
+                        return Ok(conn);
+                    }
+                    Err(e) => last = format!("{sock}: {e}"),
+                },
+                () = tokio::time::sleep(CONNECT_STAGGER), if more => {}
             }
         }
         Err(PeerError::Unreachable {
             agency: agency.clone(),
             detail: last,
         })
+    }
+
+    /// The address of `agency` that completed the last handshake, if any.
+    pub fn preferred(&self, agency: &AgencyId) -> Option<std::net::SocketAddr> {
+        self.preferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(agency)
+            .copied()
+    }
+
+    fn remember(&self, agency: &AgencyId, addr: std::net::SocketAddr) {
+        self.preferred
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agency.clone(), addr);
+    }
+
+    /// Drops the pooled connection to `agency` if it is still `conn`: after a request on it
+    /// failed or went unanswered, the next request connects afresh (to another replica, if this
+    /// one died) instead of waiting for the idle timeout to notice.
+    fn evict(&self, agency: &AgencyId, conn: &quinn::Connection) {
+        let slot = self.slot(agency);
+        if let Ok(mut g) = slot.try_lock() {
+            // Requests still running on it keep it open; it closes when the last ends.
+            if g.as_ref()
+                .is_some_and(|c| c.stable_id() == conn.stable_id())
+            {
+                *g = None;
+            }
+        };
     }
 
     /// Sends `request` to `agency` on a fresh stream and waits for its one answer, within
@@ -199,12 +280,97 @@ impl Peers {
                 other => other,
             }
         };
-        tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| PeerError::TimedOut {
+        tokio::time::timeout_at(deadline, work).await.map_err(|_| {
+            self.evict(agency, &conn);
+            PeerError::TimedOut {
                 agency: agency.clone(),
                 after: timeout,
-            })?
+            }
+        })?
+    }
+
+    /// The number of addresses the manifest lists for `agency`.
+    pub fn address_count(&self, agency: &AgencyId) -> usize {
+        self.trust
+            .manifest()
+            .and_then(|m| m.member(agency).map(|x| x.addresses.len()))
+            .unwrap_or(0)
+    }
+
+    /// As [`Peers::request`], but for an agency with several addresses (replicas), when no
+    /// answer has come after `hedge_after` the same request also goes to another replica on a
+    /// fresh connection; the first answer that `usable` accepts wins, and the replica that gave
+    /// it becomes the pooled one. This is how a request survives a replica that died without
+    /// closing its connections: the pooled connection to it would otherwise only be noticed
+    /// dead at the idle timeout. `usable` turns down answers that only say the other replica
+    /// saw the request too (a replay refusal), which do not end the wait for the first.
+    pub async fn request_hedged(
+        &self,
+        agency: &AgencyId,
+        request: &Envelope,
+        timeout: Duration,
+        hedge_after: Duration,
+        usable: impl Fn(&Envelope) -> bool,
+    ) -> Result<Envelope, PeerError> {
+        if self.address_count(agency) < 2 || hedge_after >= timeout {
+            return self.request(agency, request, timeout).await;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let primary = self.request(agency, request, timeout);
+        let hedge = tokio::time::timeout_at(deadline, async {
+            tokio::time::sleep(hedge_after).await;
+            let avoid = self.pooled_remote(agency);
+            let conn = self.connect_avoiding(agency, avoid).await?;
+            let answer = self.exchange(&conn, agency, request).await?;
+            Ok::<_, PeerError>((conn, answer))
+        });
+        tokio::pin!(primary);
+        tokio::pin!(hedge);
+        let (mut primary_done, mut hedge_done) = (false, false);
+        let mut failure = None;
+        while !(primary_done && hedge_done) {
+            tokio::select! {
+                r = &mut primary, if !primary_done => {
+                    primary_done = true;
+                    match r {
+                        Ok(answer) => return Ok(answer),
+                        Err(e) => failure = Some(e),
+                    }
+                }
+                r = &mut hedge, if !hedge_done => {
+                    hedge_done = true;
+                    if let Ok(Ok((conn, answer))) = r {
+                        if usable(&answer) {
+                            self.adopt(agency, conn);
+                            return Ok(answer);
+                        }
+                    }
+                }
+            }
+        }
+        Err(failure.unwrap_or(PeerError::TimedOut {
+            agency: agency.clone(),
+            after: timeout,
+        }))
+    }
+
+    /// The remote address of the pooled connection to `agency`, if there is one.
+    fn pooled_remote(&self, agency: &AgencyId) -> Option<std::net::SocketAddr> {
+        let slot = self.slot(agency);
+        let remote = slot
+            .try_lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(quinn::Connection::remote_address));
+        remote
+    }
+
+    /// Makes `conn` the pooled connection to `agency` and its address the preferred one.
+    fn adopt(&self, agency: &AgencyId, conn: quinn::Connection) {
+        self.remember(agency, conn.remote_address());
+        let slot = self.slot(agency);
+        if let Ok(mut g) = slot.try_lock() {
+            *g = Some(conn);
+        };
     }
 
     async fn exchange(

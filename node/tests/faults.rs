@@ -99,12 +99,22 @@ async fn reroute(
     addr: SocketAddr,
     version: &mut throughgate_protocol::manifest::Manifest,
 ) {
+    reroute_all(fed, agency, &[addr], version).await;
+}
+
+/// Lists `addrs`, in order, as `agency`'s addresses (a new version, spread everywhere).
+async fn reroute_all(
+    fed: &LocalFederation,
+    agency: &str,
+    addrs: &[SocketAddr],
+    version: &mut throughgate_protocol::manifest::Manifest,
+) {
     let mut next = next_manifest(version, fed.now());
     next.members
         .iter_mut()
         .find(|m| m.id.as_str() == agency)
         .unwrap()
-        .addresses = vec![addr.to_string()];
+        .addresses = addrs.iter().map(ToString::to_string).collect();
     let env = sign_manifest(&next, &[&fed.governance]);
     let op = fed
         .client("probation-yorks", StaffRole::Operator)
@@ -181,6 +191,26 @@ async fn a_holder_slower_than_the_deadline_is_marked_and_the_rest_answer_in_time
         took < Duration::from_millis(2500),
         "the passport waited {took:?} for the slow holder"
     );
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_address_listed_first_is_passed_over_within_the_deadline_and_the_live_one_remembered(
+) {
+    let fed = federation().await;
+    let (p, _) = granted_plan(&fed).await;
+    let mut m = fed.manifest_body.clone();
+    // A socket that swallows every datagram: a replica that died without a word.
+    let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let live = fed.node("nhs-wy").unwrap().addr;
+    reroute_all(&fed, "nhs-wy", &[dead.local_addr().unwrap(), live], &mut m).await;
+    for _ in 0..2 {
+        let (v, _) = passport(&fed, &p).await;
+        assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+    }
+    let home = node_state(&fed, "probation-yorks");
+    assert_eq!(home.peers.preferred(&agency("nhs-wy")), Some(live));
+    drop(dead);
     fed.shutdown().await;
 }
 

@@ -17,6 +17,7 @@ use common::*;
 use throughgate_node::config::Limits;
 use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::messages::{AckSubject, Outcome};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
@@ -86,6 +87,281 @@ async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
     assert!(sizes[0] >= 8, "{sizes:?}");
     replica.shutdown().await;
     fed.stop("probation-yorks").await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_deliver_each_queued_consent_once() {
+    let Some(cluster) = pg::cluster("two_replicas_deliver_each_queued_consent_once") else {
+        return;
+    };
+    let url = cluster.create_database("prison").unwrap();
+    let mut fed = LocalFederation::start(FedOptions {
+        people: 40,
+        postgres: BTreeMap::from([("hmp-leeds".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let replica = fed.start_replica("hmp-leeds").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    let first = node_state(&fed, "hmp-leeds");
+
+    // Consents recorded through both replicas, whose delivery loops share one outbox.
+    let mut recorded = Vec::new();
+    for (n, person) in fed.population.people.iter().take(8).enumerate() {
+        let client = if n % 2 == 0 {
+            fed.client("hmp-leeds", StaffRole::Caseworker).await
+        } else {
+            fed.client_at("hmp-leeds", StaffRole::Caseworker, second)
+                .await
+        }
+        .unwrap();
+        let signed = client.sign_consent(&plan(&fed, person, 3600));
+        recorded.push(signed.consent_id.clone());
+        client.record_consent(signed).await.unwrap();
+        client.close().await;
+    }
+    let prison = fed
+        .client("hmp-leeds", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let mut attempts_recorded = 0u64;
+    for id in &recorded {
+        wait_deliveries(&prison, id, AckSubject::Grant).await;
+        let (_, _, deliveries) = prison.show_consent(id).await.unwrap();
+        assert!(
+            deliveries.len() >= 6,
+            "every holder and grantee: {deliveries:?}"
+        );
+        attempts_recorded += deliveries
+            .iter()
+            .map(|d| u64::from(d.attempts))
+            .sum::<u64>();
+    }
+    prison.close().await;
+
+    // Every attempt either replica made is one the queue recorded: no item went out twice.
+    let attempts_made =
+        first.metrics.outbox_attempts.get() + replica.state().metrics.outbox_attempts.get();
+    assert_eq!(attempts_made, attempts_recorded);
+    assert_eq!(first.db.outbox_len().unwrap(), 0);
+    replica.shutdown().await;
+    fed.stop("hmp-leeds").await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+/// A UDP relay in front of `upstream` that forwards both ways until `cut` is set, then drops
+/// everything: a replica that died without a word (as under kill -9, no connection close).
+async fn cuttable_relay(
+    upstream: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs = std::collections::HashMap::new();
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, client)) = front.recv_from(&mut buf).await {
+            if cut.load(Ordering::SeqCst) {
+                continue;
+            }
+            let back = match backs.get(&client) {
+                Some(b) => Arc::clone(b),
+                None => {
+                    let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    b.connect(upstream).await.unwrap();
+                    let (b2, f2, cut2) = (b.clone(), front.clone(), cut.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        while let Ok(n) = b2.recv(&mut buf).await {
+                            if !cut2.load(Ordering::SeqCst) {
+                                let _ = f2.send_to(&buf[..n], client).await;
+                            }
+                        }
+                    });
+                    backs.insert(client, b.clone());
+                    b
+                }
+            };
+            let _ = back.send(&buf[..n]).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_holder_replica_in_use_dies_silently_passports_complete_through_the_other() {
+    let Some(cluster) = pg::cluster("when_the_holder_replica_in_use_dies_silently") else {
+        return;
+    };
+    let url = cluster.create_database("nhs").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        limits: Limits {
+            request_timeout_ms: 6000,
+            ..Limits::default()
+        },
+        postgres: BTreeMap::from([("nhs-wy".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let (plan, _) = granted_plan(&fed).await;
+    let replica = fed.start_replica("nhs-wy").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    // Replica 1 is reached through a relay that can go silent.
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = cuttable_relay(fed.node("nhs-wy").unwrap().addr, cut.clone()).await;
+
+    // The manifest lists both replicas of the health agency, under its one key.
+    let mut next = next_manifest(&fed.manifest_body, fed.now());
+    next.members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "nhs-wy")
+        .unwrap()
+        .addresses = vec![first.to_string(), second.to_string()];
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&next, &[&fed.governance]))
+        .await
+        .unwrap();
+    op.close().await;
+    wait_manifest_everywhere(&fed, next.version).await;
+    let home = node_state(&fed, "probation-yorks");
+    home.peers.forget(&agency("nhs-wy"));
+
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let (_, v) = assemble(&cw, &plan.passport_id).await;
+    assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+    assert_eq!(home.peers.preferred(&agency("nhs-wy")), Some(first));
+
+    // Replica 1 goes silent with the home node's connection to it open: the very next
+    // passport is still complete, answered by replica 2 within the deadline.
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let (_, v) = assemble(&cw, &plan.passport_id).await;
+        assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+    }
+    assert_eq!(home.peers.preferred(&agency("nhs-wy")), Some(second));
+    cw.close().await;
+    replica.shutdown().await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_discloses_nothing_and_the_holder_recovers_by_itself() {
+    let Some(cluster) = pg::cluster("a_database_outage_under_load") else {
+        return;
+    };
+    let url = cluster.create_database("nhs").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        limits: Limits {
+            request_timeout_ms: 3000,
+            ..Limits::default()
+        },
+        postgres: BTreeMap::from([("nhs-wy".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let (plan, _) = granted_plan(&fed).await;
+    let nhs = agency("nhs-wy");
+    let cw = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let answered = |v: &throughgate_protocol::bundle::VerifiedBundle| {
+        v.results
+            .iter()
+            .find(|r| r.result.agency == nhs)
+            .and_then(|r| r.response.as_ref().map(|x| x.outcome))
+    };
+    let (_, v) = assemble(&cw, &plan.passport_id).await;
+    assert!(v.all_valid() && v.complete());
+    assert_eq!(answered(&v), Some(Outcome::Disclosed));
+
+    // Caseworkers keep assembling while the database goes away.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let cws = vec![
+            fed.client("probation-yorks", StaffRole::Caseworker)
+                .await
+                .unwrap(),
+            fed.client("leeds-cc", StaffRole::Caseworker).await.unwrap(),
+        ];
+        let passport = plan.passport_id.clone();
+        tokio::spawn(async move {
+            let runs = cws.into_iter().map(|c| {
+                let (stop, passport) = (stop.clone(), passport.clone());
+                async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Ok((_, v)) = try_assemble(&c, &passport).await {
+                            seen.push(v);
+                        }
+                    }
+                    c.close().await;
+                    seen
+                }
+            });
+            futures::future::join_all(runs).await.concat()
+        })
+    };
+    let (_, before) = assemble(&cw, &plan.passport_id).await;
+    assert!(before.complete());
+    cluster.stop_server().unwrap();
+    let (_, during) = assemble(&cw, &plan.passport_id).await;
+    assert!(during.all_valid());
+    assert_eq!(
+        answered(&during),
+        None,
+        "nothing comes from a holder without its log"
+    );
+    assert!(!during.complete());
+    cluster.start_server().unwrap();
+
+    // No operator: the holder answers again once the database is back.
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (_, v) = assemble(&cw, &plan.passport_id).await;
+        if v.complete() {
+            assert_eq!(answered(&v), Some(Outcome::Disclosed));
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the holder did not recover after the database returned"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = load.await.unwrap();
+    // Every passport under load verifies: each disclosure it holds carries its receipt in the
+    // holder's log.
+    assert!(!seen.is_empty());
+    for v in &seen {
+        assert!(v.all_valid(), "{:?}", v.results);
+    }
+    let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
+    let verified = dpo.audit_verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    dpo.close().await;
+    cw.close().await;
     fed.shutdown().await;
     drop(cluster);
 }

@@ -136,6 +136,14 @@ macro_rules! suite {
                 outbox_replicas(&b);
             }
 
+            #[test]
+            fn one_replica_at_a_time_delivers_to_a_recipient_and_never_undoes_a_delivery() {
+                let Some(b) = open("one_replica_at_a_time_delivers_to_a_recipient") else {
+                    return;
+                };
+                outbox_claims(&b);
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_audit_writer_logs_verifiably() {
                 let Some(b) = open("the_audit_writer_logs_verifiably") else {
@@ -486,6 +494,65 @@ fn outbox_replicas(b: &Backend) {
     let mut seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
     seqs.dedup();
     assert_eq!(seqs, (0..80).collect::<Vec<_>>());
+}
+
+fn outbox_claims(b: &Backend) {
+    use throughgate_node::db::OutboxPayload;
+    use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
+    use throughgate_protocol::messages::DeliveryState;
+    let key = SecretKey::generate();
+    let (a, z) = (Db::new(b.store.clone()), Db::new((b.replica)()));
+    let other = AgencyId::new("nhs-wy").unwrap();
+    let t = Timestamp(1_000);
+
+    // One claim per recipient at a time; its holder renews it; others wait for it to lapse.
+    assert!(a.outbox_claim(&agency(), t, 60).unwrap());
+    assert!(!z.outbox_claim(&agency(), t, 60).unwrap());
+    assert!(
+        z.outbox_claim(&other, t, 60).unwrap(),
+        "claims are per recipient"
+    );
+    assert!(a.outbox_claim(&agency(), t.plus_secs(59), 60).unwrap());
+    assert!(!z.outbox_claim(&agency(), t.plus_secs(100), 60).unwrap());
+    assert!(
+        z.outbox_claim(&agency(), t.plus_secs(119), 60).unwrap(),
+        "a lapsed claim passes"
+    );
+    assert!(!a.outbox_claim(&agency(), t.plus_secs(120), 60).unwrap());
+    z.outbox_release(&agency()).unwrap();
+    a.outbox_release(&other).unwrap();
+    assert!(
+        !a.outbox_claim(&other, t, 60).unwrap(),
+        "only its holder releases a claim"
+    );
+    assert!(
+        a.outbox_claim(&agency(), t.plus_secs(121), 60).unwrap(),
+        "released"
+    );
+
+    // A replica whose claim lapsed mid-delivery cannot put back what another delivered.
+    let env = Envelope::seal_bytes(
+        MessageKind::CredentialRevoke,
+        vec![0],
+        &[(SignerRole::Node, &key)],
+    );
+    let payload = OutboxPayload::CredentialRevoke {
+        person_id: PersonId::new("cw-0001").unwrap(),
+        envelope: env.clone(),
+    };
+    let item = a
+        .enqueue(vec![(agency(), payload)], WriteBatch::new(), t)
+        .unwrap()
+        .remove(0);
+    assert!(z.outbox_unchanged(&item).unwrap());
+    z.outbox_done(&item, DeliveryState::Delivered, env, t)
+        .unwrap();
+    assert!(!a.outbox_unchanged(&item).unwrap());
+    a.outbox_retry(&item, "timed out", t.plus_secs(5)).unwrap();
+    assert!(
+        a.outbox_items(usize::MAX).unwrap().is_empty(),
+        "the delivered item stays gone"
+    );
 }
 
 fn agency() -> AgencyId {

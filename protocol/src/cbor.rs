@@ -58,6 +58,14 @@ pub fn from_slice<T: DeserializeOwned>(
             max,
         });
     }
+    if let Some(at) = first_indefinite_length(bytes) {
+        return Err(DecodeError::Invalid {
+            what,
+            detail: format!(
+                "indefinite-length item at byte {at}: every string, array and map must have a definite length"
+            ),
+        });
+    }
     let mut rest = bytes;
     let value = ciborium::de::from_reader_with_recursion_limit(&mut rest, MAX_DEPTH).map_err(
         |e: ciborium::de::Error<std::io::Error>| DecodeError::Invalid {
@@ -72,6 +80,54 @@ pub fn from_slice<T: DeserializeOwned>(
         });
     }
     Ok(value)
+}
+
+/// Finds the first indefinite-length item (or stray "break" byte) in the first CBOR item of
+/// `bytes`, returning its byte offset. Section 4 makes definite lengths a rule for receivers as
+/// well as senders, so that every structure (enums included) is decoded alike; ciborium
+/// accepts indefinite lengths in some places and not others, hence this walk before decoding.
+///
+/// The walk reads only headers and skips string contents, so it costs one pass over the
+/// headers. Malformed or truncated input ends the walk without a finding; the decoder then
+/// reports it.
+fn first_indefinite_length(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    // Items still to read; a container adds its members. Bounded by the bytes left, since
+    // every item takes at least one byte.
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        let initial = *bytes.get(at)?;
+        let start = at;
+        at += 1;
+        pending -= 1;
+        let major = initial >> 5;
+        let info = initial & 0x1f;
+        if info == 31 {
+            // Indefinite string, array or map, or a break (major 7) outside one.
+            return matches!(major, 2..=5 | 7).then_some(start);
+        }
+        let argument = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let len = 1usize << (info - 24);
+                let raw = bytes.get(at..at.checked_add(len)?)?;
+                at += len;
+                raw.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b))
+            }
+            _ => return None,
+        };
+        match major {
+            2 | 3 => at = at.checked_add(usize::try_from(argument).ok()?)?,
+            4 => pending = pending.checked_add(argument)?,
+            5 => pending = pending.checked_add(argument.checked_mul(2)?)?,
+            6 => pending += 1,
+            _ => {}
+        }
+        if pending > (bytes.len().saturating_sub(at)) as u64 {
+            return None;
+        }
+    }
+    None
 }
 
 fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
@@ -133,6 +189,34 @@ mod tests {
             from_slice::<Vec<u32>>("list", &v[..v.len() - 1], 100),
             Err(DecodeError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn indefinite_lengths_are_refused_in_every_position() {
+        let definite = to_vec(&vec![("a".to_owned(), vec![1u8, 2])]);
+        assert!(first_indefinite_length(&definite).is_none());
+        // Indefinite array, map, byte string and text string at the top.
+        for (bytes, at) in [
+            (vec![0x9f, 0x01, 0xff], 0),
+            (vec![0xbf, 0x61, b'a', 0x01, 0xff], 0),
+            (vec![0x5f, 0x41, 0x00, 0xff], 0),
+            (vec![0x7f, 0x61, b'a', 0xff], 0),
+            // Nested after a definite string and inside a tag.
+            (vec![0x82, 0x43, 1, 2, 3, 0xc1, 0xbf, 0xff], 5 + 1),
+            // A stray break.
+            (vec![0x82, 0x01, 0xff], 2),
+        ] {
+            assert_eq!(first_indefinite_length(&bytes), Some(at), "{bytes:02x?}");
+            assert!(matches!(
+                from_slice::<ciborium::Value>("item", &bytes, 100),
+                Err(DecodeError::Invalid { detail, .. }) if detail.contains("indefinite")
+            ));
+        }
+        // Malformed input is left to the decoder.
+        assert!(
+            first_indefinite_length(&[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_none()
+        );
+        assert!(first_indefinite_length(&[0x9a, 0xff, 0xff, 0xff, 0xff, 0x00]).is_none());
     }
 
     #[test]

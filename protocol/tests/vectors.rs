@@ -806,6 +806,20 @@ fn map_get_mut<'a>(v: &'a mut Value, name: &str) -> &'a mut Value {
 
 /// A body with one field replaced, re-encoded (field order kept).
 /// `body` (a CBOR map) without the key `field`.
+/// `body` (a definite-length map) with its top-level map header made indefinite-length.
+fn indefinite_map(body: &[u8]) -> Vec<u8> {
+    let header = match body[0] {
+        0xa0..=0xb7 => 1,
+        0xb8 => 2,
+        0xb9 => 3,
+        other => panic!("not a small map header: {other:#x}"),
+    };
+    let mut out = vec![0xbf];
+    out.extend_from_slice(&body[header..]);
+    out.push(0xff);
+    out
+}
+
 fn body_without(body: &[u8], field: &str) -> Vec<u8> {
     let mut v: Value = cbor::from_slice("body", body, usize::MAX).unwrap();
     if let Value::Map(entries) = &mut v {
@@ -1397,6 +1411,15 @@ fn gen_envelopes(g: &mut Gen) {
         "body/query-timestamp-as-text",
         "A query whose issued_at is RFC 3339 text instead of an unsigned integer of seconds.",
         &seal_bytes_cw_node(MessageKind::Query, issued_text).to_bytes(),
+        Some(MessageKind::Query),
+        &[(Person, "person-cw-0042"), (Node, "node-probation-yorks")],
+        None,
+        "invalid",
+    );
+    g.envelope(
+        "body/query-indefinite-length",
+        "The fixture query's body with its top-level map re-encoded with indefinite length (0xbf ... 0xff): indefinite lengths are refused wherever they appear.",
+        &seal_bytes_cw_node(MessageKind::Query, indefinite_map(&qb)).to_bytes(),
         Some(MessageKind::Query),
         &[(Person, "person-cw-0042"), (Node, "node-probation-yorks")],
         None,

@@ -55,6 +55,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "query.holder_named_twice", "a validly signed query naming the target twice in its requests gets error malformed (one request per holder)", holder_named_twice),
         case!(a, "query.duplicate_field", "a query body with the field nonce twice, signed as sent, gets error malformed", duplicate_field),
         case!(a, "query.absent_nullable_key", "a query body without its consent_id key (null would be right), signed as sent, gets error malformed: every key is required", absent_nullable_key),
+        case!(a, "query.indefinite_length", "a query body whose top-level map has indefinite length (0xbf ... 0xff), signed as sent, gets error malformed: indefinite lengths are refused everywhere", indefinite_length),
         case!(a, "query.vectors_malformed_bodies", "every protocol vector of a query envelope whose body is invalid (bad passport id, short nonce, text timestamp, unknown category) gets error malformed", vectors_malformed_bodies),
     ]
 }
@@ -555,6 +556,19 @@ async fn absent_nullable_key(ctx: &Ctx) -> CaseResult {
         m.retain(|(k, _)| k.as_text() != Some("consent_id"));
     })
     .ok_or_else(|| CaseError::Fail("suite: query is not a map".into()))?;
+    malformed_body(ctx, body).await
+}
+
+async fn indefinite_length(ctx: &Ctx) -> CaseResult {
+    let q = craft::unconsented_query(ctx, &ctx.me);
+    let mut body = craft::cbor(&q);
+    let header = match body.first() {
+        Some(0xa0..=0xb7) => 1,
+        Some(0xb8) => 2,
+        _ => return fail("suite: the query does not encode as a small map"),
+    };
+    body.splice(..header, [0xbf]);
+    body.push(0xff);
     malformed_body(ctx, body).await
 }
 

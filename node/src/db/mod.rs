@@ -19,6 +19,7 @@
 //! | `stk/{public key hex}` | the person id holding that key |
 //! | `man` | the trusted manifest envelope |
 //! | `obx/{seq:020}` | an [`OutboxItem`] |
+//! | `obl/{agency}` | a replica's claim on the deliveries to that agency: `{process}\0{until}` |
 //! | `dlv/{consent_id}/{agency}/{grant,revoke}` | a delivery's state |
 //! | `aud/e/{index:020}` | an audit entry's leaf hash (32 bytes), then its bytes (the Merkle leaf data; only the hash once redacted) |
 //! | `aud/n/{level: 1 byte}{index: u64 BE}` | the hash of a complete subtree, levels 4 and up (leaf hashes live in the entries; levels 1 to 3 are recomputed from them) |
@@ -70,6 +71,8 @@ pub struct Db {
     /// Held across each enqueue, so this process's enqueues take turns at the stored counter
     /// (replicas sharing a store are kept apart by the counter's compare-and-set).
     outbox_seq: Arc<std::sync::Mutex<()>>,
+    /// This process's random name in claims on shared work (outbox leases).
+    instance: Arc<str>,
 }
 
 impl std::fmt::Debug for Db {
@@ -86,6 +89,7 @@ impl Db {
             store: gated.clone(),
             gated,
             outbox_seq: Arc::new(std::sync::Mutex::new(())),
+            instance: format!("{:016x}", rand::random::<u64>()).into(),
         }
     }
 

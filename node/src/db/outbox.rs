@@ -114,6 +114,19 @@ fn delivery_key(item: &OutboxItem) -> Option<Vec<u8>> {
     ]))
 }
 
+fn lease_key(recipient: &AgencyId) -> Vec<u8> {
+    key(&["obl/", recipient.as_str()])
+}
+
+/// A replica's claim on the deliveries to one recipient: which process holds it and until when
+/// (Unix seconds), stored as `{holder}\0{until}`.
+fn decode_lease(value: &[u8]) -> Option<(&[u8], u64)> {
+    let split = value.iter().position(|b| *b == 0)?;
+    let (holder, until) = (value.get(..split)?, value.get(split + 1..)?);
+    let until = std::str::from_utf8(until).ok()?.parse().ok()?;
+    Some((holder, until))
+}
+
 /// The next outbox sequence number to give (8 bytes, big-endian). Outside `obx/`, so scans of
 /// the queue never see it.
 pub const OUTBOX_SEQ: &[u8] = b"obx-seq";
@@ -225,13 +238,62 @@ impl Db {
         self.store.count(b"obx/")
     }
 
-    /// Records a failed attempt with its backoff.
+    /// Claims (or renews this process's claim on) the deliveries to `recipient` until
+    /// `now + lease_secs`; returns whether this process holds the claim. Replicas sharing a
+    /// store take turns per recipient, so each item is delivered by one replica, in queue order;
+    /// a claim whose holder died lapses at its expiry. The claim is a compare-and-set on the
+    /// lease key ([`Store::apply_if`](crate::store::Store::apply_if): on PostgreSQL a
+    /// `SELECT … FOR UPDATE` of that row in the same transaction).
+    pub fn outbox_claim(
+        &self,
+        recipient: &AgencyId,
+        now: Timestamp,
+        lease_secs: u64,
+    ) -> Result<bool, StoreError> {
+        let key = lease_key(recipient);
+        let current = self.store.get(&key)?;
+        if let Some((holder, until)) = current.as_deref().and_then(decode_lease) {
+            if holder != self.instance.as_bytes() && until > now.0 {
+                return Ok(false);
+            }
+        }
+        let mut value = self.instance.as_bytes().to_vec();
+        value.push(0);
+        value.extend_from_slice(now.0.saturating_add(lease_secs).to_string().as_bytes());
+        let mut b = WriteBatch::new();
+        b.put(key.clone(), value);
+        self.store.apply_if(&key, current.as_deref(), b)
+    }
+
+    /// Whether `item` is still queued exactly as read.
+    pub fn outbox_unchanged(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        Ok(self.store.get(&outbox_key(item.seq))?.as_deref() == Some(encode(item).as_slice()))
+    }
+
+    /// Gives up this process's claim on the deliveries to `recipient`, if it holds it.
+    pub fn outbox_release(&self, recipient: &AgencyId) -> Result<(), StoreError> {
+        let key = lease_key(recipient);
+        let Some(current) = self.store.get(&key)? else {
+            return Ok(());
+        };
+        if decode_lease(&current).is_some_and(|(holder, _)| holder == self.instance.as_bytes()) {
+            let mut b = WriteBatch::new();
+            b.delete(key.clone());
+            self.store.apply_if(&key, Some(&current), b)?;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt with its backoff, unless the item changed or left the queue
+    /// meanwhile (another replica delivered it after this one's claim lapsed): a stale retry
+    /// must never put a delivered item back.
     pub fn outbox_retry(
         &self,
         item: &OutboxItem,
         error: &str,
         next: Timestamp,
     ) -> Result<(), StoreError> {
+        let original = encode(item);
         let mut item = item.clone();
         item.attempts = item.attempts.saturating_add(1);
         item.next_attempt = next;
@@ -245,7 +307,9 @@ impl Db {
                 b.put(dk, encode(&d));
             }
         }
-        self.store.apply(b)
+        self.store
+            .apply_if(&outbox_key(item.seq), Some(&original), b)
+            .map(|_| ())
     }
 
     /// Records a delivery's acknowledgement and removes it from the outbox, atomically; flushes.

@@ -24,12 +24,18 @@ impl GatedStore {
         }
     }
 
-    /// Runs `visit` over every pair in key order, pages of `page`, with writes paused.
+    /// Runs `visit` over every pair in key order as one consistent state: the inner store's own
+    /// snapshot where it has one ([`Store::snapshot`]), else pages of `page` with this
+    /// process's writes paused.
     pub fn snapshot(
         &self,
         page: usize,
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<u64, StoreError> {
+        // A shared database gives one snapshot across every replica writing to it.
+        if let Some(done) = self.inner.snapshot(&mut visit) {
+            return done;
+        }
         let _exclusive = self
             .gate
             .write()

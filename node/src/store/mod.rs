@@ -113,35 +113,50 @@ pub fn open_configured(
             config.storage.cache_bytes(),
         )?)),
         Backend::Postgres => {
-            let url = match (&config.storage.url, &config.storage.url_file) {
-                (Some(url), _) => url.clone(),
-                (None, Some(file)) => {
-                    let path = config.resolve(file);
-                    let bytes = crate::keyfile::read_private_file(&path, MAX_URL_FILE).map_err(
-                        |source| StoreError::UrlFile {
-                            path: path.clone(),
-                            source,
-                        },
-                    )?;
-                    String::from_utf8(bytes)
-                        .map_err(|_| {
-                            StoreError::Config(format!(
-                                "{} does not hold a UTF-8 database URL",
-                                path.display()
-                            ))
-                        })?
-                        .trim()
-                        .to_owned()
-                }
-                (None, None) => {
-                    return Err(StoreError::Config(
-                        "storage.backend = \"postgres\" needs storage.url or storage.url_file"
-                            .into(),
-                    ))
-                }
-            };
-            Ok(std::sync::Arc::new(PostgresStore::open(&url)?))
+            let store = PostgresStore::open(&postgres_url(config)?)?;
+            if store.get(RESTORE_INCOMPLETE)?.is_some() {
+                return Err(StoreError::Config(
+                    "a restore into this database did not finish; run `tg node restore` again \
+                     (it replaces what the unfinished restore wrote)"
+                        .into(),
+                ));
+            }
+            Ok(std::sync::Arc::new(store))
         }
+    }
+}
+
+/// Present in a database while `tg node restore` writes into it: no node serves from a
+/// half-restored database.
+pub const RESTORE_INCOMPLETE: &[u8] = b"rst/incomplete";
+
+/// The database URL `config` names: its `storage.url`, or the content of its
+/// `storage.url_file` (which must be mode 0600).
+pub fn postgres_url(config: &crate::config::NodeConfig) -> Result<String, StoreError> {
+    match (&config.storage.url, &config.storage.url_file) {
+        (Some(url), _) => Ok(url.clone()),
+        (None, Some(file)) => {
+            let path = config.resolve(file);
+            let bytes =
+                crate::keyfile::read_private_file(&path, MAX_URL_FILE).map_err(|source| {
+                    StoreError::UrlFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+            Ok(String::from_utf8(bytes)
+                .map_err(|_| {
+                    StoreError::Config(format!(
+                        "{} does not hold a UTF-8 database URL",
+                        path.display()
+                    ))
+                })?
+                .trim()
+                .to_owned())
+        }
+        (None, None) => Err(StoreError::Config(
+            "storage.backend = \"postgres\" needs storage.url or storage.url_file".into(),
+        )),
     }
 }
 
@@ -190,6 +205,9 @@ impl WriteBatch {
 
 /// A key-value pair from a scan.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A visitor of stored pairs that may fail (and so stop the visit).
+pub type PairVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// How every store answers [`Store::visit`], given its pairs in key order from
 /// `start.unwrap_or(prefix)`.
@@ -269,6 +287,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts keys with `prefix` (may be slow; for status and tests).
     fn count(&self, prefix: &[u8]) -> Result<u64, StoreError>;
+
+    /// Calls `visit` with every pair in key order as one consistent state of the whole store,
+    /// taken by the store itself while other processes may write (a database snapshot);
+    /// returns the number of pairs. `None` (the default) means the store has no such snapshot,
+    /// and the caller pauses this process's writes instead, which is consistent when no other
+    /// process writes ([`GatedStore::snapshot`]).
+    fn snapshot(
+        &self,
+        _visit: &mut PairVisitor<'_>,
+    ) -> Option<Result<u64, StoreError>> {
+        None
+    }
 }
 
 // Every backend's behaviour is held to one suite in `node/tests/storage.rs`; this checks only

@@ -90,6 +90,9 @@ enum Op {
         writes: Vec<Write>,
     },
     InsertIfAbsent(Vec<u8>, Vec<u8>),
+    /// Every pair in key order, from one REPEATABLE READ snapshot, sent a page at a time; the
+    /// caller closing its end stops it.
+    Snapshot(mpsc::SyncSender<Vec<KeyValue>>),
 }
 
 enum Reply {
@@ -423,6 +426,36 @@ impl Connection {
                 let n: i64 = row.try_get(0).map_err(pg("counting keys"))?;
                 Ok(Reply::Count(u64::try_from(n).unwrap_or(0)))
             }
+            Op::Snapshot(sink) => {
+                let tx = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(unsent("starting a snapshot"))?;
+                let mut from = Vec::new();
+                loop {
+                    let rows = tx
+                        .query(&st.range_open, &[&from, &limit_param(PAGE)])
+                        .await
+                        .map_err(pg("reading a snapshot"))?;
+                    let page = pairs(rows)?;
+                    let full = page.len() == PAGE;
+                    if let Some((k, _)) = page.last() {
+                        from = k.clone();
+                        from.push(0);
+                    }
+                    if !page.is_empty() && sink.send(page).is_err() {
+                        break;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                tx.rollback().await.map_err(pg("ending a snapshot"))?;
+                Ok(Reply::Done)
+            }
             Op::InsertIfAbsent(key, value) => {
                 // Repeating it is safe: had the first attempt inserted, the second reports the
                 // key present, which refuses (a replay) rather than accepts twice.
@@ -610,6 +643,49 @@ fn unexpected() -> StoreError {
 }
 
 impl Store for PostgresStore {
+    fn snapshot(
+        &self,
+        visit: &mut super::PairVisitor<'_>,
+    ) -> Option<Result<u64, StoreError>> {
+        let (sink, pages) = mpsc::sync_channel(2);
+        let (reply, done) = mpsc::sync_channel(1);
+        if self
+            .jobs
+            .send(Job {
+                op: Op::Snapshot(sink),
+                reply,
+            })
+            .is_err()
+        {
+            return Some(Err(StoreError::Backend(
+                "the PostgreSQL connection threads stopped".into(),
+            )));
+        }
+        let mut n = 0u64;
+        let mut failed = None;
+        for page in &pages {
+            for (k, v) in &page {
+                if let Err(e) = visit(k, v) {
+                    failed = Some(e);
+                    break;
+                }
+                n += 1;
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        drop(pages);
+        let finished = done
+            .recv()
+            .map_err(|_| StoreError::Backend("a PostgreSQL connection thread stopped".into()))
+            .and_then(|r| r.map(|_| ()));
+        Some(match (failed, finished) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => Ok(n),
+        })
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.call(Op::Get(key.to_vec()))? {
             Reply::Value(v) => Ok(v),
