@@ -150,9 +150,15 @@ fn consent_lines(org: impl Fn(&AgencyId) -> String, consents: &[ConsentSummary])
         .collect()
 }
 
-fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8, Line)> {
+/// One log entry in words, with its part of the report (0 agreed, 1 shared, 2 refused); `None`
+/// for entries the person's version leaves out. `org` names an agency.
+fn entry_line(
+    org: &dyn Fn(&AgencyId) -> String,
+    logged_by: &AgencyId,
+    e: &AuditEntry,
+) -> Option<(u8, Line)> {
     let when = uk_time(e.at);
-    let here = org(m, logged_by);
+    let here = org(logged_by);
     let line = |text: String| Line {
         when: when.clone(),
         text,
@@ -177,7 +183,7 @@ fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8,
             1,
             line(format!(
                 "A caseworker at {here} asked {} for information about you, {}.",
-                and_list(&holders.iter().map(|a| org(m, a)).collect::<Vec<_>>()),
+                and_list(&holders.iter().map(org).collect::<Vec<_>>()),
                 purpose.describe()
             )),
         ),
@@ -201,7 +207,7 @@ fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8,
                 } else {
                     format!(
                         "{here} shared {records} with {}{about}, {}.",
-                        org(m, &d.requester),
+                        org(&d.requester),
                         d.purpose.describe()
                     )
                 };
@@ -216,14 +222,14 @@ fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8,
                 1,
                 line(format!(
                     "{} asked {here} for information about you; it holds none, so it shared nothing.",
-                    org(m, &d.requester)
+                    org(&d.requester)
                 )),
             ),
             Outcome::Refused => (
                 2,
                 line(format!(
                     "{here} refused to share information about you with {}, because {}.",
-                    org(m, &d.requester),
+                    org(&d.requester),
                     refusal_for_person(d.reason)
                 )),
             ),
@@ -232,7 +238,7 @@ fn entry_line(m: &Manifest, logged_by: &AgencyId, e: &AuditEntry) -> Option<(u8,
             1,
             line(format!(
                 "The data protection officer of {} looked at this record of who saw your information.",
-                org(m, agency)
+                org(agency)
             )),
         ),
         AuditEvent::Redaction { .. } => (
@@ -257,7 +263,7 @@ fn parts(r: &SubjectAccessReport, m: &Manifest, consents: &[ConsentSummary]) -> 
         unanswered: Vec::new(),
     };
     for (agency, e) in merged_entries(r) {
-        match entry_line(m, agency, e) {
+        match entry_line(&|a| org(m, a), agency, e) {
             // Without the consent register, the log's own consent events say what was agreed.
             Some((0, l)) if consents.is_empty() => p.agreed.push(l),
             Some((0, _)) | None => {}
@@ -474,6 +480,70 @@ mod tests {
             "At HMP Leeds, you agreed that HMP Leeds and NHS West Yorkshire may share information about you with Probation, to plan and support your resettlement when you leave prison. Your agreement ran from 7 December 2026 until 5 June 2027. You withdrew it on 20 December 2026 at 14:30 UTC; nothing has been shared under it since."
         );
         assert_eq!(lines[0].when, "7 December 2026 at 00:00 UTC");
+    }
+
+    #[test]
+    fn refusals_and_an_agencys_own_records_read_in_plain_words() {
+        use throughgate_protocol::audit::DecisionEntry;
+        use throughgate_protocol::messages::Withheld;
+        let a = |s: &str| AgencyId::new(s).unwrap();
+        let names = |x: &AgencyId| match x.as_str() {
+            "nhs-wy" => "NHS West Yorkshire".to_owned(),
+            _ => "Probation".to_owned(),
+        };
+        let decision = |outcome, reason, categories| AuditEntry {
+            at: Date::parse("2026-12-07")
+                .unwrap()
+                .start_timestamp()
+                .plus_secs(9 * 3600),
+            node: a("nhs-wy"),
+            event: AuditEvent::Decision(DecisionEntry {
+                query_id: throughgate_protocol::ids::QueryId::random(),
+                query_digest: [0; 32],
+                passport_id: PassportId::random(),
+                requester: a("probation-yorks"),
+                caseworker: PersonId::new("cw-1").unwrap(),
+                consent_id: None,
+                purpose: throughgate_protocol::category::Purpose::Resettlement,
+                outcome,
+                reason,
+                categories,
+                fields: Vec::new(),
+                records: 2,
+                withheld: Withheld::default(),
+            }),
+        };
+        let refused = decision(
+            Outcome::Refused,
+            Some(RefusalReason::ConsentRevoked),
+            vec![],
+        );
+        let (part, line) = entry_line(&names, &a("nhs-wy"), &refused).unwrap();
+        assert_eq!(part, 2);
+        assert_eq!(line.when, "7 December 2026 at 09:00 UTC");
+        assert_eq!(
+            line.text,
+            "NHS West Yorkshire refused to share information about you with Probation, because you had withdrawn your agreement."
+        );
+        let shared = decision(
+            Outcome::Disclosed,
+            None,
+            vec![Category::Health, Category::DrugsAndAlcohol],
+        );
+        let (part, line) = entry_line(&names, &a("nhs-wy"), &shared).unwrap();
+        assert_eq!(part, 1);
+        assert_eq!(
+            line.text,
+            "NHS West Yorkshire shared 2 records with Probation (about: health; drugs and alcohol), to plan and support your resettlement when you leave prison."
+        );
+        let own = entry_line(&names, &a("probation-yorks"), &shared)
+            .unwrap()
+            .1;
+        assert!(
+            own.text.starts_with("Probation added 2 records of its own"),
+            "{}",
+            own.text
+        );
     }
 
     #[test]

@@ -293,10 +293,7 @@ pub trait Store: Send + Sync + 'static {
     /// returns the number of pairs. `None` (the default) means the store has no such snapshot,
     /// and the caller pauses this process's writes instead, which is consistent when no other
     /// process writes ([`GatedStore::snapshot`]).
-    fn snapshot(
-        &self,
-        _visit: &mut PairVisitor<'_>,
-    ) -> Option<Result<u64, StoreError>> {
+    fn snapshot(&self, _visit: &mut PairVisitor<'_>) -> Option<Result<u64, StoreError>> {
         None
     }
 }

@@ -643,10 +643,7 @@ fn unexpected() -> StoreError {
 }
 
 impl Store for PostgresStore {
-    fn snapshot(
-        &self,
-        visit: &mut super::PairVisitor<'_>,
-    ) -> Option<Result<u64, StoreError>> {
+    fn snapshot(&self, visit: &mut super::PairVisitor<'_>) -> Option<Result<u64, StoreError>> {
         let (sink, pages) = mpsc::sync_channel(2);
         let (reply, done) = mpsc::sync_channel(1);
         if self
