@@ -272,6 +272,28 @@ check_pages report-person 1 3
 check_plain report-person
 check_running report-person "Your information" "reference"
 
+# An incomplete passport (one agency stopped): the browser shows the incomplete banner, naming
+# the agency, above and outside the "Verified" box.
+if "$TG" demo --people 40 --unreachable nhs-wy --out "$OUT/partial" > "$OUT/incomplete.log" 2>&1; then
+    chrome --dump-dom "file://$OUT/partial/passport.html" > "$OUT/incomplete.dom.html" 2>/dev/null
+    if python3 - "$OUT/incomplete.dom.html" <<'PY'
+import sys
+page = open(sys.argv[1], encoding="utf-8").read()
+banner, verified = page.find('id="incomplete"'), page.find('id="verification"')
+box = page[verified:page.find("</p>", verified)]
+assert 0 <= banner < verified, "no incomplete banner above the Verified box"
+assert "NHS West Yorkshire (nhs-wy)" in page[banner:verified], "the banner does not name nhs-wy"
+assert "nhs-wy" not in box and "ncomplete" not in box, "the Verified box talks about it"
+PY
+    then
+        pass "incomplete passport: the banner names nhs-wy, above and outside the Verified box"
+    else
+        fail "incomplete passport: banner missing, misplaced or silent about nhs-wy"
+    fi
+else
+    fail "tg demo --unreachable nhs-wy did not run: $(tail -n 5 "$OUT/incomplete.log")"
+fi
+
 # Reference images for the guides: the first printed page of each, small.
 if [ "${UPDATE_DOCS:-}" = 1 ]; then
     if command -v pdftoppm >/dev/null 2>&1; then
