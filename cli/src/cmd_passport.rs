@@ -228,7 +228,7 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::passport_json(&v))?
+            serde_json::to_string_pretty(&render::passport_json(&v, &manifest))?
         );
     } else {
         print!("{}", render::passport_text(&v, &manifest));
@@ -413,7 +413,7 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         ..
     } = load_verified_at(&a.bundle, a.manifest.as_deref(), a.at)?;
     if g.json {
-        let mut j = render::passport_json(&v);
+        let mut j = render::passport_json(&v, &manifest);
         if let Some(obj) = j.as_object_mut() {
             obj.insert("verified_against".into(), serde_json::Value::String(source));
             obj.insert(

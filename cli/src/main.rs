@@ -19,6 +19,8 @@ mod outfile;
 mod render;
 mod render_audit;
 mod render_html;
+mod render_person;
+mod vocabulary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -901,6 +901,43 @@ fn three_agencies_as_separate_processes() {
             assert!(ended.stdout.contains(CW_PRISON), "{}", ended.stdout);
         }
     }
+    // The person's version of the probation DPO's report: plain words, what they agreed to
+    // and when they withdrew it, who answered and who did not (nhs-wy is down: exit 6), and
+    // no passport id.
+    let person_report = tg_run([
+        "audit",
+        "report",
+        "--profile",
+        &fed.profile(PROBATION, DPO_PROBATION),
+        "--passport",
+        &pp,
+        "--federation",
+        "--for-person",
+    ]);
+    person_report.expect_code(6);
+    let text = &person_report.stdout;
+    for needle in [
+        "Reference number ",
+        "WHAT YOU AGREED TO",
+        "you agreed that",
+        "You withdrew it on ",
+        "WHO ASKED AND WHAT WAS SHARED",
+        "shared ",
+        "INCOMPLETE: ",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the person's report lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&pp),
+        "the person's report shows the passport id"
+    );
+    assert!(
+        !text.contains(CW_PROBATION),
+        "the person's report shows a staff id"
+    );
     eprintln!(
         "three_agencies_as_separate_processes: {:.1} s",
         started.elapsed().as_secs_f64()
