@@ -21,9 +21,12 @@ pub mod cases;
 pub mod check;
 pub mod craft;
 pub mod identity;
+pub mod keyfile;
 pub mod peer;
 pub mod report;
+pub mod tls;
 pub mod vectors;
+pub mod wire;
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
