@@ -689,6 +689,7 @@ mod tests {
             categories: vec![],
             id_scheme: throughgate_protocol::identifiers::IdScheme::NiNumber,
             roles: vec![MemberRole::Requester],
+            retired_keys: vec![],
         };
         let m = Manifest {
             federation: "test".into(),
