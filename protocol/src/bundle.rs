@@ -448,8 +448,7 @@ fn verify_response_at(
             found: name(resp.consent_id.as_ref()),
         });
     }
-    let receipt_checkpoint =
-        check_receipt(&resp, query, &member.keys_valid_at(resp.as_of), cache)?;
+    let receipt_checkpoint = check_receipt(&resp, query, &member.keys_valid_at(resp.as_of), cache)?;
     let verdict = check_witnessed(&resp, &receipt_checkpoint, manifest, cache)?;
     Ok((resp, verdict, retired))
 }
