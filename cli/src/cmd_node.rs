@@ -300,6 +300,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         HomeNode {
             agency: &a.agency,
             address: &address,
+            replicas: &[],
             key: &key.public(),
         },
         &a.operator_id,
@@ -344,6 +345,8 @@ pub struct HomeNode<'a> {
     pub agency: &'a AgencyId,
     /// Its address, as `host:port`.
     pub address: &'a str,
+    /// Addresses of its other replicas.
+    pub replicas: &'a [String],
     /// Its node key (pinned).
     pub key: &'a throughgate_protocol::keys::PublicKey,
 }
@@ -369,6 +372,7 @@ pub fn write_profile(
     let profile = Profile {
         agency: home.agency.clone(),
         node_address: home.address.to_owned(),
+        replica_addresses: home.replicas.to_vec(),
         node_key: *home.key,
         person_id: person.clone(),
         key_file,

@@ -626,6 +626,7 @@ impl BenchFederation {
         let profile = crate::client::Profile {
             agency: n.id.clone(),
             node_address: n.addr.to_string(),
+            replica_addresses: Vec::new(),
             node_key: n.key.public(),
             person_id: cred.person_id,
             key_file: "caseworker.key".into(),

@@ -16,6 +16,7 @@ pub mod config;
 pub mod consent_in;
 pub mod consent_out;
 pub mod db;
+pub mod dial;
 pub mod fanout;
 pub mod holder;
 pub mod import;

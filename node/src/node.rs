@@ -179,6 +179,84 @@ impl NodeState {
     }
 }
 
+/// Loads the stored staff credentials into `trust`. Only credentials this node issued count:
+/// signed by its current key `current`, a key it has signed with before, or a key the manifest
+/// lists for it. A credential planted in the store (or in a backup) under any other key is
+/// refused and named in the log.
+fn load_staff(
+    db: &Db,
+    trust: &Trust,
+    agency: &AgencyId,
+    current: throughgate_protocol::keys::PublicKey,
+) -> Result<(), NodeError> {
+    let mut issuers = db.own_keys()?;
+    issuers.push(current);
+    if let Some(me) = trust.manifest().and_then(|m| m.member(agency).cloned()) {
+        issuers.extend(me.node_keys);
+    }
+    for s in db.all_staff()? {
+        match own_credential(&s, agency, &issuers) {
+            Ok(()) => trust.add_staff(s),
+            Err(why) => tracing::error!(
+                person = %s.body.person_id,
+                "stored staff credential refused: {why}; it was not issued by this node (check the data folder for tampering)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How often a replica looks for what other replicas of its agency changed in the shared
+/// store: staff credentials added, re-issued or withdrawn, and a newly adopted manifest.
+pub const SHARED_STATE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps a replica's in-memory trust in step with the store it shares with other replicas of
+/// its agency (PostgreSQL): within [`SHARED_STATE_POLL`], a credential withdrawn on one replica
+/// is refused by all, one issued on one is accepted by all, and a manifest adopted by one is
+/// adopted by all (verified as any other: chained, no rollback).
+async fn follow_shared_store(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(SHARED_STATE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = state.db.staff_generation().ok().flatten();
+    loop {
+        tick.tick().await;
+        match state.db.manifest() {
+            Ok(Some(env)) => {
+                let current = state.trust.manifest_envelope().map(|e| e.to_bytes());
+                if current.as_deref() != Some(env.to_bytes().as_slice()) {
+                    match state.trust.install_manifest(&env) {
+                        Ok(m) => tracing::info!(
+                            version = m.version,
+                            "adopted the manifest another replica stored"
+                        ),
+                        Err(e) => tracing::debug!(error = %e, "stored manifest not adopted"),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the shared manifest"),
+        }
+        let generation = match state.db.staff_generation() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the shared staff generation");
+                continue;
+            }
+        };
+        if generation != seen {
+            match load_staff(
+                &state.db,
+                &state.trust,
+                &state.agency,
+                state.key.current().public(),
+            ) {
+                Ok(()) => seen = generation,
+                Err(e) => tracing::warn!(error = %e, "could not reload shared staff credentials"),
+            }
+        }
+    }
+}
+
 /// Whether a stored credential is one this node issued: for this agency, signed in role
 /// `node` by one of `issuers`, and the very body stored with it.
 fn own_credential(
@@ -245,23 +323,7 @@ impl Node {
                 tracing::warn!(error = %e, "stored manifest not usable");
             }
         }
-        // Only credentials this node issued: signed by its current key, a key it has signed
-        // with before, or a key the manifest lists for it. A credential planted in the store
-        // (or in a backup) under any other key is refused and named in the log.
-        let mut issuers = db.own_keys()?;
-        issuers.push(key.public());
-        if let Some(me) = trust.manifest().and_then(|m| m.member(&agency).cloned()) {
-            issuers.extend(me.node_keys);
-        }
-        for s in db.all_staff()? {
-            match own_credential(&s, &agency, &issuers) {
-                Ok(()) => trust.add_staff(s),
-                Err(why) => tracing::error!(
-                    person = %s.body.person_id,
-                    "stored staff credential refused: {why}; it was not issued by this node (check the data folder for tampering)"
-                ),
-            }
-        }
+        load_staff(&db, &trust, &agency, key.public())?;
         let identity = TlsIdentity::new(&key, agency.as_str())?;
         let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
         let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
@@ -434,6 +496,10 @@ impl Node {
             .push(tokio::spawn(crate::outbox::run(self.state.clone())));
         self.tasks
             .push(tokio::spawn(housekeeping(self.state.clone())));
+        if self.state.config.storage.backend == crate::config::Backend::Postgres {
+            self.tasks
+                .push(tokio::spawn(follow_shared_store(self.state.clone())));
+        }
         tracing::info!(agency = %self.state.agency, addr = ?self.endpoint.local_addr().ok(), "node serving");
         Ok(())
     }

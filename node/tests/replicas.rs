@@ -365,3 +365,197 @@ async fn a_database_outage_under_load_discloses_nothing_and_the_holder_recovers_
     fed.shutdown().await;
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caseworker_whose_home_replica_died_reaches_the_other_through_the_profile_or_the_manifest(
+) {
+    use throughgate_node::client::{HomeClient, Profile};
+    let Some(cluster) = pg::cluster("a_caseworker_whose_home_replica_died") else {
+        return;
+    };
+    let url = cluster.create_database("probation").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        limits: Limits {
+            request_timeout_ms: 6000,
+            ..Limits::default()
+        },
+        postgres: BTreeMap::from([("probation-yorks".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let (plan, _) = granted_plan(&fed).await;
+    let replica = fed.start_replica("probation-yorks").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    // Replica 1 is reached through a relay that can go silent (killed without a word).
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = cuttable_relay(fed.node("probation-yorks").unwrap().addr, cut.clone()).await;
+
+    // A profile naming replica 1, with replica 2 as a further address; and a profile naming
+    // replica 1 only, whose trusted manifest lists both replicas of its home agency.
+    let tmp = tempfile::tempdir().unwrap();
+    let listed = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-listed",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let listed = Profile {
+        node_address: first.to_string(),
+        replica_addresses: vec![second.to_string()],
+        ..listed
+    };
+    let mut next = next_manifest(&fed.manifest_body, fed.now());
+    next.members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap()
+        .addresses = vec![first.to_string(), second.to_string()];
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&next, &[&fed.governance]))
+        .await
+        .unwrap();
+    op.close().await;
+    wait_manifest_everywhere(&fed, next.version).await;
+    let from_manifest = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-manifest",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let from_manifest = Profile {
+        node_address: first.to_string(),
+        ..from_manifest
+    };
+    // Replica 2 knows both credentials issued on replica 1, whichever replica a race picks.
+    for p in [&listed, &from_manifest] {
+        let key = throughgate_node::keyfile::read_secret_key(&p.key_path())
+            .unwrap()
+            .public();
+        wait_for(|| replica.state().trust.principal(&key).is_some()).await;
+    }
+    // While replica 1 answers, both profiles use it.
+    for p in [&listed, &from_manifest] {
+        let c = HomeClient::connect_profile(p).await.unwrap();
+        let (_, v) = assemble(&c, &plan.passport_id).await;
+        assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+        c.close().await;
+    }
+
+    // Replica 1 goes silent: each profile's next command is served by replica 2, within the
+    // connection deadline.
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    for p in [&listed, &from_manifest] {
+        let c = HomeClient::connect_profile(p)
+            .await
+            .expect("connected to the live replica");
+        let (_, v) = assemble(&c, &plan.passport_id).await;
+        assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+        c.close().await;
+    }
+    // A profile that names only the dead replica and has no manifest to learn others from
+    // cannot connect: the failover comes from the addresses above.
+    std::fs::remove_file(from_manifest.manifest_cache_path()).unwrap();
+    assert!(HomeClient::connect_profile(&from_manifest).await.is_err());
+    replica.shutdown().await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+/// Polls `ready` until it holds, for at most 30 s (the state it waits for is polled by the
+/// node every second).
+async fn wait_for(ready: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_issued_or_withdrawn_on_one_replica_is_honoured_by_the_other() {
+    use throughgate_node::client::HomeClient;
+    let Some(cluster) = pg::cluster("a_credential_issued_or_withdrawn_on_one_replica") else {
+        return;
+    };
+    let url = cluster.create_database("probation").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        postgres: BTreeMap::from([("probation-yorks".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let replica = fed.start_replica("probation-yorks").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    // Issued on replica 1 after replica 2 started: replica 2 accepts it.
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-moving",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let key = throughgate_node::keyfile::read_secret_key(&profile.key_path())
+        .unwrap()
+        .public();
+    wait_for(|| replica.state().trust.principal(&key).is_some()).await;
+    let on_second = throughgate_node::client::Profile {
+        node_address: second.to_string(),
+        ..profile.clone()
+    };
+    let c = HomeClient::connect_profile(&on_second).await.unwrap();
+    c.status().await.unwrap();
+
+    // Withdrawn on replica 1: replica 2 refuses it, on the connection already open and on a
+    // new one.
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.revoke_staff(&profile.person_id).await.unwrap();
+    op.close().await;
+    wait_for(|| replica.state().trust.principal(&key).is_none()).await;
+    assert!(c.status().await.is_err(), "the open connection is refused");
+    c.close().await;
+    let refused = match HomeClient::connect_profile(&on_second).await {
+        Ok(c) => c.status().await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("withdrawn"), "{refused}");
+
+    // A manifest adopted through replica 1 is adopted by replica 2.
+    let next = next_manifest(&fed.manifest_body, fed.now());
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&next, &[&fed.governance]))
+        .await
+        .unwrap();
+    op.close().await;
+    wait_for(|| {
+        replica
+            .state()
+            .trust
+            .manifest()
+            .is_some_and(|m| m.version == next.version)
+    })
+    .await;
+    replica.shutdown().await;
+    fed.shutdown().await;
+    drop(cluster);
+}

@@ -285,3 +285,54 @@ pub async fn raw_query(
     let got = recv.read_to_end(1 << 22).await.unwrap();
     throughgate_protocol::envelope::Envelope::from_bytes(&got[4..], 1 << 22).unwrap()
 }
+
+/// Writes the key, credential, profile and trusted manifest of a new member of staff of
+/// `agency` holding `role` into `dir`, as `tg staff add` does; returns the profile.
+pub async fn staff_profile(
+    fed: &LocalFederation,
+    agency: &str,
+    id: &str,
+    role: StaffRole,
+    dir: &std::path::Path,
+) -> throughgate_node::client::Profile {
+    use throughgate_protocol::ids::PersonId;
+    use throughgate_protocol::messages::{ClientOp, ClientResponse};
+    let op = fed.client(agency, StaffRole::Operator).await.unwrap();
+    let key = SecretKey::generate();
+    let ClientResponse::Credential(cred) = op
+        .call(ClientOp::AddStaff {
+            person_id: PersonId::new(id).unwrap(),
+            display_name: "A Caseworker".into(),
+            roles: vec![role],
+            public_key: key.public(),
+            valid_days: 30,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("AddStaff answered with something other than a credential")
+    };
+    let (manifest, _) = op.manifest().await.unwrap();
+    op.close().await;
+    let n = fed.node(agency).unwrap();
+    throughgate_node::keyfile::write_secret_key(&dir.join(format!("{id}.key")), &key).unwrap();
+    throughgate_node::keyfile::write_private_file(
+        &dir.join(format!("{id}.cred")),
+        &cred.to_bytes(),
+    )
+    .unwrap();
+    let profile = throughgate_node::client::Profile {
+        agency: n.id.clone(),
+        node_address: n.addr.to_string(),
+        replica_addresses: Vec::new(),
+        node_key: n.key.public(),
+        person_id: PersonId::new(id).unwrap(),
+        key_file: format!("{id}.key").into(),
+        credential_file: format!("{id}.cred").into(),
+        base_dir: dir.to_path_buf(),
+    };
+    let path = dir.join(format!("{id}.profile.toml"));
+    std::fs::write(&path, profile.to_toml()).unwrap();
+    std::fs::write(profile.manifest_cache_path(), manifest.to_bytes()).unwrap();
+    throughgate_node::client::Profile::load(&path).unwrap()
+}
