@@ -247,6 +247,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         },
         consent: throughgate_node::config::ConsentRules::default(),
         records: throughgate_node::config::RecordsRules::default(),
+        quic: throughgate_node::config::Quic::default(),
         base_dir: dir.clone(),
     };
     crate::outfile::write(

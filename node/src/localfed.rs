@@ -312,6 +312,7 @@ impl LocalFederation {
                 },
                 consent: opts.consent.clone(),
                 records: crate::config::RecordsRules::default(),
+                quic: crate::config::Quic::default(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();

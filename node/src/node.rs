@@ -325,10 +325,15 @@ impl Node {
         }
         load_staff(&db, &trust, &agency, key.public())?;
         let identity = TlsIdentity::new(&key, agency.as_str())?;
-        let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
+        let server = tls::server_config(
+            &identity,
+            trust.clone(),
+            &config.limits,
+            config.quic.migration,
+        )?;
         let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
         let addr = config.listen;
-        let endpoint = bind_endpoint(&key, server, addr)?;
+        let endpoint = bind_endpoint(&key, config.quic.replica.as_deref(), server, addr)?;
         let peers = Peers::new(
             endpoint.clone(),
             client,
@@ -541,17 +546,17 @@ impl Node {
 /// Binds the QUIC endpoint. Its stateless-reset key and connection-id key are derived from the
 /// node key, so after a restart (even a crash) the node can tell peers that their old
 /// connection is gone and they reconnect at once instead of waiting for an idle timeout.
+/// Binds the node's endpoint. Its stateless-reset and connection-id keys are derived from the
+/// node key (so a restarted node can reset connections it held before) and, for a named
+/// replica, from its name as well (so replicas sharing one address cannot reset each other's).
 fn bind_endpoint(
     key: &SecretKey,
+    replica: Option<&str>,
     server: quinn::ServerConfig,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, NodeError> {
-    use sha2::{Digest, Sha256};
     let bind_err = |source| NodeError::Bind { addr, source };
-    let mut h = Sha256::new();
-    h.update(b"throughgate/1 stateless-reset key\x00");
-    h.update(key.seed());
-    let derived = h.finalize();
+    let derived = reset_secret(key, replica);
     let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived);
     let mut config = quinn::EndpointConfig::new(Arc::new(reset));
     // Connection ids must also validate across restarts, or packets for an old connection are
@@ -569,6 +574,19 @@ fn bind_endpoint(
         ))
     })?;
     quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(bind_err)
+}
+
+/// The secret an endpoint's stateless-reset and connection-id keys come from.
+fn reset_secret(key: &SecretKey, replica: Option<&str>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"throughgate/1 stateless-reset key\x00");
+    h.update(key.seed());
+    if let Some(name) = replica {
+        h.update(b"\x00replica\x00");
+        h.update(name.as_bytes());
+    }
+    h.finalize().into()
 }
 
 /// Periodic chores: prune the replay cache; log consents that have expired.
@@ -687,4 +705,29 @@ pub async fn log_expiries(state: &NodeState) -> Result<usize, NodeError> {
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_named_apart_derive_different_reset_secrets_and_an_unnamed_node_keeps_its_own() {
+        use sha2::{Digest, Sha256};
+        let key = SecretKey::from_seed(&[9; 32]);
+        let unnamed = reset_secret(&key, None);
+        let mut h = Sha256::new();
+        h.update(b"throughgate/1 stateless-reset key\x00");
+        h.update(key.seed());
+        let before: [u8; 32] = h.finalize().into();
+        assert_eq!(
+            unnamed, before,
+            "a node without a replica name resets as before"
+        );
+        let a = reset_secret(&key, Some("a"));
+        let b = reset_secret(&key, Some("b"));
+        assert_ne!(a, b);
+        assert_ne!(a, unnamed);
+        assert_eq!(a, reset_secret(&key, Some("a")), "stable across restarts");
+    }
 }
