@@ -365,7 +365,11 @@ impl Node {
                 config.limits.max_connections_per_peer,
                 config.limits.max_connections,
             ),
-            consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
+            consent_limits: if config.storage.backend == crate::config::Backend::Postgres {
+                crate::ratelimit::ConsentLimits::shared(&config.consent, db.clone())
+            } else {
+                crate::ratelimit::ConsentLimits::new(&config.consent)
+            },
             budgets: crate::budget::Budgets::new(
                 config.limits.max_request_bytes_per_connection,
                 config.limits.max_request_bytes_per_key,

@@ -35,6 +35,7 @@
 //! | `rst/pending` | a restore's note (backup time, log sizes), until the first start logs it |
 //! | `imp/{import_id}` | an [`ImportJournal`]: an import (or sync) checked in full and being stored in chunks, then for a sync its absent records deleted |
 
+mod allowance;
 mod audit;
 mod consents;
 mod imports;
