@@ -174,7 +174,7 @@ impl NodeState {
     /// Verifies, adopts and persists a manifest.
     pub fn adopt_manifest(&self, env: &Envelope) -> Result<Arc<Manifest>, NodeError> {
         let m = self.trust.install_manifest(env)?;
-        self.db.put_manifest(env)?;
+        self.db.put_manifest(env, m.version)?;
         Ok(m)
     }
 }
