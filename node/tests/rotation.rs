@@ -20,7 +20,7 @@ use throughgate_protocol::messages::{ClientOp, ClientResponse};
 /// Writes a caseworker's key, credential, profile and trusted manifest into `dir`, as
 /// `tg staff add` does; returns the profile.
 async fn make_profile(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     id: &str,
     dir: &std::path::Path,
@@ -30,7 +30,7 @@ async fn make_profile(
 
 /// [`make_profile`] for a member of staff holding `role`.
 async fn make_profile_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     id: &str,
     role: StaffRole,
