@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use throughgate_node::agencies::demo_agency;
 use throughgate_node::backup::BackupError;
 use throughgate_node::client::Profile;
 use throughgate_node::client_api::issue_credential;
@@ -15,7 +14,6 @@ use throughgate_node::clock::Clock;
 use throughgate_node::config::{Limits, NodeConfig};
 use throughgate_node::db::Db;
 use throughgate_node::keyfile::{read_secret_key, write_private_file, write_secret_key};
-use throughgate_node::localfed::demo_policy_text;
 use throughgate_node::node::{Node, NodeOptions};
 use throughgate_node::policy::Policy;
 use throughgate_node::store::Store;
@@ -27,6 +25,8 @@ use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Member, MemberRole, Sector};
 use throughgate_protocol::messages::{ClientOp, ClientResponse};
+use throughgate_testkit::agencies::demo_agency;
+use throughgate_testkit::localfed::demo_policy_text;
 
 use crate::cmd_manifest::MemberFile;
 use crate::Global;
@@ -169,7 +169,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             anyhow!(
                 "--demo-agency: {} is not a demo agency; the demo agencies are {}",
                 a.agency,
-                throughgate_node::agencies::DEMO_AGENCIES
+                throughgate_testkit::agencies::DEMO_AGENCIES
                     .iter()
                     .map(|d| d.id)
                     .collect::<Vec<_>>()

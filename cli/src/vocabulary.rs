@@ -384,8 +384,8 @@ mod tests {
     fn every_kind_and_code_in_the_demo_data_is_declared() {
         // Every record kind and coded value the synthetic agencies hold has its label in the
         // table, so the demo's passport shows no code and no fallback.
-        use throughgate_node::agencies::demo_agencies;
-        use throughgate_node::synth::{generate_population, records_for, SynthConfig};
+        use throughgate_testkit::agencies::demo_agencies;
+        use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
         let config = SynthConfig::new(2026, 200, Date::parse("2026-12-07").unwrap());
         let population = generate_population(&config);
         let v = vocabulary();

@@ -15,8 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
 use throughgate_node::db::Db;
-use throughgate_node::pgcluster::TempCluster;
 use throughgate_node::store::PostgresStore;
+use throughgate_testkit::pgcluster::TempCluster;
 
 fn tg<I, S>(args: I) -> Output
 where
@@ -293,7 +293,7 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_resto
 
 #[test]
 fn bench_runs_every_node_on_postgresql_past_the_hourly_consent_limit() {
-    if let Err(e) = throughgate_node::pgcluster::find_binaries() {
+    if let Err(e) = throughgate_testkit::pgcluster::find_binaries() {
         assert!(!in_ci(), "PostgreSQL is missing under CI: {e}");
         let _ = writeln!(std::io::stderr(), "SKIP: bench on postgres: {e}");
         return;

@@ -13,14 +13,14 @@ use throughgate_conformance::{
 };
 use throughgate_node::config::Limits;
 use throughgate_node::keyfile::write_secret_key;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
-use throughgate_node::synth::person_records;
 use throughgate_protocol::category::Category;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Member, MemberRole, Sector};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::person_records;
 
 /// Cases that fail against the project's own node because the node is wrong, each with where
 /// and why. They stay strict in the suite; this test expects them to fail (and fails itself
@@ -47,7 +47,7 @@ fn member(id: &str, sector: Sector, key: &SecretKey) -> Member {
 
 /// Makes sure every node trusts a manifest listing the suite's members.
 ///
-/// Workaround: `LocalFederation::start` (node/src/localfed.rs) currently ignores
+/// Workaround: `LocalFederation::start` (testkit/src/localfed.rs) currently ignores
 /// `FedOptions.extra_members`, so the test publishes manifest version n+1 with them, signed by
 /// the federation's governance key, and every node adopts it (as it would from a peer). When
 /// the federation already lists them, this does nothing.

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use throughgate_node::localfed::LocalFederation;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{HolderStatus, Outcome};
+use throughgate_testkit::localfed::LocalFederation;
 use tokio::net::UdpSocket;
 
 /// What the relay does to each datagram.
@@ -326,7 +326,7 @@ async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
         peer_burst: 400,
         ..Default::default()
     };
-    let fed = LocalFederation::start(throughgate_node::localfed::FedOptions {
+    let fed = LocalFederation::start(throughgate_testkit::localfed::FedOptions {
         people: 60,
         limits,
         ..Default::default()

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::*;
 use throughgate_node::config::Limits;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{AckSubject, Outcome};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {

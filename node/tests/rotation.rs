@@ -19,7 +19,7 @@ use throughgate_protocol::messages::{ClientOp, ClientResponse};
 
 /// Writes a caseworker's key, credential, profile and trusted manifest into `dir`.
 async fn make_profile(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     id: &str,
     dir: &std::path::Path,

@@ -18,7 +18,7 @@ use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::messages::{ClientOp, ClientResponse, ErrorCode, StaffSummary};
 
 async fn connect_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     key: &SecretKey,
     credential: throughgate_protocol::envelope::Envelope,

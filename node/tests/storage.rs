@@ -13,13 +13,13 @@ use throughgate_node::clock::Clock;
 use throughgate_node::db::Db;
 use throughgate_node::keyring::NodeKey;
 use throughgate_node::metrics::Metrics;
-use throughgate_node::pgcluster::TempCluster;
 use throughgate_node::store::{MemoryStore, PostgresStore, SledStore, Store, WriteBatch};
 use throughgate_protocol::audit::{verify_receipt, AuditEvent, Receipt};
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::ids::{AgencyId, PassportId, PersonId, QueryId};
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::time::Timestamp;
+use throughgate_testkit::pgcluster::TempCluster;
 
 /// A store under test and what keeps it alive; `replica` opens another handle on the same
 /// data, as a second node process would (the same handle where only one process may open it).

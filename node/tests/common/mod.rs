@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use throughgate_node::client::{ClientError, ConsentPlan, HomeClient};
 use throughgate_node::config::Limits;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_node::node::NodeState;
-use throughgate_node::synth::SyntheticPerson;
 use throughgate_node::tls::{client_config, PinnedServer, TlsIdentity};
 use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle};
 use throughgate_protocol::category::{Category, Purpose};
@@ -27,6 +25,8 @@ use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::messages::{AckSubject, DeliveryState};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::SyntheticPerson;
 
 pub const ALL: [&str; 6] = [
     "hmp-leeds",
