@@ -136,6 +136,8 @@ pub struct FedOptions {
     /// Agencies whose nodes keep their state in PostgreSQL: agency id to database URL (one
     /// database per agency). The others use `storage` as given.
     pub postgres: BTreeMap<String, String>,
+    /// Every node's QUIC settings.
+    pub quic: crate::config::Quic,
 }
 
 impl Default for FedOptions {
@@ -154,6 +156,7 @@ impl Default for FedOptions {
             storage: crate::config::Storage::default(),
             consent: crate::config::ConsentRules::default(),
             postgres: BTreeMap::new(),
+            quic: crate::config::Quic::default(),
         }
     }
 }
@@ -312,7 +315,7 @@ impl LocalFederation {
                 },
                 consent: opts.consent.clone(),
                 records: crate::config::RecordsRules::default(),
-                quic: crate::config::Quic::default(),
+                quic: opts.quic.clone(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();
