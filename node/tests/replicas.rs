@@ -85,6 +85,37 @@ async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
     assert_eq!(sizes[1], sizes[0] + 1, "both replicas see one log");
     // Eight passports each logged their queries: the log holds at least those entries.
     assert!(sizes[0] >= 8, "{sizes:?}");
+    // Witnesses see one log: both replicas offer their newest checkpoints to every peer, and
+    // no peer finds a fork.
+    fed.witness_round().await;
+    throughgate_node::audit::witness::offer_all(replica.state()).await;
+    fed.witness_round().await;
+    for n in &fed.nodes {
+        let alarms = n
+            .node
+            .as_ref()
+            .unwrap()
+            .state()
+            .witness_alarms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(alarms, 0, "{} saw a fork", n.id);
+        if n.id.as_str() != "probation-yorks" {
+            // ...and each peer did witness the log, at the size both replicas reached.
+            let seen = n
+                .node
+                .as_ref()
+                .unwrap()
+                .state()
+                .db
+                .witnessed(&agency("probation-yorks"))
+                .unwrap();
+            assert!(
+                seen.as_ref().is_some_and(|(size, _)| *size >= sizes[0]),
+                "{} witnessed {seen:?}",
+                n.id
+            );
+        }
+    }
     replica.shutdown().await;
     fed.stop("probation-yorks").await;
     fed.shutdown().await;
