@@ -482,14 +482,22 @@ async fn status(g: &Global) -> Result<u8> {
         ClientResponse::Status(s) => s,
         _ => bail!("unexpected answer from the home node"),
     };
+    let reached = client.remote_address();
     client.close().await;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        // The node's status, and the address that answered (which replica, when the profile
+        // or manifest lists several).
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("reached".into(), reached.to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{} ({}) running throughgate {}",
             s.agency, s.name, s.software
         );
+        println!("  reached         {reached}");
         println!("  node key        {}", s.key_fingerprint);
         println!("  started         {}", s.started_at);
         println!(

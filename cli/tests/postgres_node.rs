@@ -204,6 +204,9 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_resto
     assert_eq!(first["agency"], "dwp", "{first}");
     assert_eq!(second["agency"], "dwp", "{second}");
     assert_eq!(first["key_fingerprint"], second["key_fingerprint"]);
+    // Each status names the replica that answered it.
+    assert_eq!(first["reached"], format!("127.0.0.1:{port}"), "{first}");
+    assert_eq!(second["reached"], format!("127.0.0.1:{port2}"), "{second}");
     assert_eq!(first["manifest_version"], second["manifest_version"]);
     // One log in the database, signed with the agency's key, verifying whole.
     let db = Db::new(Arc::new(PostgresStore::open(&url).unwrap()));

@@ -145,17 +145,10 @@ impl HomeClient {
         // With a verified manifest to anchor on, a key not yet known is let through the
         // handshake only to fetch the node's manifest, which must chain from the cached one
         // (governance threshold, no rollback) and list that key for the home agency.
-        // Where to find the home node: the profile's addresses, then any other the verified
-        // manifest lists for the home agency (its replicas), raced.
-        let mut names = profile.addresses();
-        if let Some(m) = cached.as_ref().and_then(|m| m.member(&profile.agency)) {
-            for a in &m.addresses {
-                if !names.contains(&a.as_str()) {
-                    names.push(a);
-                }
-            }
-        }
-        let (addrs, unresolved) = crate::dial::resolve_all(names.iter().copied()).await;
+        // Where to find the home node: the profile's addresses (its replicas), raced. Only
+        // these: a profile naming one replica reaches that one or none, so an operator asking
+        // a given replica is never answered by another.
+        let (addrs, unresolved) = crate::dial::resolve_all(profile.addresses()).await;
         let shown = profile.addresses().join(", ");
         if addrs.is_empty() {
             return Err(ClientError::Connect {
@@ -334,6 +327,11 @@ impl HomeClient {
             sig_cache: Default::default(),
             credential_refreshed: None,
         })
+    }
+
+    /// The address this client reached: with several replicas, the one that answered first.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
     }
 
     /// Whether connecting picked up a credential the node re-issued under its current key:
