@@ -253,7 +253,10 @@ async fn refuse_staff(state: &NodeState, conn: &quinn::Connection, why: &str) {
     let _ = tokio::time::timeout(timeout, async {
         if let Ok((mut send, _recv)) = conn.accept_bi().await {
             reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
-            let _ = send.stopped().await;
+            // Closing as soon as the answer is acknowledged can still discard it at the caller
+            // before it is read (a closed connection fails its streams' reads): wait for the
+            // caller to close, having read it, up to the deadline.
+            let _ = conn.closed().await;
         }
     })
     .await;
