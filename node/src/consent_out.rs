@@ -199,7 +199,7 @@ pub async fn record(
             .consent_gate
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.db.enqueue(items, writes, now)?;
+        state.outbox.enqueue(items, writes, now)?;
         let mut p = Vec::new();
         if let Some(ev) =
             crate::consent_in::superseded_event(state, consent.supersedes.as_ref(), &event)?
@@ -209,7 +209,6 @@ pub async fn record(
         p.push(state.audit.submit(AuditEvent::ConsentRecorded(event)));
         p
     };
-    state.outbox_wake.notify_one();
     tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
     for p in pending {
         p.wait()
@@ -403,10 +402,9 @@ pub async fn revoke(
             .consent_gate
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.db.enqueue(items, writes, now)?;
+        state.outbox.enqueue(items, writes, now)?;
         state.audit.submit(AuditEvent::ConsentRevoked(event))
     };
-    state.outbox_wake.notify_one();
     tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
     pending
         .wait()

@@ -10,7 +10,6 @@ use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Manifest, ManifestError};
 use throughgate_protocol::messages::{ErrorBody, ErrorCode};
 use throughgate_protocol::time::Timestamp;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditError, AuditLog};
@@ -86,8 +85,8 @@ pub struct NodeState {
     pub policy: RwLock<Arc<Policy>>,
     /// Outgoing connections.
     pub peers: Peers,
-    /// Wakes the outbox worker.
-    pub outbox_wake: Notify,
+    /// The delivery queue; queueing through it wakes the outbox worker.
+    pub outbox: crate::outbox::Outbox,
     /// When the node started.
     pub started_at: Timestamp,
     /// The audit log.
@@ -376,6 +375,7 @@ impl Node {
                 config.limits.max_request_bytes_per_node,
             ),
             consent_gate: std::sync::RwLock::new(()),
+            outbox: crate::outbox::Outbox::new(db.clone()),
             records_writer: Arc::new(tokio::sync::Mutex::new(())),
             sig_cache: Default::default(),
             audit,
@@ -391,7 +391,6 @@ impl Node {
             clock,
             policy: RwLock::new(Arc::new(policy)),
             peers,
-            outbox_wake: Notify::new(),
         });
         Ok(Node {
             state,

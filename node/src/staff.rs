@@ -133,10 +133,9 @@ async fn withdraw(
         })
         .collect();
     state
-        .db
+        .outbox
         .enqueue(items, crate::store::WriteBatch::new(), now)
         .map_err(internal)?;
-    state.outbox_wake.notify_one();
     log_by(
         state,
         operator,
