@@ -108,8 +108,8 @@ pub struct NodeState {
     pub consent_limits: crate::ratelimit::ConsentLimits,
     /// Request bytes in flight per connection, per key and for the node.
     pub budgets: Arc<crate::budget::Budgets>,
-    /// Orders consent decisions against consent status changes (see `holder.rs`).
-    pub consent_gate: std::sync::RwLock<()>,
+    /// Orders consent decisions against consent status changes.
+    pub consent_gate: crate::consent_gate::ConsentGate,
     /// Held by whatever changes the record store (imports, syncs, deletions) from its check
     /// to its last write, so that a sync's plan still holds when it is applied.
     pub records_writer: Arc<tokio::sync::Mutex<()>>,
@@ -374,7 +374,7 @@ impl Node {
                 config.limits.max_request_bytes_per_key,
                 config.limits.max_request_bytes_per_node,
             ),
-            consent_gate: std::sync::RwLock::new(()),
+            consent_gate: crate::consent_gate::ConsentGate::new(),
             outbox: crate::outbox::Outbox::new(db.clone()),
             records_writer: Arc::new(tokio::sync::Mutex::new(())),
             sig_cache: Default::default(),
