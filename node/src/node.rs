@@ -8,7 +8,7 @@ use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Manifest, ManifestError};
-use throughgate_protocol::messages::{ErrorBody, ErrorCode};
+use throughgate_protocol::messages::{ErrorBody, ErrorCode, NodeStatus};
 use throughgate_protocol::time::Timestamp;
 use tokio::task::JoinHandle;
 
@@ -49,6 +49,17 @@ pub enum NodeError {
     /// The node has no manifest yet.
     #[error("no current federation manifest (none stored, or the stored one expired): put a valid one at the config's `manifest_file` and start again")]
     NoManifest,
+}
+
+/// Why a node could not report its status.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStatusError {
+    /// The node has no current manifest.
+    #[error("node has no manifest")]
+    NoManifest,
+    /// Storage failed while counting.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What a node needs to start.
@@ -168,6 +179,41 @@ impl NodeState {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Checks that a message from `peer` is signed by one of its node keys in the trusted
+    /// manifest (see [`Trust::check_peer_signed`]); otherwise returns the signed error to
+    /// answer with.
+    pub fn check_peer_signed(
+        &self,
+        peer: &AgencyId,
+        env: &Envelope,
+    ) -> Result<Arc<Manifest>, Envelope> {
+        self.trust
+            .check_peer_signed(peer, env)
+            .map_err(|(code, why)| self.error(code, why))
+    }
+
+    /// What the node reports about itself: identity, key, manifest, counts, start time.
+    pub fn status(&self) -> Result<NodeStatus, NodeStatusError> {
+        let manifest = self.manifest().ok_or(NodeStatusError::NoManifest)?;
+        let name = manifest
+            .member(&self.agency)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        Ok(NodeStatus {
+            agency: self.agency.clone(),
+            name,
+            software: env!("CARGO_PKG_VERSION").into(),
+            key_fingerprint: self.key.current().public().fingerprint(),
+            manifest_version: manifest.version,
+            manifest_expires_at: manifest.expires_at,
+            records: self.db.record_count()?,
+            consents: self.db.consent_count()?,
+            outbox_pending: self.db.outbox_len()?,
+            started_at: self.started_at,
+            max_consent_days: self.config.consent.max_validity_days,
+        })
     }
 
     /// Verifies, adopts and persists a manifest.
