@@ -24,14 +24,13 @@ use throughgate_protocol::manifest::Manifest;
 use crate::audit::Verification;
 use crate::config::NodeConfig;
 use crate::db::Db;
+pub use crate::db::{RestoreNote, RESTORED_KEY};
 use crate::store::{SledStore, Store, StoreError, WriteBatch};
 
 const MAGIC: &[u8] = b"THROUGHGATE-BACKUP/2\n";
 const TRAILER: &[u8] = b"END";
 /// The domain of a backup's signature.
 const SIGNING_DOMAIN: &[u8] = b"throughgate/2 backup\x00";
-/// A store key written by a restore and removed once the first start has logged the restore.
-pub const RESTORED_KEY: &[u8] = b"rst/pending";
 const MAX_KEY: usize = 64 * 1024;
 const MAX_VALUE: usize = 64 * 1024 * 1024;
 const MAX_META: usize = 64 * 1024;
@@ -384,32 +383,6 @@ pub struct Restored {
     pub moved_aside: Option<PathBuf>,
     /// The restored audit log's full verification.
     pub verification: Verification,
-}
-
-/// What the first start after a restore logs (stored under [`RESTORED_KEY`] by the restore).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreNote {
-    /// When the backup was taken (RFC 3339, from the signed backup).
-    pub taken_at: String,
-    /// When it was restored.
-    pub restored_at: throughgate_protocol::time::Timestamp,
-    /// The audit log's size in the data folder the restore replaced, if there was one.
-    pub log_size_before: Option<u64>,
-    /// The restored audit log's size.
-    pub log_size_after: u64,
-}
-
-impl RestoreNote {
-    /// The words of the audit entry (sizes and times only).
-    pub fn describe(&self) -> String {
-        format!(
-            "restored from a backup taken {}; audit log size before {}, after {}",
-            self.taken_at,
-            self.log_size_before
-                .map_or_else(|| "unknown (no data folder)".to_owned(), |n| n.to_string()),
-            self.log_size_after
-        )
-    }
 }
 
 /// Checks what a restore wrote: every staff credential is this agency's, decodes to the body

@@ -8,7 +8,7 @@ use throughgate_protocol::consent::{ConsentRevocation, ConsentStatus};
 use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{
-    ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode, NodeStatus,
+    ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode,
 };
 
 use crate::db::StoredStaff;
@@ -17,8 +17,6 @@ use crate::transport::write_envelope;
 
 /// How far a request's timestamp may be from the node's clock, in seconds.
 const CLIENT_SKEW_SECS: u64 = 300;
-/// Longest credential a node issues, in days.
-pub const MAX_CREDENTIAL_DAYS: u32 = 400;
 
 /// Handles one client request; writes progress frames to `send` for assemblies and returns the
 /// final answer.
@@ -488,20 +486,6 @@ fn list_consents(state: &NodeState, f: &ConsentFilter) -> OpResult {
     Ok(ClientResponse::Consents(list))
 }
 
-/// Issues and stores a credential (used by the API and by `tg node init`).
-pub fn issue_credential(
-    state_key: &throughgate_protocol::keys::SecretKey,
-    credential: Credential,
-) -> StoredStaff {
-    let env = Envelope::seal(&credential, &[(SignerRole::Node, state_key)]);
-    StoredStaff {
-        credential: env,
-        body: credential,
-        revoked_at: None,
-        revoked_by: None,
-    }
-}
-
 async fn add_staff(
     state: &NodeState,
     person_id: throughgate_protocol::ids::PersonId,
@@ -525,10 +509,13 @@ async fn add_staff(
             "give at least one role: caseworker, dpo or operator".into(),
         ));
     }
-    if valid_days == 0 || valid_days > MAX_CREDENTIAL_DAYS {
+    if valid_days == 0 || valid_days > crate::staff::MAX_CREDENTIAL_DAYS {
         return Err((
             ErrorCode::BadRequest,
-            format!("valid days must be between 1 and {MAX_CREDENTIAL_DAYS}"),
+            format!(
+                "valid days must be between 1 and {}",
+                crate::staff::MAX_CREDENTIAL_DAYS
+            ),
         ));
     }
     if state
@@ -573,7 +560,7 @@ async fn add_staff(
         not_before: now,
         not_after: now.plus_secs(u64::from(valid_days) * 86_400),
     };
-    let staff = issue_credential(&state.key.current(), cred);
+    let staff = crate::staff::issue_credential(&state.key.current(), cred);
     state.db.put_staff(&staff).map_err(internal)?;
     state.trust.add_staff(staff.clone());
     state
@@ -601,24 +588,11 @@ fn list_staff(state: &NodeState) -> OpResult {
 
 /// The node's status.
 pub fn status(state: &NodeState) -> OpResult {
-    let manifest = state
-        .manifest()
-        .ok_or((ErrorCode::Internal, "node has no manifest".into()))?;
-    let name = manifest
-        .member(&state.agency)
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
-    Ok(ClientResponse::Status(NodeStatus {
-        agency: state.agency.clone(),
-        name,
-        software: env!("CARGO_PKG_VERSION").into(),
-        key_fingerprint: state.key.current().public().fingerprint(),
-        manifest_version: manifest.version,
-        manifest_expires_at: manifest.expires_at,
-        records: state.db.record_count().map_err(internal)?,
-        consents: state.db.consent_count().map_err(internal)?,
-        outbox_pending: state.db.outbox_len().map_err(internal)?,
-        started_at: state.started_at,
-        max_consent_days: state.config.consent.max_validity_days,
-    }))
+    match state.status() {
+        Ok(status) => Ok(ClientResponse::Status(status)),
+        Err(crate::node::NodeStatusError::NoManifest) => {
+            Err((ErrorCode::Internal, "node has no manifest".into()))
+        }
+        Err(crate::node::NodeStatusError::Store(e)) => Err(internal(e)),
+    }
 }

@@ -105,16 +105,13 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
     };
     let now = state.clock.now();
     // Exclusively: the passport's subject is read and fixed here, and a supersession or a
-    // pending revocation changes a consent's status (see `holder.rs`).
-    let (linkage, changed, pending) = {
-        let _gate = state
-            .consent_gate
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match register(state, &grant.consent, consent, identifier, now) {
-            Ok(r) => r,
-            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
-        }
+    // pending revocation changes a consent's status (see `ConsentGate`).
+    let registered = state
+        .consent_gate
+        .change(|| register(state, &grant.consent, consent, identifier, now));
+    let (linkage, changed, pending) = match registered {
+        Ok(r) => r,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
     };
     for p in pending {
         if let Err(e) = p.wait().await {
@@ -210,15 +207,9 @@ fn delivered_identifier(
 /// declares it replaces: the recording agency meant the old one to stop, and refusing the new
 /// one must not leave the old one disclosing (nor escaping a later withdrawal of the new one).
 async fn reject_superseding(state: &NodeState, consent: &Consent, why: String) -> Envelope {
-    let pending = {
-        let _gate = state
-            .consent_gate
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match end_superseded(state, consent) {
-            Ok(p) => p,
-            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
-        }
+    let pending = match state.consent_gate.change(|| end_superseded(state, consent)) {
+        Ok(p) => p,
+        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
     };
     if let Some(p) = pending {
         if let Err(e) = p.wait().await {
@@ -447,11 +438,7 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
     // Exclusively: a grant of this consent stored between the look-up and keeping the
     // revocation would otherwise be stored active, with its withdrawal kept aside unapplied.
     let mut limited = false;
-    let found = {
-        let _gate = state
-            .consent_gate
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = state.consent_gate.change(|| {
         match state.db.consent(&id) {
             // Withdrawals of consents held here are never limited; one of a consent not held
             // here is kept, so it counts against the sender's delivery allowance.
@@ -467,7 +454,7 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
                 .map(|()| None),
             other => other,
         }
-    };
+    });
     if limited {
         return delivery_rate_limited(state, from).await;
     }
@@ -485,15 +472,15 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
         stored.revocation = Some(env.clone());
         let event = consent_entry(&stored.body, Some(rev.revoked_by_person.clone()), None);
         // Exclusively, so every decision is logged wholly before or wholly after this.
-        let pending = {
-            let _gate = state
-                .consent_gate
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Err(e) = state.db.update_consent(&stored) {
-                return state.error(ErrorCode::Internal, e.to_string());
-            }
-            state.audit.submit(AuditEvent::ConsentRevoked(event))
+        let pending = state.consent_gate.change(|| {
+            state
+                .db
+                .update_consent(&stored)
+                .map(|()| state.audit.submit(AuditEvent::ConsentRevoked(event)))
+        });
+        let pending = match pending {
+            Ok(p) => p,
+            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
         };
         if let Err(e) = pending.wait().await {
             return state.error(ErrorCode::Internal, e.to_string());

@@ -193,13 +193,9 @@ pub async fn record(
     let writes = state.db.consent_writes(&stored, None, now)?;
     let event =
         crate::consent_in::consent_entry(&consent, Some(staff.body.person_id.clone()), None);
-    // Exclusively: superseding changes another consent's status (see `holder.rs`).
-    let pending = {
-        let _gate = state
-            .consent_gate
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.db.enqueue(items, writes, now)?;
+    // Exclusively: superseding changes another consent's status (see `ConsentGate`).
+    let pending = state.consent_gate.change(|| {
+        state.outbox.enqueue(items, writes, now)?;
         let mut p = Vec::new();
         if let Some(ev) =
             crate::consent_in::superseded_event(state, consent.supersedes.as_ref(), &event)?
@@ -207,9 +203,8 @@ pub async fn record(
             p.push(state.audit.submit(ev));
         }
         p.push(state.audit.submit(AuditEvent::ConsentRecorded(event)));
-        p
-    };
-    state.outbox_wake.notify_one();
+        Ok::<_, RecordError>(p)
+    })?;
     tracing::info!(consent = %consent.consent_id, passport = %consent.passport_id, caseworker = %staff.body.person_id, "consent recorded");
     for p in pending {
         p.wait()
@@ -398,15 +393,10 @@ pub async fn revoke(
     let event =
         crate::consent_in::consent_entry(&stored.body, Some(staff.body.person_id.clone()), None);
     // Exclusively, so this node's own decisions are logged wholly before or after it.
-    let pending = {
-        let _gate = state
-            .consent_gate
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.db.enqueue(items, writes, now)?;
-        state.audit.submit(AuditEvent::ConsentRevoked(event))
-    };
-    state.outbox_wake.notify_one();
+    let pending = state.consent_gate.change(|| {
+        state.outbox.enqueue(items, writes, now)?;
+        Ok::<_, RecordError>(state.audit.submit(AuditEvent::ConsentRevoked(event)))
+    })?;
     tracing::info!(consent = %rev.consent_id, passport = %rev.passport_id, caseworker = %staff.body.person_id, "consent revoked");
     pending
         .wait()

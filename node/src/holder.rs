@@ -120,10 +120,7 @@ async fn decide_and_sign(
     // Decisions read consent status under the shared gate and queue their log entry before
     // releasing it; status changes (revocation, supersession) take the gate exclusively. So the
     // log orders every decision correctly against the status change it raced with.
-    let gate = state
-        .consent_gate
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let gate = state.consent_gate.decision();
     let (query, decision) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
         QueryVerdict::Malformed(detail) => {
             return (state.error(ErrorCode::Malformed, detail), "error")

@@ -7,10 +7,10 @@
 //! | Area | Modules |
 //! |---|---|
 //! | a running node | [`node`] (state, start-up, shutdown), [`config`], [`clock`], [`keyring`] |
-//! | between nodes | [`server`] (accept loop and dispatch), [`tls`] (pinning), [`transport`] (framing), [`peers`] (outgoing connections), [`trust`] (manifest and staff keys), [`ratelimit`], [`budget`] |
-//! | the holder | [`holder`] (a query's decision), [`policy`] (minimisation), [`consent_in`] (receiving consents) |
-//! | the requester | [`fanout`] (a passport's queries), [`consent_out`] (recording consents), [`outbox`] (their delivery) |
-//! | the staff API | [`client_api`], [`audit_api`], [`import_api`], [`records_api`], [`backup_api`], [`staff`] (credential withdrawal) |
+//! | between nodes | [`server`] (accept loop and dispatch), [`tls`] (pinning), [`transport`] (framing), [`peers`] (outgoing connections), [`trust`] (manifest and staff keys, peers' signatures), [`ratelimit`], [`budget`] |
+//! | the holder | [`holder`] (a query's decision), [`policy`] (minimisation), [`consent_in`] (receiving consents), [`consent_gate`] (decisions against status changes) |
+//! | the requester | [`fanout`] (a passport's queries), [`consent_out`] (recording consents), [`outbox`] (the queue that wakes its worker, and delivery) |
+//! | the staff API | [`client_api`], [`audit_api`], [`import_api`], [`records_api`], [`backup_api`], [`staff`] (credential issue and withdrawal) |
 //! | the federation's upkeep | [`manifest_sync`], [`rotation`], [`audit`] (the log, its writer and witnessing) |
 //! | storage | [`store`] (the narrow trait: memory, sled, PostgreSQL), [`db`] (typed access: the key layout), [`backup`], [`import`] (record file formats) |
 //! | operators and files | [`observe`] (metrics and health endpoints), [`metrics`], [`keyfile`], [`private`] (0600/0700 files) |
@@ -28,6 +28,7 @@ pub mod client;
 pub mod client_api;
 pub mod clock;
 pub mod config;
+pub mod consent_gate;
 pub mod consent_in;
 pub mod consent_out;
 pub mod db;

@@ -135,7 +135,7 @@ pub fn sync_with<'a>(
 
 /// Handles a peer's offer: adopt it if newer and valid, answer with ours.
 pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> Envelope {
-    if let Err(refusal) = crate::server::check_peer_signed(state, peer, env) {
+    if let Err(refusal) = state.check_peer_signed(peer, env) {
         return refusal;
     }
     let offer: ManifestSync = match env.open() {

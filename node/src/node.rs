@@ -8,9 +8,8 @@ use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Manifest, ManifestError};
-use throughgate_protocol::messages::{ErrorBody, ErrorCode};
+use throughgate_protocol::messages::{ErrorBody, ErrorCode, NodeStatus};
 use throughgate_protocol::time::Timestamp;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::audit::{AuditError, AuditLog};
@@ -52,6 +51,17 @@ pub enum NodeError {
     NoManifest,
 }
 
+/// Why a node could not report its status.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStatusError {
+    /// The node has no current manifest.
+    #[error("node has no manifest")]
+    NoManifest,
+    /// Storage failed while counting.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// What a node needs to start.
 pub struct NodeOptions {
     /// Its configuration.
@@ -86,8 +96,8 @@ pub struct NodeState {
     pub policy: RwLock<Arc<Policy>>,
     /// Outgoing connections.
     pub peers: Peers,
-    /// Wakes the outbox worker.
-    pub outbox_wake: Notify,
+    /// The delivery queue; queueing through it wakes the outbox worker.
+    pub outbox: crate::outbox::Outbox,
     /// When the node started.
     pub started_at: Timestamp,
     /// The audit log.
@@ -109,8 +119,8 @@ pub struct NodeState {
     pub consent_limits: crate::ratelimit::ConsentLimits,
     /// Request bytes in flight per connection, per key and for the node.
     pub budgets: Arc<crate::budget::Budgets>,
-    /// Orders consent decisions against consent status changes (see `holder.rs`).
-    pub consent_gate: std::sync::RwLock<()>,
+    /// Orders consent decisions against consent status changes.
+    pub consent_gate: crate::consent_gate::ConsentGate,
     /// Held by whatever changes the record store (imports, syncs, deletions) from its check
     /// to its last write, so that a sync's plan still holds when it is applied.
     pub records_writer: Arc<tokio::sync::Mutex<()>>,
@@ -169,6 +179,41 @@ impl NodeState {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Checks that a message from `peer` is signed by one of its node keys in the trusted
+    /// manifest (see [`Trust::check_peer_signed`]); otherwise returns the signed error to
+    /// answer with.
+    pub fn check_peer_signed(
+        &self,
+        peer: &AgencyId,
+        env: &Envelope,
+    ) -> Result<Arc<Manifest>, Envelope> {
+        self.trust
+            .check_peer_signed(peer, env)
+            .map_err(|(code, why)| self.error(code, why))
+    }
+
+    /// What the node reports about itself: identity, key, manifest, counts, start time.
+    pub fn status(&self) -> Result<NodeStatus, NodeStatusError> {
+        let manifest = self.manifest().ok_or(NodeStatusError::NoManifest)?;
+        let name = manifest
+            .member(&self.agency)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        Ok(NodeStatus {
+            agency: self.agency.clone(),
+            name,
+            software: env!("CARGO_PKG_VERSION").into(),
+            key_fingerprint: self.key.current().public().fingerprint(),
+            manifest_version: manifest.version,
+            manifest_expires_at: manifest.expires_at,
+            records: self.db.record_count()?,
+            consents: self.db.consent_count()?,
+            outbox_pending: self.db.outbox_len()?,
+            started_at: self.started_at,
+            max_consent_days: self.config.consent.max_validity_days,
+        })
     }
 
     /// Verifies, adopts and persists a manifest.
@@ -375,7 +420,8 @@ impl Node {
                 config.limits.max_request_bytes_per_key,
                 config.limits.max_request_bytes_per_node,
             ),
-            consent_gate: std::sync::RwLock::new(()),
+            consent_gate: crate::consent_gate::ConsentGate::new(),
+            outbox: crate::outbox::Outbox::new(db.clone()),
             records_writer: Arc::new(tokio::sync::Mutex::new(())),
             sig_cache: Default::default(),
             audit,
@@ -391,7 +437,6 @@ impl Node {
             clock,
             policy: RwLock::new(Arc::new(policy)),
             peers,
-            outbox_wake: Notify::new(),
         });
         Ok(Node {
             state,

@@ -119,8 +119,19 @@ pub async fn rotate_op(
 ) -> Result<throughgate_protocol::envelope::Envelope, (ErrorCode, String)> {
     let old = state.key.current();
     rotate(state, operator).await?;
-    let status = crate::client_api::status(state)?;
-    let mut env = state.seal(&status);
+    let status = state.status().map_err(|e| match e {
+        crate::node::NodeStatusError::NoManifest => (ErrorCode::Internal, e.to_string()),
+        crate::node::NodeStatusError::Store(e) => {
+            tracing::error!(error = %e, "status after rotation failed");
+            (
+                ErrorCode::Internal,
+                "storage failure; see the node's log".into(),
+            )
+        }
+    })?;
+    let mut env = state.seal(&throughgate_protocol::messages::ClientResponse::Status(
+        status,
+    ));
     env.add_signature(throughgate_protocol::envelope::SignerRole::Node, &old);
     Ok(env)
 }

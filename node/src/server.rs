@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use throughgate_protocol::envelope::{Envelope, MessageKind, SignerRole};
+use throughgate_protocol::envelope::{Envelope, MessageKind};
 use throughgate_protocol::frame::FrameError;
-use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::messages::ErrorCode;
 
 use crate::budget::ConnectionBudget;
@@ -260,30 +259,6 @@ async fn refuse_staff(state: &NodeState, conn: &quinn::Connection, why: &str) {
         }
     })
     .await;
-}
-
-/// Checks that a message from `peer` is signed in role `node` by one of the peer's node keys in
-/// the manifest this node trusts; otherwise returns the error to answer with (`forbidden` for a
-/// non-member, `bad_signature` otherwise). Returns that manifest.
-pub fn check_peer_signed(
-    state: &NodeState,
-    peer: &AgencyId,
-    env: &Envelope,
-) -> Result<Arc<throughgate_protocol::manifest::Manifest>, Envelope> {
-    let Some(manifest) = state.manifest() else {
-        return Err(state.error(ErrorCode::Internal, "node has no manifest"));
-    };
-    let Some(member) = manifest.member(peer) else {
-        return Err(state.error(ErrorCode::Forbidden, "the sender is not a member"));
-    };
-    env.verify_by_any(SignerRole::Node, &member.node_keys)
-        .map(|_| manifest.clone())
-        .map_err(|_| {
-            state.error(
-                ErrorCode::BadSignature,
-                format!("the {} is not signed by the sending node", env.kind),
-            )
-        })
 }
 
 async fn reply(send: &mut quinn::SendStream, env: &Envelope) {

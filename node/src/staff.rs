@@ -1,8 +1,8 @@
-//! Staff credentials beyond issuing: withdrawal at the issuing node (effective at once: the
-//! node refuses the person's connections and requests) and its announcement to every member
-//! through the durable outbox, so holders refuse any query that still carries the withdrawn
-//! credential (defence in depth against a query countersigned before the withdrawal, or a
-//! compromised home node).
+//! Staff credentials: issuing them under the node key; withdrawal at the issuing node
+//! (effective at once: the node refuses the person's connections and requests) and its
+//! announcement to every member through the durable outbox, so holders refuse any query that
+//! still carries the withdrawn credential (defence in depth against a query countersigned
+//! before the withdrawal, or a compromised home node).
 
 use throughgate_protocol::credential::{CredentialAck, CredentialRevocation};
 use throughgate_protocol::envelope::Envelope;
@@ -13,6 +13,27 @@ use crate::db::{OutboxPayload, StoredStaff};
 use crate::node::NodeState;
 
 type OpResult = Result<ClientResponse, (ErrorCode, String)>;
+
+/// Longest credential a node issues, in days.
+pub const MAX_CREDENTIAL_DAYS: u32 = 400;
+
+/// A credential for `credential` signed by the node key `node_key`, as the node stores it
+/// (used by the API and by `tg node init`).
+pub fn issue_credential(
+    node_key: &throughgate_protocol::keys::SecretKey,
+    credential: throughgate_protocol::credential::Credential,
+) -> StoredStaff {
+    let env = Envelope::seal(
+        &credential,
+        &[(throughgate_protocol::envelope::SignerRole::Node, node_key)],
+    );
+    StoredStaff {
+        credential: env,
+        body: credential,
+        revoked_at: None,
+        revoked_by: None,
+    }
+}
 
 fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
     tracing::error!(error = %e, "staff operation failed");
@@ -133,10 +154,9 @@ async fn withdraw(
         })
         .collect();
     state
-        .db
+        .outbox
         .enqueue(items, crate::store::WriteBatch::new(), now)
         .map_err(internal)?;
-    state.outbox_wake.notify_one();
     log_by(
         state,
         operator,
@@ -162,13 +182,10 @@ pub async fn reissue(
         ErrorCode::NotFound,
         format!("no staff credential for {person} here; issue one with `tg staff add`"),
     ))?;
-    if valid_days == 0 || valid_days > crate::client_api::MAX_CREDENTIAL_DAYS {
+    if valid_days == 0 || valid_days > MAX_CREDENTIAL_DAYS {
         return Err((
             ErrorCode::BadRequest,
-            format!(
-                "valid days must be between 1 and {}",
-                crate::client_api::MAX_CREDENTIAL_DAYS
-            ),
+            format!("valid days must be between 1 and {}", MAX_CREDENTIAL_DAYS),
         ));
     }
     if public_key == old.body.public_key
@@ -199,7 +216,7 @@ pub async fn reissue(
         not_before: now,
         not_after: now.plus_secs(u64::from(valid_days) * 86_400),
     };
-    let staff = crate::client_api::issue_credential(&state.key.current(), cred);
+    let staff = issue_credential(&state.key.current(), cred);
     state.db.put_staff(&staff).map_err(internal)?;
     state.trust.add_staff(staff.clone());
     state
@@ -266,7 +283,7 @@ pub async fn reissue_under_current_key(
         if !in_force(&old, now) || issuer == Some(current) {
             continue;
         }
-        let staff = crate::client_api::issue_credential(&key, old.body.clone());
+        let staff = issue_credential(&key, old.body.clone());
         state.db.put_staff(&staff).map_err(internal)?;
         state.trust.add_staff(staff.clone());
         state
@@ -346,7 +363,7 @@ pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
 
 /// Records another agency's announcement that it withdrew a staff credential.
 pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
-    if let Err(refusal) = crate::server::check_peer_signed(state, from, env) {
+    if let Err(refusal) = state.check_peer_signed(from, env) {
         return refusal;
     }
     let rev: CredentialRevocation = match env.open() {

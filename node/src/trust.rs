@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use throughgate_protocol::envelope::Envelope;
+use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::PublicKey;
 use throughgate_protocol::manifest::{verify_manifest, Manifest, ManifestError};
+use throughgate_protocol::messages::ErrorCode;
 
 use crate::clock::Clock;
 use crate::db::StoredStaff;
@@ -37,6 +38,31 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// Checks that a message from `peer` is signed in role `node` by one of the peer's node
+    /// keys in the trusted manifest, and returns that manifest. Otherwise returns what to
+    /// answer: `forbidden` for a non-member, `bad_signature` for any other signature,
+    /// `internal` when there is no manifest.
+    pub fn check_peer_signed(
+        &self,
+        peer: &AgencyId,
+        env: &Envelope,
+    ) -> Result<Arc<Manifest>, (ErrorCode, String)> {
+        let Some(manifest) = self.manifest() else {
+            return Err((ErrorCode::Internal, "node has no manifest".into()));
+        };
+        let Some(member) = manifest.member(peer) else {
+            return Err((ErrorCode::Forbidden, "the sender is not a member".into()));
+        };
+        env.verify_by_any(SignerRole::Node, &member.node_keys)
+            .map(|_| manifest.clone())
+            .map_err(|_| {
+                (
+                    ErrorCode::BadSignature,
+                    format!("the {} is not signed by the sending node", env.kind),
+                )
+            })
+    }
+
     /// Empty trust: refuses everyone until a manifest is installed.
     pub fn new(agency: AgencyId, clock: Clock) -> Trust {
         Trust {

@@ -235,7 +235,7 @@ async fn a_revocation_reaches_a_holder_that_was_down_and_takes_effect_from_then(
     fed.restart("nhs-wy").await.unwrap();
     // Make the retry due now rather than after its backoff, and wake the outbox.
     fed.clock.advance(60);
-    node_state(&fed, "hmp-leeds").outbox_wake.notify_one();
+    node_state(&fed, "hmp-leeds").outbox.wake();
     wait_deliveries(&prison, &c, AckSubject::Revoke).await;
     prison.close().await;
     assert_eq!(
@@ -343,7 +343,7 @@ async fn the_outbox_survives_a_restart_of_the_recording_node() {
     fed.restart("hmp-leeds").await.unwrap();
     fed.restart("dwp").await.unwrap();
     fed.clock.advance(60);
-    node_state(&fed, "hmp-leeds").outbox_wake.notify_one();
+    node_state(&fed, "hmp-leeds").outbox.wake();
     let prison = fed
         .client("hmp-leeds", StaffRole::Caseworker)
         .await

@@ -204,7 +204,7 @@ async fn a_caseworker_with_a_profile_from_before_a_rotation_still_works_after_th
     // version would hold) holds the retirement back.
     let late_key = SecretKey::generate();
     let now = fed.now();
-    let late = throughgate_node::client_api::issue_credential(
+    let late = throughgate_node::staff::issue_credential(
         &old,
         throughgate_protocol::credential::Credential {
             person_id: PersonId::new("cw-late").unwrap(),

@@ -20,6 +20,4 @@ pub mod localfed;
 pub mod pgcluster;
 pub mod synth;
 
-use throughgate_node::{
-    audit, client, client_api, clock, config, db, keyfile, node, policy, store,
-};
+use throughgate_node::{audit, client, clock, config, db, keyfile, node, policy, staff, store};

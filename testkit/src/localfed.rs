@@ -19,11 +19,11 @@ use throughgate_protocol::time::{Date, Timestamp};
 
 use crate::agencies::{demo_agencies, DemoAgency};
 use crate::client::{ClientError, HomeClient};
-use crate::client_api::issue_credential;
 use crate::clock::Clock;
 use crate::config::{Limits, NodeConfig};
 use crate::node::{Node, NodeError, NodeOptions};
 use crate::policy::{Policy, PolicyError};
+use crate::staff::issue_credential;
 use crate::store::{Store, StoreError};
 use crate::synth::{generate_population, person_records, Population, SynthConfig};
 

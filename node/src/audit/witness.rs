@@ -187,7 +187,7 @@ pub async fn split_view_alarm(state: &NodeState, peer: &AgencyId, detail: String
 
 /// As a witness: handles `peer`'s offer of its newest checkpoint.
 pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
-    let manifest = match crate::server::check_peer_signed(state, peer, env) {
+    let manifest = match state.check_peer_signed(peer, env) {
         Ok(m) => m,
         Err(refusal) => return refusal,
     };

@@ -57,7 +57,7 @@ pub use audit::{
 pub use consents::{supersedes, Linkage, StoredConsent};
 pub use imports::ImportJournal;
 pub use outbox::{OutboxItem, OutboxPayload};
-pub use staff::StoredStaff;
+pub use staff::{RestoreNote, StoredStaff, RESTORED_KEY};
 
 use crate::store::{Store, StoreError, WriteBatch};
 

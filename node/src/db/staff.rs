@@ -11,6 +11,35 @@ use crate::store::{StoreError, WriteBatch};
 /// Where [`Db::staff_generation`] is kept.
 const STAFF_GENERATION: &[u8] = b"stg";
 
+/// A store key written by a restore and removed once the first start has logged the restore.
+pub const RESTORED_KEY: &[u8] = b"rst/pending";
+
+/// What the first start after a restore logs (stored under [`RESTORED_KEY`] by the restore).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreNote {
+    /// When the backup was taken (RFC 3339, from the signed backup).
+    pub taken_at: String,
+    /// When it was restored.
+    pub restored_at: Timestamp,
+    /// The audit log's size in the data folder the restore replaced, if there was one.
+    pub log_size_before: Option<u64>,
+    /// The restored audit log's size.
+    pub log_size_after: u64,
+}
+
+impl RestoreNote {
+    /// The words of the audit entry (sizes and times only).
+    pub fn describe(&self) -> String {
+        format!(
+            "restored from a backup taken {}; audit log size before {}, after {}",
+            self.taken_at,
+            self.log_size_before
+                .map_or_else(|| "unknown (no data folder)".to_owned(), |n| n.to_string()),
+            self.log_size_after
+        )
+    }
+}
+
 /// A staff credential as the issuing node keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredStaff {
@@ -146,14 +175,14 @@ impl Db {
 impl Db {
     /// The note a restore left for the first start to log, if any. A note that does not decode
     /// is reported as a storage failure (it is never silently dropped).
-    pub fn restore_note(&self) -> Result<Option<crate::backup::RestoreNote>, StoreError> {
-        match self.store.get(crate::backup::RESTORED_KEY)? {
+    pub fn restore_note(&self) -> Result<Option<RestoreNote>, StoreError> {
+        match self.store.get(RESTORED_KEY)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| StoreError::Corrupt {
                     what: "restore note",
-                    key: String::from_utf8_lossy(crate::backup::RESTORED_KEY).into_owned(),
+                    key: String::from_utf8_lossy(RESTORED_KEY).into_owned(),
                     detail: e.to_string(),
                 }),
         }
@@ -162,7 +191,7 @@ impl Db {
     /// Removes the restore note once the restore is logged, and flushes.
     pub fn forget_restore_note(&self) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
-        b.delete(crate::backup::RESTORED_KEY.to_vec());
+        b.delete(RESTORED_KEY.to_vec());
         self.store.apply(b)?;
         self.store.flush()
     }
