@@ -236,14 +236,84 @@ pub struct RecordsRules {
     /// (`tg records import --sync`) may delete without `--allow-mass-delete`: a truncated
     /// export must not wipe a node.
     pub max_sync_delete_percent: u32,
+    /// Where the node reads records when it answers a query: its own imported store (the
+    /// default), or the agency's own system at the time of asking.
+    pub source: SourceKind,
+    /// With a live source: how long one read from it may take, in milliseconds, connecting
+    /// included. Past it the query is refused `source_unavailable`. At most three quarters of
+    /// `limits.request_timeout_ms`, so a refusal reaches the requester inside its deadline.
+    pub source_timeout_ms: u64,
+    /// With `source = "postgres"`: the database and the mapping of record kinds to queries.
+    pub postgres: Option<PostgresSource>,
+    /// With `source = "http"`: the endpoint, its token and the CA that signs its certificate.
+    pub http: Option<HttpSource>,
 }
 
 impl Default for RecordsRules {
     fn default() -> RecordsRules {
         RecordsRules {
             max_sync_delete_percent: 10,
+            source: SourceKind::Store,
+            source_timeout_ms: 1000,
+            postgres: None,
+            http: None,
         }
     }
+}
+
+impl RecordsRules {
+    /// The longest one read from a live source may take.
+    pub fn source_timeout(&self) -> Duration {
+        Duration::from_millis(self.source_timeout_ms)
+    }
+}
+
+/// Where a node's records come from when it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The records imported into the node's own store (`tg records import`).
+    #[default]
+    Store,
+    /// The agency's own PostgreSQL database, read through a mapping of read-only queries.
+    Postgres,
+    /// An HTTPS endpoint of the agency's own that answers with JSON Lines records.
+    Http,
+}
+
+impl SourceKind {
+    /// The name used in the config and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Store => "store",
+            SourceKind::Postgres => "postgres",
+            SourceKind::Http => "http",
+        }
+    }
+}
+
+/// A live PostgreSQL source (`[records.postgres]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// A file (mode 0600) holding the database URL, for a read-only role; a Unix socket or a
+    /// loopback address (connections carry no TLS).
+    pub url_file: PathBuf,
+    /// The mapping (TOML): per record kind, its query and how its columns map to a record.
+    pub mapping_file: PathBuf,
+}
+
+/// A live HTTPS source (`[records.http]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// The endpoint (`https://host:port/path`); the node POSTs the subject to it.
+    pub url: String,
+    /// A file (mode 0600) holding the bearer token sent with every request.
+    pub token_file: PathBuf,
+    /// The CA certificates (PEM) the endpoint's certificate must chain to; no other root is
+    /// trusted.
+    pub ca_file: PathBuf,
 }
 
 /// Refuses `value` outside `range`, naming the key and the range ("K must be between A and B").
@@ -437,7 +507,32 @@ impl NodeConfig {
             "records.max_sync_delete_percent",
             self.records.max_sync_delete_percent,
             0..=100,
-        )
+        )?;
+        let r = &self.records;
+        within(
+            "records.source_timeout_ms",
+            r.source_timeout_ms,
+            10..=(l.request_timeout_ms * 3 / 4).max(10),
+        )?;
+        match (r.source, &r.postgres, &r.http) {
+            (SourceKind::Store, None, None)
+            | (SourceKind::Postgres, Some(_), None)
+            | (SourceKind::Http, None, Some(_)) => Ok(()),
+            (SourceKind::Postgres, None, _) => Err(
+                "records.source = \"postgres\" needs a [records.postgres] section with url_file \
+                 and mapping_file"
+                    .into(),
+            ),
+            (SourceKind::Http, _, None) => Err(
+                "records.source = \"http\" needs a [records.http] section with url, token_file \
+                 and ca_file"
+                    .into(),
+            ),
+            (kind, _, _) => Err(format!(
+                "records.source is \"{}\"; remove the [records.*] sections of other sources",
+                kind.as_str()
+            )),
+        }
     }
 
     /// Resolves a path from the file against the file's folder.

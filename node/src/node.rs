@@ -47,6 +47,9 @@ pub enum NodeError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The record source could not be set up.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceSetupError),
     /// The node has no manifest yet.
     #[error("no current federation manifest (none stored, or the stored one expired): put a valid one at the config's `manifest_file` and start again")]
     NoManifest,
@@ -78,6 +81,8 @@ pub struct NodeState {
     pub config: NodeConfig,
     /// Storage.
     pub db: Db,
+    /// Where answers read records: the store, or the agency's own system.
+    pub records: Arc<dyn crate::source::RecordSource>,
     /// Manifest and staff keys.
     pub trust: Arc<Trust>,
     /// The clock.
@@ -230,6 +235,7 @@ impl Node {
         } = opts;
         let agency = config.agency.clone();
         let db = Db::new(store);
+        let records = crate::source::open(&config, db.clone())?;
         let dropped = db.drop_legacy_links()?;
         if dropped > 0 {
             tracing::warn!(
@@ -314,6 +320,7 @@ impl Node {
             endpoint: endpoint.clone(),
             config,
             db,
+            records,
             trust,
             started_at: clock.now(),
             clock,

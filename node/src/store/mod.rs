@@ -12,6 +12,7 @@ mod memory;
 mod postgres;
 mod redo;
 mod sled_store;
+pub(crate) use postgres::check_local;
 
 pub use gated::GatedStore;
 pub use memory::MemoryStore;
@@ -293,10 +294,7 @@ pub trait Store: Send + Sync + 'static {
     /// returns the number of pairs. `None` (the default) means the store has no such snapshot,
     /// and the caller pauses this process's writes instead, which is consistent when no other
     /// process writes ([`GatedStore::snapshot`]).
-    fn snapshot(
-        &self,
-        _visit: &mut PairVisitor<'_>,
-    ) -> Option<Result<u64, StoreError>> {
+    fn snapshot(&self, _visit: &mut PairVisitor<'_>) -> Option<Result<u64, StoreError>> {
         None
     }
 }

@@ -523,7 +523,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Whether a URL's hosts are all on this machine (Unix sockets or loopback addresses).
-fn check_local(config: &tokio_postgres::Config) -> Result<(), StoreError> {
+pub(crate) fn check_local(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     for host in config.get_hosts() {
         if let Host::Tcp(name) = host {
             let loopback = name == "localhost"
@@ -643,10 +643,7 @@ fn unexpected() -> StoreError {
 }
 
 impl Store for PostgresStore {
-    fn snapshot(
-        &self,
-        visit: &mut super::PairVisitor<'_>,
-    ) -> Option<Result<u64, StoreError>> {
+    fn snapshot(&self, visit: &mut super::PairVisitor<'_>) -> Option<Result<u64, StoreError>> {
         let (sink, pages) = mpsc::sync_channel(2);
         let (reply, done) = mpsc::sync_channel(1);
         if self

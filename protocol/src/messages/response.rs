@@ -119,6 +119,10 @@ reasons! {
     SubjectMismatch => "subject_mismatch", "this consent identifies a different person at this agency than the passport id already does; nothing is shared under it; the recording agency must check the person's identifiers";
     /// Policy releases nothing of what was asked to this requester for this purpose.
     PolicyWithholdsAll => "policy_withholds_all", "this agency's policy releases none of the asked categories to your agency for this purpose";
+    /// The holder's own system of record did not answer in time, or failed.
+    SourceUnavailable => "source_unavailable", "this agency's system of record did not answer in time; nothing was disclosed; retry later";
+    /// The holder's own system of record answered with something that is not a valid record.
+    SourceInvalid => "source_invalid", "this agency's system of record returned records it could not check; nothing was disclosed; its operators can see why in its log";
 }
 
 impl fmt::Display for RefusalReason {

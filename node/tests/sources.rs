@@ -1,0 +1,420 @@
+//! Live record sources through real nodes over QUIC: a holder answering from the agency's own
+//! PostgreSQL (mapping, read-only role and transaction, statement timeout, bad rows, the
+//! database down) and from an HTTPS endpoint (bad JSON, slow, down, wrong certificate).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{agency, grant, person_known_to, plan};
+use throughgate_node::config::{Limits, RecordsRules, SourceKind};
+use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_protocol::category::{Category, Purpose};
+use throughgate_protocol::credential::StaffRole;
+use throughgate_protocol::ids::{ConsentId, PassportId};
+use throughgate_protocol::messages::{HolderRequest, Outcome, RefusalReason, Response};
+
+const HOLDER: &str = "nhs-wy";
+const AGENCIES: [&str; 3] = ["hmp-leeds", "probation-yorks", "nhs-wy"];
+
+/// Writes `text` to `path` with mode 0600.
+fn private_file(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Asks `HOLDER` for health records under `consent`, as probation's caseworker.
+async fn ask(fed: &LocalFederation, passport: &PassportId, consent: &ConsentId) -> Response {
+    let client = fed
+        .client("probation-yorks", StaffRole::Caseworker)
+        .await
+        .unwrap();
+    let q = client.sign_query(
+        passport.clone(),
+        Some(consent.clone()),
+        Purpose::Resettlement,
+        vec![HolderRequest {
+            holder: agency(HOLDER),
+            categories: vec![Category::Health],
+        }],
+        60,
+    );
+    let (_, results) = client.assemble(q, None).await.unwrap();
+    client.close().await;
+    results[0]
+        .response
+        .clone()
+        .expect("answered")
+        .open()
+        .unwrap()
+}
+
+/// The Prometheus text a node serves at `addr`.
+async fn metrics_at(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn outcome(r: &Response) -> (Outcome, Option<RefusalReason>) {
+    (r.outcome, r.reason)
+}
+
+mod postgres {
+    use super::*;
+
+    /// The agency's own tables, a view for the node, a read-only role that may read only the
+    /// view, and a function that writes (to show a mapping cannot).
+    const SCHEMA: &str = r#"
+        CREATE SCHEMA gp;
+        CREATE TABLE gp.registrations (
+            id text PRIMARY KEY, nhs_number text NOT NULL, practice text, ods text,
+            status text, registered date, changed timestamptz);
+        CREATE TABLE gp.written (x text);
+        CREATE SCHEMA tg;
+        CREATE VIEW tg.gp_registration AS
+            SELECT id, nhs_number, practice, ods, status, registered, changed
+            FROM gp.registrations;
+        CREATE FUNCTION tg.writes(n text) RETURNS SETOF tg.gp_registration
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO gp.written VALUES ('x');
+                RETURN QUERY SELECT * FROM tg.gp_registration WHERE nhs_number = n;
+            END $$;
+        CREATE ROLE tg_reader LOGIN;
+        GRANT USAGE ON SCHEMA tg TO tg_reader;
+        GRANT SELECT ON tg.gp_registration TO tg_reader;
+        GRANT EXECUTE ON FUNCTION tg.writes(text) TO tg_reader;
+        GRANT USAGE ON SCHEMA gp TO tg_reader;
+        GRANT INSERT, SELECT ON gp.written TO tg_reader;
+    "#;
+
+    fn mapping(query: &str) -> String {
+        format!(
+            r#"
+source_system = "SystmOne"
+subject_known = "SELECT 1 FROM tg.gp_registration WHERE nhs_number = $1"
+
+[kinds.gp_registration]
+category = "health"
+query = "{query}"
+record_id = "id"
+about = "registered"
+recorded_at = "changed"
+fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
+"#
+        )
+    }
+
+    const GOOD_QUERY: &str = "SELECT id, practice, ods, status, registered, changed FROM tg.gp_registration WHERE nhs_number = $1";
+
+    struct Live {
+        fed: LocalFederation,
+        cluster: throughgate_node::pgcluster::TempCluster,
+        admin: tokio_postgres::Client,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn admin(url: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A federation whose `HOLDER` answers from a PostgreSQL database through a mapping with
+    /// `query`, as the read-only role, with a source timeout of 400 ms.
+    async fn live(test: &str, query: &str) -> Option<Live> {
+        let cluster = common::pg::cluster(test)?;
+        let url = cluster.create_database("agency").unwrap();
+        let admin = admin(&url).await;
+        admin.batch_execute(SCHEMA).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("source-url");
+        private_file(
+            &url_file,
+            &format!(
+                "host={} user=tg_reader dbname=agency",
+                cluster.socket_dir().display()
+            ),
+        );
+        let mapping_file = dir.path().join("mapping.toml");
+        std::fs::write(&mapping_file, mapping(query)).unwrap();
+        let records = RecordsRules {
+            source: SourceKind::Postgres,
+            source_timeout_ms: 400,
+            postgres: Some(throughgate_node::config::PostgresSource {
+                url_file,
+                mapping_file,
+            }),
+            ..RecordsRules::default()
+        };
+        let fed = LocalFederation::start(FedOptions {
+            people: 40,
+            agencies: AGENCIES.to_vec(),
+            limits: Limits {
+                request_timeout_ms: 1500,
+                ..Limits::default()
+            },
+            metrics: true,
+            records: BTreeMap::from([(HOLDER.to_owned(), records)]),
+            ..FedOptions::default()
+        })
+        .await
+        .unwrap();
+        Some(Live {
+            fed,
+            cluster,
+            admin,
+            _dir: dir,
+        })
+    }
+
+    /// Puts a GP registration for `nhs` in the agency's table.
+    async fn register(admin: &tokio_postgres::Client, id: &str, nhs: &str) {
+        admin
+            .execute(
+                "INSERT INTO gp.registrations VALUES ($1, $2, 'Live Street Surgery', 'B86001', \
+                 'registered', DATE '2026-01-05', TIMESTAMPTZ '2026-01-05 09:30:00+00')",
+                &[&id, &nhs],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A consent for the first person `HOLDER` knows, recorded and delivered; the person is
+    /// first put in the agency's database when `in_source`.
+    async fn consented(live: &Live, in_source: bool) -> (PassportId, ConsentId) {
+        let person = person_known_to(&live.fed, &[HOLDER]);
+        let nhs = person
+            .identifier(throughgate_protocol::identifiers::IdScheme::NhsNumber)
+            .value;
+        if in_source {
+            register(&live.admin, "reg-1", &nhs).await;
+        }
+        let mut p = plan(&live.fed, person, 3600);
+        p.grantees = vec![agency("probation-yorks")];
+        let id = grant(&live.fed, &p).await;
+        (p.passport_id, id)
+    }
+
+    #[tokio::test]
+    async fn a_holder_answers_from_the_agencys_postgres_through_its_mapping() {
+        let Some(live) = live("postgres_mapping", GOOD_QUERY).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        // Exactly the database's row, mapped and minimised: nothing from the node's own store.
+        assert_eq!(r.records.len(), 1, "{:?}", r.records);
+        let rec = &r.records[0];
+        assert_eq!(rec.record_id.as_str(), "reg-1");
+        assert_eq!(rec.kind, "gp_registration");
+        assert_eq!(rec.fields["practice"], "Live Street Surgery");
+        assert_eq!(rec.fields["ods_code"], "B86001");
+        assert_eq!(rec.about.to_string(), "2026-01-05");
+        // The query ran read-only, with a statement timeout inside the 400 ms source timeout.
+        live.admin
+            .batch_execute(
+                "CREATE OR REPLACE VIEW tg.gp_registration AS \
+                 SELECT id, nhs_number, practice, \
+                 current_setting('statement_timeout') AS ods, \
+                 current_setting('transaction_read_only') AS status, registered, changed \
+                 FROM gp.registrations",
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(r.records[0].fields["status"], "on");
+        let timeout = &r.records[0].fields["ods_code"];
+        let ms: u64 = timeout.strip_suffix("ms").unwrap().parse().unwrap();
+        assert!((1..=400).contains(&ms), "statement_timeout {timeout}");
+        // A change at the source is seen at the next query: no copy to go stale.
+        live.admin
+            .execute(
+                "UPDATE gp.registrations SET practice = 'Moved Surgery'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(r.records[0].fields["practice"], "Moved Surgery");
+        live.admin
+            .execute("DELETE FROM gp.registrations", &[])
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        assert!(r.records.is_empty());
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_consent_links_only_a_subject_the_source_knows() {
+        let Some(live) = live("postgres_linking", GOOD_QUERY).await else {
+            return;
+        };
+        // The node's store holds this person's records, but the agency's database does not:
+        // the consent links nobody, and the answer is not_held.
+        let (passport, consent) = consented(&live, false).await;
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(outcome(&r), (Outcome::NotHeld, None));
+        assert!(r.records.is_empty());
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_mapping_that_tries_to_write_is_refused_by_the_read_only_transaction() {
+        let query = "SELECT id, practice, ods, status, registered, changed FROM tg.writes($1)";
+        let Some(live) = live("postgres_read_only", query).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
+        );
+        // The role could insert, but nothing was written.
+        let n: i64 = live
+            .admin
+            .query_one("SELECT count(*) FROM gp.written", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_source_is_refused_source_unavailable_and_counted() {
+        let Some(live) = live("postgres_timeout", GOOD_QUERY).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        // The view now takes five seconds a row, far past the 400 ms source timeout.
+        live.admin
+            .batch_execute(
+                "CREATE OR REPLACE VIEW tg.gp_registration AS \
+                 SELECT r.id, r.nhs_number, r.practice, r.ods, r.status, r.registered, r.changed \
+                 FROM gp.registrations r, LATERAL (SELECT pg_sleep(5)) s",
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
+        );
+        assert!(r.records.is_empty());
+        let metrics = metrics_text(&live.fed).await;
+        assert!(
+            metrics.contains("throughgate_source_errors_total{kind=\"unavailable\"} 1")
+                || metrics.contains("throughgate_source_errors_total{kind=\"timeout\"} 1"),
+            "{metrics}"
+        );
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_bad_row_is_refused_source_invalid_and_nothing_of_the_answer_leaves() {
+        let Some(live) = live("postgres_bad_rows", GOOD_QUERY).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        let nhs = person_known_to(&live.fed, &[HOLDER])
+            .identifier(throughgate_protocol::identifiers::IdScheme::NhsNumber)
+            .value;
+        // One good row and one whose date is missing: the whole answer is refused.
+        live.admin
+            .execute(
+                "INSERT INTO gp.registrations VALUES ('reg-2', $1, 'X', 'Y', 'registered', \
+                 NULL, now())",
+                &[&nhs],
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceInvalid))
+        );
+        assert!(r.records.is_empty());
+        // A record id an import would refuse, likewise.
+        live.admin
+            .execute(
+                "UPDATE gp.registrations SET registered = DATE '2026-01-01', id = 'bad id!' \
+                 WHERE id = 'reg-2'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceInvalid))
+        );
+        // Fixed at the source, the next query discloses both.
+        live.admin
+            .execute(
+                "UPDATE gp.registrations SET id = 'reg-2' WHERE id = 'bad id!'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        assert_eq!(r.records.len(), 2);
+        let metrics = metrics_text(&live.fed).await;
+        assert!(
+            metrics.contains("throughgate_source_errors_total{kind=\"invalid\"} 2"),
+            "{metrics}"
+        );
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_is_refused_source_unavailable_and_the_holder_recovers() {
+        let Some(live) = live("postgres_down", GOOD_QUERY).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        assert_eq!(
+            outcome(&ask(&live.fed, &passport, &consent).await),
+            (Outcome::Disclosed, None)
+        );
+        live.cluster.stop_server().unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
+        );
+        assert!(r.records.is_empty());
+        live.cluster.start_server().unwrap();
+        let r = ask(&live.fed, &passport, &consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        assert_eq!(r.records.len(), 1);
+        live.fed.shutdown().await;
+    }
+
+    async fn metrics_text(fed: &LocalFederation) -> String {
+        let addr = fed.node(HOLDER).unwrap().metrics_addr.unwrap();
+        super::metrics_at(addr).await
+    }
+}
