@@ -140,6 +140,16 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
     /// A federation whose `HOLDER` answers from a PostgreSQL database through a mapping with
     /// `query`, as the read-only role, with a source timeout of 400 ms.
     async fn live(test: &str, query: &str) -> Option<Live> {
+        live_with(test, query, 1500, 400).await
+    }
+
+    /// [`live`] with these request and source timeouts.
+    async fn live_with(
+        test: &str,
+        query: &str,
+        request_timeout_ms: u64,
+        source_timeout_ms: u64,
+    ) -> Option<Live> {
         let cluster = common::pg::cluster(test)?;
         let url = cluster.create_database("agency").unwrap();
         let admin = admin(&url).await;
@@ -157,7 +167,7 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
         std::fs::write(&mapping_file, mapping(query)).unwrap();
         let records = RecordsRules {
             source: SourceKind::Postgres,
-            source_timeout_ms: 400,
+            source_timeout_ms,
             postgres: Some(throughgate_node::config::PostgresSource {
                 url_file,
                 mapping_file,
@@ -168,7 +178,7 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
             people: 40,
             agencies: AGENCIES.to_vec(),
             limits: Limits {
-                request_timeout_ms: 1500,
+                request_timeout_ms,
                 ..Limits::default()
             },
             metrics: true,
@@ -413,8 +423,375 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
         live.fed.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn a_consent_withdrawn_while_the_source_is_read_is_refused_and_the_gate_is_free() {
+        let Some(live) = live_with("postgres_gate", GOOD_QUERY, 20_000, 15_000).await else {
+            return;
+        };
+        let (passport, consent) = consented(&live, true).await;
+        // The view now waits for a lock the test holds: the source answers only when told.
+        let url = live.cluster.url("agency");
+        let holder = admin(&url).await;
+        holder
+            .batch_execute("SELECT pg_advisory_lock(42)")
+            .await
+            .unwrap();
+        live.admin
+            .batch_execute(
+                "CREATE OR REPLACE VIEW tg.gp_registration AS \
+                 SELECT r.id, r.nhs_number, r.practice, r.ods, r.status, r.registered, r.changed \
+                 FROM gp.registrations r, LATERAL (SELECT pg_advisory_xact_lock_shared(42)) l",
+            )
+            .await
+            .unwrap();
+        let withdraw = async {
+            // Once the holder is reading (its statement waits on the lock) ...
+            for _ in 0..2000 {
+                let waiting: i64 = live
+                    .admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tg_reader' \
+                         AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // ... the person withdraws consent, and the holder applies it at once (it takes
+            // the consent gate exclusively, so a read holding the gate would block it) ...
+            let prison = live
+                .fed
+                .client("hmp-leeds", StaffRole::Caseworker)
+                .await
+                .unwrap();
+            prison.revoke_consent(&consent, "withdrawn").await.unwrap();
+            common::wait_deliveries(
+                &prison,
+                &consent,
+                throughgate_protocol::messages::AckSubject::Revoke,
+            )
+            .await;
+            prison.close().await;
+            // ... and only then does the source answer.
+            holder
+                .batch_execute("SELECT pg_advisory_unlock(42)")
+                .await
+                .unwrap();
+        };
+        let (r, ()) = tokio::join!(ask(&live.fed, &passport, &consent), withdraw);
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::ConsentRevoked))
+        );
+        assert!(r.records.is_empty());
+        live.fed.shutdown().await;
+    }
+
     async fn metrics_text(fed: &LocalFederation) -> String {
         let addr = fed.node(HOLDER).unwrap().metrics_addr.unwrap();
         super::metrics_at(addr).await
+    }
+}
+
+mod http {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+    use tokio_rustls::rustls;
+
+    use super::*;
+
+    const TOKEN: &str = "s3cret-token-for-tests";
+
+    /// How the test endpoint answers a request for records.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        /// The known subject's one record.
+        Good,
+        /// A line that is not JSON.
+        BadJson,
+        /// A record about someone else.
+        OtherSubject,
+        /// Never answers.
+        Slow,
+        /// HTTP 500.
+        Failing,
+    }
+
+    /// A CA and a certificate it signed for `localhost`, as (CA PEM, rustls server config).
+    fn issue() -> (String, Arc<rustls::ServerConfig>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone(), ca.der().clone()], key)
+        .unwrap();
+        (ca.pem(), Arc::new(config))
+    }
+
+    /// The agency's endpoint, in the test: answers for `known` only, with the token only.
+    struct Endpoint {
+        port: u16,
+        ca_pem: String,
+        mode: Arc<Mutex<Mode>>,
+        tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+        /// The subject it knows, and another person it may wrongly answer about.
+        subjects: Arc<Mutex<(String, String)>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn record_line(subject: &str, id: &str) -> String {
+        format!(
+            "{{\"record_id\":\"{id}\",\"subject\":\"{subject}\",\"category\":\"health\",\
+             \"kind\":\"gp_registration\",\"fields\":{{\"practice\":\"Https Surgery\",\
+             \"ods_code\":\"B1\",\"status\":\"registered\"}},\"about\":\"2026-01-05\",\
+             \"recorded_at\":\"2026-01-05T09:30:00Z\",\"source_system\":\"SystmOne\"}}\n"
+        )
+    }
+
+    async fn answer(
+        req: hyper::Request<hyper::body::Incoming>,
+        known: String,
+        other: String,
+        mode: Mode,
+    ) -> hyper::Response<Full<Bytes>> {
+        let reply = |status: u16, body: String| {
+            hyper::Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        };
+        let authorised = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == format!("Bearer {TOKEN}").as_bytes());
+        if !authorised || req.method() != hyper::Method::POST {
+            return reply(401, String::new());
+        }
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let ask: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if ask["subject"] != known.as_str() {
+            return reply(404, String::new());
+        }
+        if ask["categories"].as_array().unwrap().is_empty() {
+            return reply(200, String::new());
+        }
+        match mode {
+            Mode::Good => reply(200, record_line(&known, "reg-1")),
+            Mode::BadJson => reply(
+                200,
+                format!("{}{{\"record_id\":", record_line(&known, "reg-1")),
+            ),
+            Mode::OtherSubject => reply(200, record_line(&other, "reg-9")),
+            Mode::Slow => std::future::pending().await,
+            Mode::Failing => reply(500, String::new()),
+        }
+    }
+
+    impl Endpoint {
+        async fn start() -> Endpoint {
+            let (ca_pem, config) = issue();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mode = Arc::new(Mutex::new(Mode::Good));
+            let tls = Arc::new(Mutex::new(config));
+            let subjects = Arc::new(Mutex::new((String::new(), String::new())));
+            let (m, t, who) = (mode.clone(), tls.clone(), subjects.clone());
+            let task = tokio::spawn(async move {
+                let mut conns = tokio::task::JoinSet::new();
+                loop {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let acceptor = tokio_rustls::TlsAcceptor::from(t.lock().unwrap().clone());
+                    let (m, who) = (m.clone(), who.clone());
+                    conns.spawn(async move {
+                        let Ok(stream) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service = hyper::service::service_fn(move |req| {
+                            let mode = *m.lock().unwrap();
+                            let (known, other) = who.lock().unwrap().clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    answer(req, known, other, mode).await,
+                                )
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            });
+            Endpoint {
+                port,
+                ca_pem,
+                mode,
+                tls,
+                subjects,
+                task,
+            }
+        }
+
+        fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = mode;
+        }
+    }
+
+    struct Live {
+        fed: LocalFederation,
+        endpoint: Endpoint,
+        passport: PassportId,
+        consent: ConsentId,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A federation whose `HOLDER` answers from the test endpoint (source timeout 400 ms),
+    /// and a consent linked through it for the first person the holder knows.
+    async fn live() -> Live {
+        let endpoint = Endpoint::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        private_file(&token_file, TOKEN);
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &endpoint.ca_pem).unwrap();
+        let records = RecordsRules {
+            source: SourceKind::Http,
+            source_timeout_ms: 400,
+            http: Some(throughgate_node::config::HttpSource {
+                url: format!("https://localhost:{}/records", endpoint.port),
+                token_file,
+                ca_file,
+            }),
+            ..RecordsRules::default()
+        };
+        let fed = LocalFederation::start(FedOptions {
+            people: 40,
+            agencies: AGENCIES.to_vec(),
+            limits: Limits {
+                request_timeout_ms: 1500,
+                ..Limits::default()
+            },
+            metrics: true,
+            records: BTreeMap::from([(HOLDER.to_owned(), records)]),
+            ..FedOptions::default()
+        })
+        .await
+        .unwrap();
+        let nhs_of = |p: &throughgate_node::synth::SyntheticPerson| {
+            p.identifier(throughgate_protocol::identifiers::IdScheme::NhsNumber)
+                .value
+        };
+        let holder = fed.node(HOLDER).unwrap().agency;
+        let mut known = fed
+            .population
+            .people
+            .iter()
+            .filter(|p| p.is_known_to(holder));
+        let (person, other) = (known.next().unwrap(), known.next().unwrap());
+        *endpoint.subjects.lock().unwrap() = (nhs_of(person), nhs_of(other));
+        let mut p = plan(&fed, person, 3600);
+        p.grantees = vec![agency("probation-yorks")];
+        let consent = grant(&fed, &p).await;
+        Live {
+            fed,
+            endpoint,
+            passport: p.passport_id,
+            consent,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_holder_answers_from_the_agencys_https_endpoint_with_its_token() {
+        let live = live().await;
+        let r = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.records[0].fields["practice"], "Https Surgery");
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_json_or_another_persons_record_is_refused_source_invalid() {
+        let live = live().await;
+        for mode in [Mode::BadJson, Mode::OtherSubject] {
+            live.endpoint.set(mode);
+            let r = ask(&live.fed, &live.passport, &live.consent).await;
+            assert_eq!(
+                outcome(&r),
+                (Outcome::Refused, Some(RefusalReason::SourceInvalid)),
+                "{mode:?}"
+            );
+            assert!(r.records.is_empty());
+        }
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_failing_or_stopped_endpoint_is_refused_source_unavailable() {
+        let mut live = live().await;
+        for mode in [Mode::Slow, Mode::Failing] {
+            live.endpoint.set(mode);
+            let r = ask(&live.fed, &live.passport, &live.consent).await;
+            assert_eq!(
+                outcome(&r),
+                (Outcome::Refused, Some(RefusalReason::SourceUnavailable)),
+                "{mode:?}"
+            );
+            assert!(r.records.is_empty());
+        }
+        live.endpoint.task.abort();
+        let _ = (&mut live.endpoint.task).await;
+        let r = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
+        );
+        let metrics = super::metrics_at(live.fed.node(HOLDER).unwrap().metrics_addr.unwrap()).await;
+        assert!(
+            metrics.contains("throughgate_source_errors_total{kind=\"timeout\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("throughgate_source_errors_total{kind=\"unavailable\"} 2"),
+            "{metrics}"
+        );
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_whose_certificate_another_ca_signed_is_refused() {
+        let live = live().await;
+        let (_, impostor) = issue();
+        *live.endpoint.tls.lock().unwrap() = impostor;
+        let r = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
+        );
+        assert!(r.records.is_empty());
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
     }
 }
