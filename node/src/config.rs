@@ -610,6 +610,32 @@ id_scheme = "noms_number"
     }
 
     #[test]
+    fn a_live_source_needs_its_own_section_and_a_timeout_inside_the_request_deadline() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.records.source, SourceKind::Store);
+        let c = NodeConfig::parse(&format!("{GOOD}\n[records]\nsource = \"postgres\"\n")).unwrap();
+        assert!(c.check().unwrap_err().contains("[records.postgres]"));
+        let pg = format!(
+            "{GOOD}\n[records]\nsource = \"postgres\"\n[records.postgres]\n\
+             url_file = \"source-url\"\nmapping_file = \"mapping.toml\"\n"
+        );
+        let c = NodeConfig::parse(&pg).unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(NodeConfig::parse(&c.to_toml()).unwrap(), c);
+        let c = NodeConfig::parse(&pg.replace("\"postgres\"\n[", "\"http\"\n[")).unwrap();
+        assert!(c.check().unwrap_err().contains("[records.http]"));
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        c.records.source = SourceKind::Store;
+        assert!(c.check().unwrap_err().contains("remove the [records.*]"));
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        c.records.source_timeout_ms = 2251;
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.source_timeout_ms must be between 10 and 2250"
+        );
+    }
+
+    #[test]
     fn request_byte_caps_nest() {
         let mut c = NodeConfig::parse(GOOD).unwrap();
         c.limits.max_request_bytes_per_connection = c.limits.max_frame_bytes - 1;
