@@ -68,7 +68,15 @@ pub enum AuditCmd {
         out: Option<PathBuf>,
     },
     /// Your node's newest checkpoint, who cosigned it, and whose logs it witnesses.
-    Checkpoints,
+    Checkpoints {
+        /// Export the cosigned checkpoint as a C2SP signed note (the log's signature and the
+        /// witnesses' cosignature lines) and print the verifier keys that check it.
+        #[arg(long)]
+        note: bool,
+        /// With --note: write the note to this file (the verifier keys go to standard output).
+        #[arg(long, requires = "note")]
+        out: Option<PathBuf>,
+    },
     /// As a witness, accept a peer's next checkpoint as a new baseline: only after that peer
     /// restored from a backup (its log legitimately lost entries) and you have checked why.
     WitnessReset {
@@ -230,7 +238,8 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             }
             Ok(exit::OK)
         }
-        AuditCmd::Checkpoints => {
+        AuditCmd::Checkpoints { note: true, out } => export_note(g, client, out.as_deref()).await,
+        AuditCmd::Checkpoints { note: false, .. } => {
             let c = client.audit_checkpoints().await?;
             if g.json {
                 println!("{}", serde_json::to_string_pretty(&c)?);
@@ -269,4 +278,74 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             Ok(exit::OK)
         }
     }
+}
+
+/// `tg audit checkpoints --note`: the cosigned checkpoint as a C2SP signed note, and the
+/// verifier keys (from the manifest the node trusts) of the log and of each witness that
+/// cosigned it, so anyone can check it with standard signed-note tooling.
+async fn export_note(g: &Global, client: &HomeClient, out: Option<&std::path::Path>) -> Result<u8> {
+    use throughgate_protocol::bundle::checkpoint_vkeys;
+    use throughgate_protocol::checkpoint::SignedCheckpoint;
+    let c = client.audit_checkpoints().await?;
+    let Some(text) = c.cosigned else {
+        bail!("no witness has cosigned a checkpoint of this node's log yet; witnesses cosign every `limits.witness_interval_secs`, so try again shortly (`tg audit checkpoints` shows who has cosigned)");
+    };
+    let signed = SignedCheckpoint::parse(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the node's cosigned checkpoint does not parse: {e}"))?;
+    let (_, manifest) = client.manifest().await?;
+    let origin = signed.checkpoint().origin.clone();
+    let agency = origin
+        .strip_prefix(&format!("{}/", throughgate_protocol::audit::ORIGIN_HOST))
+        .and_then(|s| s.strip_suffix("/audit"))
+        .and_then(|s| AgencyId::new(s).ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("the checkpoint's origin {origin:?} is not an agency's audit log")
+        })?;
+    let (log, witnesses) = checkpoint_vkeys(&signed, &agency, &manifest);
+    let log = log.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the checkpoint is not signed by a node key the manifest lists for {agency}"
+        )
+    })?;
+    if let Some(path) = out {
+        crate::outfile::refuse_existing(path, "--out")?;
+        crate::outfile::write(path, text.as_bytes())?;
+    }
+    if g.json {
+        let doc = serde_json::json!({
+            "note": text,
+            "size": signed.checkpoint().size,
+            "log_vkey": log.to_string(),
+            "witness_vkeys": witnesses.iter().map(|(a, v)| serde_json::json!({"witness": a.as_str(), "vkey": v.to_string()})).collect::<Vec<_>>(),
+            "threshold": manifest.witness_threshold,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(exit::OK);
+    }
+    let keys = {
+        let mut s = format!(
+            "log vkey:\n  {log}\nwitness vkeys ({} of threshold {}):\n",
+            witnesses.len(),
+            manifest.witness_threshold
+        );
+        for (_, v) in &witnesses {
+            s.push_str(&format!("  {v}\n"));
+        }
+        s
+    };
+    match out {
+        Some(path) => {
+            println!(
+                "Cosigned checkpoint of size {} written to {} as a C2SP signed note.",
+                signed.checkpoint().size,
+                path.display()
+            );
+            print!("{keys}");
+        }
+        None => {
+            print!("{text}");
+            eprint!("{keys}");
+        }
+    }
+    Ok(exit::OK)
 }

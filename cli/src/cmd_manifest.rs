@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use throughgate_node::keyfile::read_secret_key;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::keys::PublicKey;
-use throughgate_protocol::manifest::{verify_manifest, Governance, Manifest, Member, MemberRole};
+use throughgate_protocol::manifest::{
+    default_witness_threshold, verify_manifest, Governance, Manifest, Member, MemberRole,
+};
 use throughgate_protocol::time::Timestamp;
 
 use crate::render::table;
@@ -31,6 +33,10 @@ pub enum ManifestCmd {
         /// Signatures required for this and the next version (default: all the keys given).
         #[arg(long)]
         threshold: Option<u32>,
+        /// Distinct other members whose cosignatures make a holder's checkpoint witnessed
+        /// (default: a majority of the other members; 0 requires no witnessing).
+        #[arg(long)]
+        witness_threshold: Option<u32>,
         /// The federation's name.
         #[arg(long, default_value = "throughgate")]
         federation: String,
@@ -122,6 +128,10 @@ pub struct DraftArgs {
     /// The governance threshold of the new version.
     #[arg(long)]
     pub threshold: Option<u32>,
+    /// The witness threshold of the new version: distinct other members whose cosignatures
+    /// make a holder's checkpoint witnessed (0 requires no witnessing).
+    #[arg(long)]
+    pub witness_threshold: Option<u32>,
     /// Days until the new version expires.
     #[arg(long, default_value_t = 90)]
     pub expires_days: u64,
@@ -157,6 +167,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
             members,
             governance_keys,
             threshold,
+            witness_threshold,
             federation,
             version,
             expires_days,
@@ -184,6 +195,8 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
             );
+            let witness_threshold =
+                witness_threshold.unwrap_or_else(|| default_witness_threshold(list.len()));
             let m = Manifest {
                 federation,
                 version,
@@ -194,6 +207,7 @@ pub async fn run(g: &Global, cmd: ManifestCmd) -> Result<u8> {
                     keys: keys.iter().map(|k| k.public()).collect(),
                     threshold: threshold.unwrap_or(u32::try_from(keys.len()).unwrap_or(u32::MAX)),
                 },
+                witness_threshold,
             };
             m.validate()
                 .map_err(|e| anyhow!("{e}; fix the member files or options named and run again"))?;
@@ -431,6 +445,9 @@ fn draft(a: DraftArgs) -> Result<u8> {
     }
     if let Some(t) = a.threshold {
         m.governance.threshold = t;
+    }
+    if let Some(t) = a.witness_threshold {
+        m.witness_threshold = t;
     }
     let issued = now();
     m.version += 1;

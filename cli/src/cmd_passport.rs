@@ -431,6 +431,7 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
     } else if show {
         print!("{}", render::passport_text(&v, &manifest));
         println!("\nVerified against {source}.");
+        println!("{}", render::witness_summary(&v));
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));
         }
@@ -463,6 +464,7 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
                 "OK: query by {} ({}), the assembly statement and {answered} signed responses verify against {source}.{partial}",
                 v.query.caseworker, v.query.requester
             );
+            println!("{}", render::witness_summary(&v));
         }
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));

@@ -176,6 +176,9 @@ async fn scenario(
     let delivered = wait_delivered(g, &prison, &consent_id).await?;
     prison.close().await;
 
+    // Every node witnesses every other's log (each does so every few seconds anyway); one
+    // round now lets the passport carry checkpoints cosigned by the manifest's quorum.
+    fed.witness_round().await;
     step(g, 3, "A probation caseworker assembles the passport");
     let probation = fed.client("probation-yorks", StaffRole::Caseworker).await?;
     let (menv, _) = probation.manifest().await?;
@@ -199,6 +202,7 @@ async fn scenario(
         print!("{}", render::passport_text(&v, m));
     }
     say!(g, "  assembled and verified in {} ms", took.as_millis());
+    say!(g, "  {}", render::witness_summary(&v));
     if let Some(dir) = out {
         crate::outfile::create_dir(dir)?;
         crate::outfile::write(&dir.join("passport.tgp"), bundle.to_bytes())?;

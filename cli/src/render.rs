@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde_json::json;
-use throughgate_protocol::bundle::{VerifiedBundle, VerifiedResult};
+use throughgate_protocol::bundle::{VerifiedBundle, VerifiedResult, WitnessVerdict};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{HolderStatus, Outcome, Response, Withheld};
@@ -337,6 +337,58 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
     out
 }
 
+/// One response's witnessing as JSON: `status` (`witnessed`, `not_yet_witnessed`,
+/// `not_required`), the cosigned checkpoint's `size`, the `witnesses` whose cosignatures
+/// verified and the manifest's `threshold`.
+pub fn witness_json(w: &WitnessVerdict) -> serde_json::Value {
+    match w {
+        WitnessVerdict::NotRequired => json!({ "status": w.name() }),
+        WitnessVerdict::Witnessed {
+            size,
+            witnesses,
+            threshold,
+        } => json!({
+            "status": w.name(), "size": size, "witnesses": witnesses, "threshold": threshold,
+        }),
+        WitnessVerdict::NotYetWitnessed {
+            size,
+            witnesses,
+            threshold,
+        } => json!({
+            "status": w.name(), "size": size, "witnesses": witnesses, "threshold": threshold,
+        }),
+    }
+}
+
+/// One line saying what the verified responses show of witnessing: how many holders' logs a
+/// quorum of witnesses cosigned, and which are not yet witnessed (a young log or unreachable
+/// witnesses: not tampering, but not the same assurance).
+pub fn witness_summary(v: &VerifiedBundle) -> String {
+    let verdicts: Vec<_> = v
+        .results
+        .iter()
+        .filter_map(|r| r.witness.as_ref().map(|w| (&r.result.agency, w)))
+        .collect();
+    let threshold = v.manifest.witness_threshold;
+    if threshold == 0 {
+        return "Witnessing: the manifest asks for none.".into();
+    }
+    let witnessed = verdicts.iter().filter(|(_, w)| w.is_witnessed()).count();
+    let mut s = format!(
+        "Witnessed: {witnessed} of {} responses show their log's checkpoint cosigned by at least {threshold} other members (the manifest's threshold).",
+        verdicts.len()
+    );
+    for (agency, w) in &verdicts {
+        if let WitnessVerdict::NotYetWitnessed { witnesses, .. } = w {
+            s.push_str(&format!(
+                " NOT YET WITNESSED: {agency} ({} of {threshold} cosignatures).",
+                witnesses.len()
+            ));
+        }
+    }
+    s
+}
+
 /// The passport as JSON.
 pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
     let q = &v.query;
@@ -351,6 +403,8 @@ pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
         "manifest_version": v.manifest.version,
         "complete": v.complete(),
         "verified": v.all_valid(),
+        "witnessed": v.all_witnessed(),
+        "witness_threshold": v.manifest.witness_threshold,
         "agencies": v.results.iter().map(|r| {
             let resp = r.response.as_ref();
             json!({
@@ -364,6 +418,7 @@ pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
                 "as_of": resp.map(|x| x.as_of.to_rfc3339()),
                 "withheld": resp.map(|x| &x.withheld),
                 "records": resp.map(|x| &x.records),
+                "witness": r.witness.as_ref().map(witness_json),
             })
         }).collect::<Vec<_>>(),
     })

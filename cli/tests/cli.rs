@@ -31,6 +31,8 @@ fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
         "from hmp-leeds (HMP Leeds)",
         "from nhs-wy (NHS West Yorkshire)",
         "no_consent",
+        // Every answer carries its log's checkpoint cosigned by the manifest's quorum.
+        "Witnessed: 6 of 6 responses",
     ] {
         assert!(
             stdout.contains(needle),
@@ -52,7 +54,24 @@ fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK:"));
+    let verified = String::from_utf8_lossy(&ok.stdout);
+    assert!(verified.starts_with("OK:"), "{verified}");
+    assert!(
+        verified.contains("Witnessed: 6 of 6 responses"),
+        "offline verification does not say what was witnessed: {verified}"
+    );
+    let json = tg()
+        .args(["--json", "passport", "verify"])
+        .arg(&bundle)
+        .arg("--manifest")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["witnessed"], true, "{json}");
+    for a in json["agencies"].as_array().unwrap() {
+        assert_eq!(a["witness"]["status"], "witnessed", "{a}");
+    }
 
     // Flip one byte in the middle of the file: verification must fail with exit code 5.
     let mut bytes = std::fs::read(&bundle).unwrap();

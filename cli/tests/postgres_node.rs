@@ -290,3 +290,36 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_resto
     assert_eq!(status["agency"], "dwp", "{status}");
     drop(nodes);
 }
+
+#[test]
+fn bench_runs_every_node_on_postgresql_past_the_hourly_consent_limit() {
+    if let Err(e) = throughgate_node::pgcluster::find_binaries() {
+        assert!(!in_ci(), "PostgreSQL is missing under CI: {e}");
+        let _ = writeln!(std::io::stderr(), "SKIP: bench on postgres: {e}");
+        return;
+    }
+    // 25 people: more consents than one caseworker may record in an hour on a node.
+    let out = tg([
+        "bench",
+        "--store",
+        "postgres",
+        "--holders",
+        "2",
+        "--people",
+        "25",
+        "--records",
+        "1",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    let d: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(
+        d["system"].as_str().unwrap().contains("postgresql store"),
+        "{d}"
+    );
+    assert_eq!(d["errors"].as_f64(), Some(0.0), "{d}");
+    assert!(d["passports"].as_f64().unwrap() > 0.0, "{d}");
+}

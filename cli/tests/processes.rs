@@ -604,6 +604,54 @@ fn three_agencies_as_separate_processes() {
     ]);
     assert!(v.stdout.starts_with("OK:"), "{}", v.stdout);
     assert!(v.stdout.contains("3 signed responses"), "{}", v.stdout);
+    assert!(v.stdout.contains("Witness"), "{}", v.stdout);
+
+    // nhs-wy's cosigned checkpoint, exported as a C2SP signed note (peers cosign every
+    // `witness_interval_secs`; wait until the first round has): it parses as a standard note
+    // and verifies under the verifier keys the command prints from the manifest.
+    let note_file = root.join("nhs.note");
+    let exported = (0..400)
+        .find_map(|_| {
+            let o = tg_run([
+                "audit",
+                "checkpoints",
+                "--note",
+                "--out",
+                &s(&note_file),
+                "--profile",
+                &fed.profile(NHS, DPO_NHS),
+            ]);
+            if o.code == Some(0) {
+                Some(o)
+            } else {
+                assert!(o.stderr.contains("no witness has cosigned"), "{}", o.stderr);
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+        })
+        .expect("a witness cosigned nhs-wy's log");
+    let vkeys: Vec<throughgate_protocol::note::VerifierKey> = exported
+        .stdout
+        .lines()
+        .filter_map(|l| throughgate_protocol::note::VerifierKey::parse(l.trim()).ok())
+        .collect();
+    let text = std::fs::read_to_string(&note_file).unwrap();
+    let note = throughgate_protocol::note::SignedNote::parse(text.as_bytes()).unwrap();
+    let signed = SignedCheckpoint::parse(text.as_bytes()).unwrap();
+    let log = vkeys
+        .iter()
+        .find(|k| k.sig_type == throughgate_protocol::note::SIG_TYPE_ED25519)
+        .expect("the log's vkey");
+    assert_eq!(log.name, "throughgate/nhs-wy/audit");
+    note.verify(&log.name, &log.key).unwrap();
+    let witnesses: Vec<_> = vkeys
+        .iter()
+        .filter(|k| k.sig_type == throughgate_protocol::note::SIG_TYPE_COSIGNATURE_V1)
+        .collect();
+    assert!(!witnesses.is_empty(), "{}", exported.stdout);
+    for w in witnesses {
+        throughgate_protocol::witness::verify_cosigned_vkey(&signed, w).unwrap();
+    }
 
     // The probation DPO's federated subject-access report, as printable HTML.
     let report = root.join("r.html");

@@ -119,7 +119,7 @@ pub fn malleate(sig: &mut [u8; 64]) {
 }
 
 /// Re-encodes a CBOR map whose header is a definite-length map of fewer than 24 entries as an
-/// indefinite-length map: the same data in a different (valid, non-canonical) encoding.
+/// indefinite-length map: the same data in an encoding receivers must refuse (SPEC section 4).
 pub fn indefinite_map(body: &[u8]) -> Option<Vec<u8>> {
     let (&first, rest) = body.split_first()?;
     if !(0xa0..=0xb7).contains(&first) {
@@ -130,6 +130,12 @@ pub fn indefinite_map(body: &[u8]) -> Option<Vec<u8>> {
     out.extend_from_slice(rest);
     out.push(0xff);
     Some(out)
+}
+
+/// Re-encodes a CBOR map with its keys in reverse order: the same data in a different (valid,
+/// non-canonical) encoding that receivers must accept (SPEC section 4: keys in any order).
+pub fn reordered_map(body: &[u8]) -> Option<Vec<u8>> {
+    edit_map(body, |entries| entries.reverse())
 }
 
 /// A signature with arbitrary field values (any role text, any key bytes).
@@ -344,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn indefinite_maps_decode_to_the_same_value() {
+    fn reordered_maps_decode_to_the_same_value_and_indefinite_ones_are_refused() {
         #[derive(Debug, Serialize, serde::Deserialize, PartialEq)]
         struct T {
             a: u32,
@@ -355,9 +361,11 @@ mod tests {
             b: "x".into(),
         };
         let bytes = cbor(&v);
-        let alt = indefinite_map(&bytes).unwrap();
+        let alt = reordered_map(&bytes).unwrap();
         assert_ne!(alt, bytes);
         let back: T = throughgate_protocol::cbor::from_slice("t", &alt, 100).unwrap();
         assert_eq!(back, v);
+        let indefinite = indefinite_map(&bytes).unwrap();
+        assert!(throughgate_protocol::cbor::from_slice::<T>("t", &indefinite, 100).is_err());
     }
 }

@@ -242,10 +242,12 @@ pub fn checkpoints(state: &NodeState) -> OpResult {
             });
         }
     }
+    let (any, quorum) = state.db.cosigned_notes().map_err(internal)?;
     Ok(ClientResponse::AuditCheckpoints(CheckpointStatus {
         size: latest.as_ref().map_or(0, |(s, _)| *s),
         latest: latest.map(|(_, t)| t),
         cosignatures,
+        cosigned: quorum.or(any).map(|(_, t)| t),
         witnessed,
         alarms: state
             .witness_alarms

@@ -703,6 +703,7 @@ mod tests {
                 keys: vec![gov.public()],
                 threshold: 1,
             },
+            witness_threshold: 0,
         };
         Envelope::seal(&m, &[(SignerRole::Governance, &gov)])
     }

@@ -264,6 +264,14 @@ impl BenchFederation {
                 peer_requests_per_sec: 0,
                 ..Default::default()
             },
+            // Nor on consent recording: setup records one consent per person from one
+            // caseworker.
+            consent: crate::config::ConsentRules {
+                recordings_per_caseworker_per_hour: 0,
+                recordings_per_node_per_hour: 0,
+                deliveries_per_peer_per_hour: 0,
+                ..Default::default()
+            },
             storage: options.storage.clone(),
             postgres,
             ..FedOptions::default()

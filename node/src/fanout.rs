@@ -147,8 +147,8 @@ pub async fn assemble(
             let elapsed_ms = elapsed_ms(started);
             let (mut result, checkpoint) =
                 holder_result(&state, holder, res, env, query, manifest, elapsed_ms);
-            if let Some(cp) = checkpoint {
-                split_view_check(&state, &mut result, &cp).await;
+            if let Some(verified) = checkpoint {
+                split_view_check(&state, &mut result, &verified).await;
             }
             result
         });
@@ -216,7 +216,7 @@ fn elapsed_ms(since: Instant) -> u32 {
 }
 
 /// One holder's part of an assembly: its answer checked as in the specification (8.6), or why
-/// there is none; with, for a verified answer, its receipt's checkpoint.
+/// there is none; with, for a verified answer, the verified response.
 fn holder_result(
     state: &NodeState,
     holder: AgencyId,
@@ -225,7 +225,7 @@ fn holder_result(
     query: &Query,
     manifest: &Manifest,
     elapsed_ms: u32,
-) -> (HolderResult, Option<String>) {
+) -> (HolderResult, Option<Response>) {
     match res {
         Ok(resp) => match verify_response_cached(
             &resp,
@@ -243,7 +243,7 @@ fn holder_result(
                     detail: None,
                     elapsed_ms,
                 },
-                Some(verified.receipt.checkpoint),
+                Some(verified),
             ),
             Err(e) => (
                 HolderResult {
@@ -278,9 +278,9 @@ fn holder_result(
 
 /// Checks an answered result's receipt against what this node witnessed of the holder's log;
 /// on a split view raises the alarm and marks the result invalid.
-async fn split_view_check(state: &NodeState, result: &mut HolderResult, checkpoint: &str) {
+async fn split_view_check(state: &NodeState, result: &mut HolderResult, response: &Response) {
     let Some(detail) =
-        crate::audit::witness::receipt_view_conflict(state, &result.agency, checkpoint)
+        crate::audit::witness::receipt_view_conflict(state, &result.agency, response)
     else {
         return;
     };

@@ -6,12 +6,14 @@ use std::collections::BTreeSet;
 
 use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
 use throughgate_protocol::category::Category;
+use throughgate_protocol::checkpoint::SignedCheckpoint;
 use throughgate_protocol::consent_check::{check_consent, ConsentScope};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::ids::ConsentId;
 use throughgate_protocol::messages::{
-    query_digest, ErrorCode, Outcome, Query, RefusalReason, Response, Withheld,
+    query_digest, ErrorCode, Outcome, Query, RefusalReason, RequesterView, Response, Withheld,
+    WitnessedCheckpoint,
 };
 use throughgate_protocol::query_check::{check_query_cached, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
@@ -308,6 +310,7 @@ async fn finish(
         records = decision.records.len(),
         "query answered"
     );
+    let (witnessed, requester_view) = witness_evidence(state, &query.requester, &receipt);
     let response = Response {
         query_id: query.query_id.clone(),
         query_digest: digest,
@@ -321,6 +324,8 @@ async fn finish(
         withheld: decision.withheld,
         as_of: now,
         receipt,
+        witnessed,
+        requester_view,
     };
     let outcome = response.outcome.as_str();
     (state.seal(&response), outcome)
@@ -344,6 +349,56 @@ struct Fetch {
     release: crate::policy::Release,
     /// Asked for, covered by the consent and released by policy.
     categories: Vec<Category>,
+}
+
+/// What a response carries of the witnessing of this node's log (section 16.3): the newest
+/// checkpoint cosigned by the manifest's witness threshold (else the newest cosigned at all),
+/// and the link to the newest checkpoint `requester` cosigned, each with the consistency proof
+/// to the receipt's checkpoint. Either is left out when it cannot be built; the response still
+/// goes (the requester then reports the log as not yet witnessed).
+fn witness_evidence(
+    state: &NodeState,
+    requester: &AgencyId,
+    receipt: &throughgate_protocol::audit::Receipt,
+) -> (Option<WitnessedCheckpoint>, Option<RequesterView>) {
+    let Some(r_size) = SignedCheckpoint::parse(receipt.checkpoint.as_bytes())
+        .ok()
+        .map(|s| s.checkpoint().size)
+    else {
+        return (None, None);
+    };
+    let link = |size: u64| {
+        let (a, b) = (size.min(r_size), size.max(r_size));
+        if a == b {
+            Some(Vec::new())
+        } else {
+            state.audit.consistency_proof(a, b).ok()
+        }
+    };
+    let witnessed = match state.db.cosigned_notes() {
+        Ok((any, quorum)) => quorum.or(any).and_then(|(size, checkpoint)| {
+            Some(WitnessedCheckpoint {
+                checkpoint,
+                consistency: link(size)?,
+            })
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cosigned checkpoint");
+            None
+        }
+    };
+    let requester_view = state
+        .db
+        .cosignatures()
+        .ok()
+        .and_then(|all| all.into_iter().find(|(w, _, _)| w == requester))
+        .and_then(|(_, size, _)| {
+            Some(RequesterView {
+                size,
+                consistency: link(size)?,
+            })
+        });
+    (witnessed, requester_view)
 }
 
 /// The part of a holder's decision that needs no records: a pure function of what the node

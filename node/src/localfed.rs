@@ -12,7 +12,9 @@ use throughgate_protocol::credential::{Credential, StaffRole};
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::keys::SecretKey;
-use throughgate_protocol::manifest::{Governance, Manifest, Member, MemberRole};
+use throughgate_protocol::manifest::{
+    default_witness_threshold, Governance, Manifest, Member, MemberRole,
+};
 use throughgate_protocol::time::{Date, Timestamp};
 
 use crate::agencies::{demo_agencies, DemoAgency};
@@ -361,6 +363,7 @@ impl LocalFederation {
                 keys: vec![governance.public()],
                 threshold: 1,
             },
+            witness_threshold: default_witness_threshold(nodes.len() + opts.extra_members.len()),
         };
         let manifest = Envelope::seal(&manifest_body, &[(SignerRole::Governance, &governance)]);
         for n in &mut nodes {
@@ -509,6 +512,17 @@ impl LocalFederation {
     /// The folder holding the node folders.
     pub fn dir(&self) -> Option<&Path> {
         self.nodes.first().and_then(|n| n.dir.parent())
+    }
+
+    /// One witnessing round: every node offers its newest checkpoint to every other member
+    /// (what each node also does every `limits.witness_interval_secs`).
+    pub async fn witness_round(&self) {
+        let rounds = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| crate::audit::witness::offer_all(n.state()));
+        futures::future::join_all(rounds).await;
     }
 
     /// The current time on the federation's clock.

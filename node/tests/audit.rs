@@ -455,3 +455,146 @@ async fn a_holder_showing_requesters_and_witnesses_different_roots_raises_the_al
     drop((holder, home));
     fed.shutdown().await;
 }
+
+/// The split view of different sizes: nhs-wy's witnesses (the home node among them) cosigned
+/// its log at size S, but the log nhs-wy then shows requesters, of a larger size, does not
+/// extend that checkpoint: it forked after a witnessed checkpoint. Same-size comparison alone
+/// never sees it, since no receipt is of size S.
+#[tokio::test]
+async fn a_holder_forking_after_a_witnessed_checkpoint_raises_the_alarm() {
+    let fed = federation().await;
+    let (plan, _) = granted_plan(&fed).await;
+    let (_, v) = assemble_as_caseworker(&fed, &plan.passport_id).await;
+    assert!(v.all_valid());
+    fed.witness_round().await;
+    let nhs = agency("nhs-wy");
+    let probation = agency("probation-yorks");
+    let holder = node_state(&fed, "nhs-wy");
+    let home = node_state(&fed, "probation-yorks");
+    let (_, size, _) = holder
+        .db
+        .cosignatures()
+        .unwrap()
+        .into_iter()
+        .find(|(w, _, _)| w == &probation)
+        .expect("probation-yorks cosigned nhs-wy's log");
+    // What the home node witnessed at size S is another log's checkpoint of that size.
+    let origin = throughgate_protocol::audit::origin(&nhs);
+    let other_view = throughgate_protocol::checkpoint::Checkpoint::new(&origin, size, [0x42; 32])
+        .sign(&origin, &holder.key.current())
+        .unwrap()
+        .to_text();
+    home.db.put_witnessed(&nhs, size, &other_view).unwrap();
+    let alarms_before = home
+        .witness_alarms
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    let (_, v) = assemble_as_caseworker(&fed, &plan.passport_id).await;
+    let r = v.results.iter().find(|r| r.result.agency == nhs).unwrap();
+    let resp: Response = r.result.response.as_ref().unwrap().open().unwrap();
+    let receipt_size = throughgate_protocol::checkpoint::SignedCheckpoint::parse(
+        resp.receipt.checkpoint.as_bytes(),
+    )
+    .unwrap()
+    .checkpoint()
+    .size;
+    assert!(receipt_size > size, "{receipt_size} > {size}");
+    assert_eq!(resp.requester_view.as_ref().map(|x| x.size), Some(size));
+    assert_eq!(
+        r.result.status,
+        throughgate_protocol::messages::HolderStatus::Invalid,
+        "{:?}",
+        r.result
+    );
+    assert!(
+        r.result
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("requesters and witnesses"),
+        "{:?}",
+        r.result.detail
+    );
+    assert!(
+        home.witness_alarms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > alarms_before
+    );
+    assert!(v
+        .results
+        .iter()
+        .filter(|r| r.result.agency != nhs)
+        .all(|r| r.result.status == throughgate_protocol::messages::HolderStatus::Answered));
+    drop((holder, home));
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_checkpoint_cosigned_by_the_manifests_witness_quorum() {
+    use throughgate_protocol::bundle::WitnessVerdict;
+    let fed = federation().await;
+    let threshold = fed.manifest_body.witness_threshold;
+    assert!(threshold >= 1);
+    let (plan, _) = granted_plan(&fed).await;
+    fed.witness_round().await;
+    let (bundle, v) = assemble_as_caseworker(&fed, &plan.passport_id).await;
+    assert!(v.all_valid());
+    assert!(
+        v.all_witnessed(),
+        "{:?}",
+        v.results.iter().map(|r| &r.witness).collect::<Vec<_>>()
+    );
+    for r in &v.results {
+        match r.witness.as_ref().unwrap() {
+            WitnessVerdict::Witnessed { witnesses, .. } => {
+                assert!(witnesses.len() >= threshold as usize);
+                assert!(
+                    !witnesses.contains(&r.result.agency),
+                    "a log witnessed itself"
+                );
+            }
+            other => panic!("{}: {other:?}", r.result.agency),
+        }
+    }
+    // Offline, against the bundle's manifest, the same holds.
+    let offline = throughgate_protocol::bundle::verify_bundle(&bundle, &fed.manifest_body).unwrap();
+    assert!(offline.all_witnessed());
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cosigned_checkpoint_exports_as_a_c2sp_note_that_the_published_vkeys_verify() {
+    use throughgate_protocol::note::{SignedNote, VerifierKey};
+    let fed = federation().await;
+    let (plan, _) = granted_plan(&fed).await;
+    assemble_as_caseworker(&fed, &plan.passport_id).await;
+    fed.witness_round().await;
+    let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
+    let status = dpo.audit_checkpoints().await.unwrap();
+    let text = status.cosigned.expect("a cosigned checkpoint");
+    // Standard signed-note parsing, then the vkeys the manifest publishes.
+    let note = SignedNote::parse(text.as_bytes()).unwrap();
+    let signed =
+        throughgate_protocol::checkpoint::SignedCheckpoint::parse(text.as_bytes()).unwrap();
+    let (log, witnesses) = throughgate_protocol::bundle::checkpoint_vkeys(
+        &signed,
+        &agency("nhs-wy"),
+        &fed.manifest_body,
+    );
+    let log = VerifierKey::parse(&log.unwrap().to_string()).unwrap();
+    assert_eq!(log.name, "throughgate/nhs-wy/audit");
+    note.verify(&log.name, &log.key).unwrap();
+    assert!(witnesses.len() >= fed.manifest_body.witness_threshold as usize);
+    for (agency, vkey) in witnesses {
+        let vkey = VerifierKey::parse(&vkey.to_string()).unwrap();
+        assert_eq!(vkey.name, format!("throughgate/{agency}/witness"));
+        assert_eq!(
+            vkey.sig_type,
+            throughgate_protocol::note::SIG_TYPE_COSIGNATURE_V1
+        );
+        throughgate_protocol::witness::verify_cosigned_vkey(&signed, &vkey).unwrap();
+    }
+    // The log's signature line and at least a quorum of cosignature lines.
+    assert!(note.signatures().len() > fed.manifest_body.witness_threshold as usize);
+    fed.shutdown().await;
+}

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::assembly::{AssemblyStatement, Sha256Digest};
 use crate::audit::{verify_receipt_cached, AuditEvent};
 use crate::cbor::{self, DecodeError};
+use crate::checkpoint::SignedCheckpoint;
 use crate::credential::{verify_credential_cached, Credential, StaffRole, CLOCK_SKEW_SECS};
 use crate::envelope::{Envelope, SignerRole};
 use crate::manifest::{verify_manifest, Manifest};
+use crate::merkle::{verify_consistency, Hash};
 use crate::messages::{query_digest, HolderResult, HolderStatus, Outcome, Query, Response};
 use crate::sigcache::SigCache;
 use crate::time::Timestamp;
@@ -127,6 +129,10 @@ pub enum BundleError {
     /// The logged decision names another requester, caseworker or purpose than the query.
     #[error("the holder's logged decision names another {0} than the query")]
     DecisionMismatch(&'static str),
+    /// The response's witnessed checkpoint is malformed, not the holder's, carries a bad
+    /// cosignature by a witness, or is not consistent with the receipt's checkpoint.
+    #[error("witnessed checkpoint: {0}")]
+    Witness(String),
     /// The assembly statement does not decode, is not signed by the requesting node, or names
     /// another query.
     #[error("assembly statement: {0}")]
@@ -209,6 +215,20 @@ pub fn verify_response_cached(
     manifest: &Manifest,
     cache: Option<&SigCache>,
 ) -> Result<Response, BundleError> {
+    verify_response_witnessed(env, query_env, query, expected_holder, manifest, cache)
+        .map(|(resp, _)| resp)
+}
+
+/// [`verify_response_cached`], also returning what the response shows of the witnessing of
+/// the holder's log (section 14.3 step 5 of the specification).
+pub fn verify_response_witnessed(
+    env: &Envelope,
+    query_env: &Envelope,
+    query: &Query,
+    expected_holder: &crate::ids::AgencyId,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<(Response, WitnessVerdict), BundleError> {
     let resp: Response = env
         .open()
         .map_err(|e| BundleError::MalformedResponse(e.to_string()))?;
@@ -287,8 +307,9 @@ pub fn verify_response_cached(
             found: name(resp.consent_id.as_ref()),
         });
     }
-    check_receipt(&resp, query, &member.node_keys, cache)?;
-    Ok(resp)
+    let receipt_checkpoint = check_receipt(&resp, query, &member.node_keys, cache)?;
+    let verdict = check_witnessed(&resp, &receipt_checkpoint, manifest, cache)?;
+    Ok((resp, verdict))
 }
 
 /// Checks that a response's receipt proves a logged decision matching the response.
@@ -297,7 +318,7 @@ fn check_receipt(
     query: &Query,
     keys: &[crate::keys::PublicKey],
     cache: Option<&SigCache>,
-) -> Result<(), BundleError> {
+) -> Result<SignedCheckpoint, BundleError> {
     let v = verify_receipt_cached(&resp.receipt, &resp.holder, keys, cache)
         .map_err(|e| BundleError::Receipt(e.to_string()))?;
     let AuditEvent::Decision(d) = &v.entry.event else {
@@ -328,7 +349,223 @@ fn check_receipt(
     if d.purpose != query.purpose {
         return Err(BundleError::DecisionMismatch("purpose"));
     }
-    Ok(())
+    Ok(v.checkpoint)
+}
+
+/// What a response shows of the witnessing of its holder's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WitnessVerdict {
+    /// The manifest asks for no witnessing (`witness_threshold` 0) and the response carries
+    /// no cosigned checkpoint.
+    NotRequired,
+    /// A checkpoint consistent with the receipt's carries valid cosignatures by at least the
+    /// manifest's threshold of distinct witnesses.
+    Witnessed {
+        /// The cosigned checkpoint's size.
+        size: u64,
+        /// The witnesses whose cosignatures verified, in manifest order.
+        witnesses: Vec<crate::ids::AgencyId>,
+        /// The manifest's threshold.
+        threshold: u32,
+    },
+    /// Fewer valid cosignatures by listed witnesses than the threshold (a young log, or
+    /// witnesses not reached yet): not evidence of tampering, but not witnessed either.
+    NotYetWitnessed {
+        /// The cosigned checkpoint's size, when the response carries one.
+        size: Option<u64>,
+        /// The witnesses whose cosignatures verified.
+        witnesses: Vec<crate::ids::AgencyId>,
+        /// The manifest's threshold.
+        threshold: u32,
+    },
+}
+
+impl WitnessVerdict {
+    /// The wire-style name: `witnessed`, `not_yet_witnessed` or `not_required`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WitnessVerdict::NotRequired => "not_required",
+            WitnessVerdict::Witnessed { .. } => "witnessed",
+            WitnessVerdict::NotYetWitnessed { .. } => "not_yet_witnessed",
+        }
+    }
+
+    /// Whether a quorum of witnesses cosigned a checkpoint consistent with the receipt's.
+    pub fn is_witnessed(&self) -> bool {
+        matches!(self, WitnessVerdict::Witnessed { .. })
+    }
+}
+
+/// The witness name of `agency`'s node: `throughgate/<agency>/witness`.
+pub fn witness_name(agency: &crate::ids::AgencyId) -> String {
+    format!("{}/{agency}/witness", crate::audit::ORIGIN_HOST)
+}
+
+/// Verifies `proof` links the checkpoints `a` and `b` of one log, in whichever order their
+/// sizes come (RFC 6962 consistency from the smaller to the larger; equal sizes need equal
+/// roots and an empty proof).
+pub fn verify_link(
+    a: (u64, &Hash),
+    b: (u64, &Hash),
+    proof: &[crate::audit::ProofHash],
+) -> Result<(), crate::merkle::MerkleError> {
+    let ((s1, r1), (s2, r2)) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    verify_consistency(s1, s2, proof, r1, r2)
+}
+
+/// Counts the listed witnesses of `holder`'s log that validly cosigned `signed`: every other
+/// member of `manifest`, under its witness name, with any of its node keys. Each counts once;
+/// lines by anyone else are ignored; a line by a listed witness that fails is an error.
+pub fn count_witnesses(
+    signed: &SignedCheckpoint,
+    holder: &crate::ids::AgencyId,
+    manifest: &Manifest,
+) -> Result<Vec<crate::ids::AgencyId>, crate::witness::WitnessError> {
+    let mut out = Vec::new();
+    for m in manifest.members.iter().filter(|m| &m.id != holder) {
+        let name = witness_name(&m.id);
+        let mut counted = false;
+        for key in &m.node_keys {
+            match crate::witness::verify_cosigned(signed, &name, key) {
+                Ok(_) => counted = true,
+                Err(crate::witness::WitnessError::MissingCosignature { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if counted {
+            out.push(m.id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The C2SP verifier keys ("vkeys") that check `signed`, a checkpoint of `agency`'s log, as
+/// `manifest` publishes them: the log key whose note signature verifies, and for each other
+/// member whose cosignature verifies, its witness key (type 0x04). What an outsider needs to
+/// check an exported note with standard signed-note tooling.
+pub fn checkpoint_vkeys(
+    signed: &SignedCheckpoint,
+    agency: &crate::ids::AgencyId,
+    manifest: &Manifest,
+) -> (
+    Option<crate::note::VerifierKey>,
+    Vec<(crate::ids::AgencyId, crate::note::VerifierKey)>,
+) {
+    use crate::note::VerifierKey;
+    let origin = crate::audit::origin(agency);
+    let log = manifest.member(agency).and_then(|m| {
+        m.node_keys
+            .iter()
+            .find(|k| signed.verify(&origin, k).is_ok())
+            .and_then(|k| VerifierKey::ed25519(&origin, *k).ok())
+    });
+    let witnesses = manifest
+        .members
+        .iter()
+        .filter(|m| &m.id != agency)
+        .filter_map(|m| {
+            let name = witness_name(&m.id);
+            m.node_keys
+                .iter()
+                .find(|k| crate::witness::verify_cosigned(signed, &name, k).is_ok())
+                .and_then(|k| VerifierKey::cosignature_v1(&name, *k).ok())
+                .map(|v| (m.id.clone(), v))
+        })
+        .collect();
+    (log, witnesses)
+}
+
+/// Checks a response's witnessed checkpoint: the holder's own log, signed by it, linked to the
+/// receipt's checkpoint by its consistency proof, every cosignature line by a listed witness
+/// valid; then counts the witnesses against the manifest's threshold.
+fn check_witnessed(
+    resp: &Response,
+    receipt: &SignedCheckpoint,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<WitnessVerdict, BundleError> {
+    let threshold = manifest.witness_threshold;
+    let Some(w) = &resp.witnessed else {
+        return Ok(if threshold == 0 {
+            WitnessVerdict::NotRequired
+        } else {
+            WitnessVerdict::NotYetWitnessed {
+                size: None,
+                witnesses: Vec::new(),
+                threshold,
+            }
+        });
+    };
+    let bad = |m: String| BundleError::Witness(m);
+    if w.consistency.len() > crate::audit::MAX_PROOF_LEN {
+        return Err(bad(format!(
+            "the consistency proof has {} hashes, over the limit of {}",
+            w.consistency.len(),
+            crate::audit::MAX_PROOF_LEN
+        )));
+    }
+    let signed =
+        SignedCheckpoint::parse(w.checkpoint.as_bytes()).map_err(|e| bad(e.to_string()))?;
+    let origin = crate::audit::origin(&resp.holder);
+    if signed.checkpoint().origin != origin {
+        return Err(bad(format!(
+            "it is of log {:?}, not the holder's",
+            signed
+                .checkpoint()
+                .origin
+                .chars()
+                .take(100)
+                .collect::<String>()
+        )));
+    }
+    let keys = manifest
+        .member(&resp.holder)
+        .map(|m| m.node_keys.as_slice())
+        .unwrap_or_default();
+    if !keys
+        .iter()
+        .any(|k| signed.verify_cached(&origin, k, cache).is_ok())
+    {
+        return Err(bad("it is not signed by a node key of the holder".into()));
+    }
+    let (c, r) = (signed.checkpoint(), receipt.checkpoint());
+    if c.size == 0 {
+        return Err(bad("it is of the empty log".into()));
+    }
+    verify_link(
+        (c.size, &c.root_hash),
+        (r.size, &r.root_hash),
+        &w.consistency,
+    )
+    .map_err(|e| {
+        bad(format!(
+            "size {} is not proven consistent with the receipt's size {}: {e}",
+            c.size, r.size
+        ))
+    })?;
+    let witnesses =
+        count_witnesses(&signed, &resp.holder, manifest).map_err(|e| bad(e.to_string()))?;
+    Ok(if threshold > 0 && witnesses.len() >= threshold as usize {
+        WitnessVerdict::Witnessed {
+            size: c.size,
+            witnesses,
+            threshold,
+        }
+    } else if threshold == 0 && witnesses.is_empty() {
+        WitnessVerdict::NotRequired
+    } else if threshold == 0 {
+        WitnessVerdict::Witnessed {
+            size: c.size,
+            witnesses,
+            threshold,
+        }
+    } else {
+        WitnessVerdict::NotYetWitnessed {
+            size: Some(c.size),
+            witnesses,
+            threshold,
+        }
+    })
 }
 
 /// One holder's part of a verified bundle.
@@ -340,6 +577,8 @@ pub struct VerifiedResult {
     pub response: Option<Response>,
     /// Why the answered response failed verification.
     pub problem: Option<BundleError>,
+    /// What the verified response shows of the witnessing of the holder's log.
+    pub witness: Option<WitnessVerdict>,
 }
 
 /// A verified bundle.
@@ -374,6 +613,15 @@ impl VerifiedBundle {
                 .all(|r| r.result.status == HolderStatus::Answered)
     }
 
+    /// Whether every verified response shows a checkpoint witnessed by the manifest's quorum
+    /// (or the manifest asks for no witnessing).
+    pub fn all_witnessed(&self) -> bool {
+        self.results
+            .iter()
+            .filter_map(|r| r.witness.as_ref())
+            .all(|w| !matches!(w, WitnessVerdict::NotYetWitnessed { .. }))
+    }
+
     /// When the assembly finished, as the home node signed it.
     pub fn assembled_at(&self) -> Timestamp {
         self.statement.assembled_at
@@ -406,9 +654,9 @@ pub fn verify_bundle_cached(
         .results
         .iter()
         .map(|r| {
-            let (response, problem) = match (&r.status, &r.response) {
+            let (response, problem, witness) = match (&r.status, &r.response) {
                 (HolderStatus::Answered, Some(env)) => {
-                    match verify_response_cached(
+                    match verify_response_witnessed(
                         env,
                         &bundle.query,
                         &query,
@@ -416,8 +664,8 @@ pub fn verify_bundle_cached(
                         manifest,
                         cache,
                     ) {
-                        Ok(resp) => (Some(resp), None),
-                        Err(e) => (None, Some(e)),
+                        Ok((resp, w)) => (Some(resp), None, Some(w)),
+                        Err(e) => (None, Some(e), None),
                     }
                 }
                 (HolderStatus::Answered, None) => (
@@ -425,13 +673,15 @@ pub fn verify_bundle_cached(
                     Some(BundleError::MalformedResponse(
                         "answered but no response saved".into(),
                     )),
+                    None,
                 ),
-                _ => (None, None),
+                _ => (None, None, None),
             };
             VerifiedResult {
                 result: r.clone(),
                 response,
                 problem,
+                witness,
             }
         })
         .collect();

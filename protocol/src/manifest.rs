@@ -122,6 +122,21 @@ pub struct Manifest {
     pub members: Vec<Member>,
     /// Governance keys and threshold.
     pub governance: Governance,
+    /// How many distinct other members must have cosigned a checkpoint of a holder's log for
+    /// a response's evidence to count as witnessed (0: witnessing is not required). At most the
+    /// number of members less one (a log never witnesses itself).
+    pub witness_threshold: u32,
+}
+
+/// The default witness threshold for `members` members: a majority of the other members (so
+/// two disjoint groups of witnesses can never both make a quorum), 0 for a lone member.
+pub fn default_witness_threshold(members: usize) -> u32 {
+    let others = members.saturating_sub(1);
+    if others == 0 {
+        0
+    } else {
+        u32::try_from(others / 2 + 1).unwrap_or(u32::MAX)
+    }
 }
 
 impl Message for Manifest {
@@ -232,6 +247,13 @@ impl Manifest {
         if self.expires_at <= self.issued_at {
             return bad("expires_at must be after issued_at".into());
         }
+        if self.witness_threshold as usize > self.members.len().saturating_sub(1) {
+            return bad(format!(
+                "witness threshold {} is more than the other members a log can have ({})",
+                self.witness_threshold,
+                self.members.len().saturating_sub(1)
+            ));
+        }
         Ok(())
     }
 }
@@ -319,6 +341,7 @@ mod tests {
                 keys: gov.iter().map(|k| k.public()).collect(),
                 threshold,
             },
+            witness_threshold: 0,
         }
     }
 

@@ -30,11 +30,12 @@ use throughgate_protocol::audit::{
     Receipt, ReceiptError,
 };
 use throughgate_protocol::bundle::{
-    verify_bundle, verify_response, BundleError, PassportBundle, BUNDLE_FORMAT,
+    verify_bundle, verify_response_witnessed, witness_name, BundleError, PassportBundle,
+    BUNDLE_FORMAT,
 };
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::cbor::{self, DecodeError};
-use throughgate_protocol::checkpoint::Checkpoint;
+use throughgate_protocol::checkpoint::{Checkpoint, SignedCheckpoint};
 use throughgate_protocol::consent::{
     verify_consent, verify_revocation, Collection, CollectionMethod, Consent, ConsentError,
     ConsentGrant, ConsentRevocation, ConsentStatus, HolderScope,
@@ -64,11 +65,12 @@ use throughgate_protocol::messages::{
     ErrorCode, HolderRequest, HolderResult, HolderStatus, HolderSubject, ImportFormat,
     ImportReport, ImportRowError, IndexedEntry, KindCount, LoggedEntry, ManifestSync, NodeStatus,
     Outcome, Query, RefusalReason, Response, StaffSummary, SyncReport, SyncRequest, Withheld,
-    WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed,
+    WitnessOutcome, WitnessRequest, WitnessResponse, Witnessed, WitnessedCheckpoint,
 };
 use throughgate_protocol::query_check::{check_query, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
 use throughgate_protocol::time::{Date, Timestamp};
+use throughgate_protocol::witness::cosign_text;
 
 // ------------------------------------------------------------------------------------------
 // The vector file format
@@ -163,6 +165,8 @@ struct Vector {
     records_until: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     result_verdicts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    witness: Option<String>,
 }
 
 fn vectors_dir() -> PathBuf {
@@ -433,6 +437,7 @@ fn manifest_v1() -> Manifest {
             ],
             threshold: 2,
         },
+        witness_threshold: 2,
     }
 }
 
@@ -645,8 +650,38 @@ fn response_body(q_env: &Envelope, outcome: Outcome) -> Response {
         withheld,
         as_of: Timestamp(NOW),
         receipt: empty_receipt(),
+        witnessed: None,
+        requester_view: None,
     };
     with_receipt(r, &q, "node-nhs-wy")
+}
+
+/// The witnesses that cosign the fixture logs: two of the other members, the fixture
+/// manifest's witness threshold.
+const COSIGNERS: &[&str] = &["node-hmp-leeds", "node-dwp"];
+
+/// A witnessed checkpoint of `entry`'s fixture log: its first two entries, signed by `log_key`
+/// and cosigned at NOW - 3000 by each of `cosigners` (fixture node keys, each under the witness
+/// name of the agency the key is named after), with the consistency proof from size 2 to the
+/// receipt's size 3.
+fn witnessed_for(entry: &AuditEntry, log_key: &str, cosigners: &[&str]) -> WitnessedCheckpoint {
+    let log = log_of(entry);
+    let origin = audit::origin(&entry.node);
+    let text = signed_checkpoint(&log, 2, &origin, log_key);
+    let mut signed = SignedCheckpoint::parse(text.as_bytes()).unwrap();
+    for c in cosigners {
+        let name = witness_name(&agency(c.strip_prefix("node-").unwrap()));
+        let line = cosign_text(signed.note().text(), &name, &key(c), NOW - 3000).unwrap();
+        signed.add_signature(line).unwrap();
+    }
+    WitnessedCheckpoint {
+        checkpoint: signed.to_text(),
+        consistency: consistency_proof(&leaves(&log), 2, 3)
+            .unwrap()
+            .into_iter()
+            .map(ProofHash)
+            .collect(),
+    }
 }
 
 fn empty_receipt() -> Receipt {
@@ -764,9 +799,12 @@ fn receipt_for(entry: &AuditEntry, log_key: &str) -> Receipt {
     }
 }
 
-/// `r` with a receipt for its own decision.
+/// `r` with a receipt for its own decision, and that log's checkpoint of size 2 cosigned by
+/// [`COSIGNERS`].
 fn with_receipt(mut r: Response, q: &Query, log_key: &str) -> Response {
-    r.receipt = receipt_for(&decision_entry(&r, q), log_key);
+    let entry = decision_entry(&r, q);
+    r.receipt = receipt_for(&entry, log_key);
+    r.witnessed = Some(witnessed_for(&entry, log_key, COSIGNERS));
     r
 }
 
@@ -2419,6 +2457,18 @@ fn gen_bodies(g: &mut Gen) {
                     size: 3,
                     at: Some(Timestamp(NOW)),
                 }],
+                cosigned: Some({
+                    let mut s = SignedCheckpoint::parse(checkpoint3.as_bytes()).unwrap();
+                    let line = cosign_text(
+                        s.note().text(),
+                        &witness_name(&agency("hmp-leeds")),
+                        &key("node-hmp-leeds"),
+                        NOW,
+                    )
+                    .unwrap();
+                    s.add_signature(line).unwrap();
+                    s.to_text()
+                }),
                 witnessed: vec![Witnessed {
                     agency: agency("hmp-leeds"),
                     size: 17,
@@ -2722,6 +2772,18 @@ fn gen_manifests(g: &mut Gen) {
             &bad_threshold,
             &["governance-1", "governance-2", "governance-3"],
         ),
+        None,
+        NOW,
+        "invalid",
+    );
+    let witness_too_high = Manifest {
+        witness_threshold: 4,
+        ..v1.clone()
+    };
+    one(
+        "invalid-witness-threshold",
+        "A witness threshold of 4 among 4 members: a log has only 3 other members to witness it.",
+        &sign_manifest(&witness_too_high, &["governance-1", "governance-2"]),
         None,
         NOW,
         "invalid",
@@ -3674,6 +3736,13 @@ fn gen_responses(g: &mut Gen) {
                    holder: &str,
                    expect: &str| {
         let bytes = env.to_bytes();
+        // "valid" responses are witnessed (the fixture's default); "valid/<verdict>" names
+        // another witnessing verdict.
+        let (expect, witness) = match expect.split_once('/') {
+            Some((e, w)) => (e, Some(w.to_owned())),
+            None if expect == "valid" => (expect, Some("witnessed".to_owned())),
+            None => (expect, None),
+        };
         let mut v = Vector {
             id: format!("response-check/{id}"),
             description: description.into(),
@@ -3684,6 +3753,7 @@ fn gen_responses(g: &mut Gen) {
             holder: Some(holder.into()),
             keys: fixture_keys(),
             expect: expect.into(),
+            witness,
             ..Vector::default()
         };
         manifest_fields(&mut v);
@@ -3922,6 +3992,72 @@ fn gen_responses(g: &mut Gen) {
         &q,
         "nhs-wy",
         "receipt",
+    );
+
+    // The witnessed checkpoint (SPEC 8.6 step 10). The fixture manifest's witness threshold
+    // is 2; the fixture responses carry the log's checkpoint of size 2 cosigned by hmp-leeds
+    // and dwp, and the consistency proof to the receipt's size 3.
+    let entry = decision_entry(&response_body(&q, Outcome::Disclosed), &qb);
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.witnessed = None;
+    one("witness-none", "A disclosure carrying no witnessed checkpoint (a log no witness has cosigned yet): valid, not yet witnessed.", &seal_node(&r, nhs), &q, "nhs-wy", "valid/not_yet_witnessed");
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.witnessed = Some(witnessed_for(&entry, nhs, &["node-hmp-leeds"]));
+    one("witness-too-few-cosignatures", "A disclosure whose witnessed checkpoint is cosigned by one witness (hmp-leeds) where the manifest asks for 2: valid, not yet witnessed.", &seal_node(&r, nhs), &q, "nhs-wy", "valid/not_yet_witnessed");
+    // Cosignatures that do not count: the holder cosigning its own log, and a key the manifest
+    // does not list for dwp under dwp's witness name (another key ID, so ignored).
+    let mut w = witnessed_for(&entry, nhs, &["node-hmp-leeds", "node-nhs-wy"]);
+    let mut signed = SignedCheckpoint::parse(w.checkpoint.as_bytes()).unwrap();
+    let outsider = cosign_text(
+        signed.note().text(),
+        &witness_name(&agency("dwp")),
+        &key("node-leeds-college"),
+        NOW - 3000,
+    )
+    .unwrap();
+    signed.add_signature(outsider).unwrap();
+    w.checkpoint = signed.to_text();
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.witnessed = Some(w);
+    one("witness-cosignature-by-non-witness", "A witnessed checkpoint cosigned by hmp-leeds, by the holder itself under its own witness name, and under dwp's witness name by a key the manifest does not list for dwp: only hmp-leeds counts, 1 of 2, so valid, not yet witnessed.", &seal_node(&r, nhs), &q, "nhs-wy", "valid/not_yet_witnessed");
+    let mut r = response_body(&q, Outcome::Disclosed);
+    let mut w = r.witnessed.clone().unwrap();
+    let mut signed = SignedCheckpoint::parse(w.checkpoint.as_bytes()).unwrap();
+    let mut edited = signed.note().signatures().last().unwrap().clone();
+    edited.signature[20] ^= 0x01;
+    signed.add_signature(edited).unwrap();
+    w.checkpoint = signed.to_text();
+    r.witnessed = Some(w);
+    one("witness-cosignature-edited", "A witnessed checkpoint whose dwp cosignature has one flipped bit in its Ed25519 signature: a listed witness's line that fails makes the response invalid.", &seal_node(&r, nhs), &q, "nhs-wy", "witness");
+    let mut r = response_body(&q, Outcome::Disclosed);
+    let mut w = r.witnessed.clone().unwrap();
+    w.checkpoint = w.checkpoint.replace(
+        &SignedCheckpoint::parse(w.checkpoint.as_bytes())
+            .unwrap()
+            .note()
+            .signatures()[1]
+            .to_line(),
+        "",
+    );
+    r.witnessed = Some(w);
+    let signed_env = seal_node(&response_body(&q, Outcome::Disclosed), nhs);
+    let stripped = Envelope {
+        body: seal_node(&r, nhs).body,
+        ..signed_env
+    };
+    one("witness-cosignature-stripped", "The fixture disclosure with hmp-leeds's cosignature line removed from its witnessed checkpoint after the holder signed: the holder's signature covers the checkpoint, so it fails.", &stripped, &q, "nhs-wy", "holder_signature");
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.witnessed.as_mut().unwrap().consistency[0].0[0] ^= 0x01;
+    one("witness-bad-consistency-proof", "A witnessed checkpoint whose consistency proof to the receipt's checkpoint has one flipped bit.", &seal_node(&r, nhs), &q, "nhs-wy", "witness");
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.witnessed = Some(witnessed_for(&entry, "node-hmp-leeds", COSIGNERS));
+    one(
+        "witness-checkpoint-other-key",
+        "A witnessed checkpoint of nhs-wy's log signed by the hmp-leeds key, not a key of nhs-wy.",
+        &seal_node(&r, nhs),
+        &q,
+        "nhs-wy",
+        "witness",
     );
 }
 
@@ -4343,6 +4479,7 @@ struct Verdict {
     records_from: Option<String>,
     records_until: Option<String>,
     result_verdicts: Option<Vec<String>>,
+    witness: Option<String>,
 }
 
 fn only(s: &str) -> Verdict {
@@ -4408,6 +4545,7 @@ fn bundle_name(e: &BundleError) -> &'static str {
         BundleError::Statement(_) => "statement",
         BundleError::ResultsMismatch(_) => "results_mismatch",
         BundleError::Manifest(_) => "manifest",
+        BundleError::Witness(_) => "witness",
     }
 }
 
@@ -4700,8 +4838,13 @@ fn check(v: &Vector) -> Verdict {
             let env = envelope_of(v, &v.hex);
             let q_env = envelope_of(v, &v.query_hex);
             let q: Query = q_env.open().expect("query body");
-            match verify_response(&env, &q_env, &q, &agency(v.holder.as_deref().unwrap()), &m) {
-                Ok(_) => only("valid"),
+            let holder = agency(v.holder.as_deref().unwrap());
+            match verify_response_witnessed(&env, &q_env, &q, &holder, &m, None) {
+                Ok((_, w)) => Verdict {
+                    expect: "valid".into(),
+                    witness: Some(w.name().into()),
+                    ..Verdict::default()
+                },
                 Err(e) => only(bundle_name(&e)),
             }
         }
@@ -4753,6 +4896,7 @@ fn expected(v: &Vector) -> Verdict {
         records_from: v.records_from.clone(),
         records_until: v.records_until.clone(),
         result_verdicts: v.result_verdicts.clone(),
+        witness: v.witness.clone(),
     }
 }
 

@@ -35,6 +35,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "audit.receipt_refused", "a refusal (no_consent) carries a receipt that verifies with the target's key and proves a logged decision matching the response (digest, ids, outcome, reason, consent, record count)", receipt_refused),
         case!(a, "audit.receipt_not_held", "a not_held answer under a consent for a person the target does not hold carries a receipt proving the matching decision", receipt_not_held),
         case!(a, "audit.receipt_under_consent", "an answer under a linked consent (a disclosure, or a policy refusal) carries a receipt proving the matching decision, with the number of records released", receipt_under_consent),
+        case!(a, "audit.response_witness_evidence", "a response's witnessed checkpoint, when present, is of the target's log, signed by its node key, linked to the receipt's checkpoint by its consistency proof, with every cosignature line by another member of the target's manifest valid; the result names the witnessing verdict (witnessed, not_yet_witnessed, not_required)", response_witness_evidence),
         case!(a, "audit.checkpoint_signed_by_target", "every receipt's checkpoint is a C2SP checkpoint of origin throughgate/<target>/audit, signed under that name by the target's node key, covering the receipt's entry", checkpoint_signed_by_target),
         case!(a, "audit.inclusion_proofs_verify", "8 decisions in a row each carry an inclusion proof that verifies under its checkpoint; leaf indexes strictly increase and checkpoints never shrink", inclusion_proofs_verify),
         case!(a, "audit.consistency_over_time", "a checkpoint the target signed earlier is a prefix of a later one: the same entry's inclusion proofs under both share every left subtree", consistency_over_time),
@@ -123,6 +124,37 @@ async fn receipt_refused(ctx: &Ctx) -> CaseResult {
     let v = decision_receipt(ctx, &q, &r)?;
     conn.close();
     Ok(receipt_detail(&r, &v))
+}
+
+async fn response_witness_evidence(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let manifest = super::manifest::trusted(ctx, &conn).await?;
+    let q = craft::unconsented_query(ctx, &ctx.me);
+    let (env, answer) = send_query(&conn, &ctx.me, &q).await?;
+    let r = check::refused(ctx.target(), &env, &q, &answer, RefusalReason::NoConsent)?;
+    conn.close();
+    let (_, verdict) = throughgate_protocol::bundle::verify_response_witnessed(
+        answer.envelope(),
+        &env,
+        &q,
+        &ctx.target().agency,
+        &manifest,
+        None,
+    )
+    .map_err(|e| CaseError::Fail(format!("the response does not verify: {e}")))?;
+    Ok(format!(
+        "witnessing: {} (threshold {}); witnessed checkpoint {}, requester view {}",
+        verdict.name(),
+        manifest.witness_threshold,
+        if r.witnessed.is_some() {
+            "present"
+        } else {
+            "absent"
+        },
+        r.requester_view
+            .as_ref()
+            .map_or_else(|| "absent".to_owned(), |v| format!("size {}", v.size))
+    ))
 }
 
 async fn receipt_not_held(ctx: &Ctx) -> CaseResult {

@@ -47,7 +47,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "envelope.signature_wrong_role", "a node-key signature made in role person but labelled node is refused requester_signature_invalid", signature_wrong_role),
         case!(a, "envelope.body_tampered_after_signing", "a query whose body changed by one byte after signing is refused requester_signature_invalid", body_tampered),
         case!(a, "envelope.malleated_signature", "a node signature with S replaced by S+L is refused requester_signature_invalid (strict verification)", malleated_signature),
-        case!(a, "envelope.non_canonical_body_verified_as_sent", "a query body in a valid non-canonical encoding (indefinite map), signed as sent, is verified as sent and answered (no_consent) naming the digest of those bytes", non_canonical_body),
+        case!(a, "envelope.non_canonical_body_verified_as_sent", "a query body in a valid non-canonical encoding (its keys in reverse order), signed as sent, is verified as sent and answered (no_consent) naming the digest of those bytes", non_canonical_body),
     ]
 }
 
@@ -519,8 +519,8 @@ async fn malleated_signature(ctx: &Ctx) -> CaseResult {
 
 async fn non_canonical_body(ctx: &Ctx) -> CaseResult {
     let q = craft::unconsented_query(ctx, &ctx.me);
-    let body = craft::indefinite_map(&craft::cbor(&q))
-        .ok_or_else(|| CaseError::Fail("suite: query body is not a small map".into()))?;
+    let body = craft::reordered_map(&craft::cbor(&q))
+        .ok_or_else(|| CaseError::Fail("suite: query body is not a map".into()))?;
     let env = Envelope::seal_bytes(
         MessageKind::Query,
         body,

@@ -34,6 +34,7 @@ pub fn cases() -> Vec<Case> {
         case!(a, "manifest.rollback_not_adopted", "an older version, governance-signed, is not adopted (rollback): the target keeps answering with its newer version [needs governance_key]", rollback_not_adopted),
         case!(a, "manifest.same_version_different_not_adopted", "a different document under the trusted version number, governance-signed, is not adopted [needs governance_key]", same_version_different_not_adopted),
         case!(a, "manifest.expired_not_adopted", "a newer version that has already expired, governance-signed, is not adopted [needs governance_key]", expired_not_adopted),
+        case!(a, "manifest.witness_threshold_too_high_not_adopted", "a newer version whose witness_threshold exceeds the number of other members a log can have, governance-signed, is not adopted [needs governance_key]", witness_threshold_too_high_not_adopted),
         case!(a, "manifest.without_target_not_adopted", "a newer version that no longer lists the target, governance-signed, is not adopted [needs governance_key]", without_target_not_adopted),
         case!(a, "manifest.newer_adopted", "a newer version signed by the governance threshold is adopted: the target answers with it from then on and still serves the suite [needs governance_key]", newer_adopted),
     ]
@@ -85,6 +86,7 @@ fn stranger_manifest(ctx: &Ctx, version: u64) -> Envelope {
             keys: vec![gov.public()],
             threshold: 1,
         },
+        witness_threshold: 0,
     };
     Envelope::seal(&body, &[(SignerRole::Governance, &gov)])
 }
@@ -368,6 +370,31 @@ async fn expired_not_adopted(ctx: &Ctx) -> CaseResult {
     .await;
     conn.close();
     r
+}
+
+async fn witness_threshold_too_high_not_adopted(ctx: &Ctx) -> CaseResult {
+    let conn = ctx.conn().await?;
+    let (_, before) = current(ctx, &conn).await?;
+    let gov = governance(ctx, &before)?;
+    let mut body = newer(&before);
+    body.witness_threshold = u32::try_from(body.members.len()).unwrap_or(u32::MAX);
+    let r = not_adopted(
+        ctx,
+        &conn,
+        &before,
+        &seal(&body, gov),
+        "a newer version asking every member, the log itself included, to witness",
+    )
+    .await;
+    conn.close();
+    r
+}
+
+/// The manifest the target trusts, as it answers a `manifest_sync`, verified now.
+pub(crate) async fn trusted(ctx: &Ctx, conn: &Conn) -> Result<Manifest, CaseError> {
+    let (env, _) = current(ctx, conn).await?;
+    verify_manifest(&env, None, now())
+        .map_err(|e| CaseError::Fail(format!("the manifest the target trusts: {e}")))
 }
 
 async fn without_target_not_adopted(ctx: &Ctx) -> CaseResult {

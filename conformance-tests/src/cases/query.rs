@@ -561,14 +561,8 @@ async fn absent_nullable_key(ctx: &Ctx) -> CaseResult {
 
 async fn indefinite_length(ctx: &Ctx) -> CaseResult {
     let q = craft::unconsented_query(ctx, &ctx.me);
-    let mut body = craft::cbor(&q);
-    let header = match body.first() {
-        Some(0xa0..=0xb7) => 1,
-        Some(0xb8) => 2,
-        _ => return fail("suite: the query does not encode as a small map"),
-    };
-    body.splice(..header, [0xbf]);
-    body.push(0xff);
+    let body = craft::indefinite_map(&craft::cbor(&q))
+        .ok_or_else(|| CaseError::Fail("suite: query body is not a small map".into()))?;
     malformed_body(ctx, body).await
 }
 

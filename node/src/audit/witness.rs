@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use throughgate_protocol::audit::{origin, AuditEvent, ProofHash};
+use throughgate_protocol::bundle::verify_link;
 use throughgate_protocol::checkpoint::SignedCheckpoint;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::merkle::verify_consistency;
-use throughgate_protocol::messages::{ErrorCode, WitnessOutcome, WitnessRequest, WitnessResponse};
+use throughgate_protocol::messages::{
+    ErrorCode, Response, WitnessOutcome, WitnessRequest, WitnessResponse,
+};
 use throughgate_protocol::note::NoteSignature;
 use throughgate_protocol::witness::{cosign_text, verify_cosignature};
 
@@ -22,10 +25,7 @@ use crate::node::NodeState;
 
 /// The name a node cosigns under: `throughgate/<agency>/witness`.
 pub fn witness_name(agency: &AgencyId) -> String {
-    format!(
-        "{}/{agency}/witness",
-        throughgate_protocol::audit::ORIGIN_HOST
-    )
+    throughgate_protocol::bundle::witness_name(agency)
 }
 
 fn answer(
@@ -63,26 +63,121 @@ async fn alarm(state: &NodeState, peer: &AgencyId, detail: String) -> Envelope {
     answer(state, WitnessOutcome::Refused, None, None, Some(detail))
 }
 
-/// Compares the checkpoint of a receipt `peer` gave this node (as a requester) with the newest
-/// checkpoint of `peer`'s log this node has witnessed: of the same size, they must have the
-/// same root, or `peer` shows requesters one log and witnesses another. Returns the alarm's
-/// words on such a split view. (Checkpoints of other sizes are not compared: that needs a
-/// consistency proof the receipt does not carry.)
+/// Compares the checkpoint of a receipt `peer` gave this node (as a requester, in a verified
+/// `response`) with what this node has witnessed of `peer`'s log, and returns the alarm's
+/// words if `peer` shows requesters a log that is not an extension of (nor extended by) the
+/// one its witnesses see.
+///
+/// The receipt's checkpoint R is compared with the newest checkpoint W witnessed here: the same
+/// size needs the same root; otherwise the response's `requester_view` proof must link R to
+/// the checkpoint of the size it names, which must be one this node cosigned (its root is
+/// remembered), in whichever order the sizes come. A response without that proof is linked
+/// through its cosigned checkpoint when that is of W's size. A `requester_view` naming a size
+/// this node never cosigned is not compared (the holder's record of cosignatures lags by at
+/// most a round when an answer is lost); the next receipt is.
 pub fn receipt_view_conflict(
     state: &NodeState,
     peer: &AgencyId,
-    receipt_checkpoint: &str,
+    response: &Response,
 ) -> Option<String> {
-    let (_, text) = state.db.witnessed(peer).ok()??;
+    let (w_size, text) = state.db.witnessed(peer).ok()??;
     let witnessed = SignedCheckpoint::parse(text.as_bytes()).ok()?;
-    let shown = SignedCheckpoint::parse(receipt_checkpoint.as_bytes()).ok()?;
-    let (w, s) = (witnessed.checkpoint(), shown.checkpoint());
-    (w.size == s.size && w.root_hash != s.root_hash).then(|| {
-        format!(
-            "a receipt shows a different root for size {} than the checkpoint of that size this node witnessed: the log shows requesters and witnesses different views",
-            s.size
-        )
+    let shown = SignedCheckpoint::parse(response.receipt.checkpoint.as_bytes()).ok()?;
+    let (w, r) = (witnessed.checkpoint(), shown.checkpoint());
+    let split =
+        |how: String| format!("{how}: the log shows requesters and witnesses different views");
+    if w.size == r.size {
+        return (w.root_hash != r.root_hash).then(|| {
+            split(format!(
+                "a receipt shows a different root for size {} than the checkpoint of that size this node witnessed",
+                r.size
+            ))
+        });
+    }
+    if let Some(view) = &response.requester_view {
+        let root = if view.size == w_size {
+            Some(w.root_hash)
+        } else {
+            state.db.witnessed_root(peer, view.size).ok().flatten()
+        };
+        if let Some(root) = root {
+            return verify_link((view.size, &root), (r.size, &r.root_hash), &view.consistency)
+                .err()
+                .map(|e| {
+                    split(format!(
+                        "a receipt's checkpoint of size {} is not consistent with the checkpoint of size {} this node witnessed ({e})",
+                        r.size, view.size
+                    ))
+                });
+        }
+    }
+    // Through the cosigned checkpoint, whose link to the receipt verify_response checked.
+    let cosigned = response
+        .witnessed
+        .as_ref()
+        .and_then(|c| SignedCheckpoint::parse(c.checkpoint.as_bytes()).ok())?;
+    let c = cosigned.checkpoint();
+    let root = if c.size == w_size {
+        Some(w.root_hash)
+    } else {
+        state.db.witnessed_root(peer, c.size).ok().flatten()
+    }?;
+    (root != c.root_hash).then(|| {
+        split(format!(
+            "a response's cosigned checkpoint shows a different root for size {} than the checkpoint of that size this node witnessed",
+            c.size
+        ))
     })
+}
+
+/// As a log: after a round of offers, records the newest of our checkpoints any witness
+/// cosigned, and the newest cosigned by the manifest's witness threshold, each as a signed note
+/// carrying every cosignature line collected for it, for responses to carry (section 16.3).
+pub fn record_cosigned(state: &NodeState) -> Result<(), String> {
+    let Some(manifest) = state.manifest() else {
+        return Ok(());
+    };
+    let lines: Vec<(AgencyId, u64, String)> = state
+        .db
+        .cosignatures()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|(w, _, _)| w != &state.agency && manifest.member(w).is_some())
+        .collect();
+    let mut sizes: Vec<u64> = lines.iter().map(|(_, s, _)| *s).collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    sizes.dedup();
+    let threshold = manifest.witness_threshold as usize;
+    let (known, known_quorum) = state.db.cosigned_notes().map_err(|e| e.to_string())?;
+    for (i, size) in sizes.into_iter().enumerate() {
+        let Some(text) = state.db.audit_checkpoint(size).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let mut signed = SignedCheckpoint::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+        let mut count = 0usize;
+        for (_, _, line) in lines.iter().filter(|(_, s, _)| *s == size) {
+            if let Ok(sig) = NoteSignature::parse(line) {
+                if signed.add_signature(sig).is_ok() {
+                    count += 1;
+                }
+            }
+        }
+        let quorum = threshold > 0 && count >= threshold;
+        let newer = |k: &Option<(u64, String)>| {
+            k.as_ref()
+                .is_none_or(|(s, t)| *s < size || (*s == size && t.len() < signed.to_text().len()))
+        };
+        if (i == 0 && newer(&known)) || (quorum && newer(&known_quorum)) {
+            state
+                .db
+                .put_cosigned_note(size, &signed.to_text(), quorum)
+                .map_err(|e| e.to_string())?;
+        }
+        if quorum || threshold == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Raises a split-view alarm about `peer` (logged, counted, kept as the standing alarm).
@@ -322,6 +417,9 @@ pub async fn offer_all(state: &NodeState) {
             Ok(size) => tracing::debug!(witness = %peer, size, "checkpoint witnessed"),
             Err(e) => tracing::info!(witness = %peer, error = %e, "checkpoint not witnessed"),
         }
+    }
+    if let Err(e) = record_cosigned(state) {
+        tracing::warn!(error = %e, "could not record the cosigned checkpoint");
     }
 }
 

@@ -146,6 +146,16 @@ fn passport_key(passport: &PassportId, index: u64) -> Vec<u8> {
     k
 }
 
+/// A checkpoint's size and its signed-note text.
+pub type SizedNote = (u64, String);
+
+/// `aud/wh/<peer>/<size, big-endian>`: the root of a checkpoint of `peer`'s log cosigned here.
+fn witnessed_root_key(peer: &AgencyId, size: u64) -> Vec<u8> {
+    let mut k = key(&["aud/wh/", peer.as_str(), "/"]);
+    k.extend_from_slice(&size.to_be_bytes());
+    k
+}
+
 fn redaction_key(index: u64) -> Vec<u8> {
     be_key(REDACTION_PREFIX, index)
 }
@@ -570,13 +580,57 @@ impl Db {
         self.get_decoded("witnessed checkpoint", &key(&["aud/w/", peer.as_str()]))
     }
 
-    /// As a witness: replaces `peer`'s newest cosigned checkpoint, then flushes.
+    /// As a witness: replaces `peer`'s newest cosigned checkpoint, and remembers its root
+    /// among every size of `peer`'s log cosigned here, then flushes.
     pub fn put_witnessed(&self, peer: &AgencyId, size: u64, text: &str) -> Result<(), StoreError> {
         let mut b = WriteBatch::new();
         b.put(
             key(&["aud/w/", peer.as_str()]),
             encode(&(size, text.to_owned())),
         );
+        if let Ok(signed) =
+            throughgate_protocol::checkpoint::SignedCheckpoint::parse(text.as_bytes())
+        {
+            b.put(
+                witnessed_root_key(peer, size),
+                signed.checkpoint().root_hash.to_vec(),
+            );
+        }
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// As a witness: the root of the checkpoint of `peer`'s log of `size` cosigned here, if
+    /// one was (since the baseline was last reset).
+    pub fn witnessed_root(&self, peer: &AgencyId, size: u64) -> Result<Option<Hash>, StoreError> {
+        Ok(self
+            .store
+            .get(&witnessed_root_key(peer, size))?
+            .and_then(|v| <Hash>::try_from(v.as_slice()).ok()))
+    }
+
+    /// As a log: the newest of our checkpoints cosigned by any witness, and the newest cosigned
+    /// by at least the manifest's witness threshold, each as (size, signed note with every
+    /// cosignature line collected for that size).
+    pub fn cosigned_notes(&self) -> Result<(Option<SizedNote>, Option<SizedNote>), StoreError> {
+        Ok((
+            self.get_decoded("cosigned checkpoint", b"aud/cn")?,
+            self.get_decoded("quorum checkpoint", b"aud/cq")?,
+        ))
+    }
+
+    /// As a log: records the newest cosigned note (`quorum`: also the newest with a quorum),
+    /// unless a newer one is recorded already; flushes.
+    pub fn put_cosigned_note(&self, size: u64, note: &str, quorum: bool) -> Result<(), StoreError> {
+        let (any, q) = self.cosigned_notes()?;
+        let mut b = WriteBatch::new();
+        let value = encode(&(size, note.to_owned()));
+        if any.as_ref().is_none_or(|(s, _)| *s <= size) {
+            b.put(b"aud/cn".to_vec(), value.clone());
+        }
+        if quorum && q.as_ref().is_none_or(|(s, _)| *s <= size) {
+            b.put(b"aud/cq".to_vec(), value);
+        }
         self.store.apply(b)?;
         self.store.flush()
     }
@@ -737,6 +791,12 @@ impl Db {
         let mut b = WriteBatch::new();
         b.delete(key(&["aud/w/", peer.as_str()]));
         b.delete(key(&["aud/wa/", peer.as_str()]));
+        for (k, _) in self
+            .store
+            .scan(&key(&["aud/wh/", peer.as_str(), "/"]), None, usize::MAX)?
+        {
+            b.delete(k);
+        }
         self.store.apply(b)?;
         self.store.flush()
     }

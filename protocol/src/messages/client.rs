@@ -321,6 +321,11 @@ pub struct CheckpointStatus {
     pub size: u64,
     /// The witnesses' newest cosignatures.
     pub cosignatures: Vec<Cosignature>,
+    /// The checkpoint responses carry as witnessed: the newest cosigned by the manifest's
+    /// witness threshold, else the newest cosigned at all, as a C2SP signed note with the log's
+    /// signature and every cosignature line collected for it.
+    #[serde(deserialize_with = "crate::cbor::required")]
+    pub cosigned: Option<String>,
     /// The peer logs this node witnesses.
     pub witnessed: Vec<Witnessed>,
     /// Witness alarms raised since start.

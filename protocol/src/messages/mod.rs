@@ -21,7 +21,9 @@ pub use client::{
 pub use error::{ErrorBody, ErrorCode};
 pub use manifest_sync::ManifestSync;
 pub use query::{query_digest, HolderRequest, Query};
-pub use response::{Outcome, RefusalReason, Response, Withheld};
+pub use response::{
+    Outcome, RefusalReason, RequesterView, Response, Withheld, WitnessedCheckpoint,
+};
 pub use witness::{WitnessOutcome, WitnessRequest, WitnessResponse};
 
 /// The largest body accepted for an envelope of `kind` (section 5.4): a receiver refuses a

@@ -180,6 +180,37 @@ pub struct Response {
     pub as_of: Timestamp,
     /// Proof that the decision was logged (durably) before this response left the holder.
     pub receipt: crate::audit::Receipt,
+    /// The holder's newest checkpoint its witnesses cosigned, tied to the receipt's checkpoint
+    /// by a consistency proof; `None` while no witness has cosigned any.
+    #[serde(deserialize_with = "crate::cbor::required")]
+    pub witnessed: Option<WitnessedCheckpoint>,
+    /// The receipt's checkpoint tied to the newest checkpoint of this log the requester (as a
+    /// witness) has cosigned, as the holder recorded it; `None` when it recorded none.
+    #[serde(deserialize_with = "crate::cbor::required")]
+    pub requester_view: Option<RequesterView>,
+}
+
+/// A cosigned checkpoint of the holder's log and its link to the receipt's checkpoint: what
+/// lets an offline verifier check the witness quorum the manifest asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WitnessedCheckpoint {
+    /// The signed note: the checkpoint, the holder's log signature and the witnesses'
+    /// cosignature lines (C2SP tlog-cosignature).
+    pub checkpoint: String,
+    /// The RFC 6962 consistency proof between this checkpoint's size and the receipt
+    /// checkpoint's size, from the smaller to the larger; empty when they are equal.
+    pub consistency: Vec<crate::audit::ProofHash>,
+}
+
+/// The link between a receipt's checkpoint and the newest checkpoint the requester cosigned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequesterView {
+    /// The size of the newest checkpoint of this log the requester cosigned, as the holder
+    /// recorded it.
+    pub size: u64,
+    /// The consistency proof between that size and the receipt checkpoint's size, from the
+    /// smaller to the larger; empty when they are equal.
+    pub consistency: Vec<crate::audit::ProofHash>,
 }
 
 impl Message for Response {
