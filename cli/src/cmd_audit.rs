@@ -13,6 +13,7 @@ use throughgate_protocol::time::{Date, Timestamp};
 use crate::exit::{self, VerificationFailed};
 use crate::render::table;
 use crate::render_audit::{entries_table, report_html, report_text};
+use crate::render_person::{person_html, person_text};
 use crate::Global;
 
 /// Audit commands.
@@ -63,6 +64,12 @@ pub enum AuditCmd {
         /// text, json or html.
         #[arg(long, default_value = "text")]
         format: String,
+        /// The version to hand to the person: plain English (text or html), no ids or codes
+        /// but one reference number; what was shared, by whom, with whom, when and why, what
+        /// was refused and why, and what they agreed to and when they withdrew (from your
+        /// node's consent register).
+        #[arg(long)]
+        for_person: bool,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -192,17 +199,28 @@ async fn run_with(g: &Global, client: &HomeClient, cmd: AuditCmd) -> Result<u8> 
             passport,
             federation,
             format,
+            for_person,
             out,
         } => {
             let (_, manifest) = client.manifest().await?;
+            if for_person && format == "json" {
+                bail!("--for-person is text or html; the JSON report is the DPO's evidence version (drop --for-person)");
+            }
             let report = client
                 .subject_access_report(&manifest, &passport, federation)
                 .await?;
-            let text = match format.as_str() {
-                "text" => report_text(&report),
-                "json" => serde_json::to_string_pretty(&report)?,
-                "html" => report_html(&report),
-                other => bail!("unknown format {other:?}; use text, json or html"),
+            let consents = if for_person {
+                client.consents_of(&passport).await?
+            } else {
+                Vec::new()
+            };
+            let text = match (format.as_str(), for_person) {
+                ("text", false) => report_text(&report),
+                ("json", _) => serde_json::to_string_pretty(&report)?,
+                ("html", false) => report_html(&report),
+                ("text", true) => person_text(&report, &manifest, &consents),
+                ("html", true) => person_html(&report, &manifest, &consents),
+                (other, _) => bail!("unknown format {other:?}; use text, json or html"),
             };
             match &out {
                 Some(p) => {

@@ -113,7 +113,8 @@ pub struct DraftArgs {
     /// Add a node key to a member: AGENCY=HEX (repeatable; for rotation).
     #[arg(long = "add-key")]
     pub add_keys: Vec<String>,
-    /// Retire a node key of a member: AGENCY=HEX (repeatable).
+    /// Retire a node key of a member: AGENCY=HEX (repeatable). It moves to the member's key
+    /// history with this draft's time, so what it signed before still verifies.
     #[arg(long = "retire-key")]
     pub retire_keys: Vec<String>,
     /// Replace a member's addresses: AGENCY=HOST:PORT,HOST:PORT,... (repeatable).
@@ -368,6 +369,7 @@ fn draft(a: DraftArgs) -> Result<u8> {
             )
         })
     };
+    let issued = now();
     for p in &a.add_members {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -408,10 +410,27 @@ fn draft(a: DraftArgs) -> Result<u8> {
         })?;
         let i = member(&mut m, &id)?;
         if let Some(x) = m.members.get_mut(i) {
+            if !x.node_keys.contains(&k) {
+                bail!(
+                    "{} is not a current node key of {id}; `tg manifest show FILE` lists its keys",
+                    k.fingerprint()
+                );
+            }
             x.node_keys.retain(|y| y != &k);
             if x.node_keys.is_empty() {
                 bail!("retiring that key would leave {id} with no key; add its new key with --add-key in the same draft");
             }
+            // Kept in the key history, so what it signed until now still verifies.
+            x.retired_keys
+                .push(throughgate_protocol::manifest::RetiredKey {
+                    key: k,
+                    retired_at: issued,
+                });
+            let over = x
+                .retired_keys
+                .len()
+                .saturating_sub(throughgate_protocol::manifest::MAX_RETIRED_KEYS);
+            x.retired_keys.drain(..over);
         }
     }
     for s in &a.set_addresses {
@@ -449,7 +468,6 @@ fn draft(a: DraftArgs) -> Result<u8> {
     if let Some(t) = a.witness_threshold {
         m.witness_threshold = t;
     }
-    let issued = now();
     m.version += 1;
     m.issued_at = issued;
     m.expires_at = issued.plus_secs(a.expires_days.saturating_mul(86_400));

@@ -272,6 +272,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         categories,
         id_scheme: scheme,
         roles: vec![MemberRole::Holder, MemberRole::Requester],
+        retired_keys: vec![],
     };
     crate::outfile::write(
         &dir.join("member.toml"),

@@ -228,7 +228,7 @@ async fn assemble_cmd(g: &Global, a: AssembleArgs) -> Result<u8> {
     if g.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::passport_json(&v))?
+            serde_json::to_string_pretty(&render::passport_json(&v, &manifest))?
         );
     } else {
         print!("{}", render::passport_text(&v, &manifest));
@@ -413,12 +413,26 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         ..
     } = load_verified_at(&a.bundle, a.manifest.as_deref(), a.at)?;
     if g.json {
-        let mut j = render::passport_json(&v);
+        let mut j = render::passport_json(&v, &manifest);
         if let Some(obj) = j.as_object_mut() {
             obj.insert("verified_against".into(), serde_json::Value::String(source));
             obj.insert(
                 "evaluated_at".into(),
                 serde_json::Value::String(evaluated_at.to_rfc3339()),
+            );
+            obj.insert(
+                "retired_signatures".into(),
+                v.retired_signatures
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "agency": r.agency,
+                            "signed": r.what,
+                            "key": r.key.to_hex(),
+                            "retired_at": r.retired_at.to_rfc3339(),
+                        })
+                    })
+                    .collect(),
             );
             obj.insert(
                 "manifest_expired_since".into(),
@@ -432,6 +446,9 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
         print!("{}", render::passport_text(&v, &manifest));
         println!("\nVerified against {source}.");
         println!("{}", render::witness_summary(&v));
+        for r in &v.retired_signatures {
+            println!("Note: {r}.");
+        }
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));
         }
@@ -465,6 +482,9 @@ fn verify_cmd(g: &Global, a: VerifyArgs, show: bool) -> Result<u8> {
                 v.query.caseworker, v.query.requester
             );
             println!("{}", render::witness_summary(&v));
+        }
+        for r in &v.retired_signatures {
+            println!("Note: {r}.");
         }
         if let Some(since) = manifest_expired_since {
             println!("{}", expired_note(&v, since));

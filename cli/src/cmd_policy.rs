@@ -116,6 +116,7 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
         categories: Vec::new(),
         id_scheme: throughgate_protocol::identifiers::IdScheme::Crn,
         roles: vec![MemberRole::Requester],
+        retired_keys: vec![],
     };
     let release = policy.release_for(purpose, &member);
     if g.json {

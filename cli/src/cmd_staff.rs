@@ -65,6 +65,15 @@ pub enum StaffCmd {
         /// Their staff id.
         id: PersonId,
     },
+    /// Re-issue under the node's current key every credential in force that a previous node
+    /// key signed: same staff id, name, roles, key and validity, newly signed, each logged.
+    /// `tg node rotate-key` does this itself; run it before the old key is retired if
+    /// `tg staff list` shows any credential as previous_key.
+    ReissueCredentials,
+    /// Pick up your own credential as your node now holds it (re-issued under its new key after
+    /// a key rotation) and save it in your profile. Any command does this by itself when it
+    /// finds your credential signed by a key the node no longer presents; any role may run it.
+    Refresh,
 }
 
 /// Saves the home node's verified manifest beside a new profile, as the manifest the profile
@@ -133,6 +142,60 @@ pub async fn run(g: &Global, cmd: StaffCmd) -> Result<u8> {
     let profile = Profile::load(&g.profile_path())?;
     let client = g.client_for(&profile).await?;
     let code = match cmd {
+        StaffCmd::Refresh => {
+            let refreshed = client.credential_refreshed().cloned();
+            let file = profile.resolve_path(&profile.credential_file);
+            if let Some(Err(e)) = &refreshed {
+                bail!(
+                    "your node re-issued your credential under its new key, but {} could not be \
+                     written: {e}; fix its permissions and run again",
+                    file.display()
+                );
+            }
+            let issuer = client
+                .credential_envelope()
+                .signers(throughgate_protocol::envelope::SignerRole::Node)
+                .next()
+                .map(|k| k.fingerprint())
+                .unwrap_or_default();
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"credential": file, "refreshed": refreshed.is_some(), "issuer_key": issuer})
+                );
+            } else if refreshed.is_some() {
+                println!(
+                    "Your credential, re-issued under node key {issuer}, is saved to {}.",
+                    file.display()
+                );
+            } else {
+                println!(
+                    "Your credential is already the one your node holds (signed by node key {issuer}); nothing to do."
+                );
+            }
+            crate::exit::OK
+        }
+        StaffCmd::ReissueCredentials => {
+            let list = match client.call(ClientOp::ReissueCredentials).await? {
+                ClientResponse::Staff(l) => l,
+                _ => bail!("unexpected answer from the home node; tg and the node may be different versions: compare `tg --version` with `tg node status`"),
+            };
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("Every credential in force is already signed by the node's current key.");
+            } else {
+                println!(
+                    "{} credential(s) re-issued under the node's current key: {}. Their holders pick them up at their next command (or `tg staff refresh`).",
+                    list.len(),
+                    list.iter()
+                        .map(|s| s.person_id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            crate::exit::OK
+        }
         StaffCmd::Add {
             id,
             name,

@@ -31,9 +31,14 @@ pub struct DemoArgs {
     pub seed: u64,
     /// Save the passport bundle and the manifest in this folder (as `passport.tgp` and
     /// `manifest.tgm`) to try `tg passport verify` afterwards, with the printable passport
-    /// (`passport.html`) and the DPO's subject-access report (`report.html`).
+    /// (`passport.html`), the DPO's subject-access report (`report.html`) and the version of
+    /// it to hand to the person (`report-person.html`, and as text `report-person.txt`).
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
+    /// Stop this agency's node once the consent has reached it, before the passport is
+    /// assembled: to see what an incomplete passport and report look like.
+    #[arg(long, value_name = "AGENCY")]
+    pub unreachable: Option<AgencyId>,
 }
 
 /// Prints the demo's narration: on stdout for people, on stderr with `--json` (so stdout carries
@@ -56,7 +61,15 @@ fn step(g: &Global, n: u32, text: &str) {
 pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
     let started = Instant::now();
     step(g, 1, "Starting six agency nodes on loopback");
-    let fed = LocalFederation::start(FedOptions {
+    if let Some(a) = &a.unreachable {
+        if !throughgate_node::agencies::demo_agencies()
+            .iter()
+            .any(|d| d.id == a.as_str() && d.id != "probation-yorks")
+        {
+            bail!("--unreachable {a}: name one of the demo agencies other than probation-yorks (which assembles the passport): hmp-leeds, nhs-wy, leeds-college, leeds-cc or dwp");
+        }
+    }
+    let mut fed = LocalFederation::start(FedOptions {
         people: a.people,
         seed: a.seed,
         ..FedOptions::default()
@@ -90,7 +103,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
 
     let people = fed.population.people.len();
     let manifest_version = fed.manifest_body.version;
-    let result = scenario(g, &fed, a.out.as_deref()).await;
+    let result = scenario(g, &mut fed, a.out.as_deref(), a.unreachable.as_ref()).await;
     fed.shutdown().await;
     let mut summary = result?;
     if g.json {
@@ -112,8 +125,9 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
 /// Runs steps 2 to 4; returns what `--json` prints (the consent, the passport, the refusal).
 async fn scenario(
     g: &Global,
-    fed: &LocalFederation,
+    fed: &mut LocalFederation,
     out: Option<&std::path::Path>,
+    unreachable: Option<&AgencyId>,
 ) -> Result<serde_json::Value> {
     // The person: someone every agency knows.
     let person = fed
@@ -122,7 +136,9 @@ async fn scenario(
         .iter()
         .find(|p| fed.nodes.iter().all(|n| p.is_known_to(n.agency)))
         .context("no synthetic person is known to all six agencies; try another --seed")?;
-    let m = &fed.manifest_body;
+    let person = person.clone();
+    let person = &person;
+    let m = &fed.manifest_body.clone();
 
     step(g, 2, "A prison caseworker records the person's consent");
     let prison = fed.client("hmp-leeds", StaffRole::Caseworker).await?;
@@ -175,6 +191,10 @@ async fn scenario(
     );
     let delivered = wait_delivered(g, &prison, &consent_id).await?;
     prison.close().await;
+    if let Some(a) = unreachable {
+        fed.stop(a.as_str()).await;
+        say!(g, "  {a}'s node is stopped: it cannot answer from now on");
+    }
 
     // Every node witnesses every other's log (each does so every few seconds anyway); one
     // round now lets the passport carry checkpoints cosigned by the manifest's quorum.
@@ -197,7 +217,7 @@ async fn scenario(
     )
     .await?;
     let took = t0.elapsed();
-    let passport_json = render::passport_json(&v);
+    let passport_json = render::passport_json(&v, m);
     if !g.json {
         print!("{}", render::passport_text(&v, m));
     }
@@ -218,8 +238,11 @@ async fn scenario(
         );
     }
     let code = passport_exit(&v);
-    if code != crate::exit::OK
-        || v.results.iter().any(|r| {
+    let stopped = |r: &throughgate_protocol::bundle::VerifiedResult| {
+        unreachable.is_some_and(|a| &r.result.agency == a)
+    };
+    if (code != crate::exit::OK && unreachable.is_none())
+        || v.results.iter().filter(|r| !stopped(r)).any(|r| {
             r.response
                 .as_ref()
                 .is_none_or(|x| x.outcome != throughgate_protocol::messages::Outcome::Disclosed)
@@ -264,8 +287,8 @@ async fn scenario(
         println!("{t}");
         println!("  every agency refused, signed its refusal, and disclosed nothing");
     }
-    let refused_json = render::passport_json(&v);
-    let all_refused = v.results.iter().all(|r| {
+    let refused_json = render::passport_json(&v, m);
+    let all_refused = v.results.iter().filter(|r| !stopped(r)).all(|r| {
         r.response.as_ref().is_some_and(|x| {
             x.outcome == throughgate_protocol::messages::Outcome::Refused && x.records.is_empty()
         })
@@ -305,16 +328,27 @@ async fn write_html(
     crate::outfile::write(&dir.join("passport.html"), page)?;
     let dpo = fed.client("probation-yorks", StaffRole::Dpo).await?;
     let report = dpo.subject_access_report(m, passport, true).await;
+    let consents = dpo.consents_of(passport).await;
     dpo.close().await;
+    let (report, consents) = (report?, consents?);
     crate::outfile::write(
         &dir.join("report.html"),
-        crate::render_audit::report_html(&report?),
+        crate::render_audit::report_html(&report),
+    )?;
+    crate::outfile::write(
+        &dir.join("report-person.html"),
+        crate::render_person::person_html(&report, m, &consents),
+    )?;
+    crate::outfile::write(
+        &dir.join("report-person.txt"),
+        crate::render_person::person_text(&report, m, &consents),
     )?;
     say!(
         g,
-        "  saved {} and {} (printable HTML)",
+        "  saved {}, {} and {} (printable HTML: the passport, the DPO's report, the person's report)",
         dir.join("passport.html").display(),
-        dir.join("report.html").display()
+        dir.join("report.html").display(),
+        dir.join("report-person.html").display()
     );
     Ok(())
 }

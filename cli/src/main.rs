@@ -19,6 +19,8 @@ mod outfile;
 mod render;
 mod render_audit;
 mod render_html;
+mod render_person;
+mod vocabulary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,7 +141,21 @@ impl Global {
         } else {
             throughgate_node::keyfile::read_secret_key(&key_path)?
         };
-        Ok(throughgate_node::client::HomeClient::connect_profile_with_key(profile, key).await?)
+        let client =
+            throughgate_node::client::HomeClient::connect_profile_with_key(profile, key).await?;
+        match client.credential_refreshed() {
+            Some(Ok(file)) => eprintln!(
+                "note: your node re-issued your credential under its new key; saved to {}",
+                file.display()
+            ),
+            Some(Err(e)) => eprintln!(
+                "warning: your node re-issued your credential under its new key, but it could not \
+                 be saved ({e}); it is used for this command only. Fix the file's permissions and \
+                 run `tg staff refresh`"
+            ),
+            None => {}
+        }
+        Ok(client)
     }
 
     /// Asks for a new passphrase (twice) on a terminal, or takes TG_PASSPHRASE; either way it

@@ -1,6 +1,6 @@
 //! Rendering for people: the passport, tables, and colour only on a terminal without NO_COLOR.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
@@ -11,6 +11,10 @@ use throughgate_protocol::category::Category;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{HolderStatus, Outcome, Response, Withheld};
 use throughgate_protocol::record::DisclosedRecord;
+
+use crate::vocabulary::{
+    summarise, uk_date, uk_date_str, uk_time, vocabulary, PathwaySummary, Sourced,
+};
 
 /// Whether to use ANSI styling on stdout.
 pub fn styled() -> bool {
@@ -94,24 +98,6 @@ pub(crate) fn agency_name(m: &Manifest, id: &str) -> String {
         .unwrap_or_else(|| "(not in manifest)".into())
 }
 
-/// Status and detail of an agency's part, leaving aside whether its answer verified.
-pub(crate) fn answer_status(r: &VerifiedResult) -> (String, String) {
-    match (&r.result.status, &r.response) {
-        (HolderStatus::Answered, Some(resp)) => match resp.outcome {
-            Outcome::Disclosed => (
-                "disclosed".into(),
-                format!("{} records", resp.records.len()),
-            ),
-            Outcome::NotHeld => ("not held".into(), "no record of this person".into()),
-            Outcome::Refused => ("refused".into(), refusal_code(resp).to_owned()),
-        },
-        (s, _) => (
-            s.as_str().replace('_', " "),
-            r.result.detail.clone().unwrap_or_default(),
-        ),
-    }
-}
-
 /// A refusal's reason code.
 pub(crate) fn refusal_code(resp: &Response) -> &'static str {
     resp.reason.map(|x| x.as_str()).unwrap_or("unspecified")
@@ -145,8 +131,9 @@ pub(crate) fn refusals(v: &VerifiedBundle) -> Vec<(&VerifiedResult, &Response)> 
         .collect()
 }
 
-/// What an answer withheld, by name: categories and fields joined with ", ", and the count
-/// of records outside the consented period; each `None` when there is none.
+/// What an answer withheld, by name in plain words (never a value): pathway titles, record
+/// kinds with the details held back ("Medication on release (dose)"), and the count of records
+/// outside the consented period; each `None` when there is none.
 pub(crate) struct WithheldNames {
     pub categories: Option<String>,
     pub fields: Option<String>,
@@ -154,15 +141,35 @@ pub(crate) struct WithheldNames {
 }
 
 pub(crate) fn withheld_names(w: &Withheld) -> WithheldNames {
+    let voc = vocabulary();
+    let mut by_kind: Vec<(String, Vec<String>)> = Vec::new();
+    for f in &w.fields {
+        let (kind, field) = f.split_once('.').unwrap_or((f.as_str(), "*"));
+        let label = if field == "*" {
+            "all details".to_owned()
+        } else {
+            voc.field_label(field).to_lowercase()
+        };
+        match by_kind.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, v)) => v.push(label),
+            None => by_kind.push((kind.to_owned(), vec![label])),
+        }
+    }
     WithheldNames {
         categories: (!w.categories.is_empty()).then(|| {
             w.categories
                 .iter()
-                .map(|c| c.as_str())
+                .map(|c| c.title())
                 .collect::<Vec<_>>()
                 .join(", ")
         }),
-        fields: (!w.fields.is_empty()).then(|| w.fields.join(", ")),
+        fields: (!by_kind.is_empty()).then(|| {
+            by_kind
+                .iter()
+                .map(|(k, f)| format!("{} ({})", voc.kind_label(k), f.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
         out_of_period: (w.records_out_of_period > 0).then_some(w.records_out_of_period),
     }
 }
@@ -203,44 +210,213 @@ pub(crate) fn records_by_category(v: &VerifiedBundle) -> Vec<(Category, Vec<Sour
 }
 
 /// The person the passport is about, from the first identity record disclosed.
-pub(crate) fn identity(v: &VerifiedBundle) -> Option<String> {
+pub(crate) struct Person {
+    /// Given and family name.
+    pub name: String,
+    /// Date of birth, as people write it.
+    pub born: String,
+    /// Release date, as people write it.
+    pub release: String,
+}
+
+/// The person the passport is about, from the first identity record disclosed.
+pub(crate) fn person(v: &VerifiedBundle) -> Option<Person> {
     let rec = answers(v)
         .flat_map(|(_, resp)| resp.records.iter())
         .find(|r| r.kind == "person_identity")?;
     let f = |k: &str| rec.fields.get(k).cloned().unwrap_or_default();
-    Some(format!(
-        "{} {}, born {}, release date {}",
-        f("given_name"),
-        f("family_name"),
-        f("date_of_birth"),
-        f("release_date")
-    ))
+    let date = |k: &str| {
+        let d = f(k);
+        uk_date_str(&d).unwrap_or(d)
+    };
+    Some(Person {
+        name: format!("{} {}", f("given_name"), f("family_name"))
+            .trim()
+            .to_owned(),
+        born: date("date_of_birth"),
+        release: date("release_date"),
+    })
 }
 
-fn status_line(r: &VerifiedResult) -> (String, String) {
-    if let Some(p) = &r.problem {
-        return ("INVALID".into(), p.to_string());
+/// An agency whose part is missing from a passport, and why in words.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Missing {
+    /// Its id.
+    pub agency: String,
+    /// Its name.
+    pub name: String,
+    /// The status code (`unreachable`, `timed_out`, `refused`, ...).
+    pub status: String,
+    /// Why, in words.
+    pub why: String,
+}
+
+/// Why an agency with holder status `status` (and `detail`) gave no usable answer, in words.
+pub(crate) fn status_words(status: HolderStatus, detail: Option<&str>) -> String {
+    let base = match status {
+        HolderStatus::Answered => "answered",
+        HolderStatus::Unreachable => "could not be reached",
+        HolderStatus::TimedOut => "did not answer in time",
+        HolderStatus::Invalid => "its answer failed verification",
+        HolderStatus::Error => "returned an error",
+    };
+    match detail {
+        Some(d) if !d.is_empty() && status != HolderStatus::Unreachable => format!("{base} ({d})"),
+        _ => base.to_owned(),
     }
-    answer_status(r)
+}
+
+/// The agencies whose part is missing: no answer, an answer that failed verification, or a
+/// refusal (with its reason).
+pub(crate) fn missing(v: &VerifiedBundle, m: &Manifest) -> Vec<Missing> {
+    v.results
+        .iter()
+        .filter_map(|r| {
+            let agency = r.result.agency.as_str();
+            let (status, why) = if let Some(p) = &r.problem {
+                (
+                    "invalid".to_owned(),
+                    format!("its answer failed verification: {p}"),
+                )
+            } else {
+                match &r.response {
+                    Some(resp) if resp.outcome == Outcome::Refused => (
+                        "refused".to_owned(),
+                        format!("refused: {}", refusal_explanation(resp)),
+                    ),
+                    Some(_) => return None,
+                    None => (
+                        r.result.status.as_str().to_owned(),
+                        status_words(r.result.status, r.result.detail.as_deref()),
+                    ),
+                }
+            };
+            Some(Missing {
+                agency: agency.to_owned(),
+                name: agency_name(m, agency),
+                status,
+                why,
+            })
+        })
+        .collect()
+}
+
+/// The one wording of incompleteness, for the terminal, the HTML page and the DPO's report:
+/// `INCOMPLETE: this passport lacks the part of NAME (id): WHY; ...`.
+pub(crate) fn incomplete_sentence(what: &str, missing: &[Missing]) -> String {
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|x| format!("{} ({}) {}", x.name, x.agency, x.why))
+        .collect();
+    format!(
+        "INCOMPLETE: this {what} lacks {} agenc{}: {}.",
+        missing.len(),
+        if missing.len() == 1 { "y" } else { "ies" },
+        parts.join("; ")
+    )
+}
+
+/// The categories any agency was asked for.
+pub(crate) fn asked_categories(v: &VerifiedBundle) -> BTreeSet<Category> {
+    v.query
+        .requests
+        .iter()
+        .flat_map(|r| r.categories.iter().copied())
+        .collect()
+}
+
+/// The summary block: per pathway, the facts a caseworker acts on (see [`crate::vocabulary`]).
+pub(crate) fn summary(v: &VerifiedBundle, m: &Manifest) -> Vec<PathwaySummary> {
+    let names: BTreeMap<&str, String> = v
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.result.agency.as_str(),
+                agency_name(m, r.result.agency.as_str()),
+            )
+        })
+        .collect();
+    let records: Vec<Sourced<'_>> = v
+        .results
+        .iter()
+        .filter(|r| r.problem.is_none())
+        .filter_map(|r| r.response.as_ref().map(|resp| (r, resp)))
+        .flat_map(|(r, resp)| {
+            let a = r.result.agency.as_str();
+            let name = names.get(a).map_or("", String::as_str);
+            resp.records.iter().map(move |rec| (a, name, rec))
+        })
+        .collect();
+    let mut pathways = summarise(
+        vocabulary(),
+        &records,
+        &asked_categories(v),
+        v.assembled_at().date(),
+    );
+    let gaps = missing(v, m);
+    for p in &mut pathways {
+        p.missing = gaps
+            .iter()
+            .filter(|g| {
+                v.query
+                    .requests
+                    .iter()
+                    .any(|r| r.holder.as_str() == g.agency && r.categories.contains(&p.pathway))
+            })
+            .map(|g| g.name.clone())
+            .collect();
+    }
+    pathways
+}
+
+/// One line per agency: what it did and whether its signed answer verified.
+pub(crate) fn verification_line(r: &VerifiedResult) -> String {
+    if let Some(p) = &r.problem {
+        return format!("answer NOT VERIFIED ({p}); its records are left out");
+    }
+    match &r.response {
+        Some(resp) => {
+            let what = match resp.outcome {
+                Outcome::Disclosed => format!(
+                    "shared {} record{}",
+                    resp.records.len(),
+                    if resp.records.len() == 1 { "" } else { "s" }
+                ),
+                Outcome::NotHeld => "holds no record of this person".to_owned(),
+                Outcome::Refused => format!("refused: {}", refusal_explanation(resp)),
+            };
+            format!("{what}; as of {}; signature verified", uk_time(resp.as_of))
+        }
+        None => format!(
+            "no answer: {}",
+            status_words(r.result.status, r.result.detail.as_deref())
+        ),
+    }
 }
 
 /// The passport as text for a caseworker to read or print.
 pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
     let mut out = String::new();
     let q = &v.query;
+    let voc = vocabulary();
     let _ = writeln!(
         out,
         "{}",
         bold(&format!("RESETTLEMENT PASSPORT  {}", q.passport_id))
     );
-    if let Some(person) = identity(v) {
-        let _ = writeln!(out, "{person}");
+    if let Some(p) = person(v) {
+        let _ = writeln!(
+            out,
+            "{}, born {}, release date {}",
+            p.name, p.born, p.release
+        );
     }
     let _ = writeln!(
         out,
         "Assembled {} for {} by {} ({}, {})\nUnder consent {}",
-        v.assembled_at(),
-        q.purpose,
+        uk_time(v.assembled_at()),
+        humanize(q.purpose.as_str()).to_lowercase(),
         q.caseworker,
         q.requester,
         agency_name(m, q.requester.as_str()),
@@ -248,19 +424,33 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
             .as_ref()
             .map_or_else(|| "none".to_owned(), ToString::to_string),
     );
-    let _ = writeln!(out);
-    let mut t = table(&["agency", "name", "status", "detail", "ms"]);
-    for r in &v.results {
-        let (status, detail) = status_line(r);
-        t.add_row(vec![
-            r.result.agency.to_string(),
-            agency_name(m, r.result.agency.as_str()),
-            status,
-            detail,
-            r.result.elapsed_ms.to_string(),
-        ]);
+    let gaps = missing(v, m);
+    if !gaps.is_empty() {
+        let _ = writeln!(out, "\n{}", bold(&incomplete_sentence("passport", &gaps)));
     }
-    let _ = writeln!(out, "{t}");
+
+    let _ = writeln!(out, "\n{}", bold("SUMMARY"));
+    for p in summary(v, m) {
+        if p.facts.is_empty() {
+            let _ = writeln!(out, "  {}: {}", p.title, p.empty_words());
+            continue;
+        }
+        let _ = writeln!(out, "  {}", p.title);
+        for f in &p.facts {
+            let _ = writeln!(out, "    - {}: {} ({})", f.label, f.text, f.source_name);
+        }
+    }
+
+    let _ = writeln!(out, "\n{}", bold("VERIFICATION"));
+    for r in &v.results {
+        let agency = r.result.agency.as_str();
+        let _ = writeln!(
+            out,
+            "  {agency} ({}): {}",
+            agency_name(m, agency),
+            verification_line(r)
+        );
+    }
 
     // Every disclosed record by pathway category, then by source agency.
     for (cat, parts) in records_by_category(v) {
@@ -276,20 +466,20 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
                             out,
                             "  from {agency} ({}), as of {}, signature verified",
                             agency_name(m, agency),
-                            resp.as_of
+                            uk_time(resp.as_of)
                         );
                     }
                 }
                 let fields: Vec<String> = rec
                     .fields
                     .iter()
-                    .map(|(k, v)| format!("{}: {v}", k.replace('_', " ")))
+                    .map(|(k, val)| format!("{}: {}", voc.field_label(k), voc.value(k, val)))
                     .collect();
                 let _ = writeln!(
                     out,
                     "    - {} ({}): {}",
-                    humanize(&rec.kind),
-                    rec.about,
+                    voc.kind_label(&rec.kind),
+                    uk_date(rec.about),
                     fields.join("; ")
                 );
             }
@@ -301,15 +491,20 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
             let names = withheld_names(&resp.withheld);
             let mut parts = Vec::new();
             if let Some(c) = names.categories {
-                parts.push(format!("categories {c}"));
+                parts.push(format!("pathways: {c}"));
             }
             if let Some(f) = names.fields {
-                parts.push(format!("fields {f}"));
+                parts.push(f);
             }
             if let Some(n) = names.out_of_period {
                 parts.push(format!("{n} records outside the consented period"));
             }
-            format!("  {}: {}", r.result.agency.as_str(), parts.join("; "))
+            format!(
+                "  {} ({}): {}",
+                agency_name(m, r.result.agency.as_str()),
+                r.result.agency.as_str(),
+                parts.join("; ")
+            )
         })
         .collect();
     if !withheld.is_empty() {
@@ -389,9 +584,11 @@ pub fn witness_summary(v: &VerifiedBundle) -> String {
     s
 }
 
-/// The passport as JSON.
-pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
+/// The passport as JSON: codes, not labels; `complete` is false, and `missing` says why, when
+/// any agency's part is missing (no answer, a failed verification or a refusal).
+pub fn passport_json(v: &VerifiedBundle, m: &Manifest) -> serde_json::Value {
     let q = &v.query;
+    let gaps = missing(v, m);
     json!({
         "passport_id": q.passport_id,
         "query_id": q.query_id,
@@ -401,7 +598,9 @@ pub fn passport_json(v: &VerifiedBundle) -> serde_json::Value {
         "caseworker": q.caseworker,
         "assembled_at": v.assembled_at().to_rfc3339(),
         "manifest_version": v.manifest.version,
-        "complete": v.complete(),
+        "complete": v.complete() && gaps.is_empty(),
+        "missing": gaps,
+        "summary": summary(v, m),
         "verified": v.all_valid(),
         "witnessed": v.all_witnessed(),
         "witness_threshold": v.manifest.witness_threshold,

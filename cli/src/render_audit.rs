@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use throughgate_node::client::{merged_entries, SubjectAccessReport};
 use throughgate_protocol::audit::{AuditEntry, AuditEvent};
-use throughgate_protocol::messages::IndexedEntry;
+use throughgate_protocol::messages::{HolderStatus, IndexedEntry};
 
-use crate::render::table;
-use crate::render_html::esc;
+use crate::render::{incomplete_sentence, status_words, table, Missing};
+use crate::render_html::{esc, PRINT_CSS};
 
 /// One line describing what an entry records (passport ids, agency and staff ids; no names).
 pub fn describe(e: &AuditEntry) -> String {
@@ -148,10 +148,35 @@ pub fn entries_table(entries: &[IndexedEntry]) -> String {
     t.to_string()
 }
 
+/// The agencies whose part of a report is missing: no answer, or an answer that did not verify.
+pub(crate) fn report_missing(r: &SubjectAccessReport) -> Vec<Missing> {
+    r.sources
+        .iter()
+        .filter(|s| !s.verified || s.status != HolderStatus::Answered)
+        .map(|s| Missing {
+            agency: s.agency.to_string(),
+            name: s.name.clone(),
+            status: s.status.as_str().to_owned(),
+            why: if s.status == HolderStatus::Answered {
+                format!(
+                    "its answer failed verification: {}",
+                    s.problem.clone().unwrap_or_default()
+                )
+            } else {
+                status_words(s.status, s.problem.as_deref())
+            },
+        })
+        .collect()
+}
+
 /// The report as text.
 pub fn report_text(r: &SubjectAccessReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "SUBJECT ACCESS REPORT  {}", r.passport_id);
+    let gaps = report_missing(r);
+    if !gaps.is_empty() {
+        let _ = writeln!(out, "{}", incomplete_sentence("report", &gaps));
+    }
     let _ = writeln!(
         out,
         "Produced {} by DPO {} of {} from {}.\n",
@@ -237,47 +262,51 @@ pub fn report_html(r: &SubjectAccessReport) -> String {
             }
         );
     }
-    let banner = if r.complete() {
+    let gaps = report_missing(r);
+    let banner = if gaps.is_empty() {
         "<p id=\"verification\" class=\"banner ok\">Complete: every agency asked answered, and every answer verified against its signed log.</p>".to_owned()
     } else {
-        let missing: Vec<String> = r
-            .sources
+        let items: String = gaps
             .iter()
-            .filter(|s| {
-                !s.verified || s.status != throughgate_protocol::messages::HolderStatus::Answered
+            .map(|x| {
+                format!(
+                    "<li data-agency=\"{}\"><strong>{}</strong> ({}) {}</li>",
+                    esc(&x.agency),
+                    esc(&x.name),
+                    esc(&x.agency),
+                    esc(&x.why)
+                )
             })
-            .map(|s| format!("{} ({})", s.agency, s.status.as_str()))
             .collect();
         format!(
-            "<p id=\"verification\" class=\"banner bad\">INCOMPLETE: no verified answer from {}. Entries from those agencies are missing or unproven; run the report again when they are reachable.</p>",
-            esc(&missing.join(", "))
+            "<div id=\"incomplete\" class=\"banner bad\" role=\"alert\"><p>{}</p><ul>{items}</ul><p>Entries from those agencies are missing or unproven; run the report again when they are reachable.</p></div>",
+            esc(&incomplete_sentence("report", &gaps))
         )
     };
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Subject access report {pid}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #111; }}
-h1 {{ font-size: 1.4em; }} table {{ border-collapse: collapse; width: 100%; margin-bottom: 1.5em; }}
-th, td {{ border: 1px solid #999; padding: 4px 6px; text-align: left; vertical-align: top; font-size: 0.9em; }}
-th {{ background: #eee; }} tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
-.meta {{ color: #444; }} .agency-id {{ font-family: ui-monospace, monospace; }}
-.verify.ok {{ color: #064; }} .verify.bad {{ color: #a00; font-weight: 700; }}
-.banner {{ padding: 0.5em 0.8em; border: 2px solid; }} .banner.ok {{ border-color: #064; background: #eef8f1; }}
-.banner.bad {{ border-color: #a00; background: #fdeaea; font-weight: 700; }}
-@media print {{ body {{ margin: 0.5cm; }} .banner {{ -webkit-print-color-adjust: exact; print-color-adjust: exact; }} }}
+{PRINT_CSS}
+tr.disclosed td {{ background: #fff6e0; }} tr.refused td {{ background: #f3f3f3; }}
+#entries td:first-child {{ white-space: nowrap; }} h2 {{ break-after: avoid; }}
 </style></head>
 <body>
+<table class="sheet">
+<thead><tr><td><div class="running">Subject access report (evidence version) &middot; passport <strong>{pid}</strong> &middot; produced {at}</div></td></tr></thead>
+<tbody><tr><td>
 <h1 id="title">Subject access report</h1>
-<p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}.</p>
+<p class="meta">Passport <strong id="passport">{pid}</strong>. Produced {at} by data-protection officer {dpo} of {agency}, from {scope}. The version to hand to the person: <code>tg audit report --for-person</code>.</p>
 {banner}
 <h2>Sources</h2>
 <table id="sources"><tr><th>Agency</th><th>Name</th><th>Status</th><th>Entries</th><th>As of</th><th>Integrity</th></tr>
 {sources}</table>
 <h2>Who saw what, when and why</h2>
-<table id="entries"><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th><th>Integrity</th></tr>
+<table id="entries"><thead><tr><th>When</th><th>Where logged</th><th>Event</th><th>Details</th><th>Integrity</th></tr></thead>
 {rows}</table>
-<p class="meta">Every entry marked verified was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint).</p>
+<p class="meta">Every entry marked verified was checked against its agency's signed, tamper-evident log (inclusion proof to a signed checkpoint). Entries logged in the same second are shown cause before effect: a consent's recording before its registration, a query before the decisions it asked for.</p>
+</td></tr></tbody>
+</table>
 </body></html>
 "#,
         pid = esc(r.passport_id.as_str()),

@@ -901,6 +901,43 @@ fn three_agencies_as_separate_processes() {
             assert!(ended.stdout.contains(CW_PRISON), "{}", ended.stdout);
         }
     }
+    // The person's version of the probation DPO's report: plain words, what they agreed to
+    // and when they withdrew it, who answered and who did not (nhs-wy is down: exit 6), and
+    // no passport id.
+    let person_report = tg_run([
+        "audit",
+        "report",
+        "--profile",
+        &fed.profile(PROBATION, DPO_PROBATION),
+        "--passport",
+        &pp,
+        "--federation",
+        "--for-person",
+    ]);
+    person_report.expect_code(6);
+    let text = &person_report.stdout;
+    for needle in [
+        "Reference number ",
+        "WHAT YOU AGREED TO",
+        "you agreed that",
+        "You withdrew it on ",
+        "WHO ASKED AND WHAT WAS SHARED",
+        "shared ",
+        "INCOMPLETE: ",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the person's report lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&pp),
+        "the person's report shows the passport id"
+    );
+    assert!(
+        !text.contains(CW_PROBATION),
+        "the person's report shows a staff id"
+    );
     eprintln!(
         "three_agencies_as_separate_processes: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -1852,5 +1889,192 @@ fn documented_failures_exit_alike_in_json_and_human_modes() {
         out.stdout.contains("problem") && out.stdout.contains(" row"),
         "{}",
         out.stdout
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// Key rotation, following docs/operations.md section 12 step by step
+// ----------------------------------------------------------------------------------------------
+
+/// Polls `tg node status` at `agency` until it trusts manifest `version`.
+fn wait_manifest(fed: &Federation, agency: &str, version: u64) {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = tg_ok([
+            "node",
+            "status",
+            "--json",
+            "--profile",
+            &fed.profile(agency, OPERATOR),
+        ])
+        .json();
+        if last["manifest_version"].as_u64() >= Some(version) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{agency} did not adopt manifest version {version}: {last}");
+}
+
+/// Polls `tg consent status` until no delivery of the consent is pending; returns the status.
+fn wait_delivered(fed: &Federation, agency: &str, cw: &str, consent: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = tg_ok([
+            "consent",
+            "status",
+            consent,
+            "--json",
+            "--profile",
+            &fed.profile(agency, cw),
+        ])
+        .json();
+        let d = last["deliveries"].as_array().unwrap();
+        if !d.is_empty() && d.iter().all(|x| x["state"] != "pending") {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("deliveries of {consent} still pending: {last}");
+}
+
+/// docs/operations.md section 12 ("A node key, without downtime"), run with `tg` processes at
+/// the probation agency exactly as written, with staff profiles made before it: a consent
+/// recorded and a passport saved before the rotation; then the next key, a manifest listing
+/// both, `tg node rotate-key`, `tg staff list`, a manifest retiring the old key. Afterwards the
+/// caseworker's old profile still assembles a complete passport and records the person's
+/// withdrawal of consent, `tg staff list` shows the new issuer key, and the passport saved
+/// before the retirement still verifies, saying it is signed by a key retired since.
+#[test]
+fn a_key_rotation_following_the_operations_guide_locks_no_one_out() {
+    let fed = Federation::start(&[]);
+    let r = fed.root().to_path_buf();
+    let prob = fed.node(PROBATION);
+    let op = fed.profile(PROBATION, OPERATOR);
+    let cw = fed.profile(PROBATION, CW_PROBATION);
+
+    // Before the rotation: the probation caseworker records a person's consent (grantee:
+    // probation) and a passport is assembled and saved.
+    let text = std::fs::read_to_string(&fed.people).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |a: &str| header.iter().position(|h| *h == a).unwrap();
+    let ids = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|row| AGENCIES.iter().all(|a| !row[col(a)].is_empty()))
+        .unwrap();
+    let mut args = vec!["consent", "grant", "--json", "--profile", &cw]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    for a in AGENCIES {
+        args.extend(["--id".to_owned(), format!("{a}={}", ids[col(a)])]);
+    }
+    args.extend(["--grantee", PROBATION, "--reference", "FORM-2", "--yes"].map(str::to_owned));
+    let g = tg_ok(&args).json();
+    let passport = g["passport_id"].as_str().unwrap().to_owned();
+    let consent = g["consent_id"].as_str().unwrap().to_owned();
+    wait_delivered(&fed, PROBATION, CW_PROBATION, &consent);
+    let before = r.join("before.tgp");
+    fed.assemble(&passport, &before).expect_code(0);
+
+    // 1. operator: the next key, in the node folder.
+    let next_file = prob.dir.join("node-next.key");
+    tg_ok(["key", "generate", "--out", &s(&next_file)]);
+    let new_key = tg_ok(["key", "show", "--json", &s(&next_file)]).json();
+    let new_hex = new_key["public_key"].as_str().unwrap().to_owned();
+    let new_fp = new_key["fingerprint"].as_str().unwrap().to_owned();
+    let old_key = tg_ok(["key", "show", "--json", &s(&prob.dir.join("node.key"))]).json();
+    let old_hex = old_key["public_key"].as_str().unwrap().to_owned();
+    // 2. governance: a version listing both keys, signed and published.
+    let gov = r.join("governance.key");
+    let v2 = r.join("v2.tgm");
+    tg_ok([
+        "manifest",
+        "draft",
+        "--from",
+        &s(&fed.manifest),
+        "--add-key",
+        &format!("{PROBATION}={new_hex}"),
+        "--out",
+        &s(&v2),
+    ]);
+    tg_ok(["manifest", "sign", &s(&v2), "--key", &s(&gov)]);
+    tg_ok(["--profile", &op, "manifest", "publish", &s(&v2)]);
+    // 3. operator, once the node has adopted it: rotate, then check the staff list.
+    wait_manifest(&fed, PROBATION, 2);
+    tg_ok(["--profile", &op, "node", "rotate-key"]);
+    let list = tg_ok(["--profile", &op, "staff", "list", "--json"]).json();
+    for st in list.as_array().unwrap() {
+        assert_eq!(st["state"], "active", "{list}");
+        assert_eq!(st["issuer_key"], new_fp.as_str(), "{list}");
+    }
+    // 4. governance: retire the old key.
+    let v3 = r.join("v3.tgm");
+    tg_ok([
+        "manifest",
+        "draft",
+        "--from",
+        &s(&v2),
+        "--retire-key",
+        &format!("{PROBATION}={old_hex}"),
+        "--out",
+        &s(&v3),
+    ]);
+    tg_ok(["manifest", "sign", &s(&v3), "--key", &s(&gov)]);
+    tg_ok(["--profile", &op, "manifest", "publish", &s(&v3)]);
+    for a in AGENCIES {
+        wait_manifest(&fed, a, 3);
+    }
+
+    // The caseworker's profile from before the rotation: its first command picks up the
+    // credential re-issued under the new key, and the passport is complete.
+    let cred_file = prob.dir.join("staff").join(format!("{CW_PROBATION}.cred"));
+    let old_cred = std::fs::read(&cred_file).unwrap();
+    let after = r.join("after.tgp");
+    let o = fed.assemble(&passport, &after);
+    o.expect_code(0);
+    assert!(
+        o.stderr.contains("re-issued your credential"),
+        "{}",
+        o.stderr
+    );
+    assert_ne!(std::fs::read(&cred_file).unwrap(), old_cred);
+    let assembled = o.json();
+    for a in AGENCIES {
+        assert_eq!(
+            agency_result(&assembled, a)["status"],
+            "answered",
+            "{assembled}"
+        );
+    }
+    // ...and records the person's withdrawal of consent, which every agency accepts.
+    tg_ok(["consent", "revoke", &consent, "--profile", &cw]);
+    let st = wait_delivered(&fed, PROBATION, CW_PROBATION, &consent);
+    assert_eq!(st["status"], "revoked", "{st}");
+    for d in st["deliveries"].as_array().unwrap() {
+        assert_eq!(d["state"], "delivered", "{st}");
+    }
+    // Another member of staff picks theirs up with the documented command.
+    let dpo = fed.profile(PROBATION, DPO_PROBATION);
+    let refreshed = tg_ok(["--profile", &dpo, "staff", "refresh", "--json"]).json();
+    assert_eq!(refreshed["issuer_key"], new_fp.as_str(), "{refreshed}");
+    // `tg staff list` shows the new issuer key.
+    let list = tg_ok(["--profile", &op, "staff", "list", "--json"]).json();
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["person_id"] == CW_PROBATION)
+        .unwrap();
+    assert_eq!(mine["issuer_key"], new_fp.as_str(), "{list}");
+    assert_eq!(mine["state"], "active", "{list}");
+    // The passport saved before the retirement verifies against version 3, with the reason.
+    let v = tg_run(["passport", "verify", &s(&before), "--manifest", &s(&v3)]);
+    v.expect_code(0);
+    assert!(
+        v.stdout.contains("signed by a key retired on"),
+        "{}",
+        v.stdout
     );
 }

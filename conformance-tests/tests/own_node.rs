@@ -41,6 +41,7 @@ fn member(id: &str, sector: Sector, key: &SecretKey) -> Member {
         categories: Vec::new(),
         id_scheme: IdScheme::CouncilRef,
         roles: vec![MemberRole::Requester],
+        retired_keys: vec![],
     }
 }
 

@@ -120,6 +120,7 @@ fn member(id: &str, sector: Sector, seed: u8) -> Option<Member> {
         categories: Vec::new(),
         id_scheme: IdScheme::CouncilRef,
         roles: vec![MemberRole::Requester],
+        retired_keys: vec![],
     })
 }
 

@@ -415,8 +415,8 @@ impl RestoreNote {
 /// Checks what a restore wrote: every staff credential is this agency's, decodes to the body
 /// stored with it, and is signed by one of `own` (the manifest's keys for this agency and the
 /// keys the signed backup says this node has signed with); every consent decodes to the body
-/// stored with it and is signed by a node key of its recorder (in `manifest`, or one of `own`
-/// for a consent recorded here).
+/// stored with it and is signed by a node key of its recorder valid when it was recorded (in
+/// `manifest`'s key history, or one of `own` for a consent recorded here).
 fn check_content(
     db: &Db,
     config: &NodeConfig,
@@ -446,9 +446,11 @@ fn check_content(
         if body != c.body {
             return Err(bad("differs from its signed form"));
         }
+        // The recorder's keys valid when it recorded the consent: a key it has since rotated
+        // out still vouches for what it signed before (the manifest's key history).
         let mut keys = manifest
             .member(&body.recorded_by)
-            .map(|m| m.node_keys.clone())
+            .map(|m| m.keys_valid_at(body.recorded_at))
             .unwrap_or_default();
         if body.recorded_by == config.agency {
             keys.extend_from_slice(own);
@@ -689,6 +691,7 @@ mod tests {
             categories: vec![],
             id_scheme: throughgate_protocol::identifiers::IdScheme::NiNumber,
             roles: vec![MemberRole::Requester],
+            retired_keys: vec![],
         };
         let m = Manifest {
             federation: "test".into(),
@@ -926,6 +929,92 @@ mod tests {
             b"the running node's data"
         );
         assert!(!dir.path().join(format!("data.replaced-{}", NOW.0)).exists());
+    }
+
+    #[test]
+    fn a_consent_signed_by_a_key_its_recorder_retired_since_still_restores() {
+        use throughgate_protocol::category::{Category, Purpose};
+        use throughgate_protocol::consent::{Collection, CollectionMethod, Consent, HolderScope};
+        use throughgate_protocol::credential::{Credential, StaffRole};
+        use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId};
+        use throughgate_protocol::manifest::RetiredKey;
+        let agency = |a: &str| AgencyId::new(a).unwrap();
+        let (old, new) = (
+            SecretKey::from_seed(&[3; 32]),
+            SecretKey::from_seed(&[4; 32]),
+        );
+        let recorded_at = Timestamp(NOW.0 - 100);
+        let body = Consent {
+            consent_id: ConsentId::random(),
+            passport_id: PassportId::random(),
+            purpose: Purpose::Resettlement,
+            purpose_text: "resettlement".into(),
+            holders: vec![HolderScope {
+                agency: agency("dwp"),
+                categories: vec![Category::FinanceAndId],
+                subject_commitment: [0; 32],
+            }],
+            grantees: vec![agency("nhs-wy")],
+            valid_from: recorded_at,
+            valid_until: Timestamp(NOW.0 + 3600),
+            records_from: None,
+            records_until: None,
+            legal_basis: "basis".into(),
+            jurisdiction: "England and Wales".into(),
+            collection: Collection {
+                method: CollectionMethod::SignedPaperForm,
+                reference: "F-1".into(),
+            },
+            privacy_notice_sha256: [0; 32],
+            recorded_by: agency("nhs-wy"),
+            recorded_by_person: PersonId::new("cw-1").unwrap(),
+            recorded_at,
+            supersedes: None,
+            credential: Envelope::seal(
+                &Credential {
+                    agency: agency("nhs-wy"),
+                    person_id: PersonId::new("cw-1").unwrap(),
+                    display_name: "Caseworker".into(),
+                    roles: vec![StaffRole::Caseworker],
+                    public_key: SecretKey::generate().public(),
+                    not_before: recorded_at,
+                    not_after: Timestamp(NOW.0 + 86_400),
+                },
+                &[(SignerRole::Node, &old)],
+            ),
+        };
+        let envelope = Envelope::seal(&body, &[(SignerRole::Node, &old)]);
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        db.put_consent(
+            &crate::consent_in::newly_active(envelope, body, recorded_at),
+            None,
+            recorded_at,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(dir.path(), "dwp");
+        // nhs-wy has rotated to a new key since; the old one is in its key history.
+        let rotated = |retired_at: Timestamp| {
+            let mut m: Manifest = manifest().open().unwrap();
+            let nhs = m
+                .members
+                .iter_mut()
+                .find(|x| x.id.as_str() == "nhs-wy")
+                .unwrap();
+            nhs.node_keys = vec![new.public()];
+            nhs.retired_keys = vec![RetiredKey {
+                key: old.public(),
+                retired_at,
+            }];
+            m
+        };
+        let own = [node_key().public()];
+        check_content(&db, &config, &rotated(Timestamp(NOW.0 - 50)), &own).unwrap();
+        // A key retired before the consent's recording time does not vouch for it.
+        assert!(matches!(
+            check_content(&db, &config, &rotated(Timestamp(NOW.0 - 200)), &own),
+            Err(BackupError::Content(_))
+        ));
     }
 
     #[test]

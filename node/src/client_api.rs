@@ -243,20 +243,23 @@ pub async fn handle(
         },
         ClientOp::PublishManifest { manifest } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => match crate::manifest_sync::adopt(
-                state,
-                &manifest,
-                None,
-                Some(&staff.body.person_id),
-            )
-            .await
-            {
-                Ok(_) => state
-                    .trust
-                    .manifest_envelope()
-                    .map(ClientResponse::Manifest)
-                    .ok_or((ErrorCode::Internal, "node has no manifest".into())),
-                Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+            Ok(()) => match refuse_stranding(state, &manifest) {
+                Err(e) => Err(e),
+                Ok(()) => match crate::manifest_sync::adopt(
+                    state,
+                    &manifest,
+                    None,
+                    Some(&staff.body.person_id),
+                )
+                .await
+                {
+                    Ok(_) => state
+                        .trust
+                        .manifest_envelope()
+                        .map(ClientResponse::Manifest)
+                        .ok_or((ErrorCode::Internal, "node has no manifest".into())),
+                    Err(e) => Err((ErrorCode::BadRequest, e.to_string())),
+                },
             },
         },
         ClientOp::RevokeStaff { person_id } => match need(StaffRole::Operator) {
@@ -272,6 +275,19 @@ pub async fn handle(
                 }
             }
         },
+        ClientOp::ReissueCredentials => match need(StaffRole::Operator) {
+            Err(e) => return e,
+            Ok(()) => crate::staff::reissue_under_current_key(state, Some(&staff.body.person_id))
+                .await
+                .map(|done| {
+                    ClientResponse::Staff(
+                        done.iter()
+                            .map(|s| crate::staff::summary(state, s))
+                            .collect(),
+                    )
+                }),
+        },
+        ClientOp::RefreshCredential => crate::staff::current_credential(state, staff),
         ClientOp::Backup => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => crate::backup_api::stream_backup(state, staff, send).await,
@@ -312,6 +328,58 @@ pub async fn handle(
 }
 
 type OpResult = Result<ClientResponse, (ErrorCode, String)>;
+
+/// Refuses to publish a version that retires a key of this node too early: one that drops the
+/// node's current key, or a key that signed staff credentials still in force that have not
+/// been re-issued under the current key. (The offer is only read here; `adopt` verifies it.)
+fn refuse_stranding(state: &NodeState, offered: &Envelope) -> Result<(), (ErrorCode, String)> {
+    let Ok(m) = offered.open::<throughgate_protocol::manifest::Manifest>() else {
+        return Ok(());
+    };
+    if state.manifest().is_some_and(|t| m.version <= t.version) {
+        return Ok(());
+    }
+    let Some(me) = m.member(&state.agency) else {
+        return Ok(());
+    };
+    let current = state.key.current().public();
+    if !me.node_keys.contains(&current) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "manifest version {} does not list this node's current key {}; switch the node \
+                 to its next key first (`tg node rotate-key`), then publish again",
+                m.version,
+                current.fingerprint()
+            ),
+        ));
+    }
+    let stranded = crate::staff::stranded_by(state, &m)?;
+    if !stranded.is_empty() {
+        let ids: Vec<String> = stranded
+            .iter()
+            .take(5)
+            .map(|s| s.body.person_id.to_string())
+            .collect();
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "manifest version {} retires a node key that signed {} staff credential(s) still \
+                 in force ({}{}); re-issue them under the current key first with \
+                 `tg staff reissue-credentials`, then publish again",
+                m.version,
+                stranded.len(),
+                ids.join(", "),
+                if stranded.len() > ids.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
 
 fn list_roles(roles: &[StaffRole]) -> String {
     if roles.is_empty() {

@@ -71,6 +71,13 @@ pub struct Limits {
     pub witness_interval_secs: u64,
     /// Live connections one peer (or member of staff) may hold to this node.
     pub max_connections_per_peer: u32,
+    /// Live connections the whole node holds, across every key. When full, a new connection
+    /// from a key holding fewer than the busiest key takes that key's oldest connection;
+    /// otherwise it is closed ("node busy").
+    pub max_connections: u32,
+    /// Handshakes in progress at once; further connection attempts are refused at once, before
+    /// any cryptography (a flood of new connections from many addresses).
+    pub max_handshakes: u32,
     /// Requests a second one peer agency may send on average (0: unlimited).
     pub peer_requests_per_sec: u32,
     /// Bursts allowed above that rate.
@@ -96,6 +103,8 @@ impl Default for Limits {
             query_lifetime_secs: 60,
             witness_interval_secs: 10,
             max_connections_per_peer: 16,
+            max_connections: 1024,
+            max_handshakes: 256,
             peer_requests_per_sec: 5000,
             peer_burst: 10_000,
             caseworker_queries_per_sec: 50,
@@ -453,6 +462,8 @@ impl NodeConfig {
             l.max_request_bytes_per_node,
             l.max_request_bytes_per_key..=64 * 1024 * 1024 * 1024,
         )?;
+        within("limits.max_connections", l.max_connections, 1..=1_000_000)?;
+        within("limits.max_handshakes", l.max_handshakes, 1..=100_000)?;
         within(
             "limits.query_lifetime_secs",
             l.query_lifetime_secs,

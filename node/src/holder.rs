@@ -29,7 +29,6 @@ pub(crate) struct Decision {
     outcome: Outcome,
     reason: Option<RefusalReason>,
     consent_id: Option<ConsentId>,
-    categories: Vec<Category>,
     records: Vec<DisclosedRecord>,
     withheld: Withheld,
 }
@@ -40,7 +39,6 @@ impl Decision {
             outcome: Outcome::Refused,
             reason: Some(reason),
             consent_id,
-            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
         }
@@ -63,7 +61,15 @@ impl Decision {
             purpose: query.purpose,
             outcome: self.outcome,
             reason: self.reason,
-            categories: self.categories.clone(),
+            // The categories actually released (of the records sent), not those policy and
+            // consent would have allowed.
+            categories: self
+                .records
+                .iter()
+                .map(|r| r.category)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             fields: fields.into_iter().collect(),
             records: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
             withheld: self.withheld.clone(),
@@ -165,7 +171,6 @@ async fn decide_and_sign(
                 outcome: Outcome::Disclosed,
                 reason: None,
                 consent_id: Some(plan.consent_id.clone()),
-                categories: plan.categories.clone(),
                 records,
                 withheld,
             }
@@ -538,7 +543,6 @@ pub(crate) fn consent_verdict(
             outcome: Outcome::NotHeld,
             reason: None,
             consent_id: Some(consent_id.clone()),
-            categories: Vec::new(),
             records: Vec::new(),
             withheld: Withheld::default(),
         }),
@@ -549,7 +553,7 @@ pub(crate) fn consent_verdict(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-    use throughgate_protocol::category::Purpose;
+    use throughgate_protocol::category::{Category, Purpose};
     use throughgate_protocol::consent::{Collection, CollectionMethod, Consent, HolderScope};
     use throughgate_protocol::credential::Credential;
     use throughgate_protocol::ids::{PassportId, PersonId, QueryId};
@@ -647,6 +651,37 @@ mod tests {
             ConsentVerdict::Disclose { subject, .. } => Ok(subject),
             ConsentVerdict::Decided(d) => Err((d.outcome, d.reason)),
         }
+    }
+
+    #[test]
+    fn the_audit_entry_names_the_categories_actually_released_not_those_allowed() {
+        use throughgate_protocol::ids::RecordId;
+        use throughgate_protocol::record::DisclosedRecord;
+        let pp = PassportId::random();
+        let q = query(&pp, None);
+        let rec = |cat: Category| DisclosedRecord {
+            record_id: RecordId::new("r1").unwrap(),
+            category: cat,
+            kind: "gp_registration".into(),
+            fields: [("status".to_owned(), "registered".to_owned())].into(),
+            about: throughgate_protocol::time::Date::parse("2026-01-02").unwrap(),
+            recorded_at: NOW,
+            source_system: "S".into(),
+        };
+        // The query and consent allowed health and drugs and alcohol; only health was held.
+        let d = Decision {
+            outcome: Outcome::Disclosed,
+            reason: None,
+            consent_id: None,
+            records: vec![rec(Category::Health), rec(Category::Health)],
+            withheld: Withheld::default(),
+        };
+        let e = d.entry(&q, [0; 32]);
+        assert_eq!(e.categories, vec![Category::Health]);
+        assert_eq!(e.records, 2);
+        // A refusal released nothing.
+        let e = Decision::refuse(RefusalReason::NoConsent, None).entry(&q, [0; 32]);
+        assert!(e.categories.is_empty());
     }
 
     #[test]

@@ -356,6 +356,7 @@ impl LocalFederation {
                     categories: n.agency.categories.to_vec(),
                     id_scheme: n.agency.scheme,
                     roles: vec![MemberRole::Holder, MemberRole::Requester],
+                    retired_keys: vec![],
                 })
                 .chain(opts.extra_members.iter().cloned())
                 .collect(),

@@ -54,6 +54,19 @@ pub async fn adopt(
         )
         .await
         .map_err(NodeError::Audit)?;
+    // A version adopted from a peer may retire a key that signed staff credentials still in
+    // force (an operator's own publication is refused until they are re-issued): re-issue them
+    // under the current key, if the new version lists it, rather than strand their holders.
+    let current = state.key.current().public();
+    if new
+        .member(&state.agency)
+        .is_some_and(|me| me.node_keys.contains(&current))
+        && crate::staff::stranded_by(state, &new).is_ok_and(|s| !s.is_empty())
+    {
+        if let Err((_, e)) = crate::staff::reissue_under_current_key(state, None).await {
+            tracing::error!(error = %e, "could not re-issue staff credentials under the current key");
+        }
+    }
     let st = state.clone();
     let except = from.cloned();
     tokio::spawn(async move { spread(&st, except.as_ref()).await });

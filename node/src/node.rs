@@ -302,6 +302,7 @@ impl Node {
             ),
             connections: crate::ratelimit::ConnectionCounter::new(
                 config.limits.max_connections_per_peer,
+                config.limits.max_connections,
             ),
             consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
             budgets: crate::budget::Budgets::new(

@@ -313,6 +313,7 @@ mod tests {
             categories: vec![],
             id_scheme: throughgate_protocol::identifiers::IdScheme::Crn,
             roles: vec![MemberRole::Requester],
+            retired_keys: vec![],
         }
     }
 

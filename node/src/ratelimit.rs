@@ -74,11 +74,33 @@ impl RateLimiter {
     }
 }
 
-/// Live connections per peer key, capped.
+/// Live connections, capped per key and across the node. When the node is full, a key holding
+/// fewer connections than the busiest key takes that key's oldest connection (closed with
+/// "node busy"): a flood from many keys cannot shut an honest caller out, and every key keeps
+/// a fair share of the node-wide allowance.
 #[derive(Debug)]
 pub struct ConnectionCounter {
     max: u32,
-    live: Mutex<HashMap<PublicKey, u32>>,
+    max_total: u32,
+    live: Mutex<Live>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    /// Per key, its connections, oldest first: a slot id and the connection (to close it when
+    /// it gives way; `None` in unit tests).
+    per_key: HashMap<PublicKey, Vec<(u64, Option<quinn::Connection>)>>,
+    total: u32,
+    next_id: u64,
+}
+
+/// Why a connection was not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// The key already holds `max_connections_per_peer`.
+    PerKey,
+    /// The node holds `max_connections`, and no key holds more than its share.
+    Node,
 }
 
 /// Holds one counted connection; released on drop.
@@ -86,45 +108,93 @@ pub struct ConnectionCounter {
 pub struct ConnectionSlot<'a> {
     counter: &'a ConnectionCounter,
     key: PublicKey,
+    id: u64,
 }
 
 impl ConnectionCounter {
-    /// A counter allowing `max` live connections per key.
-    pub fn new(max: u32) -> ConnectionCounter {
+    /// A counter allowing `max` live connections per key and `max_total` in all.
+    pub fn new(max: u32, max_total: u32) -> ConnectionCounter {
         ConnectionCounter {
             max,
-            live: Mutex::new(HashMap::new()),
+            max_total: max_total.max(1),
+            live: Mutex::new(Live::default()),
         }
     }
 
-    /// Counts a new connection from `key`, or refuses it when `key` already has `max`.
-    pub fn acquire(&self, key: PublicKey) -> Option<ConnectionSlot<'_>> {
-        let mut live = self
-            .live
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = live.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live connections counted now.
+    pub fn total(&self) -> u32 {
+        self.lock().total
+    }
+
+    /// Counts a new connection from `key` (held in `conn`, closed should it later give way to
+    /// another key's), or refuses it.
+    pub fn acquire(
+        &self,
+        key: PublicKey,
+        conn: Option<quinn::Connection>,
+    ) -> Result<ConnectionSlot<'_>, ConnectionRefusal> {
+        let mut live = self.lock();
+        let mine = live.per_key.get(&key).map_or(0, Vec::len);
+        if mine >= self.max as usize {
+            return Err(ConnectionRefusal::PerKey);
         }
-        *n += 1;
-        Some(ConnectionSlot { counter: self, key })
+        if live.total >= self.max_total {
+            // Take the oldest connection of the busiest key, if it holds more than this key
+            // would with one more.
+            let busiest = live
+                .per_key
+                .iter()
+                .max_by_key(|(_, v)| v.len())
+                .map(|(k, v)| (*k, v.len()));
+            match busiest {
+                Some((k, n)) if n > mine + 1 => {
+                    if let Some(list) = live.per_key.get_mut(&k) {
+                        let (_, victim) = list.remove(0);
+                        if let Some(c) = victim {
+                            c.close(4u32.into(), b"node busy");
+                        }
+                        if list.is_empty() {
+                            live.per_key.remove(&k);
+                        }
+                    }
+                    live.total = live.total.saturating_sub(1);
+                }
+                _ => return Err(ConnectionRefusal::Node),
+            }
+        }
+        let id = live.next_id;
+        live.next_id += 1;
+        live.per_key.entry(key).or_default().push((id, conn));
+        live.total += 1;
+        Ok(ConnectionSlot {
+            counter: self,
+            key,
+            id,
+        })
     }
 }
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        let mut live = self
-            .counter
-            .live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = live.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                live.remove(&self.key);
-            }
+        let mut live = self.counter.lock();
+        let Some(list) = live.per_key.get_mut(&self.key) else {
+            return;
+        };
+        // A slot that gave way to another key was uncounted then.
+        let Some(i) = list.iter().position(|(id, _)| *id == self.id) else {
+            return;
+        };
+        list.remove(i);
+        if list.is_empty() {
+            live.per_key.remove(&self.key);
         }
+        live.total = live.total.saturating_sub(1);
     }
 }
 
@@ -143,13 +213,45 @@ mod tests {
 
     #[test]
     fn connections_are_capped_per_key_and_released() {
-        let c = ConnectionCounter::new(2);
+        let c = ConnectionCounter::new(2, 100);
         let k = throughgate_protocol::keys::SecretKey::from_seed(&[1; 32]).public();
-        let a = c.acquire(k).unwrap();
-        let _b = c.acquire(k).unwrap();
-        assert!(c.acquire(k).is_none());
+        let a = c.acquire(k, None).unwrap();
+        let _b = c.acquire(k, None).unwrap();
+        assert_eq!(c.acquire(k, None).unwrap_err(), ConnectionRefusal::PerKey);
         drop(a);
-        assert!(c.acquire(k).is_some());
+        assert!(c.acquire(k, None).is_ok());
+    }
+
+    #[test]
+    fn the_node_wide_cap_holds_and_a_newcomer_takes_the_busiest_keys_oldest() {
+        let c = ConnectionCounter::new(16, 4);
+        let key = |n: u8| throughgate_protocol::keys::SecretKey::from_seed(&[n; 32]).public();
+        let flood: Vec<_> = (0..4).map(|_| c.acquire(key(1), None).unwrap()).collect();
+        assert_eq!(c.total(), 4);
+        // The flooding key cannot grow, but a newcomer gets in at its expense.
+        assert_eq!(
+            c.acquire(key(1), None).unwrap_err(),
+            ConnectionRefusal::Node
+        );
+        let honest = c.acquire(key(2), None).unwrap();
+        assert_eq!(c.total(), 4);
+        let _second = c.acquire(key(3), None).unwrap();
+        let _third = c.acquire(key(4), None).unwrap();
+        // Four keys holding one each: nobody holds more than a fair share.
+        assert_eq!(
+            c.acquire(key(5), None).unwrap_err(),
+            ConnectionRefusal::Node
+        );
+        assert_eq!(
+            c.acquire(key(2), None).unwrap_err(),
+            ConnectionRefusal::Node
+        );
+        assert_eq!(c.total(), 4);
+        // Slots that gave way are not uncounted twice.
+        drop(flood);
+        assert_eq!(c.total(), 3);
+        drop(honest);
+        assert_eq!(c.total(), 2);
     }
 }
 

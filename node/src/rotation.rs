@@ -95,10 +95,14 @@ pub async fn rotate(
         )
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    // Staff credentials follow the node's key, so that retiring the old one strands no one.
+    let reissued =
+        crate::staff::reissue_under_current_key(state, Some(&operator.body.person_id)).await?;
     Ok(format!(
-        "now signing with {}; the old key is kept as {}",
+        "now signing with {}; the old key is kept as {}; {} staff credential(s) re-issued under the new key",
         new.fingerprint(),
-        retired.display()
+        retired.display(),
+        reissued.len()
     ))
 }
 

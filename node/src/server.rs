@@ -19,13 +19,26 @@ use crate::trust::Principal;
 /// sets owned by their parents, so stopping this task stops every one of them.
 pub async fn serve(state: Arc<NodeState>, endpoint: quinn::Endpoint) {
     let mut connections = tokio::task::JoinSet::new();
+    let handshakes = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let max_handshakes = state.config.limits.max_handshakes.max(1);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                // A flood of new connections is turned away before any cryptography.
+                let running = handshakes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                if running >= max_handshakes {
+                    handshakes.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    state.metrics.limit("handshakes_per_node");
+                    incoming.refuse();
+                    continue;
+                }
                 let st = state.clone();
+                let hs = handshakes.clone();
                 connections.spawn(async move {
-                    match incoming.await {
+                    let done = incoming.await;
+                    hs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    match done {
                         Ok(conn) => connection(st, conn).await,
                         Err(e) => {
                     st.metrics.limit("handshake_refused");
@@ -45,18 +58,27 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
     let (Some(principal), Some(k)) = (principal, key) else {
         if let Some((why, k)) = key.and_then(|k| state.trust.staff_refusal(&k).map(|w| (w, k))) {
             // Counted like any connection, so being told costs a withdrawn key its slots too.
-            if let Some(_slot) = state.connections.acquire(k) {
+            if let Ok(_slot) = state.connections.acquire(k, Some(conn.clone())) {
                 refuse_staff(&state, &conn, &why).await;
             }
         }
         conn.close(1u32.into(), b"unknown peer");
         return;
     };
-    let Some(_slot) = state.connections.acquire(k) else {
-        state.metrics.limit("connections_per_peer");
-        tracing::warn!(key = %k.fingerprint(), "too many connections from one peer; refusing another");
-        conn.close(3u32.into(), b"too many connections");
-        return;
+    let _slot = match state.connections.acquire(k, Some(conn.clone())) {
+        Ok(slot) => slot,
+        Err(crate::ratelimit::ConnectionRefusal::PerKey) => {
+            state.metrics.limit("connections_per_peer");
+            tracing::warn!(key = %k.fingerprint(), "too many connections from one peer; refusing another");
+            conn.close(3u32.into(), b"too many connections");
+            return;
+        }
+        Err(crate::ratelimit::ConnectionRefusal::Node) => {
+            state.metrics.limit("connections_per_node");
+            tracing::warn!(key = %k.fingerprint(), "the node holds its most connections; refusing another");
+            conn.close(4u32.into(), b"node busy");
+            return;
+        }
     };
     match &principal {
         Principal::Peer(a) => {

@@ -215,6 +215,95 @@ pub async fn reissue(
     Ok(ClientResponse::Credential(staff.credential))
 }
 
+/// Whether `s` is a credential still in force at `now`: not revoked and within its window.
+fn in_force(s: &StoredStaff, now: throughgate_protocol::time::Timestamp) -> bool {
+    s.revoked_at.is_none() && now < s.body.not_after
+}
+
+/// The node key that signed `s`.
+fn issuer_of(s: &StoredStaff) -> Option<throughgate_protocol::keys::PublicKey> {
+    s.credential
+        .signers(throughgate_protocol::envelope::SignerRole::Node)
+        .next()
+        .copied()
+}
+
+/// The credentials in force that `manifest` would strand: signed by a key it does not list for
+/// this agency. Retiring a key must wait until this is empty.
+pub fn stranded_by(
+    state: &NodeState,
+    manifest: &throughgate_protocol::manifest::Manifest,
+) -> Result<Vec<StoredStaff>, (ErrorCode, String)> {
+    let keys = manifest
+        .member(&state.agency)
+        .map(|m| m.node_keys.clone())
+        .unwrap_or_default();
+    let now = state.clock.now();
+    Ok(state
+        .db
+        .all_staff()
+        .map_err(internal)?
+        .into_iter()
+        .filter(|s| in_force(s, now) && issuer_of(s).is_none_or(|k| !keys.contains(&k)))
+        .collect())
+}
+
+/// Re-issues under the node's current key every credential in force that another key signed:
+/// the very same body (staff id, name, roles, the person's key, validity window), only newly
+/// signed, so nothing is widened and the holder's key is unchanged. Revoked and expired
+/// credentials are left as they are. Each is logged (`credential_reissued`). Returns those
+/// re-issued.
+pub async fn reissue_under_current_key(
+    state: &NodeState,
+    by: Option<&PersonId>,
+) -> Result<Vec<StoredStaff>, (ErrorCode, String)> {
+    let key = state.key.current();
+    let current = key.public();
+    let now = state.clock.now();
+    let mut done = Vec::new();
+    for old in state.db.all_staff().map_err(internal)? {
+        let issuer = issuer_of(&old);
+        if !in_force(&old, now) || issuer == Some(current) {
+            continue;
+        }
+        let staff = crate::client_api::issue_credential(&key, old.body.clone());
+        state.db.put_staff(&staff).map_err(internal)?;
+        state.trust.add_staff(staff.clone());
+        state
+            .log_admin(
+                by,
+                "credential_reissued",
+                format!(
+                    "credential of {} re-issued under node key {} (was signed by {}); same key, roles and validity",
+                    staff.body.person_id,
+                    current.fingerprint(),
+                    issuer.map_or_else(|| "no key".to_owned(), |k| k.fingerprint())
+                ),
+            )
+            .await
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        tracing::info!(person = %staff.body.person_id, "credential re-issued under the current node key");
+        done.push(staff);
+    }
+    Ok(done)
+}
+
+/// The caller's credential as this node holds it now: after a key rotation, the one re-issued
+/// under the current key. Looked up by the key that authenticated the caller, never built from
+/// anything the caller sent.
+pub fn current_credential(state: &NodeState, caller: &StoredStaff) -> OpResult {
+    let stored = state
+        .db
+        .staff(&caller.body.person_id)
+        .map_err(internal)?
+        .filter(|s| s.body.public_key == caller.body.public_key && s.revoked_at.is_none())
+        .ok_or((
+            ErrorCode::Forbidden,
+            "your credential is no longer held here; ask your node's operator".to_owned(),
+        ))?;
+    Ok(ClientResponse::Credential(stored.credential))
+}
+
 /// A credential as `tg staff list` shows it.
 pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
     let issuer = s

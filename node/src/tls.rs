@@ -263,6 +263,10 @@ pub fn server_config(
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(transport(limits, limits.max_streams_per_staff_connection)?);
+    // Connection attempts quinn itself queues before the node sees them, and the bytes they
+    // may buffer: bounded like the handshakes the node lets run.
+    cfg.max_incoming(usize::try_from(limits.max_handshakes.max(1)).unwrap_or(usize::MAX));
+    cfg.incoming_buffer_size_total(16 * 1024 * 1024);
     Ok(cfg)
 }
 

@@ -25,13 +25,24 @@ async fn make_profile(
     id: &str,
     dir: &std::path::Path,
 ) -> Profile {
+    make_profile_as(fed, agency, id, StaffRole::Caseworker, dir).await
+}
+
+/// [`make_profile`] for a member of staff holding `role`.
+async fn make_profile_as(
+    fed: &throughgate_node::localfed::LocalFederation,
+    agency: &str,
+    id: &str,
+    role: StaffRole,
+    dir: &std::path::Path,
+) -> Profile {
     let op = fed.client(agency, StaffRole::Operator).await.unwrap();
     let key = SecretKey::generate();
     let ClientResponse::Credential(cred) = op
         .call(ClientOp::AddStaff {
             person_id: PersonId::new(id).unwrap(),
             display_name: "A Caseworker".into(),
-            roles: vec![StaffRole::Caseworker],
+            roles: vec![role],
             public_key: key.public(),
             valid_days: 30,
         })
@@ -102,7 +113,7 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
     let op = fed.client("nhs-wy", StaffRole::Operator).await.unwrap();
     op.rotate_key().await.unwrap();
     op.close().await;
-    // `tg staff list` now flags credentials signed by the old key, to reissue before step 4.
+    // Rotating re-issued every credential in force under the new key.
     let state = node_state(&fed, "nhs-wy");
     let state_of = |id: &str| {
         let s = state
@@ -112,7 +123,7 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
             .unwrap();
         throughgate_node::staff::summary(&state, &s).state
     };
-    assert_eq!(state_of("cw-rot"), "previous_key");
+    assert_eq!(state_of("cw-rot"), "active");
     // 4. Governance retires the old key.
     let mut v3 = next_manifest(&v2, fed.now());
     v3.members
@@ -127,7 +138,7 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
         .unwrap();
     op.close().await;
     wait_manifest_everywhere(&fed, v3.version).await;
-    assert_eq!(state_of("cw-rot"), "issuer_retired");
+    assert_eq!(state_of("cw-rot"), "active");
 
     // The profile made before the rotation, pinning the old key, still reaches its node, and
     // now trusts version 3.
@@ -147,5 +158,250 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
     // Without a trusted manifest, a key the profile does not know is refused at the handshake.
     let err = HomeClient::connect_profile(&bare).await.unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    fed.shutdown().await;
+}
+
+/// Section 12 at a requesting agency, with a caseworker profile made, a consent recorded and a
+/// passport saved before the rotation: the rotation re-issues every credential in force under the
+/// new key (revoked ones stay revoked), publishing a version that retires the old key is refused
+/// while any credential it signed is not re-issued, the profile picks up its re-issued
+/// credential at its next connection, and with the old key retired the caseworker still
+/// assembles a passport and records the person's withdrawal of consent; the saved passport
+/// verifies against the newer manifest's key history, saying the key was retired since.
+#[tokio::test]
+async fn a_caseworker_with_a_profile_from_before_a_rotation_still_works_after_the_old_key_is_retired(
+) {
+    let fed = federation().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = make_profile(&fed, "probation-yorks", "cw-old", tmp.path()).await;
+    let gone_dir = tempfile::tempdir().unwrap();
+    make_profile(&fed, "probation-yorks", "cw-gone", gone_dir.path()).await;
+    let op_dir = tempfile::tempdir().unwrap();
+    let op_profile = make_profile_as(
+        &fed,
+        "probation-yorks",
+        "op-2",
+        StaffRole::Operator,
+        op_dir.path(),
+    )
+    .await;
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.revoke_staff(&PersonId::new("cw-gone").unwrap())
+        .await
+        .unwrap();
+    op.close().await;
+    // Before the rotation: a consent recorded, a passport assembled and saved.
+    let person = person_known_to(&fed, &ALL);
+    let p = plan(&fed, person, 3600);
+    let cw = HomeClient::connect_profile(&profile).await.unwrap();
+    assert!(cw.credential_refreshed().is_none());
+    let signed = cw.sign_consent(&p);
+    let consent_id = signed.consent_id.clone();
+    cw.record_consent(signed).await.unwrap();
+    wait_deliveries(
+        &cw,
+        &consent_id,
+        throughgate_protocol::messages::AckSubject::Grant,
+    )
+    .await;
+    let (saved, _) = assemble(&cw, &p.passport_id).await;
+    cw.close().await;
+
+    let prob = fed.node("probation-yorks").unwrap();
+    let old = prob.key.clone();
+    let old_key = old.public();
+    let next = SecretKey::generate();
+    throughgate_node::keyfile::write_secret_key(&prob.dir.join("node-next.key"), &next).unwrap();
+    let mut v2 = next_manifest(&fed.manifest_body, fed.now());
+    v2.members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap()
+        .node_keys
+        .push(next.public());
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&v2, &[&fed.governance]))
+        .await
+        .unwrap();
+    wait_manifest_everywhere(&fed, v2.version).await;
+    op.rotate_key().await.unwrap();
+    op.close().await;
+    let state = node_state(&fed, "probation-yorks");
+    let summary_of = |id: &str| {
+        let s = state
+            .db
+            .staff(&PersonId::new(id).unwrap())
+            .unwrap()
+            .unwrap();
+        throughgate_node::staff::summary(&state, &s)
+    };
+    let cw_old = summary_of("cw-old");
+    assert_eq!(cw_old.state, "active");
+    assert_eq!(cw_old.issuer_key, next.public().fingerprint());
+    let gone = summary_of("cw-gone");
+    assert_eq!(gone.state, "revoked", "a revoked credential stays revoked");
+    assert_eq!(gone.issuer_key, old_key.fingerprint());
+
+    // A credential the old key signed and nobody re-issued (as a node rotated by an earlier
+    // version would hold) holds the retirement back.
+    let late_key = SecretKey::generate();
+    let now = fed.now();
+    let late = throughgate_node::client_api::issue_credential(
+        &old,
+        throughgate_protocol::credential::Credential {
+            person_id: PersonId::new("cw-late").unwrap(),
+            display_name: "Late Caseworker".into(),
+            agency: agency("probation-yorks"),
+            roles: vec![StaffRole::Caseworker],
+            public_key: late_key.public(),
+            not_before: now,
+            not_after: now.plus_secs(86_400),
+        },
+    );
+    state.db.put_staff(&late).unwrap();
+    state.trust.add_staff(late);
+    let mut v3 = next_manifest(&v2, fed.now());
+    let me = v3
+        .members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap();
+    me.node_keys.retain(|k| k != &old_key);
+    me.retired_keys
+        .push(throughgate_protocol::manifest::RetiredKey {
+            key: old_key,
+            retired_at: v3.issued_at,
+        });
+    let v3_env = sign_manifest(&v3, &[&fed.governance]);
+    let op = HomeClient::connect_profile(&op_profile).await.unwrap();
+    let err = op.publish_manifest(v3_env.clone()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tg staff reissue-credentials") && msg.contains("cw-late"),
+        "{msg}"
+    );
+    assert_eq!(state.manifest().unwrap().version, v2.version);
+    match op.call(ClientOp::ReissueCredentials).await.unwrap() {
+        ClientResponse::Staff(list) => {
+            let ids: Vec<_> = list.iter().map(|s| s.person_id.to_string()).collect();
+            assert_eq!(ids, vec!["cw-late".to_owned()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(summary_of("cw-gone").state, "revoked");
+    op.publish_manifest(v3_env).await.unwrap();
+    op.close().await;
+    wait_manifest_everywhere(&fed, v3.version).await;
+
+    // The old profile picks up its re-issued credential at its next connection: the same
+    // credential, signed by the new key, saved into the profile.
+    let cred_file = tmp.path().join("cw-old.cred");
+    let before = std::fs::read(&cred_file).unwrap();
+    let cw = HomeClient::connect_profile(&profile).await.unwrap();
+    let saved_to = cw
+        .credential_refreshed()
+        .expect("the credential is refreshed")
+        .as_ref()
+        .unwrap();
+    assert_eq!(saved_to, &cred_file);
+    let after = std::fs::read(&cred_file).unwrap();
+    assert_ne!(before, after);
+    let env = throughgate_protocol::envelope::Envelope::from_bytes(&after, 1 << 16).unwrap();
+    assert_eq!(
+        env.signers(throughgate_protocol::envelope::SignerRole::Node)
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![next.public()]
+    );
+    let old_env = throughgate_protocol::envelope::Envelope::from_bytes(&before, 1 << 16).unwrap();
+    assert_eq!(
+        env.open::<throughgate_protocol::credential::Credential>()
+            .unwrap(),
+        old_env
+            .open::<throughgate_protocol::credential::Credential>()
+            .unwrap(),
+        "same staff id, name, roles, key and validity"
+    );
+    // The caseworker still assembles a passport every holder answers...
+    let (_, v) = assemble(&cw, &p.passport_id).await;
+    assert!(v.complete(), "{:?}", v.results);
+    for r in &v.results {
+        let resp = r.response.as_ref().unwrap();
+        assert_ne!(
+            resp.outcome,
+            throughgate_protocol::messages::Outcome::Refused,
+            "{} refused: {:?}",
+            r.result.agency,
+            resp.reason
+        );
+    }
+    // ...and records the person's withdrawal of consent, which every agency accepts.
+    cw.revoke_consent(&consent_id, "the person withdrew")
+        .await
+        .unwrap();
+    wait_deliveries(
+        &cw,
+        &consent_id,
+        throughgate_protocol::messages::AckSubject::Revoke,
+    )
+    .await;
+    let (_, _, deliveries) = cw.show_consent(&consent_id).await.unwrap();
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == throughgate_protocol::messages::DeliveryState::Delivered),
+        "{deliveries:?}"
+    );
+    cw.close().await;
+
+    // The passport saved before the retirement verifies against version 3's key history.
+    let verified = throughgate_protocol::bundle::verify_bundle(&saved, &v3).unwrap();
+    assert!(verified.all_valid());
+    assert!(
+        verified
+            .retired_signatures
+            .iter()
+            .any(|r| r.agency.as_str() == "probation-yorks" && r.what == "assembly statement"),
+        "{:?}",
+        verified.retired_signatures
+    );
+    let note = verified.retired_signatures[0].to_string();
+    assert!(note.contains("signed by a key retired on"), "{note}");
+    // A key retired before the signed time, or never listed, each fail with their own reason.
+    let signed_at = saved.unverified_statement().unwrap().assembled_at;
+    let mut early = v3.clone();
+    let me = early
+        .members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap();
+    me.retired_keys[0].retired_at = throughgate_protocol::time::Timestamp(signed_at.0 - 3600);
+    let err = throughgate_protocol::bundle::verify_bundle(&saved, &early)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was retired on") && err.contains("before the signed time"),
+        "{err}"
+    );
+    early
+        .members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap()
+        .retired_keys
+        .clear();
+    let err = throughgate_protocol::bundle::verify_bundle(&saved, &early)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("which the manifest never listed for probation-yorks"),
+        "{err}"
+    );
     fed.shutdown().await;
 }

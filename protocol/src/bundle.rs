@@ -8,6 +8,11 @@
 //! the statement says the assembly finished; and for every response, the holder's node
 //! signature, that it answers exactly this query (by digest) under the query's consent, that it
 //! comes from the holder it claims, and that the holder logged a decision on this very query.
+//!
+//! Every node signature is checked against the keys the verifier's manifest gives the signing
+//! agency at the instant the signed document names (the query's `issued_at`, the statement's
+//! `assembled_at`, a response's `as_of`): its current keys and those retired at or after it
+//! (the manifest's key history), so a passport saved before a key rotation keeps verifying.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +20,12 @@ use crate::assembly::{AssemblyStatement, Sha256Digest};
 use crate::audit::{verify_receipt_cached, AuditEvent};
 use crate::cbor::{self, DecodeError};
 use crate::checkpoint::SignedCheckpoint;
-use crate::credential::{verify_credential_cached, Credential, StaffRole, CLOCK_SKEW_SECS};
+use crate::credential::{
+    verify_credential_cached, Credential, CredentialError, StaffRole, CLOCK_SKEW_SECS,
+};
 use crate::envelope::{Envelope, SignerRole};
-use crate::manifest::{verify_manifest, Manifest};
+use crate::keys::PublicKey;
+use crate::manifest::{verify_manifest, KeyStanding, Manifest, Member};
 use crate::merkle::{verify_consistency, Hash};
 use crate::messages::{query_digest, HolderResult, HolderStatus, Outcome, Query, Response};
 use crate::sigcache::SigCache;
@@ -147,6 +155,95 @@ pub enum BundleError {
     Manifest(String),
 }
 
+/// A node signature in a verified bundle by a key its agency has retired since: valid, because
+/// the key was current at the instant the signed document names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredSignature {
+    /// The agency whose key signed.
+    pub agency: crate::ids::AgencyId,
+    /// What it signed: `query`, `credential`, `assembly statement` or `response`.
+    pub what: &'static str,
+    /// The retired key.
+    pub key: PublicKey,
+    /// When it was retired.
+    pub retired_at: Timestamp,
+}
+
+impl std::fmt::Display for RetiredSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}'s {} is signed by a key retired on {} ({}), valid when it was signed",
+            self.agency,
+            self.what,
+            self.retired_at,
+            self.key.fingerprint()
+        )
+    }
+}
+
+/// Why no key of `member` valid at `at` signed `env` in role node, by the key history: a key
+/// retired before `at`, a key never listed, or `fallback`.
+fn node_signer_problem(
+    env: &Envelope,
+    member: &Member,
+    at: Timestamp,
+    fallback: &crate::envelope::VerifyError,
+) -> String {
+    let signers: Vec<&PublicKey> = env.signers(SignerRole::Node).collect();
+    for k in &signers {
+        if let KeyStanding::RetiredBefore(t) = member.key_standing(k, at) {
+            return format!(
+                "signed by {}'s key {}, which was retired on {t}, before the signed time {at}",
+                member.id,
+                k.fingerprint()
+            );
+        }
+    }
+    if let Some(k) = signers.first() {
+        if member.key_standing(k, at) == KeyStanding::Unknown {
+            return format!(
+                "signed by key {}, which the manifest never listed for {}",
+                k.fingerprint(),
+                member.id
+            );
+        }
+    }
+    fallback.to_string()
+}
+
+/// Verifies `env`'s node signature by a key of `member` valid at `at`. Returns the retired key
+/// that signed, if it was one.
+fn verify_node_at(
+    env: &Envelope,
+    member: &Member,
+    at: Timestamp,
+    what: &'static str,
+    cache: Option<&SigCache>,
+) -> Result<Option<RetiredSignature>, String> {
+    match env.verify_by_any_cached(SignerRole::Node, &member.keys_valid_at(at), cache) {
+        Ok(k) => Ok(retired_note(member, &k, at, what)),
+        Err(e) => Err(node_signer_problem(env, member, at, &e)),
+    }
+}
+
+fn retired_note(
+    member: &Member,
+    key: &PublicKey,
+    at: Timestamp,
+    what: &'static str,
+) -> Option<RetiredSignature> {
+    match member.key_standing(key, at) {
+        KeyStanding::RetiredLater(retired_at) => Some(RetiredSignature {
+            agency: member.id.clone(),
+            what,
+            key: *key,
+            retired_at,
+        }),
+        _ => None,
+    }
+}
+
 /// Verifies the query of a bundle: requester known, node and caseworker signatures, and the
 /// credential as it stood when the query was issued.
 pub fn verify_query(
@@ -164,6 +261,16 @@ pub fn verify_query_cached(
     manifest: &Manifest,
     cache: Option<&SigCache>,
 ) -> Result<(Query, Credential), BundleError> {
+    let (query, credential, _) = verify_query_at(env, manifest, cache)?;
+    Ok((query, credential))
+}
+
+/// [`verify_query_cached`], also returning the signatures by keys retired since.
+fn verify_query_at(
+    env: &Envelope,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<(Query, Credential, Vec<RetiredSignature>), BundleError> {
     let query: Query = env
         .open()
         .map_err(|e| BundleError::MalformedQuery(e.to_string()))?;
@@ -171,17 +278,32 @@ pub fn verify_query_cached(
         .member(&query.requester)
         .filter(|m| m.is_requester())
         .ok_or_else(|| BundleError::UnknownRequester(query.requester.to_string()))?;
-    env.verify_by_any(SignerRole::Node, &member.node_keys)
-        .map_err(|e| BundleError::QueryNodeSignature(e.to_string()))?;
+    let at = query.issued_at;
+    let mut retired = Vec::new();
+    retired.extend(
+        verify_node_at(env, member, at, "query", None).map_err(BundleError::QueryNodeSignature)?,
+    );
     let credential = verify_credential_cached(
         &query.credential,
         &query.requester,
-        &member.node_keys,
-        query.issued_at,
+        &member.keys_valid_at(at),
+        at,
         StaffRole::Caseworker,
         cache,
     )
-    .map_err(|e| BundleError::Credential(e.to_string()))?;
+    .map_err(|e| match e {
+        CredentialError::BadIssuer { agency, source } => BundleError::Credential(format!(
+            "credential is not signed by a node key of {agency}: {}",
+            node_signer_problem(&query.credential, member, at, &source)
+        )),
+        e => BundleError::Credential(e.to_string()),
+    })?;
+    retired.extend(
+        query
+            .credential
+            .signers(SignerRole::Node)
+            .find_map(|k| retired_note(member, k, at, "credential")),
+    );
     if credential.person_id != query.caseworker {
         return Err(BundleError::Credential(
             "credential is for a different person".into(),
@@ -189,7 +311,7 @@ pub fn verify_query_cached(
     }
     env.verify_by_cached(SignerRole::Person, &credential.public_key, cache)
         .map_err(|e| BundleError::QueryPersonSignature(e.to_string()))?;
-    Ok((query, credential))
+    Ok((query, credential, retired))
 }
 
 /// Verifies one holder's response to `query` (whose envelope is `query_env`): signed by a node
@@ -215,8 +337,8 @@ pub fn verify_response_cached(
     manifest: &Manifest,
     cache: Option<&SigCache>,
 ) -> Result<Response, BundleError> {
-    verify_response_witnessed(env, query_env, query, expected_holder, manifest, cache)
-        .map(|(resp, _)| resp)
+    verify_response_at(env, query_env, query, expected_holder, manifest, cache)
+        .map(|(resp, _, _)| resp)
 }
 
 /// [`verify_response_cached`], also returning what the response shows of the witnessing of
@@ -229,6 +351,19 @@ pub fn verify_response_witnessed(
     manifest: &Manifest,
     cache: Option<&SigCache>,
 ) -> Result<(Response, WitnessVerdict), BundleError> {
+    verify_response_at(env, query_env, query, expected_holder, manifest, cache)
+        .map(|(resp, witness, _)| (resp, witness))
+}
+
+/// [`verify_response_witnessed`], also returning the retired key that signed, if one did.
+fn verify_response_at(
+    env: &Envelope,
+    query_env: &Envelope,
+    query: &Query,
+    expected_holder: &crate::ids::AgencyId,
+    manifest: &Manifest,
+    cache: Option<&SigCache>,
+) -> Result<(Response, WitnessVerdict, Option<RetiredSignature>), BundleError> {
     let resp: Response = env
         .open()
         .map_err(|e| BundleError::MalformedResponse(e.to_string()))?;
@@ -241,8 +376,8 @@ pub fn verify_response_witnessed(
     let member = manifest
         .member(&resp.holder)
         .ok_or_else(|| BundleError::UnknownHolder(resp.holder.to_string()))?;
-    env.verify_by_any(SignerRole::Node, &member.node_keys)
-        .map_err(|e| BundleError::HolderSignature(e.to_string()))?;
+    let retired = verify_node_at(env, member, resp.as_of, "response", None)
+        .map_err(BundleError::HolderSignature)?;
     if resp.query_digest != query_digest(query_env)
         || resp.query_id != query.query_id
         || resp.passport_id != query.passport_id
@@ -291,6 +426,12 @@ pub fn verify_response_witnessed(
             "answered after the query expired".into(),
         ));
     }
+    // The instant the holder's key is judged at may not precede the query it answers.
+    if resp.as_of.plus_secs(CLOCK_SKEW_SECS) < query.issued_at {
+        return Err(BundleError::Inconsistent(
+            "answered before the query was issued".into(),
+        ));
+    }
     // A disclosure must name the query's consent; a refusal names it or none.
     let consent_ok = match (&resp.outcome, &resp.consent_id, &query.consent_id) {
         (Outcome::Disclosed, Some(r), Some(q)) => r == q,
@@ -307,9 +448,9 @@ pub fn verify_response_witnessed(
             found: name(resp.consent_id.as_ref()),
         });
     }
-    let receipt_checkpoint = check_receipt(&resp, query, &member.node_keys, cache)?;
+    let receipt_checkpoint = check_receipt(&resp, query, &member.keys_valid_at(resp.as_of), cache)?;
     let verdict = check_witnessed(&resp, &receipt_checkpoint, manifest, cache)?;
-    Ok((resp, verdict))
+    Ok((resp, verdict, retired))
 }
 
 /// Checks that a response's receipt proves a logged decision matching the response.
@@ -595,6 +736,9 @@ pub struct VerifiedBundle {
     pub manifest: Manifest,
     /// Per holder, in request order.
     pub results: Vec<VerifiedResult>,
+    /// Signatures that verified by keys retired since they were made (the manifest's key
+    /// history), to tell the reader.
+    pub retired_signatures: Vec<RetiredSignature>,
 }
 
 impl VerifiedBundle {
@@ -646,8 +790,8 @@ pub fn verify_bundle_cached(
     manifest: &Manifest,
     cache: Option<&SigCache>,
 ) -> Result<VerifiedBundle, BundleError> {
-    let (query, credential) = verify_query_cached(&bundle.query, manifest, cache)?;
-    let statement = verify_statement(bundle, &query, manifest)?;
+    let (query, credential, mut retired) = verify_query_at(&bundle.query, manifest, cache)?;
+    let statement = verify_statement(bundle, &query, manifest, &mut retired)?;
     let named = verify_named_manifest(bundle, &statement, manifest)?;
     check_results(bundle, &query, &statement)?;
     let results = bundle
@@ -656,15 +800,12 @@ pub fn verify_bundle_cached(
         .map(|r| {
             let (response, problem, witness) = match (&r.status, &r.response) {
                 (HolderStatus::Answered, Some(env)) => {
-                    match verify_response_witnessed(
-                        env,
-                        &bundle.query,
-                        &query,
-                        &r.agency,
-                        manifest,
-                        cache,
-                    ) {
-                        Ok((resp, w)) => (Some(resp), None, Some(w)),
+                    match verify_response_at(env, &bundle.query, &query, &r.agency, manifest, cache)
+                    {
+                        Ok((resp, w, note)) => {
+                            retired.extend(note);
+                            (Some(resp), None, Some(w))
+                        }
                         Err(e) => (None, Some(e), None),
                     }
                 }
@@ -691,6 +832,7 @@ pub fn verify_bundle_cached(
         statement,
         manifest: named,
         results,
+        retired_signatures: retired,
     })
 }
 
@@ -701,16 +843,22 @@ fn verify_statement(
     bundle: &PassportBundle,
     query: &Query,
     manifest: &Manifest,
+    retired: &mut Vec<RetiredSignature>,
 ) -> Result<AssemblyStatement, BundleError> {
     let statement = bundle.unverified_statement()?;
-    let keys = manifest
+    let member = manifest
         .member(&query.requester)
-        .map(|m| m.node_keys.as_slice())
-        .unwrap_or_default();
-    bundle
-        .statement
-        .verify_by_any(SignerRole::Node, keys)
-        .map_err(|e| BundleError::Statement(format!("not signed by the requesting node: {e}")))?;
+        .ok_or_else(|| BundleError::UnknownRequester(query.requester.to_string()))?;
+    retired.extend(
+        verify_node_at(
+            &bundle.statement,
+            member,
+            statement.assembled_at,
+            "assembly statement",
+            None,
+        )
+        .map_err(|e| BundleError::Statement(format!("not signed by the requesting node: {e}")))?,
+    );
     if statement.requester != query.requester {
         return Err(BundleError::Statement(format!(
             "it names requester {}, but the query is {}'s",

@@ -228,6 +228,15 @@ pub enum VerifyError {
     /// No signature in this role at all.
     #[error("no {0} signature")]
     NoSignatureInRole(SignerRole),
+    /// Signed in this role, but only by keys other than those expected.
+    #[error(
+        "the {role} signature is by key {key_fingerprint}, which is not one of the keys expected"
+    )]
+    UnexpectedSigner {
+        role: SignerRole,
+        /// Fingerprint of the key that signed.
+        key_fingerprint: String,
+    },
     /// More signatures than allowed.
     #[error("{0} signatures, over the limit of {MAX_SIGNATURES}")]
     TooManySignatures(usize),
@@ -393,6 +402,12 @@ impl Envelope {
         let mut last = VerifyError::NoSignatureInRole(role);
         for s in self.sigs.iter().filter(|s| s.role == role) {
             if !keys.contains(&s.key) {
+                if matches!(last, VerifyError::NoSignatureInRole(_)) {
+                    last = VerifyError::UnexpectedSigner {
+                        role,
+                        key_fingerprint: s.key.fingerprint(),
+                    };
+                }
                 continue;
             }
             match self.verify_by_cached(role, &s.key, cache) {

@@ -84,6 +84,38 @@ pub struct Member {
     pub id_scheme: crate::identifiers::IdScheme,
     /// Holder, requester or both.
     pub roles: Vec<MemberRole>,
+    /// Node keys it no longer uses, each with the last instant its signatures are accepted for.
+    /// Only saved documents (passport bundles) are checked against them: a signature made at
+    /// or before `retired_at` still verifies; live traffic uses `node_keys` alone.
+    /// Absent in manifests that predate key history, which is read as none.
+    #[serde(default)]
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+/// A node key a member has retired, kept in the manifest so documents it signed while it was
+/// current still verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    /// The retired key.
+    pub key: PublicKey,
+    /// When it was retired: signatures made after this instant are not accepted.
+    pub retired_at: Timestamp,
+}
+
+/// Most retired keys one member may list.
+pub const MAX_RETIRED_KEYS: usize = 16;
+
+/// Where a key stands for a member at an instant, by the manifest's key history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStanding {
+    /// One of the member's current node keys.
+    Current,
+    /// Retired at or after the instant asked about: signatures made then are valid.
+    RetiredLater(Timestamp),
+    /// Retired before the instant asked about: not valid then.
+    RetiredBefore(Timestamp),
+    /// Never listed for this member.
+    Unknown,
 }
 
 impl Member {
@@ -95,6 +127,33 @@ impl Member {
     /// Whether the member may send queries.
     pub fn is_requester(&self) -> bool {
         self.roles.contains(&MemberRole::Requester)
+    }
+
+    /// The keys whose signatures made at `at` are valid: the current node keys and those
+    /// retired at or after `at`.
+    pub fn keys_valid_at(&self, at: Timestamp) -> Vec<PublicKey> {
+        self.node_keys
+            .iter()
+            .copied()
+            .chain(
+                self.retired_keys
+                    .iter()
+                    .filter(|r| r.retired_at >= at)
+                    .map(|r| r.key),
+            )
+            .collect()
+    }
+
+    /// Where `key` stands for this member at `at`.
+    pub fn key_standing(&self, key: &PublicKey, at: Timestamp) -> KeyStanding {
+        if self.node_keys.contains(key) {
+            return KeyStanding::Current;
+        }
+        match self.retired_keys.iter().find(|r| &r.key == key) {
+            Some(r) if r.retired_at >= at => KeyStanding::RetiredLater(r.retired_at),
+            Some(r) => KeyStanding::RetiredBefore(r.retired_at),
+            None => KeyStanding::Unknown,
+        }
     }
 }
 
@@ -214,7 +273,31 @@ impl Manifest {
             if m.node_keys.is_empty() || m.node_keys.len() > 4 {
                 return bad(format!("member {} must list 1 to 4 node keys", m.id));
             }
-            for k in &m.node_keys {
+            if m.retired_keys.len() > MAX_RETIRED_KEYS {
+                return bad(format!(
+                    "member {} lists {} retired keys, over the limit of {MAX_RETIRED_KEYS}",
+                    m.id,
+                    m.retired_keys.len()
+                ));
+            }
+            if let Some(r) = m
+                .retired_keys
+                .iter()
+                .find(|r| r.retired_at > self.issued_at)
+            {
+                return bad(format!(
+                    "member {}'s key {} is retired at {}, after the manifest was issued ({})",
+                    m.id,
+                    r.key.fingerprint(),
+                    r.retired_at,
+                    self.issued_at
+                ));
+            }
+            for k in m
+                .node_keys
+                .iter()
+                .chain(m.retired_keys.iter().map(|r| &r.key))
+            {
                 if !keys.insert(*k) {
                     return bad(format!(
                         "node key {} is listed more than once",
@@ -336,6 +419,7 @@ mod tests {
                 categories: vec![Category::FinanceAndId],
                 id_scheme: crate::identifiers::IdScheme::NomsNumber,
                 roles: vec![MemberRole::Holder, MemberRole::Requester],
+                retired_keys: vec![],
             }],
             governance: Governance {
                 keys: gov.iter().map(|k| k.public()).collect(),

@@ -298,6 +298,7 @@ const FIXTURE_KEYS: &[(&str, u8)] = &[
     ("node-nhs-wy", 0x13),
     ("node-dwp", 0x14),
     ("node-leeds-college", 0x15),
+    ("node-probation-yorks-next", 0x16),
     ("person-cw-0042", 0x21),
     ("person-dpo-0007", 0x22),
     ("person-cw-0099", 0x23),
@@ -377,6 +378,7 @@ fn member(
         categories,
         id_scheme: scheme,
         roles,
+        retired_keys: vec![],
     }
 }
 
@@ -4416,6 +4418,56 @@ fn gen_bundles(g: &mut Gen) {
     );
     one("manifest-expired-at-assembly", "A passport signed under manifest version 2, which expired at NOW, a second before the statement's assembly time.", &at_expiry.to_bytes(), "manifest");
 
+    // Checked against a later manifest in which probation-yorks has rotated to a new key and
+    // retired the one that signed the query, its credential and the statement (key history).
+    let mut retired_vectors = Vec::new();
+    let mut retiring = |id: &str, description: &str, history: Option<u64>, expect: &str| {
+        let mut later = Manifest {
+            version: 3,
+            issued_at: Timestamp(NOW + 10),
+            ..manifest_v1()
+        };
+        let me = later
+            .members
+            .iter_mut()
+            .find(|m| m.id.as_str() == "probation-yorks")
+            .unwrap();
+        me.node_keys = vec![pubkey("node-probation-yorks-next")];
+        me.retired_keys = history
+            .map(|at| throughgate_protocol::manifest::RetiredKey {
+                key: pubkey("node-probation-yorks"),
+                retired_at: Timestamp(at),
+            })
+            .into_iter()
+            .collect();
+        let trusted = sign_manifest(&later, &["governance-1", "governance-2"]);
+        let bytes = bundle.to_bytes();
+        let result_verdicts = (expect == "valid").then(|| {
+            verify_bundle(&bundle, &later)
+                .unwrap()
+                .results
+                .iter()
+                .map(result_verdict)
+                .collect()
+        });
+        retired_vectors.push(Vector {
+            id: format!("bundle/{id}"),
+            description: description.into(),
+            kind: "bundle".into(),
+            hex: Some(hex::encode(&bytes)),
+            diag: diag_bytes(&bytes),
+            keys: fixture_keys(),
+            expect: expect.into(),
+            result_verdicts,
+            manifest_hex: Some(hex::encode(trusted.to_bytes())),
+            now: Some(NOW),
+            ..Vector::default()
+        });
+    };
+    retiring("signed-by-key-retired-since", "The valid passport checked against version 3, in which probation-yorks signs with node-probation-yorks-next and lists node-probation-yorks in its retired_keys, retired at NOW + 10: after the query (NOW - 10) and the statement (NOW + 1) were signed, so they verify (section 14.3).", Some(NOW + 10), "valid");
+    retiring("signed-by-key-retired-before", "The valid passport checked against version 3, in which node-probation-yorks was retired at NOW: after the query was signed (NOW - 10), so the query verifies, but before the statement was signed (NOW + 1), which therefore fails.", Some(NOW), "statement");
+    retiring("signed-by-key-not-in-history", "The valid passport checked against version 3, which lists only node-probation-yorks-next for probation-yorks and has no key history: the key that signed was never listed.", None, "query_node_signature");
+
     // Framing of the bundle itself.
     one(
         "query-without-node-signature",
@@ -4461,6 +4513,9 @@ fn gen_bundles(g: &mut Gen) {
         &value_bytes(&no_statement),
         "invalid",
     );
+    for v in retired_vectors {
+        g.push(v);
+    }
 }
 
 // ------------------------------------------------------------------------------------------

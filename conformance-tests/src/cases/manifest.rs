@@ -81,6 +81,7 @@ fn stranger_manifest(ctx: &Ctx, version: u64) -> Envelope {
             categories: Vec::new(),
             id_scheme: ctx.subject.scheme,
             roles: vec![MemberRole::Requester],
+            retired_keys: vec![],
         }],
         governance: Governance {
             keys: vec![gov.public()],

@@ -192,13 +192,149 @@ impl HomeClient {
     }
 }
 
-/// Entries of a report, all agencies merged, oldest first.
+/// Entries of a report, all agencies merged, oldest first, in cause-and-effect order: each
+/// agency's entries stay in its log's order, and among entries logged in the same second by
+/// different agencies a cause comes before its effect (a consent's recording before its
+/// registration at a holder, a query's sending before the decisions it asked for).
 pub fn merged_entries(report: &SubjectAccessReport) -> Vec<(&AgencyId, &AuditEntry)> {
-    let mut all: Vec<(&AgencyId, &AuditEntry)> = report
+    // Each agency's entries in log order; a k-way merge keeps that order and picks, among the
+    // queue heads, the earliest by (time, causal rank, agency).
+    let mut queues: Vec<(&AgencyId, std::collections::VecDeque<&IndexedEntry>)> = report
         .sources
         .iter()
-        .flat_map(|s| s.entries.iter().map(move |e| (&s.agency, &e.entry)))
+        .map(|s| {
+            let mut q: Vec<&IndexedEntry> = s.entries.iter().collect();
+            q.sort_by_key(|e| e.index);
+            (&s.agency, q.into_iter().collect())
+        })
         .collect();
-    all.sort_by_key(|(a, e)| (e.at, a.as_str()));
+    let mut all = Vec::new();
+    loop {
+        let next = queues
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (a, q))| q.front().map(|e| (i, *a, *e)))
+            .min_by_key(|(_, a, e)| (e.entry.at, causal_rank(&e.entry), a.as_str()));
+        let Some((i, a, e)) = next else { break };
+        if let Some((_, q)) = queues.get_mut(i) {
+            q.pop_front();
+        }
+        all.push((a, &e.entry));
+    }
     all
+}
+
+/// Where an entry sits in a chain of cause and effect, for ordering entries logged in the same
+/// second: a consent is recorded, then registered, then relied on (queries and decisions), then
+/// ended; a query is sent before it is decided.
+fn causal_rank(e: &AuditEntry) -> u8 {
+    use throughgate_protocol::audit::AuditEvent;
+    match &e.event {
+        AuditEvent::ConsentRecorded(_) => 0,
+        AuditEvent::ConsentRegistered(_) => 1,
+        AuditEvent::QuerySent { .. } => 2,
+        AuditEvent::Decision(_) => 3,
+        AuditEvent::ConsentRevoked(_)
+        | AuditEvent::ConsentExpired(_)
+        | AuditEvent::ConsentSuperseded(_) => 4,
+        _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
+    use throughgate_protocol::category::Purpose;
+    use throughgate_protocol::ids::{ConsentId, QueryId};
+    use throughgate_protocol::messages::{Outcome, Withheld};
+
+    use super::*;
+
+    fn source(agency: &str, entries: Vec<(u64, AuditEvent)>) -> ReportSource {
+        let agency = AgencyId::new(agency).unwrap();
+        ReportSource {
+            name: agency.to_string(),
+            status: HolderStatus::Answered,
+            verified: true,
+            problem: None,
+            entries: entries
+                .into_iter()
+                .map(|(index, event)| IndexedEntry {
+                    index,
+                    entry: AuditEntry {
+                        at: Timestamp(1_800_000_000),
+                        node: agency.clone(),
+                        event,
+                    },
+                })
+                .collect(),
+            truncated: false,
+            checkpoint_size: Some(10),
+            agency,
+        }
+    }
+
+    #[test]
+    fn entries_of_one_second_merge_cause_before_effect_and_keep_each_logs_order() {
+        let pp = PassportId::new("pp-00000000000000000000000000000001").unwrap();
+        let q = QueryId::random();
+        let requester = AgencyId::new("zz-requester").unwrap();
+        let caseworker = PersonId::new("cw-1").unwrap();
+        let decision = |outcome| {
+            AuditEvent::Decision(DecisionEntry {
+                query_id: q.clone(),
+                query_digest: [0; 32],
+                passport_id: pp.clone(),
+                requester: requester.clone(),
+                caseworker: caseworker.clone(),
+                consent_id: Some(ConsentId::random()),
+                purpose: Purpose::Resettlement,
+                outcome,
+                reason: None,
+                categories: Vec::new(),
+                fields: Vec::new(),
+                records: 0,
+                withheld: Withheld::default(),
+            })
+        };
+        let sent = AuditEvent::QuerySent {
+            query_id: q.clone(),
+            query_digest: [0; 32],
+            passport_id: pp.clone(),
+            caseworker: caseworker.clone(),
+            consent_id: None,
+            purpose: Purpose::Resettlement,
+            holders: vec![AgencyId::new("aa-holder").unwrap()],
+        };
+        // The holder's id sorts first, and its decision was logged in the same second as the
+        // query that caused it.
+        let report = SubjectAccessReport {
+            passport_id: pp.clone(),
+            generated_at: Timestamp(1_800_000_100),
+            requested_by: caseworker.clone(),
+            agency: requester.clone(),
+            federation: true,
+            sources: vec![
+                source(
+                    "aa-holder",
+                    vec![
+                        (7, decision(Outcome::NotHeld)),
+                        (3, decision(Outcome::Disclosed)),
+                    ],
+                ),
+                source("zz-requester", vec![(1, sent)]),
+            ],
+        };
+        let names: Vec<&str> = merged_entries(&report)
+            .iter()
+            .map(|(_, e)| match &e.event {
+                AuditEvent::Decision(d) => d.outcome.as_str(),
+                other => other.name(),
+            })
+            .collect();
+        // The query first; then the holder's entries in its own log order (index 3, then 7).
+        assert_eq!(names, ["query_sent", "disclosed", "not_held"]);
+    }
 }

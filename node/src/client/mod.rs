@@ -96,6 +96,9 @@ pub struct HomeClient {
     limits: Limits,
     /// Credential and checkpoint signatures already verified on this connection's answers.
     sig_cache: throughgate_protocol::sigcache::SigCache,
+    /// Set when connecting replaced the profile's credential with the one the node re-issued
+    /// under its current key: where it was saved, or why it could not be.
+    credential_refreshed: Option<Result<PathBuf, String>>,
 }
 
 impl std::fmt::Debug for HomeClient {
@@ -204,6 +207,24 @@ impl HomeClient {
                 let _ = client.manifest().await;
             }
         }
+        // A credential signed by a key other than the one the node now presents was issued
+        // before a key rotation: pick up the one re-issued under the new key, and save it.
+        let server_key = crate::tls::peer_key(&client.conn);
+        let signer = client
+            .credential_env
+            .signers(SignerRole::Node)
+            .next()
+            .copied();
+        if server_key.is_some() && signer != server_key {
+            if let Ok(true) = client.refresh_credential().await {
+                let path = profile.resolve(&profile.credential_file);
+                let saved =
+                    crate::private::write_new(&path, &client.credential_env.to_bytes(), true)
+                        .map(|()| path)
+                        .map_err(|e| e.to_string());
+                client.credential_refreshed = Some(saved);
+            }
+        }
         Ok(client)
     }
 
@@ -285,7 +306,48 @@ impl HomeClient {
             clock,
             limits,
             sig_cache: Default::default(),
+            credential_refreshed: None,
         })
+    }
+
+    /// Whether connecting picked up a credential the node re-issued under its current key:
+    /// `Some(Ok(file))` when it was saved into the profile, `Some(Err(why))` when it is used
+    /// for this connection but could not be saved.
+    pub fn credential_refreshed(&self) -> Option<&Result<PathBuf, String>> {
+        self.credential_refreshed.as_ref()
+    }
+
+    /// Fetches the caller's credential as the home node holds it now (after a node key
+    /// rotation, re-issued under the new key) and uses it from now on. The copy must be exactly
+    /// the caller's credential (staff id, name, agency, roles, key, validity), signed by one of
+    /// the home node's keys: a node can re-sign a credential, never widen it. Returns whether
+    /// it differs from the one held.
+    pub async fn refresh_credential(&mut self) -> Result<bool, ClientError> {
+        let env = match self.call(ClientOp::RefreshCredential).await? {
+            ClientResponse::Credential(env) => env,
+            other => return Err(unexpected(&other)),
+        };
+        let body: Credential = env
+            .open()
+            .map_err(|e| ClientError::Invalid(format!("the re-issued credential: {e}")))?;
+        if body != self.credential {
+            return Err(ClientError::Invalid(
+                "the home node's copy of your credential differs from yours (staff id, name, \
+                 roles, key or validity); ask your node's operator"
+                    .into(),
+            ));
+        }
+        env.verify_by_any(SignerRole::Node, &self.node_keys())
+            .map_err(|e| {
+                ClientError::Invalid(format!(
+                    "the re-issued credential is not signed by your home node: {e}"
+                ))
+            })?;
+        if env == self.credential_env {
+            return Ok(false);
+        }
+        self.credential_env = env;
+        Ok(true)
     }
 
     /// The caller's credential.

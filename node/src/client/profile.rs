@@ -60,6 +60,11 @@ impl Profile {
             .join(format!("{}.manifest.tgm", self.person_id))
     }
 
+    /// A path from the profile (`key_file`, `credential_file`), relative to its folder.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        self.resolve(p)
+    }
+
     pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

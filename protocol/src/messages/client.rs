@@ -156,6 +156,13 @@ pub enum ClientOp {
     /// Switch to the node's next key (already listed in the manifest) without downtime
     /// (operator).
     RotateKey,
+    /// Re-issue under the node's current key every active staff credential a previous node
+    /// key signed: the same body (staff id, name, roles, key, validity), newly signed
+    /// (operator).
+    ReissueCredentials,
+    /// The caller's own credential as the node now holds it (after a key rotation, the one
+    /// re-issued under the current key) (any role).
+    RefreshCredential,
     /// Take a consistent backup of the whole store while the node runs; it streams back as
     /// chunks (operator).
     Backup,
