@@ -256,6 +256,11 @@ pub struct RecordsRules {
     pub postgres: Option<PostgresSource>,
     /// With `source = "http"`: the endpoint, its token and the CA that signs its certificate.
     pub http: Option<HttpSource>,
+    /// With a live source: how long, in seconds, the node may answer from a source's answer
+    /// kept in memory (never on disk) instead of reading the source again. 0 (the default)
+    /// keeps nothing; at most [`RecordsRules::MAX_CACHE_TTL_SECS`]. Consent is still checked
+    /// afresh for every query; the passport shows the records' age.
+    pub cache_ttl_secs: u64,
 }
 
 impl Default for RecordsRules {
@@ -266,11 +271,15 @@ impl Default for RecordsRules {
             source_timeout_ms: 1000,
             postgres: None,
             http: None,
+            cache_ttl_secs: 0,
         }
     }
 }
 
 impl RecordsRules {
+    /// The longest a live source's answer may be kept.
+    pub const MAX_CACHE_TTL_SECS: u64 = 300;
+
     /// The longest one read from a live source may take.
     pub fn source_timeout(&self) -> Duration {
         Duration::from_millis(self.source_timeout_ms)
@@ -525,6 +534,17 @@ impl NodeConfig {
             r.source_timeout_ms,
             10..=(l.request_timeout_ms * 3 / 4).max(10),
         )?;
+        within(
+            "records.cache_ttl_secs",
+            r.cache_ttl_secs,
+            0..=RecordsRules::MAX_CACHE_TTL_SECS,
+        )?;
+        if r.cache_ttl_secs > 0 && r.source == SourceKind::Store {
+            return Err(
+                "records.cache_ttl_secs applies to a live source only (records.source = \"postgres\" or \"http\")"
+                    .into(),
+            );
+        }
         match (r.source, &r.postgres, &r.http) {
             (SourceKind::Store, None, None)
             | (SourceKind::Postgres, Some(_), None)
@@ -644,6 +664,25 @@ id_scheme = "noms_number"
             c.check().unwrap_err(),
             "records.source_timeout_ms must be between 10 and 2250"
         );
+    }
+
+    #[test]
+    fn a_records_cache_is_off_by_default_short_and_for_a_live_source_only() {
+        assert_eq!(NodeConfig::parse(GOOD).unwrap().records.cache_ttl_secs, 0);
+        let pg = format!(
+            "{GOOD}\n[records]\nsource = \"postgres\"\ncache_ttl_secs = 60\n[records.postgres]\n\
+             url_file = \"source-url\"\nmapping_file = \"mapping.toml\"\n"
+        );
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        assert!(c.check().is_ok());
+        c.records.cache_ttl_secs = 301;
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.cache_ttl_secs must be between 0 and 300"
+        );
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.records.cache_ttl_secs = 60;
+        assert!(c.check().unwrap_err().contains("live source only"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
+use throughgate_protocol::audit::{AuditEvent, DecisionEntry, SourceAnswer};
 use throughgate_protocol::category::Category;
 use throughgate_protocol::checkpoint::SignedCheckpoint;
 use throughgate_protocol::consent_check::{check_consent, ConsentScope};
@@ -31,6 +31,8 @@ pub(crate) struct Decision {
     consent_id: Option<ConsentId>,
     records: Vec<DisclosedRecord>,
     withheld: Withheld,
+    /// The live source's answer the records came from.
+    source: Option<SourceAnswer>,
 }
 
 impl Decision {
@@ -41,6 +43,7 @@ impl Decision {
             consent_id,
             records: Vec::new(),
             withheld: Withheld::default(),
+            source: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl Decision {
             fields: fields.into_iter().collect(),
             records: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
             withheld: self.withheld.clone(),
+            source: self.source.clone(),
         }
     }
 }
@@ -165,7 +169,7 @@ async fn decide_and_sign(
     };
     let fetched = fetch_records(state, &query, &plan, now).await;
     let decision = match fetched {
-        Ok(records) => {
+        Ok((records, source)) => {
             let (records, withheld) = plan.release.minimise(&records, &plan.scope);
             Decision {
                 outcome: Outcome::Disclosed,
@@ -173,6 +177,7 @@ async fn decide_and_sign(
                 consent_id: Some(plan.consent_id.clone()),
                 records,
                 withheld,
+                source,
             }
         }
         Err(crate::source::SourceError::Store(e)) => return storage_failure(state, &query, &e),
@@ -219,24 +224,62 @@ fn storage_failure(
 
 /// Reads the records a planned disclosure needs from the node's record source, within the
 /// source timeout and the query's own expiry, counting failures and time for live sources.
+/// A live source's answer comes with its digest and time, from the source or from the cache
+/// of its recent answers (when on).
 async fn fetch_records(
     state: &NodeState,
     query: &Query,
     plan: &Fetch,
     now: Timestamp,
-) -> Result<Vec<throughgate_protocol::record::Record>, crate::source::SourceError> {
-    let left = std::time::Duration::from_secs(query.expires_at.0.saturating_sub(now.0));
-    let timeout = state.config.records.source_timeout().min(left);
+) -> Result<(Records, Option<SourceAnswer>), crate::source::SourceError> {
     let wanted: BTreeSet<Category> = plan.categories.iter().copied().collect();
-    let started = std::time::Instant::now();
-    let got = crate::source::within(
-        timeout,
-        state.records.fetch(&plan.subject, &wanted, timeout),
-    )
-    .await;
     if state.records.kind() == crate::config::SourceKind::Store {
-        return got;
+        let timeout = source_deadline(state, query, now);
+        let got = crate::source::within(
+            timeout,
+            state.records.fetch(&plan.subject, &wanted, timeout),
+        )
+        .await?;
+        return Ok((Records::new(got), None));
     }
+    let answer = match state.source_cache.get(&plan.subject, &wanted, now) {
+        Some(a) => a,
+        None => {
+            let a = read_source(state, query, &plan.subject, &wanted, now).await?;
+            let a = crate::source::cache::Answer::new(a, now);
+            state.source_cache.put(&plan.subject, &wanted, a.clone());
+            a
+        }
+    };
+    let source = SourceAnswer {
+        digest: answer.digest,
+        read_at: answer.read_at,
+    };
+    Ok((answer.records, Some(source)))
+}
+
+/// How long a read from the record source may take: the source timeout, within the query's
+/// own expiry.
+fn source_deadline(state: &NodeState, query: &Query, now: Timestamp) -> std::time::Duration {
+    let left = std::time::Duration::from_secs(query.expires_at.0.saturating_sub(now.0));
+    state.config.records.source_timeout().min(left)
+}
+
+/// A subject's records as the source gave them, shared with the cache.
+type Records = std::sync::Arc<Vec<throughgate_protocol::record::Record>>;
+
+/// Reads a live source once, within the source timeout and the query's own expiry, counting
+/// its failures and time.
+async fn read_source(
+    state: &NodeState,
+    query: &Query,
+    subject: &str,
+    wanted: &BTreeSet<Category>,
+    now: Timestamp,
+) -> Result<Vec<throughgate_protocol::record::Record>, crate::source::SourceError> {
+    let timeout = source_deadline(state, query, now);
+    let started = std::time::Instant::now();
+    let got = crate::source::within(timeout, state.records.fetch(subject, wanted, timeout)).await;
     state
         .metrics
         .source_seconds
@@ -331,6 +374,7 @@ async fn finish(
         receipt,
         witnessed,
         requester_view,
+        records_read_at: decision.source.map(|s| s.read_at),
     };
     let outcome = response.outcome.as_str();
     (state.seal(&response), outcome)
@@ -545,6 +589,7 @@ pub(crate) fn consent_verdict(
             consent_id: Some(consent_id.clone()),
             records: Vec::new(),
             withheld: Withheld::default(),
+            source: None,
         }),
     }
 }
@@ -675,6 +720,7 @@ mod tests {
             consent_id: None,
             records: vec![rec(Category::Health), rec(Category::Health)],
             withheld: Withheld::default(),
+            source: None,
         };
         let e = d.entry(&q, [0; 32]);
         assert_eq!(e.categories, vec![Category::Health]);

@@ -83,6 +83,8 @@ pub struct NodeState {
     pub db: Db,
     /// Where answers read records: the store, or the agency's own system.
     pub records: Arc<dyn crate::source::RecordSource>,
+    /// A live source's recent answers, in memory (off unless `records.cache_ttl_secs` is set).
+    pub source_cache: crate::source::cache::AnswerCache,
     /// Manifest and staff keys.
     pub trust: Arc<Trust>,
     /// The clock.
@@ -291,6 +293,7 @@ impl Node {
         )?
         .with_commit_delay(config.storage.commit_delay());
         let state = Arc::new(NodeState {
+            source_cache: crate::source::cache::AnswerCache::new(config.records.cache_ttl_secs),
             metrics,
             peer_rate: crate::ratelimit::RateLimiter::new(
                 config.limits.peer_requests_per_sec,

@@ -499,6 +499,7 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
 }
 
 mod http {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use http_body_util::{BodyExt, Full};
@@ -556,6 +557,8 @@ mod http {
         tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
         /// The subject it knows, and another person it may wrongly answer about.
         subjects: Arc<Mutex<(String, String)>>,
+        /// Reads of a subject's records (not the checks that a subject is known).
+        reads: Arc<AtomicUsize>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -573,6 +576,7 @@ mod http {
         known: String,
         other: String,
         mode: Mode,
+        reads: Arc<AtomicUsize>,
     ) -> hyper::Response<Full<Bytes>> {
         let reply = |status: u16, body: String| {
             hyper::Response::builder()
@@ -595,6 +599,7 @@ mod http {
         if ask["categories"].as_array().unwrap().is_empty() {
             return reply(200, String::new());
         }
+        reads.fetch_add(1, Ordering::SeqCst);
         match mode {
             Mode::Good => reply(200, record_line(&known, "reg-1")),
             Mode::BadJson => reply(
@@ -615,13 +620,14 @@ mod http {
             let mode = Arc::new(Mutex::new(Mode::Good));
             let tls = Arc::new(Mutex::new(config));
             let subjects = Arc::new(Mutex::new((String::new(), String::new())));
-            let (m, t, who) = (mode.clone(), tls.clone(), subjects.clone());
+            let reads = Arc::new(AtomicUsize::new(0));
+            let (m, t, who, n) = (mode.clone(), tls.clone(), subjects.clone(), reads.clone());
             let task = tokio::spawn(async move {
                 let mut conns = tokio::task::JoinSet::new();
                 loop {
                     let (tcp, _) = listener.accept().await.unwrap();
                     let acceptor = tokio_rustls::TlsAcceptor::from(t.lock().unwrap().clone());
-                    let (m, who) = (m.clone(), who.clone());
+                    let (m, who, n) = (m.clone(), who.clone(), n.clone());
                     conns.spawn(async move {
                         let Ok(stream) = acceptor.accept(tcp).await else {
                             return;
@@ -629,9 +635,10 @@ mod http {
                         let service = hyper::service::service_fn(move |req| {
                             let mode = *m.lock().unwrap();
                             let (known, other) = who.lock().unwrap().clone();
+                            let n = n.clone();
                             async move {
                                 Ok::<_, std::convert::Infallible>(
-                                    answer(req, known, other, mode).await,
+                                    answer(req, known, other, mode, n).await,
                                 )
                             }
                         });
@@ -647,6 +654,7 @@ mod http {
                 mode,
                 tls,
                 subjects,
+                reads,
                 task,
             }
         }
@@ -667,6 +675,11 @@ mod http {
     /// A federation whose `HOLDER` answers from the test endpoint (source timeout 400 ms),
     /// and a consent linked through it for the first person the holder knows.
     async fn live() -> Live {
+        live_cached(0).await
+    }
+
+    /// As [`live`], keeping the source's answers `cache_ttl_secs` seconds.
+    async fn live_cached(cache_ttl_secs: u64) -> Live {
         let endpoint = Endpoint::start().await;
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
@@ -681,6 +694,7 @@ mod http {
                 token_file,
                 ca_file,
             }),
+            cache_ttl_secs,
             ..RecordsRules::default()
         };
         let fed = LocalFederation::start(FedOptions {
@@ -791,6 +805,96 @@ mod http {
             (Outcome::Refused, Some(RefusalReason::SourceUnavailable))
         );
         assert!(r.records.is_empty());
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
+    }
+
+    /// The time the logged decision (in the response's receipt) records for the source's
+    /// answer, and whether it records a digest.
+    fn logged_source(r: &Response) -> Option<throughgate_protocol::time::Timestamp> {
+        let entry: throughgate_protocol::audit::AuditEntry =
+            throughgate_protocol::cbor::from_slice("entry", &r.receipt.entry, 65_536).unwrap();
+        let throughgate_protocol::audit::AuditEvent::Decision(d) = entry.event else {
+            panic!("not a decision");
+        };
+        d.source.map(|s| {
+            assert_ne!(s.digest, [0; 32]);
+            s.read_at
+        })
+    }
+
+    #[tokio::test]
+    async fn without_a_cache_every_query_reads_the_source_and_logs_its_answer() {
+        let live = live().await;
+        for n in 1..=2 {
+            let r = ask(&live.fed, &live.passport, &live.consent).await;
+            assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+            assert_eq!(live.endpoint.reads.load(Ordering::SeqCst), n);
+            // Read when asked: the records' time is the decision's, in the log too.
+            assert_eq!(r.records_read_at, Some(r.as_of));
+            assert_eq!(r.records_age_secs(), Some(0));
+            assert_eq!(logged_source(&r), r.records_read_at);
+        }
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_cached_answer_serves_within_its_time_to_live_with_its_age_then_the_source_is_read_again(
+    ) {
+        let live = live_cached(30).await;
+        let first = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(outcome(&first), (Outcome::Disclosed, None));
+        assert_eq!(live.endpoint.reads.load(Ordering::SeqCst), 1);
+        let read_at = first.records_read_at.unwrap();
+        // Within the time-to-live: from the cache, the source untouched, the age shown.
+        live.fed.clock.advance(10);
+        let cached = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(outcome(&cached), (Outcome::Disclosed, None));
+        assert_eq!(cached.records, first.records);
+        assert_eq!(live.endpoint.reads.load(Ordering::SeqCst), 1);
+        assert_eq!(cached.records_read_at, Some(read_at));
+        let age = cached.records_age_secs().unwrap();
+        assert!((10..30).contains(&age), "{age}");
+        assert_eq!(logged_source(&cached), Some(read_at));
+        // Past it: the source is read again.
+        live.fed.clock.advance(30);
+        let again = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(outcome(&again), (Outcome::Disclosed, None));
+        assert_eq!(live.endpoint.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(again.records_age_secs(), Some(0));
+        live.endpoint.task.abort();
+        live.fed.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_consent_is_refused_though_its_records_are_cached() {
+        let live = live_cached(300).await;
+        let r = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(outcome(&r), (Outcome::Disclosed, None));
+        let prison = live
+            .fed
+            .client("hmp-leeds", StaffRole::Caseworker)
+            .await
+            .unwrap();
+        prison
+            .revoke_consent(&live.consent, "withdrawn")
+            .await
+            .unwrap();
+        common::wait_deliveries(
+            &prison,
+            &live.consent,
+            throughgate_protocol::messages::AckSubject::Revoke,
+        )
+        .await;
+        prison.close().await;
+        let r = ask(&live.fed, &live.passport, &live.consent).await;
+        assert_eq!(
+            outcome(&r),
+            (Outcome::Refused, Some(RefusalReason::ConsentRevoked))
+        );
+        assert!(r.records.is_empty());
+        assert_eq!(r.records_read_at, None);
         live.endpoint.task.abort();
         live.fed.shutdown().await;
     }

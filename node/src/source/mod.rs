@@ -8,6 +8,7 @@
 //! imported row is ([`crate::import::check_json_record`]) and must be about the subject asked
 //! for; a bad answer is [`SourceError::Invalid`] and discloses nothing, never a part.
 
+pub mod cache;
 pub mod http;
 pub mod postgres;
 
