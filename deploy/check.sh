@@ -13,8 +13,8 @@
 #   4. shellcheck on every script
 #   5. local-federation.sh: three agencies up, status, stop, up again with their data, stop
 #   6. local-federation.sh --postgres: a PostgreSQL cluster and two agencies of two replicas
-#      each; a passport assembled, then again with one holder replica killed (kill -9); stop,
-#      and up again with the data. Needs the PostgreSQL server binaries (the distribution's
+#      each; a passport assembled, then again with one holder replica killed (kill -9), and
+#      with one of the caseworker's own replicas killed; stop, and up again with the data. Needs the PostgreSQL server binaries (the distribution's
 #      postgresql package): without them a SKIP line, but a FAIL when CI is set.
 #
 # A tool that cannot be installed is a SKIP line, not a failure; a file that fails a check it
@@ -555,6 +555,21 @@ postgres_federation_check() {
         fail "after the crash loop, probation-yorks' audit log: $out"
         return 1
     fi
+    # The caseworker's own agency: kill -9 each hmp-leeds replica in turn. The caseworker's
+    # profile lists both replicas, so the next command reaches the live one.
+    for victim in 1 2; do
+        kill -9 "$(cat "$fed/hmp-leeds.$victim.pid")"
+        if ! out=$("$TG" --json --profile "$cw" passport assemble --passport "$pp" 2>/dev/null) \
+            || [ "$(echo "$out" | outcome_of probation-yorks)" != disclosed ]; then
+            fail "with the caseworker's own replica $victim killed (kill -9), the passport was not assembled through the other: $out"
+            return 1
+        fi
+        if ! out=$("${lf[@]}" 2>&1); then
+            fail "starting hmp-leeds replica $victim again: $out"
+            return 1
+        fi
+    done
+    pass "the caseworker's own node: with hmp-leeds replica 1, then 2, killed (kill -9), the caseworker's next passport is complete through the other replica the profile lists"
     # Stop: everything, the database included; --status then finds nothing running.
     "${lf[@]}" --stop >/dev/null 2>&1
     if ! st=$("${lf[@]}" --status 2>&1) && ! echo "$st" | grep -q 'running (' \

@@ -23,8 +23,9 @@
 # database and its key, both listed in the manifest: replica 1 on the agency's port, replica 2
 # on that port + 6, each with its own config (DIR/<agency>/node.toml, node-2.toml). Logs:
 # DIR/<agency>.<replica>.log; process ids: DIR/<agency>.<replica>.pid; the database's log:
-# DIR/pg/server.log. Staff profiles point at replica 1; op-1.replica-2.profile.toml in each
-# staff folder points at replica 2.
+# DIR/pg/server.log. Caseworker and DPO profiles name replica 1 and list replica 2 in
+# replica_addresses (either answers); the operator's profile asks replica 1 only, and
+# op-1.replica-2.profile.toml in each staff folder asks replica 2 only.
 set -euo pipefail
 
 ALL_AGENCIES=(hmp-leeds probation-yorks nhs-wy leeds-college leeds-cc dwp)
@@ -470,6 +471,15 @@ staff_and_records() {
         [ -f "$(profile "$a" "dpo-$s")" ] \
             || tg --profile "$(operator "$a")" staff add --id "dpo-$s" --name "DPO at $a" \
                 --role dpo --out-dir "$DIR/$a/staff" >/dev/null
+        if [ "$POSTGRES" = 1 ]; then
+            # Caseworkers and DPOs reach the agency through either replica.
+            local second p
+            second=$(sed -n 's/^node_address = //p' "$(status_profile "$a" 2)")
+            [ -n "$second" ] || die "no node_address in $(status_profile "$a" 2)"
+            for p in "$(profile "$a" "cw-$s")" "$(profile "$a" "dpo-$s")"; do
+                grep -q '^replica_addresses' "$p" || echo "replica_addresses = [$second]" >> "$p"
+            done
+        fi
         if [ "$PEOPLE" -gt 0 ] && [ ! -f "$DIR/$a/.records-imported" ]; then
             rm -f "$DIR/records-$a.csv"
             tg records generate --agency "$a" --people "$PEOPLE" --seed "$SEED" \
@@ -508,7 +518,8 @@ for a in "${AGENCIES[@]}"; do
     printf '  %-16s %-10s %s\n' "$a" dpo "$(profile "$a" "dpo-$s")"
 done
 if [ "$POSTGRES" = 1 ]; then
-    echo "These ask replica 1; each staff folder's op-1.replica-2.profile.toml asks replica 2."
+    echo "Caseworkers and DPOs reach either replica; the operator's profile asks replica 1 and"
+    echo "each staff folder's op-1.replica-2.profile.toml asks replica 2."
     echo "Every agency's two replicas share its database in the PostgreSQL cluster in $PG."
 fi
 echo

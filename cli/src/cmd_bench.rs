@@ -2,13 +2,13 @@
 //! loopback in this process, records consent for a set of synthetic people, warms up, then
 //! drives passport assemblies through the same client path `tg passport assemble` uses and
 //! reports throughput, latency, CPU, memory and the crypto floor. The machinery lives in
-//! `throughgate_node::bench`; this file parses, loops over sweeps and prints.
+//! `throughgate_testkit::bench`; this file parses, loops over sweeps and prints.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use throughgate_node::bench::{
+use throughgate_testkit::bench::{
     audit_verify, parse_count, records_range, BenchFederation, BenchOptions, BenchReport,
     CryptoCost, SignatureBudget, WARMUP,
 };

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use throughgate_node::agencies::demo_agency;
 use throughgate_node::backup::BackupError;
 use throughgate_node::client::Profile;
 use throughgate_node::client_api::issue_credential;
@@ -15,7 +14,6 @@ use throughgate_node::clock::Clock;
 use throughgate_node::config::{Limits, NodeConfig};
 use throughgate_node::db::Db;
 use throughgate_node::keyfile::{read_secret_key, write_private_file, write_secret_key};
-use throughgate_node::localfed::demo_policy_text;
 use throughgate_node::node::{Node, NodeOptions};
 use throughgate_node::policy::Policy;
 use throughgate_node::store::Store;
@@ -27,6 +25,8 @@ use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Member, MemberRole, Sector};
 use throughgate_protocol::messages::{ClientOp, ClientResponse};
+use throughgate_testkit::agencies::demo_agency;
+use throughgate_testkit::localfed::demo_policy_text;
 
 use crate::cmd_manifest::MemberFile;
 use crate::Global;
@@ -169,7 +169,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             anyhow!(
                 "--demo-agency: {} is not a demo agency; the demo agencies are {}",
                 a.agency,
-                throughgate_node::agencies::DEMO_AGENCIES
+                throughgate_testkit::agencies::DEMO_AGENCIES
                     .iter()
                     .map(|d| d.id)
                     .collect::<Vec<_>>()
@@ -247,6 +247,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         },
         consent: throughgate_node::config::ConsentRules::default(),
         records: throughgate_node::config::RecordsRules::default(),
+        quic: throughgate_node::config::Quic::default(),
         base_dir: dir.clone(),
     };
     crate::outfile::write(
@@ -300,6 +301,7 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         HomeNode {
             agency: &a.agency,
             address: &address,
+            replicas: &[],
             key: &key.public(),
         },
         &a.operator_id,
@@ -344,6 +346,8 @@ pub struct HomeNode<'a> {
     pub agency: &'a AgencyId,
     /// Its address, as `host:port`.
     pub address: &'a str,
+    /// Addresses of its other replicas.
+    pub replicas: &'a [String],
     /// Its node key (pinned).
     pub key: &'a throughgate_protocol::keys::PublicKey,
 }
@@ -369,6 +373,7 @@ pub fn write_profile(
     let profile = Profile {
         agency: home.agency.clone(),
         node_address: home.address.to_owned(),
+        replica_addresses: home.replicas.to_vec(),
         node_key: *home.key,
         person_id: person.clone(),
         key_file,
@@ -477,14 +482,22 @@ async fn status(g: &Global) -> Result<u8> {
         ClientResponse::Status(s) => s,
         _ => bail!("unexpected answer from the home node"),
     };
+    let reached = client.remote_address();
     client.close().await;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        // The node's status, and the address that answered (which replica, when the profile
+        // or manifest lists several).
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("reached".into(), reached.to_string().into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{} ({}) running throughgate {}",
             s.agency, s.name, s.software
         );
+        println!("  reached         {reached}");
         println!("  node key        {}", s.key_fingerprint);
         println!("  started         {}", s.started_at);
         println!(

@@ -101,7 +101,7 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
                     )
                 })?
         }
-        (None, None) => throughgate_node::agencies::demo_agency(requester.as_str())
+        (None, None) => throughgate_testkit::agencies::demo_agency(requester.as_str())
             .map(|d| d.sector)
             .ok_or_else(|| {
                 anyhow!("give --sector or --manifest so the requester's sector is known")

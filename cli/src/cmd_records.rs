@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use throughgate_node::import::{export, format_from_name, format_from_path};
-use throughgate_node::synth::{generate_population, records_for, write_people_csv, SynthConfig};
 use throughgate_protocol::ids::RecordId;
 use throughgate_protocol::messages::{ImportFormat, SyncReport, SyncRequest};
 use throughgate_protocol::time::Date;
+use throughgate_testkit::synth::{generate_population, records_for, write_people_csv, SynthConfig};
 
 use crate::render::table;
 use crate::Global;

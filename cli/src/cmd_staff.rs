@@ -126,6 +126,7 @@ async fn issue_profile(
         crate::cmd_node::HomeNode {
             agency: &home.agency,
             address: &home.node_address,
+            replicas: &home.replica_addresses,
             key: &home.node_key,
         },
         id,

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::consent::{Collection, CollectionMethod};
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::messages::{ClientOp, ClientResponse, DeliveryState};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
 
 use crate::cmd_consent::{statement, PRIVACY_NOTICE};
 use crate::cmd_passport::{assemble, passport_exit};
@@ -62,7 +62,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Result<u8> {
     let started = Instant::now();
     step(g, 1, "Starting six agency nodes on loopback");
     if let Some(a) = &a.unreachable {
-        if !throughgate_node::agencies::demo_agencies()
+        if !throughgate_testkit::agencies::demo_agencies()
             .iter()
             .any(|d| d.id == a.as_str() && d.id != "probation-yorks")
         {

@@ -477,9 +477,9 @@ mod tests {
         let lines = consent_lines(names, &[c]);
         assert_eq!(
             lines[0].text,
-            "At HMP Leeds, you agreed that HMP Leeds and NHS West Yorkshire may share information about you with Probation, to plan and support your resettlement when you leave prison. Your agreement ran from 7 December 2026 until 5 June 2027. You withdrew it on 20 December 2026 at 14:30 UTC; nothing has been shared under it since."
+            "At HMP Leeds, you agreed that HMP Leeds and NHS West Yorkshire may share information about you with Probation, to plan and support your resettlement when you leave prison. Your agreement ran from 7 December 2026 until 5 June 2027. You withdrew it on 20 December 2026 at 14:30 GMT; nothing has been shared under it since."
         );
-        assert_eq!(lines[0].when, "7 December 2026 at 00:00 UTC");
+        assert_eq!(lines[0].when, "7 December 2026 at 00:00 GMT");
     }
 
     #[test]
@@ -521,7 +521,7 @@ mod tests {
         );
         let (part, line) = entry_line(&names, &a("nhs-wy"), &refused).unwrap();
         assert_eq!(part, 2);
-        assert_eq!(line.when, "7 December 2026 at 09:00 UTC");
+        assert_eq!(line.when, "7 December 2026 at 09:00 GMT");
         assert_eq!(
             line.text,
             "NHS West Yorkshire refused to share information about you with Probation, because you had withdrawn your agreement."

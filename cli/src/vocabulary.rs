@@ -199,12 +199,36 @@ pub fn records_age_words(resp: &throughgate_protocol::messages::Response) -> Opt
     }
 }
 
-/// An instant as people write it in the UK, in UTC: `7 December 2026 at 21:05 UTC`.
+/// An instant as people in the UK read it, in UK time with its zone named:
+/// `7 December 2026 at 21:05 GMT`, `7 July 2026 at 22:05 BST`. (Machine-readable output keeps
+/// UTC.)
 pub fn uk_time(t: Timestamp) -> String {
-    let s = t.to_rfc3339();
-    match (s.get(..10).and_then(uk_date_str), s.get(11..16)) {
-        (Some(d), Some(hm)) => format!("{d} at {hm} UTC"),
-        _ => s,
+    let local = i64::try_from(t.0)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .zip(jiff::tz::TimeZone::get("Europe/London").ok())
+        .map(|(ts, tz)| ts.to_zoned_datetime(tz));
+    let Some(z) = local else {
+        return t.to_rfc3339();
+    };
+    let month = usize::try_from(z.month())
+        .ok()
+        .and_then(|m| m.checked_sub(1))
+        .and_then(|m| MONTHS.get(m));
+    let zone = z
+        .time_zone()
+        .to_offset_info(z.timestamp())
+        .abbreviation()
+        .to_owned();
+    match month {
+        Some(month) => format!(
+            "{} {month} {} at {:02}:{:02} {zone}",
+            z.day(),
+            z.year(),
+            z.hour(),
+            z.minute()
+        ),
+        None => t.to_rfc3339(),
     }
 }
 
@@ -434,8 +458,8 @@ mod tests {
     fn every_kind_and_code_in_the_demo_data_is_declared() {
         // Every record kind and coded value the synthetic agencies hold has its label in the
         // table, so the demo's passport shows no code and no fallback.
-        use throughgate_node::agencies::demo_agencies;
-        use throughgate_node::synth::{generate_population, records_for, SynthConfig};
+        use throughgate_testkit::agencies::demo_agencies;
+        use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
         let config = SynthConfig::new(2026, 200, Date::parse("2026-12-07").unwrap());
         let population = generate_population(&config);
         let v = vocabulary();
@@ -472,7 +496,39 @@ mod tests {
             .unwrap()
             .start_timestamp()
             .plus_secs(3600 + 300);
-        assert_eq!(uk_time(t), "7 December 2026 at 01:05 UTC");
+        assert_eq!(uk_time(t), "7 December 2026 at 01:05 GMT");
+    }
+
+    #[test]
+    fn times_are_shown_in_uk_time_across_the_clock_changes() {
+        let at = |s: &str| Timestamp(s.parse::<jiff::Timestamp>().unwrap().as_second() as u64);
+        // British Summer Time: one hour ahead of UTC, from 01:00 UTC on the last Sunday of
+        // March to 01:00 UTC on the last Sunday of October (29 March, 25 October in 2026).
+        assert_eq!(
+            uk_time(at("2026-07-07T21:05:00Z")),
+            "7 July 2026 at 22:05 BST"
+        );
+        assert_eq!(
+            uk_time(at("2026-03-29T00:59:00Z")),
+            "29 March 2026 at 00:59 GMT"
+        );
+        assert_eq!(
+            uk_time(at("2026-03-29T01:00:00Z")),
+            "29 March 2026 at 02:00 BST"
+        );
+        assert_eq!(
+            uk_time(at("2026-10-25T00:59:00Z")),
+            "25 October 2026 at 01:59 BST"
+        );
+        assert_eq!(
+            uk_time(at("2026-10-25T01:00:00Z")),
+            "25 October 2026 at 01:00 GMT"
+        );
+        // Late in the evening in summer is the next day in the UK.
+        assert_eq!(
+            uk_time(at("2026-06-30T23:30:00Z")),
+            "1 July 2026 at 00:30 BST"
+        );
     }
 
     #[test]

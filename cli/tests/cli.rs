@@ -9,7 +9,7 @@
 mod common;
 
 use common::{assert_success, tg};
-use throughgate_node::bench::SignatureBudget;
+use throughgate_testkit::bench::SignatureBudget;
 
 #[test]
 fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {

@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use throughgate_node::agencies::demo_agencies;
 use throughgate_node::config::NodeConfig;
+use throughgate_testkit::agencies::demo_agencies;
 
 #[test]
 fn every_example_agency_config_is_a_valid_node_config() {

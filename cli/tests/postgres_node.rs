@@ -15,8 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
 use throughgate_node::db::Db;
-use throughgate_node::pgcluster::TempCluster;
 use throughgate_node::store::PostgresStore;
+use throughgate_testkit::pgcluster::TempCluster;
 
 fn tg<I, S>(args: I) -> Output
 where
@@ -204,6 +204,9 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_resto
     assert_eq!(first["agency"], "dwp", "{first}");
     assert_eq!(second["agency"], "dwp", "{second}");
     assert_eq!(first["key_fingerprint"], second["key_fingerprint"]);
+    // Each status names the replica that answered it.
+    assert_eq!(first["reached"], format!("127.0.0.1:{port}"), "{first}");
+    assert_eq!(second["reached"], format!("127.0.0.1:{port2}"), "{second}");
     assert_eq!(first["manifest_version"], second["manifest_version"]);
     // One log in the database, signed with the agency's key, verifying whole.
     let db = Db::new(Arc::new(PostgresStore::open(&url).unwrap()));
@@ -293,7 +296,7 @@ fn a_node_initialised_on_postgres_runs_as_two_replicas_on_one_database_and_resto
 
 #[test]
 fn bench_runs_every_node_on_postgresql_past_the_hourly_consent_limit() {
-    if let Err(e) = throughgate_node::pgcluster::find_binaries() {
+    if let Err(e) = throughgate_testkit::pgcluster::find_binaries() {
         assert!(!in_ci(), "PostgreSQL is missing under CI: {e}");
         let _ = writeln!(std::io::stderr(), "SKIP: bench on postgres: {e}");
         return;
@@ -326,7 +329,7 @@ fn bench_runs_every_node_on_postgresql_past_the_hourly_consent_limit() {
 
 #[test]
 fn bench_measures_holders_answering_from_the_store_and_from_a_live_postgres_source() {
-    if let Err(e) = throughgate_node::pgcluster::find_binaries() {
+    if let Err(e) = throughgate_testkit::pgcluster::find_binaries() {
         assert!(!in_ci(), "PostgreSQL is missing under CI: {e}");
         let _ = writeln!(std::io::stderr(), "SKIP: bench with a live source: {e}");
         return;

@@ -74,7 +74,7 @@ pub enum IdentityError {
     #[error("identity file {path}: {source}")]
     Key {
         path: PathBuf,
-        source: throughgate_node::keyfile::KeyFileError,
+        source: crate::keyfile::KeyFileError,
     },
 }
 
@@ -159,7 +159,7 @@ fn key(path: &Path, file: &Path) -> Result<SecretKey, IdentityError> {
     } else {
         path.parent().unwrap_or(Path::new(".")).join(file)
     };
-    throughgate_node::keyfile::read_secret_key(&resolved).map_err(|source| IdentityError::Key {
+    crate::keyfile::read_secret_key(&resolved).map_err(|source| IdentityError::Key {
         path: path.to_path_buf(),
         source,
     })

@@ -11,6 +11,10 @@
 //! Case ids are stable and grouped by area: `transport.*`, `envelope.*`, `query.*`,
 //! `consent.*`, `minimisation.*`, `limits.*`, `audit.*`, `manifest.*`.
 //!
+//! The suite shares no code with the project's node beyond the protocol crate: its QUIC client
+//! and key pinning ([`tls`]), framing ([`wire`]) and key-file reader ([`keyfile`]) are its own,
+//! written from the specification, so a defect in the node's versions cannot hide in both ends.
+//!
 //! A case is `unsupported` when the target answers a message kind the case needs (query,
 //! consent_grant, consent_revoke) with an `error` of code `unsupported_kind`, or when the
 //! identity file lacks what the case needs (e.g. an identity outside the justice sector for the
@@ -21,9 +25,12 @@ pub mod cases;
 pub mod check;
 pub mod craft;
 pub mod identity;
+pub mod keyfile;
 pub mod peer;
 pub mod report;
+pub mod tls;
 pub mod vectors;
+pub mod wire;
 
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

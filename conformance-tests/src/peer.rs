@@ -6,15 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use throughgate_node::config::Limits;
-use throughgate_node::tls::{client_config_with_alpn, PinnedServer, TlsIdentity};
-use throughgate_node::transport::{read_envelope, write_envelope, FrameIoError};
 use throughgate_protocol::envelope::{Envelope, Message, MessageKind, SignerRole};
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::messages::{Ack, ErrorBody, ErrorCode, Response};
 
 use crate::case::CaseError;
+use crate::tls::{client_config, CertifiedKey, PinnedTarget};
+use crate::wire::{read_envelope, write_envelope, WireError};
 
 /// Largest answer frame the suite reads (responses may carry thousands of records).
 pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -148,13 +147,13 @@ impl Peer {
         name: &str,
         alpn: &[u8],
     ) -> Result<quinn::ClientConfig, CaseError> {
-        let identity = TlsIdentity::new(key, name)
+        let identity = CertifiedKey::new(key, name)
             .map_err(|e| CaseError::Fail(format!("suite certificate: {e}")))?;
-        let policy = Arc::new(PinnedServer {
-            agency: self.target.agency.to_string(),
-            keys: vec![self.target.key],
-        });
-        client_config_with_alpn(&identity, policy, &Limits::default(), alpn)
+        let pin = Arc::new(PinnedTarget::new(
+            self.target.agency.as_str(),
+            self.target.key,
+        ));
+        client_config(&identity, pin, alpn)
             .map_err(|e| CaseError::Fail(format!("suite TLS configuration: {e}")))
     }
 
@@ -249,7 +248,7 @@ impl Conn {
                     "the target closed the stream without answering".into(),
                 ))
             }
-            Err(FrameIoError::Timeout(t)) => {
+            Err(WireError::Timeout(t)) => {
                 return Err(CaseError::Fail(format!(
                     "no answer from the target within {t:?}"
                 )))
@@ -351,7 +350,7 @@ impl Conn {
             Ok(None) => Err(CaseError::Fail(
                 "the target closed the stream without answering".into(),
             )),
-            Err(FrameIoError::Timeout(t)) => Err(CaseError::Fail(format!(
+            Err(WireError::Timeout(t)) => Err(CaseError::Fail(format!(
                 "no answer from the target within {t:?}"
             ))),
             Err(e) => Err(CaseError::Fail(format!(

@@ -14,14 +14,14 @@ use throughgate_conformance::{
 };
 use throughgate_node::config::{Limits, RecordsRules, SourceKind};
 use throughgate_node::keyfile::write_secret_key;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
-use throughgate_node::synth::person_records;
 use throughgate_protocol::category::Category;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::manifest::{Member, MemberRole, Sector};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::person_records;
 
 /// Cases that fail against the project's own node because the node is wrong, each with where
 /// and why. They stay strict in the suite; this test expects them to fail (and fails itself
@@ -48,7 +48,7 @@ fn member(id: &str, sector: Sector, key: &SecretKey) -> Member {
 
 /// Makes sure every node trusts a manifest listing the suite's members.
 ///
-/// Workaround: `LocalFederation::start` (node/src/localfed.rs) currently ignores
+/// Workaround: `LocalFederation::start` (testkit/src/localfed.rs) currently ignores
 /// `FedOptions.extra_members`, so the test publishes manifest version n+1 with them, signed by
 /// the federation's governance key, and every node adopts it (as it would from a peer). When
 /// the federation already lists them, this does nothing.
@@ -452,9 +452,9 @@ async fn the_suite_passes_against_a_health_node() {
 /// `postgres` record source, read as a read-only role) instead of its imported store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_suite_passes_against_a_node_answering_from_a_live_postgres_source() {
-    use throughgate_node::source::demo;
+    use throughgate_testkit::livesource as demo;
     const TARGET: &str = "probation-yorks";
-    let cluster = match throughgate_node::pgcluster::TempCluster::start(false) {
+    let cluster = match throughgate_testkit::pgcluster::TempCluster::start(false) {
         Ok(c) => c,
         Err(e) if e.is_missing_postgres() && std::env::var("CI").map_or(true, |v| v.is_empty()) => {
             use std::io::Write;
@@ -473,7 +473,7 @@ async fn the_suite_passes_against_a_node_answering_from_a_live_postgres_source()
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let shape = throughgate_node::agencies::demo_agency(TARGET).unwrap();
+    let shape = throughgate_testkit::agencies::demo_agency(TARGET).unwrap();
     let defaults = FedOptions::default();
     let mapping_file = dir.path().join("mapping.toml");
     std::fs::write(

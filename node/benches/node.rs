@@ -15,18 +15,18 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use throughgate_node::agencies::demo_agency;
 use throughgate_node::audit::verify_log;
 use throughgate_node::db::Db;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_node::node::NodeState;
 use throughgate_node::store::SledStore;
-use throughgate_node::synth::{generate_population, person_records, SynthConfig};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
 use throughgate_protocol::keys::PublicKey;
 use throughgate_protocol::time::Date;
+use throughgate_testkit::agencies::demo_agency;
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::{generate_population, person_records, SynthConfig};
 
 /// A sled store in a temporary folder with about `n` prison records (five or so per person);
 /// returns it with the subjects it holds.

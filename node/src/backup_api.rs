@@ -188,7 +188,7 @@ mod tests {
     use super::*;
     use crate::import::export;
     use crate::store::{MemoryStore, StoreError};
-    use crate::synth::{generate_population, records_for, SynthConfig};
+    use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
     #[test]
     fn a_paged_export_writes_exactly_what_an_export_of_every_record_at_once_does() {

@@ -237,6 +237,30 @@ impl ConsentRules {
     }
 }
 
+/// QUIC settings that matter when replicas share one address behind a UDP load balancer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quic {
+    /// Whether a client may move a connection to a new address (RFC 9000 section 9). Behind a
+    /// load balancer that routes by client address, turn it off: a moved connection would
+    /// reach a replica that does not hold it.
+    pub migration: bool,
+    /// This replica's name, when several replicas of the agency share one address. The
+    /// stateless-reset and connection-id keys are derived from the node key and this name, so
+    /// a replica cannot reset a connection another replica holds (RFC 9000 section 10.3.2).
+    /// Without it, every process with the node key derives the same keys.
+    pub replica: Option<String>,
+}
+
+impl Default for Quic {
+    fn default() -> Quic {
+        Quic {
+            migration: true,
+            replica: None,
+        }
+    }
+}
+
 /// Rules for changing the record store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -391,6 +415,9 @@ pub struct NodeConfig {
     /// Rules for changing the record store.
     #[serde(default)]
     pub records: RecordsRules,
+    /// QUIC settings for replicas behind a load balancer.
+    #[serde(default)]
+    pub quic: Quic,
     /// The folder the file was read from (paths resolve against it). Not in the file.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -493,6 +520,15 @@ impl NodeConfig {
             self.storage.commit_delay_ms,
             Storage::COMMIT_DELAY_MS,
         )?;
+        if let Some(name) = &self.quic.replica {
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                return Err(
+                    "quic.replica must be a name of 1 to 64 printable characters, unique \
+                     among the agency's replicas"
+                        .into(),
+                );
+            }
+        }
         match (
             self.storage.backend,
             &self.storage.url,

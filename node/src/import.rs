@@ -1408,7 +1408,7 @@ pub fn export<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::{generate_population, records_for, SynthConfig};
+    use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
     const HEADER: &str = "record_id,subject,category,kind,about,recorded_at,source_system,field.status,field.practice";
     const GOOD: &str = "r1,943 476 5919,health,gp_registration,2026-01-02,2026-01-02T09:30:00Z,SystmOne,registered,Calverdale Surgery";
@@ -1454,11 +1454,14 @@ mod tests {
 
     fn sample() -> (
         SynthConfig,
-        Vec<(&'static crate::agencies::DemoAgency, Vec<Record>)>,
+        Vec<(
+            &'static throughgate_testkit::agencies::DemoAgency,
+            Vec<Record>,
+        )>,
     ) {
         let cfg = SynthConfig::new(7, 300, Date::parse("2026-03-02").unwrap());
         let pop = generate_population(&cfg);
-        let out = crate::agencies::demo_agencies()
+        let out = throughgate_testkit::agencies::demo_agencies()
             .iter()
             .map(|a| (a, records_for(a.id, &pop, &cfg).unwrap()))
             .collect();

@@ -910,8 +910,8 @@ pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
 mod tests {
     use super::*;
     use crate::import::export_csv;
-    use crate::synth::{generate_population, records_for, SynthConfig};
     use throughgate_protocol::time::Date;
+    use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
     #[test]
     fn apply_stores_in_chunks_resumes_from_the_journal_and_refuses_a_changed_spool() {

@@ -181,8 +181,86 @@ impl NodeState {
     /// Verifies, adopts and persists a manifest.
     pub fn adopt_manifest(&self, env: &Envelope) -> Result<Arc<Manifest>, NodeError> {
         let m = self.trust.install_manifest(env)?;
-        self.db.put_manifest(env)?;
+        self.db.put_manifest(env, m.version)?;
         Ok(m)
+    }
+}
+
+/// Loads the stored staff credentials into `trust`. Only credentials this node issued count:
+/// signed by its current key `current`, a key it has signed with before, or a key the manifest
+/// lists for it. A credential planted in the store (or in a backup) under any other key is
+/// refused and named in the log.
+fn load_staff(
+    db: &Db,
+    trust: &Trust,
+    agency: &AgencyId,
+    current: throughgate_protocol::keys::PublicKey,
+) -> Result<(), NodeError> {
+    let mut issuers = db.own_keys()?;
+    issuers.push(current);
+    if let Some(me) = trust.manifest().and_then(|m| m.member(agency).cloned()) {
+        issuers.extend(me.node_keys);
+    }
+    for s in db.all_staff()? {
+        match own_credential(&s, agency, &issuers) {
+            Ok(()) => trust.add_staff(s),
+            Err(why) => tracing::error!(
+                person = %s.body.person_id,
+                "stored staff credential refused: {why}; it was not issued by this node (check the data folder for tampering)"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// How often a replica looks for what other replicas of its agency changed in the shared
+/// store: staff credentials added, re-issued or withdrawn, and a newly adopted manifest.
+pub const SHARED_STATE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps a replica's in-memory trust in step with the store it shares with other replicas of
+/// its agency (PostgreSQL): within [`SHARED_STATE_POLL`], a credential withdrawn on one replica
+/// is refused by all, one issued on one is accepted by all, and a manifest adopted by one is
+/// adopted by all (verified as any other: chained, no rollback).
+async fn follow_shared_store(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(SHARED_STATE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = state.db.staff_generation().ok().flatten();
+    loop {
+        tick.tick().await;
+        match state.db.manifest() {
+            Ok(Some(env)) => {
+                let current = state.trust.manifest_envelope().map(|e| e.to_bytes());
+                if current.as_deref() != Some(env.to_bytes().as_slice()) {
+                    match state.trust.install_manifest(&env) {
+                        Ok(m) => tracing::info!(
+                            version = m.version,
+                            "adopted the manifest another replica stored"
+                        ),
+                        Err(e) => tracing::debug!(error = %e, "stored manifest not adopted"),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the shared manifest"),
+        }
+        let generation = match state.db.staff_generation() {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the shared staff generation");
+                continue;
+            }
+        };
+        if generation != seen {
+            match load_staff(
+                &state.db,
+                &state.trust,
+                &state.agency,
+                state.key.current().public(),
+            ) {
+                Ok(()) => seen = generation,
+                Err(e) => tracing::warn!(error = %e, "could not reload shared staff credentials"),
+            }
+        }
     }
 }
 
@@ -253,28 +331,17 @@ impl Node {
                 tracing::warn!(error = %e, "stored manifest not usable");
             }
         }
-        // Only credentials this node issued: signed by its current key, a key it has signed
-        // with before, or a key the manifest lists for it. A credential planted in the store
-        // (or in a backup) under any other key is refused and named in the log.
-        let mut issuers = db.own_keys()?;
-        issuers.push(key.public());
-        if let Some(me) = trust.manifest().and_then(|m| m.member(&agency).cloned()) {
-            issuers.extend(me.node_keys);
-        }
-        for s in db.all_staff()? {
-            match own_credential(&s, &agency, &issuers) {
-                Ok(()) => trust.add_staff(s),
-                Err(why) => tracing::error!(
-                    person = %s.body.person_id,
-                    "stored staff credential refused: {why}; it was not issued by this node (check the data folder for tampering)"
-                ),
-            }
-        }
+        load_staff(&db, &trust, &agency, key.public())?;
         let identity = TlsIdentity::new(&key, agency.as_str())?;
-        let server = tls::server_config(&identity, trust.clone(), &config.limits)?;
+        let server = tls::server_config(
+            &identity,
+            trust.clone(),
+            &config.limits,
+            config.quic.migration,
+        )?;
         let client = tls::client_config(&identity, trust.clone(), &config.limits)?;
         let addr = config.listen;
-        let endpoint = bind_endpoint(&key, server, addr)?;
+        let endpoint = bind_endpoint(&key, config.quic.replica.as_deref(), server, addr)?;
         let peers = Peers::new(
             endpoint.clone(),
             client,
@@ -307,7 +374,11 @@ impl Node {
                 config.limits.max_connections_per_peer,
                 config.limits.max_connections,
             ),
-            consent_limits: crate::ratelimit::ConsentLimits::new(&config.consent),
+            consent_limits: if config.storage.backend == crate::config::Backend::Postgres {
+                crate::ratelimit::ConsentLimits::shared(&config.consent, db.clone())
+            } else {
+                crate::ratelimit::ConsentLimits::new(&config.consent)
+            },
             budgets: crate::budget::Budgets::new(
                 config.limits.max_request_bytes_per_connection,
                 config.limits.max_request_bytes_per_key,
@@ -444,6 +515,10 @@ impl Node {
             .push(tokio::spawn(crate::outbox::run(self.state.clone())));
         self.tasks
             .push(tokio::spawn(housekeeping(self.state.clone())));
+        if self.state.config.storage.backend == crate::config::Backend::Postgres {
+            self.tasks
+                .push(tokio::spawn(follow_shared_store(self.state.clone())));
+        }
         tracing::info!(agency = %self.state.agency, addr = ?self.endpoint.local_addr().ok(), "node serving");
         Ok(())
     }
@@ -485,17 +560,17 @@ impl Node {
 /// Binds the QUIC endpoint. Its stateless-reset key and connection-id key are derived from the
 /// node key, so after a restart (even a crash) the node can tell peers that their old
 /// connection is gone and they reconnect at once instead of waiting for an idle timeout.
+/// Binds the node's endpoint. Its stateless-reset and connection-id keys are derived from the
+/// node key (so a restarted node can reset connections it held before) and, for a named
+/// replica, from its name as well (so replicas sharing one address cannot reset each other's).
 fn bind_endpoint(
     key: &SecretKey,
+    replica: Option<&str>,
     server: quinn::ServerConfig,
     addr: SocketAddr,
 ) -> Result<quinn::Endpoint, NodeError> {
-    use sha2::{Digest, Sha256};
     let bind_err = |source| NodeError::Bind { addr, source };
-    let mut h = Sha256::new();
-    h.update(b"throughgate/1 stateless-reset key\x00");
-    h.update(key.seed());
-    let derived = h.finalize();
+    let derived = reset_secret(key, replica);
     let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived);
     let mut config = quinn::EndpointConfig::new(Arc::new(reset));
     // Connection ids must also validate across restarts, or packets for an old connection are
@@ -513,6 +588,19 @@ fn bind_endpoint(
         ))
     })?;
     quinn::Endpoint::new(config, Some(server), socket, runtime).map_err(bind_err)
+}
+
+/// The secret an endpoint's stateless-reset and connection-id keys come from.
+fn reset_secret(key: &SecretKey, replica: Option<&str>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"throughgate/1 stateless-reset key\x00");
+    h.update(key.seed());
+    if let Some(name) = replica {
+        h.update(b"\x00replica\x00");
+        h.update(name.as_bytes());
+    }
+    h.finalize().into()
 }
 
 /// Periodic chores: prune the replay cache; log consents that have expired.
@@ -631,4 +719,29 @@ pub async fn log_expiries(state: &NodeState) -> Result<usize, NodeError> {
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_named_apart_derive_different_reset_secrets_and_an_unnamed_node_keeps_its_own() {
+        use sha2::{Digest, Sha256};
+        let key = SecretKey::from_seed(&[9; 32]);
+        let unnamed = reset_secret(&key, None);
+        let mut h = Sha256::new();
+        h.update(b"throughgate/1 stateless-reset key\x00");
+        h.update(key.seed());
+        let before: [u8; 32] = h.finalize().into();
+        assert_eq!(
+            unnamed, before,
+            "a node without a replica name resets as before"
+        );
+        let a = reset_secret(&key, Some("a"));
+        let b = reset_secret(&key, Some("b"));
+        assert_ne!(a, b);
+        assert_ne!(a, unnamed);
+        assert_eq!(a, reset_secret(&key, Some("a")), "stable across restarts");
+    }
 }

@@ -37,9 +37,7 @@ pub enum PeerError {
 
 type Slot = Arc<Mutex<Option<quinn::Connection>>>;
 
-/// How long a connection attempt to one address of an agency runs alone before the next
-/// address joins the race.
-pub const CONNECT_STAGGER: Duration = Duration::from_millis(250);
+pub use crate::dial::CONNECT_STAGGER;
 
 /// The connection pool.
 #[derive(Debug)]
@@ -161,17 +159,8 @@ impl Peers {
         let member = manifest
             .member(agency)
             .ok_or_else(|| PeerError::Unknown(agency.clone()))?;
-        let mut last = String::from("no address listed");
-        let mut addrs = Vec::new();
-        for addr in &member.addresses {
-            match tokio::net::lookup_host(addr.as_str()).await {
-                Ok(mut it) => match it.next() {
-                    Some(sock) => addrs.push(sock),
-                    None => last = format!("{addr}: no address"),
-                },
-                Err(e) => last = format!("{addr}: {e}"),
-            }
-        }
+        let (mut addrs, unresolved) =
+            crate::dial::resolve_all(member.addresses.iter().map(String::as_str)).await;
         if addrs.len() > 1 {
             addrs.retain(|a| Some(*a) != avoid);
         }
@@ -181,45 +170,27 @@ impl Peers {
                 head.rotate_right(1);
             }
         }
+        if addrs.is_empty() {
+            return Err(PeerError::Unreachable {
+                agency: agency.clone(),
+                detail: unresolved.unwrap_or_else(|| "no address listed".into()),
+            });
+        }
         let cfg = self
             .client_config
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
-        let mut racing = futures::stream::FuturesUnordered::new();
-        let mut next = addrs.into_iter();
-        loop {
-            if let Some(sock) = next.next() {
-                match self
-                    .endpoint
-                    .connect_with(cfg.clone(), sock, agency.as_str())
-                {
-                    Ok(connecting) => racing.push(async move { (sock, connecting.await) }),
-                    Err(e) => {
-                        last = format!("{sock}: {e}");
-                        continue;
-                    }
-                }
+        match crate::dial::first_handshake(&self.endpoint, &cfg, &addrs, agency.as_str()).await {
+            Ok((sock, conn)) => {
+                self.remember(agency, sock);
+                Ok(conn)
             }
-            if racing.is_empty() {
-                break;
-            }
-            let more = next.len() > 0;
-            tokio::select! {
-                Some((sock, result)) = futures::StreamExt::next(&mut racing) => match result {
-                    Ok(conn) => {
-                        self.remember(agency, sock);
-                        return Ok(conn);
-                    }
-                    Err(e) => last = format!("{sock}: {e}"),
-                },
-                () = tokio::time::sleep(CONNECT_STAGGER), if more => {}
-            }
+            Err(e) => Err(PeerError::Unreachable {
+                agency: agency.clone(),
+                detail: e.0,
+            }),
         }
-        Err(PeerError::Unreachable {
-            agency: agency.clone(),
-            detail: last,
-        })
     }
 
     /// The address of `agency` that completed the last handshake, if any.

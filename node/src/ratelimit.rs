@@ -268,11 +268,15 @@ pub enum ConsentLimit {
 /// each holder knows the identifiers given, so these bound how fast a caseworker (or a node)
 /// can probe for identifiers, and how fast anyone can fill every agency's consent register.
 /// Refusals are reported for the audit log at most once a minute per caseworker or peer.
+///
+/// On a store shared by replicas ([`ConsentLimits::shared`]) the buckets live in the store, so
+/// the allowances hold for the agency as a whole, whichever replica a caller uses.
 #[derive(Debug)]
 pub struct ConsentLimits {
     per_caseworker: RateLimiter,
     per_node: RateLimiter,
     per_peer: RateLimiter,
+    shared: Option<crate::db::Db>,
     last_reported: Mutex<HashMap<String, Instant>>,
 }
 
@@ -283,16 +287,51 @@ impl ConsentLimits {
             per_caseworker: RateLimiter::per_hour(rules.recordings_per_caseworker_per_hour),
             per_node: RateLimiter::per_hour(rules.recordings_per_node_per_hour),
             per_peer: RateLimiter::per_hour(rules.deliveries_per_peer_per_hour),
+            shared: None,
             last_reported: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Limits as `rules` sets them, counted in `db`, a store the agency's replicas share.
+    pub fn shared(rules: &crate::config::ConsentRules, db: crate::db::Db) -> ConsentLimits {
+        ConsentLimits {
+            shared: Some(db),
+            ..ConsentLimits::new(rules)
+        }
+    }
+
+    /// Takes one token from `limiter`'s bucket `key` (named `scope` in a shared store). A
+    /// shared store that cannot be read refuses: the allowance fails closed.
+    fn allow(&self, limiter: &RateLimiter, scope: &str, key: &str) -> bool {
+        let Some(db) = &self.shared else {
+            return limiter.allow(key);
+        };
+        if limiter.rate <= 0.0 {
+            return true;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match db.take_token(
+            &format!("{scope}/{key}"),
+            limiter.rate,
+            limiter.burst,
+            now_ms,
+        ) {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read a shared allowance; refusing");
+                false
+            }
         }
     }
 
     /// Takes one recording for `caseworker`, or says which limit refuses it.
     pub fn recording(&self, caseworker: &str) -> Result<(), ConsentLimit> {
-        if !self.per_caseworker.allow(caseworker) {
+        if !self.allow(&self.per_caseworker, "recordings", caseworker) {
             return Err(ConsentLimit::Caseworker);
         }
-        if !self.per_node.allow("") {
+        if !self.allow(&self.per_node, "recordings-node", "") {
             return Err(ConsentLimit::Node);
         }
         Ok(())
@@ -300,7 +339,7 @@ impl ConsentLimits {
 
     /// Takes one delivery from peer agency `peer`; false when it is over its allowance.
     pub fn delivery(&self, peer: &str) -> bool {
-        self.per_peer.allow(peer)
+        self.allow(&self.per_peer, "deliveries", peer)
     }
 
     /// Whether a refusal for `who` should be written to the audit log now: the first refusal,
@@ -355,5 +394,29 @@ mod consent_limit_tests {
             assert_eq!(limits.recording("cw-1"), Ok(()));
             assert!(limits.delivery("nhs-wy"));
         }
+    }
+
+    #[test]
+    fn replicas_sharing_a_store_share_each_allowance() {
+        let db = crate::db::Db::new(std::sync::Arc::new(crate::store::MemoryStore::new()));
+        let rules = ConsentRules {
+            recordings_per_caseworker_per_hour: 2,
+            recordings_per_node_per_hour: 3,
+            deliveries_per_peer_per_hour: 1,
+            ..ConsentRules::default()
+        };
+        let (a, b) = (
+            ConsentLimits::shared(&rules, db.clone()),
+            ConsentLimits::shared(&rules, db),
+        );
+        assert_eq!(a.recording("cw-1"), Ok(()));
+        assert_eq!(b.recording("cw-1"), Ok(()));
+        assert_eq!(a.recording("cw-1"), Err(ConsentLimit::Caseworker));
+        assert_eq!(b.recording("cw-1"), Err(ConsentLimit::Caseworker));
+        assert_eq!(b.recording("cw-2"), Ok(()));
+        assert_eq!(a.recording("cw-3"), Err(ConsentLimit::Node));
+        assert!(a.delivery("nhs-wy"));
+        assert!(!b.delivery("nhs-wy"));
+        assert!(b.delivery("dwp"));
     }
 }

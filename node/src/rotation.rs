@@ -55,8 +55,13 @@ pub async fn rotate(
     }
     let identity = TlsIdentity::new(&next, state.agency.as_str())
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-    let server = server_config(&identity, state.trust.clone(), &cfg.limits)
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    let server = server_config(
+        &identity,
+        state.trust.clone(),
+        &cfg.limits,
+        cfg.quic.migration,
+    )
+    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     let client = client_config(&identity, state.trust.clone(), &cfg.limits)
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     // Files first, so that whatever happens next a restart uses the new key.

@@ -246,6 +246,7 @@ pub fn server_config(
     identity: &TlsIdentity,
     policy: Arc<dyn PeerPolicy>,
     limits: &Limits,
+    migration: bool,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedVerifier {
@@ -267,6 +268,7 @@ pub fn server_config(
     // may buffer: bounded like the handshakes the node lets run.
     cfg.max_incoming(usize::try_from(limits.max_handshakes.max(1)).unwrap_or(usize::MAX));
     cfg.incoming_buffer_size_total(16 * 1024 * 1024);
+    cfg.migration(migration);
     Ok(cfg)
 }
 

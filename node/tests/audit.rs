@@ -19,7 +19,7 @@ use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{ErrorCode, Outcome, Response};
 
 async fn passport(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
 ) -> (
     throughgate_protocol::ids::PassportId,
     throughgate_protocol::bundle::PassportBundle,
@@ -84,7 +84,10 @@ async fn verify_passes_on_a_clean_log_and_only_dpos_may_run_it() {
     fed.shutdown().await;
 }
 
-fn open_store(fed: &throughgate_node::localfed::LocalFederation, agency: &str) -> Arc<SledStore> {
+fn open_store(
+    fed: &throughgate_testkit::localfed::LocalFederation,
+    agency: &str,
+) -> Arc<SledStore> {
     Arc::new(SledStore::open(&fed.node(agency).unwrap().dir.join("data")).unwrap())
 }
 

@@ -162,8 +162,8 @@ async fn retention_deletes_old_records_and_redacts_old_entries_while_the_log_sti
         witness_interval_secs: 86_400,
         ..Default::default()
     };
-    let fed = throughgate_node::localfed::LocalFederation::start(
-        throughgate_node::localfed::FedOptions {
+    let fed = throughgate_testkit::localfed::LocalFederation::start(
+        throughgate_testkit::localfed::FedOptions {
             people: 40,
             limits,
             retention,

@@ -75,7 +75,7 @@ const FLOOD_BOUND: usize = 48 * MIB;
 /// Reads a stream's answer and returns its error code, if it is an error.
 /// Assembles `p`'s passport as probation's caseworker; true if every holder disclosed.
 async fn try_assemble_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     p: &throughgate_node::client::ConsentPlan,
 ) -> (bool, Duration) {
     let cw = fed
@@ -131,15 +131,15 @@ async fn a_flood_of_connections_from_many_keys_is_capped_node_wide_and_honest_pa
     use throughgate_protocol::keys::SecretKey;
     use throughgate_protocol::messages::ClientOp;
     const CAP: u32 = 24;
-    let fed = throughgate_node::localfed::LocalFederation::start(
-        throughgate_node::localfed::FedOptions {
+    let fed = throughgate_testkit::localfed::LocalFederation::start(
+        throughgate_testkit::localfed::FedOptions {
             people: 60,
             limits: throughgate_node::config::Limits {
                 request_timeout_ms: 1500,
                 max_connections: CAP,
                 ..throughgate_node::config::Limits::default()
             },
-            ..throughgate_node::localfed::FedOptions::default()
+            ..throughgate_testkit::localfed::FedOptions::default()
         },
     )
     .await

@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 
 use common::*;
 use throughgate_node::client::ConsentPlan;
-use throughgate_node::localfed::{demo_policy_text, LocalFederation};
 use throughgate_node::policy::Policy;
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::category::{Category, Purpose};
@@ -25,6 +24,7 @@ use throughgate_protocol::messages::{
     AckSubject, AuditFilter, DeliveryState, HolderRequest, Outcome, RefusalReason, Response,
 };
 use throughgate_protocol::time::Date;
+use throughgate_testkit::localfed::{demo_policy_text, LocalFederation};
 
 /// Sends one query from `requester`'s caseworker and returns each holder's decoded response.
 async fn ask(

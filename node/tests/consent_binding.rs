@@ -16,8 +16,6 @@ use std::collections::BTreeSet;
 use common::*;
 use throughgate_node::client::{ConsentPlan, HomeClient};
 use throughgate_node::config::ConsentRules;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
-use throughgate_node::synth::{PersonGenerator, SynthConfig, SyntheticPerson};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::credential::StaffRole;
@@ -26,6 +24,8 @@ use throughgate_protocol::messages::{
     Ack, AckOutcome, AckSubject, AuditFilter, ErrorCode, HolderRequest, Outcome, RefusalReason,
     Response,
 };
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::{PersonGenerator, SynthConfig, SyntheticPerson};
 
 /// Records `plan` as a caseworker of `agency`, waits for every delivery, and returns the
 /// consent's id with each recipient's acknowledgement outcome.

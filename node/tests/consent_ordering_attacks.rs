@@ -21,7 +21,6 @@ mod common;
 
 use common::*;
 use throughgate_node::client::SignedConsent;
-use throughgate_node::localfed::LocalFederation;
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::consent::{ConsentGrant, ConsentRevocation, ConsentStatus};
 use throughgate_protocol::credential::{Credential, StaffRole};
@@ -30,6 +29,7 @@ use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::messages::{
     Ack, AckOutcome, AckSubject, HolderRequest, Outcome, RefusalReason, Response,
 };
+use throughgate_testkit::localfed::LocalFederation;
 
 const NHS: &str = "nhs-wy";
 

@@ -18,12 +18,12 @@ use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use throughgate_node::config::ConsentRules;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
-use throughgate_node::synth::{PersonGenerator, SynthConfig, SyntheticPerson};
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::messages::{AckSubject, HolderRequest, Outcome, Response};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::{PersonGenerator, SynthConfig, SyntheticPerson};
 
 const AGENCIES: [&str; 4] = ["hmp-leeds", "nhs-wy", "probation-yorks", "leeds-cc"];
 const RECORDERS: [&str; 2] = ["hmp-leeds", "leeds-cc"];

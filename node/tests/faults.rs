@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
-use throughgate_node::localfed::LocalFederation;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{HolderStatus, Outcome};
+use throughgate_testkit::localfed::LocalFederation;
 use tokio::net::UdpSocket;
 
 /// What the relay does to each datagram.
@@ -326,7 +326,7 @@ async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
         peer_burst: 400,
         ..Default::default()
     };
-    let fed = LocalFederation::start(throughgate_node::localfed::FedOptions {
+    let fed = LocalFederation::start(throughgate_testkit::localfed::FedOptions {
         people: 60,
         limits,
         ..Default::default()
@@ -405,4 +405,61 @@ async fn a_flooding_peer_is_rate_limited_and_others_are_served() {
         "limit hits are not in the metrics"
     );
     fed.shutdown().await;
+}
+
+/// Whether the node at the other end of `conn` still hears it: one malformed frame on a fresh
+/// stream, and any outcome (an error answer, a reset stream, a closed connection) within
+/// `within` counts as heard.
+async fn node_hears(conn: &quinn::Connection, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        if let Ok((mut send, mut recv)) = conn.open_bi().await {
+            let _ = send.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+            let _ = send.finish();
+            let _ = recv.read_to_end(1 << 20).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A peer's connection to probation, moved to a new client address mid-connection (as a NAT
+/// rebinding, or a load balancer would see a different flow), with `migration` as set.
+async fn moved_connection_is_heard(migration: bool) -> bool {
+    let fed = LocalFederation::start(throughgate_testkit::localfed::FedOptions {
+        people: 10,
+        agencies: vec!["probation-yorks", "nhs-wy"],
+        quic: throughgate_node::config::Quic {
+            migration,
+            replica: Some("a".into()),
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let home = fed.node("probation-yorks").unwrap();
+    let peer = fed.node("nhs-wy").unwrap();
+    let (ep, conn) =
+        raw_connection(home.addr, "probation-yorks", home.key.public(), &peer.key).await;
+    assert!(
+        node_hears(&conn, Duration::from_secs(5)).await,
+        "heard before moving"
+    );
+    ep.rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let heard = node_hears(&conn, Duration::from_secs(2)).await;
+    conn.close(0u32.into(), b"done");
+    fed.shutdown().await;
+    heard
+}
+
+#[tokio::test]
+async fn a_connection_that_moves_address_is_served_only_while_migration_is_on() {
+    assert!(
+        moved_connection_is_heard(true).await,
+        "migration on (the default)"
+    );
+    assert!(
+        !moved_connection_is_heard(false).await,
+        "migration off: a moved connection reaches no replica that holds it"
+    );
 }

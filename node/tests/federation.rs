@@ -21,7 +21,7 @@ use throughgate_protocol::messages::{
 
 /// Assembles as the probation caseworker under `consent` (looked up by the client if `None`).
 async fn assemble_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     passport: &PassportId,
     consent: Option<&ConsentId>,

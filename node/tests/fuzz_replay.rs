@@ -56,9 +56,9 @@ fn every_target_has_a_cargo_fuzz_target() {
 #[ignore = "writes node/fuzz/seeds; run on purpose"]
 fn regenerate_seed_corpus() {
     use throughgate_node::import::{export, ImportFormat};
-    use throughgate_node::synth::{generate_population, records_for, SynthConfig};
     use throughgate_protocol::identifiers::IdScheme;
     use throughgate_protocol::time::Date;
+    use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
     let seeds = fuzz_dir().join("seeds");
     let _ = std::fs::remove_dir_all(&seeds);
@@ -69,7 +69,7 @@ fn regenerate_seed_corpus() {
     };
     let config = SynthConfig::new(7, 6, Date::from_ymd(2026, 9, 1).unwrap());
     let population = generate_population(&config);
-    for agency in throughgate_node::agencies::demo_agencies() {
+    for agency in throughgate_testkit::agencies::demo_agencies() {
         let records = records_for(agency.id, &population, &config).unwrap();
         let records: Vec<_> = records.into_iter().take(6).collect();
         if records.is_empty() {

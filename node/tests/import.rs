@@ -17,15 +17,15 @@ use throughgate_node::client::HomeClient;
 use throughgate_node::db::{Db, ImportJournal};
 use throughgate_node::import::export_csv;
 use throughgate_node::import_api::{apply, APPLY_CHUNK};
-use throughgate_node::localfed::LocalFederation;
 use throughgate_node::store::{SledStore, Store};
-use throughgate_node::synth::{generate_population, records_for, SynthConfig};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::identifiers::IdScheme;
 use throughgate_protocol::ids::RecordId;
 use throughgate_protocol::messages::{AuditFilter, ClientOp, ClientResponse, ImportFormat};
 use throughgate_protocol::record::Record;
+use throughgate_testkit::localfed::LocalFederation;
+use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
 use common::federation;
 

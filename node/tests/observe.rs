@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use throughgate_node::config::Limits;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {

@@ -20,9 +20,7 @@ use throughgate_node::client::{ClientError, HomeClient};
 use throughgate_node::db::{Db, ImportJournal};
 use throughgate_node::import::export_csv;
 use throughgate_node::import_api::{apply, delete_absent, plan_sync, SyncPlan, APPLY_CHUNK};
-use throughgate_node::localfed::LocalFederation;
 use throughgate_node::store::{SledStore, Store};
-use throughgate_node::synth::{generate_population, records_for, SynthConfig};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::identifiers::IdScheme;
@@ -31,6 +29,8 @@ use throughgate_protocol::messages::{
     AuditFilter, ClientOp, ClientResponse, ErrorCode, ImportFormat, SyncRequest,
 };
 use throughgate_protocol::record::Record;
+use throughgate_testkit::localfed::LocalFederation;
+use throughgate_testkit::synth::{generate_population, records_for, SynthConfig};
 
 use common::{assemble_as_caseworker, federation, grant, person_known_to, plan, ALL};
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::*;
 use throughgate_node::config::Limits;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::messages::{AckSubject, Outcome};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
@@ -85,6 +85,37 @@ async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
     assert_eq!(sizes[1], sizes[0] + 1, "both replicas see one log");
     // Eight passports each logged their queries: the log holds at least those entries.
     assert!(sizes[0] >= 8, "{sizes:?}");
+    // Witnesses see one log: both replicas offer their newest checkpoints to every peer, and
+    // no peer finds a fork.
+    fed.witness_round().await;
+    throughgate_node::audit::witness::offer_all(replica.state()).await;
+    fed.witness_round().await;
+    for n in &fed.nodes {
+        let alarms = n
+            .node
+            .as_ref()
+            .unwrap()
+            .state()
+            .witness_alarms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(alarms, 0, "{} saw a fork", n.id);
+        if n.id.as_str() != "probation-yorks" {
+            // ...and each peer did witness the log, at the size both replicas reached.
+            let seen = n
+                .node
+                .as_ref()
+                .unwrap()
+                .state()
+                .db
+                .witnessed(&agency("probation-yorks"))
+                .unwrap();
+            assert!(
+                seen.as_ref().is_some_and(|(size, _)| *size >= sizes[0]),
+                "{} witnessed {seen:?}",
+                n.id
+            );
+        }
+    }
     replica.shutdown().await;
     fed.stop("probation-yorks").await;
     fed.shutdown().await;
@@ -362,6 +393,199 @@ async fn a_database_outage_under_load_discloses_nothing_and_the_holder_recovers_
     assert!(verified.ok, "{verified:?}");
     dpo.close().await;
     cw.close().await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caseworker_whose_home_replica_died_reaches_the_other_listed_in_the_profile() {
+    use throughgate_node::client::{HomeClient, Profile};
+    let Some(cluster) = pg::cluster("a_caseworker_whose_home_replica_died") else {
+        return;
+    };
+    let url = cluster.create_database("probation").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        limits: Limits {
+            request_timeout_ms: 6000,
+            ..Limits::default()
+        },
+        postgres: BTreeMap::from([("probation-yorks".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let (plan, _) = granted_plan(&fed).await;
+    let replica = fed.start_replica("probation-yorks").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    // Replica 1 is reached through a relay that can go silent (killed without a word).
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = cuttable_relay(fed.node("probation-yorks").unwrap().addr, cut.clone()).await;
+
+    // A profile naming replica 1, with replica 2 as a further address; and one naming replica
+    // 1 only, though the manifest it trusts lists both replicas.
+    let tmp = tempfile::tempdir().unwrap();
+    let listed = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-listed",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let listed = Profile {
+        node_address: first.to_string(),
+        replica_addresses: vec![second.to_string()],
+        ..listed
+    };
+    let mut next = next_manifest(&fed.manifest_body, fed.now());
+    next.members
+        .iter_mut()
+        .find(|m| m.id.as_str() == "probation-yorks")
+        .unwrap()
+        .addresses = vec![first.to_string(), second.to_string()];
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&next, &[&fed.governance]))
+        .await
+        .unwrap();
+    op.close().await;
+    wait_manifest_everywhere(&fed, next.version).await;
+    let pinned = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-pinned",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let pinned = Profile {
+        node_address: first.to_string(),
+        ..pinned
+    };
+    // Replica 2 knows both credentials issued through replica 1, whichever replica a race
+    // picks.
+    for p in [&listed, &pinned] {
+        let key = throughgate_node::keyfile::read_secret_key(&p.key_path())
+            .unwrap()
+            .public();
+        wait_for(|| replica.state().trust.principal(&key).is_some()).await;
+    }
+    // While replica 1 answers, both profiles use it.
+    for p in [&listed, &pinned] {
+        let c = HomeClient::connect_profile(p).await.unwrap();
+        assert_eq!(c.remote_address(), first);
+        let (_, v) = assemble(&c, &plan.passport_id).await;
+        assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+        c.close().await;
+    }
+
+    // Replica 1 goes silent: the profile listing replica 2 is served by it, within the
+    // connection deadline.
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let c = HomeClient::connect_profile(&listed)
+        .await
+        .expect("connected to the live replica");
+    assert_eq!(c.remote_address(), second);
+    let (_, v) = assemble(&c, &plan.passport_id).await;
+    assert!(v.all_valid() && v.complete(), "{:?}", v.results);
+    c.close().await;
+    // A profile names the replicas it may use: one naming only the dead replica is not
+    // answered by another (an operator asking one replica gets that replica or an error).
+    assert!(HomeClient::connect_profile(&pinned).await.is_err());
+    replica.shutdown().await;
+    fed.shutdown().await;
+    drop(cluster);
+}
+
+/// Polls `ready` until it holds, for at most 30 s (the state it waits for is polled by the
+/// node every second).
+async fn wait_for(ready: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_issued_or_withdrawn_on_one_replica_is_honoured_by_the_other() {
+    use throughgate_node::client::HomeClient;
+    let Some(cluster) = pg::cluster("a_credential_issued_or_withdrawn_on_one_replica") else {
+        return;
+    };
+    let url = cluster.create_database("probation").unwrap();
+    let fed = LocalFederation::start(FedOptions {
+        people: 40,
+        postgres: BTreeMap::from([("probation-yorks".to_owned(), url)]),
+        ..FedOptions::default()
+    })
+    .await
+    .unwrap();
+    let replica = fed.start_replica("probation-yorks").await.unwrap();
+    let second = replica.local_addr().unwrap();
+    // Issued on replica 1 after replica 2 started: replica 2 accepts it.
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = staff_profile(
+        &fed,
+        "probation-yorks",
+        "cw-moving",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    let key = throughgate_node::keyfile::read_secret_key(&profile.key_path())
+        .unwrap()
+        .public();
+    wait_for(|| replica.state().trust.principal(&key).is_some()).await;
+    let on_second = throughgate_node::client::Profile {
+        node_address: second.to_string(),
+        ..profile.clone()
+    };
+    let c = HomeClient::connect_profile(&on_second).await.unwrap();
+    c.status().await.unwrap();
+
+    // Withdrawn on replica 1: replica 2 refuses it, on the connection already open and on a
+    // new one.
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.revoke_staff(&profile.person_id).await.unwrap();
+    op.close().await;
+    wait_for(|| replica.state().trust.principal(&key).is_none()).await;
+    assert!(c.status().await.is_err(), "the open connection is refused");
+    c.close().await;
+    let refused = match HomeClient::connect_profile(&on_second).await {
+        Ok(c) => c.status().await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("withdrawn"), "{refused}");
+
+    // A manifest adopted through replica 1 is adopted by replica 2.
+    let next = next_manifest(&fed.manifest_body, fed.now());
+    let op = fed
+        .client("probation-yorks", StaffRole::Operator)
+        .await
+        .unwrap();
+    op.publish_manifest(sign_manifest(&next, &[&fed.governance]))
+        .await
+        .unwrap();
+    op.close().await;
+    wait_for(|| {
+        replica
+            .state()
+            .trust
+            .manifest()
+            .is_some_and(|m| m.version == next.version)
+    })
+    .await;
+    replica.shutdown().await;
     fed.shutdown().await;
     drop(cluster);
 }

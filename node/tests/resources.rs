@@ -244,8 +244,8 @@ async fn large_frames_sent_slowly_are_stopped_at_the_request_byte_caps() {
     let _one = SERIAL.lock().await;
     // Smaller frames and caps than the defaults keep the bytes sent through QUIC (and the test's
     // time) small; the proportions are the defaults'.
-    let fed = throughgate_node::localfed::LocalFederation::start(
-        throughgate_node::localfed::FedOptions {
+    let fed = throughgate_testkit::localfed::LocalFederation::start(
+        throughgate_testkit::localfed::FedOptions {
             people: 60,
             limits: throughgate_node::config::Limits {
                 request_timeout_ms: 1500,
@@ -341,7 +341,7 @@ async fn large_frames_sent_slowly_are_stopped_at_the_request_byte_caps() {
 
 /// Assembles `p`'s passport as probation's caseworker; true if every holder disclosed.
 async fn try_assemble_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     p: &throughgate_node::client::ConsentPlan,
 ) -> (bool, Duration) {
     let cw = fed

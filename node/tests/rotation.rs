@@ -17,62 +17,14 @@ use throughgate_protocol::ids::PersonId;
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::messages::{ClientOp, ClientResponse};
 
-/// Writes a caseworker's key, credential, profile and trusted manifest into `dir`, as
-/// `tg staff add` does; returns the profile.
+/// Writes a caseworker's key, credential, profile and trusted manifest into `dir`.
 async fn make_profile(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     id: &str,
     dir: &std::path::Path,
 ) -> Profile {
-    make_profile_as(fed, agency, id, StaffRole::Caseworker, dir).await
-}
-
-/// [`make_profile`] for a member of staff holding `role`.
-async fn make_profile_as(
-    fed: &throughgate_node::localfed::LocalFederation,
-    agency: &str,
-    id: &str,
-    role: StaffRole,
-    dir: &std::path::Path,
-) -> Profile {
-    let op = fed.client(agency, StaffRole::Operator).await.unwrap();
-    let key = SecretKey::generate();
-    let ClientResponse::Credential(cred) = op
-        .call(ClientOp::AddStaff {
-            person_id: PersonId::new(id).unwrap(),
-            display_name: "A Caseworker".into(),
-            roles: vec![role],
-            public_key: key.public(),
-            valid_days: 30,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let (manifest, _) = op.manifest().await.unwrap();
-    op.close().await;
-    let n = fed.node(agency).unwrap();
-    throughgate_node::keyfile::write_secret_key(&dir.join(format!("{id}.key")), &key).unwrap();
-    throughgate_node::keyfile::write_private_file(
-        &dir.join(format!("{id}.cred")),
-        &cred.to_bytes(),
-    )
-    .unwrap();
-    let profile = Profile {
-        agency: n.id.clone(),
-        node_address: n.addr.to_string(),
-        node_key: n.key.public(),
-        person_id: PersonId::new(id).unwrap(),
-        key_file: format!("{id}.key").into(),
-        credential_file: format!("{id}.cred").into(),
-        base_dir: dir.to_path_buf(),
-    };
-    let path = dir.join(format!("{id}.profile.toml"));
-    std::fs::write(&path, profile.to_toml()).unwrap();
-    std::fs::write(profile.manifest_cache_path(), manifest.to_bytes()).unwrap();
-    Profile::load(&path).unwrap()
+    staff_profile(fed, agency, id, StaffRole::Caseworker, dir).await
 }
 
 #[tokio::test]
@@ -177,7 +129,7 @@ async fn a_caseworker_with_a_profile_from_before_a_rotation_still_works_after_th
     let gone_dir = tempfile::tempdir().unwrap();
     make_profile(&fed, "probation-yorks", "cw-gone", gone_dir.path()).await;
     let op_dir = tempfile::tempdir().unwrap();
-    let op_profile = make_profile_as(
+    let op_profile = staff_profile(
         &fed,
         "probation-yorks",
         "op-2",

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use common::{agency, grant, person_known_to, plan};
 use throughgate_node::config::{Limits, RecordsRules, SourceKind};
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{ConsentId, PassportId};
 use throughgate_protocol::messages::{HolderRequest, Outcome, RefusalReason, Response};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
 
 const HOLDER: &str = "nhs-wy";
 const AGENCIES: [&str; 3] = ["hmp-leeds", "probation-yorks", "nhs-wy"];
@@ -124,7 +124,7 @@ fields = {{ practice = "practice", ods_code = "ods", status = "status" }}
 
     struct Live {
         fed: LocalFederation,
-        cluster: throughgate_node::pgcluster::TempCluster,
+        cluster: throughgate_testkit::pgcluster::TempCluster,
         admin: tokio_postgres::Client,
         _dir: tempfile::TempDir,
     }
@@ -710,7 +710,7 @@ mod http {
         })
         .await
         .unwrap();
-        let nhs_of = |p: &throughgate_node::synth::SyntheticPerson| {
+        let nhs_of = |p: &throughgate_testkit::synth::SyntheticPerson| {
             p.identifier(throughgate_protocol::identifiers::IdScheme::NhsNumber)
                 .value
         };

@@ -18,7 +18,7 @@ use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::messages::{ClientOp, ClientResponse, ErrorCode, StaffSummary};
 
 async fn connect_as(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     agency: &str,
     key: &SecretKey,
     credential: throughgate_protocol::envelope::Envelope,
@@ -187,5 +187,34 @@ async fn an_expired_credential_is_told_when_it_expired() {
         "{msg}"
     );
     assert!(msg.contains("operator"), "{msg}");
+    fed.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_withdrawn_caseworker_connecting_with_a_profile_is_told_their_credential_was_withdrawn() {
+    let fed = federation().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let profile = staff_profile(
+        &fed,
+        "leeds-cc",
+        "cw-gone",
+        StaffRole::Caseworker,
+        tmp.path(),
+    )
+    .await;
+    HomeClient::connect_profile(&profile)
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let op = fed.client("leeds-cc", StaffRole::Operator).await.unwrap();
+    op.revoke_staff(&profile.person_id).await.unwrap();
+    op.close().await;
+    // As `tg` connects: with the profile, which first refreshes its trusted manifest.
+    let msg = match HomeClient::connect_profile(&profile).await {
+        Err(e) => refused_with(e, ErrorCode::Forbidden),
+        Ok(c) => refused_with(c.status().await.unwrap_err(), ErrorCode::Forbidden),
+    };
+    assert!(msg.contains("withdrawn by"), "{msg}");
     fed.shutdown().await;
 }

@@ -13,13 +13,13 @@ use throughgate_node::clock::Clock;
 use throughgate_node::db::Db;
 use throughgate_node::keyring::NodeKey;
 use throughgate_node::metrics::Metrics;
-use throughgate_node::pgcluster::TempCluster;
 use throughgate_node::store::{MemoryStore, PostgresStore, SledStore, Store, WriteBatch};
 use throughgate_protocol::audit::{verify_receipt, AuditEvent, Receipt};
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::ids::{AgencyId, PassportId, PersonId, QueryId};
 use throughgate_protocol::keys::SecretKey;
 use throughgate_protocol::time::Timestamp;
+use throughgate_testkit::pgcluster::TempCluster;
 
 /// A store under test and what keeps it alive; `replica` opens another handle on the same
 /// data, as a second node process would (the same handle where only one process may open it).
@@ -117,6 +117,14 @@ macro_rules! suite {
                     return;
                 };
                 no_lost_update(&b);
+            }
+
+            #[test]
+            fn replicas_taking_tokens_at_once_never_overspend_a_shared_allowance() {
+                let Some(b) = open("replicas_taking_tokens_at_once_never_overspend") else {
+                    return;
+                };
+                shared_allowance(&b);
             }
 
             #[test]
@@ -378,6 +386,36 @@ fn apply_if(store: &dyn Store) {
         .apply_if(b"head", Some(b"2"), WriteBatch::new())
         .unwrap());
     assert_eq!(store.get(b"elsewhere").unwrap().unwrap(), b"e");
+}
+
+/// Four writers (two through a second connection, as a second replica) take tokens from one
+/// bucket of 100 that does not refill in the test's time: exactly 100 are granted.
+fn shared_allowance(b: &Backend) {
+    let stores: Vec<Arc<dyn Store>> = (0..4)
+        .map(|w| {
+            if w % 2 == 0 {
+                b.store.clone()
+            } else {
+                (b.replica)()
+            }
+        })
+        .collect();
+    let threads: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                let db = throughgate_node::db::Db::new(store);
+                (0..40)
+                    .filter(|_| {
+                        db.take_token("recordings/cw-1", 1e-9, 100.0, 1_000)
+                            .unwrap()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(granted, 100);
 }
 
 fn no_lost_update(b: &Backend) {

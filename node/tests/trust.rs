@@ -25,7 +25,7 @@ use throughgate_protocol::messages::{
 };
 
 async fn publish(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     env: Envelope,
 ) -> Result<Envelope, ClientError> {
     let op = fed.client("hmp-leeds", StaffRole::Operator).await.unwrap();
@@ -369,7 +369,7 @@ async fn each_role_is_refused_what_it_may_not_do() {
 /// A query from probation's caseworker `person` (key `key`, credential `cred`), countersigned by
 /// probation's node, addressed to the prison.
 fn forged_query(
-    fed: &throughgate_node::localfed::LocalFederation,
+    fed: &throughgate_testkit::localfed::LocalFederation,
     key: &SecretKey,
     cred: &Envelope,
     person: &str,

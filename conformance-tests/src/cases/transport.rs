@@ -69,7 +69,7 @@ async fn expect_refused_connection(
 
 async fn server_presents_pinned_key(ctx: &Ctx) -> CaseResult {
     let conn = ctx.conn().await?;
-    let key = throughgate_node::tls::peer_key(&conn.conn);
+    let key = crate::tls::peer_key(&conn.conn);
     ensure(key == Some(ctx.target().key), || {
         format!(
             "the target's certificate carries key {:?}, not the pinned key",
@@ -160,7 +160,7 @@ impl ServerCertVerifier for AnyServer {
 }
 
 fn no_cert_config() -> Result<quinn::ClientConfig, CaseError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| CaseError::Fail(format!("TLS configuration: {e}")))?
@@ -168,9 +168,8 @@ fn no_cert_config() -> Result<quinn::ClientConfig, CaseError> {
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![throughgate_protocol::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| CaseError::Fail(format!("QUIC TLS configuration: {e}")))?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    crate::tls::quic_client(tls)
+        .map_err(|e| CaseError::Fail(format!("QUIC TLS configuration: {e}")))
 }
 
 async fn no_client_certificate_refused(ctx: &Ctx) -> CaseResult {

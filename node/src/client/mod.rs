@@ -128,15 +128,6 @@ impl HomeClient {
                 path: profile.resolve(&profile.credential_file),
                 detail: e.to_string(),
             })?;
-        let addr = tokio::net::lookup_host(profile.node_address.as_str())
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| ClientError::Connect {
-                agency: profile.agency.clone(),
-                addr: profile.node_address.clone(),
-                detail: "address does not resolve".into(),
-            })?;
         // Keys the home node may present: the pinned one, and those a previously verified
         // manifest lists for the home agency (so a key rotation does not strand staff).
         let cache = profile.manifest_cache_path();
@@ -154,17 +145,28 @@ impl HomeClient {
         // With a verified manifest to anchor on, a key not yet known is let through the
         // handshake only to fetch the node's manifest, which must chain from the cached one
         // (governance threshold, no rollback) and list that key for the home agency.
+        // Where to find the home node: the profile's addresses (its replicas), raced. Only
+        // these: a profile naming one replica reaches that one or none, so an operator asking
+        // a given replica is never answered by another.
+        let (addrs, unresolved) = crate::dial::resolve_all(profile.addresses()).await;
+        let shown = profile.addresses().join(", ");
+        if addrs.is_empty() {
+            return Err(ClientError::Connect {
+                agency: profile.agency.clone(),
+                addr: shown,
+                detail: unresolved.unwrap_or_else(|| "address does not resolve".into()),
+            });
+        }
         let policy = Arc::new(AnchoredServer {
             agency: profile.agency.to_string(),
             keys: keys.clone(),
             anchored: cached.is_some(),
-            presented: std::sync::Mutex::new(None),
         });
         let mut client = HomeClient::connect_with_policy(
-            addr,
+            &addrs,
             &profile.agency,
             keys.clone(),
-            policy.clone(),
+            policy,
             key,
             credential,
             clock,
@@ -174,8 +176,9 @@ impl HomeClient {
         if let Ok(mut t) = client.trusted.write() {
             *t = cached;
         }
-        let presented = policy.presented.lock().ok().and_then(|p| *p);
-        match presented {
+        // The key of the connection that won the race (several attempts may have handshaken
+        // with different replicas; only this one is used).
+        match crate::tls::peer_key(&client.conn) {
             Some(k) if !keys.contains(&k) => {
                 if let Ok(mut known) = client.node_keys.write() {
                     // Provisional: only to read the node's signed answer with its manifest.
@@ -191,7 +194,7 @@ impl HomeClient {
                     client.conn.close(0u32.into(), b"unknown node key");
                     return Err(ClientError::Connect {
                         agency: profile.agency.clone(),
-                        addr: profile.node_address.clone(),
+                        addr: shown.clone(),
                         detail: format!(
                             "the node presented key {}, which no manifest signed by the \
                              federation's governance lists for {}; ask your node's operator",
@@ -203,8 +206,13 @@ impl HomeClient {
             }
             _ => {
                 // Keep the cached manifest current, so a later key rotation finds the new key
-                // already trusted. Best effort: a failure here leaves the command unaffected.
-                let _ = client.manifest().await;
+                // already trusted. Best effort, except that a refusal (a withdrawn or expired
+                // credential) is the node's answer to everything this caller would ask: it is
+                // returned now, as the node can say it only once per connection.
+                if let Err(e @ ClientError::Refused(_)) = client.manifest().await {
+                    client.conn.close(0u32.into(), b"refused");
+                    return Err(e);
+                }
             }
         }
         // A credential signed by a key other than the one the node now presents was issued
@@ -241,14 +249,22 @@ impl HomeClient {
             agency: agency.to_string(),
             keys: node_keys.clone(),
         });
-        HomeClient::connect_with_policy(addr, agency, node_keys, policy, key, credential_env, clock)
-            .await
+        HomeClient::connect_with_policy(
+            &[addr],
+            agency,
+            node_keys,
+            policy,
+            key,
+            credential_env,
+            clock,
+        )
+        .await
     }
 
     /// As [`HomeClient::connect`], with the handshake's server check done by `policy`; answers
     /// are accepted when signed by one of `node_keys`.
     async fn connect_with_policy(
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         agency: &AgencyId,
         node_keys: Vec<PublicKey>,
         policy: Arc<dyn crate::tls::PeerPolicy>,
@@ -258,7 +274,11 @@ impl HomeClient {
     ) -> Result<HomeClient, ClientError> {
         let connect_err = |detail: String| ClientError::Connect {
             agency: agency.clone(),
-            addr: addr.to_string(),
+            addr: addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             detail,
         };
         let credential: Credential = credential_env
@@ -274,26 +294,25 @@ impl HomeClient {
             .map_err(|e| connect_err(e.to_string()))?;
         let cfg =
             client_config(&identity, policy, &limits).map_err(|e| connect_err(e.to_string()))?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            if addr.ip().is_loopback() {
-                "127.0.0.1:0"
-            } else {
-                "0.0.0.0:0"
-            }
-        } else {
+        // One socket for every attempt: IPv6 (dual-stack) if any address needs it, loopback
+        // only when every address is loopback.
+        let bind: SocketAddr = if addrs.iter().any(SocketAddr::is_ipv6) {
             "[::]:0"
+        } else if addrs.iter().all(|a| a.ip().is_loopback()) {
+            "127.0.0.1:0"
+        } else {
+            "0.0.0.0:0"
         }
         .parse()
         .map_err(|_| connect_err("bad bind address".into()))?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-        endpoint.set_default_client_config(cfg);
-        let connecting = endpoint
-            .connect(addr, agency.as_str())
-            .map_err(|e| connect_err(e.to_string()))?;
-        let conn = tokio::time::timeout(limits.request_timeout(), connecting)
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        let (_, conn) = tokio::time::timeout(
+            limits.request_timeout(),
+            crate::dial::first_handshake(&endpoint, &cfg, addrs, agency.as_str()),
+        )
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.0))?;
         Ok(HomeClient {
             endpoint,
             conn,
@@ -308,6 +327,11 @@ impl HomeClient {
             sig_cache: Default::default(),
             credential_refreshed: None,
         })
+    }
+
+    /// The address this client reached: with several replicas, the one that answered first.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
     }
 
     /// Whether connecting picked up a credential the node re-issued under its current key:
@@ -850,23 +874,19 @@ impl HomeClient {
 }
 
 /// The home node's check for a profile: its known keys, or, when a verified manifest is cached
-/// to anchor on, any key the node presents (recorded, and accepted only once a newer manifest
-/// chaining from the cached one lists it; see [`HomeClient::connect_profile_with_key`]).
+/// to anchor on, any key the node presents (accepted only once a newer manifest chaining from
+/// the cached one lists it; see [`HomeClient::connect_profile_with_key`]).
 #[derive(Debug)]
 struct AnchoredServer {
     agency: String,
     keys: Vec<PublicKey>,
     anchored: bool,
-    presented: std::sync::Mutex<Option<PublicKey>>,
 }
 
 impl crate::tls::PeerPolicy for AnchoredServer {
     fn server_allowed(&self, server_name: &str, key: &PublicKey) -> bool {
         if server_name != self.agency {
             return false;
-        }
-        if let Ok(mut p) = self.presented.lock() {
-            *p = Some(*key);
         }
         self.anchored || self.keys.contains(key)
     }

@@ -35,6 +35,7 @@
 //! | `rst/pending` | a restore's note (backup time, log sizes), until the first start logs it |
 //! | `imp/{import_id}` | an [`ImportJournal`]: an import (or sync) checked in full and being stored in chunks, then for a sync its absent records deleted |
 
+mod allowance;
 mod audit;
 mod consents;
 mod imports;
@@ -144,12 +145,29 @@ impl Db {
         }
     }
 
-    /// Stores the trusted manifest envelope and flushes.
-    pub fn put_manifest(&self, env: &Envelope) -> Result<(), StoreError> {
-        let mut b = WriteBatch::new();
-        b.put(b"man".to_vec(), env.to_bytes());
-        self.store.apply(b)?;
-        self.store.flush()
+    /// Stores the trusted manifest envelope, of manifest version `version`, and flushes;
+    /// unless the stored one is of a later version (another replica sharing the store adopted
+    /// it meanwhile), which is kept. Returns whether `env` was stored (not when other writers
+    /// kept changing the stored manifest through every attempt).
+    pub fn put_manifest(&self, env: &Envelope, version: u64) -> Result<bool, StoreError> {
+        for _ in 0..16 {
+            let stored = self.store.get(b"man")?;
+            let stored_version = stored
+                .as_deref()
+                .and_then(|v| Envelope::from_bytes(v, MAX_VALUE).ok())
+                .and_then(|e| e.open::<throughgate_protocol::manifest::Manifest>().ok())
+                .map(|m| m.version);
+            if stored_version.is_some_and(|v| v > version) {
+                return Ok(false);
+            }
+            let mut b = WriteBatch::new();
+            b.put(b"man".to_vec(), env.to_bytes());
+            if self.store.apply_if(b"man", stored.as_deref(), b)? {
+                self.store.flush()?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -172,4 +190,54 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// Builds a text key from parts.
 pub(crate) fn key(parts: &[&str]) -> Vec<u8> {
     parts.concat().into_bytes()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use throughgate_protocol::envelope::SignerRole;
+    use throughgate_protocol::keys::SecretKey;
+    use throughgate_protocol::manifest::Manifest;
+    use throughgate_protocol::time::Timestamp;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn manifest(version: u64) -> Envelope {
+        let m = Manifest {
+            federation: "test".into(),
+            version,
+            issued_at: Timestamp(1),
+            expires_at: Timestamp(2),
+            members: vec![],
+            governance: throughgate_protocol::manifest::Governance {
+                keys: vec![],
+                threshold: 1,
+            },
+            witness_threshold: 0,
+        };
+        Envelope::seal(
+            &m,
+            &[(SignerRole::Governance, &SecretKey::from_seed(&[1; 32]))],
+        )
+    }
+
+    #[test]
+    fn a_stored_manifest_is_never_replaced_by_an_older_version() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        assert!(db.put_manifest(&manifest(2), 2).unwrap());
+        // A replica still on version 1 re-adopting it keeps version 2 stored.
+        assert!(!db.put_manifest(&manifest(1), 1).unwrap());
+        assert_eq!(
+            db.manifest().unwrap().unwrap().to_bytes(),
+            manifest(2).to_bytes()
+        );
+        assert!(db.put_manifest(&manifest(3), 3).unwrap());
+        assert_eq!(
+            db.manifest().unwrap().unwrap().to_bytes(),
+            manifest(3).to_bytes()
+        );
+    }
 }

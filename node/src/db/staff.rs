@@ -8,6 +8,9 @@ use throughgate_protocol::time::Timestamp;
 use super::{decode, encode, key, Db};
 use crate::store::{StoreError, WriteBatch};
 
+/// Where [`Db::staff_generation`] is kept.
+const STAFF_GENERATION: &[u8] = b"stg";
+
 /// A staff credential as the issuing node keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredStaff {
@@ -37,6 +40,12 @@ impl Db {
             key(&["stk/", &staff.body.public_key.to_hex()]),
             pid.as_bytes().to_vec(),
         );
+        // A fresh token in the same write: replicas sharing the store see it change and
+        // reload their staff (a counter could be bumped to one value by two replicas at once).
+        b.put(
+            STAFF_GENERATION.to_vec(),
+            rand::random::<[u8; 16]>().to_vec(),
+        );
         self.store.apply(b)?;
         self.store.flush()
     }
@@ -44,6 +53,12 @@ impl Db {
     /// One member of staff.
     pub fn staff(&self, id: &PersonId) -> Result<Option<StoredStaff>, StoreError> {
         self.get_decoded("staff credential", &key(&["stf/", id.as_str()]))
+    }
+
+    /// A token that changes with every staff credential stored (added, re-issued or revoked),
+    /// by any replica sharing this store; `None` before the first.
+    pub fn staff_generation(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(STAFF_GENERATION)
     }
 
     /// The member of staff holding `public_key`.

@@ -9,7 +9,6 @@
 //! for; a bad answer is [`SourceError::Invalid`] and discloses nothing, never a part.
 
 pub mod cache;
-pub mod demo;
 pub mod http;
 pub mod postgres;
 

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use throughgate_node::client::{ClientError, ConsentPlan, HomeClient};
 use throughgate_node::config::Limits;
-use throughgate_node::localfed::{FedOptions, LocalFederation};
 use throughgate_node::node::NodeState;
-use throughgate_node::synth::SyntheticPerson;
 use throughgate_node::tls::{client_config, PinnedServer, TlsIdentity};
 use throughgate_protocol::bundle::{PassportBundle, VerifiedBundle};
 use throughgate_protocol::category::{Category, Purpose};
@@ -27,6 +25,8 @@ use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId};
 use throughgate_protocol::keys::{PublicKey, SecretKey};
 use throughgate_protocol::messages::{AckSubject, DeliveryState};
+use throughgate_testkit::localfed::{FedOptions, LocalFederation};
+use throughgate_testkit::synth::SyntheticPerson;
 
 pub const ALL: [&str; 6] = [
     "hmp-leeds",
@@ -284,4 +284,55 @@ pub async fn raw_query(
     send.finish().unwrap();
     let got = recv.read_to_end(1 << 22).await.unwrap();
     throughgate_protocol::envelope::Envelope::from_bytes(&got[4..], 1 << 22).unwrap()
+}
+
+/// Writes the key, credential, profile and trusted manifest of a new member of staff of
+/// `agency` holding `role` into `dir`, as `tg staff add` does; returns the profile.
+pub async fn staff_profile(
+    fed: &LocalFederation,
+    agency: &str,
+    id: &str,
+    role: StaffRole,
+    dir: &std::path::Path,
+) -> throughgate_node::client::Profile {
+    use throughgate_protocol::ids::PersonId;
+    use throughgate_protocol::messages::{ClientOp, ClientResponse};
+    let op = fed.client(agency, StaffRole::Operator).await.unwrap();
+    let key = SecretKey::generate();
+    let ClientResponse::Credential(cred) = op
+        .call(ClientOp::AddStaff {
+            person_id: PersonId::new(id).unwrap(),
+            display_name: "A Caseworker".into(),
+            roles: vec![role],
+            public_key: key.public(),
+            valid_days: 30,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("AddStaff answered with something other than a credential")
+    };
+    let (manifest, _) = op.manifest().await.unwrap();
+    op.close().await;
+    let n = fed.node(agency).unwrap();
+    throughgate_node::keyfile::write_secret_key(&dir.join(format!("{id}.key")), &key).unwrap();
+    throughgate_node::keyfile::write_private_file(
+        &dir.join(format!("{id}.cred")),
+        &cred.to_bytes(),
+    )
+    .unwrap();
+    let profile = throughgate_node::client::Profile {
+        agency: n.id.clone(),
+        node_address: n.addr.to_string(),
+        replica_addresses: Vec::new(),
+        node_key: n.key.public(),
+        person_id: PersonId::new(id).unwrap(),
+        key_file: format!("{id}.key").into(),
+        credential_file: format!("{id}.cred").into(),
+        base_dir: dir.to_path_buf(),
+    };
+    let path = dir.join(format!("{id}.profile.toml"));
+    std::fs::write(&path, profile.to_toml()).unwrap();
+    std::fs::write(profile.manifest_cache_path(), manifest.to_bytes()).unwrap();
+    throughgate_node::client::Profile::load(&path).unwrap()
 }

@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL cluster for a test, or a skip where the machine has no PostgreSQL.
 
-use throughgate_node::pgcluster::TempCluster;
+use throughgate_testkit::pgcluster::TempCluster;
 
 /// Whether this run is CI's, where a missing PostgreSQL fails the test instead of skipping it.
 pub fn in_ci() -> bool {

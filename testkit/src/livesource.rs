@@ -1,6 +1,7 @@
 //! A demo agency's records in a PostgreSQL database of their own, with the mapping and the
 //! read-only role a `postgres` source reads them through: for the benchmark and the tests that
 //! run a holder on a live source (the conformance suite, `tg bench --records-source postgres`).
+//! The node reads it through its ordinary `postgres` source; nothing here runs in a node.
 //!
 //! One table, `tg.records`, holds every record with its fields as `jsonb`; the mapping has one
 //! kind per record kind the agency's synthetic generator makes, each a `SELECT` of that kind's
@@ -143,7 +144,7 @@ mod tests {
     fn every_demo_agencys_mapping_parses_with_its_kinds() {
         for agency in &crate::agencies::DEMO_AGENCIES {
             let text = mapping(agency, 2026, 5);
-            let m = super::super::postgres::Mapping::parse(&text)
+            let m = throughgate_node::source::postgres::Mapping::parse(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", agency.id));
             assert!(!m.kinds.is_empty(), "{}", agency.id);
             assert_eq!(m.source_system, agency.source_system);

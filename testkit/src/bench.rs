@@ -259,14 +259,14 @@ async fn load_source(
         };
         batch.extend(person_records(agency, &person, synth));
         if batch.len() >= LOAD_BATCH {
-            n += crate::source::demo::load(client, &batch)
+            n += crate::livesource::load(client, &batch)
                 .await
                 .map_err(|e| setup_err(e.to_string()))?;
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        n += crate::source::demo::load(client, &batch)
+        n += crate::livesource::load(client, &batch)
             .await
             .map_err(|e| setup_err(e.to_string()))?;
     }
@@ -336,7 +336,7 @@ impl BenchFederation {
             if let (Some(cluster), Some(dir)) = (&cluster, &source_files) {
                 let src = format!("source_{db}");
                 let url = cluster.create_database(&src).map_err(pg)?;
-                let client = crate::source::demo::create(&url)
+                let client = crate::livesource::create(&url)
                     .await
                     .map_err(|e| setup_err(e.to_string()))?;
                 sources.insert(a.id.to_owned(), client);
@@ -344,11 +344,11 @@ impl BenchFederation {
                 let mapping_file = dir.path().join(format!("{}-mapping.toml", a.id));
                 write_private(
                     &url_file,
-                    &crate::source::demo::reader_url(cluster.socket_dir(), &src),
+                    &crate::livesource::reader_url(cluster.socket_dir(), &src),
                 )?;
                 std::fs::write(
                     &mapping_file,
-                    crate::source::demo::mapping(a, options.seed, options.records_per_person),
+                    crate::livesource::mapping(a, options.seed, options.records_per_person),
                 )
                 .map_err(|e| setup_err(format!("mapping file: {e}")))?;
                 records.insert(
@@ -771,6 +771,7 @@ impl BenchFederation {
         let profile = crate::client::Profile {
             agency: n.id.clone(),
             node_address: n.addr.to_string(),
+            replica_addresses: Vec::new(),
             node_key: n.key.public(),
             person_id: cred.person_id,
             key_file: "caseworker.key".into(),

@@ -140,6 +140,8 @@ pub struct FedOptions {
     /// settings (paths in them absolute, or relative to the node's folder). The others answer
     /// from their store.
     pub records: BTreeMap<String, crate::config::RecordsRules>,
+    /// Every node's QUIC settings.
+    pub quic: crate::config::Quic,
 }
 
 impl Default for FedOptions {
@@ -159,6 +161,7 @@ impl Default for FedOptions {
             consent: crate::config::ConsentRules::default(),
             postgres: BTreeMap::new(),
             records: BTreeMap::new(),
+            quic: crate::config::Quic::default(),
         }
     }
 }
@@ -317,6 +320,7 @@ impl LocalFederation {
                 },
                 consent: opts.consent.clone(),
                 records: opts.records.get(agency.id).cloned().unwrap_or_default(),
+                quic: opts.quic.clone(),
                 base_dir: dir.clone(),
             };
             let key = SecretKey::generate();
