@@ -74,6 +74,30 @@ pub struct BenchArgs {
     /// agency).
     #[arg(long, value_enum, default_value_t = BenchStore::Sled)]
     pub store: BenchStore,
+    /// Where holders read records when they answer: `store` (their imported records) or
+    /// `postgres` (a live source each: a database of the agency's own in a throwaway local
+    /// cluster, read through a mapping as a read-only role). Name both, `store,postgres`, to
+    /// measure one after the other under the same settings and compare them in one table.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "store")]
+    pub records_source: Vec<BenchSource>,
+}
+
+/// Where a benchmark's holders read records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSource {
+    /// The node's own store of imported records.
+    Store,
+    /// A live PostgreSQL source.
+    Postgres,
+}
+
+impl BenchSource {
+    fn kind(self) -> throughgate_node::config::SourceKind {
+        match self {
+            BenchSource::Store => throughgate_node::config::SourceKind::Store,
+            BenchSource::Postgres => throughgate_node::config::SourceKind::Postgres,
+        }
+    }
 }
 
 /// The storage backend a benchmark runs on.
@@ -156,9 +180,18 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
         seed: a.seed,
         storage: storage(&a),
         postgres: a.store == BenchStore::Postgres,
+        records_source: a
+            .records_source
+            .first()
+            .copied()
+            .unwrap_or(BenchSource::Store)
+            .kind(),
     };
     let duration = Duration::from_secs(a.duration);
     let sweep = a.sweep.as_deref().map(parse_sweep).transpose()?;
+    if sweep.is_some() && a.records_source.len() > 1 {
+        bail!("--sweep takes one --records-source");
+    }
     if !g.json {
         print_crypto(&crypto, a.holders);
         println!(
@@ -171,8 +204,17 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
     let mut reports = Vec::new();
     match sweep {
         None => {
-            let r = point(g, &base, a.concurrency, duration, a.crypto_iterations).await?;
-            reports.push(r);
+            for source in &a.records_source {
+                let o = BenchOptions {
+                    records_source: source.kind(),
+                    ..base.clone()
+                };
+                let r = point(g, &o, a.concurrency, duration, a.crypto_iterations).await?;
+                if a.records_source.len() > 1 {
+                    emit_row(g, &r, &format!("records from {}", r.records_source));
+                }
+                reports.push(r);
+            }
         }
         Some((Key::Concurrency, values)) => {
             progress(g, "setting up the federation");
@@ -365,6 +407,7 @@ fn print_report(r: &BenchReport) {
                 r.holders, r.nodes, r.people, r.records_per_person
             ),
         ),
+        ("records from", r.records_source.clone()),
         ("caseworkers", r.concurrency.to_string()),
         (
             "measured",
@@ -440,6 +483,7 @@ fn print_report(r: &BenchReport) {
 
 fn print_table(reports: &[BenchReport]) {
     let mut t = render::table(&[
+        "records from",
         "holders",
         "records/holder",
         "caseworkers",
@@ -458,6 +502,7 @@ fn print_table(reports: &[BenchReport]) {
     for r in reports {
         let (lo, hi) = records_range(&r.records_per_holder);
         t.add_row(vec![
+            r.records_source.clone(),
             r.holders.to_string(),
             if lo == hi {
                 lo.to_string()
@@ -492,6 +537,12 @@ async fn run_cold(g: &Global, a: &BenchArgs, runs: usize) -> Result<u8> {
         seed: a.seed,
         storage: storage(a),
         postgres: a.store == BenchStore::Postgres,
+        records_source: a
+            .records_source
+            .first()
+            .copied()
+            .unwrap_or(BenchSource::Store)
+            .kind(),
     })
     .await?;
     progress(

@@ -13,7 +13,8 @@ use throughgate_protocol::messages::{HolderStatus, Outcome, Response, Withheld};
 use throughgate_protocol::record::DisclosedRecord;
 
 use crate::vocabulary::{
-    summarise, uk_date, uk_date_str, uk_time, vocabulary, PathwaySummary, Sourced,
+    records_age_words, summarise, uk_date, uk_date_str, uk_time, vocabulary, PathwaySummary,
+    Sourced,
 };
 
 /// Whether to use ANSI styling on stdout.
@@ -386,7 +387,11 @@ pub(crate) fn verification_line(r: &VerifiedResult) -> String {
                 Outcome::NotHeld => "holds no record of this person".to_owned(),
                 Outcome::Refused => format!("refused: {}", refusal_explanation(resp)),
             };
-            format!("{what}; as of {}; signature verified", uk_time(resp.as_of))
+            let age = records_age_words(resp).map_or_else(String::new, |w| format!(" ({w})"));
+            format!(
+                "{what}; as of {}{age}; signature verified",
+                uk_time(resp.as_of)
+            )
         }
         None => format!(
             "no answer: {}",
@@ -462,9 +467,11 @@ pub fn passport_text(v: &VerifiedBundle, m: &Manifest) -> String {
                 if agency != current {
                     current = agency;
                     if let Some(resp) = &r.response {
+                        let age =
+                            records_age_words(resp).map_or_else(String::new, |w| format!(" ({w})"));
                         let _ = writeln!(
                             out,
-                            "  from {agency} ({}), as of {}, signature verified",
+                            "  from {agency} ({}), as of {}{age}, signature verified",
                             agency_name(m, agency),
                             uk_time(resp.as_of)
                         );
@@ -615,6 +622,8 @@ pub fn passport_json(v: &VerifiedBundle, m: &Manifest) -> serde_json::Value {
                 "problem": r.problem.as_ref().map(ToString::to_string),
                 "elapsed_ms": r.result.elapsed_ms,
                 "as_of": resp.map(|x| x.as_of.to_rfc3339()),
+                "records_read_at": resp.and_then(|x| x.records_read_at.map(|t| t.to_rfc3339())),
+                "records_age_secs": resp.and_then(Response::records_age_secs),
                 "withheld": resp.map(|x| &x.withheld),
                 "records": resp.map(|x| &x.records),
                 "witness": r.witness.as_ref().map(witness_json),

@@ -14,7 +14,7 @@ use crate::render::{
     agency_name, incomplete_sentence, missing, person, records_by_category, refusal_code,
     refusal_explanation, refusals, summary, verification_line, withheld_names, withholding,
 };
-use crate::vocabulary::{uk_date, uk_time, vocabulary};
+use crate::vocabulary::{records_age_words, uk_date, uk_time, vocabulary};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -55,8 +55,13 @@ fn source_line(m: &Manifest, r: &VerifiedResult) -> String {
         .response
         .as_ref()
         .map_or_else(|| "no answer".to_owned(), |x| uk_time(x.as_of));
+    let age = r
+        .response
+        .as_ref()
+        .and_then(records_age_words)
+        .map_or_else(String::new, |w| format!(" ({})", esc(&w)));
     format!(
-        "<p class=\"source\">From <span class=\"agency-id\">{}</span> ({}), as of <time>{}</time>, <span class=\"verify {class}\">{}</span></p>",
+        "<p class=\"source\">From <span class=\"agency-id\">{}</span> ({}), as of <time>{}</time>{age}, <span class=\"verify {class}\">{}</span></p>",
         esc(agency),
         esc(&agency_name(m, agency)),
         esc(&as_of),

@@ -511,6 +511,7 @@ mod tests {
                 fields: Vec::new(),
                 records: 2,
                 withheld: Withheld::default(),
+                source: None,
             }),
         };
         let refused = decision(

@@ -187,6 +187,18 @@ pub fn uk_date(d: Date) -> String {
     uk_date_str(&s).unwrap_or(s)
 }
 
+/// How fresh a holder's disclosed records were, in words, when it read them from the agency's
+/// own system at the time of asking (`None` when it answered from its imported records).
+pub fn records_age_words(resp: &throughgate_protocol::messages::Response) -> Option<String> {
+    match resp.records_age_secs()? {
+        0 => Some("read from the agency's own system when asked".to_owned()),
+        1 => Some("records read from the agency's own system 1 second earlier".to_owned()),
+        n => Some(format!(
+            "records read from the agency's own system {n} seconds earlier"
+        )),
+    }
+}
+
 /// An instant as people in the UK read it, in UK time with its zone named:
 /// `7 December 2026 at 21:05 GMT`, `7 July 2026 at 22:05 BST`. (Machine-readable output keeps
 /// UTC.)
@@ -370,6 +382,44 @@ pub fn summarise(
 mod tests {
     use super::*;
     use throughgate_protocol::ids::RecordId;
+
+    #[test]
+    fn the_passport_gives_the_age_of_records_read_from_a_live_source() {
+        use throughgate_protocol::messages::{Outcome, Response, Withheld};
+        let mut r = Response {
+            query_id: throughgate_protocol::ids::QueryId::random(),
+            query_digest: [0; 32],
+            holder: throughgate_protocol::ids::AgencyId::new("nhs-wy").unwrap(),
+            passport_id: throughgate_protocol::ids::PassportId::random(),
+            outcome: Outcome::Disclosed,
+            reason: None,
+            detail: None,
+            consent_id: None,
+            records: Vec::new(),
+            withheld: Withheld::default(),
+            as_of: Timestamp(1_800_000_100),
+            receipt: throughgate_protocol::audit::Receipt {
+                entry: Vec::new(),
+                leaf_index: 0,
+                checkpoint: String::new(),
+                proof: Vec::new(),
+            },
+            witnessed: None,
+            requester_view: None,
+            records_read_at: None,
+        };
+        assert_eq!(records_age_words(&r), None);
+        r.records_read_at = Some(r.as_of);
+        assert_eq!(
+            records_age_words(&r).as_deref(),
+            Some("read from the agency's own system when asked")
+        );
+        r.records_read_at = Some(Timestamp(1_800_000_058));
+        assert_eq!(
+            records_age_words(&r).as_deref(),
+            Some("records read from the agency's own system 42 seconds earlier")
+        );
+    }
 
     fn rec(cat: Category, kind: &str, about: &str, fields: &[(&str, &str)]) -> DisclosedRecord {
         DisclosedRecord {

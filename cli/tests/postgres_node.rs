@@ -326,3 +326,44 @@ fn bench_runs_every_node_on_postgresql_past_the_hourly_consent_limit() {
     assert_eq!(d["errors"].as_f64(), Some(0.0), "{d}");
     assert!(d["passports"].as_f64().unwrap() > 0.0, "{d}");
 }
+
+#[test]
+fn bench_measures_holders_answering_from_the_store_and_from_a_live_postgres_source() {
+    if let Err(e) = throughgate_testkit::pgcluster::find_binaries() {
+        assert!(!in_ci(), "PostgreSQL is missing under CI: {e}");
+        let _ = writeln!(std::io::stderr(), "SKIP: bench with a live source: {e}");
+        return;
+    }
+    let out = tg([
+        "bench",
+        "--records-source",
+        "store,postgres",
+        "--holders",
+        "2",
+        "--people",
+        "10",
+        "--records",
+        "2",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    let text = ok(&out);
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows[0]["records_source"], "the store", "{text}");
+    assert_eq!(
+        rows[1]["records_source"], "a live postgresql source",
+        "{text}"
+    );
+    for d in &rows {
+        assert_eq!(d["errors"].as_f64(), Some(0.0), "{d}");
+        assert!(d["passports"].as_f64().unwrap() > 0.0, "{d}");
+        assert!(d["records_per_holder"][0].as_f64().unwrap() > 0.0, "{d}");
+    }
+}

@@ -4,6 +4,7 @@
 //! check its command line, output formats and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use throughgate_conformance::identity::random_identifier;
 use throughgate_conformance::{
     all_cases, report, select, CaseReport, Identity, SuiteConfig, Target, Timing, Verdict,
 };
-use throughgate_node::config::Limits;
+use throughgate_node::config::{Limits, RecordsRules, SourceKind};
 use throughgate_node::keyfile::write_secret_key;
 use throughgate_protocol::category::Category;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
@@ -77,7 +78,22 @@ struct Setup {
 }
 
 async fn start(target_agency: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
+    start_with(
+        target_agency,
+        tempfile::tempdir().unwrap(),
+        BTreeMap::new(),
+        false,
+    )
+    .await
+}
+
+/// [`start`] in `dir`, with these agencies answering from live record sources.
+async fn start_with(
+    target_agency: &str,
+    dir: tempfile::TempDir,
+    records: BTreeMap<String, RecordsRules>,
+    metrics: bool,
+) -> Setup {
     let primary = SecretKey::generate();
     let second = SecretKey::generate();
     write_secret_key(&dir.path().join("suite.key"), &primary).unwrap();
@@ -93,6 +109,8 @@ async fn start(target_agency: &str) -> Setup {
             ..Limits::default()
         },
         extra_members: extra.clone(),
+        records,
+        metrics,
         ..FedOptions::default()
     })
     .await
@@ -428,4 +446,101 @@ async fn the_suite_passes_against_a_health_node() {
         shrink[0].detail
     );
     s.fed.shutdown().await;
+}
+
+/// The suite, unchanged, against a holder that answers from the agency's own PostgreSQL (a
+/// `postgres` record source, read as a read-only role) instead of its imported store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_suite_passes_against_a_node_answering_from_a_live_postgres_source() {
+    use throughgate_testkit::livesource as demo;
+    const TARGET: &str = "probation-yorks";
+    let cluster = match throughgate_testkit::pgcluster::TempCluster::start(false) {
+        Ok(c) => c,
+        Err(e) if e.is_missing_postgres() && std::env::var("CI").map_or(true, |v| v.is_empty()) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIP: live postgres source: {e}");
+            return;
+        }
+        Err(e) => panic!("cannot start a PostgreSQL cluster: {e}"),
+    };
+    let url = cluster.create_database("agency").unwrap();
+    let mut admin = demo::create(&url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("source-url");
+    std::fs::write(&url_file, demo::reader_url(cluster.socket_dir(), "agency")).unwrap();
+    std::fs::set_permissions(
+        &url_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let shape = throughgate_testkit::agencies::demo_agency(TARGET).unwrap();
+    let defaults = FedOptions::default();
+    let mapping_file = dir.path().join("mapping.toml");
+    std::fs::write(
+        &mapping_file,
+        demo::mapping(shape, defaults.seed, defaults.records_per_person),
+    )
+    .unwrap();
+    let rules = RecordsRules {
+        source: SourceKind::Postgres,
+        source_timeout_ms: 700,
+        postgres: Some(throughgate_node::config::PostgresSource {
+            url_file,
+            mapping_file,
+        }),
+        ..RecordsRules::default()
+    };
+    let s = start_with(
+        TARGET,
+        dir,
+        BTreeMap::from([(TARGET.to_owned(), rules)]),
+        true,
+    )
+    .await;
+    // The agency's database holds what its store would: every record of everyone it knows.
+    let records: Vec<_> = s
+        .fed
+        .population
+        .known_to(shape)
+        .flat_map(|p| person_records(shape, p, &s.fed.synth))
+        .collect();
+    assert!(demo::load(&mut admin, &records).await.unwrap() > 0);
+    let identity_path = write_identity(&s, "suite.toml", "welfare", true, true);
+    let cfg = SuiteConfig {
+        target: s.target.clone(),
+        identity: Identity::load(&identity_path).unwrap(),
+        timing: timing(),
+    };
+    let reports = throughgate_conformance::run(&cfg, &all_cases())
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), all_cases().len());
+    check_all(&reports);
+    // The holder's answers did come from the database.
+    let metrics = metrics_of(&s, TARGET).await;
+    let reads = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("throughgate_source_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reads > 0.0, "{metrics}");
+    assert!(
+        !metrics.contains("throughgate_source_errors_total{"),
+        "{metrics}"
+    );
+    s.fed.shutdown().await;
+    drop(cluster);
+}
+
+/// The Prometheus text `agency`'s node serves.
+async fn metrics_of(s: &Setup, agency: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.fed.node(agency).unwrap().metrics_addr.unwrap();
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
 }

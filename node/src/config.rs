@@ -269,14 +269,93 @@ pub struct RecordsRules {
     /// (`tg records import --sync`) may delete without `--allow-mass-delete`: a truncated
     /// export must not wipe a node.
     pub max_sync_delete_percent: u32,
+    /// Where the node reads records when it answers a query: its own imported store (the
+    /// default), or the agency's own system at the time of asking.
+    pub source: SourceKind,
+    /// With a live source: how long one read from it may take, in milliseconds, connecting
+    /// included. Past it the query is refused `source_unavailable`. At most three quarters of
+    /// `limits.request_timeout_ms`, so a refusal reaches the requester inside its deadline.
+    pub source_timeout_ms: u64,
+    /// With `source = "postgres"`: the database and the mapping of record kinds to queries.
+    pub postgres: Option<PostgresSource>,
+    /// With `source = "http"`: the endpoint, its token and the CA that signs its certificate.
+    pub http: Option<HttpSource>,
+    /// With a live source: how long, in seconds, the node may answer from a source's answer
+    /// kept in memory (never on disk) instead of reading the source again. 0 (the default)
+    /// keeps nothing; at most [`RecordsRules::MAX_CACHE_TTL_SECS`]. Consent is still checked
+    /// afresh for every query; the passport shows the records' age.
+    pub cache_ttl_secs: u64,
 }
 
 impl Default for RecordsRules {
     fn default() -> RecordsRules {
         RecordsRules {
             max_sync_delete_percent: 10,
+            source: SourceKind::Store,
+            source_timeout_ms: 1000,
+            postgres: None,
+            http: None,
+            cache_ttl_secs: 0,
         }
     }
+}
+
+impl RecordsRules {
+    /// The longest a live source's answer may be kept.
+    pub const MAX_CACHE_TTL_SECS: u64 = 300;
+
+    /// The longest one read from a live source may take.
+    pub fn source_timeout(&self) -> Duration {
+        Duration::from_millis(self.source_timeout_ms)
+    }
+}
+
+/// Where a node's records come from when it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The records imported into the node's own store (`tg records import`).
+    #[default]
+    Store,
+    /// The agency's own PostgreSQL database, read through a mapping of read-only queries.
+    Postgres,
+    /// An HTTPS endpoint of the agency's own that answers with JSON Lines records.
+    Http,
+}
+
+impl SourceKind {
+    /// The name used in the config and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Store => "store",
+            SourceKind::Postgres => "postgres",
+            SourceKind::Http => "http",
+        }
+    }
+}
+
+/// A live PostgreSQL source (`[records.postgres]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// A file (mode 0600) holding the database URL, for a read-only role; a Unix socket or a
+    /// loopback address (connections carry no TLS).
+    pub url_file: PathBuf,
+    /// The mapping (TOML): per record kind, its query and how its columns map to a record.
+    pub mapping_file: PathBuf,
+}
+
+/// A live HTTPS source (`[records.http]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// The endpoint (`https://host:port/path`); the node POSTs the subject to it.
+    pub url: String,
+    /// A file (mode 0600) holding the bearer token sent with every request.
+    pub token_file: PathBuf,
+    /// The CA certificates (PEM) the endpoint's certificate must chain to; no other root is
+    /// trusted.
+    pub ca_file: PathBuf,
 }
 
 /// Refuses `value` outside `range`, naming the key and the range ("K must be between A and B").
@@ -484,7 +563,43 @@ impl NodeConfig {
             "records.max_sync_delete_percent",
             self.records.max_sync_delete_percent,
             0..=100,
-        )
+        )?;
+        let r = &self.records;
+        within(
+            "records.source_timeout_ms",
+            r.source_timeout_ms,
+            10..=(l.request_timeout_ms * 3 / 4).max(10),
+        )?;
+        within(
+            "records.cache_ttl_secs",
+            r.cache_ttl_secs,
+            0..=RecordsRules::MAX_CACHE_TTL_SECS,
+        )?;
+        if r.cache_ttl_secs > 0 && r.source == SourceKind::Store {
+            return Err(
+                "records.cache_ttl_secs applies to a live source only (records.source = \"postgres\" or \"http\")"
+                    .into(),
+            );
+        }
+        match (r.source, &r.postgres, &r.http) {
+            (SourceKind::Store, None, None)
+            | (SourceKind::Postgres, Some(_), None)
+            | (SourceKind::Http, None, Some(_)) => Ok(()),
+            (SourceKind::Postgres, None, _) => Err(
+                "records.source = \"postgres\" needs a [records.postgres] section with url_file \
+                 and mapping_file"
+                    .into(),
+            ),
+            (SourceKind::Http, _, None) => Err(
+                "records.source = \"http\" needs a [records.http] section with url, token_file \
+                 and ca_file"
+                    .into(),
+            ),
+            (kind, _, _) => Err(format!(
+                "records.source is \"{}\"; remove the [records.*] sections of other sources",
+                kind.as_str()
+            )),
+        }
     }
 
     /// Resolves a path from the file against the file's folder.
@@ -559,6 +674,51 @@ id_scheme = "noms_number"
         let err = NodeConfig::parse(&format!("{GOOD}\n[records]\nmax_sync_delete_share = 0.1\n"))
             .unwrap_err();
         assert!(err.contains("max_sync_delete_share"), "{err}");
+    }
+
+    #[test]
+    fn a_live_source_needs_its_own_section_and_a_timeout_inside_the_request_deadline() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.records.source, SourceKind::Store);
+        let c = NodeConfig::parse(&format!("{GOOD}\n[records]\nsource = \"postgres\"\n")).unwrap();
+        assert!(c.check().unwrap_err().contains("[records.postgres]"));
+        let pg = format!(
+            "{GOOD}\n[records]\nsource = \"postgres\"\n[records.postgres]\n\
+             url_file = \"source-url\"\nmapping_file = \"mapping.toml\"\n"
+        );
+        let c = NodeConfig::parse(&pg).unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(NodeConfig::parse(&c.to_toml()).unwrap(), c);
+        let c = NodeConfig::parse(&pg.replace("\"postgres\"\n[", "\"http\"\n[")).unwrap();
+        assert!(c.check().unwrap_err().contains("[records.http]"));
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        c.records.source = SourceKind::Store;
+        assert!(c.check().unwrap_err().contains("remove the [records.*]"));
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        c.records.source_timeout_ms = 2251;
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.source_timeout_ms must be between 10 and 2250"
+        );
+    }
+
+    #[test]
+    fn a_records_cache_is_off_by_default_short_and_for_a_live_source_only() {
+        assert_eq!(NodeConfig::parse(GOOD).unwrap().records.cache_ttl_secs, 0);
+        let pg = format!(
+            "{GOOD}\n[records]\nsource = \"postgres\"\ncache_ttl_secs = 60\n[records.postgres]\n\
+             url_file = \"source-url\"\nmapping_file = \"mapping.toml\"\n"
+        );
+        let mut c = NodeConfig::parse(&pg).unwrap();
+        assert!(c.check().is_ok());
+        c.records.cache_ttl_secs = 301;
+        assert_eq!(
+            c.check().unwrap_err(),
+            "records.cache_ttl_secs must be between 0 and 300"
+        );
+        let mut c = NodeConfig::parse(GOOD).unwrap();
+        c.records.cache_ttl_secs = 60;
+        assert!(c.check().unwrap_err().contains("live source only"));
     }
 
     #[test]

@@ -99,9 +99,37 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
     // From here on the artefact is the recording agency's own: even when this node refuses it,
     // the consent it declares it replaces is replaced here (that can only share less).
     let identifier = match delivered_identifier(state, &grant, &consent) {
-        Ok(Ok(i)) => i,
-        Ok(Err(why)) => return reject_superseding(state, &consent, why).await,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Ok(i) => i,
+        Err(why) => return reject_superseding(state, &consent, why).await,
+    };
+    // Whether the person is known here, asked of the same source queries are answered from
+    // (outside the consent gate: a slow source must not hold it).
+    let identifier = match identifier {
+        None => None,
+        Some(subject) => {
+            let timeout = state.config.records.source_timeout();
+            match state.records.subject_known(&subject, timeout).await {
+                Ok(known) => Some((subject, known)),
+                Err(crate::source::SourceError::Store(e)) => {
+                    return state.error(ErrorCode::Internal, e.to_string())
+                }
+                Err(e) => {
+                    state
+                        .metrics
+                        .source_errors
+                        .get_or_create(&crate::metrics::KindLabel {
+                            kind: e.metric().into(),
+                        })
+                        .inc();
+                    tracing::warn!(error = %e, consent = %id, "record source gave no usable answer while linking a consent");
+                    return state.error(
+                        ErrorCode::Internal,
+                        "this agency's system of record did not answer; the consent was not \
+                         stored; deliver it again later",
+                    );
+                }
+            }
+        }
     };
     let now = state.clock.now();
     // Exclusively: the passport's subject is read and fixed here, and a supersession or a
@@ -154,53 +182,40 @@ async fn delivery_rate_limited(state: &NodeState, from: &AgencyId) -> Envelope {
 
 /// Checks a verified grant from the recording agency against this node: addressed here, naming
 /// it, within its maximum validity and, for a holder, carrying an identifier of its scheme that
-/// matches the consent's commitment. Gives that identifier with whether a local subject has it
-/// (`None` for a grantee that holds nothing), or why the grant is refused.
-#[allow(clippy::type_complexity)]
+/// matches the consent's commitment. Gives that identifier (`None` for a grantee that holds
+/// nothing), or why the grant is refused.
 fn delivered_identifier(
     state: &NodeState,
     grant: &ConsentGrant,
     consent: &Consent,
-) -> Result<Result<Option<(String, bool)>, String>, crate::store::StoreError> {
+) -> Result<Option<String>, String> {
     if grant.recipient != state.agency {
-        return Ok(Err(format!(
-            "this delivery is addressed to {}",
-            grant.recipient
-        )));
+        return Err(format!("this delivery is addressed to {}", grant.recipient));
     }
     let scope = consent.scope_for(&state.agency);
     if scope.is_none() && !consent.is_grantee(&state.agency) {
-        return Ok(Err(
-            "this agency is neither a holder nor a grantee of the consent".into(),
-        ));
+        return Err("this agency is neither a holder nor a grantee of the consent".into());
     }
-    if let Err(why) = within_validity(consent, &state.config.consent) {
-        return Ok(Err(why));
-    }
+    within_validity(consent, &state.config.consent)?;
     let Some(scope) = scope else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
-        return Ok(Err(
-            "a holder's delivery must carry its identifier and salt".into(),
-        ));
+        return Err("a holder's delivery must carry its identifier and salt".into());
     };
     if subject.scheme != state.config.id_scheme {
-        return Ok(Err(format!(
+        return Err(format!(
             "this agency identifies people by {}, not {}",
             state.config.id_scheme, subject.scheme
-        )));
-    }
-    if subject.validate().is_err() {
-        return Ok(Err(format!("the {} is not valid", subject.scheme.title())));
-    }
-    if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
-        return Ok(Err(
-            "the identifier does not match the consent's commitment".into(),
         ));
     }
-    let known = state.db.subject_known(&subject.value)?;
-    Ok(Ok(Some((subject.value.clone(), known))))
+    if subject.validate().is_err() {
+        return Err(format!("the {} is not valid", subject.scheme.title()));
+    }
+    if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
+        return Err("the identifier does not match the consent's commitment".into());
+    }
+    Ok(Some(subject.value.clone()))
 }
 
 /// Refuses a verified grant from its recording agency, first ending here the consent it

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use throughgate_protocol::audit::{AuditEvent, DecisionEntry};
+use throughgate_protocol::audit::{AuditEvent, DecisionEntry, SourceAnswer};
+use throughgate_protocol::category::Category;
 use throughgate_protocol::checkpoint::SignedCheckpoint;
 use throughgate_protocol::consent_check::{check_consent, ConsentScope};
 use throughgate_protocol::envelope::Envelope;
@@ -22,9 +23,6 @@ use crate::db::{Linkage, StoredConsent};
 
 use crate::node::NodeState;
 
-/// Most records one subject may have disclosed in one response.
-const MAX_RECORDS_PER_SUBJECT: usize = 10_000;
-
 /// The decision for one query, before signing.
 #[derive(Debug)]
 pub(crate) struct Decision {
@@ -33,6 +31,8 @@ pub(crate) struct Decision {
     consent_id: Option<ConsentId>,
     records: Vec<DisclosedRecord>,
     withheld: Withheld,
+    /// The live source's answer the records came from.
+    source: Option<SourceAnswer>,
 }
 
 impl Decision {
@@ -43,6 +43,7 @@ impl Decision {
             consent_id,
             records: Vec::new(),
             withheld: Withheld::default(),
+            source: None,
         }
     }
 
@@ -75,6 +76,7 @@ impl Decision {
             fields: fields.into_iter().collect(),
             records: u32::try_from(self.records.len()).unwrap_or(u32::MAX),
             withheld: self.withheld.clone(),
+            source: self.source.clone(),
         }
     }
 }
@@ -119,43 +121,218 @@ async fn decide_and_sign(
     let now = state.clock.now();
     // Decisions read consent status under the shared gate and queue their log entry before
     // releasing it; status changes (revocation, supersession) take the gate exclusively. So the
-    // log orders every decision correctly against the status change it raced with.
-    let gate = state.consent_gate.decision();
-    let (query, decision) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
-        QueryVerdict::Malformed(detail) => {
-            return (state.error(ErrorCode::Malformed, detail), "error")
-        }
-        QueryVerdict::Refused(query, reason) => (*query, Ok(Decision::refuse(reason, None))),
-        QueryVerdict::Accepted(checked) => {
-            let q = &checked.query;
-            if !state
-                .caseworker_rate
-                .allow(&format!("{}/{}", q.requester, q.caseworker))
-            {
-                state.metrics.limit("caseworker_rate");
-                let msg = "this caseworker is sending queries too fast; slow down and retry";
-                return (state.error(ErrorCode::RateLimited, msg), "error");
+    // log orders every decision correctly against the status change it raced with. Records are
+    // read with the gate released (a slow source must never hold it), and the consent is
+    // checked again, under the gate, before the decision is queued.
+    let (query, plan) = {
+        let gate = state.consent_gate.decision();
+        let (query, plan) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
+            QueryVerdict::Malformed(detail) => {
+                return (state.error(ErrorCode::Malformed, detail), "error")
             }
-            let decision = decide(state, peer, &checked.query, &checked.credential, &manifest);
-            (checked.query, decision)
+            QueryVerdict::Refused(query, reason) => {
+                (*query, Ok(Plan::Decided(Decision::refuse(reason, None))))
+            }
+            QueryVerdict::Accepted(checked) => {
+                let q = &checked.query;
+                if !state
+                    .caseworker_rate
+                    .allow(&format!("{}/{}", q.requester, q.caseworker))
+                {
+                    state.metrics.limit("caseworker_rate");
+                    let msg = "this caseworker is sending queries too fast; slow down and retry";
+                    return (state.error(ErrorCode::RateLimited, msg), "error");
+                }
+                let plan = decide(state, peer, &checked.query, &checked.credential, &manifest);
+                (checked.query, plan)
+            }
+        };
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => return storage_failure(state, &query, &e),
+        };
+        match plan {
+            Plan::Decided(decision) => {
+                let digest = query_digest(env);
+                let pending = intent.submit(
+                    &state.audit,
+                    AuditEvent::Decision(decision.entry(&query, digest)),
+                );
+                drop(gate);
+                return finish(state, query, decision, digest, pending, now).await;
+            }
+            Plan::Fetch(fetch) => (query, fetch),
         }
     };
-    let decision = match decision {
-        Ok(d) => d,
+    let fetched = fetch_records(state, &query, &plan, now).await;
+    let decision = match fetched {
+        Ok((records, source)) => {
+            let (records, withheld) = plan.release.minimise(&records, &plan.scope);
+            Decision {
+                outcome: Outcome::Disclosed,
+                reason: None,
+                consent_id: Some(plan.consent_id.clone()),
+                records,
+                withheld,
+                source,
+            }
+        }
+        Err(crate::source::SourceError::Store(e)) => return storage_failure(state, &query, &e),
         Err(e) => {
-            tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
-            return (
-                state.error(ErrorCode::Internal, "storage failure; retry later"),
-                "error",
-            );
+            let reason = match e {
+                crate::source::SourceError::Invalid(_) => RefusalReason::SourceInvalid,
+                _ => RefusalReason::SourceUnavailable,
+            };
+            Decision::refuse(reason, Some(plan.consent_id.clone()))
         }
     };
     let digest = query_digest(env);
-    let pending = intent.submit(
-        &state.audit,
-        AuditEvent::Decision(decision.entry(&query, digest)),
+    let pending = {
+        let _gate = state.consent_gate.decision();
+        let decision = match recheck(state, &query, &plan, now) {
+            Ok(None) => decision,
+            Ok(Some(changed)) => changed,
+            Err(e) => return storage_failure(state, &query, &e),
+        };
+        let pending = intent.submit(
+            &state.audit,
+            AuditEvent::Decision(decision.entry(&query, digest)),
+        );
+        (pending, decision)
+    };
+    let (pending, decision) = pending;
+    finish(state, query, decision, digest, pending, now).await
+}
+
+fn storage_failure(
+    state: &NodeState,
+    query: &Query,
+    e: &crate::store::StoreError,
+) -> (Envelope, &'static str) {
+    tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
+    (
+        state.error(ErrorCode::Internal, "storage failure; retry later"),
+        "error",
+    )
+}
+
+/// Reads the records a planned disclosure needs from the node's record source, within the
+/// source timeout and the query's own expiry, counting failures and time for live sources.
+/// A live source's answer comes with its digest and time, from the source or from the cache
+/// of its recent answers (when on).
+async fn fetch_records(
+    state: &NodeState,
+    query: &Query,
+    plan: &Fetch,
+    now: Timestamp,
+) -> Result<(Records, Option<SourceAnswer>), crate::source::SourceError> {
+    let wanted: BTreeSet<Category> = plan.categories.iter().copied().collect();
+    if state.records.kind() == crate::config::SourceKind::Store {
+        let timeout = source_deadline(state, query, now);
+        let got = crate::source::within(
+            timeout,
+            state.records.fetch(&plan.subject, &wanted, timeout),
+        )
+        .await?;
+        return Ok((Records::new(got), None));
+    }
+    let answer = match state.source_cache.get(&plan.subject, &wanted, now) {
+        Some(a) => a,
+        None => {
+            let a = read_source(state, query, &plan.subject, &wanted, now).await?;
+            let a = crate::source::cache::Answer::new(a, now);
+            state.source_cache.put(&plan.subject, &wanted, a.clone());
+            a
+        }
+    };
+    let source = SourceAnswer {
+        digest: answer.digest,
+        read_at: answer.read_at,
+    };
+    Ok((answer.records, Some(source)))
+}
+
+/// How long a read from the record source may take: the source timeout, within the query's
+/// own expiry.
+fn source_deadline(state: &NodeState, query: &Query, now: Timestamp) -> std::time::Duration {
+    let left = std::time::Duration::from_secs(query.expires_at.0.saturating_sub(now.0));
+    state.config.records.source_timeout().min(left)
+}
+
+/// A subject's records as the source gave them, shared with the cache.
+type Records = std::sync::Arc<Vec<throughgate_protocol::record::Record>>;
+
+/// Reads a live source once, within the source timeout and the query's own expiry, counting
+/// its failures and time.
+async fn read_source(
+    state: &NodeState,
+    query: &Query,
+    subject: &str,
+    wanted: &BTreeSet<Category>,
+    now: Timestamp,
+) -> Result<Vec<throughgate_protocol::record::Record>, crate::source::SourceError> {
+    let timeout = source_deadline(state, query, now);
+    let started = std::time::Instant::now();
+    let got = crate::source::within(timeout, state.records.fetch(subject, wanted, timeout)).await;
+    state
+        .metrics
+        .source_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match &got {
+        Ok(records) => {
+            tracing::debug!(query = %query.query_id, records = records.len(), "record source answered");
+        }
+        Err(e) => {
+            state
+                .metrics
+                .source_errors
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: e.metric().into(),
+                })
+                .inc();
+            tracing::warn!(error = %e, query = %query.query_id, source = state.records.kind().as_str(), "record source gave no usable answer; refused, nothing disclosed");
+        }
+    }
+    got
+}
+
+/// Checks again, under the consent gate, that the consent a planned disclosure relies on
+/// still allows it; gives the decision to log instead when it no longer does.
+fn recheck(
+    state: &NodeState,
+    query: &Query,
+    plan: &Fetch,
+    now: Timestamp,
+) -> Result<Option<Decision>, crate::store::StoreError> {
+    let (consent, linkage) = (
+        state.db.consent(&plan.consent_id)?,
+        state.db.consent_linkage(&plan.consent_id)?,
     );
-    drop(gate);
+    let passport_subject = state.db.passport_subject(&query.passport_id)?;
+    let facts = ConsentFacts {
+        consent: consent.as_ref(),
+        linkage: linkage.as_ref(),
+        passport_subject: passport_subject.as_deref(),
+    };
+    Ok(match consent_verdict(query, &state.agency, &facts, now) {
+        ConsentVerdict::Decided(d) => Some(d),
+        ConsentVerdict::Disclose { subject, .. } if subject == plan.subject => None,
+        ConsentVerdict::Disclose { consent_id, .. } => Some(Decision::refuse(
+            RefusalReason::SubjectMismatch,
+            Some(consent_id),
+        )),
+    })
+}
+
+/// Waits for the decision's log entry to be durable, then signs the response.
+async fn finish(
+    state: &NodeState,
+    query: Query,
+    decision: Decision,
+    digest: [u8; 32],
+    pending: crate::audit::PendingReceipt,
+    now: Timestamp,
+) -> (Envelope, &'static str) {
     // Log before disclose: the response is built from the durable entry's receipt.
     let receipt = match pending.wait().await {
         Ok(r) => r,
@@ -191,9 +368,30 @@ async fn decide_and_sign(
         receipt,
         witnessed,
         requester_view,
+        records_read_at: decision.source.map(|s| s.read_at),
     };
     let outcome = response.outcome.as_str();
     (state.seal(&response), outcome)
+}
+
+/// What deciding under the consent gate leaves to do.
+#[derive(Debug)]
+enum Plan {
+    /// Decided without records (a refusal, or not held).
+    Decided(Decision),
+    /// The consent and policy allow a disclosure: read the subject's records, then minimise.
+    Fetch(Fetch),
+}
+
+/// A disclosure that consent and policy allow, waiting for its records.
+#[derive(Debug)]
+struct Fetch {
+    consent_id: ConsentId,
+    subject: String,
+    scope: ConsentScope,
+    release: crate::policy::Release,
+    /// Asked for, covered by the consent and released by policy.
+    categories: Vec<Category>,
 }
 
 /// What a response carries of the witnessing of this node's log (section 16.3): the newest
@@ -246,31 +444,34 @@ fn witness_evidence(
     (witnessed, requester_view)
 }
 
+/// The part of a holder's decision that needs no records: a pure function of what the node
+/// knows (credential revocations, replay, consent, linkage, policy) and `now`.
 fn decide(
     state: &NodeState,
     peer: &AgencyId,
     query: &Query,
     credential: &throughgate_protocol::credential::Credential,
     manifest: &throughgate_protocol::manifest::Manifest,
-) -> Result<Decision, crate::store::StoreError> {
+) -> Result<Plan, crate::store::StoreError> {
+    let refuse = |reason, id| Ok(Plan::Decided(Decision::refuse(reason, id)));
     let now = state.clock.now();
     if &query.requester != peer {
-        return Ok(Decision::refuse(RefusalReason::RequesterMismatch, None));
+        return refuse(RefusalReason::RequesterMismatch, None);
     }
     if state
         .db
         .credential_revoked(&query.requester, &credential.public_key)?
     {
-        return Ok(Decision::refuse(RefusalReason::CredentialRevoked, None));
+        return refuse(RefusalReason::CredentialRevoked, None);
     }
     if query.request_for(&state.agency).is_none() {
-        return Ok(Decision::refuse(RefusalReason::NotAddressed, None));
+        return refuse(RefusalReason::NotAddressed, None);
     }
     if !state
         .db
         .mark_query_seen(&query.query_id, query.expires_at)?
     {
-        return Ok(Decision::refuse(RefusalReason::QueryReplayed, None));
+        return refuse(RefusalReason::QueryReplayed, None);
     }
     let (consent, linkage) = match &query.consent_id {
         Some(id) => (state.db.consent(id)?, state.db.consent_linkage(id)?),
@@ -283,7 +484,7 @@ fn decide(
         passport_subject: passport_subject.as_deref(),
     };
     let (consent_id, subject, scope) = match consent_verdict(query, &state.agency, &facts, now) {
-        ConsentVerdict::Decided(d) => return Ok(d),
+        ConsentVerdict::Decided(d) => return Ok(Plan::Decided(d)),
         ConsentVerdict::Disclose {
             consent_id,
             subject,
@@ -291,10 +492,7 @@ fn decide(
         } => (consent_id, subject, scope),
     };
     let Some(requester) = manifest.member(&query.requester) else {
-        return Ok(Decision::refuse(
-            RefusalReason::RequesterNotAuthorised,
-            Some(consent_id),
-        ));
+        return refuse(RefusalReason::RequesterNotAuthorised, Some(consent_id));
     };
     let release = state.policy().release_for(query.purpose, requester);
     if scope
@@ -302,20 +500,21 @@ fn decide(
         .iter()
         .all(|c| !release.categories.contains(c))
     {
-        return Ok(Decision::refuse(
-            RefusalReason::PolicyWithholdsAll,
-            Some(consent_id),
-        ));
+        return refuse(RefusalReason::PolicyWithholdsAll, Some(consent_id));
     }
-    let records = state.db.records_of(&subject, MAX_RECORDS_PER_SUBJECT)?;
-    let (records, withheld) = release.minimise(&records, &scope);
-    Ok(Decision {
-        outcome: Outcome::Disclosed,
-        reason: None,
-        consent_id: Some(consent_id),
-        records,
-        withheld,
-    })
+    let categories = scope
+        .categories
+        .iter()
+        .copied()
+        .filter(|c| release.categories.contains(c))
+        .collect();
+    Ok(Plan::Fetch(Fetch {
+        consent_id,
+        subject,
+        scope,
+        release,
+        categories,
+    }))
 }
 
 /// What the holder knows about the consent a query names.
@@ -384,6 +583,7 @@ pub(crate) fn consent_verdict(
             consent_id: Some(consent_id.clone()),
             records: Vec::new(),
             withheld: Withheld::default(),
+            source: None,
         }),
     }
 }
@@ -514,6 +714,7 @@ mod tests {
             consent_id: None,
             records: vec![rec(Category::Health), rec(Category::Health)],
             withheld: Withheld::default(),
+            source: None,
         };
         let e = d.entry(&q, [0; 32]);
         assert_eq!(e.categories, vec![Category::Health]);

@@ -1208,6 +1208,22 @@ fn import_jsonl<R: Read>(source: Tracker<R>, _state: &RefCell<SourceState>, c: &
     }
 }
 
+/// Checks one record given as a JSON object of the JSON Lines import format, exactly as an
+/// imported row is checked (every cell, then [`Record::validate`]). Live record sources hand
+/// every row they read through this, so a source can disclose nothing an import would refuse.
+pub fn check_json_record(
+    value: &serde_json::Value,
+    scheme: IdScheme,
+) -> Result<Record, Vec<ImportProblem>> {
+    let raw = json_row(value)?;
+    let mut problems = Vec::new();
+    let record = check_row(raw, scheme, &mut problems);
+    match record {
+        Some(r) if problems.is_empty() => Ok(r),
+        _ => Err(problems),
+    }
+}
+
 /// Picks a JSON object apart into a row, checking types and keys.
 fn json_row(value: &serde_json::Value) -> Result<RawRow<'_>, Vec<ImportProblem>> {
     let serde_json::Value::Object(map) = value else {

@@ -51,6 +51,7 @@ pub mod ratelimit;
 pub mod records_api;
 pub mod rotation;
 pub mod server;
+pub mod source;
 pub mod staff;
 pub mod store;
 pub mod tls;

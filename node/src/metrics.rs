@@ -70,6 +70,11 @@ pub struct Metrics {
     pub audit_entries: Gauge,
     /// Entries per durable audit commit (group commit).
     pub audit_batch_size: Histogram,
+    /// Reads from a live record source that gave no usable answer, by kind (timeout,
+    /// unavailable, invalid).
+    pub source_errors: Family<KindLabel, Counter>,
+    /// Time a live record source took to answer (or to fail), seconds.
+    pub source_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +108,18 @@ impl Metrics {
         let audit_entries = Gauge::default();
         let audit_batch_size =
             Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0]);
+        let source_errors = Family::<KindLabel, Counter>::default();
+        let source_seconds = Histogram::new(latency_buckets());
+        registry.register(
+            "source_errors",
+            "Reads from a live record source that gave no usable answer, by kind",
+            source_errors.clone(),
+        );
+        registry.register(
+            "source_seconds",
+            "Time a live record source took to answer",
+            source_seconds.clone(),
+        );
         registry.register("queries", "Queries decided as a holder", queries.clone());
         registry.register(
             "query_seconds",
@@ -181,6 +198,8 @@ impl Metrics {
             limit_hits,
             audit_entries,
             audit_batch_size,
+            source_errors,
+            source_seconds,
         }
     }
 

@@ -46,6 +46,9 @@ pub enum NodeError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The record source could not be set up.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceSetupError),
     /// The node has no manifest yet.
     #[error("no current federation manifest (none stored, or the stored one expired): put a valid one at the config's `manifest_file` and start again")]
     NoManifest,
@@ -88,6 +91,10 @@ pub struct NodeState {
     pub config: NodeConfig,
     /// Storage.
     pub db: Db,
+    /// Where answers read records: the store, or the agency's own system.
+    pub records: Arc<dyn crate::source::RecordSource>,
+    /// A live source's recent answers, in memory (off unless `records.cache_ttl_secs` is set).
+    pub source_cache: crate::source::cache::AnswerCache,
     /// Manifest and staff keys.
     pub trust: Arc<Trust>,
     /// The clock.
@@ -353,6 +360,7 @@ impl Node {
         } = opts;
         let agency = config.agency.clone();
         let db = Db::new(store);
+        let records = crate::source::open(&config, db.clone())?;
         let dropped = db.drop_legacy_links()?;
         if dropped > 0 {
             tracing::warn!(
@@ -397,6 +405,7 @@ impl Node {
         )?
         .with_commit_delay(config.storage.commit_delay());
         let state = Arc::new(NodeState {
+            source_cache: crate::source::cache::AnswerCache::new(config.records.cache_ttl_secs),
             metrics,
             peer_rate: crate::ratelimit::RateLimiter::new(
                 config.limits.peer_requests_per_sec,
@@ -432,6 +441,7 @@ impl Node {
             endpoint: endpoint.clone(),
             config,
             db,
+            records,
             trust,
             started_at: clock.now(),
             clock,

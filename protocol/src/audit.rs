@@ -65,6 +65,24 @@ pub struct DecisionEntry {
     pub records: u32,
     /// What was withheld by policy or period.
     pub withheld: Withheld,
+    /// The live record source's answer the records came from, when the holder read them from
+    /// the agency's own system rather than its imported store. Always written (`null` when
+    /// none); an entry without it is read as having none.
+    #[serde(default)]
+    pub source: Option<SourceAnswer>,
+}
+
+/// A live record source's answer, as a decision's audit entry records it: enough to match the
+/// entry against the agency's own system, never the records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceAnswer {
+    /// SHA-256 of the answer's records as checked, encoded as a CBOR array of `record`s in
+    /// the order the source gave them (before minimisation).
+    #[serde(with = "fixed_bytes")]
+    pub digest: [u8; 32],
+    /// When the source gave that answer: earlier than the decision when the holder answered
+    /// from its short in-memory cache.
+    pub read_at: Timestamp,
 }
 
 /// A consent event on this node.

@@ -402,6 +402,20 @@ fn verify_response_at(
         }
         _ => {}
     }
+    match resp.records_read_at {
+        Some(_) if resp.outcome != Outcome::Disclosed => {
+            return Err(BundleError::Inconsistent(format!(
+                "a records-read time on a {} response",
+                resp.outcome
+            )))
+        }
+        Some(t) if t > resp.as_of => {
+            return Err(BundleError::Inconsistent(
+                "records read after the decision".into(),
+            ))
+        }
+        _ => {}
+    }
     if let Some(e) = resp.records.iter().find_map(|r| r.validate().err()) {
         return Err(BundleError::Inconsistent(format!(
             "a disclosed record is malformed: {e}"
@@ -476,6 +490,7 @@ fn check_receipt(
         || d.reason != resp.reason
         || d.consent_id != resp.consent_id
         || d.records != records
+        || d.source.as_ref().map(|s| s.read_at) != resp.records_read_at
     {
         return Err(BundleError::Receipt(
             "the logged decision differs from the response".into(),

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use throughgate_protocol::assembly::AssemblyStatement;
 use throughgate_protocol::audit::{
     self as audit, verify_receipt, AuditEntry, AuditEvent, ConsentEntry, DecisionEntry, ProofHash,
-    Receipt, ReceiptError,
+    Receipt, ReceiptError, SourceAnswer,
 };
 use throughgate_protocol::bundle::{
     verify_bundle, verify_response_witnessed, witness_name, BundleError, PassportBundle,
@@ -654,6 +654,7 @@ fn response_body(q_env: &Envelope, outcome: Outcome) -> Response {
         receipt: empty_receipt(),
         witnessed: None,
         requester_view: None,
+        records_read_at: None,
     };
     with_receipt(r, &q, "node-nhs-wy")
 }
@@ -732,6 +733,11 @@ fn decision_entry(r: &Response, q: &Query) -> AuditEntry {
             fields,
             records: u32::try_from(r.records.len()).unwrap(),
             withheld: r.withheld.clone(),
+            // The fixture live source's answer: a fixed digest, read when the response says.
+            source: r.records_read_at.map(|read_at| SourceAnswer {
+                digest: [0x5d; 32],
+                read_at,
+            }),
         }),
     }
 }
@@ -3831,6 +3837,47 @@ fn gen_responses(g: &mut Gen) {
         &q,
         "nhs-wy",
         "valid",
+    );
+    // Records from a live source: read 90 s before the decision (a cached answer), with the
+    // logged decision recording the same time; read after it; on a refusal.
+    let read_at = |outcome, at: u64| {
+        let mut r = response_body(&q, outcome);
+        r.records_read_at = Some(Timestamp(at));
+        with_receipt(r, &qb, nhs)
+    };
+    one(
+        "valid-records-read-earlier",
+        "nhs-wy's disclosure of records its live source gave 90 seconds before it decided (its cache); the logged decision records the same time.",
+        &seal_node(&read_at(Outcome::Disclosed, NOW - 90), nhs),
+        &q,
+        "nhs-wy",
+        "valid",
+    );
+    one(
+        "records-read-after-decision",
+        "A disclosure whose records were read 10 seconds after the decision.",
+        &seal_node(&read_at(Outcome::Disclosed, NOW + 10), nhs),
+        &q,
+        "nhs-wy",
+        "inconsistent",
+    );
+    one(
+        "records-read-time-on-refusal",
+        "A refusal carrying a records-read time.",
+        &seal_node(&read_at(Outcome::Refused, NOW - 90), nhs),
+        &q,
+        "nhs-wy",
+        "inconsistent",
+    );
+    let mut r = response_body(&q, Outcome::Disclosed);
+    r.records_read_at = Some(Timestamp(NOW - 90));
+    one(
+        "records-read-time-not-logged",
+        "A disclosure naming a records-read time its logged decision does not record (the receipt is for the same decision without it).",
+        &seal_node(&r, nhs),
+        &q,
+        "nhs-wy",
+        "receipt",
     );
     one(
         "wrong-holder",

@@ -104,6 +104,11 @@ pub struct BenchOptions {
     /// Keep every node's state in PostgreSQL instead of sled: one throwaway cluster (fsync
     /// on) from the system's `initdb`/`pg_ctl`, one database per agency.
     pub postgres: bool,
+    /// Where holders read records when they answer: their imported store, or (`Postgres`) a
+    /// live PostgreSQL source each, a database of the agency's own in a throwaway cluster on
+    /// this machine (the same cluster as the nodes' state with `postgres`), read through a
+    /// mapping as a read-only role. `Http` is not benchmarked.
+    pub records_source: crate::config::SourceKind,
 }
 
 impl Default for BenchOptions {
@@ -116,6 +121,7 @@ impl Default for BenchOptions {
             seed: 2026,
             storage: crate::config::Storage::default(),
             postgres: false,
+            records_source: crate::config::SourceKind::Store,
         }
     }
 }
@@ -169,6 +175,8 @@ pub struct BenchFederation {
     /// The PostgreSQL cluster the nodes keep their state in, with `postgres`; stopped when
     /// the federation is shut down.
     cluster: Option<crate::pgcluster::TempCluster>,
+    /// With a live source: the folder of its URL and mapping files.
+    _source_files: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for BenchFederation {
@@ -225,6 +233,59 @@ fn load_holder(
     Ok(n)
 }
 
+/// [`load_holder`] for a holder answering from a live PostgreSQL source: into the agency's
+/// own database.
+async fn load_source(
+    client: &mut tokio_postgres::Client,
+    agency: &'static DemoAgency,
+    consented: &[SyntheticPerson],
+    mut background: impl Iterator<Item = SyntheticPerson>,
+    synth: &SynthConfig,
+    target: Option<u64>,
+) -> Result<u64, BenchError> {
+    let mut n = 0u64;
+    let mut batch = Vec::with_capacity(LOAD_BATCH + 16);
+    let mut people = consented.iter().cloned();
+    loop {
+        let person = match people.next() {
+            Some(p) => p,
+            None if target.is_some_and(|t| n + (batch.len() as u64) < t) => {
+                match background.next() {
+                    Some(p) => p,
+                    None => break,
+                }
+            }
+            None => break,
+        };
+        batch.extend(person_records(agency, &person, synth));
+        if batch.len() >= LOAD_BATCH {
+            n += crate::livesource::load(client, &batch)
+                .await
+                .map_err(|e| setup_err(e.to_string()))?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        n += crate::livesource::load(client, &batch)
+            .await
+            .map_err(|e| setup_err(e.to_string()))?;
+    }
+    Ok(n)
+}
+
+/// Writes `text` to a new file readable by its owner only.
+fn write_private(path: &std::path::Path, text: &str) -> Result<(), BenchError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| setup_err(format!("{}: {e}", path.display())))
+}
+
 impl BenchFederation {
     /// Starts the federation, loads records and records consent for every person, waiting
     /// (by polling each consent's delivery state) until every holder has acknowledged and
@@ -235,23 +296,74 @@ impl BenchFederation {
         }
         let t = Instant::now();
         let (agencies, synthetic) = holder_layout(options.holders);
-        let (cluster, postgres) = if options.postgres {
-            let cluster = crate::pgcluster::TempCluster::start(true)
-                .map_err(|e| setup_err(format!("PostgreSQL: {e}")))?;
-            let mut databases = std::collections::BTreeMap::new();
-            let synthetic_ids = (0..synthetic).filter_map(|k| {
-                crate::localfed::synthetic_holder(agencies.len() + k + 1).map(|a| a.id)
-            });
-            for id in agencies.iter().copied().chain(synthetic_ids) {
-                let url = cluster
-                    .create_database(&id.replace('-', "_"))
-                    .map_err(|e| setup_err(format!("PostgreSQL: {e}")))?;
-                databases.insert(id.to_owned(), url);
+        let live = match options.records_source {
+            crate::config::SourceKind::Store => false,
+            crate::config::SourceKind::Postgres => true,
+            crate::config::SourceKind::Http => {
+                return Err(setup_err("the benchmark has no http record source"))
             }
-            (Some(cluster), databases)
-        } else {
-            (None, std::collections::BTreeMap::new())
         };
+        let shapes: Vec<&'static DemoAgency> = agencies
+            .iter()
+            .filter_map(|id| crate::agencies::demo_agency(id))
+            .chain(
+                (0..synthetic)
+                    .filter_map(|k| crate::localfed::synthetic_holder(agencies.len() + k + 1)),
+            )
+            .collect();
+        let cluster = if options.postgres || live {
+            Some(
+                crate::pgcluster::TempCluster::start(true)
+                    .map_err(|e| setup_err(format!("PostgreSQL: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let mut postgres = std::collections::BTreeMap::new();
+        let mut records = std::collections::BTreeMap::new();
+        let mut sources = BTreeMap::new();
+        let source_files = if live {
+            Some(tempfile::tempdir().map_err(|e| setup_err(format!("temporary folder: {e}")))?)
+        } else {
+            None
+        };
+        let pg = |e: crate::pgcluster::ClusterError| setup_err(format!("PostgreSQL: {e}"));
+        for a in &shapes {
+            let db = a.id.replace('-', "_");
+            if let (Some(cluster), true) = (&cluster, options.postgres) {
+                postgres.insert(a.id.to_owned(), cluster.create_database(&db).map_err(pg)?);
+            }
+            if let (Some(cluster), Some(dir)) = (&cluster, &source_files) {
+                let src = format!("source_{db}");
+                let url = cluster.create_database(&src).map_err(pg)?;
+                let client = crate::livesource::create(&url)
+                    .await
+                    .map_err(|e| setup_err(e.to_string()))?;
+                sources.insert(a.id.to_owned(), client);
+                let url_file = dir.path().join(format!("{}-url", a.id));
+                let mapping_file = dir.path().join(format!("{}-mapping.toml", a.id));
+                write_private(
+                    &url_file,
+                    &crate::livesource::reader_url(cluster.socket_dir(), &src),
+                )?;
+                std::fs::write(
+                    &mapping_file,
+                    crate::livesource::mapping(a, options.seed, options.records_per_person),
+                )
+                .map_err(|e| setup_err(format!("mapping file: {e}")))?;
+                records.insert(
+                    a.id.to_owned(),
+                    crate::config::RecordsRules {
+                        source: crate::config::SourceKind::Postgres,
+                        postgres: Some(crate::config::PostgresSource {
+                            url_file,
+                            mapping_file,
+                        }),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
         let fed = LocalFederation::start(FedOptions {
             people: 0,
             records_per_person: options.records_per_person,
@@ -274,6 +386,7 @@ impl BenchFederation {
             },
             storage: options.storage.clone(),
             postgres,
+            records,
             ..FedOptions::default()
         })
         .await?;
@@ -313,7 +426,29 @@ impl BenchFederation {
         }
         let consented_index = Arc::new(consented_index);
         let shared: Arc<Vec<SyntheticPerson>> = Arc::new(consented.clone());
-        let loads = fed.nodes.iter().filter_map(|n| {
+        let mut records_per_holder = Vec::new();
+        // A live source: the records go to the agency's own database, none to the node.
+        for n in fed.nodes.iter().filter(|_| live) {
+            let Some(client) = sources.get_mut(n.id.as_str()) else {
+                return Err(setup_err(format!("no record source for {}", n.id)));
+            };
+            let background = (0..crate::synth::MAX_PEOPLE)
+                .filter(|i| !consented_index.contains(i))
+                .map(|i| generator.person(i));
+            records_per_holder.push(
+                load_source(
+                    client,
+                    n.agency,
+                    &consented,
+                    background,
+                    &synth,
+                    options.holder_records,
+                )
+                .await?,
+            );
+        }
+        drop(sources);
+        let loads = fed.nodes.iter().filter(|_| !live).filter_map(|n| {
             let db = n.node.as_ref()?.state().db.clone();
             let agency = n.agency;
             let people = shared.clone();
@@ -327,7 +462,6 @@ impl BenchFederation {
                 load_holder(&db, agency, &people, background, &synth, target)
             }))
         });
-        let mut records_per_holder = Vec::new();
         for r in futures::future::join_all(loads).await {
             records_per_holder.push(r.map_err(|e| setup_err(e.to_string()))??);
         }
@@ -405,6 +539,7 @@ impl BenchFederation {
         Ok(BenchFederation {
             fed,
             cluster,
+            _source_files: source_files,
             options,
             manifest_env,
             manifest,
@@ -517,13 +652,15 @@ impl BenchFederation {
         lat.sort_unstable();
         Ok(BenchReport {
             system: format!(
-                "throughgate quic+cbor+ed25519, merkle audit log, {} store",
+                "throughgate quic+cbor+ed25519, merkle audit log, {} store, records from {}",
                 if self.options.postgres {
                     "postgresql"
                 } else {
                     "sled"
-                }
+                },
+                self.records_source()
             ),
+            records_source: self.records_source().to_owned(),
             holders: self.options.holders,
             nodes: self.fed.nodes.len(),
             people: self.options.people,
@@ -574,6 +711,14 @@ impl BenchFederation {
             error_samples: run.error_samples,
             setup: self.setup.clone(),
         })
+    }
+
+    /// Where the holders read records, in words.
+    fn records_source(&self) -> &'static str {
+        match self.options.records_source {
+            crate::config::SourceKind::Store => "the store",
+            _ => "a live postgresql source",
+        }
     }
 
     /// Stops every node.
@@ -946,6 +1091,8 @@ impl Latency {
 pub struct BenchReport {
     /// What was measured.
     pub system: String,
+    /// Where the holders read records: `the store` or `a live postgresql source`.
+    pub records_source: String,
     /// Holder nodes.
     pub holders: usize,
     /// Nodes in the process (the requester is also a holder).

@@ -9,6 +9,7 @@
 //! | [`synth`] | the seeded synthetic-data generator: people and their records at each demo agency |
 //! | [`localfed`] | a federation of demo agencies on loopback in one process (`tg demo`, the tests) |
 //! | [`mod@bench`] | the machinery and measurements behind `tg bench` |
+//! | [`livesource`] | a demo agency's records in a PostgreSQL database of its own, with the mapping a live `postgres` source reads them through |
 //! | [`pgcluster`] | a throwaway PostgreSQL cluster from the system's own binaries, for tests and the benchmark |
 //!
 //! The harness drives nodes only through the node library's public API. The node modules it uses
@@ -16,6 +17,7 @@
 
 pub mod agencies;
 pub mod bench;
+pub mod livesource;
 pub mod localfed;
 pub mod pgcluster;
 pub mod synth;

@@ -136,6 +136,10 @@ pub struct FedOptions {
     /// Agencies whose nodes keep their state in PostgreSQL: agency id to database URL (one
     /// database per agency). The others use `storage` as given.
     pub postgres: BTreeMap<String, String>,
+    /// Agencies whose nodes answer from a live record source: agency id to its `[records]`
+    /// settings (paths in them absolute, or relative to the node's folder). The others answer
+    /// from their store.
+    pub records: BTreeMap<String, crate::config::RecordsRules>,
     /// Every node's QUIC settings.
     pub quic: crate::config::Quic,
 }
@@ -156,6 +160,7 @@ impl Default for FedOptions {
             storage: crate::config::Storage::default(),
             consent: crate::config::ConsentRules::default(),
             postgres: BTreeMap::new(),
+            records: BTreeMap::new(),
             quic: crate::config::Quic::default(),
         }
     }
@@ -314,7 +319,7 @@ impl LocalFederation {
                     None => opts.storage.clone(),
                 },
                 consent: opts.consent.clone(),
-                records: crate::config::RecordsRules::default(),
+                records: opts.records.get(agency.id).cloned().unwrap_or_default(),
                 quic: opts.quic.clone(),
                 base_dir: dir.clone(),
             };

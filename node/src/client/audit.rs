@@ -297,6 +297,7 @@ mod tests {
                 fields: Vec::new(),
                 records: 0,
                 withheld: Withheld::default(),
+                source: None,
             })
         };
         let sent = AuditEvent::QuerySent {

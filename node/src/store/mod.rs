@@ -12,6 +12,7 @@ mod memory;
 mod postgres;
 mod redo;
 mod sled_store;
+pub(crate) use postgres::check_local;
 
 pub use gated::GatedStore;
 pub use memory::MemoryStore;

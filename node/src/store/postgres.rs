@@ -523,7 +523,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Whether a URL's hosts are all on this machine (Unix sockets or loopback addresses).
-fn check_local(config: &tokio_postgres::Config) -> Result<(), StoreError> {
+pub(crate) fn check_local(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     for host in config.get_hosts() {
         if let Host::Tcp(name) = host {
             let loopback = name == "localhost"

@@ -119,6 +119,10 @@ reasons! {
     SubjectMismatch => "subject_mismatch", "this consent identifies a different person at this agency than the passport id already does; nothing is shared under it; the recording agency must check the person's identifiers";
     /// Policy releases nothing of what was asked to this requester for this purpose.
     PolicyWithholdsAll => "policy_withholds_all", "this agency's policy releases none of the asked categories to your agency for this purpose";
+    /// The holder's own system of record did not answer in time, or failed.
+    SourceUnavailable => "source_unavailable", "this agency's system of record did not answer in time; nothing was disclosed; retry later";
+    /// The holder's own system of record answered with something that is not a valid record.
+    SourceInvalid => "source_invalid", "this agency's system of record returned records it could not check; nothing was disclosed; its operators can see why in its log";
 }
 
 impl fmt::Display for RefusalReason {
@@ -184,6 +188,20 @@ pub struct Response {
     /// witness) has cosigned, as the holder recorded it; `None` when it recorded none.
     #[serde(deserialize_with = "crate::cbor::required")]
     pub requester_view: Option<RequesterView>,
+    /// When the disclosed records were read from the holder's live record source: before
+    /// `as_of` when the holder answered from its short cache. `None` when it answered from its
+    /// own imported store, or disclosed nothing. Always written; read as `None` when absent.
+    #[serde(default)]
+    pub records_read_at: Option<Timestamp>,
+}
+
+impl Response {
+    /// How old the disclosed records were when the holder decided, in seconds: `None` unless
+    /// they came from a live source.
+    pub fn records_age_secs(&self) -> Option<u64> {
+        self.records_read_at
+            .map(|t| self.as_of.0.saturating_sub(t.0))
+    }
 }
 
 /// A cosigned checkpoint of the holder's log and its link to the receipt's checkpoint: what
