@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use throughgate_testkit::bench::{
     audit_verify, parse_count, records_range, BenchFederation, BenchOptions, BenchReport,
-    CryptoCost, SignatureBudget, WARMUP,
+    ClientVerify, CryptoCost, SignatureBudget, WARMUP,
 };
 
 use crate::render;
@@ -38,6 +38,11 @@ pub struct BenchArgs {
     /// one QUIC stream per passport).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// What the caseworker client verifies: `full`, everything again, as `tg passport assemble`
+    /// does; `statement`, only the home node's signed assembly statement (the model of a
+    /// requester that verifies each holder's reply once, as the yardstick does).
+    #[arg(long, value_enum, default_value_t = BenchVerify::Full)]
+    pub client_verify: BenchVerify,
     /// Seconds of measured load, after a 2 s warm-up.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -96,6 +101,24 @@ impl BenchSource {
         match self {
             BenchSource::Store => throughgate_node::config::SourceKind::Store,
             BenchSource::Postgres => throughgate_node::config::SourceKind::Postgres,
+        }
+    }
+}
+
+/// How much of each passport the bench's caseworker client verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchVerify {
+    /// The whole bundle: query, statement, every response and receipt.
+    Full,
+    /// The home node's signed assembly statement only.
+    Statement,
+}
+
+impl From<BenchVerify> for ClientVerify {
+    fn from(v: BenchVerify) -> ClientVerify {
+        match v {
+            BenchVerify::Full => ClientVerify::Full,
+            BenchVerify::Statement => ClientVerify::Statement,
         }
     }
 }
@@ -192,8 +215,9 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
     if sweep.is_some() && a.records_source.len() > 1 {
         bail!("--sweep takes one --records-source");
     }
+    let verify = ClientVerify::from(a.client_verify);
     if !g.json {
-        print_crypto(&crypto, a.holders);
+        print_crypto(&crypto, a.holders, verify);
         println!(
             "\nThroughgate's audit log is always durable: every decision is fsynced (group commit) \
              before anything is disclosed; there is no way to turn that off. Compare with the \
@@ -209,7 +233,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
                     records_source: source.kind(),
                     ..base.clone()
                 };
-                let r = point(g, &o, a.concurrency, duration, a.crypto_iterations).await?;
+                let r = point(g, &o, a.concurrency, verify, duration, a.crypto_iterations).await?;
                 if a.records_source.len() > 1 {
                     emit_row(g, &r, &format!("records from {}", r.records_source));
                 }
@@ -223,7 +247,9 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
                 progress(g, &format!("concurrency {c}"));
                 // Sign and verify cost measured again for every point (the machine is shared).
                 let crypto = CryptoCost::measure(a.crypto_iterations);
-                let r = fed.measure(usize_of(c), WARMUP, duration, &crypto).await;
+                let r = fed
+                    .measure(usize_of(c), verify, WARMUP, duration, &crypto)
+                    .await;
                 let r = match r {
                     Ok(r) => r,
                     Err(e) => {
@@ -254,7 +280,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<u8> {
                     Key::Concurrency => String::new(),
                 };
                 progress(g, &label);
-                let r = point(g, &o, a.concurrency, duration, a.crypto_iterations).await?;
+                let r = point(g, &o, a.concurrency, verify, duration, a.crypto_iterations).await?;
                 emit_row(g, &r, &label);
                 reports.push(r);
             }
@@ -287,6 +313,7 @@ async fn point(
     g: &Global,
     o: &BenchOptions,
     concurrency: usize,
+    verify: ClientVerify,
     duration: Duration,
     crypto_iterations: usize,
 ) -> Result<BenchReport> {
@@ -309,17 +336,20 @@ async fn point(
     progress(
         g,
         &format!(
-            "ready: {lo}-{hi} records per holder; nodes started in {:.1} s, records loaded in {:.1} s, consent delivered in {:.1} s; {:.0} s warm-up, {} s measured with {concurrency} caseworkers",
+            "ready: {lo}-{hi} records per holder; nodes started in {:.1} s, records loaded in {:.1} s, consent delivered in {:.1} s; {:.0} s warm-up, {} s measured with {concurrency} caseworkers ({} client verification)",
             fed.setup.start_s,
             fed.setup.load_s,
             fed.setup.consent_s,
             WARMUP.as_secs_f64(),
-            duration.as_secs()
+            duration.as_secs(),
+            verify.as_str()
         ),
     );
     // Sign and verify cost measured for every point, just before it (the machine is shared).
     let crypto = CryptoCost::measure(crypto_iterations);
-    let r = fed.measure(concurrency, WARMUP, duration, &crypto).await;
+    let r = fed
+        .measure(concurrency, verify, WARMUP, duration, &crypto)
+        .await;
     fed.shutdown().await;
     Ok(r?)
 }
@@ -333,7 +363,8 @@ fn progress(g: &Global, msg: &str) {
 fn json_of(r: &BenchReport) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or(serde_json::Value::Null);
     if let Some(o) = v.as_object_mut() {
-        let budget = SignatureBudget::new(r.holders, r.checkpoint_signs_per_passport);
+        let budget = SignatureBudget::new(r.holders, r.checkpoint_signs_per_passport)
+            .for_client(r.client_verify);
         o.insert(
             "signature_budget".into(),
             serde_json::to_value(&budget.lines).unwrap_or_default(),
@@ -343,6 +374,7 @@ fn json_of(r: &BenchReport) -> serde_json::Value {
             serde_json::json!([
                 "durable is always true: the audit log fsyncs every commit batch before disclosure; it cannot be turned off",
                 "all nodes and clients run in one process: cpu and peak_rss cover all of them; peak_rss_per_node_mib is that divided by the nodes",
+                "client_cpu_ms_per_passport is thread CPU time while the caseworker clients' calls were polled; node_cpu_ms_per_passport is the process CPU less that",
                 "crypto floor = cores / (signs * sign_us + verifies * verify_us), with signs and verifies counted in the measured window (cache hits are not verifications)"
             ]),
         );
@@ -366,13 +398,13 @@ fn emit_row(g: &Global, r: &BenchReport, label: &str) {
     }
 }
 
-fn print_crypto(c: &CryptoCost, holders: usize) {
+fn print_crypto(c: &CryptoCost, holders: usize, verify: ClientVerify) {
     println!(
         "Ed25519 on this machine ({} cores): sign {:.1} us, strict verify {:.1} us ({:.1} us \
          including decoding the key, as Throughgate's verify does)",
         c.cores, c.sign_us, c.verify_us, c.verify_with_key_decode_us
     );
-    let b = SignatureBudget::new(holders, holders as f64 + 1.0);
+    let b = SignatureBudget::new(holders, holders as f64 + 1.0).for_client(verify);
     let mut t = render::table(&["who", "what", "signs", "verifies", "cached"]);
     for l in &b.lines {
         t.add_row(vec![
@@ -384,8 +416,9 @@ fn print_crypto(c: &CryptoCost, holders: usize) {
         ]);
     }
     println!(
-        "Signatures per passport with {holders} holders (checkpoints at most one per entry here; \
-         the run reports the counts actually made):\n{t}"
+        "Signatures per passport with {holders} holders, {} client verification (checkpoints at \
+         most one per entry here; the run reports the counts actually made):\n{t}",
+        verify.as_str()
     );
     println!(
         "Total before caches: {} signs, {} verifies; with every cache warm, {} and {}.",
@@ -429,6 +462,15 @@ fn print_report(r: &BenchReport) {
                 r.cpu_ms_per_passport,
                 r.cpu_utilisation * 100.0,
                 r.cores
+            ),
+        ),
+        (
+            "  node side / client side",
+            format!(
+                "{:.2} / {:.2} ms ({} client verification)",
+                r.node_cpu_ms_per_passport,
+                r.client_cpu_ms_per_passport,
+                r.client_verify.as_str()
             ),
         ),
         (
@@ -494,6 +536,7 @@ fn print_table(reports: &[BenchReport]) {
         "p99 ms",
         "max ms",
         "CPU ms/passport",
+        "node / client ms",
         "peak RSS MiB",
         "floor/s",
         "of floor",
@@ -517,6 +560,10 @@ fn print_table(reports: &[BenchReport]) {
             format!("{:.2}", r.latency_ms.p99),
             format!("{:.2}", r.latency_ms.max),
             format!("{:.2}", r.cpu_ms_per_passport),
+            format!(
+                "{:.2} / {:.2}",
+                r.node_cpu_ms_per_passport, r.client_cpu_ms_per_passport
+            ),
             format!("{:.0}", r.peak_rss_mib),
             format!("{:.0}", r.crypto_floor_passports_per_sec),
             format!("{:.2}", r.floor_fraction),

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{assert_success, tg};
-use throughgate_testkit::bench::SignatureBudget;
+use throughgate_testkit::bench::{ClientVerify, SignatureBudget};
 
 #[test]
 fn the_demo_runs_end_to_end_and_its_bundle_verifies_offline() {
@@ -466,9 +466,12 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
         "crypto_floor_passports_per_sec",
         "floor_fraction",
         "context_switches_per_passport",
+        "client_cpu_ms_per_passport",
+        "node_cpu_ms_per_passport",
     ] {
         assert!(num(k) > 0.0, "{k}: {d}");
     }
+    assert_eq!(d["client_verify"], "full");
     // Between the documented budget with every cache warm and no checkpoint signed, and the
     // budget before any cache with one checkpoint per node (2 holders and the requester).
     let none = SignatureBudget::new(2, 0.0);
@@ -482,6 +485,53 @@ fn bench_json_has_the_fields_the_issue_names_no_errors_and_counts_within_the_bud
         "verifies {verifies}"
     );
     assert_eq!(d["durable"], serde_json::Value::Bool(true));
+}
+
+/// `--client-verify statement`: the caseworker checks only the home node's signed assembly
+/// statement; every passport still completes, the caseworker's verifications drop to the answer
+/// and the statement, and node-side and client-side CPU are both reported.
+#[test]
+fn bench_in_statement_mode_completes_and_reports_node_and_client_cpu() {
+    let out = tg()
+        .args([
+            "bench",
+            "--holders",
+            "2",
+            "--people",
+            "5",
+            "--records",
+            "1",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--client-verify",
+            "statement",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let num = |k: &str| {
+        d[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing or not a number in {d}"))
+    };
+    assert_eq!(d["client_verify"], "statement");
+    assert_eq!(num("errors"), 0.0, "{d}");
+    assert!(num("passports") > 0.0);
+    let (client, node, all) = (
+        num("client_cpu_ms_per_passport"),
+        num("node_cpu_ms_per_passport"),
+        num("cpu_ms_per_passport"),
+    );
+    assert!(client > 0.0 && node > 0.0, "{d}");
+    assert!(node <= all, "{d}");
+    // Within the statement-mode budget: no caseworker verification of any response.
+    let budget = |cp: f64| SignatureBudget::new(2, cp).for_client(ClientVerify::Statement);
+    let (lo, hi) = (budget(0.0).warm().verifies(), budget(3.0).verifies());
+    let verifies = num("verifies_per_passport");
+    assert!((lo..=hi).contains(&verifies), "verifies {verifies}: {d}");
 }
 
 /// `tg node init` takes a demo agency's name, scheme, categories and policy only when asked to

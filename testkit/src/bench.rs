@@ -1,9 +1,11 @@
 //! The machinery behind `tg bench`: a federation of N holders on loopback in this process, bulk
 //! synthetic records, consent for a set of people, caseworkers driving passport assemblies
 //! through the real client path ([`HomeClient::passport`], which verifies every response and
-//! receipt), and the measurements: latency percentiles, CPU and peak RSS of the process, the
-//! Ed25519 sign and verify cost on this machine, the signatures the protocol does per passport,
-//! and the crypto floor they imply.
+//! receipt, or, with [`ClientVerify::Statement`], [`HomeClient::passport_by_statement`], which
+//! checks only the home node's signed assembly statement), and the measurements: latency
+//! percentiles, CPU and peak RSS of the process, the CPU the caseworkers' clients spent apart
+//! from the nodes', the Ed25519 sign and verify cost on this machine, the signatures the
+//! protocol does per passport, and the crypto floor they imply.
 //!
 //! Everything runs in one process, like the yardstick it is compared with, so CPU and memory
 //! figures cover the requester, every holder and the caseworkers' clients together.
@@ -26,7 +28,9 @@ use throughgate_protocol::credential::StaffRole;
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{AgencyId, ConsentId, PassportId, PersonId, QueryId};
 use throughgate_protocol::manifest::Manifest;
-use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, DeliveryState, Outcome};
+use throughgate_protocol::messages::{
+    Ack, AckOutcome, AckSubject, DeliveryState, HolderResult, Outcome, Response,
+};
 
 use crate::agencies::DemoAgency;
 use crate::client::{passport_complete, ConsentPlan, HomeClient};
@@ -59,6 +63,53 @@ pub const CLIENT_POOL: usize = 8;
 /// proportion to the batch when keys land all over a large tree (10^6 random-order keys in
 /// batches of 10,000 left a 64 MiB-cache store at 4.8 GB resident; in batches of 100, 0.13 GB).
 const LOAD_BATCH: usize = 200;
+
+/// How much of a passport the bench's caseworker client verifies itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientVerify {
+    /// Everything the home node verified, again: the query, the statement, every holder's
+    /// response and receipt ([`HomeClient::passport`], as `tg passport assemble` does).
+    #[default]
+    Full,
+    /// Only the home node's signed assembly statement, received over the connection pinned to
+    /// the home node ([`HomeClient::passport_by_statement`]); each response is decoded to read
+    /// its outcome, not verified again. The model of a conventional requester that verifies each
+    /// holder's reply once.
+    Statement,
+}
+
+impl ClientVerify {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientVerify::Full => "full",
+            ClientVerify::Statement => "statement",
+        }
+    }
+}
+
+/// CPU time of the calling thread so far, nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Runs `fut`, adding to `ns` the CPU time its polls take on whichever thread polls them (work
+/// it hands to other tasks, such as the QUIC connection's driver, is not counted).
+pub async fn cpu_timed<F: std::future::Future>(fut: F, ns: &mut u64) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        let t0 = thread_cpu_ns();
+        let r = fut.as_mut().poll(cx);
+        *ns = ns.saturating_add(thread_cpu_ns().saturating_sub(t0));
+        r
+    })
+    .await
+}
 
 /// A benchmark failure (setting up; errors during the load are counted, not raised).
 #[derive(Debug, thiserror::Error)]
@@ -583,11 +634,12 @@ impl BenchFederation {
         Ok(out)
     }
 
-    /// Warms up for `warmup`, then drives `concurrency` caseworkers for `duration` and
-    /// measures. `crypto` is the cost measured in the same run.
+    /// Warms up for `warmup`, then drives `concurrency` caseworkers, each verifying as `verify`
+    /// says, for `duration` and measures. `crypto` is the cost measured in the same run.
     pub async fn measure(
         &self,
         concurrency: usize,
+        verify: ClientVerify,
         warmup: Duration,
         duration: Duration,
         crypto: &CryptoCost,
@@ -595,14 +647,14 @@ impl BenchFederation {
         let concurrency = concurrency.max(1);
         let clients: Arc<Vec<HomeClient>> =
             Arc::new(self.clients(concurrency.min(CLIENT_POOL)).await?);
-        drive(self, &clients, concurrency, warmup).await;
+        drive(self, &clients, concurrency, verify, warmup).await;
         reset_peak_rss();
         let before = self.audit_marks()?;
         let cpu0 = cpu_seconds();
         let switches0 = context_switches();
         let (signs0, verifies0) = throughgate_protocol::keys::counts::get();
         let t0 = Instant::now();
-        let run = drive(self, &clients, concurrency, duration).await;
+        let run = drive(self, &clients, concurrency, verify, duration).await;
         let wall = t0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         let switches = context_switches().saturating_sub(switches0);
@@ -674,8 +726,15 @@ impl BenchFederation {
             passports_per_sec: pps,
             holder_queries_per_sec: run.holder_queries as f64 / wall.max(1e-9),
             latency_ms: Latency::from_sorted_us(&lat),
+            client_verify: verify,
             cpu_ms_per_passport: if passports > 0.0 {
                 cpu * 1000.0 / passports
+            } else {
+                0.0
+            },
+            client_cpu_ms_per_passport: per(run.client_cpu_ns) / 1e6,
+            node_cpu_ms_per_passport: if passports > 0.0 {
+                (cpu - run.client_cpu_ns as f64 / 1e9).max(0.0) * 1000.0 / passports
             } else {
                 0.0
             },
@@ -919,15 +978,146 @@ pub struct AuditMark {
 struct RunResult {
     latencies_us: Vec<u32>,
     holder_queries: u64,
+    /// CPU the caseworker clients' calls took, nanoseconds, over every passport (failed ones
+    /// included).
+    client_cpu_ns: u64,
     errors: u64,
     error_samples: Vec<String>,
 }
 
-/// Runs every client in a loop for `secs`: pick a consented person, assemble and verify.
+/// What one caseworker's passport gave, as far as the bench checks it: each holder's result
+/// and, for an answered one, its decoded response (verified, with [`ClientVerify::Full`]).
+struct Seen {
+    results: Vec<(HolderResult, Option<Response>, Option<String>)>,
+    complete: bool,
+}
+
+/// One passport for `person` through `client`, verified as `verify` says.
+async fn one_passport(
+    client: &HomeClient,
+    menv: &Envelope,
+    manifest: &Manifest,
+    person: &Consented,
+    verify: ClientVerify,
+) -> Result<Seen, String> {
+    match verify {
+        ClientVerify::Full => {
+            let (_, v) = client
+                .passport(
+                    menv,
+                    manifest,
+                    &person.passport,
+                    Some(&person.consent),
+                    None,
+                    Purpose::Resettlement,
+                    &[],
+                    None,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Seen {
+                complete: passport_complete(&v),
+                results: v
+                    .results
+                    .into_iter()
+                    .map(|r| (r.result, r.response, r.problem.map(|p| p.to_string())))
+                    .collect(),
+            })
+        }
+        ClientVerify::Statement => {
+            let (bundle, _) = client
+                .passport_by_statement(
+                    menv,
+                    manifest,
+                    &person.passport,
+                    Some(&person.consent),
+                    None,
+                    Purpose::Resettlement,
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let results: Vec<_> = bundle
+                .results
+                .into_iter()
+                .map(|r| {
+                    let (response, problem) = match r.response.as_ref().map(Envelope::open) {
+                        Some(Ok(x)) => (Some(x), None),
+                        Some(Err(e)) => (None, Some(e.to_string())),
+                        None => (None, None),
+                    };
+                    (r, response, problem)
+                })
+                .collect();
+            Ok(Seen {
+                complete: results.iter().all(|(r, _, p)| {
+                    p.is_none()
+                        && r.status == throughgate_protocol::messages::HolderStatus::Answered
+                }),
+                results,
+            })
+        }
+    }
+}
+
+/// Why a passport the bench saw is not a success (every holder answered and disclosed), if
+/// it is not.
+fn problem_of(res: &Result<Seen, String>, holders: usize) -> Option<String> {
+    let v = match res {
+        Err(e) => return Some(e.clone()),
+        Ok(v) => v,
+    };
+    if !v.complete {
+        return Some(
+            v.results
+                .iter()
+                .find(|(r, _, p)| {
+                    p.is_some()
+                        || r.status != throughgate_protocol::messages::HolderStatus::Answered
+                })
+                .map_or_else(
+                    || "incomplete or invalid".to_owned(),
+                    |(r, _, p)| {
+                        format!(
+                            "{}: {} {}",
+                            r.agency,
+                            r.status.as_str(),
+                            p.clone()
+                                .unwrap_or_else(|| r.detail.clone().unwrap_or_default())
+                        )
+                    },
+                ),
+        );
+    }
+    if v.results.len() != holders {
+        return Some(format!("{} of {holders} holders answered", v.results.len()));
+    }
+    v.results
+        .iter()
+        .find(|(_, x, _)| x.as_ref().is_none_or(|x| x.outcome != Outcome::Disclosed))
+        .map(|(r, x, _)| {
+            format!(
+                "{}: {}",
+                r.agency,
+                x.as_ref().map_or_else(
+                    || r.status.as_str().to_owned(),
+                    |x| format!(
+                        "{} {}",
+                        x.outcome,
+                        x.reason.map(|r| r.as_str()).unwrap_or("")
+                    )
+                )
+            )
+        })
+}
+
+/// Runs every client in a loop for `duration`: pick a consented person, assemble and verify as
+/// `verify` says, timing the CPU each client call takes.
 async fn drive(
     bench: &BenchFederation,
     clients: &Arc<Vec<HomeClient>>,
     workers: usize,
+    verify: ClientVerify,
     duration: Duration,
 ) -> RunResult {
     let stop = Instant::now() + duration;
@@ -950,74 +1140,17 @@ async fn drive(
                     break;
                 };
                 let t = Instant::now();
-                let res = client
-                    .passport(
-                        &menv,
-                        &manifest,
-                        &person.passport,
-                        Some(&person.consent),
-                        None,
-                        Purpose::Resettlement,
-                        &[],
-                        None,
-                    )
-                    .await;
+                let res = cpu_timed(
+                    one_passport(client, &menv, &manifest, person, verify),
+                    &mut out.client_cpu_ns,
+                )
+                .await;
                 let us = u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX);
-                let problem = match &res {
-                    Err(e) => Some(e.to_string()),
-                    Ok((_, v)) if !passport_complete(v) => Some(
-                        v.results
-                            .iter()
-                            .find(|r| {
-                                r.problem.is_some()
-                                    || r.result.status
-                                        != throughgate_protocol::messages::HolderStatus::Answered
-                            })
-                            .map_or_else(
-                                || "incomplete or invalid".to_owned(),
-                                |r| {
-                                    format!(
-                                        "{}: {} {}",
-                                        r.result.agency,
-                                        r.result.status.as_str(),
-                                        r.problem.as_ref().map_or_else(
-                                            || r.result.detail.clone().unwrap_or_default(),
-                                            ToString::to_string
-                                        )
-                                    )
-                                },
-                            ),
-                    ),
-                    Ok((_, v)) if v.results.len() != holders => {
-                        Some(format!("{} of {holders} holders answered", v.results.len()))
-                    }
-                    Ok((_, v)) => v
-                        .results
-                        .iter()
-                        .find(|r| {
-                            r.response
-                                .as_ref()
-                                .is_none_or(|x| x.outcome != Outcome::Disclosed)
-                        })
-                        .map(|r| {
-                            format!(
-                                "{}: {}",
-                                r.result.agency,
-                                r.response.as_ref().map_or_else(
-                                    || r.result.status.as_str().to_owned(),
-                                    |x| format!(
-                                        "{} {}",
-                                        x.outcome,
-                                        x.reason.map(|r| r.as_str()).unwrap_or("")
-                                    )
-                                )
-                            )
-                        }),
-                };
+                let problem = problem_of(&res, holders);
                 match problem {
                     None => {
                         out.latencies_us.push(us);
-                        if let Ok((_, v)) = &res {
+                        if let Ok(v) = &res {
                             out.holder_queries += v.results.len() as u64;
                         }
                     }
@@ -1038,6 +1171,7 @@ async fn drive(
             Ok(r) => {
                 all.latencies_us.extend(r.latencies_us);
                 all.holder_queries += r.holder_queries;
+                all.client_cpu_ns += r.client_cpu_ns;
                 all.errors += r.errors;
                 for s in r.error_samples {
                     if all.error_samples.len() < 5 {
@@ -1119,8 +1253,17 @@ pub struct BenchReport {
     pub holder_queries_per_sec: f64,
     /// Latency of one passport as the caseworker sees it (sign, assemble, verify).
     pub latency_ms: Latency,
+    /// How much the caseworker clients verified themselves.
+    pub client_verify: ClientVerify,
     /// CPU (user + system, whole process) per passport, milliseconds.
     pub cpu_ms_per_passport: f64,
+    /// CPU the caseworker clients' calls took per passport, milliseconds: thread CPU time while
+    /// each call was being polled (signing, encoding, stream reads and writes, decoding and
+    /// verification). The QUIC driver tasks of the clients' connections are not in it.
+    pub client_cpu_ms_per_passport: f64,
+    /// `cpu_ms_per_passport` less `client_cpu_ms_per_passport`: the nodes' share (with the
+    /// clients' QUIC drivers and the bench's own bookkeeping).
+    pub node_cpu_ms_per_passport: f64,
     /// CPU seconds used per second of wall time, over the cores available (0 to 1).
     pub cpu_utilisation: f64,
     /// Context switches of every thread of the process per passport (a lower bound: see
@@ -1378,6 +1521,29 @@ impl SignatureBudget {
         }
     }
 
+    /// The budget with the caseworker verifying as `verify` says: checking only the statement,
+    /// the caseworker verifies the final answer and the assembly statement and nothing else.
+    pub fn for_client(self, verify: ClientVerify) -> SignatureBudget {
+        match verify {
+            ClientVerify::Full => self,
+            ClientVerify::Statement => SignatureBudget {
+                holders: self.holders,
+                lines: self
+                    .lines
+                    .into_iter()
+                    .filter(|l| {
+                        l.who != "caseworker"
+                            || l.verifies == 0.0
+                            || matches!(
+                                l.what,
+                                "verify the final answer" | "verify the assembly statement"
+                            )
+                    })
+                    .collect(),
+            },
+        }
+    }
+
     /// Signatures per passport.
     pub fn signs(&self) -> f64 {
         self.lines.iter().map(|l| l.signs).sum()
@@ -1630,6 +1796,11 @@ mod tests {
         assert_eq!(b.verifies(), 50.0);
         assert_eq!(b.warm().signs(), b.signs());
         assert_eq!(b.warm().verifies(), 29.0);
+        // Checking only the statement, the caseworker verifies 2 signatures instead of 5 + 2H.
+        let st = b.for_client(ClientVerify::Statement);
+        assert_eq!(st.signs(), 18.0);
+        assert_eq!(st.verifies(), 35.0);
+        assert_eq!(st.warm().verifies(), 22.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@ mod profile;
 
 pub use audit::{merged_entries, ReportSource, SubjectAccessReport};
 pub use consent::{ConsentPlan, SignedConsent, WithdrawAll};
-pub use passport::{passport_complete, requests_under, requests_without_consent};
+pub use passport::{
+    check_statement, passport_complete, requests_under, requests_without_consent, StatementError,
+};
 pub use profile::Profile;
 
 use std::net::SocketAddr;
