@@ -572,17 +572,19 @@ pub fn verify_link(
 /// Counts the listed witnesses of `holder`'s log that validly cosigned `signed`: every other
 /// member of `manifest`, under its witness name, with any of its node keys. Each counts once;
 /// lines by anyone else are ignored; a line by a listed witness that fails is an error.
+/// Verified cosignatures are remembered in `cache`, if given.
 pub fn count_witnesses(
     signed: &SignedCheckpoint,
     holder: &crate::ids::AgencyId,
     manifest: &Manifest,
+    cache: Option<&crate::sigcache::SigCache>,
 ) -> Result<Vec<crate::ids::AgencyId>, crate::witness::WitnessError> {
     let mut out = Vec::new();
     for m in manifest.members.iter().filter(|m| &m.id != holder) {
         let name = witness_name(&m.id);
         let mut counted = false;
         for key in &m.node_keys {
-            match crate::witness::verify_cosigned(signed, &name, key) {
+            match crate::witness::verify_cosigned_cached(signed, &name, key, cache) {
                 Ok(_) => counted = true,
                 Err(crate::witness::WitnessError::MissingCosignature { .. }) => {}
                 Err(e) => return Err(e),
@@ -700,7 +702,7 @@ fn check_witnessed(
         ))
     })?;
     let witnesses =
-        count_witnesses(&signed, &resp.holder, manifest).map_err(|e| bad(e.to_string()))?;
+        count_witnesses(&signed, &resp.holder, manifest, cache).map_err(|e| bad(e.to_string()))?;
     Ok(if threshold > 0 && witnesses.len() >= threshold as usize {
         WitnessVerdict::Witnessed {
             size: c.size,

@@ -123,6 +123,18 @@ pub fn verify_cosignature(
     witness_name: &str,
     key: &PublicKey,
 ) -> Result<u64, WitnessError> {
+    verify_cosignature_cached(checkpoint_text, sig, witness_name, key, None)
+}
+
+/// [`verify_cosignature`], remembering verified signatures in `cache` (the same cosignature
+/// comes back on every response carrying that checkpoint).
+pub fn verify_cosignature_cached(
+    checkpoint_text: &str,
+    sig: &NoteSignature,
+    witness_name: &str,
+    key: &PublicKey,
+    cache: Option<&crate::sigcache::SigCache>,
+) -> Result<u64, WitnessError> {
     if sig.name != witness_name || sig.key_id != cosignature_key_id(witness_name, key) {
         return Err(WitnessError::MissingCosignature {
             name: witness_name.to_owned(),
@@ -141,7 +153,12 @@ pub fn verify_cosignature(
     if timestamp > MAX_TIMESTAMP {
         return Err(WitnessError::TimestampTooLarge(timestamp));
     }
-    if key.verify_strict(&cosigned_message(checkpoint_text, timestamp), ed) {
+    if crate::sigcache::verify_strict(
+        cache,
+        key,
+        &cosigned_message(checkpoint_text, timestamp),
+        ed,
+    ) {
         Ok(timestamp)
     } else {
         Err(WitnessError::BadCosignature {
@@ -160,11 +177,21 @@ pub fn verify_cosigned(
     witness_name: &str,
     key: &PublicKey,
 ) -> Result<u64, WitnessError> {
+    verify_cosigned_cached(signed, witness_name, key, None)
+}
+
+/// [`verify_cosigned`], remembering verified cosignatures in `cache`.
+pub fn verify_cosigned_cached(
+    signed: &SignedCheckpoint,
+    witness_name: &str,
+    key: &PublicKey,
+    cache: Option<&crate::sigcache::SigCache>,
+) -> Result<u64, WitnessError> {
     let id = cosignature_key_id(witness_name, key);
     let text = signed.note().text();
     let mut latest: Option<u64> = None;
     for sig in signed.note().signatures_by(witness_name, id) {
-        let t = verify_cosignature(text, sig, witness_name, key)?;
+        let t = verify_cosignature_cached(text, sig, witness_name, key, cache)?;
         latest = Some(latest.map_or(t, |l| l.max(t)));
     }
     latest.ok_or_else(|| WitnessError::MissingCosignature {
@@ -314,6 +341,35 @@ mod tests {
             Err(WitnessError::BelowThreshold { valid: 2, .. })
         ));
         assert!(verify_cosignature_threshold(&parsed, &ws, 0).is_err());
+    }
+
+    #[test]
+    fn a_cached_cosignature_is_verified_once_and_a_changed_one_still_fails() {
+        let (mut signed, _) = signed_checkpoint();
+        let w = SecretKey::from_seed(&[31; 32]);
+        let line = cosign(signed.checkpoint(), "w.example", &w, 1234).unwrap();
+        signed.add_signature(line.clone()).unwrap();
+        let cache = crate::sigcache::SigCache::default();
+        let check = |s: &SignedCheckpoint| {
+            verify_cosigned_cached(s, "w.example", &w.public(), Some(&cache))
+        };
+        assert_eq!(check(&signed).unwrap(), 1234);
+        assert_eq!(cache.len(), 1, "remembered");
+        assert_eq!(check(&signed).unwrap(), 1234);
+        assert_eq!(cache.len(), 1, "answered from the cache");
+        // Other bytes are never answered from the cache: a moved timestamp fails.
+        let mut moved = line;
+        moved.signature[7] ^= 1;
+        assert!(matches!(
+            verify_cosignature_cached(
+                signed.note().text(),
+                &moved,
+                "w.example",
+                &w.public(),
+                Some(&cache)
+            ),
+            Err(WitnessError::BadCosignature { .. })
+        ));
     }
 
     #[test]
