@@ -954,7 +954,7 @@ fn verify_named_manifest(
 }
 
 /// One result per request, in request order, each exactly as the statement records it.
-fn check_results(
+pub fn check_results(
     bundle: &PassportBundle,
     query: &Query,
     statement: &AssemblyStatement,

@@ -5,7 +5,7 @@
 
 use throughgate_protocol::assembly::{AssemblyStatement, Sha256Digest};
 use throughgate_protocol::bundle::{
-    verify_bundle_cached, PassportBundle, VerifiedBundle, BUNDLE_FORMAT,
+    verify_bundle_cached, BundleError, PassportBundle, VerifiedBundle, BUNDLE_FORMAT,
 };
 use throughgate_protocol::category::{Category, Purpose};
 use throughgate_protocol::consent::Consent;
@@ -250,44 +250,12 @@ pub fn check_statement(
     {
         return Err(StatementError::Time(statement.assembled_at));
     }
-    let asked = query.requests.len();
-    if statement.outcomes.len() != asked {
-        return Err(StatementError::Outcomes(format!(
-            "{} outcomes for a query to {asked} holders",
-            statement.outcomes.len()
-        )));
-    }
-    if bundle.results.len() != asked {
-        return Err(StatementError::Results(format!(
-            "{} results for a query to {asked} holders",
-            bundle.results.len()
-        )));
-    }
-    for (i, ((request, outcome), result)) in query
-        .requests
-        .iter()
-        .zip(&statement.outcomes)
-        .zip(&bundle.results)
-        .enumerate()
-    {
-        if outcome.holder != request.holder {
-            return Err(StatementError::Outcomes(format!(
-                "outcome {} is for {}, request {} is to {}",
-                i + 1,
-                outcome.holder,
-                i + 1,
-                request.holder
-            )));
-        }
-        if !outcome.matches(result) {
-            return Err(StatementError::Results(format!(
-                "result {} ({} {}) is not the signed outcome",
-                i + 1,
-                result.agency,
-                result.status.as_str()
-            )));
-        }
-    }
+    throughgate_protocol::bundle::check_results(bundle, &query, &statement).map_err(
+        |e| match e {
+            BundleError::Statement(m) => StatementError::Outcomes(m),
+            other => StatementError::Results(other.to_string()),
+        },
+    )?;
     Ok(statement)
 }
 
