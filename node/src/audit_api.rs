@@ -19,8 +19,8 @@ use throughgate_protocol::note::NoteSignature;
 use throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS;
 
 use crate::db::StoredStaff;
-use crate::node::NodeState;
 use crate::peers::PeerError;
+use crate::state::NodeState;
 
 /// Default and largest number of entries a search returns.
 const MAX_SEARCH: u32 = 10_000;

@@ -12,8 +12,8 @@ use throughgate_protocol::messages::{ClientResponse, ErrorCode, ImportFormat};
 use crate::backup::{write_backup, BackupMeta};
 use crate::db::{Db, StoredStaff};
 use crate::import::{CsvExport, ExportError};
-use crate::node::NodeState;
 use crate::staff::log_by;
+use crate::state::NodeState;
 use crate::transport::write_envelope;
 
 /// Bytes per streamed chunk.

@@ -12,7 +12,7 @@ use throughgate_protocol::messages::{
 };
 
 use crate::db::StoredStaff;
-use crate::node::NodeState;
+use crate::state::NodeState;
 use crate::transport::write_envelope;
 
 /// How far a request's timestamp may be from the node's clock, in seconds.
@@ -300,12 +300,10 @@ pub async fn handle(
                     return e;
                 }
             }
-            match crate::audit::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
+            match crate::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
                 Ok(()) => crate::audit_api::checkpoints(state),
-                Err(crate::audit::witness::ResetError::Refused(msg)) => {
-                    Err((ErrorCode::BadRequest, msg))
-                }
-                Err(crate::audit::witness::ResetError::Node(e)) => {
+                Err(crate::witness::ResetError::Refused(msg)) => Err((ErrorCode::BadRequest, msg)),
+                Err(crate::witness::ResetError::Node(e)) => {
                     Err((ErrorCode::Internal, e.to_string()))
                 }
             }
@@ -590,9 +588,9 @@ fn list_staff(state: &NodeState) -> OpResult {
 pub fn status(state: &NodeState) -> OpResult {
     match state.status() {
         Ok(status) => Ok(ClientResponse::Status(status)),
-        Err(crate::node::NodeStatusError::NoManifest) => {
+        Err(crate::state::NodeStatusError::NoManifest) => {
             Err((ErrorCode::Internal, "node has no manifest".into()))
         }
-        Err(crate::node::NodeStatusError::Store(e)) => Err(internal(e)),
+        Err(crate::state::NodeStatusError::Store(e)) => Err(internal(e)),
     }
 }

@@ -14,7 +14,7 @@ use throughgate_protocol::time::Timestamp;
 
 use crate::config::ConsentRules;
 use crate::db::{supersedes, Linkage, StoredConsent};
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 fn ack(
     state: &NodeState,

@@ -15,7 +15,7 @@ use throughgate_protocol::messages::{ClientResponse, HolderSubject};
 use throughgate_protocol::time::Timestamp;
 
 use crate::db::{OutboxPayload, StoredStaff};
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// Why a consent or revocation was not recorded.
 #[derive(Debug, thiserror::Error)]

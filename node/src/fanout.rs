@@ -18,8 +18,8 @@ use throughgate_protocol::messages::{
 use throughgate_protocol::query_check::{check_freshness, check_requests};
 
 use crate::db::StoredStaff;
-use crate::node::NodeState;
 use crate::peers::PeerError;
+use crate::state::NodeState;
 
 /// Why the home node refused to send a query at all.
 #[derive(Debug, thiserror::Error)]
@@ -279,12 +279,11 @@ fn holder_result(
 /// Checks an answered result's receipt against what this node witnessed of the holder's log;
 /// on a split view raises the alarm and marks the result invalid.
 async fn split_view_check(state: &NodeState, result: &mut HolderResult, response: &Response) {
-    let Some(detail) =
-        crate::audit::witness::receipt_view_conflict(state, &result.agency, response)
+    let Some(detail) = crate::witness::receipt_view_conflict(state, &result.agency, response)
     else {
         return;
     };
-    crate::audit::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
+    crate::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
     result.status = HolderStatus::Invalid;
     result.detail = Some(detail);
 }

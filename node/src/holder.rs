@@ -21,7 +21,7 @@ use throughgate_protocol::time::Timestamp;
 
 use crate::db::{Linkage, StoredConsent};
 
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// The decision for one query, before signing.
 #[derive(Debug)]

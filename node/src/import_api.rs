@@ -39,7 +39,7 @@ use tokio::io::AsyncWriteExt;
 use crate::config::NodeConfig;
 use crate::db::{Db, ImportJournal, StoredStaff};
 use crate::import::{digest16, import_each, ImportErrors, ImportLimits};
-use crate::node::NodeState;
+use crate::state::NodeState;
 use crate::store::StoreError;
 use crate::transport::{read_frame_charged, FrameIoError};
 

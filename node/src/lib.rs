@@ -6,12 +6,12 @@
 //!
 //! | Area | Modules |
 //! |---|---|
-//! | a running node | [`node`] (state, start-up, shutdown), [`config`], [`clock`], [`keyring`] |
+//! | a running node | [`state`] (what every task shares), [`node`] (start-up, shutdown), [`config`], [`clock`], [`keyring`] |
 //! | between nodes | [`server`] (accept loop and dispatch), [`tls`] (pinning), [`transport`] (framing), [`peers`] (outgoing connections), [`trust`] (manifest and staff keys, peers' signatures), [`ratelimit`], [`budget`] |
 //! | the holder | [`holder`] (a query's decision), [`policy`] (minimisation), [`consent_in`] (receiving consents), [`consent_gate`] (decisions against status changes) |
-//! | the requester | [`fanout`] (a passport's queries), [`consent_out`] (recording consents), [`outbox`] (the queue that wakes its worker, and delivery) |
+//! | the requester | [`fanout`] (a passport's queries), [`consent_out`] (recording consents), [`queue`] (queueing, which wakes the worker), [`outbox`] (delivery) |
 //! | the staff API | [`client_api`], [`audit_api`], [`import_api`], [`records_api`], [`backup_api`], [`staff`] (credential issue and withdrawal) |
-//! | the federation's upkeep | [`manifest_sync`], [`rotation`], [`audit`] (the log, its writer and witnessing) |
+//! | the federation's upkeep | [`manifest_sync`], [`rotation`], [`audit`] (the log and its writer), [`witness`] (witnessing peers' logs, alarms) |
 //! | storage | [`store`] (the narrow trait: memory, sled, PostgreSQL), [`db`] (typed access: the key layout), [`backup`], [`import`] (record file formats) |
 //! | operators and files | [`observe`] (metrics and health endpoints), [`metrics`], [`keyfile`], [`private`] (0600/0700 files) |
 //! | the CLI's side | [`client`] (the staff API's client library) |
@@ -47,13 +47,16 @@ pub mod outbox;
 pub mod peers;
 pub mod policy;
 pub mod private;
+pub mod queue;
 pub mod ratelimit;
 pub mod records_api;
 pub mod rotation;
 pub mod server;
 pub mod source;
 pub mod staff;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod transport;
 pub mod trust;
+pub mod witness;

@@ -12,7 +12,7 @@ use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{ErrorCode, ManifestSync};
 
-use crate::node::{NodeError, NodeState};
+use crate::state::{NodeError, NodeState};
 
 /// Adopts `env` if it is a valid newer manifest; returns whether it was adopted. On adoption,
 /// drops connections to members it removed, logs the change, and spreads it to every member

@@ -11,7 +11,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// Refreshes the gauges that are read from state rather than counted.
 pub fn refresh(state: &NodeState) {

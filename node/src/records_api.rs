@@ -12,7 +12,7 @@ use throughgate_protocol::messages::{ClientResponse, DeletionReport, ErrorCode, 
 use throughgate_protocol::record::valid_name;
 
 use crate::db::StoredStaff;
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// The most records one deletion removes in its single atomic write; a subject with more is
 /// deleted a kind at a time.

@@ -9,7 +9,7 @@ use throughgate_protocol::messages::ErrorCode;
 
 use crate::db::StoredStaff;
 use crate::keyfile::read_secret_key;
-use crate::node::NodeState;
+use crate::state::NodeState;
 use crate::tls::{client_config, server_config, TlsIdentity};
 
 /// Switches the node to its next key.
@@ -120,8 +120,8 @@ pub async fn rotate_op(
     let old = state.key.current();
     rotate(state, operator).await?;
     let status = state.status().map_err(|e| match e {
-        crate::node::NodeStatusError::NoManifest => (ErrorCode::Internal, e.to_string()),
-        crate::node::NodeStatusError::Store(e) => {
+        crate::state::NodeStatusError::NoManifest => (ErrorCode::Internal, e.to_string()),
+        crate::state::NodeStatusError::Store(e) => {
             tracing::error!(error = %e, "status after rotation failed");
             (
                 ErrorCode::Internal,

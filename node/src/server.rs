@@ -10,7 +10,7 @@ use throughgate_protocol::frame::FrameError;
 use throughgate_protocol::messages::ErrorCode;
 
 use crate::budget::ConnectionBudget;
-use crate::node::NodeState;
+use crate::state::NodeState;
 use crate::transport::{read_envelope_charged, write_envelope, FrameIoError};
 use crate::trust::Principal;
 
@@ -217,7 +217,7 @@ async fn stream(
             crate::consent_in::revoke(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::WitnessRequest) => {
-            crate::audit::witness::handle_request(&state, peer, &env).await
+            crate::witness::handle_request(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
             crate::audit_api::answer_peer(&state, peer, &env).await

@@ -10,7 +10,7 @@ use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::messages::{ClientResponse, ErrorCode, StaffSummary};
 
 use crate::db::{OutboxPayload, StoredStaff};
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 type OpResult = Result<ClientResponse, (ErrorCode, String)>;
 

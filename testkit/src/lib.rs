@@ -22,4 +22,6 @@ pub mod localfed;
 pub mod pgcluster;
 pub mod synth;
 
-use throughgate_node::{audit, client, clock, config, db, keyfile, node, policy, staff, store};
+use throughgate_node::{
+    audit, client, clock, config, db, keyfile, node, policy, staff, store, witness,
+};

@@ -9,7 +9,6 @@
 
 mod nodes;
 mod verify;
-pub mod witness;
 mod writer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -21,7 +21,7 @@ use throughgate_protocol::messages::{
 use throughgate_protocol::note::NoteSignature;
 use throughgate_protocol::witness::{cosign_text, verify_cosignature};
 
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// The name a node cosigns under: `throughgate/<agency>/witness`.
 pub fn witness_name(agency: &AgencyId) -> String {
@@ -431,7 +431,7 @@ pub enum ResetError {
     Refused(String),
     /// Storage or logging failed.
     #[error(transparent)]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] crate::state::NodeError),
 }
 
 impl From<crate::store::StoreError> for ResetError {
