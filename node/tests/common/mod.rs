@@ -8,6 +8,7 @@
     missing_docs
 )]
 
+pub mod mem;
 pub mod pg;
 
 use std::net::SocketAddr;
