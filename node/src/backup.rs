@@ -959,7 +959,7 @@ mod tests {
         let envelope = Envelope::seal(&body, &[(SignerRole::Node, &old)]);
         let db = Db::new(Arc::new(MemoryStore::new()));
         db.put_consent(
-            &crate::consent_in::newly_active(envelope, body, recorded_at),
+            &crate::consent::newly_active(envelope, body, recorded_at),
             None,
             recorded_at,
         )

@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
 use throughgate_protocol::keys::SecretKey;
+use throughgate_protocol::messages::{ErrorBody, ErrorCode};
 
 /// A shared handle on the node's current key.
 #[derive(Debug, Clone)]
@@ -25,6 +27,19 @@ impl NodeKey {
             .read()
             .map(|k| k.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Seals `body` as this node, with the current key.
+    pub fn seal<M: Message>(&self, body: &M) -> Envelope {
+        Envelope::seal(body, &[(SignerRole::Node, &self.current())])
+    }
+
+    /// A protocol error signed as this node.
+    pub fn error(&self, code: ErrorCode, message: impl Into<String>) -> Envelope {
+        self.seal(&ErrorBody {
+            code,
+            message: message.into(),
+        })
     }
 
     /// Replaces the key for every holder of this handle.

@@ -337,12 +337,13 @@ impl Node {
         self.log_restore()?;
         // Imports a stop or crash interrupted while their records were being stored are
         // finished; uploads cut off before they were checked are deleted.
-        match crate::import_api::clean_spools(&self.state.config, &self.state.db) {
+        match crate::staff_api::import::clean_spools(&self.state.config, &self.state.db) {
             Ok(journals) if !journals.is_empty() => {
-                self.tasks.push(tokio::spawn(crate::import_api::resume(
-                    self.state.clone(),
-                    journals,
-                )));
+                self.tasks
+                    .push(tokio::spawn(crate::staff_api::import::resume(
+                        self.state.clone(),
+                        journals,
+                    )));
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "could not look for interrupted imports"),
@@ -350,19 +351,21 @@ impl Node {
         let st = self.state.clone();
         let ep = self.endpoint.clone();
         self.tasks.push(tokio::spawn(crate::server::serve(st, ep)));
-        self.tasks
-            .push(tokio::spawn(crate::witness::run(self.state.clone())));
+        self.tasks.push(tokio::spawn(crate::workers::witness::run(
+            self.state.clone(),
+        )));
         // Exchange manifests with every peer this node connects to, so a node that was down
         // (or a peer that was) catches up on the newest version at first contact.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.state.peers.set_connect_hook(tx);
         self.tasks
-            .push(tokio::spawn(crate::manifest_sync::on_connect(
+            .push(tokio::spawn(crate::workers::manifest_sync::on_connect(
                 self.state.clone(),
                 rx,
             )));
-        self.tasks
-            .push(tokio::spawn(crate::outbox::run(self.state.clone())));
+        self.tasks.push(tokio::spawn(crate::workers::outbox::run(
+            self.state.clone(),
+        )));
         self.tasks
             .push(tokio::spawn(housekeeping(self.state.clone())));
         if self.state.config.storage.backend == crate::config::Backend::Postgres {
@@ -557,7 +560,7 @@ pub async fn log_expiries(state: &NodeState) -> Result<usize, NodeError> {
         {
             continue;
         }
-        let entry = crate::consent_in::consent_entry(&c.body, None, None);
+        let entry = crate::consent::consent_entry(&c.body, None, None);
         state
             .audit
             .append(throughgate_protocol::audit::AuditEvent::ConsentExpired(

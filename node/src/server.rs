@@ -101,7 +101,7 @@ async fn connection(state: Arc<NodeState>, conn: quinn::Connection) {
                     if let Some(why) = key.and_then(|k| state.trust.staff_refusal(&k)) {
                         let mut send = send;
                         drop(recv);
-                        reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+                        reply(&mut send, &state.key.error(ErrorCode::Forbidden, why)).await;
                         refuse_staff(&state, &conn, "").await;
                     }
                     conn.close(2u32.into(), b"no longer trusted");
@@ -136,7 +136,7 @@ async fn stream(
             state.metrics.limit("peer_rate");
             reply(
                 &mut send,
-                &state.error(
+                &state.key.error(
                     ErrorCode::RateLimited,
                     "too many requests; slow down and retry",
                 ),
@@ -160,7 +160,7 @@ async fn stream(
         Ok(None) => {
             reply(
                 &mut send,
-                &state.error(
+                &state.key.error(
                     ErrorCode::Malformed,
                     "empty stream: send one framed envelope",
                 ),
@@ -180,7 +180,7 @@ async fn stream(
             state.metrics.limit(metric);
             tracing::info!(error = %e, "bad request frame");
             let _ = recv.stop(1u32.into());
-            reply(&mut send, &state.error(code, e.to_string())).await;
+            reply(&mut send, &state.key.error(code, e.to_string())).await;
             return;
         }
     };
@@ -191,7 +191,7 @@ async fn stream(
         state.metrics.limit("body_too_large");
         reply(
             &mut send,
-            &state.error(
+            &state.key.error(
                 ErrorCode::TooLarge,
                 format!(
                     "a {} body of {} bytes is over the limit of {limit} bytes",
@@ -208,30 +208,31 @@ async fn stream(
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
             let intent = intent.unwrap_or_else(|| state.audit.intent());
-            crate::holder::answer(&state, peer, &env, intent).await
+            crate::peer::holder::answer(&state, peer, &env, intent).await
         }
         (Principal::Peer(peer), MessageKind::ConsentGrant) => {
-            crate::consent_in::grant(&state, peer, &env).await
+            crate::peer::consent_in::grant(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ConsentRevoke) => {
-            crate::consent_in::revoke(&state, peer, &env).await
+            crate::peer::consent_in::revoke(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::WitnessRequest) => {
-            crate::witness::handle_request(&state, peer, &env).await
+            crate::workers::witness::handle_request(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
-            crate::audit_api::answer_peer(&state, peer, &env).await
+            crate::staff_api::audit::answer_peer(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::CredentialRevoke) => {
             crate::staff::receive_revocation(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ManifestSync) => {
-            crate::manifest_sync::handle(&state, peer, &env).await
+            crate::workers::manifest_sync::handle(&state, peer, &env).await
         }
         (Principal::Staff(staff), MessageKind::ClientRequest) => {
-            crate::client_api::handle(&state, staff, &env, &mut send, &mut recv, &budget).await
+            crate::staff_api::dispatch::handle(&state, staff, &env, &mut send, &mut recv, &budget)
+                .await
         }
-        (_, kind) => state.error(
+        (_, kind) => state.key.error(
             ErrorCode::UnsupportedKind,
             format!("a {kind} message is not accepted here from this caller"),
         ),
@@ -251,7 +252,7 @@ async fn refuse_staff(state: &NodeState, conn: &quinn::Connection, why: &str) {
     state.metrics.limit("staff_credential_refused");
     let _ = tokio::time::timeout(timeout, async {
         if let Ok((mut send, _recv)) = conn.accept_bi().await {
-            reply(&mut send, &state.error(ErrorCode::Forbidden, why)).await;
+            reply(&mut send, &state.key.error(ErrorCode::Forbidden, why)).await;
             // Closing as soon as the answer is acknowledged can still discard it at the caller
             // before it is read (a closed connection fails its streams' reads): wait for the
             // caller to close, having read it, up to the deadline.

@@ -130,7 +130,7 @@ async fn withdraw(
         public_key: staff.body.public_key,
         revoked_at: now,
     };
-    let env = state.seal(&rev);
+    let env = state.key.seal(&rev);
     let recipients: Vec<AgencyId> = state
         .manifest()
         .map(|m| {
@@ -368,24 +368,24 @@ pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelo
     }
     let rev: CredentialRevocation = match env.open() {
         Ok(r) => r,
-        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
     };
     if &rev.agency != from {
-        return state.error(
+        return state.key.error(
             ErrorCode::Forbidden,
             "an agency may only revoke its own staff's credentials",
         );
     }
     let fresh = match state.db.credential_revoked(from, &rev.public_key) {
         Ok(known) => !known,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     };
     if fresh {
         if let Err(e) = state
             .db
             .put_revoked_credential(from, &rev.public_key, rev.revoked_at)
         {
-            return state.error(ErrorCode::Internal, e.to_string());
+            return state.key.error(ErrorCode::Internal, e.to_string());
         }
         let logged = state
             .log_admin(
@@ -395,10 +395,10 @@ pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelo
             )
             .await;
         if let Err(e) = logged {
-            return state.error(ErrorCode::Internal, e.to_string());
+            return state.key.error(ErrorCode::Internal, e.to_string());
         }
     }
-    state.seal(&CredentialAck {
+    state.key.seal(&CredentialAck {
         agency: state.agency.clone(),
         issuer: from.clone(),
         person_id: rev.person_id,

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
-use throughgate_protocol::envelope::{Envelope, Message, SignerRole};
+use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::{Manifest, ManifestError};
-use throughgate_protocol::messages::{ErrorBody, ErrorCode, NodeStatus};
+use throughgate_protocol::messages::NodeStatus;
 use throughgate_protocol::time::Timestamp;
 
 use crate::audit::{AuditError, AuditLog};
@@ -131,19 +131,6 @@ impl std::fmt::Debug for NodeState {
 }
 
 impl NodeState {
-    /// Seals a body with the node key.
-    pub fn seal<M: Message>(&self, body: &M) -> Envelope {
-        Envelope::seal(body, &[(SignerRole::Node, &self.key.current())])
-    }
-
-    /// A signed protocol error.
-    pub fn error(&self, code: ErrorCode, message: impl Into<String>) -> Envelope {
-        self.seal(&ErrorBody {
-            code,
-            message: message.into(),
-        })
-    }
-
     /// The current manifest (a node never runs without one).
     pub fn manifest(&self) -> Option<Arc<Manifest>> {
         self.trust.manifest()
@@ -184,7 +171,7 @@ impl NodeState {
     ) -> Result<Arc<Manifest>, Envelope> {
         self.trust
             .check_peer_signed(peer, env)
-            .map_err(|(code, why)| self.error(code, why))
+            .map_err(|(code, why)| self.key.error(code, why))
     }
 
     /// What the node reports about itself: identity, key, manifest, counts, start time.

@@ -181,7 +181,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     let mut fed = federation().await;
     passport(&fed).await;
     let nhs = node_state(&fed, "nhs-wy");
-    throughgate_node::witness::offer_all(&nhs).await;
+    throughgate_node::workers::witness::offer_all(&nhs).await;
     let witnessed_size = nhs.audit.latest().unwrap().0;
     let dpo = fed.client("nhs-wy", StaffRole::Dpo).await.unwrap();
     let status = dpo.audit_checkpoints().await.unwrap();
@@ -220,7 +220,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     let before = probation
         .witness_alarms
         .load(std::sync::atomic::Ordering::Relaxed);
-    let refused = throughgate_node::witness::offer(&nhs, &agency("probation-yorks")).await;
+    let refused = throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks")).await;
     assert!(refused.unwrap_err().contains("refused"));
     assert_eq!(
         probation
@@ -250,7 +250,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     );
     // Further offers stay refused, without a new alarm each time.
     assert!(
-        throughgate_node::witness::offer(&nhs, &agency("probation-yorks"))
+        throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks"))
             .await
             .is_err()
     );
@@ -264,7 +264,7 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     // offer is witnessed afresh, and the reset is logged.
     pdpo.witness_reset(&agency("nhs-wy")).await.unwrap();
     assert!(
-        throughgate_node::witness::offer(&nhs, &agency("probation-yorks"))
+        throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks"))
             .await
             .is_ok()
     );

@@ -39,7 +39,7 @@ fn grant_to(fed: &LocalFederation, recorder: &str, signed: &SignedConsent, to: &
     let mut consent = signed.envelope.clone();
     consent.add_signature(SignerRole::Node, &st.key.current());
     let s = signed.subjects.iter().find(|s| s.agency.as_str() == to);
-    st.seal(&ConsentGrant {
+    st.key.seal(&ConsentGrant {
         consent,
         recipient: agency(to),
         subject: s.map(|s| s.identifier.clone()),
@@ -72,14 +72,14 @@ fn revocation_by(
 
 async fn deliver_grant(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) -> AckOutcome {
     let st = node_state(fed, to);
-    let reply = throughgate_node::consent_in::grant(&st, &agency(from), env).await;
+    let reply = throughgate_node::peer::consent_in::grant(&st, &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     ack.outcome
 }
 
 async fn deliver_revocation(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) {
     let st = node_state(fed, to);
-    let reply = throughgate_node::consent_in::revoke(&st, &agency(from), env).await;
+    let reply = throughgate_node::peer::consent_in::revoke(&st, &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     assert_eq!(ack.outcome, AckOutcome::Revoked, "{:?}", ack.reason);
 }

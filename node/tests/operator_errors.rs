@@ -27,9 +27,12 @@ async fn witness_reset_refuses_a_non_member_and_keeps_a_healthy_peers_baseline()
     let probation = node_state(&fed, "probation-yorks");
     // Something in the prison's log (a consent), witnessed, so there is a baseline to keep.
     let _ = granted_plan(&fed).await;
-    throughgate_node::witness::offer(&node_state(&fed, "hmp-leeds"), &agency("probation-yorks"))
-        .await
-        .unwrap();
+    throughgate_node::workers::witness::offer(
+        &node_state(&fed, "hmp-leeds"),
+        &agency("probation-yorks"),
+    )
+    .await
+    .unwrap();
     let baseline = probation.db.witnessed(&agency("hmp-leeds")).unwrap();
     assert!(baseline.is_some());
     let dpo = fed.client("probation-yorks", StaffRole::Dpo).await.unwrap();

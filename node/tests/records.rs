@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use throughgate_node::client::{ClientError, HomeClient};
 use throughgate_node::db::{Db, ImportJournal};
 use throughgate_node::import::export_csv;
-use throughgate_node::import_api::{apply, delete_absent, plan_sync, SyncPlan, APPLY_CHUNK};
+use throughgate_node::staff_api::import::{apply, delete_absent, plan_sync, SyncPlan, APPLY_CHUNK};
 use throughgate_node::store::{SledStore, Store};
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::credential::StaffRole;

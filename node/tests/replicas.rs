@@ -88,7 +88,7 @@ async fn two_replicas_of_an_agency_serve_caseworkers_with_one_audit_log() {
     // Witnesses see one log: both replicas offer their newest checkpoints to every peer, and
     // no peer finds a fork.
     fed.witness_round().await;
-    throughgate_node::witness::offer_all(replica.state()).await;
+    throughgate_node::workers::witness::offer_all(replica.state()).await;
     fed.witness_round().await;
     for n in &fed.nodes {
         let alarms = n

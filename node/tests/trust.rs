@@ -117,7 +117,7 @@ async fn a_removed_member_is_refused_by_every_node() {
     let fed = federation().await;
     // The college talks to the prison first (a pooled connection exists).
     let college = node_state(&fed, "leeds-college");
-    throughgate_node::manifest_sync::sync_with(&college, &agency("hmp-leeds"))
+    throughgate_node::workers::manifest_sync::sync_with(&college, &agency("hmp-leeds"))
         .await
         .unwrap();
     let mut v2 = next_manifest(&fed.manifest_body, fed.now());
@@ -150,9 +150,11 @@ async fn a_removed_member_is_refused_by_every_node() {
             .peers
             .request(
                 &agency(target),
-                &college.seal(&throughgate_protocol::messages::ManifestSync {
-                    manifest: college.trust.manifest_envelope().unwrap(),
-                }),
+                &college
+                    .key
+                    .seal(&throughgate_protocol::messages::ManifestSync {
+                        manifest: college.trust.manifest_envelope().unwrap(),
+                    }),
                 std::time::Duration::from_secs(2),
             )
             .await;

@@ -23,5 +23,5 @@ pub mod pgcluster;
 pub mod synth;
 
 use throughgate_node::{
-    audit, client, clock, config, db, keyfile, node, policy, staff, store, witness,
+    audit, client, clock, config, db, keyfile, node, policy, staff, store, workers,
 };

@@ -526,7 +526,7 @@ impl LocalFederation {
             .nodes
             .iter()
             .filter_map(|n| n.node.as_ref())
-            .map(|n| crate::witness::offer_all(n.state()));
+            .map(|n| crate::workers::witness::offer_all(n.state()));
         futures::future::join_all(rounds).await;
     }
 

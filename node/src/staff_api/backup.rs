@@ -172,7 +172,7 @@ async fn stream_file(
         let chunk = buf.get(..n).unwrap_or_default().to_vec();
         hasher.update(&chunk);
         total += n as u64;
-        write_envelope(send, &state.seal(&ClientResponse::FileChunk(chunk)))
+        write_envelope(send, &state.key.seal(&ClientResponse::FileChunk(chunk)))
             .await
             .map_err(internal)?;
     }

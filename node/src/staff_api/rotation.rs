@@ -129,9 +129,11 @@ pub async fn rotate_op(
             )
         }
     })?;
-    let mut env = state.seal(&throughgate_protocol::messages::ClientResponse::Status(
-        status,
-    ));
+    let mut env = state
+        .key
+        .seal(&throughgate_protocol::messages::ClientResponse::Status(
+            status,
+        ));
     env.add_signature(throughgate_protocol::envelope::SignerRole::Node, &old);
     Ok(env)
 }

@@ -103,7 +103,7 @@ pub async fn record(
     if consent.valid_until <= now {
         return Err(rejected("the consent would already have expired"));
     }
-    crate::consent_in::within_validity(&consent, &state.config.consent).map_err(rejected)?;
+    crate::consent::within_validity(&consent, &state.config.consent).map_err(rejected)?;
     for h in &consent.holders {
         let m = manifest
             .member(&h.agency)
@@ -184,21 +184,20 @@ pub async fn record(
             recipient,
             OutboxPayload::Grant {
                 consent_id: consent.consent_id.clone(),
-                envelope: state.seal(&grant),
+                envelope: state.key.seal(&grant),
             },
         ));
     }
-    let stored = crate::consent_in::newly_active(env.clone(), consent.clone(), now);
+    let stored = crate::consent::newly_active(env.clone(), consent.clone(), now);
     items.extend(retirement(state, staff, &consent, retire, now)?);
     let writes = state.db.consent_writes(&stored, None, now)?;
-    let event =
-        crate::consent_in::consent_entry(&consent, Some(staff.body.person_id.clone()), None);
+    let event = crate::consent::consent_entry(&consent, Some(staff.body.person_id.clone()), None);
     // Exclusively: superseding changes another consent's status (see `ConsentGate`).
     let pending = state.consent_gate.change(|| {
         state.outbox.enqueue(items, writes, now)?;
         let mut p = Vec::new();
         if let Some(ev) =
-            crate::consent_in::superseded_event(state, consent.supersedes.as_ref(), &event)?
+            crate::consent::superseded_event(&state.db, consent.supersedes.as_ref(), &event)?
         {
             p.push(state.audit.submit(ev));
         }
@@ -391,7 +390,7 @@ pub async fn revoke(
         })
         .collect();
     let event =
-        crate::consent_in::consent_entry(&stored.body, Some(staff.body.person_id.clone()), None);
+        crate::consent::consent_entry(&stored.body, Some(staff.body.person_id.clone()), None);
     // Exclusively, so this node's own decisions are logged wholly before or after it.
     let pending = state.consent_gate.change(|| {
         state.outbox.enqueue(items, writes, now)?;

@@ -32,18 +32,18 @@ pub async fn handle(
         .verify_by(SignerRole::Person, &staff.body.public_key)
         .is_err()
     {
-        return state.error(
+        return state.key.error(
             ErrorCode::BadSignature,
             "the request is not signed by the caller's key",
         );
     }
     let req: ClientRequest = match env.open() {
         Ok(r) => r,
-        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
     };
     let now = state.clock.now();
     if req.issued_at.0.abs_diff(now.0) > CLIENT_SKEW_SECS {
-        return state.error(
+        return state.key.error(
             ErrorCode::BadRequest,
             "the request's timestamp is far from the node's clock; check this computer's clock",
         );
@@ -53,7 +53,7 @@ pub async fn handle(
         if roles.contains(&role) {
             Ok(())
         } else {
-            Err(state.error(
+            Err(state.key.error(
                 ErrorCode::Forbidden,
                 format!(
                     "this needs the {role} role; {} holds {}",
@@ -85,13 +85,15 @@ pub async fn handle(
             retire,
         } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => crate::consent_out::record(state, staff, consent, &subjects, retire)
-                .await
-                .map_err(record_err),
+            Ok(()) => {
+                crate::requester::consent_out::record(state, staff, consent, &subjects, retire)
+                    .await
+                    .map_err(record_err)
+            }
         },
         ClientOp::RevokeConsent { revocation } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => crate::consent_out::revoke(state, staff, revocation)
+            Ok(()) => crate::requester::consent_out::revoke(state, staff, revocation)
                 .await
                 .map_err(record_err),
         },
@@ -102,7 +104,7 @@ pub async fn handle(
                 }
                 // A DPO reviewing the register is logged like their audit reads (caseworkers'
                 // own status checks are not).
-                crate::audit_api::log_access(
+                crate::staff_api::audit::log_access(
                     state,
                     staff,
                     filter.passport_id.clone(),
@@ -124,7 +126,7 @@ pub async fn handle(
             match state.db.consent(&consent_id) {
                 Ok(Some(c)) => {
                     let logged = if as_dpo {
-                        crate::audit_api::log_access(
+                        crate::staff_api::audit::log_access(
                             state,
                             staff,
                             Some(c.body.passport_id.clone()),
@@ -162,14 +164,14 @@ pub async fn handle(
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                let request = crate::import_api::ImportRequest {
+                let request = crate::staff_api::import::ImportRequest {
                     format,
                     dry_run,
                     total_bytes,
                     sha256,
                     sync,
                 };
-                crate::import_api::import(state, staff, request, recv, budget).await
+                crate::staff_api::import::import(state, staff, request, recv, budget).await
             }
         },
         ClientOp::DeleteRecords {
@@ -179,7 +181,7 @@ pub async fn handle(
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                crate::records_api::delete(
+                crate::staff_api::records::delete(
                     state,
                     staff,
                     &subject,
@@ -229,21 +231,21 @@ pub async fn handle(
             .ok_or((ErrorCode::Internal, "node has no manifest".into())),
         ClientOp::AuditSearch(filter) => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::audit_api::search(state, staff, filter).await,
+            Ok(()) => crate::staff_api::audit::search(state, staff, filter).await,
         },
         ClientOp::AuditVerify => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::audit_api::verify(state, staff).await,
+            Ok(()) => crate::staff_api::audit::verify(state, staff).await,
         },
         ClientOp::AuditReport { query, federation } => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::audit_api::report(state, staff, query, federation).await,
+            Ok(()) => crate::staff_api::audit::report(state, staff, query, federation).await,
         },
         ClientOp::PublishManifest { manifest } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => match refuse_stranding(state, &manifest) {
                 Err(e) => Err(e),
-                Ok(()) => match crate::manifest_sync::adopt(
+                Ok(()) => match crate::workers::manifest_sync::adopt(
                     state,
                     &manifest,
                     None,
@@ -267,9 +269,9 @@ pub async fn handle(
         ClientOp::RotateKey => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                return match crate::rotation::rotate_op(state, staff).await {
+                return match crate::staff_api::rotation::rotate_op(state, staff).await {
                     Ok(env) => env,
-                    Err((code, msg)) => state.error(code, msg),
+                    Err((code, msg)) => state.key.error(code, msg),
                 }
             }
         },
@@ -288,11 +290,11 @@ pub async fn handle(
         ClientOp::RefreshCredential => crate::staff::current_credential(state, staff),
         ClientOp::Backup => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::backup_api::stream_backup(state, staff, send).await,
+            Ok(()) => crate::staff_api::backup::stream_backup(state, staff, send).await,
         },
         ClientOp::ExportRecords { format } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::backup_api::stream_export(state, staff, format, send).await,
+            Ok(()) => crate::staff_api::backup::stream_export(state, staff, format, send).await,
         },
         ClientOp::WitnessReset { peer } => {
             if need(StaffRole::Dpo).is_err() {
@@ -300,10 +302,13 @@ pub async fn handle(
                     return e;
                 }
             }
-            match crate::witness::reset_baseline(state, &peer, &staff.body.person_id).await {
-                Ok(()) => crate::audit_api::checkpoints(state),
-                Err(crate::witness::ResetError::Refused(msg)) => Err((ErrorCode::BadRequest, msg)),
-                Err(crate::witness::ResetError::Node(e)) => {
+            match crate::workers::witness::reset_baseline(state, &peer, &staff.body.person_id).await
+            {
+                Ok(()) => crate::staff_api::audit::checkpoints(state),
+                Err(crate::workers::witness::ResetError::Refused(msg)) => {
+                    Err((ErrorCode::BadRequest, msg))
+                }
+                Err(crate::workers::witness::ResetError::Node(e)) => {
                     Err((ErrorCode::Internal, e.to_string()))
                 }
             }
@@ -314,12 +319,12 @@ pub async fn handle(
                     return e;
                 }
             }
-            crate::audit_api::checkpoints(state)
+            crate::staff_api::audit::checkpoints(state)
         }
     };
     match result {
-        Ok(body) => state.seal(&body),
-        Err((code, msg)) => state.error(code, msg),
+        Ok(body) => state.key.seal(&body),
+        Err((code, msg)) => state.key.error(code, msg),
     }
 }
 
@@ -396,12 +401,12 @@ fn internal(e: crate::store::StoreError) -> (ErrorCode, String) {
     )
 }
 
-fn record_err(e: crate::consent_out::RecordError) -> (ErrorCode, String) {
+fn record_err(e: crate::requester::consent_out::RecordError) -> (ErrorCode, String) {
     match e {
-        crate::consent_out::RecordError::Rejected(m) => (ErrorCode::BadRequest, m),
-        crate::consent_out::RecordError::Store(e) => internal(e),
-        crate::consent_out::RecordError::Audit(m) => (ErrorCode::Internal, m),
-        crate::consent_out::RecordError::RateLimited(m) => (ErrorCode::RateLimited, m),
+        crate::requester::consent_out::RecordError::Rejected(m) => (ErrorCode::BadRequest, m),
+        crate::requester::consent_out::RecordError::Store(e) => internal(e),
+        crate::requester::consent_out::RecordError::Audit(m) => (ErrorCode::Internal, m),
+        crate::requester::consent_out::RecordError::RateLimited(m) => (ErrorCode::RateLimited, m),
     }
 }
 
@@ -413,9 +418,9 @@ async fn assemble(
     send: &mut quinn::SendStream,
 ) -> OpResult {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let work = crate::fanout::assemble(state, staff, query, move |r| {
+    let work = crate::requester::fanout::assemble(state, staff, query, move |r| {
         if progress {
-            let _ = tx.send(crate::fanout::progress_frame(r));
+            let _ = tx.send(crate::requester::fanout::progress_frame(r));
         }
     });
     let mut work = std::pin::pin!(work);
@@ -424,12 +429,12 @@ async fn assemble(
         tokio::select! {
             res = &mut work => break res,
             Some(frame) = rx.recv() => {
-                let _ = write_envelope(send, &state.seal(&frame)).await;
+                let _ = write_envelope(send, &state.key.seal(&frame)).await;
             }
         }
     };
     while let Ok(frame) = rx.try_recv() {
-        let _ = write_envelope(send, &state.seal(&frame)).await;
+        let _ = write_envelope(send, &state.key.seal(&frame)).await;
     }
     match outcome {
         Ok(a) => Ok(ClientResponse::Assembled {

@@ -196,7 +196,7 @@ pub async fn assemble(
         .await
         .map_err(|e| reject(format!("the query could not be logged: {e}")))?;
     let results: Vec<HolderResult> = results.into_iter().flatten().collect();
-    let statement = state.seal(&AssemblyStatement::new(
+    let statement = state.key.seal(&AssemblyStatement::new(
         state.agency.clone(),
         &query_env,
         &results,
@@ -279,11 +279,12 @@ fn holder_result(
 /// Checks an answered result's receipt against what this node witnessed of the holder's log;
 /// on a split view raises the alarm and marks the result invalid.
 async fn split_view_check(state: &NodeState, result: &mut HolderResult, response: &Response) {
-    let Some(detail) = crate::witness::receipt_view_conflict(state, &result.agency, response)
+    let Some(detail) =
+        crate::workers::witness::receipt_view_conflict(state, &result.agency, response)
     else {
         return;
     };
-    crate::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
+    crate::workers::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
     result.status = HolderStatus::Invalid;
     result.detail = Some(detail);
 }

@@ -368,8 +368,8 @@ async fn answer(
 /// Handles another node's audit query.
 pub async fn answer_peer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
     match answer(state, env, peer).await {
-        Ok(a) => state.seal(&a),
-        Err((code, msg)) => state.error(code, msg),
+        Ok(a) => state.key.seal(&a),
+        Err((code, msg)) => state.key.error(code, msg),
     }
 }
 
@@ -412,7 +412,7 @@ pub async fn report(
             let r = if a == &state.agency {
                 answer(state, qe, a)
                     .await
-                    .map(|ans| state.seal(&ans))
+                    .map(|ans| state.key.seal(&ans))
                     .map_err(|(c, m)| (HolderStatus::Error, format!("{c}: {m}")))
             } else {
                 state.peers.request(a, qe, timeout).await.map_err(|e| {

@@ -35,7 +35,7 @@ fn answer(
     known_size: Option<u64>,
     detail: Option<String>,
 ) -> Envelope {
-    state.seal(&WitnessResponse {
+    state.key.seal(&WitnessResponse {
         outcome,
         cosignature,
         known_size,
@@ -192,11 +192,13 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
         Err(refusal) => return refusal,
     };
     let Some(member) = manifest.member(peer) else {
-        return state.error(ErrorCode::Forbidden, "the sender is not a member");
+        return state
+            .key
+            .error(ErrorCode::Forbidden, "the sender is not a member");
     };
     let req: WitnessRequest = match env.open() {
         Ok(r) => r,
-        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
     };
     let log_origin = origin(peer);
     let signed = match SignedCheckpoint::parse(req.checkpoint.as_bytes()) {
@@ -236,11 +238,11 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
             return answer(state, WitnessOutcome::Refused, None, None, Some(detail));
         }
         Ok(None) => {}
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     }
     let known = match state.db.witnessed(peer) {
         Ok(k) => k,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     };
     let known_size = known.as_ref().map_or(0, |(s, _)| *s);
     if req.old_size != known_size {
@@ -255,7 +257,11 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
     if let Some((old_size, old_text)) = &known {
         let old = match SignedCheckpoint::parse(old_text.as_bytes()) {
             Ok(o) => o.checkpoint().clone(),
-            Err(e) => return state.error(ErrorCode::Internal, format!("stored checkpoint: {e}")),
+            Err(e) => {
+                return state
+                    .key
+                    .error(ErrorCode::Internal, format!("stored checkpoint: {e}"))
+            }
         };
         if new.size < *old_size {
             return alarm(
@@ -288,7 +294,7 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
         }
     }
     if let Err(e) = state.db.put_witnessed(peer, new.size, &req.checkpoint) {
-        return state.error(ErrorCode::Internal, e.to_string());
+        return state.key.error(ErrorCode::Internal, e.to_string());
     }
     let now = state.clock.now().0;
     let body = signed.note().text().to_owned();
@@ -305,7 +311,7 @@ pub async fn handle_request(state: &NodeState, peer: &AgencyId, env: &Envelope) 
             None,
             None,
         ),
-        Err(e) => state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => state.key.error(ErrorCode::Internal, e.to_string()),
     }
 }
 
@@ -349,7 +355,7 @@ pub async fn offer(state: &NodeState, peer: &AgencyId) -> Result<u64, String> {
             .peers
             .request(
                 peer,
-                &state.seal(&req),
+                &state.key.seal(&req),
                 state.config.limits.request_timeout(),
             )
             .await

@@ -114,7 +114,7 @@ async fn decide_and_sign(
 ) -> (Envelope, &'static str) {
     let Some(manifest) = state.manifest() else {
         return (
-            state.error(ErrorCode::Internal, "node has no manifest"),
+            state.key.error(ErrorCode::Internal, "node has no manifest"),
             "error",
         );
     };
@@ -128,7 +128,7 @@ async fn decide_and_sign(
         let gate = state.consent_gate.decision();
         let (query, plan) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
             QueryVerdict::Malformed(detail) => {
-                return (state.error(ErrorCode::Malformed, detail), "error")
+                return (state.key.error(ErrorCode::Malformed, detail), "error")
             }
             QueryVerdict::Refused(query, reason) => {
                 (*query, Ok(Plan::Decided(Decision::refuse(reason, None))))
@@ -141,7 +141,7 @@ async fn decide_and_sign(
                 {
                     state.metrics.limit("caseworker_rate");
                     let msg = "this caseworker is sending queries too fast; slow down and retry";
-                    return (state.error(ErrorCode::RateLimited, msg), "error");
+                    return (state.key.error(ErrorCode::RateLimited, msg), "error");
                 }
                 let plan = decide(state, peer, &checked.query, &checked.credential, &manifest);
                 (checked.query, plan)
@@ -211,7 +211,9 @@ fn storage_failure(
 ) -> (Envelope, &'static str) {
     tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
     (
-        state.error(ErrorCode::Internal, "storage failure; retry later"),
+        state
+            .key
+            .error(ErrorCode::Internal, "storage failure; retry later"),
         "error",
     )
 }
@@ -339,7 +341,7 @@ async fn finish(
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "decision could not be logged; nothing disclosed");
             let msg = "the audit log is unavailable; nothing was disclosed; retry later";
-            return (state.error(ErrorCode::Internal, msg), "error");
+            return (state.key.error(ErrorCode::Internal, msg), "error");
         }
     };
     tracing::info!(
@@ -371,7 +373,7 @@ async fn finish(
         records_read_at: decision.source.map(|s| s.read_at),
     };
     let outcome = response.outcome.as_str();
-    (state.seal(&response), outcome)
+    (state.key.seal(&response), outcome)
 }
 
 /// What deciding under the consent gate leaves to do.
@@ -600,7 +602,7 @@ mod tests {
     use throughgate_protocol::messages::HolderRequest;
 
     use super::*;
-    use crate::consent_in::newly_active;
+    use crate::consent::newly_active;
 
     const NOW: Timestamp = Timestamp(1_800_000_000);
 

@@ -144,10 +144,10 @@ async fn deliver(
     let answer = if item.recipient == state.agency {
         match &item.payload {
             OutboxPayload::Grant { envelope, .. } => {
-                crate::consent_in::grant(state, &state.agency, envelope).await
+                crate::peer::consent_in::grant(state, &state.agency, envelope).await
             }
             OutboxPayload::Revoke { envelope, .. } => {
-                crate::consent_in::revoke(state, &state.agency, envelope).await
+                crate::peer::consent_in::revoke(state, &state.agency, envelope).await
             }
             OutboxPayload::CredentialRevoke { envelope, .. } => {
                 crate::staff::receive_revocation(state, &state.agency, envelope).await

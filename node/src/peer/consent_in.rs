@@ -2,18 +2,18 @@
 //! outbox when it is itself a holder or grantee). Each is verified end to end and answered with
 //! a signed acknowledgement. Both are idempotent: a redelivery gets the same answer.
 
-use throughgate_protocol::audit::{AuditEvent, ConsentEntry};
+use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::consent::{
     verify_consent, verify_revocation, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
 };
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::identifiers::commitment_matches;
-use throughgate_protocol::ids::{AgencyId, ConsentId, PersonId};
+use throughgate_protocol::ids::{AgencyId, ConsentId};
 use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
 use throughgate_protocol::time::Timestamp;
 
-use crate::config::ConsentRules;
-use crate::db::{supersedes, Linkage, StoredConsent};
+use crate::consent::{consent_entry, newly_active, superseded_event, within_validity};
+use crate::db::{supersedes, Linkage};
 use crate::state::NodeState;
 
 fn ack(
@@ -24,7 +24,7 @@ fn ack(
     reason: Option<String>,
 ) -> Envelope {
     tracing::info!(consent = %consent_id, subject = ?subject, outcome = outcome.as_str(), reason = reason.as_deref(), "consent message acknowledged");
-    state.seal(&Ack {
+    state.key.seal(&Ack {
         subject,
         consent_id,
         agency: state.agency.clone(),
@@ -37,10 +37,12 @@ fn ack(
 /// Handles a `consent_grant` from `from`.
 pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
+        return state.key.error(ErrorCode::Internal, "node has no manifest");
     };
     let Some(sender) = manifest.member(from) else {
-        return state.error(ErrorCode::Forbidden, "sender is not a member");
+        return state
+            .key
+            .error(ErrorCode::Forbidden, "sender is not a member");
     };
     if env
         .verify_by_any(
@@ -49,14 +51,14 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         )
         .is_err()
     {
-        return state.error(
+        return state.key.error(
             ErrorCode::BadSignature,
             "the grant is not signed by the sending node",
         );
     }
     let grant: ConsentGrant = match env.open() {
         Ok(g) => g,
-        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
     };
     let (consent, _cred) = match verify_consent(&grant.consent, &manifest) {
         Ok(c) => c,
@@ -76,7 +78,7 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
                     AckOutcome::Rejected,
                     Some(e.to_string()),
                 ),
-                None => state.error(ErrorCode::BadRequest, e.to_string()),
+                None => state.key.error(ErrorCode::BadRequest, e.to_string()),
             };
         }
     };
@@ -111,7 +113,7 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
             match state.records.subject_known(&subject, timeout).await {
                 Ok(known) => Some((subject, known)),
                 Err(crate::source::SourceError::Store(e)) => {
-                    return state.error(ErrorCode::Internal, e.to_string())
+                    return state.key.error(ErrorCode::Internal, e.to_string())
                 }
                 Err(e) => {
                     state
@@ -122,7 +124,7 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
                         })
                         .inc();
                     tracing::warn!(error = %e, consent = %id, "record source gave no usable answer while linking a consent");
-                    return state.error(
+                    return state.key.error(
                         ErrorCode::Internal,
                         "this agency's system of record did not answer; the consent was not \
                          stored; deliver it again later",
@@ -139,11 +141,11 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         .change(|| register(state, &grant.consent, consent, identifier, now));
     let (linkage, changed, pending) = match registered {
         Ok(r) => r,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     };
     for p in pending {
         if let Err(e) = p.wait().await {
-            return state.error(ErrorCode::Internal, e.to_string());
+            return state.key.error(ErrorCode::Internal, e.to_string());
         }
     }
     let outcome = linkage.as_ref().map_or(AckOutcome::Stored, Linkage::ack);
@@ -174,7 +176,7 @@ async fn delivery_rate_limited(state: &NodeState, from: &AgencyId) -> Envelope {
             tracing::error!(error = %e, "rate-limit refusal could not be logged");
         }
     }
-    state.error(
+    state.key.error(
         ErrorCode::RateLimited,
         "this node receives consents from your agency faster than its hourly limit; retry later",
     )
@@ -224,11 +226,11 @@ fn delivered_identifier(
 async fn reject_superseding(state: &NodeState, consent: &Consent, why: String) -> Envelope {
     let pending = match state.consent_gate.change(|| end_superseded(state, consent)) {
         Ok(p) => p,
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     };
     if let Some(p) = pending {
         if let Err(e) = p.wait().await {
-            return state.error(ErrorCode::Internal, e.to_string());
+            return state.key.error(ErrorCode::Internal, e.to_string());
         }
     }
     ack(
@@ -265,19 +267,6 @@ fn end_superseded(
     Ok(Some(
         state.audit.submit(AuditEvent::ConsentSuperseded(entry)),
     ))
-}
-
-/// Refuses a consent whose validity is longer than `rules` allow.
-pub(crate) fn within_validity(consent: &Consent, rules: &ConsentRules) -> Result<(), String> {
-    let secs = consent.valid_until.0.saturating_sub(consent.valid_from.0);
-    if secs > rules.max_validity_secs() {
-        return Err(format!(
-            "the consent is valid for {} days; this agency accepts at most {} days",
-            secs.div_ceil(86_400),
-            rules.max_validity_days
-        ));
-    }
-    Ok(())
 }
 
 /// Stores a verified consent delivered here (or links one already stored, on a redelivery)
@@ -345,7 +334,8 @@ fn register(
                 stored.revocation = Some(env.clone());
             }
             state.db.put_consent(&stored, linkage.as_ref(), now)?;
-            if let Some(ev) = superseded_event(state, stored.body.supersedes.as_ref(), &event)? {
+            if let Some(ev) = superseded_event(&state.db, stored.body.supersedes.as_ref(), &event)?
+            {
                 pending.push(state.audit.submit(ev));
             }
             pending.push(
@@ -375,64 +365,14 @@ fn register(
     Ok((linkage, changed, pending))
 }
 
-/// A consent as first stored, recorded here or received at `now`: active, never revoked or
-/// superseded, its expiry not yet logged.
-pub(crate) fn newly_active(envelope: Envelope, body: Consent, now: Timestamp) -> StoredConsent {
-    StoredConsent {
-        envelope,
-        body,
-        status: ConsentStatus::Active,
-        status_since: now,
-        received_at: now,
-        revocation: None,
-        superseded_by: None,
-        expiry_logged: false,
-    }
-}
-
-/// The audit record of a consent event.
-pub(crate) fn consent_entry(
-    c: &Consent,
-    person: Option<PersonId>,
-    linkage: Option<AckOutcome>,
-) -> ConsentEntry {
-    ConsentEntry {
-        consent_id: c.consent_id.clone(),
-        passport_id: c.passport_id.clone(),
-        recorded_by: c.recorded_by.clone(),
-        person,
-        purpose: c.purpose,
-        linkage,
-    }
-}
-
-/// The log entry saying that consent `old` (if stored here) was superseded by the one `new`
-/// records.
-pub(crate) fn superseded_event(
-    state: &NodeState,
-    old: Option<&ConsentId>,
-    new: &ConsentEntry,
-) -> Result<Option<AuditEvent>, crate::store::StoreError> {
-    let Some(old) = old else { return Ok(None) };
-    let Some(prev) = state.db.consent(old)? else {
-        return Ok(None);
-    };
-    if prev.superseded_by.as_ref() != Some(&new.consent_id) {
-        return Ok(None);
-    }
-    let mut entry = consent_entry(&prev.body, new.person.clone(), None);
-    entry.linkage = None;
-    Ok(Some(AuditEvent::ConsentSuperseded(entry)))
-}
-
 /// Handles a `consent_revoke` from `from`.
 pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
     let Some(manifest) = state.manifest() else {
-        return state.error(ErrorCode::Internal, "node has no manifest");
+        return state.key.error(ErrorCode::Internal, "node has no manifest");
     };
     let (rev, _cred) = match verify_revocation(env, &manifest) {
         Ok(r) => r,
-        Err(e) => return state.error(ErrorCode::BadRequest, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::BadRequest, e.to_string()),
     };
     let id = rev.consent_id.clone();
     let reject = |why: String| {
@@ -476,7 +416,7 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
     let mut stored = match found {
         Ok(Some(s)) => s,
         Ok(None) => return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None),
-        Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
     };
     if stored.body.recorded_by != rev.revoked_by || stored.body.passport_id != rev.passport_id {
         return reject("only the recording agency may revoke, for the same passport".into());
@@ -495,10 +435,10 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
         });
         let pending = match pending {
             Ok(p) => p,
-            Err(e) => return state.error(ErrorCode::Internal, e.to_string()),
+            Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
         };
         if let Err(e) = pending.wait().await {
-            return state.error(ErrorCode::Internal, e.to_string());
+            return state.key.error(ErrorCode::Internal, e.to_string());
         }
     }
     ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None)

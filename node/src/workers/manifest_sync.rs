@@ -99,7 +99,7 @@ pub fn sync_with<'a>(
 ) -> BoxFuture<'a, Result<(), String>> {
     async move {
         let mine = state.trust.manifest_envelope().ok_or("no manifest")?;
-        let req = state.seal(&ManifestSync { manifest: mine });
+        let req = state.key.seal(&ManifestSync { manifest: mine });
         let answer = state
             .peers
             .request(peer, &req, state.config.limits.request_timeout())
@@ -140,7 +140,7 @@ pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> 
     }
     let offer: ManifestSync = match env.open() {
         Ok(o) => o,
-        Err(e) => return state.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
     };
     match adopt(state, &offer.manifest, Some(peer), None).await {
         Ok(_)
@@ -150,8 +150,8 @@ pub async fn handle(state: &Arc<NodeState>, peer: &AgencyId, env: &Envelope) -> 
         Err(e) => tracing::warn!(peer = %peer, error = %e, "offered manifest refused"),
     }
     match state.trust.manifest_envelope() {
-        Some(m) => state.seal(&ManifestSync { manifest: m }),
-        None => state.error(ErrorCode::Internal, "node has no manifest"),
+        Some(m) => state.key.seal(&ManifestSync { manifest: m }),
+        None => state.key.error(ErrorCode::Internal, "node has no manifest"),
     }
 }
 
