@@ -24,8 +24,8 @@ pub enum PolicyCmd {
         /// The requesting agency to explain for.
         #[arg(long)]
         requester: Option<AgencyId>,
-        /// The requester's sector (justice, health, education, local_government, welfare), if
-        /// no --manifest names it.
+        /// The requester's sector (justice, health, education, local_government, welfare); with
+        /// --requester, this or --manifest is needed.
         #[arg(long)]
         sector: Option<String>,
         /// A manifest file to take the requester's sector from.
@@ -101,11 +101,11 @@ pub fn run(g: &Global, cmd: PolicyCmd) -> Result<u8> {
                     )
                 })?
         }
-        (None, None) => throughgate_testkit::agencies::demo_agency(requester.as_str())
-            .map(|d| d.sector)
-            .ok_or_else(|| {
-                anyhow!("give --sector or --manifest so the requester's sector is known")
-            })?,
+        (None, None) => {
+            return Err(anyhow!(
+                "the requester's sector is needed to explain a policy: give --sector (justice, health, education, local_government or welfare) or --manifest FILE (the federation manifest that lists {requester})"
+            ))
+        }
     };
     let member = Member {
         id: requester.clone(),

@@ -611,3 +611,62 @@ fn node_init_uses_demo_defaults_only_with_the_demo_agency_flag() {
     let policy = std::fs::read_to_string(real.join("policy.toml")).unwrap();
     assert!(!policy.contains("\n[[release]]"), "deny-all: {policy}");
 }
+
+/// `tg policy check --requester` explains a policy for the sector it is given, and never guesses
+/// one: without `--sector` or `--manifest` it says what to give and exits 1.
+#[test]
+fn policy_check_explains_for_a_given_sector_and_never_guesses_one() {
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/policies/probation-yorks.toml"
+    );
+    let out = tg()
+        .args(["policy", "check", policy, "--requester", "leeds-cc"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing explained without a sector");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--sector") && err.contains("--manifest"),
+        "{err}"
+    );
+
+    let out = tg()
+        .args([
+            "--json",
+            "policy",
+            "check",
+            policy,
+            "--requester",
+            "leeds-cc",
+        ])
+        .args(["--sector", "local_government"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sector"], "local_government");
+    let categories = v["categories"].as_array().unwrap();
+    assert!(!categories.is_empty(), "{v}");
+    assert!(
+        !categories.iter().any(|c| c == "risk"),
+        "risk is never released for resettlement outside justice: {v}"
+    );
+
+    let out = tg()
+        .args([
+            "--json",
+            "policy",
+            "check",
+            policy,
+            "--requester",
+            "leeds-cc",
+        ])
+        .args(["--sector", "justice"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sector"], "justice");
+}

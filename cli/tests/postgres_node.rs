@@ -7,13 +7,15 @@
     missing_docs
 )]
 
+mod common;
+
 use std::io::Write as _;
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 
+use common::free_udp_port;
 use throughgate_node::db::Db;
 use throughgate_node::store::PostgresStore;
 use throughgate_testkit::pgcluster::TempCluster;
@@ -40,14 +42,6 @@ fn ok(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn in_ci() -> bool {

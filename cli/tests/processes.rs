@@ -31,16 +31,18 @@
     missing_docs
 )]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::free_udp_port;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use throughgate_protocol::audit::{AuditEntry, AuditEvent};
@@ -146,17 +148,6 @@ where
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// A UDP port that was free a moment ago. The probe socket is dropped before the node binds the
-/// port, so another process could take it in between: a small race, accepted here because
-/// everything runs on loopback in a fresh test; if it happens, the node fails to bind and
-/// exits, and the readiness wait fails with the node's stderr (which names the address).
-fn free_udp_port() -> u16 {
-    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    port
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -54,9 +54,16 @@ impl ConsentGate {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::sync::Arc;
+    use std::time::Duration;
 
     use super::ConsentGate;
+
+    /// How long a blocked side is given to (wrongly) get through. A correct gate passes
+    /// whatever the scheduling; a broken one is caught unless its thread is not scheduled at
+    /// all for this long.
+    const GRACE: Duration = Duration::from_millis(200);
 
     #[test]
     fn decisions_share_the_gate() {
@@ -70,53 +77,84 @@ mod tests {
     #[test]
     fn a_change_waits_for_the_decision_in_progress() {
         let gate = Arc::new(ConsentGate::new());
-        let order = Arc::new(Mutex::new(Vec::new()));
         let deciding = gate.decision();
-        let (started_tx, started_rx) = mpsc::channel();
+        let (changed_tx, changed_rx) = mpsc::channel();
         let changer = std::thread::spawn({
             let gate = gate.clone();
-            let order = order.clone();
-            move || {
-                started_tx.send(()).unwrap();
-                gate.change(|| order.lock().unwrap().push("change"));
-            }
+            move || gate.change(|| changed_tx.send(()).unwrap())
         });
-        started_rx.recv().unwrap();
-        order.lock().unwrap().push("decision logged");
+        assert_eq!(
+            changed_rx.recv_timeout(GRACE),
+            Err(RecvTimeoutError::Timeout),
+            "a change ran while a decision held the gate"
+        );
         drop(deciding);
+        changed_rx.recv().unwrap();
         changer.join().unwrap();
-        assert_eq!(*order.lock().unwrap(), ["decision logged", "change"]);
     }
 
     #[test]
     fn a_decision_waits_for_the_change_in_progress() {
         let gate = Arc::new(ConsentGate::new());
-        let order = Arc::new(Mutex::new(Vec::new()));
         let (inside_tx, inside_rx) = mpsc::channel();
         let (finish_tx, finish_rx) = mpsc::channel::<()>();
         let changer = std::thread::spawn({
             let gate = gate.clone();
-            let order = order.clone();
             move || {
                 gate.change(|| {
                     inside_tx.send(()).unwrap();
                     finish_rx.recv().unwrap();
-                    order.lock().unwrap().push("withdrawn");
                 })
             }
         });
         inside_rx.recv().unwrap();
+        let (decided_tx, decided_rx) = mpsc::channel();
         let decider = std::thread::spawn({
             let gate = gate.clone();
-            let order = order.clone();
             move || {
                 let _deciding = gate.decision();
-                order.lock().unwrap().push("decided");
+                decided_tx.send(()).unwrap();
             }
         });
+        assert_eq!(
+            decided_rx.recv_timeout(GRACE),
+            Err(RecvTimeoutError::Timeout),
+            "a decision ran while a change held the gate"
+        );
         finish_tx.send(()).unwrap();
         changer.join().unwrap();
+        decided_rx.recv().unwrap();
         decider.join().unwrap();
-        assert_eq!(*order.lock().unwrap(), ["withdrawn", "decided"]);
+    }
+
+    #[test]
+    fn changes_exclude_each_other() {
+        let gate = Arc::new(ConsentGate::new());
+        let (inside_tx, inside_rx) = mpsc::channel();
+        let (finish_tx, finish_rx) = mpsc::channel::<()>();
+        let first = std::thread::spawn({
+            let gate = gate.clone();
+            move || {
+                gate.change(|| {
+                    inside_tx.send(()).unwrap();
+                    finish_rx.recv().unwrap();
+                })
+            }
+        });
+        inside_rx.recv().unwrap();
+        let (second_tx, second_rx) = mpsc::channel();
+        let second = std::thread::spawn({
+            let gate = gate.clone();
+            move || gate.change(|| second_tx.send(()).unwrap())
+        });
+        assert_eq!(
+            second_rx.recv_timeout(GRACE),
+            Err(RecvTimeoutError::Timeout),
+            "two changes ran at once"
+        );
+        finish_tx.send(()).unwrap();
+        first.join().unwrap();
+        second_rx.recv().unwrap();
+        second.join().unwrap();
     }
 }
