@@ -47,6 +47,23 @@ pub fn code_for(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// The error and its causes, outermost first, joined by ": ". A cause whose text an outer
+/// message already includes (many errors quote their source) is not repeated.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// A hint on what to do next, for errors that have an obvious next step. Looks through the
 /// whole chain of causes, so a file error deep inside a command still gets a next step.
 pub fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
@@ -118,6 +135,28 @@ fn client_hint(e: &ClientError) -> Option<&'static str> {
 mod tests {
     use super::*;
     use throughgate_node::store::StoreError;
+
+    /// A cause is shown once, whether or not the message above it already quotes it.
+    #[test]
+    fn the_message_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not listen on 127.0.0.1:9: {source}")]
+        struct Quotes {
+            source: std::io::Error,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("could not start")]
+        struct Silent(#[source] std::io::Error);
+        let busy = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+
+        let quoted = anyhow::Error::new(Quotes { source: busy() }).context("node run");
+        assert_eq!(
+            message(&quoted),
+            "node run: could not listen on 127.0.0.1:9: address in use"
+        );
+        let chained = anyhow::Error::new(Silent(busy()));
+        assert_eq!(message(&chained), "could not start: address in use");
+    }
 
     /// The hint for a store held by another process comes from the error's kind, wherever it
     /// sits in the chain; the same words inside another error's message do not trigger it.

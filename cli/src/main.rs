@@ -258,7 +258,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit::code_for(&e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", exit::message(&e));
             if let Some(hint) = exit::hint_for(&e) {
                 eprintln!("hint: {hint}");
             }
