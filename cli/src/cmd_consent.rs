@@ -53,7 +53,8 @@ pub struct GrantArgs {
     /// Agencies allowed to receive the records (repeatable).
     #[arg(long = "grantee", required = true)]
     pub grantees: Vec<AgencyId>,
-    /// The purpose.
+    /// What the records may be used for: resettlement, continuity_of_care, public_protection or
+    /// safeguarding.
     #[arg(long, default_value = "resettlement")]
     pub purpose: Purpose,
     /// Days the consent stays valid (at most what the home node allows; 400 by default).
@@ -77,7 +78,7 @@ pub struct GrantArgs {
         default_value = "UK GDPR Art. 6(1)(e) and 9(2)(h); DPA 2018 Sch. 1"
     )]
     pub legal_basis: String,
-    /// The jurisdiction.
+    /// The law the consent is given under, as recorded in it.
     #[arg(long, default_value = "England and Wales")]
     pub jurisdiction: String,
     /// The privacy notice shown to the person (default: the standard notice).
@@ -95,7 +96,7 @@ pub struct GrantArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("which").required(true).args(["consent", "passport"]))]
 pub struct RevokeArgs {
-    /// The consent.
+    /// The consent to withdraw (its id, as `tg consent list` shows it).
     pub consent: Option<ConsentId>,
     /// Withdraw every active consent for this passport recorded at your agency, at once.
     #[arg(long)]
@@ -131,7 +132,7 @@ pub struct ListArgs {
 /// Arguments of `tg consent show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The consent.
+    /// The consent's id, as `tg consent list` shows it.
     pub consent: ConsentId,
 }
 

@@ -75,7 +75,7 @@ pub enum ManifestCmd {
     /// Check a manifest: structure, expiry, its own threshold, and with --previous the chain from
     /// the version before (threshold of the old governance keys, no rollback).
     Verify {
-        /// The manifest.
+        /// The manifest file (`.tgm`) to check.
         file: PathBuf,
         /// The version it replaces.
         #[arg(long)]
@@ -142,7 +142,7 @@ pub struct DraftArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemberFile {
-    /// The member.
+    /// The agency's entry for the manifest: name, sector, addresses, node keys, categories.
     pub member: Member,
 }
 

@@ -21,7 +21,7 @@ pub enum RecordsCmd {
     /// Import a CSV or JSON Lines records file into your home node (operators). Every bad row
     /// is reported with its line; if any row is bad nothing is stored.
     Import {
-        /// The file.
+        /// The records file to import.
         file: PathBuf,
         /// csv or jsonl (default: from the file's extension).
         #[arg(long)]

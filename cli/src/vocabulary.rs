@@ -24,7 +24,7 @@ pub enum Pick {
     All,
     /// The earliest on or after the day of assembly, else the latest.
     Next,
-    /// The latest.
+    /// The most recent record only.
     Latest,
 }
 

@@ -36,6 +36,7 @@ const MAX_VALUE: usize = 64 * 1024 * 1024;
 const MAX_META: usize = 64 * 1024;
 
 /// A backup problem.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// Reading or writing the file failed.
@@ -55,18 +56,11 @@ pub enum BackupError {
     DataFolderNotEmpty(PathBuf),
     /// The backup is of another agency's node.
     #[error("this is a backup of {backup}, but the node's config is for {configured}")]
-    WrongAgency {
-        /// The agency the backup names.
-        backup: String,
-        /// The agency the node's config names.
-        configured: String,
-    },
+    WrongAgency { backup: String, configured: String },
     /// The old data folder could not be moved aside.
     #[error("moving {} aside: {source}", .path.display())]
     MoveAside {
-        /// The data folder.
         path: PathBuf,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// The restored audit log could not be read for verification.
@@ -74,12 +68,7 @@ pub enum BackupError {
     Audit(#[from] crate::audit::AuditError),
     /// The backup is not signed by a node key the manifest lists for its agency.
     #[error("the backup is not signed by a node key the manifest lists for {agency}: {detail}; it may have been altered, or taken by another node: do not restore it")]
-    Unsigned {
-        /// The agency.
-        agency: String,
-        /// What is wrong.
-        detail: String,
-    },
+    Unsigned { agency: String, detail: String },
     /// The manifest given to check the backup against is not usable.
     #[error("the manifest to check the backup against: {0}")]
     Manifest(String),
@@ -88,12 +77,7 @@ pub enum BackupError {
     Content(String),
     /// The node is running on the data folder.
     #[error("the node is running on {}: stop it before restoring ({source})", .path.display())]
-    NodeRunning {
-        /// The data folder.
-        path: PathBuf,
-        /// The store's refusal.
-        source: StoreError,
-    },
+    NodeRunning { path: PathBuf, source: StoreError },
 }
 
 /// The integrity-checked trailer of a backup, before its signature is checked.

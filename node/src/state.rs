@@ -24,6 +24,7 @@ use crate::tls::TlsError;
 use crate::trust::Trust;
 
 /// Why a node could not start or change state.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// Storage failed.
@@ -35,9 +36,7 @@ pub enum NodeError {
     /// The UDP socket could not be bound.
     #[error("could not listen on {addr}: {source}")]
     Bind {
-        /// The address.
         addr: SocketAddr,
-        /// The I/O error.
         source: std::io::Error,
     },
     /// A manifest was refused.

@@ -15,6 +15,7 @@ use std::process::{Command, Output};
 pub const SUPERUSER: &str = "throughgate";
 
 /// Why a cluster could not be started or used.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// No PostgreSQL server binaries were found.
@@ -32,20 +33,15 @@ pub enum ClusterError {
     /// A file operation failed.
     #[error("{what}: {source}")]
     Io {
-        /// What was being done.
         what: String,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A PostgreSQL command failed.
     #[error("{command} failed ({status}): {output}")]
     Command {
-        /// The command.
         command: String,
-        /// How it exited.
         status: std::process::ExitStatus,
-        /// What it printed (and, for the server, its log).
         output: String,
     },
 }

@@ -60,32 +60,24 @@ impl SourceError {
 }
 
 /// A live source could not be set up from the node's config.
+#[allow(missing_docs)] // variant fields are named by the #[error] message
 #[derive(Debug, thiserror::Error)]
 pub enum SourceSetupError {
     /// A private file (URL, token) could not be read, or is readable by others.
     #[error("cannot use {path}: {source}")]
     PrivateFile {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: crate::keyfile::KeyFileError,
     },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
-        /// The file.
         path: PathBuf,
-        /// Why.
         source: std::io::Error,
     },
     /// A file or setting is not acceptable.
     #[error("{path}: {detail}")]
-    Invalid {
-        /// The file (or the config file) at fault.
-        path: PathBuf,
-        /// What is wrong and what to do.
-        detail: String,
-    },
+    Invalid { path: PathBuf, detail: String },
 }
 
 /// Reads a private file (mode 0600) of at most `max` bytes as trimmed UTF-8 text.

@@ -57,20 +57,15 @@ pub enum StoreError {
     /// the connection broke); the operation did not happen.
     #[error("PostgreSQL: {what} failed: {source}")]
     Postgres {
-        /// What the store was doing.
         what: &'static str,
-        /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
     },
     /// A schema migration failed; the database is left as it was before it.
     #[error("PostgreSQL schema migration {version} ({name}) failed: {source}")]
     Migration {
-        /// The migration's version.
         version: i32,
-        /// The migration's name.
         name: &'static str,
-        /// The driver's error.
         #[source]
         source: tokio_postgres::Error,
     },
@@ -79,18 +74,11 @@ pub enum StoreError {
         "the PostgreSQL database has schema version {found}, newer than this node's {known}; \
          upgrade this node"
     )]
-    SchemaTooNew {
-        /// The newest version applied to the database.
-        found: i32,
-        /// The newest version this node knows.
-        known: i32,
-    },
+    SchemaTooNew { found: i32, known: i32 },
     /// The file holding the database URL could not be read, or others may read it.
     #[error("storage.url_file {path}: {source}")]
     UrlFile {
-        /// The file.
         path: std::path::PathBuf,
-        /// Why it was refused.
         #[source]
         source: crate::keyfile::KeyFileError,
     },
