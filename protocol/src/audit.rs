@@ -356,6 +356,29 @@ pub fn verify_receipt_cached(
     node_keys: &[PublicKey],
     cache: Option<&crate::sigcache::SigCache>,
 ) -> Result<VerifiedReceipt, ReceiptError> {
+    check_receipt(receipt, node, Some((node_keys, cache)))
+}
+
+/// Verifies `receipt` as part of a message that `node` signed (a query response, SPEC 8.6
+/// step 8): every check of [`verify_receipt`] except the checkpoint's own signature. The
+/// enclosing message's signature covers the receipt's checkpoint text byte for byte, so it
+/// binds the node to that log size and root as strongly as the checkpoint's signature would:
+/// the same signer, under the same keys. The caller must already have verified that signature
+/// with `node`'s keys.
+pub fn verify_receipt_signed_within(
+    receipt: &Receipt,
+    node: &AgencyId,
+) -> Result<VerifiedReceipt, ReceiptError> {
+    check_receipt(receipt, node, None)
+}
+
+/// The receipt checks, with the checkpoint's signature verified against `signature`'s keys when
+/// given.
+fn check_receipt(
+    receipt: &Receipt,
+    node: &AgencyId,
+    signature: Option<(&[PublicKey], Option<&crate::sigcache::SigCache>)>,
+) -> Result<VerifiedReceipt, ReceiptError> {
     if receipt.proof.len() > MAX_PROOF_LEN {
         return Err(ReceiptError::ProofTooLong(receipt.proof.len()));
     }
@@ -369,11 +392,13 @@ pub fn verify_receipt_cached(
         }
         .into());
     }
-    if !node_keys
-        .iter()
-        .any(|k| signed.verify_cached(&origin, k, cache).is_ok())
-    {
-        return Err(ReceiptError::NotSigned(node.clone()));
+    if let Some((node_keys, cache)) = signature {
+        if !node_keys
+            .iter()
+            .any(|k| signed.verify_cached(&origin, k, cache).is_ok())
+        {
+            return Err(ReceiptError::NotSigned(node.clone()));
+        }
     }
     verify_inclusion(
         &leaf_hash(&receipt.entry),

@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::assembly::{AssemblyStatement, Sha256Digest};
-use crate::audit::{verify_receipt_cached, AuditEvent};
+use crate::audit::{verify_receipt_signed_within, AuditEvent};
 use crate::cbor::{self, DecodeError};
 use crate::checkpoint::SignedCheckpoint;
 use crate::credential::{
@@ -327,8 +327,9 @@ pub fn verify_response(
     verify_response_cached(env, query_env, query, expected_holder, manifest, None)
 }
 
-/// [`verify_response`], remembering the receipt's checkpoint signature in `cache` (responses
-/// from one commit batch share a checkpoint). The response's own signature is always verified.
+/// [`verify_response`], remembering the witnessed checkpoint's signatures in `cache` (they return
+/// on every response until the holder's next cosigned checkpoint). The response's own signature
+/// is always verified.
 pub fn verify_response_cached(
     env: &Envelope,
     query_env: &Envelope,
@@ -462,19 +463,16 @@ fn verify_response_at(
             found: name(resp.consent_id.as_ref()),
         });
     }
-    let receipt_checkpoint = check_receipt(&resp, query, &member.keys_valid_at(resp.as_of), cache)?;
+    let receipt_checkpoint = check_receipt(&resp, query)?;
     let verdict = check_witnessed(&resp, &receipt_checkpoint, manifest, cache)?;
     Ok((resp, verdict, retired))
 }
 
-/// Checks that a response's receipt proves a logged decision matching the response.
-fn check_receipt(
-    resp: &Response,
-    query: &Query,
-    keys: &[crate::keys::PublicKey],
-    cache: Option<&SigCache>,
-) -> Result<SignedCheckpoint, BundleError> {
-    let v = verify_receipt_cached(&resp.receipt, &resp.holder, keys, cache)
+/// Checks that a response's receipt proves a logged decision matching the response. The
+/// response's signature, verified before this, covers the receipt's checkpoint (SPEC 8.6
+/// step 8), so the checkpoint's own signature is not verified again.
+fn check_receipt(resp: &Response, query: &Query) -> Result<SignedCheckpoint, BundleError> {
+    let v = verify_receipt_signed_within(&resp.receipt, &resp.holder)
         .map_err(|e| BundleError::Receipt(e.to_string()))?;
     let AuditEvent::Decision(d) = &v.entry.event else {
         return Err(BundleError::Receipt(format!(
