@@ -9,13 +9,68 @@ use throughgate_protocol::consent::{
 use throughgate_protocol::credential::Credential;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::identifiers::commitment_matches;
-use throughgate_protocol::ids::PersonId;
+use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::manifest::Manifest;
 use throughgate_protocol::messages::{ClientResponse, HolderSubject};
 use throughgate_protocol::time::Timestamp;
 
-use crate::db::{OutboxPayload, StoredStaff};
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::consent_gate::ConsentGate;
+use crate::db::{Db, OutboxPayload, StoredStaff};
+use crate::keyring::NodeKey;
+use crate::metrics::Metrics;
+use crate::queue::Outbox;
+use crate::ratelimit::ConsentLimits;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What recording and revoking consents uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Recorder<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// The node key, which countersigns.
+    pub key: &'a NodeKey,
+    /// Storage: the consent register.
+    pub db: &'a Db,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Configuration: the consent rules and limits.
+    pub config: &'a NodeConfig,
+    /// The manifest.
+    pub trust: &'a Trust,
+    /// Consent recording limits.
+    pub consent_limits: &'a ConsentLimits,
+    /// Metrics (refusals over a limit).
+    pub metrics: &'a Metrics,
+    /// Orders this change against consent decisions.
+    pub consent_gate: &'a ConsentGate,
+    /// The delivery queue.
+    pub outbox: &'a Outbox,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Recorder<'a> {
+    /// The parts of `state` that recording and revoking consents uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        Recorder {
+            agency: &state.agency,
+            key: &state.key,
+            db: &state.db,
+            clock: &state.clock,
+            config: &state.config,
+            trust: &state.trust,
+            consent_limits: &state.consent_limits,
+            metrics: &state.metrics,
+            consent_gate: &state.consent_gate,
+            outbox: &state.outbox,
+            audit: &state.audit,
+        }
+    }
+}
 
 /// Why a consent or revocation was not recorded.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +103,7 @@ fn near(now: Timestamp, t: Timestamp) -> bool {
 /// Checks that `env` is signed by `person` of this agency under `credential`, issued by this
 /// agency's node as the manifest lists it.
 fn verify_caller(
-    state: &NodeState,
+    state: &Recorder<'_>,
     manifest: &Manifest,
     env: &Envelope,
     credential: &Envelope,
@@ -56,15 +111,15 @@ fn verify_caller(
     now: Timestamp,
 ) -> Result<Credential, RecordError> {
     let me = manifest
-        .member(&state.agency)
+        .member(state.agency)
         .ok_or_else(|| rejected("this agency is not in the manifest"))?;
-    verify_person(env, credential, &state.agency, &me.node_keys, person, now)
+    verify_person(env, credential, state.agency, &me.node_keys, person, now)
         .map_err(|e| rejected(e.to_string()))
 }
 
 /// Records a consent signed by `staff`.
 pub async fn record(
-    state: &NodeState,
+    state: &Recorder<'_>,
     staff: &StoredStaff,
     mut env: Envelope,
     subjects: &[HolderSubject],
@@ -72,6 +127,7 @@ pub async fn record(
 ) -> Result<ClientResponse, RecordError> {
     limit_recording(state, staff).await?;
     let manifest = state
+        .trust
         .manifest()
         .ok_or_else(|| rejected("node has no manifest"))?;
     let now = state.clock.now();
@@ -79,7 +135,7 @@ pub async fn record(
         .open()
         .map_err(|e| rejected(format!("consent does not decode: {e}")))?;
     consent.validate().map_err(rejected)?;
-    if consent.recorded_by != state.agency || consent.recorded_by_person != staff.body.person_id {
+    if &consent.recorded_by != state.agency || consent.recorded_by_person != staff.body.person_id {
         return Err(rejected(
             "a consent must be recorded by the caller, at this agency",
         ));
@@ -151,7 +207,7 @@ pub async fn record(
             .db
             .consent(old)?
             .ok_or_else(|| rejected(format!("consent {old} to supersede is not known here")))?;
-        if prev.body.passport_id != consent.passport_id || prev.body.recorded_by != state.agency {
+        if prev.body.passport_id != consent.passport_id || &prev.body.recorded_by != state.agency {
             return Err(rejected(
                 "a consent may only supersede one of the same person recorded here",
             ));
@@ -171,7 +227,7 @@ pub async fn record(
     let mut items = Vec::new();
     for recipient in consent.recipients() {
         let holder_subject = subjects.iter().find(|s| s.agency == recipient);
-        if recipient == state.agency && holder_subject.is_none() {
+        if &recipient == state.agency && holder_subject.is_none() {
             continue; // a grantee-only recorder already has the consent
         }
         let grant = ConsentGrant {
@@ -197,7 +253,7 @@ pub async fn record(
         state.outbox.enqueue(items, writes, now)?;
         let mut p = Vec::new();
         if let Some(ev) =
-            crate::consent::superseded_event(&state.db, consent.supersedes.as_ref(), &event)?
+            crate::consent::superseded_event(state.db, consent.supersedes.as_ref(), &event)?
         {
             p.push(state.audit.submit(ev));
         }
@@ -219,7 +275,7 @@ pub async fn record(
 
 /// Takes one recording from `staff`'s and the node's hourly allowances, or refuses (logging
 /// the refusal, at most once a minute per caseworker).
-async fn limit_recording(state: &NodeState, staff: &StoredStaff) -> Result<(), RecordError> {
+async fn limit_recording(state: &Recorder<'_>, staff: &StoredStaff) -> Result<(), RecordError> {
     let who = &staff.body.person_id;
     let Err(limit) = state.consent_limits.recording(who.as_str()) else {
         return Ok(());
@@ -258,12 +314,12 @@ async fn limit_recording(state: &NodeState, staff: &StoredStaff) -> Result<(), R
 /// would otherwise keep answering under the old one). The caseworker signs it (`retire`); the
 /// node countersigns.
 fn retirement(
-    state: &NodeState,
+    state: &Recorder<'_>,
     staff: &StoredStaff,
     consent: &Consent,
     retire: Option<Envelope>,
     now: Timestamp,
-) -> Result<Vec<(throughgate_protocol::ids::AgencyId, OutboxPayload)>, RecordError> {
+) -> Result<Vec<(AgencyId, OutboxPayload)>, RecordError> {
     let Some(old_id) = &consent.supersedes else {
         return Ok(Vec::new());
     };
@@ -275,7 +331,7 @@ fn retirement(
         .body
         .recipients()
         .into_iter()
-        .filter(|a| !keep.contains(a) && a != &state.agency)
+        .filter(|a| !keep.contains(a) && a != state.agency)
         .collect();
     if dropped.is_empty() {
         return Ok(Vec::new());
@@ -288,7 +344,7 @@ fn retirement(
         .map_err(|e| rejected(format!("retirement does not decode: {e}")))?;
     if &rev.consent_id != old_id
         || rev.passport_id != consent.passport_id
-        || rev.revoked_by != state.agency
+        || &rev.revoked_by != state.agency
         || rev.revoked_by_person != staff.body.person_id
     {
         return Err(rejected(
@@ -301,6 +357,7 @@ fn retirement(
         ));
     }
     let manifest = state
+        .trust
         .manifest()
         .ok_or_else(|| rejected("node has no manifest"))?;
     verify_caller(
@@ -328,18 +385,19 @@ fn retirement(
 
 /// Records a revocation signed by `staff`.
 pub async fn revoke(
-    state: &NodeState,
+    state: &Recorder<'_>,
     staff: &StoredStaff,
     mut env: Envelope,
 ) -> Result<ClientResponse, RecordError> {
     let manifest = state
+        .trust
         .manifest()
         .ok_or_else(|| rejected("node has no manifest"))?;
     let now = state.clock.now();
     let rev: ConsentRevocation = env
         .open()
         .map_err(|e| rejected(format!("revocation does not decode: {e}")))?;
-    if rev.revoked_by != state.agency || rev.revoked_by_person != staff.body.person_id {
+    if &rev.revoked_by != state.agency || rev.revoked_by_person != staff.body.person_id {
         return Err(rejected(
             "a revocation must be made by the caller, at this agency",
         ));
@@ -361,7 +419,7 @@ pub async fn revoke(
         .db
         .consent(&rev.consent_id)?
         .ok_or_else(|| rejected(format!("no consent {} here", rev.consent_id)))?;
-    if stored.body.recorded_by != state.agency || stored.body.passport_id != rev.passport_id {
+    if &stored.body.recorded_by != state.agency || stored.body.passport_id != rev.passport_id {
         return Err(rejected(
             "only consents recorded at this agency can be revoked here, for the same person",
         ));
@@ -378,7 +436,7 @@ pub async fn revoke(
         .body
         .recipients()
         .into_iter()
-        .filter(|r| r != &state.agency)
+        .filter(|r| r != state.agency)
         .map(|r| {
             (
                 r,

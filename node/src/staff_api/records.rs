@@ -4,15 +4,38 @@
 //! the identifier is personal data, and the log outlives the records.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use throughgate_protocol::identifiers::normalise;
+use throughgate_protocol::identifiers::{normalise, IdScheme};
 use throughgate_protocol::ids::RecordId;
 use throughgate_protocol::messages::{ClientResponse, DeletionReport, ErrorCode, KindCount};
 use throughgate_protocol::record::valid_name;
 
+use crate::audit::AuditLog;
 use crate::db::StoredStaff;
+use crate::records_writer::RecordsWriter;
 use crate::state::NodeState;
+
+/// What deleting records uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Erasure<'a> {
+    /// The identifier scheme subjects are named in.
+    pub id_scheme: IdScheme,
+    /// The only way to the record store.
+    pub records_writer: &'a RecordsWriter,
+    /// Where the deletion is logged.
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Erasure<'a> {
+    /// The parts of `state` that deleting records uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        Erasure {
+            id_scheme: state.config.id_scheme,
+            records_writer: &state.records_writer,
+            audit: &state.audit,
+        }
+    }
+}
 
 /// The most records one deletion removes in its single atomic write; a subject with more is
 /// deleted a kind at a time.
@@ -21,13 +44,13 @@ pub const MAX_DELETE: usize = 100_000;
 /// Deletes the records of one subject that match `kind` and `record_id` (when given), logs
 /// the deletion, and reports what went.
 pub async fn delete(
-    state: &Arc<NodeState>,
+    state: &Erasure<'_>,
     staff: &StoredStaff,
     subject: &str,
     kind: Option<&str>,
     record_id: Option<&RecordId>,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
-    let scheme = state.config.id_scheme;
+    let scheme = state.id_scheme;
     let subject = normalise(scheme, subject).map_err(|e| {
         (
             ErrorCode::BadRequest,
@@ -50,9 +73,9 @@ pub async fn delete(
             "storage failure; nothing was deleted; see the node's log".to_owned(),
         )
     };
-    let _writer = state.records_writer.lock().await;
-    let held = state
-        .db
+    let write = state.records_writer.lock().await;
+    let held = write
+        .db()
         .records_of(&subject, MAX_DELETE.saturating_add(1))
         .map_err(internal)?;
     let going: Vec<_> = held
@@ -75,8 +98,8 @@ pub async fn delete(
         .map(|r| (r.subject.clone(), r.record_id.as_str().to_owned()))
         .collect();
     if !keys.is_empty() {
-        state.db.delete_records(&keys).map_err(internal)?;
-        state.db.flush().map_err(internal)?;
+        write.db().delete_records(&keys).map_err(internal)?;
+        write.db().flush().map_err(internal)?;
     }
     let report = DeletionReport {
         deleted: keys.len() as u64,
@@ -106,6 +129,7 @@ pub async fn delete(
         }
     );
     if let Err(e) = state
+        .audit
         .log_admin(Some(&staff.body.person_id), "records_delete", detail)
         .await
     {
