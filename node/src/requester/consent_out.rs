@@ -16,7 +16,7 @@ use throughgate_protocol::time::Timestamp;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::config::NodeConfig;
+use crate::config::ConsentRules;
 use crate::consent_gate::ConsentGate;
 use crate::db::{Db, OutboxPayload, StoredStaff};
 use crate::keyring::NodeKey;
@@ -37,8 +37,8 @@ pub struct Recorder<'a> {
     pub db: &'a Db,
     /// The clock.
     pub clock: &'a Clock,
-    /// Configuration: the consent rules and limits.
-    pub config: &'a NodeConfig,
+    /// The configured consent validity and recording limits.
+    pub consent: &'a ConsentRules,
     /// The manifest.
     pub trust: &'a Trust,
     /// Consent recording limits.
@@ -61,7 +61,7 @@ impl<'a> Recorder<'a> {
             key: &state.key,
             db: &state.db,
             clock: &state.clock,
-            config: &state.config,
+            consent: &state.config.consent,
             trust: &state.trust,
             consent_limits: &state.consent_limits,
             metrics: &state.metrics,
@@ -159,7 +159,7 @@ pub async fn record(
     if consent.valid_until <= now {
         return Err(rejected("the consent would already have expired"));
     }
-    crate::consent::within_validity(&consent, &state.config.consent).map_err(rejected)?;
+    crate::consent::within_validity(&consent, state.consent).map_err(rejected)?;
     for h in &consent.holders {
         let m = manifest
             .member(&h.agency)
@@ -282,14 +282,12 @@ async fn limit_recording(state: &Recorder<'_>, staff: &StoredStaff) -> Result<()
     };
     state.metrics.limit("consent_recording_rate");
     let (whose, max) = match limit {
-        crate::ratelimit::ConsentLimit::Caseworker => (
-            "your",
-            state.config.consent.recordings_per_caseworker_per_hour,
-        ),
-        crate::ratelimit::ConsentLimit::Node => (
-            "this agency's",
-            state.config.consent.recordings_per_node_per_hour,
-        ),
+        crate::ratelimit::ConsentLimit::Caseworker => {
+            ("your", state.consent.recordings_per_caseworker_per_hour)
+        }
+        crate::ratelimit::ConsentLimit::Node => {
+            ("this agency's", state.consent.recordings_per_node_per_hour)
+        }
     };
     tracing::warn!(caseworker = %who, ?limit, "consent recording refused: over the hourly limit");
     if state.consent_limits.report_refusal(&format!("staff/{who}")) {
@@ -465,4 +463,278 @@ pub async fn revoke(
         status: ConsentStatus::Revoked,
         deliveries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::sync::Arc;
+
+    use throughgate_protocol::audit::AuditEntry;
+    use throughgate_protocol::category::{Category, Purpose};
+    use throughgate_protocol::consent::{Collection, CollectionMethod, HolderScope};
+    use throughgate_protocol::credential::StaffRole;
+    use throughgate_protocol::identifiers::{commitment, IdScheme, SubjectIdentifier, SALT_LEN};
+    use throughgate_protocol::ids::{ConsentId, PassportId};
+    use throughgate_protocol::keys::SecretKey;
+    use throughgate_protocol::manifest::{
+        default_witness_threshold, Governance, Member, MemberRole, Sector,
+    };
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// A recording node's parts, built directly: no endpoint, no socket, an in-memory store.
+    struct Parts {
+        agency: AgencyId,
+        key: NodeKey,
+        db: Db,
+        clock: Clock,
+        consent: ConsentRules,
+        trust: Trust,
+        consent_limits: ConsentLimits,
+        metrics: Arc<Metrics>,
+        consent_gate: ConsentGate,
+        outbox: Outbox,
+        audit: AuditLog,
+        caseworker: SecretKey,
+        staff: StoredStaff,
+    }
+
+    impl Parts {
+        fn recorder(&self) -> Recorder<'_> {
+            Recorder {
+                agency: &self.agency,
+                key: &self.key,
+                db: &self.db,
+                clock: &self.clock,
+                consent: &self.consent,
+                trust: &self.trust,
+                consent_limits: &self.consent_limits,
+                metrics: &self.metrics,
+                consent_gate: &self.consent_gate,
+                outbox: &self.outbox,
+                audit: &self.audit,
+            }
+        }
+    }
+
+    fn agency(s: &str) -> AgencyId {
+        AgencyId::new(s).unwrap()
+    }
+
+    fn member(id: &str, key: &SecretKey, category: Category, role: MemberRole) -> Member {
+        Member {
+            id: agency(id),
+            name: id.into(),
+            sector: Sector::Justice,
+            addresses: vec!["127.0.0.1:1".into()],
+            node_keys: vec![key.public()],
+            categories: vec![category],
+            id_scheme: IdScheme::NhsNumber,
+            roles: vec![role],
+            retired_keys: vec![],
+        }
+    }
+
+    /// The parts of HMP Leeds's node (a requester), in a federation with NHS West Yorkshire (a
+    /// holder of health records), and a caseworker there. Needs a runtime (the audit writer).
+    fn parts() -> Parts {
+        let hmp = agency("hmp-leeds");
+        let node_key = SecretKey::generate();
+        let clock = Clock::system();
+        let now = clock.now();
+        let governance = SecretKey::generate();
+        let members = vec![
+            member(
+                "hmp-leeds",
+                &node_key,
+                Category::Accommodation,
+                MemberRole::Requester,
+            ),
+            member(
+                "nhs-wy",
+                &SecretKey::generate(),
+                Category::Health,
+                MemberRole::Holder,
+            ),
+        ];
+        let manifest = throughgate_protocol::manifest::Manifest {
+            federation: "test".into(),
+            version: 1,
+            issued_at: now,
+            expires_at: now.plus_secs(86_400),
+            witness_threshold: default_witness_threshold(members.len()),
+            members,
+            governance: Governance {
+                keys: vec![governance.public()],
+                threshold: 1,
+            },
+        };
+        let trust = Trust::new(hmp.clone(), clock.clone());
+        trust
+            .install_manifest(&Envelope::seal(
+                &manifest,
+                &[(SignerRole::Governance, &governance)],
+            ))
+            .unwrap();
+        let caseworker = SecretKey::generate();
+        let staff = crate::staff::issue_credential(
+            &node_key,
+            Credential {
+                person_id: PersonId::new("cw-1").unwrap(),
+                display_name: "Caseworker".into(),
+                agency: hmp.clone(),
+                roles: vec![StaffRole::Caseworker],
+                public_key: caseworker.public(),
+                not_before: now.minus_secs(60),
+                not_after: now.plus_secs(86_400),
+            },
+        );
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let key = NodeKey::new(node_key);
+        let metrics = Arc::new(Metrics::new());
+        let audit = AuditLog::open(
+            db.clone(),
+            key.clone(),
+            hmp.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )
+        .unwrap();
+        audit.start().unwrap();
+        let consent = ConsentRules::default();
+        Parts {
+            consent_limits: ConsentLimits::new(&consent),
+            consent,
+            agency: hmp,
+            outbox: Outbox::new(db.clone()),
+            consent_gate: ConsentGate::new(),
+            key,
+            db,
+            clock,
+            trust,
+            metrics,
+            audit,
+            caseworker,
+            staff,
+        }
+    }
+
+    /// A consent for the person NHS West Yorkshire knows as `9434765919`, signed by `p`'s
+    /// caseworker and naming `recorded_by_person`; with the subject to send to the holder.
+    fn consent(p: &Parts, recorded_by_person: &str) -> (Consent, Envelope, Vec<HolderSubject>) {
+        let nhs = agency("nhs-wy");
+        let identifier = SubjectIdentifier::parse(IdScheme::NhsNumber, "9434765919").unwrap();
+        let salt = [7u8; SALT_LEN];
+        let now = p.clock.now();
+        let body = Consent {
+            consent_id: ConsentId::random(),
+            passport_id: PassportId::random(),
+            purpose: Purpose::Resettlement,
+            purpose_text: "resettlement".into(),
+            holders: vec![HolderScope {
+                agency: nhs.clone(),
+                categories: vec![Category::Health],
+                subject_commitment: commitment(&nhs, &identifier, &salt),
+            }],
+            grantees: vec![p.agency.clone()],
+            valid_from: now,
+            valid_until: now.plus_secs(30 * 86_400),
+            records_from: None,
+            records_until: None,
+            legal_basis: "basis".into(),
+            jurisdiction: "England and Wales".into(),
+            collection: Collection {
+                method: CollectionMethod::SignedPaperForm,
+                reference: "F-1".into(),
+            },
+            privacy_notice_sha256: [0; 32],
+            recorded_by: p.agency.clone(),
+            recorded_by_person: PersonId::new(recorded_by_person).unwrap(),
+            recorded_at: now,
+            supersedes: None,
+            credential: p.staff.credential.clone(),
+        };
+        let env = Envelope::seal(&body, &[(SignerRole::Person, &p.caseworker)]);
+        let subjects = vec![HolderSubject {
+            agency: nhs,
+            identifier,
+            salt,
+        }];
+        (body, env, subjects)
+    }
+
+    /// The events in `p`'s audit log, in order.
+    fn logged(p: &Parts) -> Vec<AuditEvent> {
+        p.db.audit_entries(0, 100)
+            .unwrap()
+            .iter()
+            .map(|(_, bytes)| AuditEntry::from_bytes(bytes).unwrap().event)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_recorded_consent_is_countersigned_stored_queued_for_its_holder_and_logged() {
+        let p = parts();
+        let (body, env, subjects) = consent(&p, "cw-1");
+        let answer = record(&p.recorder(), &p.staff, env, &subjects, None)
+            .await
+            .unwrap();
+        let ClientResponse::ConsentRecorded { consent, .. } = answer else {
+            panic!("{answer:?}");
+        };
+        consent
+            .verify_by(SignerRole::Node, &p.key.current().public())
+            .unwrap();
+        let stored = p.db.consent(&body.consent_id).unwrap().unwrap();
+        assert_eq!(stored.status, ConsentStatus::Active);
+        // The holder gets the grant; the recorder, its only grantee, already has the consent.
+        let queued = p.db.outbox_items(10).unwrap();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].recipient, agency("nhs-wy"));
+        assert!(matches!(queued[0].payload, OutboxPayload::Grant { .. }));
+        assert!(matches!(
+            logged(&p).as_slice(),
+            [AuditEvent::ConsentRecorded(c)] if c.consent_id == body.consent_id
+        ));
+
+        // Revoked by the same caseworker: stored as revoked, announced to the holder, logged.
+        let revocation = ConsentRevocation {
+            consent_id: body.consent_id.clone(),
+            passport_id: body.passport_id.clone(),
+            revoked_by: p.agency.clone(),
+            revoked_by_person: p.staff.body.person_id.clone(),
+            revoked_at: p.clock.now(),
+            reason: "withdrawn".into(),
+            credential: p.staff.credential.clone(),
+        };
+        let env = Envelope::seal(&revocation, &[(SignerRole::Person, &p.caseworker)]);
+        revoke(&p.recorder(), &p.staff, env).await.unwrap();
+        let stored = p.db.consent(&body.consent_id).unwrap().unwrap();
+        assert_eq!(stored.status, ConsentStatus::Revoked);
+        let queued = p.db.outbox_items(10).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(queued.iter().any(|i| i.recipient == agency("nhs-wy")
+            && matches!(i.payload, OutboxPayload::Revoke { .. })));
+        assert!(matches!(
+            logged(&p).as_slice(),
+            [_, AuditEvent::ConsentRevoked(c)] if c.consent_id == body.consent_id
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_consent_in_another_caseworkers_name_is_refused_and_nothing_is_stored() {
+        let p = parts();
+        let (body, env, subjects) = consent(&p, "cw-2");
+        let refused = record(&p.recorder(), &p.staff, env, &subjects, None).await;
+        assert!(
+            matches!(&refused, Err(RecordError::Rejected(m)) if m.contains("recorded by the caller")),
+            "{refused:?}"
+        );
+        assert!(p.db.consent(&body.consent_id).unwrap().is_none());
+        assert_eq!(p.db.outbox_len().unwrap(), 0);
+        assert!(logged(&p).is_empty());
+    }
 }
