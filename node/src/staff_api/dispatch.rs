@@ -16,6 +16,9 @@ use crate::db::{Db, StoredStaff};
 use crate::requester::consent_out::Recorder;
 use crate::staff::Staffing;
 use crate::staff_api::audit::{Auditor, CheckpointView};
+use crate::staff_api::backup::Archiver;
+use crate::staff_api::records::Erasure;
+use crate::staff_api::rotation::Rotator;
 use crate::staff_api::status::StatusView;
 use crate::state::NodeState;
 use crate::transport::write_envelope;
@@ -193,7 +196,7 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => {
                 crate::staff_api::records::delete(
-                    &crate::staff_api::records::Erasure::of(state),
+                    &Erasure::of(state),
                     staff,
                     &subject,
                     kind.as_deref(),
@@ -299,11 +302,7 @@ pub async fn handle(
         ClientOp::RotateKey => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                return match crate::staff_api::rotation::rotate_op(
-                    &crate::staff_api::rotation::Rotator::of(state),
-                    staff,
-                )
-                .await
+                return match crate::staff_api::rotation::rotate_op(&Rotator::of(state), staff).await
                 {
                     Ok(env) => env,
                     Err((code, msg)) => state.key.error(code, msg),
@@ -331,24 +330,14 @@ pub async fn handle(
         ClientOp::Backup => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                crate::staff_api::backup::stream_backup(
-                    &crate::staff_api::backup::Archiver::of(state),
-                    staff,
-                    send,
-                )
-                .await
+                crate::staff_api::backup::stream_backup(&Archiver::of(state), staff, send).await
             }
         },
         ClientOp::ExportRecords { format } => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                crate::staff_api::backup::stream_export(
-                    &crate::staff_api::backup::Archiver::of(state),
-                    staff,
-                    format,
-                    send,
-                )
-                .await
+                crate::staff_api::backup::stream_export(&Archiver::of(state), staff, format, send)
+                    .await
             }
         },
         ClientOp::WitnessReset { peer } => {
