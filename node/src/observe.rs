@@ -157,3 +157,42 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     }
     tokio::net::TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use throughgate_protocol::ids::AgencyId;
+    use throughgate_protocol::keys::SecretKey;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_node_without_a_manifest_is_not_ready_and_its_outbox_gauge_is_read_from_the_store() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let agency = AgencyId::new("dwp").unwrap();
+        let clock = Clock::system();
+        let metrics = Arc::new(Metrics::new());
+        let audit = AuditLog::open(
+            db.clone(),
+            crate::keyring::NodeKey::new(SecretKey::generate()),
+            agency.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )
+        .unwrap();
+        let trust = Trust::new(agency, clock.clone());
+        let observed = Observed {
+            metrics: &metrics,
+            db: &db,
+            trust: &trust,
+            clock: &clock,
+            audit: &audit,
+        };
+        assert_eq!(not_ready(&observed).as_deref(), Some("no manifest"));
+        metrics.outbox_pending.set(5);
+        refresh(&observed);
+        assert_eq!(metrics.outbox_pending.get(), 0);
+    }
+}
