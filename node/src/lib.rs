@@ -10,9 +10,9 @@
 //! | the wire | [`server`] (accept loop and dispatch), [`tls`] (pinning), [`transport`] (framing), [`peers`] and [`dial`] (outgoing connections), [`ratelimit`], [`budget`] |
 //! | [`peer`]: answering other members | [`peer::holder`] (a query's decision), [`peer::consent_in`] (receiving consents) |
 //! | [`requester`]: the home node's side | [`requester::fanout`] (a passport's queries), [`requester::consent_out`] (recording consents) |
-//! | [`staff_api`]: what `tg` talks to | [`staff_api::dispatch`] (authentication and routing), [`staff_api::audit`], [`staff_api::import`], [`staff_api::records`], [`staff_api::backup`], [`staff_api::rotation`] |
+//! | [`staff_api`]: what `tg` talks to | [`staff_api::dispatch`] (authentication and routing), [`staff_api::audit`], [`staff_api::import`], [`staff_api::records`], [`staff_api::backup`], [`staff_api::rotation`], [`staff_api::status`] |
 //! | [`workers`]: background tasks | [`workers::outbox`] (delivery), [`workers::witness`] (witnessing peers' logs, alarms), [`workers::manifest_sync`] (spreading the manifest) |
-//! | shared components | [`trust`] (manifest and staff keys, peers' signatures), [`staff`] (credential issue and withdrawal), [`consent`] (the register's rules), [`consent_gate`] (decisions against status changes), [`policy`] (minimisation), [`queue`] (the delivery queue, which wakes its worker) |
+//! | shared components | [`trust`] (manifest and staff keys, peers' signatures), [`staff`] (credential issue and withdrawal), [`consent`] (the register's rules), [`consent_gate`] (decisions against status changes), [`policy`] (minimisation), [`queue`] (the delivery queue, which wakes its worker), [`records_writer`] (imports, syncs and deletions one at a time) |
 //! | storage | [`store`] (the narrow trait: memory, sled, PostgreSQL), [`db`] (typed access: the key layout), [`audit`] (the log and its writer), [`source`] (live record sources), [`backup`], [`import`] (record file formats) |
 //! | operators and files | [`observe`] (metrics and health endpoints), [`metrics`], [`keyfile`], [`private`] (0600/0700 files) |
 //! | the CLI's side | [`client`] (the staff API's client library) |
@@ -47,6 +47,7 @@ pub mod policy;
 pub mod private;
 pub mod queue;
 pub mod ratelimit;
+pub mod records_writer;
 pub mod requester;
 pub mod server;
 pub mod source;

@@ -236,7 +236,7 @@ impl Node {
             ),
             consent_gate: crate::consent_gate::ConsentGate::new(),
             outbox: crate::queue::Outbox::new(db.clone()),
-            records_writer: Arc::new(tokio::sync::Mutex::new(())),
+            records_writer: crate::records_writer::RecordsWriter::new(db.clone()),
             sig_cache: Default::default(),
             audit,
             witness_alarms: AtomicU64::new(0),
@@ -333,7 +333,7 @@ impl Node {
         if let Some(writer) = self.state.audit.start() {
             self.tasks.push(writer);
         }
-        crate::staff::log_offline_issued(&self.state)?;
+        crate::staff::log_offline_issued(&crate::staff::Staffing::of(&self.state))?;
         self.log_restore()?;
         // Imports a stop or crash interrupted while their records were being stored are
         // finished; uploads cut off before they were checked are deleted.

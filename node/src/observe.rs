@@ -11,15 +11,48 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::db::Db;
+use crate::metrics::Metrics;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What the metrics and health endpoints read of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// The metrics, whose read-from-state gauges are refreshed here.
+    pub metrics: &'a Metrics,
+    /// Storage (the outbox length, cosignatures).
+    pub db: &'a Db,
+    /// The manifest.
+    pub trust: &'a Trust,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// The audit log (its size, whether its writer runs).
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Observed<'a> {
+    /// The parts of `state` that the endpoints read.
+    pub fn of(state: &'a NodeState) -> Self {
+        Observed {
+            metrics: &state.metrics,
+            db: &state.db,
+            trust: &state.trust,
+            clock: &state.clock,
+            audit: &state.audit,
+        }
+    }
+}
 
 /// Refreshes the gauges that are read from state rather than counted.
-pub fn refresh(state: &NodeState) {
-    let m = &state.metrics;
+pub fn refresh(state: &Observed<'_>) {
+    let m = state.metrics;
     if let Ok(n) = state.db.outbox_len() {
         m.outbox_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
-    if let Some(man) = state.manifest() {
+    if let Some(man) = state.trust.manifest() {
         let now = i64::try_from(state.clock.now().0).unwrap_or(i64::MAX);
         let exp = i64::try_from(man.expires_at.0).unwrap_or(i64::MAX);
         m.manifest_expiry_seconds.set(exp.saturating_sub(now));
@@ -41,8 +74,8 @@ pub fn refresh(state: &NodeState) {
 }
 
 /// Why the node is not ready, if it is not.
-pub fn not_ready(state: &NodeState) -> Option<String> {
-    match state.manifest() {
+pub fn not_ready(state: &Observed<'_>) -> Option<String> {
+    match state.trust.manifest() {
         None => Some("no manifest".into()),
         Some(m) if state.clock.now() >= m.expires_at => {
             Some(format!("manifest version {} expired", m.version))
@@ -72,6 +105,7 @@ async fn handle(
             "GET only\n".into(),
         ));
     }
+    let state = Observed::of(&state);
     Ok(match req.uri().path() {
         "/metrics" => {
             refresh(&state);
@@ -122,4 +156,43 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
         tracing::warn!(%addr, "metrics endpoint is not on a loopback address: make sure only monitoring can reach it");
     }
     tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use throughgate_protocol::ids::AgencyId;
+    use throughgate_protocol::keys::SecretKey;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[test]
+    fn a_node_without_a_manifest_is_not_ready_and_its_outbox_gauge_is_read_from_the_store() {
+        let db = Db::new(Arc::new(MemoryStore::new()));
+        let agency = AgencyId::new("dwp").unwrap();
+        let clock = Clock::system();
+        let metrics = Arc::new(Metrics::new());
+        let audit = AuditLog::open(
+            db.clone(),
+            crate::keyring::NodeKey::new(SecretKey::generate()),
+            agency.clone(),
+            clock.clone(),
+            metrics.clone(),
+        )
+        .unwrap();
+        let trust = Trust::new(agency, clock.clone());
+        let observed = Observed {
+            metrics: &metrics,
+            db: &db,
+            trust: &trust,
+            clock: &clock,
+            audit: &audit,
+        };
+        assert_eq!(not_ready(&observed).as_deref(), Some("no manifest"));
+        metrics.outbox_pending.set(5);
+        refresh(&observed);
+        assert_eq!(metrics.outbox_pending.get(), 0);
+    }
 }

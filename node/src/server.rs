@@ -220,10 +220,15 @@ async fn stream(
             crate::workers::witness::handle_request(&state, peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
-            crate::staff_api::audit::answer_peer(&state, peer, &env).await
+            crate::staff_api::audit::answer_peer(
+                &crate::staff_api::audit::Auditor::of(&state),
+                peer,
+                &env,
+            )
+            .await
         }
         (Principal::Peer(peer), MessageKind::CredentialRevoke) => {
-            crate::staff::receive_revocation(&state, peer, &env).await
+            crate::staff::receive_revocation(&crate::staff::Staffing::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ManifestSync) => {
             crate::workers::manifest_sync::handle(&state, peer, &env).await

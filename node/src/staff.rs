@@ -9,8 +9,47 @@ use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::{AgencyId, PersonId};
 use throughgate_protocol::messages::{ClientResponse, ErrorCode, StaffSummary};
 
-use crate::db::{OutboxPayload, StoredStaff};
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::db::{Db, OutboxPayload, StoredStaff};
+use crate::keyring::NodeKey;
+use crate::queue::Outbox;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What issuing, withdrawing and listing staff credentials uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Staffing<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// The node key, which signs credentials.
+    pub key: &'a NodeKey,
+    /// Storage: staff credentials and withdrawn ones.
+    pub db: &'a Db,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// The manifest and the staff keys in force.
+    pub trust: &'a Trust,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+    /// The delivery queue (announcing a withdrawal).
+    pub outbox: &'a Outbox,
+}
+
+impl<'a> Staffing<'a> {
+    /// The parts of `state` that staff credentials use.
+    pub fn of(state: &'a NodeState) -> Self {
+        Staffing {
+            agency: &state.agency,
+            key: &state.key,
+            db: &state.db,
+            clock: &state.clock,
+            trust: &state.trust,
+            audit: &state.audit,
+            outbox: &state.outbox,
+        }
+    }
+}
 
 type OpResult = Result<ClientResponse, (ErrorCode, String)>;
 
@@ -46,12 +85,12 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
 /// Logs an administrative `action` taken by `operator`; a failure to log is an internal error
 /// carrying its message.
 pub(crate) async fn log_by(
-    state: &NodeState,
+    audit: &AuditLog,
     operator: &StoredStaff,
     action: &str,
     detail: String,
 ) -> Result<(), (ErrorCode, String)> {
-    state
+    audit
         .log_admin(Some(&operator.body.person_id), action, detail)
         .await
         .map_err(|e| (ErrorCode::Internal, e.to_string()))
@@ -61,7 +100,7 @@ pub(crate) async fn log_by(
 /// operator), which no log could record then. Called once the audit writer runs and before the
 /// node serves: only when the log is still empty, so those entries come first and are never
 /// written twice. Returns how many were logged (their receipts arrive asynchronously).
-pub fn log_offline_issued(state: &NodeState) -> Result<usize, crate::store::StoreError> {
+pub fn log_offline_issued(state: &Staffing<'_>) -> Result<usize, crate::store::StoreError> {
     if state.audit.latest().is_some() {
         return Ok(0);
     }
@@ -85,7 +124,7 @@ pub fn log_offline_issued(state: &NodeState) -> Result<usize, crate::store::Stor
 }
 
 /// Withdraws a member of staff's credential (operator).
-pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId) -> OpResult {
+pub async fn revoke(state: &Staffing<'_>, operator: &StoredStaff, person: &PersonId) -> OpResult {
     let staff = state.db.staff(person).map_err(internal)?.ok_or((
         ErrorCode::NotFound,
         format!("no staff credential for {person} here"),
@@ -103,7 +142,7 @@ pub async fn revoke(state: &NodeState, operator: &StoredStaff, person: &PersonId
 /// Revokes `staff`'s credential, stores and announces the revocation, and logs it. Returns the
 /// revoked record.
 async fn withdraw(
-    state: &NodeState,
+    state: &Staffing<'_>,
     operator: &StoredStaff,
     mut staff: StoredStaff,
 ) -> Result<StoredStaff, (ErrorCode, String)> {
@@ -122,7 +161,7 @@ async fn withdraw(
     state.trust.add_staff(staff.clone());
     state
         .db
-        .put_revoked_credential(&state.agency, &staff.body.public_key, now)
+        .put_revoked_credential(state.agency, &staff.body.public_key, now)
         .map_err(internal)?;
     let rev = CredentialRevocation {
         agency: state.agency.clone(),
@@ -132,12 +171,13 @@ async fn withdraw(
     };
     let env = state.key.seal(&rev);
     let recipients: Vec<AgencyId> = state
+        .trust
         .manifest()
         .map(|m| {
             m.members
                 .iter()
                 .map(|x| x.id.clone())
-                .filter(|a| a != &state.agency)
+                .filter(|a| a != state.agency)
                 .collect()
         })
         .unwrap_or_default();
@@ -158,7 +198,7 @@ async fn withdraw(
         .enqueue(items, crate::store::WriteBatch::new(), now)
         .map_err(internal)?;
     log_by(
-        state,
+        state.audit,
         operator,
         "credential_revoked",
         format!("credential of {person} withdrawn and announced to every member"),
@@ -172,7 +212,7 @@ async fn withdraw(
 /// announced, unless it already was) and a new one issued with the same name and roles. Both
 /// are logged.
 pub async fn reissue(
-    state: &NodeState,
+    state: &Staffing<'_>,
     operator: &StoredStaff,
     person: &PersonId,
     public_key: throughgate_protocol::keys::PublicKey,
@@ -195,6 +235,7 @@ pub async fn reissue(
             .map_err(internal)?
             .is_some()
         || state
+            .trust
             .manifest()
             .is_some_and(|m| m.member_by_key(&public_key).is_some())
     {
@@ -248,11 +289,11 @@ fn issuer_of(s: &StoredStaff) -> Option<throughgate_protocol::keys::PublicKey> {
 /// The credentials in force that `manifest` would strand: signed by a key it does not list for
 /// this agency. Retiring a key must wait until this is empty.
 pub fn stranded_by(
-    state: &NodeState,
+    state: &Staffing<'_>,
     manifest: &throughgate_protocol::manifest::Manifest,
 ) -> Result<Vec<StoredStaff>, (ErrorCode, String)> {
     let keys = manifest
-        .member(&state.agency)
+        .member(state.agency)
         .map(|m| m.node_keys.clone())
         .unwrap_or_default();
     let now = state.clock.now();
@@ -271,7 +312,7 @@ pub fn stranded_by(
 /// credentials are left as they are. Each is logged (`credential_reissued`). Returns those
 /// re-issued.
 pub async fn reissue_under_current_key(
-    state: &NodeState,
+    state: &Staffing<'_>,
     by: Option<&PersonId>,
 ) -> Result<Vec<StoredStaff>, (ErrorCode, String)> {
     let key = state.key.current();
@@ -287,6 +328,7 @@ pub async fn reissue_under_current_key(
         state.db.put_staff(&staff).map_err(internal)?;
         state.trust.add_staff(staff.clone());
         state
+            .audit
             .log_admin(
                 by,
                 "credential_reissued",
@@ -308,7 +350,7 @@ pub async fn reissue_under_current_key(
 /// The caller's credential as this node holds it now: after a key rotation, the one re-issued
 /// under the current key. Looked up by the key that authenticated the caller, never built from
 /// anything the caller sent.
-pub fn current_credential(state: &NodeState, caller: &StoredStaff) -> OpResult {
+pub fn current_credential(state: &Staffing<'_>, caller: &StoredStaff) -> OpResult {
     let stored = state
         .db
         .staff(&caller.body.person_id)
@@ -322,16 +364,16 @@ pub fn current_credential(state: &NodeState, caller: &StoredStaff) -> OpResult {
 }
 
 /// A credential as `tg staff list` shows it.
-pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
+pub fn summary(state: &Staffing<'_>, s: &StoredStaff) -> StaffSummary {
     let issuer = s
         .credential
         .signers(throughgate_protocol::envelope::SignerRole::Node)
         .next()
         .copied();
     let now = state.clock.now();
-    let issuer_current = match (state.manifest(), issuer) {
+    let issuer_current = match (state.trust.manifest(), issuer) {
         (Some(m), Some(k)) => m
-            .member(&state.agency)
+            .member(state.agency)
             .is_some_and(|me| me.node_keys.contains(&k)),
         _ => false,
     };
@@ -362,9 +404,9 @@ pub fn summary(state: &NodeState, s: &StoredStaff) -> StaffSummary {
 }
 
 /// Records another agency's announcement that it withdrew a staff credential.
-pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
-    if let Err(refusal) = state.check_peer_signed(from, env) {
-        return refusal;
+pub async fn receive_revocation(state: &Staffing<'_>, from: &AgencyId, env: &Envelope) -> Envelope {
+    if let Err((code, why)) = state.trust.check_peer_signed(from, env) {
+        return state.key.error(code, why);
     }
     let rev: CredentialRevocation = match env.open() {
         Ok(r) => r,
@@ -388,6 +430,7 @@ pub async fn receive_revocation(state: &NodeState, from: &AgencyId, env: &Envelo
             return state.key.error(ErrorCode::Internal, e.to_string());
         }
         let logged = state
+            .audit
             .log_admin(
                 None,
                 "credential_revocation_received",

@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use throughgate_protocol::envelope::Envelope;
 use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::manifest::{Manifest, ManifestError};
-use throughgate_protocol::messages::NodeStatus;
 use throughgate_protocol::time::Timestamp;
 
 use crate::audit::{AuditError, AuditLog};
@@ -113,9 +112,9 @@ pub struct NodeState {
     pub budgets: Arc<crate::budget::Budgets>,
     /// Orders consent decisions against consent status changes.
     pub consent_gate: crate::consent_gate::ConsentGate,
-    /// Held by whatever changes the record store (imports, syncs, deletions) from its check
-    /// to its last write, so that a sync's plan still holds when it is applied.
-    pub records_writer: Arc<tokio::sync::Mutex<()>>,
+    /// The only way imports, syncs and deletions change the record store: each holds its
+    /// guard from its check to its last write, so that a sync's plan still holds when applied.
+    pub records_writer: crate::records_writer::RecordsWriter,
     /// Signatures this node has already verified and sees again (caseworker credentials,
     /// holders' checkpoints); see `throughgate_protocol::sigcache`.
     pub sig_cache: throughgate_protocol::sigcache::SigCache,
@@ -150,14 +149,7 @@ impl NodeState {
         action: &str,
         detail: String,
     ) -> Result<(), AuditError> {
-        self.audit
-            .append(throughgate_protocol::audit::AuditEvent::Admin {
-                person_id: person.cloned(),
-                action: action.to_owned(),
-                detail,
-            })
-            .await
-            .map(|_| ())
+        self.audit.log_admin(person, action, detail).await
     }
 
     /// Checks that a message from `peer` is signed by one of its node keys in the trusted
@@ -171,28 +163,6 @@ impl NodeState {
         self.trust
             .check_peer_signed(peer, env)
             .map_err(|(code, why)| self.key.error(code, why))
-    }
-
-    /// What the node reports about itself: identity, key, manifest, counts, start time.
-    pub fn status(&self) -> Result<NodeStatus, NodeStatusError> {
-        let manifest = self.manifest().ok_or(NodeStatusError::NoManifest)?;
-        let name = manifest
-            .member(&self.agency)
-            .map(|m| m.name.clone())
-            .unwrap_or_default();
-        Ok(NodeStatus {
-            agency: self.agency.clone(),
-            name,
-            software: env!("CARGO_PKG_VERSION").into(),
-            key_fingerprint: self.key.current().public().fingerprint(),
-            manifest_version: manifest.version,
-            manifest_expires_at: manifest.expires_at,
-            records: self.db.record_count()?,
-            consents: self.db.consent_count()?,
-            outbox_pending: self.db.outbox_len()?,
-            started_at: self.started_at,
-            max_consent_days: self.config.consent.max_validity_days,
-        })
     }
 
     /// Verifies, adopts and persists a manifest.

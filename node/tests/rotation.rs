@@ -73,7 +73,7 @@ async fn profiles_made_before_a_key_rotation_keep_working_after_the_old_key_is_r
             .staff(&PersonId::new(id).unwrap())
             .unwrap()
             .unwrap();
-        throughgate_node::staff::summary(&state, &s).state
+        throughgate_node::staff::summary(&throughgate_node::staff::Staffing::of(&state), &s).state
     };
     assert_eq!(state_of("cw-rot"), "active");
     // 4. Governance retires the old key.
@@ -191,7 +191,7 @@ async fn a_caseworker_with_a_profile_from_before_a_rotation_still_works_after_th
             .staff(&PersonId::new(id).unwrap())
             .unwrap()
             .unwrap();
-        throughgate_node::staff::summary(&state, &s)
+        throughgate_node::staff::summary(&throughgate_node::staff::Staffing::of(&state), &s)
     };
     let cw_old = summary_of("cw-old");
     assert_eq!(cw_old.state, "active");

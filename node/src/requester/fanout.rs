@@ -16,10 +16,66 @@ use throughgate_protocol::messages::{
     query_digest, ClientResponse, HolderResult, HolderStatus, Query, RefusalReason, Response,
 };
 use throughgate_protocol::query_check::{check_freshness, check_requests};
+use throughgate_protocol::sigcache::SigCache;
+use throughgate_protocol::time::Timestamp;
 
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
 use crate::db::StoredStaff;
+use crate::keyring::NodeKey;
+use crate::metrics::Metrics;
 use crate::peers::PeerError;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What checking, countersigning, logging and concluding an assembly uses of the node, and
+/// nothing else. (Sending to the holders and checking their receipts against what this node
+/// witnessed run as tasks of their own, which hold the node.)
+#[derive(Clone, Copy, Debug)]
+pub struct Fanout<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// The node key, which countersigns the query and signs the statement.
+    pub key: &'a NodeKey,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Configuration: query lifetime and request timeout.
+    pub config: &'a NodeConfig,
+    /// The manifest.
+    pub trust: &'a Trust,
+    /// Caseworker credentials already verified.
+    pub sig_cache: &'a SigCache,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+}
+
+impl<'a> Fanout<'a> {
+    /// The parts of `state` that an assembly's own steps use.
+    pub fn of(state: &'a NodeState) -> Self {
+        Fanout {
+            agency: &state.agency,
+            key: &state.key,
+            clock: &state.clock,
+            config: &state.config,
+            trust: &state.trust,
+            sig_cache: &state.sig_cache,
+            audit: &state.audit,
+            metrics: &state.metrics,
+        }
+    }
+}
+
+/// A caseworker's query, checked and countersigned, with the manifest it was checked against.
+struct Outgoing {
+    query_env: Envelope,
+    query: Query,
+    manifest: Arc<Manifest>,
+    manifest_env: Envelope,
+    now: Timestamp,
+}
 
 /// Why the home node refused to send a query at all.
 #[derive(Debug, thiserror::Error)]
@@ -42,73 +98,24 @@ pub struct Assembled {
 
 /// Checks, countersigns and fans out `query_env` for `staff`. Calls `progress` with each
 /// holder's result as it arrives; returns the countersigned query, all results in request
-/// order, and the node's signed statement of them. Each holder's exchange and the check of its answer run as a task of their own, so
-/// answers that arrive together are verified on every core.
+/// order, and the node's signed statement of them. Each holder's exchange and the check of its
+/// answer run as a task of their own (holding the node), so answers that arrive together are
+/// verified on every core; the other steps use only [`Fanout`].
 pub async fn assemble(
-    state: &Arc<NodeState>,
+    node: &Arc<NodeState>,
     staff: &StoredStaff,
-    mut query_env: Envelope,
+    query_env: Envelope,
     mut progress: impl FnMut(&HolderResult),
 ) -> Result<Assembled, FanoutError> {
     let reject = |m: String| FanoutError::Rejected(m);
-    let (manifest, manifest_env) = state
-        .trust
-        .manifest_and_envelope()
-        .ok_or_else(|| reject("node has no manifest".into()))?;
-    let now = state.clock.now();
-    let query: Query = query_env
-        .open()
-        .map_err(|e| reject(format!("query does not decode: {e}")))?;
-    if query.requester != state.agency {
-        return Err(reject(format!(
-            "the query names requester {}, but this node is {}",
-            query.requester, state.agency
-        )));
-    }
-    let me = manifest
-        .member(&state.agency)
-        .ok_or_else(|| reject("this agency is not in the manifest".into()))?;
-    if !me.is_requester() {
-        return Err(reject(
-            "this agency is not a requester in the federation manifest".into(),
-        ));
-    }
-    let cred = verify_credential_cached(
-        &query.credential,
-        &state.agency,
-        &me.node_keys,
+    let state = &Fanout::of(node);
+    let Outgoing {
+        query_env,
+        query,
+        manifest,
+        manifest_env,
         now,
-        StaffRole::Caseworker,
-        Some(&state.sig_cache),
-    )
-    .map_err(|e| reject(e.to_string()))?;
-    if cred.person_id != staff.body.person_id
-        || cred.public_key != staff.body.public_key
-        || cred.person_id != query.caseworker
-    {
-        return Err(reject("the query's credential is not the caller's".into()));
-    }
-    query_env
-        .verify_by(SignerRole::Person, &staff.body.public_key)
-        .map_err(|e| reject(format!("caseworker signature: {e}")))?;
-    check_freshness(&query, now).map_err(|r| reject(format!("{}: {}", r.as_str(), r.explain())))?;
-    let lifetime = query.expires_at.0.saturating_sub(query.issued_at.0);
-    if lifetime > state.config.limits.query_lifetime_secs {
-        return Err(reject(format!(
-            "the query is valid for {lifetime} s; this node sends queries valid for at most {} s",
-            state.config.limits.query_lifetime_secs
-        )));
-    }
-    check_requests(&query).map_err(reject)?;
-    for r in &query.requests {
-        if manifest.member(&r.holder).is_none_or(|m| !m.is_holder()) {
-            return Err(reject(format!(
-                "{} is not a holder in the federation manifest",
-                r.holder
-            )));
-        }
-    }
-    query_env.add_signature(SignerRole::Node, &state.key.current());
+    } = countersign(state, staff, query_env)?;
     // Logged concurrently with the fan-out; awaited before the caseworker sees the results.
     let sent = state.audit.submit(AuditEvent::QuerySent {
         query_id: query.query_id.clone(),
@@ -130,13 +137,13 @@ pub async fn assemble(
     let mut tasks = std::collections::HashMap::new();
     for (i, r) in query.requests.iter().enumerate() {
         let holder = r.holder.clone();
-        let state = state.clone();
+        let node = node.clone();
         let shared = shared.clone();
         let task = pending.spawn(async move {
             let (env, query, manifest) = &*shared;
             // A replica of the holder that died silently is passed over after a third of the
             // deadline; the other replica's replay refusal means the first one has it.
-            let res = state
+            let res = node
                 .peers
                 .request_hedged(&holder, env, deadline, deadline / 3, |answer| {
                     !answer
@@ -145,10 +152,17 @@ pub async fn assemble(
                 })
                 .await;
             let elapsed_ms = elapsed_ms(started);
-            let (mut result, checkpoint) =
-                holder_result(&state, holder, res, env, query, manifest, elapsed_ms);
+            let (mut result, checkpoint) = holder_result(
+                &node.sig_cache,
+                holder,
+                res,
+                env,
+                query,
+                manifest,
+                elapsed_ms,
+            );
             if let Some(verified) = checkpoint {
-                split_view_check(&state, &mut result, &verified).await;
+                split_view_check(&node, &mut result, &verified).await;
             }
             result
         });
@@ -211,6 +225,82 @@ pub async fn assemble(
     })
 }
 
+/// Checks a caseworker's query as the home node sends it (signed by the caller under a
+/// caseworker credential of this agency, fresh, within this node's lifetime, to holders of the
+/// federation) and countersigns it.
+fn countersign(
+    state: &Fanout<'_>,
+    staff: &StoredStaff,
+    mut query_env: Envelope,
+) -> Result<Outgoing, FanoutError> {
+    let reject = |m: String| FanoutError::Rejected(m);
+    let (manifest, manifest_env) = state
+        .trust
+        .manifest_and_envelope()
+        .ok_or_else(|| reject("node has no manifest".into()))?;
+    let now = state.clock.now();
+    let query: Query = query_env
+        .open()
+        .map_err(|e| reject(format!("query does not decode: {e}")))?;
+    if &query.requester != state.agency {
+        return Err(reject(format!(
+            "the query names requester {}, but this node is {}",
+            query.requester, state.agency
+        )));
+    }
+    let me = manifest
+        .member(state.agency)
+        .ok_or_else(|| reject("this agency is not in the manifest".into()))?;
+    if !me.is_requester() {
+        return Err(reject(
+            "this agency is not a requester in the federation manifest".into(),
+        ));
+    }
+    let cred = verify_credential_cached(
+        &query.credential,
+        state.agency,
+        &me.node_keys,
+        now,
+        StaffRole::Caseworker,
+        Some(state.sig_cache),
+    )
+    .map_err(|e| reject(e.to_string()))?;
+    if cred.person_id != staff.body.person_id
+        || cred.public_key != staff.body.public_key
+        || cred.person_id != query.caseworker
+    {
+        return Err(reject("the query's credential is not the caller's".into()));
+    }
+    query_env
+        .verify_by(SignerRole::Person, &staff.body.public_key)
+        .map_err(|e| reject(format!("caseworker signature: {e}")))?;
+    check_freshness(&query, now).map_err(|r| reject(format!("{}: {}", r.as_str(), r.explain())))?;
+    let lifetime = query.expires_at.0.saturating_sub(query.issued_at.0);
+    if lifetime > state.config.limits.query_lifetime_secs {
+        return Err(reject(format!(
+            "the query is valid for {lifetime} s; this node sends queries valid for at most {} s",
+            state.config.limits.query_lifetime_secs
+        )));
+    }
+    check_requests(&query).map_err(reject)?;
+    for r in &query.requests {
+        if manifest.member(&r.holder).is_none_or(|m| !m.is_holder()) {
+            return Err(reject(format!(
+                "{} is not a holder in the federation manifest",
+                r.holder
+            )));
+        }
+    }
+    query_env.add_signature(SignerRole::Node, &state.key.current());
+    Ok(Outgoing {
+        query_env,
+        query,
+        manifest,
+        manifest_env,
+        now,
+    })
+}
+
 fn elapsed_ms(since: Instant) -> u32 {
     u32::try_from(since.elapsed().as_millis()).unwrap_or(u32::MAX)
 }
@@ -218,7 +308,7 @@ fn elapsed_ms(since: Instant) -> u32 {
 /// One holder's part of an assembly: its answer checked as in the specification (8.6), or why
 /// there is none; with, for a verified answer, the verified response.
 fn holder_result(
-    state: &NodeState,
+    sig_cache: &SigCache,
     holder: AgencyId,
     res: Result<Envelope, PeerError>,
     query_env: &Envelope,
@@ -233,7 +323,7 @@ fn holder_result(
             query,
             &holder,
             manifest,
-            Some(&state.sig_cache),
+            Some(sig_cache),
         ) {
             Ok(verified) => (
                 HolderResult {

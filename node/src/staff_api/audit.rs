@@ -2,7 +2,8 @@
 //! (this node's, or every node's through signed audit queries), checkpoint status; and the
 //! holder's answer to another node's audit query. Every access by a DPO is itself logged.
 
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use throughgate_protocol::audit::{AuditEntry, AuditEvent, ProofHash};
@@ -18,9 +19,72 @@ use throughgate_protocol::messages::{
 use throughgate_protocol::note::NoteSignature;
 use throughgate_protocol::query_check::MAX_QUERY_LIFETIME_SECS;
 
-use crate::db::StoredStaff;
-use crate::peers::PeerError;
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::db::{Db, StoredStaff};
+use crate::keyring::NodeKey;
+use crate::peers::{PeerError, Peers};
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What reading, verifying and answering for the audit log uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Auditor<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// The node key, which signs answers.
+    pub key: &'a NodeKey,
+    /// Storage: the entries, their index, seen audit queries.
+    pub db: &'a Db,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// The manifest (who may ask).
+    pub trust: &'a Trust,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Auditor<'a> {
+    /// The parts of `state` that the audit operations use.
+    pub fn of(state: &'a NodeState) -> Self {
+        Auditor {
+            agency: &state.agency,
+            key: &state.key,
+            db: &state.db,
+            clock: &state.clock,
+            trust: &state.trust,
+            audit: &state.audit,
+        }
+    }
+}
+
+/// What reporting the checkpoint and witnessing status uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointView<'a> {
+    /// Storage: cosignatures and what was witnessed.
+    pub db: &'a Db,
+    /// The manifest (whose logs are witnessed).
+    pub trust: &'a Trust,
+    /// The audit log (its latest checkpoint).
+    pub audit: &'a AuditLog,
+    /// Witness alarms raised since start.
+    pub witness_alarms: &'a AtomicU64,
+    /// Consent alarms raised since start.
+    pub consent_alarms: &'a AtomicU64,
+}
+
+impl<'a> CheckpointView<'a> {
+    /// The parts of `state` that the checkpoint status uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        CheckpointView {
+            db: &state.db,
+            trust: &state.trust,
+            audit: &state.audit,
+            witness_alarms: &state.witness_alarms,
+            consent_alarms: &state.consent_alarms,
+        }
+    }
+}
 
 /// Default and largest number of entries a search returns.
 const MAX_SEARCH: u32 = 10_000;
@@ -36,7 +100,7 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
 
 /// Logs a DPO's access (an `audit_access` entry) and waits until it is durable.
 pub(crate) async fn log_access(
-    state: &NodeState,
+    state: &Auditor<'_>,
     dpo: &StoredStaff,
     passport: Option<throughgate_protocol::ids::PassportId>,
     action: &str,
@@ -115,7 +179,7 @@ fn names(e: &AuditEntry, f: &AuditFilter) -> bool {
 }
 
 /// Searches this node's log.
-pub async fn search(state: &NodeState, dpo: &StoredStaff, filter: AuditFilter) -> OpResult {
+pub async fn search(state: &Auditor<'_>, dpo: &StoredStaff, filter: AuditFilter) -> OpResult {
     if let Some(name) = &filter.event {
         if !throughgate_protocol::audit::AuditEvent::NAMES.contains(&name.as_str()) {
             return Err((
@@ -180,7 +244,7 @@ pub async fn search(state: &NodeState, dpo: &StoredStaff, filter: AuditFilter) -
 }
 
 /// Verifies this node's whole log.
-pub async fn verify(state: &NodeState, dpo: &StoredStaff) -> OpResult {
+pub async fn verify(state: &Auditor<'_>, dpo: &StoredStaff) -> OpResult {
     log_access(state, dpo, None, "verify").await?;
     let db = state.db.clone();
     let origin = state.audit.origin().to_owned();
@@ -212,7 +276,7 @@ pub async fn verify(state: &NodeState, dpo: &StoredStaff) -> OpResult {
 }
 
 /// The checkpoint and witnessing status.
-pub fn checkpoints(state: &NodeState) -> OpResult {
+pub fn checkpoints(state: &CheckpointView<'_>) -> OpResult {
     let latest = state.audit.latest();
     let cosignatures = state
         .db
@@ -232,7 +296,7 @@ pub fn checkpoints(state: &NodeState) -> OpResult {
             Cosignature { witness, size, at }
         })
         .collect();
-    let manifest = state.manifest();
+    let manifest = state.trust.manifest();
     let mut witnessed = Vec::new();
     for m in manifest.iter().flat_map(|m| m.members.iter()) {
         if let Some((size, _)) = state.db.witnessed(&m.id).map_err(internal)? {
@@ -260,11 +324,12 @@ pub fn checkpoints(state: &NodeState) -> OpResult {
 
 /// Checks a DPO's signed audit query (from this node's own DPO or a peer's).
 fn check_audit_query(
-    state: &NodeState,
+    state: &Auditor<'_>,
     env: &Envelope,
     from: &AgencyId,
 ) -> Result<AuditQuery, (ErrorCode, String)> {
     let manifest = state
+        .trust
         .manifest()
         .ok_or((ErrorCode::Internal, "node has no manifest".to_owned()))?;
     let q: AuditQuery = env
@@ -317,7 +382,7 @@ fn check_audit_query(
 /// Answers a signed audit query: logs the access, then returns every entry about the passport
 /// with inclusion proofs under the access receipt's checkpoint.
 async fn answer(
-    state: &NodeState,
+    state: &Auditor<'_>,
     env: &Envelope,
     from: &AgencyId,
 ) -> Result<AuditAnswer, (ErrorCode, String)> {
@@ -366,7 +431,7 @@ async fn answer(
 }
 
 /// Handles another node's audit query.
-pub async fn answer_peer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> Envelope {
+pub async fn answer_peer(state: &Auditor<'_>, peer: &AgencyId, env: &Envelope) -> Envelope {
     match answer(state, env, peer).await {
         Ok(a) => state.key.seal(&a),
         Err((code, msg)) => state.key.error(code, msg),
@@ -374,9 +439,12 @@ pub async fn answer_peer(state: &NodeState, peer: &AgencyId, env: &Envelope) -> 
 }
 
 /// Produces the raw material of a subject-access report: this node's answer, and with
-/// `federation` every member's, to the DPO's signed audit query.
+/// `federation` every member's (asked through `peers`, each within `timeout`), to the DPO's
+/// signed audit query.
 pub async fn report(
-    state: &NodeState,
+    state: &Auditor<'_>,
+    peers: &Peers,
+    timeout: Duration,
     dpo: &StoredStaff,
     mut query_env: Envelope,
     federation: bool,
@@ -384,7 +452,7 @@ pub async fn report(
     let q: AuditQuery = query_env
         .open()
         .map_err(|e| (ErrorCode::Malformed, e.to_string()))?;
-    if q.requester != state.agency || q.dpo != dpo.body.person_id {
+    if &q.requester != state.agency || q.dpo != dpo.body.person_id {
         return Err((
             ErrorCode::Forbidden,
             "the audit query must be the caller's, from this agency".into(),
@@ -395,6 +463,7 @@ pub async fn report(
         .map_err(|e| (ErrorCode::BadSignature, e.to_string()))?;
     query_env.add_signature(SignerRole::Node, &state.key.current());
     let manifest = state
+        .trust
         .manifest()
         .ok_or((ErrorCode::Internal, "node has no manifest".to_owned()))?;
     let targets: Vec<AgencyId> = if federation {
@@ -402,20 +471,19 @@ pub async fn report(
     } else {
         vec![state.agency.clone()]
     };
-    let timeout = state.config.limits.request_timeout();
     let started = Instant::now();
     let qe = &query_env;
     let mut pending: FuturesUnordered<_> = targets
         .iter()
         .enumerate()
         .map(|(i, a)| async move {
-            let r = if a == &state.agency {
+            let r = if a == state.agency {
                 answer(state, qe, a)
                     .await
                     .map(|ans| state.key.seal(&ans))
                     .map_err(|(c, m)| (HolderStatus::Error, format!("{c}: {m}")))
             } else {
-                state.peers.request(a, qe, timeout).await.map_err(|e| {
+                peers.request(a, qe, timeout).await.map_err(|e| {
                     let status = match &e {
                         PeerError::TimedOut { .. } => HolderStatus::TimedOut,
                         PeerError::Remote { .. } | PeerError::Stream { .. } => HolderStatus::Error,

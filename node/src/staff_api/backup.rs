@@ -7,14 +7,50 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::messages::{ClientResponse, ErrorCode, ImportFormat};
 
+use crate::audit::AuditLog;
 use crate::backup::{write_backup, BackupMeta};
+use crate::clock::Clock;
+use crate::config::NodeConfig;
 use crate::db::{Db, StoredStaff};
 use crate::import::{CsvExport, ExportError};
+use crate::keyring::NodeKey;
 use crate::staff::log_by;
 use crate::state::NodeState;
 use crate::transport::write_envelope;
+
+/// What backing up and exporting uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Archiver<'a> {
+    /// This agency (named in a backup).
+    pub agency: &'a AgencyId,
+    /// The node key, which signs the backup and each streamed chunk.
+    pub key: &'a NodeKey,
+    /// Configuration: where the data folder is.
+    pub config: &'a NodeConfig,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Storage, copied out.
+    pub db: &'a Db,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Archiver<'a> {
+    /// The parts of `state` that backing up and exporting use.
+    pub fn of(state: &'a NodeState) -> Self {
+        Archiver {
+            agency: &state.agency,
+            key: &state.key,
+            config: &state.config,
+            clock: &state.clock,
+            db: &state.db,
+            audit: &state.audit,
+        }
+    }
+}
 
 /// Bytes per streamed chunk.
 const CHUNK: usize = 1024 * 1024;
@@ -26,7 +62,7 @@ fn internal(e: impl std::fmt::Display) -> (ErrorCode, String) {
 
 /// Takes and streams a backup; returns the final `BackupDone`.
 pub async fn stream_backup(
-    state: &NodeState,
+    state: &Archiver<'_>,
     operator: &StoredStaff,
     send: &mut quinn::SendStream,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
@@ -46,7 +82,7 @@ pub async fn stream_backup(
         .map_err(internal)?;
     let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
     log_by(
-        state,
+        state.audit,
         operator,
         "backup",
         format!("{pairs} stored pairs, {bytes} bytes"),
@@ -62,7 +98,7 @@ pub async fn stream_backup(
 
 /// Exports every record in `format` to a temporary file, streams it, and deletes it.
 pub async fn stream_export(
-    state: &NodeState,
+    state: &Archiver<'_>,
     operator: &StoredStaff,
     format: ImportFormat,
     send: &mut quinn::SendStream,
@@ -78,7 +114,7 @@ pub async fn stream_export(
             .map_err(internal)?;
     let (bytes, sha256) = stream_temp_file(state, &tmp, send).await?;
     log_by(
-        state,
+        state.audit,
         operator,
         "records_export",
         format!("{count} records exported"),
@@ -145,7 +181,7 @@ fn export_records(
 
 /// Streams the temporary file `tmp`, then deletes it whether or not the stream went through.
 async fn stream_temp_file(
-    state: &NodeState,
+    state: &Archiver<'_>,
     tmp: &std::path::Path,
     send: &mut quinn::SendStream,
 ) -> Result<(u64, [u8; 32]), (ErrorCode, String)> {
@@ -156,7 +192,7 @@ async fn stream_temp_file(
 
 /// Streams a file as signed chunks; returns its size and SHA-256.
 async fn stream_file(
-    state: &NodeState,
+    state: &Archiver<'_>,
     path: &std::path::Path,
     send: &mut quinn::SendStream,
 ) -> Result<(u64, [u8; 32]), (ErrorCode, String)> {

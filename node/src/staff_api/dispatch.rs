@@ -11,7 +11,15 @@ use throughgate_protocol::messages::{
     ClientOp, ClientRequest, ClientResponse, ConsentFilter, ConsentSummary, ErrorCode,
 };
 
-use crate::db::StoredStaff;
+use crate::clock::Clock;
+use crate::db::{Db, StoredStaff};
+use crate::requester::consent_out::Recorder;
+use crate::staff::Staffing;
+use crate::staff_api::audit::{Auditor, CheckpointView};
+use crate::staff_api::backup::Archiver;
+use crate::staff_api::records::Erasure;
+use crate::staff_api::rotation::Rotator;
+use crate::staff_api::status::StatusView;
 use crate::state::NodeState;
 use crate::transport::write_envelope;
 
@@ -85,17 +93,23 @@ pub async fn handle(
             retire,
         } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => {
-                crate::requester::consent_out::record(state, staff, consent, &subjects, retire)
-                    .await
-                    .map_err(record_err)
-            }
+            Ok(()) => crate::requester::consent_out::record(
+                &Recorder::of(state),
+                staff,
+                consent,
+                &subjects,
+                retire,
+            )
+            .await
+            .map_err(record_err),
         },
         ClientOp::RevokeConsent { revocation } => match need(StaffRole::Caseworker) {
             Err(e) => return e,
-            Ok(()) => crate::requester::consent_out::revoke(state, staff, revocation)
-                .await
-                .map_err(record_err),
+            Ok(()) => {
+                crate::requester::consent_out::revoke(&Recorder::of(state), staff, revocation)
+                    .await
+                    .map_err(record_err)
+            }
         },
         ClientOp::ListConsents(filter) => {
             let logged = if need(StaffRole::Caseworker).is_err() {
@@ -105,7 +119,7 @@ pub async fn handle(
                 // A DPO reviewing the register is logged like their audit reads (caseworkers'
                 // own status checks are not).
                 crate::staff_api::audit::log_access(
-                    state,
+                    &Auditor::of(state),
                     staff,
                     filter.passport_id.clone(),
                     "consent_register",
@@ -114,7 +128,7 @@ pub async fn handle(
             } else {
                 Ok(())
             };
-            logged.and_then(|()| list_consents(state, &filter))
+            logged.and_then(|()| list_consents(&state.db, &state.clock, &filter))
         }
         ClientOp::ShowConsent { consent_id } => {
             let as_dpo = need(StaffRole::Caseworker).is_err();
@@ -127,7 +141,7 @@ pub async fn handle(
                 Ok(Some(c)) => {
                     let logged = if as_dpo {
                         crate::staff_api::audit::log_access(
-                            state,
+                            &Auditor::of(state),
                             staff,
                             Some(c.body.passport_id.clone()),
                             "consent_show",
@@ -182,7 +196,7 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => {
                 crate::staff_api::records::delete(
-                    state,
+                    &Erasure::of(state),
                     staff,
                     &subject,
                     kind.as_deref(),
@@ -201,7 +215,7 @@ pub async fn handle(
             Err(e) => return e,
             Ok(()) => {
                 add_staff(
-                    state,
+                    &Staffing::of(state),
                     person_id,
                     display_name,
                     new_roles,
@@ -217,13 +231,22 @@ pub async fn handle(
             valid_days,
         } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::staff::reissue(state, staff, &person_id, public_key, valid_days).await,
+            Ok(()) => {
+                crate::staff::reissue(
+                    &Staffing::of(state),
+                    staff,
+                    &person_id,
+                    public_key,
+                    valid_days,
+                )
+                .await
+            }
         },
         ClientOp::ListStaff => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => list_staff(state),
+            Ok(()) => list_staff(&Staffing::of(state)),
         },
-        ClientOp::Status => status(state),
+        ClientOp::Status => status(&StatusView::of(state)),
         ClientOp::GetManifest => state
             .trust
             .manifest_envelope()
@@ -231,19 +254,29 @@ pub async fn handle(
             .ok_or((ErrorCode::Internal, "node has no manifest".into())),
         ClientOp::AuditSearch(filter) => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::staff_api::audit::search(state, staff, filter).await,
+            Ok(()) => crate::staff_api::audit::search(&Auditor::of(state), staff, filter).await,
         },
         ClientOp::AuditVerify => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::staff_api::audit::verify(state, staff).await,
+            Ok(()) => crate::staff_api::audit::verify(&Auditor::of(state), staff).await,
         },
         ClientOp::AuditReport { query, federation } => match need(StaffRole::Dpo) {
             Err(e) => return e,
-            Ok(()) => crate::staff_api::audit::report(state, staff, query, federation).await,
+            Ok(()) => {
+                crate::staff_api::audit::report(
+                    &Auditor::of(state),
+                    &state.peers,
+                    state.config.limits.request_timeout(),
+                    staff,
+                    query,
+                    federation,
+                )
+                .await
+            }
         },
         ClientOp::PublishManifest { manifest } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => match refuse_stranding(state, &manifest) {
+            Ok(()) => match refuse_stranding(&Staffing::of(state), &manifest) {
                 Err(e) => Err(e),
                 Ok(()) => match crate::workers::manifest_sync::adopt(
                     state,
@@ -264,12 +297,13 @@ pub async fn handle(
         },
         ClientOp::RevokeStaff { person_id } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::staff::revoke(state, staff, &person_id).await,
+            Ok(()) => crate::staff::revoke(&Staffing::of(state), staff, &person_id).await,
         },
         ClientOp::RotateKey => match need(StaffRole::Operator) {
             Err(e) => return e,
             Ok(()) => {
-                return match crate::staff_api::rotation::rotate_op(state, staff).await {
+                return match crate::staff_api::rotation::rotate_op(&Rotator::of(state), staff).await
+                {
                     Ok(env) => env,
                     Err((code, msg)) => state.key.error(code, msg),
                 }
@@ -277,24 +311,34 @@ pub async fn handle(
         },
         ClientOp::ReissueCredentials => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::staff::reissue_under_current_key(state, Some(&staff.body.person_id))
-                .await
-                .map(|done| {
-                    ClientResponse::Staff(
-                        done.iter()
-                            .map(|s| crate::staff::summary(state, s))
-                            .collect(),
-                    )
-                }),
+            Ok(()) => {
+                let staffing = Staffing::of(state);
+                crate::staff::reissue_under_current_key(&staffing, Some(&staff.body.person_id))
+                    .await
+                    .map(|done| {
+                        ClientResponse::Staff(
+                            done.iter()
+                                .map(|s| crate::staff::summary(&staffing, s))
+                                .collect(),
+                        )
+                    })
+            }
         },
-        ClientOp::RefreshCredential => crate::staff::current_credential(state, staff),
+        ClientOp::RefreshCredential => {
+            crate::staff::current_credential(&Staffing::of(state), staff)
+        }
         ClientOp::Backup => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::staff_api::backup::stream_backup(state, staff, send).await,
+            Ok(()) => {
+                crate::staff_api::backup::stream_backup(&Archiver::of(state), staff, send).await
+            }
         },
         ClientOp::ExportRecords { format } => match need(StaffRole::Operator) {
             Err(e) => return e,
-            Ok(()) => crate::staff_api::backup::stream_export(state, staff, format, send).await,
+            Ok(()) => {
+                crate::staff_api::backup::stream_export(&Archiver::of(state), staff, format, send)
+                    .await
+            }
         },
         ClientOp::WitnessReset { peer } => {
             if need(StaffRole::Dpo).is_err() {
@@ -304,7 +348,7 @@ pub async fn handle(
             }
             match crate::workers::witness::reset_baseline(state, &peer, &staff.body.person_id).await
             {
-                Ok(()) => crate::staff_api::audit::checkpoints(state),
+                Ok(()) => crate::staff_api::audit::checkpoints(&CheckpointView::of(state)),
                 Err(crate::workers::witness::ResetError::Refused(msg)) => {
                     Err((ErrorCode::BadRequest, msg))
                 }
@@ -319,7 +363,7 @@ pub async fn handle(
                     return e;
                 }
             }
-            crate::staff_api::audit::checkpoints(state)
+            crate::staff_api::audit::checkpoints(&CheckpointView::of(state))
         }
     };
     match result {
@@ -333,14 +377,18 @@ type OpResult = Result<ClientResponse, (ErrorCode, String)>;
 /// Refuses to publish a version that retires a key of this node too early: one that drops the
 /// node's current key, or a key that signed staff credentials still in force that have not
 /// been re-issued under the current key. (The offer is only read here; `adopt` verifies it.)
-fn refuse_stranding(state: &NodeState, offered: &Envelope) -> Result<(), (ErrorCode, String)> {
+fn refuse_stranding(state: &Staffing<'_>, offered: &Envelope) -> Result<(), (ErrorCode, String)> {
     let Ok(m) = offered.open::<throughgate_protocol::manifest::Manifest>() else {
         return Ok(());
     };
-    if state.manifest().is_some_and(|t| m.version <= t.version) {
+    if state
+        .trust
+        .manifest()
+        .is_some_and(|t| m.version <= t.version)
+    {
         return Ok(());
     }
-    let Some(me) = m.member(&state.agency) else {
+    let Some(me) = m.member(state.agency) else {
         return Ok(());
     };
     let current = state.key.current().public();
@@ -446,11 +494,11 @@ async fn assemble(
     }
 }
 
-fn list_consents(state: &NodeState, f: &ConsentFilter) -> OpResult {
-    let now = state.clock.now();
+fn list_consents(db: &Db, clock: &Clock, f: &ConsentFilter) -> OpResult {
+    let now = clock.now();
     let all = match &f.passport_id {
-        Some(p) => state.db.consents_of(p),
-        None => state.db.all_consents(),
+        Some(p) => db.consents_of(p),
+        None => db.all_consents(),
     }
     .map_err(internal)?;
     let list = all
@@ -490,7 +538,7 @@ fn list_consents(state: &NodeState, f: &ConsentFilter) -> OpResult {
 }
 
 async fn add_staff(
-    state: &NodeState,
+    state: &Staffing<'_>,
     person_id: throughgate_protocol::ids::PersonId,
     display_name: String,
     roles: Vec<StaffRole>,
@@ -522,6 +570,7 @@ async fn add_staff(
         ));
     }
     if state
+        .trust
         .manifest()
         .is_some_and(|m| m.member_by_key(&public_key).is_some())
     {
@@ -579,7 +628,7 @@ async fn add_staff(
     Ok(ClientResponse::Credential(staff.credential))
 }
 
-fn list_staff(state: &NodeState) -> OpResult {
+fn list_staff(state: &Staffing<'_>) -> OpResult {
     let staff = state.db.all_staff().map_err(internal)?;
     Ok(ClientResponse::Staff(
         staff
@@ -590,7 +639,7 @@ fn list_staff(state: &NodeState) -> OpResult {
 }
 
 /// The node's status.
-pub fn status(state: &NodeState) -> OpResult {
+pub fn status(state: &StatusView<'_>) -> OpResult {
     match state.status() {
         Ok(status) => Ok(ClientResponse::Status(status)),
         Err(crate::state::NodeStatusError::NoManifest) => {

@@ -21,8 +21,9 @@
 //! once every record of the file is stored, [`delete_absent`] deletes the records of the synced
 //! kinds that the file lacks, a page at a time (deleting again is harmless, so a restart simply
 //! runs it again), and only then is the sync logged (`records_sync`, with the plan's counts and
-//! the file's SHA-256) and its journal removed. Imports, syncs and deletions hold
-//! `NodeState::records_writer` from their check to their last write, so a plan is what happens.
+//! the file's SHA-256) and its journal removed. Imports, syncs and deletions reach the store
+//! only through a [`RecordsWrite`] guard, held from their check to their last write, so a plan
+//! is what happens.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,9 +37,12 @@ use throughgate_protocol::messages::{
 use throughgate_protocol::record::{valid_name, Record};
 use tokio::io::AsyncWriteExt;
 
+use crate::audit::AuditLog;
+use crate::clock::Clock;
 use crate::config::NodeConfig;
 use crate::db::{Db, ImportJournal, StoredStaff};
 use crate::import::{digest16, import_each, ImportErrors, ImportLimits};
+use crate::records_writer::{RecordsWrite, RecordsWriter};
 use crate::state::NodeState;
 use crate::store::StoreError;
 use crate::transport::{read_frame_charged, FrameIoError};
@@ -76,6 +80,32 @@ pub enum ImportRunError {
     /// The blocking task that reads the spool failed.
     #[error("the import task failed: {0}")]
     Task(String),
+}
+
+/// What importing and syncing records uses of the node, and nothing else: the record store
+/// only through [`RecordsWriter`].
+#[derive(Clone, Copy, Debug)]
+pub struct Importer<'a> {
+    /// Where spool files go, the identifier scheme, the upload timeout and the sync guard.
+    pub config: &'a NodeConfig,
+    /// The clock (import ids).
+    pub clock: &'a Clock,
+    /// The only way to the record store.
+    pub records_writer: &'a RecordsWriter,
+    /// Where imports and syncs are logged.
+    pub audit: &'a AuditLog,
+}
+
+impl<'a> Importer<'a> {
+    /// The parts of `state` that importing uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        Importer {
+            config: &state.config,
+            clock: &state.clock,
+            records_writer: &state.records_writer,
+            audit: &state.audit,
+        }
+    }
 }
 
 /// The folder spool files live in: beside the data folder, `<data_dir>.imports`.
@@ -482,7 +512,11 @@ pub fn apply_all(
 }
 
 /// Logs a stored import, removes its journal and deletes its spool file.
-async fn finish(state: &NodeState, journal: &ImportJournal) -> Result<(), ImportRunError> {
+async fn finish(
+    state: &Importer<'_>,
+    write: &RecordsWrite,
+    journal: &ImportJournal,
+) -> Result<(), ImportRunError> {
     let (action, detail) = match &journal.sync {
         Some(plan) => ("records_sync", sync_detail(plan, journal)),
         None => (
@@ -494,11 +528,12 @@ async fn finish(state: &NodeState, journal: &ImportJournal) -> Result<(), Import
         ),
     };
     state
+        .audit
         .log_admin(journal.person_id.as_ref(), action, detail)
         .await
         .map_err(|e| ImportRunError::Task(format!("the import could not be logged: {e}")))?;
-    state.db.delete_import_journal(&journal.import_id)?;
-    let _ = std::fs::remove_file(spool_path(&spool_dir(&state.config), &journal.import_id));
+    write.db().delete_import_journal(&journal.import_id)?;
+    let _ = std::fs::remove_file(spool_path(&spool_dir(state.config), &journal.import_id));
     Ok(())
 }
 
@@ -510,21 +545,24 @@ enum Stage {
     Log(ImportRunError),
 }
 
-/// Stores a checked import's records, then logs it and removes its journal.
+/// Stores a checked import's records, then logs it and removes its journal. Owns its node
+/// reference and its guard, as a task of its own that outlives the request.
 async fn store_and_log(
     state: Arc<NodeState>,
     spool: PathBuf,
     mut journal: ImportJournal,
-    _writer: tokio::sync::OwnedMutexGuard<()>,
+    write: RecordsWrite,
 ) -> Result<ImportJournal, Stage> {
-    let db = state.db.clone();
+    let db = write.db().clone();
     let journal = tokio::task::spawn_blocking(move || {
         apply_all(&db, &spool, &mut journal, false, None, None).map(|_| journal)
     })
     .await
     .map_err(|e| Stage::Store(ImportRunError::Task(e.to_string())))?
     .map_err(Stage::Store)?;
-    finish(&state, &journal).await.map_err(Stage::Log)?;
+    finish(&Importer::of(&state), &write, &journal)
+        .await
+        .map_err(Stage::Log)?;
     Ok(journal)
 }
 
@@ -564,13 +602,34 @@ fn check_sync_request(sync: &SyncRequest) -> Result<(), (ErrorCode, String)> {
 }
 
 /// Receives and imports (or dry-runs) a records file; for a sync, also deletes the records of
-/// the synced kinds that the file lacks.
+/// the synced kinds that the file lacks. Only the storing step, a task of its own that
+/// completes even if the operator's connection drops meanwhile, holds the node; every other
+/// step uses [`Importer`].
 pub async fn import(
     state: &Arc<NodeState>,
     staff: &StoredStaff,
     request: ImportRequest,
     recv: &mut quinn::RecvStream,
     budget: &std::sync::Arc<crate::budget::ConnectionBudget>,
+) -> Result<ClientResponse, (ErrorCode, String)> {
+    let node = state.clone();
+    let store =
+        move |spool, journal, write| tokio::spawn(store_and_log(node, spool, journal, write));
+    receive_and_import(&Importer::of(state), staff, request, recv, budget, store).await
+}
+
+/// [`import`], with `store` starting the storing step.
+async fn receive_and_import(
+    state: &Importer<'_>,
+    staff: &StoredStaff,
+    request: ImportRequest,
+    recv: &mut quinn::RecvStream,
+    budget: &std::sync::Arc<crate::budget::ConnectionBudget>,
+    store: impl FnOnce(
+        PathBuf,
+        ImportJournal,
+        RecordsWrite,
+    ) -> tokio::task::JoinHandle<Result<ImportJournal, Stage>>,
 ) -> Result<ClientResponse, (ErrorCode, String)> {
     let ImportRequest {
         format,
@@ -595,7 +654,7 @@ pub async fn import(
             "the node could not spool or check the upload; nothing was imported".to_owned(),
         )
     };
-    let dir = spool_dir(&state.config);
+    let dir = spool_dir(state.config);
     let import_id = format!("{}-{:016x}", state.clock.now().0, rand::random::<u64>());
     let path = spool_path(&dir, &import_id);
     let mut guard = SpoolGuard {
@@ -611,7 +670,7 @@ pub async fn import(
 
     // Held until the import is stored (or refused): a sync's plan must still hold when it is
     // applied.
-    let writer = state.records_writer.clone().lock_owned().await;
+    let write = state.records_writer.lock().await;
     let scheme = state.config.id_scheme;
     let check_path = path.clone();
     let checked = tokio::task::spawn_blocking(move || check_spool(&check_path, format, scheme))
@@ -642,7 +701,7 @@ pub async fn import(
     let plan = match sync {
         None => None,
         Some(request) => {
-            let db = state.db.clone();
+            let db = write.db().clone();
             let plan_path = path.clone();
             let max = state.config.records.max_sync_delete_percent;
             let planned = tokio::task::spawn_blocking(move || {
@@ -707,15 +766,15 @@ pub async fn import(
         person_id: Some(staff.body.person_id.clone()),
         sync: plan.clone(),
     };
-    state
-        .db
+    write
+        .db()
         .put_import_journal(&journal)
         .map_err(|e| internal(e.into()))?;
     guard.armed = false;
     tracing::info!(person = %staff.body.person_id, import = %journal.import_id, rows, "records import checked; storing");
     // Stored and logged by a task of its own, so that it completes even if the operator's
     // connection drops meanwhile.
-    let task = tokio::spawn(store_and_log(state.clone(), path, journal, writer));
+    let task = store(path, journal, write);
     let journal = match task.await {
         Ok(Ok(journal)) => journal,
         Ok(Err(Stage::Store(e))) => {
@@ -764,7 +823,7 @@ enum Received {
 /// Writes the upload's data frames to the spool file, checking the size and SHA-256, and makes
 /// the file durable.
 async fn receive(
-    state: &NodeState,
+    state: &Importer<'_>,
     dir: &Path,
     path: &Path,
     (total_bytes, sha256): (u64, [u8; 32]),
@@ -861,12 +920,17 @@ pub fn clean_spools(config: &NodeConfig, db: &Db) -> Result<Vec<ImportJournal>, 
 /// At start: finishes every import a stop or crash interrupted while it was being stored, and
 /// logs each. Runs beside the node's other tasks (readers may see the records appear).
 pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
-    let _writer = state.records_writer.clone().lock_owned().await;
+    resume_with(&Importer::of(&state), journals).await;
+}
+
+/// [`resume`], with only what importing uses.
+async fn resume_with(state: &Importer<'_>, journals: Vec<ImportJournal>) {
+    let write = state.records_writer.lock().await;
     for journal in journals {
         let id = journal.import_id.clone();
         tracing::warn!(import = %id, stored = journal.applied, rows = journal.rows, "finishing an import interrupted by a stop or crash");
-        let db = state.db.clone();
-        let path = spool_path(&spool_dir(&state.config), &id);
+        let db = write.db().clone();
+        let path = spool_path(&spool_dir(state.config), &id);
         let mut j = journal;
         let applied = tokio::task::spawn_blocking(move || {
             apply_all(&db, &path, &mut j, true, None, None).map(|done| (done, j))
@@ -875,7 +939,7 @@ pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
         .map_err(|e| ImportRunError::Task(e.to_string()))
         .and_then(|r| r);
         match applied {
-            Ok((true, j)) => match finish(&state, &j).await {
+            Ok((true, j)) => match finish(state, &write, &j).await {
                 Ok(()) => {
                     tracing::warn!(import = %id, rows = j.rows, "interrupted import finished: every record is stored");
                 }
@@ -886,16 +950,16 @@ pub async fn resume(state: Arc<NodeState>, journals: Vec<ImportJournal>) {
             Ok((false, _)) => {}
             Err(e @ (ImportRunError::SpoolChanged { .. } | ImportRunError::Recheck { .. })) => {
                 tracing::error!(import = %id, error = %e, "an interrupted import cannot be finished: some of its records may be stored; import the file again to store all of them");
-                if let Err(e) = state.db.delete_import_journal(&id) {
+                if let Err(e) = write.db().delete_import_journal(&id) {
                     tracing::error!(import = %id, error = %e, "could not remove the import's journal");
                 }
-                let _ = std::fs::remove_file(spool_path(&spool_dir(&state.config), &id));
+                let _ = std::fs::remove_file(spool_path(&spool_dir(state.config), &id));
             }
             Err(ImportRunError::Spool { source, file })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 tracing::error!(import = %id, file = %file, "an interrupted import cannot be finished: its spool file is gone; some of its records may be stored; import the file again to store all of them");
-                if let Err(e) = state.db.delete_import_journal(&id) {
+                if let Err(e) = write.db().delete_import_journal(&id) {
                     tracing::error!(import = %id, error = %e, "could not remove the import's journal");
                 }
             }

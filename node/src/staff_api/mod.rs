@@ -7,3 +7,4 @@ pub mod dispatch;
 pub mod import;
 pub mod records;
 pub mod rotation;
+pub mod status;

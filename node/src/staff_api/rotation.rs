@@ -5,19 +5,103 @@
 //! keeps the new key. Peers accept either key during the overlap; the next manifest retires the
 //! old one.
 
-use throughgate_protocol::messages::ErrorCode;
+use std::sync::Arc;
 
-use crate::db::StoredStaff;
+use throughgate_protocol::ids::AgencyId;
+use throughgate_protocol::messages::ErrorCode;
+use throughgate_protocol::time::Timestamp;
+
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::db::{Db, StoredStaff};
 use crate::keyfile::read_secret_key;
+use crate::keyring::NodeKey;
+use crate::peers::Peers;
+use crate::queue::Outbox;
+use crate::staff::Staffing;
+use crate::staff_api::status::StatusView;
 use crate::state::NodeState;
 use crate::tls::{client_config, server_config, TlsIdentity};
+use crate::trust::Trust;
+
+/// What rotating the node key uses of the node, and nothing else.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotator<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// The node key, swapped here.
+    pub key: &'a NodeKey,
+    /// The QUIC endpoint, which starts presenting the next key.
+    pub endpoint: &'a quinn::Endpoint,
+    /// Configuration: the key files, limits and QUIC settings.
+    pub config: &'a NodeConfig,
+    /// Storage: the node's own keys, staff credentials, counts for the status.
+    pub db: &'a Db,
+    /// The manifest and staff keys.
+    pub trust: &'a Arc<Trust>,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Outgoing connections, which start presenting the next key.
+    pub peers: &'a Peers,
+    /// The audit log.
+    pub audit: &'a AuditLog,
+    /// The delivery queue: re-issuing staff credentials goes through [`Staffing`].
+    pub outbox: &'a Outbox,
+    /// When the node started (its status).
+    pub started_at: Timestamp,
+}
+
+impl<'a> Rotator<'a> {
+    /// The parts of `state` that rotating the node key uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        Rotator {
+            agency: &state.agency,
+            key: &state.key,
+            endpoint: &state.endpoint,
+            config: &state.config,
+            db: &state.db,
+            trust: &state.trust,
+            clock: &state.clock,
+            peers: &state.peers,
+            audit: &state.audit,
+            outbox: &state.outbox,
+            started_at: state.started_at,
+        }
+    }
+
+    /// The parts of these that staff credentials use.
+    fn staffing(&self) -> Staffing<'a> {
+        Staffing {
+            agency: self.agency,
+            key: self.key,
+            db: self.db,
+            clock: self.clock,
+            trust: self.trust,
+            audit: self.audit,
+            outbox: self.outbox,
+        }
+    }
+
+    /// The parts of these that reporting the node's status uses.
+    fn status_view(&self) -> StatusView<'a> {
+        StatusView {
+            agency: self.agency,
+            key: self.key,
+            db: self.db,
+            trust: self.trust,
+            config: self.config,
+            started_at: self.started_at,
+        }
+    }
+}
 
 /// Switches the node to its next key.
 pub async fn rotate(
-    state: &NodeState,
+    state: &Rotator<'_>,
     operator: &StoredStaff,
 ) -> Result<String, (ErrorCode, String)> {
-    let cfg = &state.config;
+    let cfg = state.config;
     let next_path = cfg.resolve(&cfg.next_key_file);
     let key_path = cfg.resolve(&cfg.key_file);
     let next = read_secret_key(&next_path).map_err(|e| {
@@ -30,9 +114,10 @@ pub async fn rotate(
         )
     })?;
     let manifest = state
+        .trust
         .manifest()
         .ok_or((ErrorCode::Internal, "node has no manifest".to_owned()))?;
-    let me = manifest.member(&state.agency).ok_or((
+    let me = manifest.member(state.agency).ok_or((
         ErrorCode::Internal,
         "this agency is not in the manifest".to_owned(),
     ))?;
@@ -89,6 +174,7 @@ pub async fn rotate(
     let new = state.key.current().public();
     tracing::warn!(old = %old.fingerprint(), new = %new.fingerprint(), "node key rotated");
     state
+        .audit
         .log_admin(
             Some(&operator.body.person_id),
             "key_rotated",
@@ -102,7 +188,8 @@ pub async fn rotate(
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
     // Staff credentials follow the node's key, so that retiring the old one strands no one.
     let reissued =
-        crate::staff::reissue_under_current_key(state, Some(&operator.body.person_id)).await?;
+        crate::staff::reissue_under_current_key(&state.staffing(), Some(&operator.body.person_id))
+            .await?;
     Ok(format!(
         "now signing with {}; the old key is kept as {}; {} staff credential(s) re-issued under the new key",
         new.fingerprint(),
@@ -114,12 +201,12 @@ pub async fn rotate(
 /// The client API wrapper: rotates, then reports status, signed by both the old and the new
 /// key so that clients still pinning the old one accept the answer.
 pub async fn rotate_op(
-    state: &NodeState,
+    state: &Rotator<'_>,
     operator: &StoredStaff,
 ) -> Result<throughgate_protocol::envelope::Envelope, (ErrorCode, String)> {
     let old = state.key.current();
     rotate(state, operator).await?;
-    let status = state.status().map_err(|e| match e {
+    let status = state.status_view().status().map_err(|e| match e {
         crate::state::NodeStatusError::NoManifest => (ErrorCode::Internal, e.to_string()),
         crate::state::NodeStatusError::Store(e) => {
             tracing::error!(error = %e, "status after rotation failed");

@@ -61,9 +61,12 @@ pub async fn adopt(
     if new
         .member(&state.agency)
         .is_some_and(|me| me.node_keys.contains(&current))
-        && crate::staff::stranded_by(state, &new).is_ok_and(|s| !s.is_empty())
+        && crate::staff::stranded_by(&crate::staff::Staffing::of(state), &new)
+            .is_ok_and(|s| !s.is_empty())
     {
-        if let Err((_, e)) = crate::staff::reissue_under_current_key(state, None).await {
+        if let Err((_, e)) =
+            crate::staff::reissue_under_current_key(&crate::staff::Staffing::of(state), None).await
+        {
             tracing::error!(error = %e, "could not re-issue staff credentials under the current key");
         }
     }

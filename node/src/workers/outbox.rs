@@ -150,7 +150,12 @@ async fn deliver(
                 crate::peer::consent_in::revoke(state, &state.agency, envelope).await
             }
             OutboxPayload::CredentialRevoke { envelope, .. } => {
-                crate::staff::receive_revocation(state, &state.agency, envelope).await
+                crate::staff::receive_revocation(
+                    &crate::staff::Staffing::of(state),
+                    &state.agency,
+                    envelope,
+                )
+                .await
             }
         }
     } else {
