@@ -10,6 +10,8 @@ use throughgate_protocol::frame::FrameError;
 use throughgate_protocol::messages::ErrorCode;
 
 use crate::budget::ConnectionBudget;
+use crate::peer::consent_in::ConsentIn;
+use crate::peer::holder::Holder;
 use crate::state::NodeState;
 use crate::transport::{read_envelope_charged, write_envelope, FrameIoError};
 use crate::trust::Principal;
@@ -208,13 +210,13 @@ async fn stream(
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
             let intent = intent.unwrap_or_else(|| state.audit.intent());
-            crate::peer::holder::answer(&state, peer, &env, intent).await
+            crate::peer::holder::answer(&Holder::of(&state), peer, &env, intent).await
         }
         (Principal::Peer(peer), MessageKind::ConsentGrant) => {
-            crate::peer::consent_in::grant(&state, peer, &env).await
+            crate::peer::consent_in::grant(&ConsentIn::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ConsentRevoke) => {
-            crate::peer::consent_in::revoke(&state, peer, &env).await
+            crate::peer::consent_in::revoke(&ConsentIn::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::WitnessRequest) => {
             crate::workers::witness::handle_request(&state, peer, &env).await

@@ -15,6 +15,7 @@ use throughgate_protocol::envelope::{Envelope, SignerRole};
 use throughgate_protocol::messages::{Ack, AckOutcome, DeliveryState};
 
 use crate::db::{OutboxItem, OutboxPayload};
+use crate::peer::consent_in::ConsentIn;
 use crate::state::NodeState;
 use crate::store::StoreError;
 
@@ -144,10 +145,11 @@ async fn deliver(
     let answer = if item.recipient == state.agency {
         match &item.payload {
             OutboxPayload::Grant { envelope, .. } => {
-                crate::peer::consent_in::grant(state, &state.agency, envelope).await
+                crate::peer::consent_in::grant(&ConsentIn::of(state), &state.agency, envelope).await
             }
             OutboxPayload::Revoke { envelope, .. } => {
-                crate::peer::consent_in::revoke(state, &state.agency, envelope).await
+                crate::peer::consent_in::revoke(&ConsentIn::of(state), &state.agency, envelope)
+                    .await
             }
             OutboxPayload::CredentialRevoke { envelope, .. } => {
                 crate::staff::receive_revocation(state, &state.agency, envelope).await
