@@ -15,6 +15,7 @@ use crate::peer::holder::Holder;
 use crate::state::NodeState;
 use crate::transport::{read_envelope_charged, write_envelope, FrameIoError};
 use crate::trust::Principal;
+use crate::workers::witness::Witness;
 
 /// Accepts connections until the endpoint closes. Connection and stream tasks live in join
 /// sets owned by their parents, so stopping this task stops every one of them.
@@ -219,7 +220,7 @@ async fn stream(
             crate::peer::consent_in::revoke(&ConsentIn::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::WitnessRequest) => {
-            crate::workers::witness::handle_request(&state, peer, &env).await
+            crate::workers::witness::handle_request(&Witness::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
             crate::staff_api::audit::answer_peer(&state, peer, &env).await

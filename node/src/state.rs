@@ -151,14 +151,7 @@ impl NodeState {
         action: &str,
         detail: String,
     ) -> Result<(), AuditError> {
-        self.audit
-            .append(throughgate_protocol::audit::AuditEvent::Admin {
-                person_id: person.cloned(),
-                action: action.to_owned(),
-                detail,
-            })
-            .await
-            .map(|_| ())
+        self.audit.log_admin(person, action, detail).await
     }
 
     /// Checks that a message from `peer` is signed by one of its node keys in the trusted

@@ -73,14 +73,16 @@ fn revocation_by(
 
 async fn deliver_grant(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) -> AckOutcome {
     let st = node_state(fed, to);
-    let reply = throughgate_node::peer::consent_in::grant(&ConsentIn::of(&st), &agency(from), env).await;
+    let reply =
+        throughgate_node::peer::consent_in::grant(&ConsentIn::of(&st), &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     ack.outcome
 }
 
 async fn deliver_revocation(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) {
     let st = node_state(fed, to);
-    let reply = throughgate_node::peer::consent_in::revoke(&ConsentIn::of(&st), &agency(from), env).await;
+    let reply =
+        throughgate_node::peer::consent_in::revoke(&ConsentIn::of(&st), &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     assert_eq!(ack.outcome, AckOutcome::Revoked, "{:?}", ack.reason);
 }

@@ -232,6 +232,23 @@ impl AuditLog {
         self.submit(event).wait().await
     }
 
+    /// Logs an administrative action by `person` (none: the node itself) and waits until it
+    /// is durable.
+    pub async fn log_admin(
+        &self,
+        person: Option<&throughgate_protocol::ids::PersonId>,
+        action: &str,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        self.append(AuditEvent::Admin {
+            person_id: person.cloned(),
+            action: action.to_owned(),
+            detail,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The newest signed checkpoint (size, text), as stored now: other replicas sharing the
     /// store may have added checkpoints since this one's last batch. Should the store fail,
     /// the newest this process knows of.
