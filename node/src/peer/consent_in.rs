@@ -499,3 +499,76 @@ pub async fn revoke(node: &ConsentIn<'_>, from: &AgencyId, env: &Envelope) -> En
     }
     ack(node, AckSubject::Revoke, id, AckOutcome::Revoked, None)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use throughgate_protocol::audit::AuditEntry;
+    use throughgate_protocol::envelope::SignerRole;
+    use throughgate_protocol::ids::PassportId;
+    use throughgate_protocol::messages::ErrorBody;
+
+    use super::*;
+    use crate::testing::{self, agency, Parts, HOLDER, REQUESTER, SUBJECT};
+
+    #[tokio::test]
+    async fn a_grant_from_its_recording_agency_is_stored_linked_and_logged() {
+        let parts = Parts::new();
+        let pp = PassportId::random();
+        let consent = testing::consent(&pp, parts.clock.now());
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let delivery = testing::grant(&consent);
+        let answer = grant(&parts.consent_in(), &agency(REQUESTER), &delivery).await;
+        answer
+            .verify_by(SignerRole::Node, &parts.public_key())
+            .unwrap();
+        let ack: Ack = answer.open().unwrap();
+        assert_eq!(
+            (ack.subject, ack.outcome, &ack.consent_id, &ack.agency),
+            (AckSubject::Grant, AckOutcome::Linked, &id, &agency(HOLDER))
+        );
+        let stored = parts.db.consent(&id).unwrap().unwrap();
+        assert_eq!(stored.status, ConsentStatus::Active);
+        assert_eq!(
+            parts.db.consent_linkage(&id).unwrap(),
+            Some(Linkage::Linked(SUBJECT.into()))
+        );
+        assert_eq!(
+            parts.db.passport_subject(&pp).unwrap().as_deref(),
+            Some(SUBJECT)
+        );
+        let logged = AuditEntry::from_bytes(&parts.db.audit_entry(0).unwrap().unwrap()).unwrap();
+        assert!(
+            matches!(&logged.event, AuditEvent::ConsentRegistered(e) if e.consent_id == id),
+            "{:?}",
+            logged.event
+        );
+        // A redelivery gets the same answer and logs nothing more.
+        let again: Ack = grant(&parts.consent_in(), &agency(REQUESTER), &delivery)
+            .await
+            .open()
+            .unwrap();
+        assert_eq!(again.outcome, AckOutcome::Linked);
+        assert_eq!(parts.db.audit_entry(1).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_grant_not_signed_by_the_agency_that_sent_it_is_refused_and_not_stored() {
+        let parts = Parts::new();
+        let pp = PassportId::random();
+        let consent = testing::consent(&pp, parts.clock.now());
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        // Signed by the requester's node, but arriving from the holder itself.
+        let answer = grant(
+            &parts.consent_in(),
+            &agency(HOLDER),
+            &testing::grant(&consent),
+        )
+        .await;
+        let error: ErrorBody = answer.open().unwrap();
+        assert_eq!(error.code, ErrorCode::BadSignature);
+        assert!(parts.db.consent(&id).unwrap().is_none());
+        assert_eq!(parts.db.audit_entry(0).unwrap(), None);
+    }
+}

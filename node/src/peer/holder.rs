@@ -229,7 +229,7 @@ async fn decide_and_sign(
             Plan::Decided(decision) => {
                 let digest = query_digest(env);
                 let pending = intent.submit(
-                    &node.audit,
+                    node.audit,
                     AuditEvent::Decision(decision.entry(&query, digest)),
                 );
                 drop(gate);
@@ -269,7 +269,7 @@ async fn decide_and_sign(
             Err(e) => return storage_failure(node, &query, &e),
         };
         let pending = intent.submit(
-            &node.audit,
+            node.audit,
             AuditEvent::Decision(decision.entry(&query, digest)),
         );
         (pending, decision)
@@ -385,7 +385,7 @@ fn recheck(
         linkage: linkage.as_ref(),
         passport_subject: passport_subject.as_deref(),
     };
-    Ok(match consent_verdict(query, &node.agency, &facts, now) {
+    Ok(match consent_verdict(query, node.agency, &facts, now) {
         ConsentVerdict::Decided(d) => Some(d),
         ConsentVerdict::Disclose { subject, .. } if subject == plan.subject => None,
         ConsentVerdict::Disclose { consent_id, .. } => Some(Decision::refuse(
@@ -902,6 +902,164 @@ mod tests {
                 Err((Outcome::Refused, Some(RefusalReason::ConsentRevoked)))
             );
         }
+    }
+
+    /// A query answered whole by a holder built from its parts (no socket), with the entry
+    /// its receipt names as logged.
+    async fn ask(
+        parts: &crate::testing::Parts,
+        env: &Envelope,
+    ) -> (Response, throughgate_protocol::audit::DecisionEntry) {
+        use throughgate_protocol::audit::AuditEntry;
+        let holder = parts.holder();
+        let peer = agency(crate::testing::REQUESTER);
+        let answer = answer(&holder, &peer, env, parts.audit.intent()).await;
+        answer
+            .verify_by(
+                throughgate_protocol::envelope::SignerRole::Node,
+                &parts.public_key(),
+            )
+            .unwrap();
+        let response: Response = answer.open().unwrap();
+        let stored = parts.db.audit_entry(response.receipt.leaf_index).unwrap();
+        assert_eq!(
+            stored.as_ref(),
+            Some(&response.receipt.entry),
+            "durably logged"
+        );
+        let AuditEvent::Decision(entry) = AuditEntry::from_bytes(&response.receipt.entry)
+            .unwrap()
+            .event
+        else {
+            panic!("the receipt is not for a decision");
+        };
+        assert_eq!(entry.query_digest, query_digest(env));
+        (response, entry)
+    }
+
+    #[tokio::test]
+    async fn a_consented_query_is_answered_with_the_released_fields_and_its_decision_logged() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        let consent = crate::testing::consent(&pp, now);
+        parts.store_linked(&consent);
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let (response, entry) = ask(&parts, &crate::testing::query(&pp, Some(&id), now)).await;
+        assert_eq!(response.outcome, Outcome::Disclosed);
+        assert_eq!(response.reason, None);
+        assert_eq!(response.consent_id.as_ref(), Some(&id));
+        assert_eq!(response.holder, agency(crate::testing::HOLDER));
+        assert_eq!(response.records.len(), 1);
+        let fields: Vec<&str> = response.records[0]
+            .fields
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            ["practice", "status"],
+            "a field policy withholds stays here"
+        );
+        assert_eq!(entry.outcome, Outcome::Disclosed);
+        assert_eq!(entry.consent_id, Some(id));
+        assert_eq!(entry.records, 1);
+        assert_eq!(entry.categories, [Category::Health]);
+        assert_eq!(
+            entry.fields,
+            ["gp_registration.practice", "gp_registration.status"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_query_without_consent_is_refused_as_such_and_its_refusal_logged() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        // The person's consent is held here, but the query names none.
+        parts.store_linked(&crate::testing::consent(&pp, now));
+        let (response, entry) = ask(&parts, &crate::testing::query(&pp, None, now)).await;
+        assert_eq!(response.outcome, Outcome::Refused);
+        assert_eq!(response.reason, Some(RefusalReason::NoConsent));
+        assert_eq!(
+            response.detail.as_deref(),
+            Some(RefusalReason::NoConsent.explain())
+        );
+        assert!(response.records.is_empty());
+        assert_eq!(entry.outcome, Outcome::Refused);
+        assert_eq!(entry.reason, Some(RefusalReason::NoConsent));
+        assert!(entry.records == 0 && entry.fields.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_query_seen_before_is_refused_as_a_replay_and_logged_again() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        let consent = crate::testing::consent(&pp, now);
+        parts.store_linked(&consent);
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let env = crate::testing::query(&pp, Some(&id), now);
+        let (first, _) = ask(&parts, &env).await;
+        assert_eq!(first.outcome, Outcome::Disclosed);
+        let (again, entry) = ask(&parts, &env).await;
+        assert_eq!(again.reason, Some(RefusalReason::QueryReplayed));
+        assert!(again.records.is_empty());
+        assert_eq!(entry.reason, Some(RefusalReason::QueryReplayed));
+        assert!(again.receipt.leaf_index > first.receipt.leaf_index);
+    }
+
+    #[test]
+    fn admission_refuses_a_relayed_query_a_revoked_credential_and_another_holders_query() {
+        let pp = PassportId::random();
+        let q = query(&pp, None);
+        let (requester, holder) = (agency("probation-yorks"), agency("nhs-wy"));
+        assert_eq!(admission(&q, &requester, &holder, false), None);
+        assert_eq!(
+            admission(&q, &agency("hmp-leeds"), &holder, true),
+            Some(RefusalReason::RequesterMismatch)
+        );
+        assert_eq!(
+            admission(&q, &requester, &holder, true),
+            Some(RefusalReason::CredentialRevoked)
+        );
+        assert_eq!(
+            admission(&q, &requester, &agency("dwp"), false),
+            Some(RefusalReason::NotAddressed)
+        );
+    }
+
+    #[test]
+    fn a_consent_that_policy_withholds_entirely_discloses_nothing() {
+        let now = NOW;
+        let pp = PassportId::random();
+        let c = consent(&pp);
+        let q = query(&pp, Some(&c.body.consent_id));
+        let manifest: throughgate_protocol::manifest::Manifest =
+            crate::testing::manifest(now).open().unwrap();
+        let linked = Linkage::Linked("A".into());
+        let facts = ConsentFacts {
+            consent: Some(&c),
+            linkage: Some(&linked),
+            passport_subject: Some("A"),
+        };
+        let holder = agency("nhs-wy");
+        let decided = |policy: &Policy| match plan(&q, &holder, &facts, &manifest, policy, now) {
+            Plan::Decided(d) => Err((d.outcome, d.reason)),
+            Plan::Fetch(f) => Ok((f.subject, f.categories)),
+        };
+        assert_eq!(
+            decided(&Policy::deny_all()),
+            Err((Outcome::Refused, Some(RefusalReason::PolicyWithholdsAll)))
+        );
+        let health = Policy::parse(
+            "[[release]]\npurpose = \"resettlement\"\nto = [\"*\"]\ncategories = [\"health\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            decided(&health),
+            Ok(("A".to_owned(), vec![Category::Health]))
+        );
     }
 
     #[test]
