@@ -35,6 +35,7 @@ use crate::source::cache::AnswerCache;
 use crate::source::{RecordSource, StoreSource};
 use crate::store::MemoryStore;
 use crate::trust::Trust;
+use crate::workers::witness::Witness;
 
 /// The holder.
 pub const HOLDER: &str = "nhs-wy";
@@ -97,6 +98,8 @@ pub struct Parts {
     pub sig_cache: SigCache,
     /// Zero.
     pub consent_alarms: AtomicU64,
+    /// Zero.
+    pub witness_alarms: AtomicU64,
 }
 
 impl Parts {
@@ -155,6 +158,7 @@ impl Parts {
             consent_gate: ConsentGate::new(),
             sig_cache: SigCache::default(),
             consent_alarms: AtomicU64::new(0),
+            witness_alarms: AtomicU64::new(0),
             policy: Arc::new(policy),
             agency,
             key,
@@ -205,6 +209,20 @@ impl Parts {
         }
     }
 
+    /// What witnessing other members' logs sees of this holder.
+    pub fn witness(&self) -> Witness<'_> {
+        Witness {
+            agency: &self.agency,
+            key: &self.key,
+            db: &self.db,
+            trust: &self.trust,
+            clock: &self.clock,
+            metrics: &self.metrics,
+            audit: &self.audit,
+            witness_alarms: &self.witness_alarms,
+        }
+    }
+
     /// Stores `consent` as delivered and linked to [`SUBJECT`], as a grant would have.
     pub fn store_linked(&self, consent: &Envelope) {
         let body: Consent = consent.open().unwrap();
@@ -219,6 +237,39 @@ impl Parts {
     pub fn public_key(&self) -> throughgate_protocol::keys::PublicKey {
         self.key.current().public()
     }
+}
+
+/// A log of the requester's own, in a store of its own, started, with `entries` entries
+/// (distinct from any other log's: each is a query sent with a fresh id).
+pub async fn requester_log(entries: usize) -> AuditLog {
+    let log = AuditLog::open(
+        Db::new(Arc::new(MemoryStore::new())),
+        NodeKey::new(requester_key()),
+        agency(REQUESTER),
+        Clock::system(),
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
+    log.start().unwrap();
+    for _ in 0..entries {
+        log.append(throughgate_protocol::audit::AuditEvent::QuerySent {
+            query_id: QueryId::random(),
+            query_digest: [0; 32],
+            passport_id: PassportId::random(),
+            caseworker: PersonId::new("cw-1").unwrap(),
+            consent_id: None,
+            purpose: Purpose::Resettlement,
+            holders: Vec::new(),
+        })
+        .await
+        .unwrap();
+    }
+    log
+}
+
+/// `body` signed by the requester's node.
+pub fn from_requester<M: throughgate_protocol::envelope::Message>(body: &M) -> Envelope {
+    Envelope::seal(body, &[(SignerRole::Node, &requester_key())])
 }
 
 /// The manifest at `now`: the holder and the requester, one governance key.

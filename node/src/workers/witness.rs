@@ -569,3 +569,66 @@ pub async fn reset_baseline(
     tracing::warn!(peer = %peer, by = %by, "witness baseline reset");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use throughgate_protocol::audit::AuditEntry;
+
+    use super::*;
+    use crate::testing::{self, agency, Parts, HOLDER, REQUESTER};
+
+    /// Offers `log`'s newest checkpoint to the holder as the requester, witnessed at `old_size`.
+    async fn offer_to(parts: &Parts, log: &AuditLog, old_size: u64) -> WitnessResponse {
+        let (_, checkpoint) = log.latest().unwrap();
+        let req = testing::from_requester(&WitnessRequest {
+            old_size,
+            consistency: Vec::new(),
+            checkpoint,
+        });
+        let answer = handle_request(&parts.witness(), &agency(REQUESTER), &req).await;
+        answer
+            .verify_by(SignerRole::Node, &parts.public_key())
+            .unwrap();
+        answer.open().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_log_is_cosigned_then_a_fork_of_it_raises_a_logged_alarm() {
+        let parts = Parts::new();
+        let (log, fork) = (
+            testing::requester_log(1).await,
+            testing::requester_log(1).await,
+        );
+        let first = offer_to(&parts, &log, 0).await;
+        assert_eq!(first.outcome, WitnessOutcome::Cosigned);
+        let line = first.cosignature.unwrap();
+        let body = note_text(&log.latest().unwrap().1).unwrap();
+        verify_cosignature(
+            &body,
+            &NoteSignature::parse(&line).unwrap(),
+            &witness_name(&agency(HOLDER)),
+            &parts.public_key(),
+        )
+        .unwrap();
+        // Another log of the same size under the same key: two roots for size 1.
+        let forked = offer_to(&parts, &fork, 1).await;
+        assert_eq!(forked.outcome, WitnessOutcome::Refused);
+        assert!(forked.detail.unwrap().contains("forked"));
+        assert_eq!(parts.witness_alarms.load(Ordering::Relaxed), 1);
+        assert!(parts
+            .db
+            .witness_alarm(&agency(REQUESTER))
+            .unwrap()
+            .is_some());
+        let logged = AuditEntry::from_bytes(&parts.db.audit_entry(0).unwrap().unwrap()).unwrap();
+        assert!(
+            matches!(&logged.event, AuditEvent::WitnessAlarm { peer, .. } if *peer == agency(REQUESTER))
+        );
+        // The first log, offered again, stays refused without a second alarm.
+        let again = offer_to(&parts, &log, 1).await;
+        assert_eq!(again.outcome, WitnessOutcome::Refused);
+        assert_eq!(parts.witness_alarms.load(Ordering::Relaxed), 1);
+    }
+}
