@@ -59,3 +59,6 @@ pub mod tls;
 pub mod transport;
 pub mod trust;
 pub mod workers;
+
+#[cfg(test)]
+mod testing;

@@ -10,9 +10,12 @@ use throughgate_protocol::frame::FrameError;
 use throughgate_protocol::messages::ErrorCode;
 
 use crate::budget::ConnectionBudget;
+use crate::peer::consent_in::ConsentIn;
+use crate::peer::holder::Holder;
 use crate::state::NodeState;
 use crate::transport::{read_envelope_charged, write_envelope, FrameIoError};
 use crate::trust::Principal;
+use crate::workers::witness::Witness;
 
 /// Accepts connections until the endpoint closes. Connection and stream tasks live in join
 /// sets owned by their parents, so stopping this task stops every one of them.
@@ -208,16 +211,16 @@ async fn stream(
     let answer = match (&principal, env.kind) {
         (Principal::Peer(peer), MessageKind::Query) => {
             let intent = intent.unwrap_or_else(|| state.audit.intent());
-            crate::peer::holder::answer(&state, peer, &env, intent).await
+            crate::peer::holder::answer(&Holder::of(&state), peer, &env, intent).await
         }
         (Principal::Peer(peer), MessageKind::ConsentGrant) => {
-            crate::peer::consent_in::grant(&state, peer, &env).await
+            crate::peer::consent_in::grant(&ConsentIn::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::ConsentRevoke) => {
-            crate::peer::consent_in::revoke(&state, peer, &env).await
+            crate::peer::consent_in::revoke(&ConsentIn::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::WitnessRequest) => {
-            crate::workers::witness::handle_request(&state, peer, &env).await
+            crate::workers::witness::handle_request(&Witness::of(&state), peer, &env).await
         }
         (Principal::Peer(peer), MessageKind::AuditQuery) => {
             crate::staff_api::audit::answer_peer(

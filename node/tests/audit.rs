@@ -220,7 +220,11 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     let before = probation
         .witness_alarms
         .load(std::sync::atomic::Ordering::Relaxed);
-    let refused = throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks")).await;
+    let refused = throughgate_node::workers::witness::offer(
+        &throughgate_node::workers::witness::Offering::of(&nhs),
+        &agency("probation-yorks"),
+    )
+    .await;
     assert!(refused.unwrap_err().contains("refused"));
     assert_eq!(
         probation
@@ -249,11 +253,12 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
         matches!(&alarms[0].entry.event, AuditEvent::WitnessAlarm { peer, .. } if peer.as_str() == "nhs-wy")
     );
     // Further offers stay refused, without a new alarm each time.
-    assert!(
-        throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks"))
-            .await
-            .is_err()
-    );
+    assert!(throughgate_node::workers::witness::offer(
+        &throughgate_node::workers::witness::Offering::of(&nhs),
+        &agency("probation-yorks")
+    )
+    .await
+    .is_err());
     assert_eq!(
         probation
             .witness_alarms
@@ -263,11 +268,12 @@ async fn witnesses_cosign_and_a_truncated_and_reappended_log_is_caught() {
     // A DPO of the witness, having checked why (a restore, say), resets the baseline: the next
     // offer is witnessed afresh, and the reset is logged.
     pdpo.witness_reset(&agency("nhs-wy")).await.unwrap();
-    assert!(
-        throughgate_node::workers::witness::offer(&nhs, &agency("probation-yorks"))
-            .await
-            .is_ok()
-    );
+    assert!(throughgate_node::workers::witness::offer(
+        &throughgate_node::workers::witness::Offering::of(&nhs),
+        &agency("probation-yorks")
+    )
+    .await
+    .is_ok());
     let filter = throughgate_protocol::messages::AuditFilter {
         event: Some("admin".into()),
         ..Default::default()

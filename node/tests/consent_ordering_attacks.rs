@@ -21,6 +21,7 @@ mod common;
 
 use common::*;
 use throughgate_node::client::SignedConsent;
+use throughgate_node::peer::consent_in::ConsentIn;
 use throughgate_protocol::category::Purpose;
 use throughgate_protocol::consent::{ConsentGrant, ConsentRevocation, ConsentStatus};
 use throughgate_protocol::credential::{Credential, StaffRole};
@@ -72,14 +73,16 @@ fn revocation_by(
 
 async fn deliver_grant(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) -> AckOutcome {
     let st = node_state(fed, to);
-    let reply = throughgate_node::peer::consent_in::grant(&st, &agency(from), env).await;
+    let reply =
+        throughgate_node::peer::consent_in::grant(&ConsentIn::of(&st), &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     ack.outcome
 }
 
 async fn deliver_revocation(fed: &LocalFederation, from: &str, to: &str, env: &Envelope) {
     let st = node_state(fed, to);
-    let reply = throughgate_node::peer::consent_in::revoke(&st, &agency(from), env).await;
+    let reply =
+        throughgate_node::peer::consent_in::revoke(&ConsentIn::of(&st), &agency(from), env).await;
     let ack: Ack = reply.open().expect("an acknowledgement");
     assert_eq!(ack.outcome, AckOutcome::Revoked, "{:?}", ack.reason);
 }

@@ -28,7 +28,7 @@ async fn witness_reset_refuses_a_non_member_and_keeps_a_healthy_peers_baseline()
     // Something in the prison's log (a consent), witnessed, so there is a baseline to keep.
     let _ = granted_plan(&fed).await;
     throughgate_node::workers::witness::offer(
-        &node_state(&fed, "hmp-leeds"),
+        &throughgate_node::workers::witness::Offering::of(&node_state(&fed, "hmp-leeds")),
         &agency("probation-yorks"),
     )
     .await

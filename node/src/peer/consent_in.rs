@@ -2,6 +2,8 @@
 //! outbox when it is itself a holder or grantee). Each is verified end to end and answered with
 //! a signed acknowledgement. Both are idempotent: a redelivery gets the same answer.
 
+use std::sync::atomic::AtomicU64;
+
 use throughgate_protocol::audit::AuditEvent;
 use throughgate_protocol::consent::{
     verify_consent, verify_revocation, Consent, ConsentGrant, ConsentRevocation, ConsentStatus,
@@ -12,35 +14,94 @@ use throughgate_protocol::ids::{AgencyId, ConsentId};
 use throughgate_protocol::messages::{Ack, AckOutcome, AckSubject, ErrorCode};
 use throughgate_protocol::time::Timestamp;
 
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
 use crate::consent::{consent_entry, newly_active, superseded_event, within_validity};
+use crate::consent_gate::ConsentGate;
+use crate::db::Db;
 use crate::db::{supersedes, Linkage};
+use crate::keyring::NodeKey;
+use crate::metrics::Metrics;
+use crate::ratelimit::ConsentLimits;
+use crate::source::RecordSource;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What receiving consents and their withdrawals uses of the node, and nothing else.
+#[derive(Clone, Copy)]
+pub struct ConsentIn<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// Signs acknowledgements and errors.
+    pub key: &'a NodeKey,
+    /// Consent validity, the identifier scheme, the source timeout.
+    pub config: &'a NodeConfig,
+    /// Consents, their linkage, passports' subjects, withdrawals kept aside.
+    pub db: &'a Db,
+    /// Asked whether the person a consent names is known here.
+    pub records: &'a dyn RecordSource,
+    /// The manifest.
+    pub trust: &'a Trust,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Source errors, limits and consent alarms.
+    pub metrics: &'a Metrics,
+    /// Delivery allowances per sending agency.
+    pub consent_limits: &'a ConsentLimits,
+    /// Where consent changes are logged.
+    pub audit: &'a AuditLog,
+    /// Orders consent status changes against decisions.
+    pub consent_gate: &'a ConsentGate,
+    /// Consents received that named a different person than their passport id does here.
+    pub consent_alarms: &'a AtomicU64,
+}
+
+impl<'a> ConsentIn<'a> {
+    /// The parts of `state` that receiving consents uses.
+    pub fn of(state: &'a NodeState) -> Self {
+        ConsentIn {
+            agency: &state.agency,
+            key: &state.key,
+            config: &state.config,
+            db: &state.db,
+            records: &*state.records,
+            trust: &state.trust,
+            clock: &state.clock,
+            metrics: &state.metrics,
+            consent_limits: &state.consent_limits,
+            audit: &state.audit,
+            consent_gate: &state.consent_gate,
+            consent_alarms: &state.consent_alarms,
+        }
+    }
+}
 
 fn ack(
-    state: &NodeState,
+    node: &ConsentIn<'_>,
     subject: AckSubject,
     consent_id: ConsentId,
     outcome: AckOutcome,
     reason: Option<String>,
 ) -> Envelope {
     tracing::info!(consent = %consent_id, subject = ?subject, outcome = outcome.as_str(), reason = reason.as_deref(), "consent message acknowledged");
-    state.key.seal(&Ack {
+    node.key.seal(&Ack {
         subject,
         consent_id,
-        agency: state.agency.clone(),
+        agency: node.agency.clone(),
         outcome,
         reason,
-        at: state.clock.now(),
+        at: node.clock.now(),
     })
 }
 
 /// Handles a `consent_grant` from `from`.
-pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
-    let Some(manifest) = state.manifest() else {
-        return state.key.error(ErrorCode::Internal, "node has no manifest");
+pub async fn grant(node: &ConsentIn<'_>, from: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = node.trust.manifest() else {
+        return node.key.error(ErrorCode::Internal, "node has no manifest");
     };
     let Some(sender) = manifest.member(from) else {
-        return state
+        return node
             .key
             .error(ErrorCode::Forbidden, "sender is not a member");
     };
@@ -51,14 +112,14 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
         )
         .is_err()
     {
-        return state.key.error(
+        return node.key.error(
             ErrorCode::BadSignature,
             "the grant is not signed by the sending node",
         );
     }
     let grant: ConsentGrant = match env.open() {
         Ok(g) => g,
-        Err(e) => return state.key.error(ErrorCode::Malformed, e.to_string()),
+        Err(e) => return node.key.error(ErrorCode::Malformed, e.to_string()),
     };
     let (consent, _cred) = match verify_consent(&grant.consent, &manifest) {
         Ok(c) => c,
@@ -72,20 +133,20 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
                 .map(|c| c.consent_id);
             return match claimed {
                 Some(id) => ack(
-                    state,
+                    node,
                     AckSubject::Grant,
                     id,
                     AckOutcome::Rejected,
                     Some(e.to_string()),
                 ),
-                None => state.key.error(ErrorCode::BadRequest, e.to_string()),
+                None => node.key.error(ErrorCode::BadRequest, e.to_string()),
             };
         }
     };
     let id = consent.consent_id.clone();
     if &consent.recorded_by != from {
         return ack(
-            state,
+            node,
             AckSubject::Grant,
             id,
             AckOutcome::Rejected,
@@ -95,36 +156,35 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
             )),
         );
     }
-    if from != &state.agency && !state.consent_limits.delivery(from.as_str()) {
-        return delivery_rate_limited(state, from).await;
+    if from != node.agency && !node.consent_limits.delivery(from.as_str()) {
+        return delivery_rate_limited(node, from).await;
     }
     // From here on the artefact is the recording agency's own: even when this node refuses it,
     // the consent it declares it replaces is replaced here (that can only share less).
-    let identifier = match delivered_identifier(state, &grant, &consent) {
+    let identifier = match delivered_identifier(node, &grant, &consent) {
         Ok(i) => i,
-        Err(why) => return reject_superseding(state, &consent, why).await,
+        Err(why) => return reject_superseding(node, &consent, why).await,
     };
     // Whether the person is known here, asked of the same source queries are answered from
     // (outside the consent gate: a slow source must not hold it).
     let identifier = match identifier {
         None => None,
         Some(subject) => {
-            let timeout = state.config.records.source_timeout();
-            match state.records.subject_known(&subject, timeout).await {
+            let timeout = node.config.records.source_timeout();
+            match node.records.subject_known(&subject, timeout).await {
                 Ok(known) => Some((subject, known)),
                 Err(crate::source::SourceError::Store(e)) => {
-                    return state.key.error(ErrorCode::Internal, e.to_string())
+                    return node.key.error(ErrorCode::Internal, e.to_string())
                 }
                 Err(e) => {
-                    state
-                        .metrics
+                    node.metrics
                         .source_errors
                         .get_or_create(&crate::metrics::KindLabel {
                             kind: e.metric().into(),
                         })
                         .inc();
                     tracing::warn!(error = %e, consent = %id, "record source gave no usable answer while linking a consent");
-                    return state.key.error(
+                    return node.key.error(
                         ErrorCode::Internal,
                         "this agency's system of record did not answer; the consent was not \
                          stored; deliver it again later",
@@ -133,50 +193,49 @@ pub async fn grant(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelo
             }
         }
     };
-    let now = state.clock.now();
+    let now = node.clock.now();
     // Exclusively: the passport's subject is read and fixed here, and a supersession or a
     // pending revocation changes a consent's status (see `ConsentGate`).
-    let registered = state
+    let registered = node
         .consent_gate
-        .change(|| register(state, &grant.consent, consent, identifier, now));
+        .change(|| register(node, &grant.consent, consent, identifier, now));
     let (linkage, changed, pending) = match registered {
         Ok(r) => r,
-        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return node.key.error(ErrorCode::Internal, e.to_string()),
     };
     for p in pending {
         if let Err(e) = p.wait().await {
-            return state.key.error(ErrorCode::Internal, e.to_string());
+            return node.key.error(ErrorCode::Internal, e.to_string());
         }
     }
     let outcome = linkage.as_ref().map_or(AckOutcome::Stored, Linkage::ack);
     if outcome == AckOutcome::SubjectMismatch && changed {
-        state
-            .consent_alarms
+        node.consent_alarms
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.metrics.consent_alarms.inc();
+        node.metrics.consent_alarms.inc();
         tracing::warn!(consent = %id, recorded_by = %from, "consent names a different person than its passport id already does here; not linked");
     }
     let reason = (outcome == AckOutcome::SubjectMismatch).then(|| {
         "the identifier names a different person here than this passport id already does; nothing will be shared under this consent".to_owned()
     });
-    ack(state, AckSubject::Grant, id, outcome, reason)
+    ack(node, AckSubject::Grant, id, outcome, reason)
 }
 
 /// Answers a delivery over the sending agency's hourly allowance (logging the refusal at most
 /// once a minute per agency); the sender's outbox retries later.
-async fn delivery_rate_limited(state: &NodeState, from: &AgencyId) -> Envelope {
-    state.metrics.limit("consent_delivery_rate");
-    if state.consent_limits.report_refusal(&format!("peer/{from}")) {
+async fn delivery_rate_limited(node: &ConsentIn<'_>, from: &AgencyId) -> Envelope {
+    node.metrics.limit("consent_delivery_rate");
+    if node.consent_limits.report_refusal(&format!("peer/{from}")) {
         let event = AuditEvent::Admin {
             person_id: None,
             action: "consent_delivery_rate_limited".into(),
             detail: format!("consent deliveries from {from} refused: over the hourly limit"),
         };
-        if let Err(e) = state.audit.append(event).await {
+        if let Err(e) = node.audit.append(event).await {
             tracing::error!(error = %e, "rate-limit refusal could not be logged");
         }
     }
-    state.key.error(
+    node.key.error(
         ErrorCode::RateLimited,
         "this node receives consents from your agency faster than its hourly limit; retry later",
     )
@@ -187,34 +246,34 @@ async fn delivery_rate_limited(state: &NodeState, from: &AgencyId) -> Envelope {
 /// matches the consent's commitment. Gives that identifier (`None` for a grantee that holds
 /// nothing), or why the grant is refused.
 fn delivered_identifier(
-    state: &NodeState,
+    node: &ConsentIn<'_>,
     grant: &ConsentGrant,
     consent: &Consent,
 ) -> Result<Option<String>, String> {
-    if grant.recipient != state.agency {
+    if grant.recipient != *node.agency {
         return Err(format!("this delivery is addressed to {}", grant.recipient));
     }
-    let scope = consent.scope_for(&state.agency);
-    if scope.is_none() && !consent.is_grantee(&state.agency) {
+    let scope = consent.scope_for(node.agency);
+    if scope.is_none() && !consent.is_grantee(node.agency) {
         return Err("this agency is neither a holder nor a grantee of the consent".into());
     }
-    within_validity(consent, &state.config.consent)?;
+    within_validity(consent, &node.config.consent)?;
     let Some(scope) = scope else {
         return Ok(None);
     };
     let (Some(subject), Some(salt)) = (&grant.subject, &grant.salt) else {
         return Err("a holder's delivery must carry its identifier and salt".into());
     };
-    if subject.scheme != state.config.id_scheme {
+    if subject.scheme != node.config.id_scheme {
         return Err(format!(
             "this agency identifies people by {}, not {}",
-            state.config.id_scheme, subject.scheme
+            node.config.id_scheme, subject.scheme
         ));
     }
     if subject.validate().is_err() {
         return Err(format!("the {} is not valid", subject.scheme.title()));
     }
-    if !commitment_matches(&scope.subject_commitment, &state.agency, subject, salt) {
+    if !commitment_matches(&scope.subject_commitment, node.agency, subject, salt) {
         return Err("the identifier does not match the consent's commitment".into());
     }
     Ok(Some(subject.value.clone()))
@@ -223,18 +282,18 @@ fn delivered_identifier(
 /// Refuses a verified grant from its recording agency, first ending here the consent it
 /// declares it replaces: the recording agency meant the old one to stop, and refusing the new
 /// one must not leave the old one disclosing (nor escaping a later withdrawal of the new one).
-async fn reject_superseding(state: &NodeState, consent: &Consent, why: String) -> Envelope {
-    let pending = match state.consent_gate.change(|| end_superseded(state, consent)) {
+async fn reject_superseding(node: &ConsentIn<'_>, consent: &Consent, why: String) -> Envelope {
+    let pending = match node.consent_gate.change(|| end_superseded(node, consent)) {
         Ok(p) => p,
-        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
+        Err(e) => return node.key.error(ErrorCode::Internal, e.to_string()),
     };
     if let Some(p) = pending {
         if let Err(e) = p.wait().await {
-            return state.key.error(ErrorCode::Internal, e.to_string());
+            return node.key.error(ErrorCode::Internal, e.to_string());
         }
     }
     ack(
-        state,
+        node,
         AckSubject::Grant,
         consent.consent_id.clone(),
         AckOutcome::Rejected,
@@ -246,26 +305,26 @@ async fn reject_superseding(state: &NodeState, consent: &Consent, why: String) -
 /// may replace it; returns the pending log entry. The caller holds the consent gate
 /// exclusively.
 fn end_superseded(
-    state: &NodeState,
+    node: &ConsentIn<'_>,
     new: &Consent,
 ) -> Result<Option<crate::audit::PendingReceipt>, crate::store::StoreError> {
     let Some(old_id) = &new.supersedes else {
         return Ok(None);
     };
-    let Some(mut old) = state.db.consent(old_id)? else {
+    let Some(mut old) = node.db.consent(old_id)? else {
         return Ok(None);
     };
     if !supersedes(new, &old.body) || old.status != ConsentStatus::Active {
         return Ok(None);
     }
     old.status = ConsentStatus::Superseded;
-    old.status_since = state.clock.now();
+    old.status_since = node.clock.now();
     old.superseded_by = Some(new.consent_id.clone());
-    state.db.update_consent(&old)?;
+    node.db.update_consent(&old)?;
     let mut entry = consent_entry(&old.body, Some(new.recorded_by_person.clone()), None);
     entry.linkage = None;
     Ok(Some(
-        state.audit.submit(AuditEvent::ConsentSuperseded(entry)),
+        node.audit.submit(AuditEvent::ConsentSuperseded(entry)),
     ))
 }
 
@@ -276,20 +335,20 @@ fn end_superseded(
 /// caller holds the consent gate exclusively.
 #[allow(clippy::type_complexity)]
 fn register(
-    state: &NodeState,
+    node: &ConsentIn<'_>,
     envelope: &Envelope,
     consent: Consent,
     identifier: Option<(String, bool)>,
     now: Timestamp,
 ) -> Result<(Option<Linkage>, bool, Vec<crate::audit::PendingReceipt>), crate::store::StoreError> {
     let id = consent.consent_id.clone();
-    let existing = state.db.consent(&id)?;
-    let previous = state.db.consent_linkage(&id)?;
+    let existing = node.db.consent(&id)?;
+    let previous = node.db.consent_linkage(&id)?;
     let linkage = match (&identifier, &previous) {
         // A consent links once; a redelivery reports what it made then.
         (_, Some(Linkage::Linked(_))) | (None, _) => previous.clone(),
         (Some((subject, known)), _) => {
-            let passport_subject = state.db.passport_subject(&consent.passport_id)?;
+            let passport_subject = node.db.passport_subject(&consent.passport_id)?;
             Some(Linkage::decide(
                 subject,
                 *known,
@@ -312,7 +371,7 @@ fn register(
             let mut stored = newly_active(envelope.clone(), consent, now);
             // A consent that a later one already superseded, or whose withdrawal arrived
             // first, is never active here.
-            let superseder = state
+            let superseder = node
                 .db
                 .superseded_by(&id, &stored.body.recorded_by)?
                 .filter(|new| supersedes(&new.body, &stored.body));
@@ -320,7 +379,7 @@ fn register(
                 stored.status = ConsentStatus::Superseded;
                 stored.superseded_by = Some(new.body.consent_id.clone());
             }
-            let revocation = state
+            let revocation = node
                 .db
                 .pending_revocation(&id, &stored.body.recorded_by)?
                 .filter(|env| {
@@ -333,32 +392,30 @@ fn register(
                 stored.status = ConsentStatus::Revoked;
                 stored.revocation = Some(env.clone());
             }
-            state.db.put_consent(&stored, linkage.as_ref(), now)?;
-            if let Some(ev) = superseded_event(&state.db, stored.body.supersedes.as_ref(), &event)?
-            {
-                pending.push(state.audit.submit(ev));
+            node.db.put_consent(&stored, linkage.as_ref(), now)?;
+            if let Some(ev) = superseded_event(node.db, stored.body.supersedes.as_ref(), &event)? {
+                pending.push(node.audit.submit(ev));
             }
             pending.push(
-                state
-                    .audit
+                node.audit
                     .submit(AuditEvent::ConsentRegistered(event.clone())),
             );
             if superseder.is_some() {
                 let mut e = event.clone();
                 e.linkage = None;
-                pending.push(state.audit.submit(AuditEvent::ConsentSuperseded(e)));
+                pending.push(node.audit.submit(AuditEvent::ConsentSuperseded(e)));
             }
             if let Some(rev) = revocation.and_then(|env| env.open::<ConsentRevocation>().ok()) {
                 let mut e = event;
                 e.person = Some(rev.revoked_by_person);
                 e.linkage = None;
-                pending.push(state.audit.submit(AuditEvent::ConsentRevoked(e)));
+                pending.push(node.audit.submit(AuditEvent::ConsentRevoked(e)));
             }
         }
         Some(stored) => {
             if let (true, Some(l)) = (changed, &linkage) {
-                state.db.put_linkage(&stored, l)?;
-                pending.push(state.audit.submit(AuditEvent::ConsentRegistered(event)));
+                node.db.put_linkage(&stored, l)?;
+                pending.push(node.audit.submit(AuditEvent::ConsentRegistered(event)));
             }
         }
     }
@@ -366,18 +423,18 @@ fn register(
 }
 
 /// Handles a `consent_revoke` from `from`.
-pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envelope {
-    let Some(manifest) = state.manifest() else {
-        return state.key.error(ErrorCode::Internal, "node has no manifest");
+pub async fn revoke(node: &ConsentIn<'_>, from: &AgencyId, env: &Envelope) -> Envelope {
+    let Some(manifest) = node.trust.manifest() else {
+        return node.key.error(ErrorCode::Internal, "node has no manifest");
     };
     let (rev, _cred) = match verify_revocation(env, &manifest) {
         Ok(r) => r,
-        Err(e) => return state.key.error(ErrorCode::BadRequest, e.to_string()),
+        Err(e) => return node.key.error(ErrorCode::BadRequest, e.to_string()),
     };
     let id = rev.consent_id.clone();
     let reject = |why: String| {
         ack(
-            state,
+            node,
             AckSubject::Revoke,
             id.clone(),
             AckOutcome::Rejected,
@@ -393,17 +450,17 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
     // Exclusively: a grant of this consent stored between the look-up and keeping the
     // revocation would otherwise be stored active, with its withdrawal kept aside unapplied.
     let mut limited = false;
-    let found = state.consent_gate.change(|| {
-        match state.db.consent(&id) {
+    let found = node.consent_gate.change(|| {
+        match node.db.consent(&id) {
             // Withdrawals of consents held here are never limited; one of a consent not held
             // here is kept, so it counts against the sender's delivery allowance.
-            Ok(None) if from != &state.agency && !state.consent_limits.delivery(from.as_str()) => {
+            Ok(None) if from != node.agency && !node.consent_limits.delivery(from.as_str()) => {
                 limited = true;
                 Ok(None)
             }
             // The withdrawal overtook its consent: keep it, so the consent is stored revoked
             // if it ever arrives, and never discloses here.
-            Ok(None) => state
+            Ok(None) => node
                 .db
                 .put_pending_revocation(&id, &rev.revoked_by, env)
                 .map(|()| None),
@@ -411,35 +468,107 @@ pub async fn revoke(state: &NodeState, from: &AgencyId, env: &Envelope) -> Envel
         }
     });
     if limited {
-        return delivery_rate_limited(state, from).await;
+        return delivery_rate_limited(node, from).await;
     }
     let mut stored = match found {
         Ok(Some(s)) => s,
-        Ok(None) => return ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None),
-        Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
+        Ok(None) => return ack(node, AckSubject::Revoke, id, AckOutcome::Revoked, None),
+        Err(e) => return node.key.error(ErrorCode::Internal, e.to_string()),
     };
     if stored.body.recorded_by != rev.revoked_by || stored.body.passport_id != rev.passport_id {
         return reject("only the recording agency may revoke, for the same passport".into());
     }
     if stored.status != ConsentStatus::Revoked {
         stored.status = ConsentStatus::Revoked;
-        stored.status_since = state.clock.now();
+        stored.status_since = node.clock.now();
         stored.revocation = Some(env.clone());
         let event = consent_entry(&stored.body, Some(rev.revoked_by_person.clone()), None);
         // Exclusively, so every decision is logged wholly before or wholly after this.
-        let pending = state.consent_gate.change(|| {
-            state
-                .db
+        let pending = node.consent_gate.change(|| {
+            node.db
                 .update_consent(&stored)
-                .map(|()| state.audit.submit(AuditEvent::ConsentRevoked(event)))
+                .map(|()| node.audit.submit(AuditEvent::ConsentRevoked(event)))
         });
         let pending = match pending {
             Ok(p) => p,
-            Err(e) => return state.key.error(ErrorCode::Internal, e.to_string()),
+            Err(e) => return node.key.error(ErrorCode::Internal, e.to_string()),
         };
         if let Err(e) = pending.wait().await {
-            return state.key.error(ErrorCode::Internal, e.to_string());
+            return node.key.error(ErrorCode::Internal, e.to_string());
         }
     }
-    ack(state, AckSubject::Revoke, id, AckOutcome::Revoked, None)
+    ack(node, AckSubject::Revoke, id, AckOutcome::Revoked, None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use throughgate_protocol::audit::AuditEntry;
+    use throughgate_protocol::envelope::SignerRole;
+    use throughgate_protocol::ids::PassportId;
+    use throughgate_protocol::messages::ErrorBody;
+
+    use super::*;
+    use crate::testing::{self, agency, Parts, HOLDER, REQUESTER, SUBJECT};
+
+    #[tokio::test]
+    async fn a_grant_from_its_recording_agency_is_stored_linked_and_logged() {
+        let parts = Parts::new();
+        let pp = PassportId::random();
+        let consent = testing::consent(&pp, parts.clock.now());
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let delivery = testing::grant(&consent);
+        let answer = grant(&parts.consent_in(), &agency(REQUESTER), &delivery).await;
+        answer
+            .verify_by(SignerRole::Node, &parts.public_key())
+            .unwrap();
+        let ack: Ack = answer.open().unwrap();
+        assert_eq!(
+            (ack.subject, ack.outcome, &ack.consent_id, &ack.agency),
+            (AckSubject::Grant, AckOutcome::Linked, &id, &agency(HOLDER))
+        );
+        let stored = parts.db.consent(&id).unwrap().unwrap();
+        assert_eq!(stored.status, ConsentStatus::Active);
+        assert_eq!(
+            parts.db.consent_linkage(&id).unwrap(),
+            Some(Linkage::Linked(SUBJECT.into()))
+        );
+        assert_eq!(
+            parts.db.passport_subject(&pp).unwrap().as_deref(),
+            Some(SUBJECT)
+        );
+        let logged = AuditEntry::from_bytes(&parts.db.audit_entry(0).unwrap().unwrap()).unwrap();
+        assert!(
+            matches!(&logged.event, AuditEvent::ConsentRegistered(e) if e.consent_id == id),
+            "{:?}",
+            logged.event
+        );
+        // A redelivery gets the same answer and logs nothing more.
+        let again: Ack = grant(&parts.consent_in(), &agency(REQUESTER), &delivery)
+            .await
+            .open()
+            .unwrap();
+        assert_eq!(again.outcome, AckOutcome::Linked);
+        assert_eq!(parts.db.audit_entry(1).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_grant_not_signed_by_the_agency_that_sent_it_is_refused_and_not_stored() {
+        let parts = Parts::new();
+        let pp = PassportId::random();
+        let consent = testing::consent(&pp, parts.clock.now());
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        // Signed by the requester's node, but arriving from the holder itself.
+        let answer = grant(
+            &parts.consent_in(),
+            &agency(HOLDER),
+            &testing::grant(&consent),
+        )
+        .await;
+        let error: ErrorBody = answer.open().unwrap();
+        assert_eq!(error.code, ErrorCode::BadSignature);
+        assert!(parts.db.consent(&id).unwrap().is_none());
+        assert_eq!(parts.db.audit_entry(0).unwrap(), None);
+    }
 }

@@ -19,9 +19,78 @@ use throughgate_protocol::query_check::{check_query_cached, QueryVerdict};
 use throughgate_protocol::record::DisclosedRecord;
 use throughgate_protocol::time::Timestamp;
 
-use crate::db::{Linkage, StoredConsent};
+use std::sync::Arc;
 
+use throughgate_protocol::manifest::Manifest;
+
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::consent_gate::ConsentGate;
+use crate::db::{Db, Linkage, StoredConsent};
+use crate::keyring::NodeKey;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::source::cache::AnswerCache;
+use crate::source::RecordSource;
 use crate::state::NodeState;
+use crate::trust::Trust;
+
+/// What answering a query uses of the node, and nothing else. The policy is the one in force
+/// when the query arrived, read once for the whole decision.
+#[derive(Clone)]
+pub struct Holder<'a> {
+    /// This agency.
+    pub agency: &'a AgencyId,
+    /// Signs the response (or the error).
+    pub key: &'a NodeKey,
+    /// The source timeout.
+    pub config: &'a NodeConfig,
+    /// Revoked credentials, seen queries, consents and their linkage, witnessing.
+    pub db: &'a Db,
+    /// Where the records disclosed are read.
+    pub records: &'a dyn RecordSource,
+    /// A live source's recent answers.
+    pub source_cache: &'a AnswerCache,
+    /// The manifest.
+    pub trust: &'a Trust,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// The minimisation policy.
+    pub policy: Arc<Policy>,
+    /// Query and source metrics.
+    pub metrics: &'a Metrics,
+    /// Queries per caseworker.
+    pub caseworker_rate: &'a crate::ratelimit::RateLimiter,
+    /// Where the decision is logged.
+    pub audit: &'a AuditLog,
+    /// Orders the decision against consent status changes.
+    pub consent_gate: &'a ConsentGate,
+    /// Caseworker credentials already verified.
+    pub sig_cache: &'a throughgate_protocol::sigcache::SigCache,
+}
+
+impl<'a> Holder<'a> {
+    /// The parts of `state` that answering a query uses, with its current policy.
+    pub fn of(state: &'a NodeState) -> Self {
+        Holder {
+            agency: &state.agency,
+            key: &state.key,
+            config: &state.config,
+            db: &state.db,
+            records: &*state.records,
+            source_cache: &state.source_cache,
+            trust: &state.trust,
+            clock: &state.clock,
+            policy: state.policy(),
+            metrics: &state.metrics,
+            caseworker_rate: &state.caseworker_rate,
+            audit: &state.audit,
+            consent_gate: &state.consent_gate,
+            sig_cache: &state.sig_cache,
+        }
+    }
+}
 
 /// The decision for one query, before signing.
 #[derive(Debug)]
@@ -84,19 +153,17 @@ impl Decision {
 /// Answers a query that arrived from `peer`.
 /// `intent` is the decision's announced audit entry (see [`crate::audit::AuditLog::intent`]).
 pub async fn answer(
-    state: &NodeState,
+    node: &Holder<'_>,
     peer: &AgencyId,
     env: &Envelope,
     intent: crate::audit::Intent,
 ) -> Envelope {
     let started = std::time::Instant::now();
-    let (answer, outcome) = decide_and_sign(state, peer, env, intent).await;
-    state
-        .metrics
+    let (answer, outcome) = decide_and_sign(node, peer, env, intent).await;
+    node.metrics
         .query_seconds
         .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
+    node.metrics
         .queries
         .get_or_create(&crate::metrics::QueryLabels {
             outcome: outcome.into(),
@@ -107,64 +174,71 @@ pub async fn answer(
 }
 
 async fn decide_and_sign(
-    state: &NodeState,
+    node: &Holder<'_>,
     peer: &AgencyId,
     env: &Envelope,
     intent: crate::audit::Intent,
 ) -> (Envelope, &'static str) {
-    let Some(manifest) = state.manifest() else {
+    let Some(manifest) = node.trust.manifest() else {
         return (
-            state.key.error(ErrorCode::Internal, "node has no manifest"),
+            node.key.error(ErrorCode::Internal, "node has no manifest"),
             "error",
         );
     };
-    let now = state.clock.now();
+    let now = node.clock.now();
     // Decisions read consent status under the shared gate and queue their log entry before
     // releasing it; status changes (revocation, supersession) take the gate exclusively. So the
     // log orders every decision correctly against the status change it raced with. Records are
     // read with the gate released (a slow source must never hold it), and the consent is
     // checked again, under the gate, before the decision is queued.
     let (query, plan) = {
-        let gate = state.consent_gate.decision();
-        let (query, plan) = match check_query_cached(env, &manifest, now, Some(&state.sig_cache)) {
+        let gate = node.consent_gate.decision();
+        let (query, plan) = match check_query_cached(env, &manifest, now, Some(node.sig_cache)) {
             QueryVerdict::Malformed(detail) => {
-                return (state.key.error(ErrorCode::Malformed, detail), "error")
+                return (node.key.error(ErrorCode::Malformed, detail), "error")
             }
             QueryVerdict::Refused(query, reason) => {
                 (*query, Ok(Plan::Decided(Decision::refuse(reason, None))))
             }
             QueryVerdict::Accepted(checked) => {
                 let q = &checked.query;
-                if !state
+                if !node
                     .caseworker_rate
                     .allow(&format!("{}/{}", q.requester, q.caseworker))
                 {
-                    state.metrics.limit("caseworker_rate");
+                    node.metrics.limit("caseworker_rate");
                     let msg = "this caseworker is sending queries too fast; slow down and retry";
-                    return (state.key.error(ErrorCode::RateLimited, msg), "error");
+                    return (node.key.error(ErrorCode::RateLimited, msg), "error");
                 }
-                let plan = decide(state, peer, &checked.query, &checked.credential, &manifest);
+                let plan = decide(
+                    node,
+                    peer,
+                    &checked.query,
+                    &checked.credential,
+                    &manifest,
+                    now,
+                );
                 (checked.query, plan)
             }
         };
         let plan = match plan {
             Ok(p) => p,
-            Err(e) => return storage_failure(state, &query, &e),
+            Err(e) => return storage_failure(node, &query, &e),
         };
         match plan {
             Plan::Decided(decision) => {
                 let digest = query_digest(env);
                 let pending = intent.submit(
-                    &state.audit,
+                    node.audit,
                     AuditEvent::Decision(decision.entry(&query, digest)),
                 );
                 drop(gate);
-                return finish(state, query, decision, digest, pending, now).await;
+                return finish(node, query, decision, digest, pending, now).await;
             }
             Plan::Fetch(fetch) => (query, fetch),
         }
     };
-    let fetched = fetch_records(state, &query, &plan, now).await;
+    let fetched = fetch_records(node, &query, &plan, now).await;
     let decision = match fetched {
         Ok((records, source)) => {
             let (records, withheld) = plan.release.minimise(&records, &plan.scope);
@@ -177,7 +251,7 @@ async fn decide_and_sign(
                 source,
             }
         }
-        Err(crate::source::SourceError::Store(e)) => return storage_failure(state, &query, &e),
+        Err(crate::source::SourceError::Store(e)) => return storage_failure(node, &query, &e),
         Err(e) => {
             let reason = match e {
                 crate::source::SourceError::Invalid(_) => RefusalReason::SourceInvalid,
@@ -188,31 +262,30 @@ async fn decide_and_sign(
     };
     let digest = query_digest(env);
     let pending = {
-        let _gate = state.consent_gate.decision();
-        let decision = match recheck(state, &query, &plan, now) {
+        let _gate = node.consent_gate.decision();
+        let decision = match recheck(node, &query, &plan, now) {
             Ok(None) => decision,
             Ok(Some(changed)) => changed,
-            Err(e) => return storage_failure(state, &query, &e),
+            Err(e) => return storage_failure(node, &query, &e),
         };
         let pending = intent.submit(
-            &state.audit,
+            node.audit,
             AuditEvent::Decision(decision.entry(&query, digest)),
         );
         (pending, decision)
     };
     let (pending, decision) = pending;
-    finish(state, query, decision, digest, pending, now).await
+    finish(node, query, decision, digest, pending, now).await
 }
 
 fn storage_failure(
-    state: &NodeState,
+    node: &Holder<'_>,
     query: &Query,
     e: &crate::store::StoreError,
 ) -> (Envelope, &'static str) {
     tracing::error!(error = %e, query = %query.query_id, "query failed on storage");
     (
-        state
-            .key
+        node.key
             .error(ErrorCode::Internal, "storage failure; retry later"),
         "error",
     )
@@ -223,27 +296,25 @@ fn storage_failure(
 /// A live source's answer comes with its digest and time, from the source or from the cache
 /// of its recent answers (when on).
 async fn fetch_records(
-    state: &NodeState,
+    node: &Holder<'_>,
     query: &Query,
     plan: &Fetch,
     now: Timestamp,
 ) -> Result<(Records, Option<SourceAnswer>), crate::source::SourceError> {
     let wanted: BTreeSet<Category> = plan.categories.iter().copied().collect();
-    if state.records.kind() == crate::config::SourceKind::Store {
-        let timeout = source_deadline(state, query, now);
-        let got = crate::source::within(
-            timeout,
-            state.records.fetch(&plan.subject, &wanted, timeout),
-        )
-        .await?;
+    if node.records.kind() == crate::config::SourceKind::Store {
+        let timeout = source_deadline(node, query, now);
+        let got =
+            crate::source::within(timeout, node.records.fetch(&plan.subject, &wanted, timeout))
+                .await?;
         return Ok((Records::new(got), None));
     }
-    let answer = match state.source_cache.get(&plan.subject, &wanted, now) {
+    let answer = match node.source_cache.get(&plan.subject, &wanted, now) {
         Some(a) => a,
         None => {
-            let a = read_source(state, query, &plan.subject, &wanted, now).await?;
+            let a = read_source(node, query, &plan.subject, &wanted, now).await?;
             let a = crate::source::cache::Answer::new(a, now);
-            state.source_cache.put(&plan.subject, &wanted, a.clone());
+            node.source_cache.put(&plan.subject, &wanted, a.clone());
             a
         }
     };
@@ -256,9 +327,9 @@ async fn fetch_records(
 
 /// How long a read from the record source may take: the source timeout, within the query's
 /// own expiry.
-fn source_deadline(state: &NodeState, query: &Query, now: Timestamp) -> std::time::Duration {
+fn source_deadline(node: &Holder<'_>, query: &Query, now: Timestamp) -> std::time::Duration {
     let left = std::time::Duration::from_secs(query.expires_at.0.saturating_sub(now.0));
-    state.config.records.source_timeout().min(left)
+    node.config.records.source_timeout().min(left)
 }
 
 /// A subject's records as the source gave them, shared with the cache.
@@ -267,17 +338,16 @@ type Records = std::sync::Arc<Vec<throughgate_protocol::record::Record>>;
 /// Reads a live source once, within the source timeout and the query's own expiry, counting
 /// its failures and time.
 async fn read_source(
-    state: &NodeState,
+    node: &Holder<'_>,
     query: &Query,
     subject: &str,
     wanted: &BTreeSet<Category>,
     now: Timestamp,
 ) -> Result<Vec<throughgate_protocol::record::Record>, crate::source::SourceError> {
-    let timeout = source_deadline(state, query, now);
+    let timeout = source_deadline(node, query, now);
     let started = std::time::Instant::now();
-    let got = crate::source::within(timeout, state.records.fetch(subject, wanted, timeout)).await;
-    state
-        .metrics
+    let got = crate::source::within(timeout, node.records.fetch(subject, wanted, timeout)).await;
+    node.metrics
         .source_seconds
         .observe(started.elapsed().as_secs_f64());
     match &got {
@@ -285,14 +355,13 @@ async fn read_source(
             tracing::debug!(query = %query.query_id, records = records.len(), "record source answered");
         }
         Err(e) => {
-            state
-                .metrics
+            node.metrics
                 .source_errors
                 .get_or_create(&crate::metrics::KindLabel {
                     kind: e.metric().into(),
                 })
                 .inc();
-            tracing::warn!(error = %e, query = %query.query_id, source = state.records.kind().as_str(), "record source gave no usable answer; refused, nothing disclosed");
+            tracing::warn!(error = %e, query = %query.query_id, source = node.records.kind().as_str(), "record source gave no usable answer; refused, nothing disclosed");
         }
     }
     got
@@ -301,22 +370,22 @@ async fn read_source(
 /// Checks again, under the consent gate, that the consent a planned disclosure relies on
 /// still allows it; gives the decision to log instead when it no longer does.
 fn recheck(
-    state: &NodeState,
+    node: &Holder<'_>,
     query: &Query,
     plan: &Fetch,
     now: Timestamp,
 ) -> Result<Option<Decision>, crate::store::StoreError> {
     let (consent, linkage) = (
-        state.db.consent(&plan.consent_id)?,
-        state.db.consent_linkage(&plan.consent_id)?,
+        node.db.consent(&plan.consent_id)?,
+        node.db.consent_linkage(&plan.consent_id)?,
     );
-    let passport_subject = state.db.passport_subject(&query.passport_id)?;
+    let passport_subject = node.db.passport_subject(&query.passport_id)?;
     let facts = ConsentFacts {
         consent: consent.as_ref(),
         linkage: linkage.as_ref(),
         passport_subject: passport_subject.as_deref(),
     };
-    Ok(match consent_verdict(query, &state.agency, &facts, now) {
+    Ok(match consent_verdict(query, node.agency, &facts, now) {
         ConsentVerdict::Decided(d) => Some(d),
         ConsentVerdict::Disclose { subject, .. } if subject == plan.subject => None,
         ConsentVerdict::Disclose { consent_id, .. } => Some(Decision::refuse(
@@ -328,7 +397,7 @@ fn recheck(
 
 /// Waits for the decision's log entry to be durable, then signs the response.
 async fn finish(
-    state: &NodeState,
+    node: &Holder<'_>,
     query: Query,
     decision: Decision,
     digest: [u8; 32],
@@ -341,7 +410,7 @@ async fn finish(
         Err(e) => {
             tracing::error!(error = %e, query = %query.query_id, "decision could not be logged; nothing disclosed");
             let msg = "the audit log is unavailable; nothing was disclosed; retry later";
-            return (state.key.error(ErrorCode::Internal, msg), "error");
+            return (node.key.error(ErrorCode::Internal, msg), "error");
         }
     };
     tracing::info!(
@@ -354,11 +423,11 @@ async fn finish(
         records = decision.records.len(),
         "query answered"
     );
-    let (witnessed, requester_view) = witness_evidence(state, &query.requester, &receipt);
+    let (witnessed, requester_view) = witness_evidence(node, &query.requester, &receipt);
     let response = Response {
         query_id: query.query_id.clone(),
         query_digest: digest,
-        holder: state.agency.clone(),
+        holder: node.agency.clone(),
         passport_id: query.passport_id.clone(),
         outcome: decision.outcome,
         reason: decision.reason,
@@ -373,7 +442,7 @@ async fn finish(
         records_read_at: decision.source.map(|s| s.read_at),
     };
     let outcome = response.outcome.as_str();
-    (state.key.seal(&response), outcome)
+    (node.key.seal(&response), outcome)
 }
 
 /// What deciding under the consent gate leaves to do.
@@ -402,7 +471,7 @@ struct Fetch {
 /// to the receipt's checkpoint. Either is left out when it cannot be built; the response still
 /// goes (the requester then reports the log as not yet witnessed).
 fn witness_evidence(
-    state: &NodeState,
+    node: &Holder<'_>,
     requester: &AgencyId,
     receipt: &throughgate_protocol::audit::Receipt,
 ) -> (Option<WitnessedCheckpoint>, Option<RequesterView>) {
@@ -417,10 +486,10 @@ fn witness_evidence(
         if a == b {
             Some(Vec::new())
         } else {
-            state.audit.consistency_proof(a, b).ok()
+            node.audit.consistency_proof(a, b).ok()
         }
     };
-    let witnessed = match state.db.cosigned_notes() {
+    let witnessed = match node.db.cosigned_notes() {
         Ok((any, quorum)) => quorum.or(any).and_then(|(size, checkpoint)| {
             Some(WitnessedCheckpoint {
                 checkpoint,
@@ -432,7 +501,7 @@ fn witness_evidence(
             None
         }
     };
-    let requester_view = state
+    let requester_view = node
         .db
         .cosignatures()
         .ok()
@@ -446,47 +515,84 @@ fn witness_evidence(
     (witnessed, requester_view)
 }
 
-/// The part of a holder's decision that needs no records: a pure function of what the node
-/// knows (credential revocations, replay, consent, linkage, policy) and `now`.
+/// The part of a holder's decision that needs no records: gathers what the node knows
+/// (credential revocations, replay, consent, linkage) and decides from it with [`admission`]
+/// and [`plan`], which look at nothing else.
 fn decide(
-    state: &NodeState,
+    node: &Holder<'_>,
     peer: &AgencyId,
     query: &Query,
     credential: &throughgate_protocol::credential::Credential,
-    manifest: &throughgate_protocol::manifest::Manifest,
+    manifest: &Manifest,
+    now: Timestamp,
 ) -> Result<Plan, crate::store::StoreError> {
-    let refuse = |reason, id| Ok(Plan::Decided(Decision::refuse(reason, id)));
-    let now = state.clock.now();
-    if &query.requester != peer {
-        return refuse(RefusalReason::RequesterMismatch, None);
-    }
-    if state
+    let revoked = node
         .db
-        .credential_revoked(&query.requester, &credential.public_key)?
-    {
-        return refuse(RefusalReason::CredentialRevoked, None);
+        .credential_revoked(&query.requester, &credential.public_key)?;
+    if let Some(reason) = admission(query, peer, node.agency, revoked) {
+        return Ok(Plan::Decided(Decision::refuse(reason, None)));
     }
-    if query.request_for(&state.agency).is_none() {
-        return refuse(RefusalReason::NotAddressed, None);
-    }
-    if !state
-        .db
-        .mark_query_seen(&query.query_id, query.expires_at)?
-    {
-        return refuse(RefusalReason::QueryReplayed, None);
+    // Marked only once the query is admitted, so that a copy relayed by another member or sent
+    // to the wrong holder cannot use up its id.
+    if !node.db.mark_query_seen(&query.query_id, query.expires_at)? {
+        return Ok(Plan::Decided(Decision::refuse(
+            RefusalReason::QueryReplayed,
+            None,
+        )));
     }
     let (consent, linkage) = match &query.consent_id {
-        Some(id) => (state.db.consent(id)?, state.db.consent_linkage(id)?),
+        Some(id) => (node.db.consent(id)?, node.db.consent_linkage(id)?),
         None => (None, None),
     };
-    let passport_subject = state.db.passport_subject(&query.passport_id)?;
+    let passport_subject = node.db.passport_subject(&query.passport_id)?;
     let facts = ConsentFacts {
         consent: consent.as_ref(),
         linkage: linkage.as_ref(),
         passport_subject: passport_subject.as_deref(),
     };
-    let (consent_id, subject, scope) = match consent_verdict(query, &state.agency, &facts, now) {
-        ConsentVerdict::Decided(d) => return Ok(Plan::Decided(d)),
+    Ok(plan(
+        query,
+        node.agency,
+        &facts,
+        manifest,
+        &node.policy,
+        now,
+    ))
+}
+
+/// Whether `holder` considers a query from `peer` at all (checked in this order): sent by its
+/// own requester, under a credential not revoked here, addressed to `holder`.
+fn admission(
+    query: &Query,
+    peer: &AgencyId,
+    holder: &AgencyId,
+    credential_revoked: bool,
+) -> Option<RefusalReason> {
+    if &query.requester != peer {
+        Some(RefusalReason::RequesterMismatch)
+    } else if credential_revoked {
+        Some(RefusalReason::CredentialRevoked)
+    } else if query.request_for(holder).is_none() {
+        Some(RefusalReason::NotAddressed)
+    } else {
+        None
+    }
+}
+
+/// Decides an admitted, fresh query from the facts about its consent, the manifest, the
+/// policy and `now`: refused or not held with its reason, or the records to fetch and how to
+/// minimise them.
+fn plan(
+    query: &Query,
+    holder: &AgencyId,
+    facts: &ConsentFacts<'_>,
+    manifest: &Manifest,
+    policy: &Policy,
+    now: Timestamp,
+) -> Plan {
+    let refuse = |reason, id| Plan::Decided(Decision::refuse(reason, id));
+    let (consent_id, subject, scope) = match consent_verdict(query, holder, facts, now) {
+        ConsentVerdict::Decided(d) => return Plan::Decided(d),
         ConsentVerdict::Disclose {
             consent_id,
             subject,
@@ -496,7 +602,7 @@ fn decide(
     let Some(requester) = manifest.member(&query.requester) else {
         return refuse(RefusalReason::RequesterNotAuthorised, Some(consent_id));
     };
-    let release = state.policy().release_for(query.purpose, requester);
+    let release = policy.release_for(query.purpose, requester);
     if scope
         .categories
         .iter()
@@ -510,13 +616,13 @@ fn decide(
         .copied()
         .filter(|c| release.categories.contains(c))
         .collect();
-    Ok(Plan::Fetch(Fetch {
+    Plan::Fetch(Fetch {
         consent_id,
         subject,
         scope,
         release,
         categories,
-    }))
+    })
 }
 
 /// What the holder knows about the consent a query names.
@@ -796,6 +902,164 @@ mod tests {
                 Err((Outcome::Refused, Some(RefusalReason::ConsentRevoked)))
             );
         }
+    }
+
+    /// A query answered whole by a holder built from its parts (no socket), with the entry
+    /// its receipt names as logged.
+    async fn ask(
+        parts: &crate::testing::Parts,
+        env: &Envelope,
+    ) -> (Response, throughgate_protocol::audit::DecisionEntry) {
+        use throughgate_protocol::audit::AuditEntry;
+        let holder = parts.holder();
+        let peer = agency(crate::testing::REQUESTER);
+        let answer = answer(&holder, &peer, env, parts.audit.intent()).await;
+        answer
+            .verify_by(
+                throughgate_protocol::envelope::SignerRole::Node,
+                &parts.public_key(),
+            )
+            .unwrap();
+        let response: Response = answer.open().unwrap();
+        let stored = parts.db.audit_entry(response.receipt.leaf_index).unwrap();
+        assert_eq!(
+            stored.as_ref(),
+            Some(&response.receipt.entry),
+            "durably logged"
+        );
+        let AuditEvent::Decision(entry) = AuditEntry::from_bytes(&response.receipt.entry)
+            .unwrap()
+            .event
+        else {
+            panic!("the receipt is not for a decision");
+        };
+        assert_eq!(entry.query_digest, query_digest(env));
+        (response, entry)
+    }
+
+    #[tokio::test]
+    async fn a_consented_query_is_answered_with_the_released_fields_and_its_decision_logged() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        let consent = crate::testing::consent(&pp, now);
+        parts.store_linked(&consent);
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let (response, entry) = ask(&parts, &crate::testing::query(&pp, Some(&id), now)).await;
+        assert_eq!(response.outcome, Outcome::Disclosed);
+        assert_eq!(response.reason, None);
+        assert_eq!(response.consent_id.as_ref(), Some(&id));
+        assert_eq!(response.holder, agency(crate::testing::HOLDER));
+        assert_eq!(response.records.len(), 1);
+        let fields: Vec<&str> = response.records[0]
+            .fields
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            ["practice", "status"],
+            "a field policy withholds stays here"
+        );
+        assert_eq!(entry.outcome, Outcome::Disclosed);
+        assert_eq!(entry.consent_id, Some(id));
+        assert_eq!(entry.records, 1);
+        assert_eq!(entry.categories, [Category::Health]);
+        assert_eq!(
+            entry.fields,
+            ["gp_registration.practice", "gp_registration.status"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_query_without_consent_is_refused_as_such_and_its_refusal_logged() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        // The person's consent is held here, but the query names none.
+        parts.store_linked(&crate::testing::consent(&pp, now));
+        let (response, entry) = ask(&parts, &crate::testing::query(&pp, None, now)).await;
+        assert_eq!(response.outcome, Outcome::Refused);
+        assert_eq!(response.reason, Some(RefusalReason::NoConsent));
+        assert_eq!(
+            response.detail.as_deref(),
+            Some(RefusalReason::NoConsent.explain())
+        );
+        assert!(response.records.is_empty());
+        assert_eq!(entry.outcome, Outcome::Refused);
+        assert_eq!(entry.reason, Some(RefusalReason::NoConsent));
+        assert!(entry.records == 0 && entry.fields.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_query_seen_before_is_refused_as_a_replay_and_logged_again() {
+        let parts = crate::testing::Parts::new();
+        let now = parts.clock.now();
+        let pp = PassportId::random();
+        let consent = crate::testing::consent(&pp, now);
+        parts.store_linked(&consent);
+        let id = consent.open::<Consent>().unwrap().consent_id;
+        let env = crate::testing::query(&pp, Some(&id), now);
+        let (first, _) = ask(&parts, &env).await;
+        assert_eq!(first.outcome, Outcome::Disclosed);
+        let (again, entry) = ask(&parts, &env).await;
+        assert_eq!(again.reason, Some(RefusalReason::QueryReplayed));
+        assert!(again.records.is_empty());
+        assert_eq!(entry.reason, Some(RefusalReason::QueryReplayed));
+        assert!(again.receipt.leaf_index > first.receipt.leaf_index);
+    }
+
+    #[test]
+    fn admission_refuses_a_relayed_query_a_revoked_credential_and_another_holders_query() {
+        let pp = PassportId::random();
+        let q = query(&pp, None);
+        let (requester, holder) = (agency("probation-yorks"), agency("nhs-wy"));
+        assert_eq!(admission(&q, &requester, &holder, false), None);
+        assert_eq!(
+            admission(&q, &agency("hmp-leeds"), &holder, true),
+            Some(RefusalReason::RequesterMismatch)
+        );
+        assert_eq!(
+            admission(&q, &requester, &holder, true),
+            Some(RefusalReason::CredentialRevoked)
+        );
+        assert_eq!(
+            admission(&q, &requester, &agency("dwp"), false),
+            Some(RefusalReason::NotAddressed)
+        );
+    }
+
+    #[test]
+    fn a_consent_that_policy_withholds_entirely_discloses_nothing() {
+        let now = NOW;
+        let pp = PassportId::random();
+        let c = consent(&pp);
+        let q = query(&pp, Some(&c.body.consent_id));
+        let manifest: throughgate_protocol::manifest::Manifest =
+            crate::testing::manifest(now).open().unwrap();
+        let linked = Linkage::Linked("A".into());
+        let facts = ConsentFacts {
+            consent: Some(&c),
+            linkage: Some(&linked),
+            passport_subject: Some("A"),
+        };
+        let holder = agency("nhs-wy");
+        let decided = |policy: &Policy| match plan(&q, &holder, &facts, &manifest, policy, now) {
+            Plan::Decided(d) => Err((d.outcome, d.reason)),
+            Plan::Fetch(f) => Ok((f.subject, f.categories)),
+        };
+        assert_eq!(
+            decided(&Policy::deny_all()),
+            Err((Outcome::Refused, Some(RefusalReason::PolicyWithholdsAll)))
+        );
+        let health = Policy::parse(
+            "[[release]]\npurpose = \"resettlement\"\nto = [\"*\"]\ncategories = [\"health\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            decided(&health),
+            Ok(("A".to_owned(), vec![Category::Health]))
+        );
     }
 
     #[test]

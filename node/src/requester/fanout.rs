@@ -370,11 +370,16 @@ fn holder_result(
 /// on a split view raises the alarm and marks the result invalid.
 async fn split_view_check(state: &NodeState, result: &mut HolderResult, response: &Response) {
     let Some(detail) =
-        crate::workers::witness::receipt_view_conflict(state, &result.agency, response)
+        crate::workers::witness::receipt_view_conflict(&state.db, &result.agency, response)
     else {
         return;
     };
-    crate::workers::witness::split_view_alarm(state, &result.agency, detail.clone()).await;
+    crate::workers::witness::split_view_alarm(
+        &crate::workers::witness::Witness::of(state),
+        &result.agency,
+        detail.clone(),
+    )
+    .await;
     result.status = HolderStatus::Invalid;
     result.detail = Some(detail);
 }

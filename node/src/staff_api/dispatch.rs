@@ -346,7 +346,12 @@ pub async fn handle(
                     return e;
                 }
             }
-            match crate::workers::witness::reset_baseline(state, &peer, &staff.body.person_id).await
+            match crate::workers::witness::reset_baseline(
+                &crate::workers::witness::Witness::of(state),
+                &peer,
+                &staff.body.person_id,
+            )
+            .await
             {
                 Ok(()) => crate::staff_api::audit::checkpoints(&CheckpointView::of(state)),
                 Err(crate::workers::witness::ResetError::Refused(msg)) => {

@@ -5,6 +5,10 @@
 //! lives in the store. Replicas sharing a store take turns per recipient through a leased
 //! claim, so each item goes out from one replica. Items are queued through
 //! [`crate::queue::Outbox`], which wakes this worker.
+//!
+//! The worker ([`run`]) keeps the whole node state and hands each pass a [`Courier`]: the parts
+//! delivering uses, and this node's own receiving handlers ([`Receive`]) for the items it
+//! queued for itself.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,11 +16,91 @@ use std::time::Duration;
 
 use throughgate_protocol::credential::CredentialAck;
 use throughgate_protocol::envelope::{Envelope, SignerRole};
+use throughgate_protocol::ids::AgencyId;
 use throughgate_protocol::messages::{Ack, AckOutcome, DeliveryState};
 
-use crate::db::{OutboxItem, OutboxPayload};
+use futures::future::{BoxFuture, FutureExt};
+
+use crate::clock::Clock;
+use crate::config::NodeConfig;
+use crate::db::{Db, OutboxItem, OutboxPayload};
+use crate::metrics::Metrics;
+use crate::peer::consent_in::ConsentIn;
+use crate::peers::Peers;
 use crate::state::NodeState;
 use crate::store::StoreError;
+use crate::trust::Trust;
+
+/// What delivering the queue uses of the node, and nothing else.
+#[derive(Clone, Copy)]
+pub struct Courier<'a> {
+    /// This agency (items addressed to it are received here, not sent).
+    pub agency: &'a AgencyId,
+    /// The request timeout.
+    pub config: &'a NodeConfig,
+    /// The queue, its claims and delivery states.
+    pub db: &'a Db,
+    /// The clock.
+    pub clock: &'a Clock,
+    /// Attempts.
+    pub metrics: &'a Metrics,
+    /// Connections to recipients.
+    pub peers: &'a Peers,
+    /// The manifest: recipients' node keys.
+    pub trust: &'a Trust,
+    /// Receives items this node queued for itself.
+    pub here: &'a dyn Receive,
+}
+
+impl<'a> Courier<'a> {
+    /// The parts of `state` that delivering the queue uses; items for this node itself are
+    /// received by its own handlers.
+    pub fn of(state: &'a NodeState) -> Self {
+        Courier {
+            agency: &state.agency,
+            config: &state.config,
+            db: &state.db,
+            clock: &state.clock,
+            metrics: &state.metrics,
+            peers: &state.peers,
+            trust: &state.trust,
+            here: state,
+        }
+    }
+}
+
+/// Receives an item this node queued for itself, as the handler of its kind would receive it
+/// from the recording agency, and gives the signed answer.
+pub trait Receive: Send + Sync {
+    /// The answer to `payload`, delivered to this node by itself.
+    fn receive<'a>(&'a self, payload: &'a OutboxPayload) -> BoxFuture<'a, Envelope>;
+}
+
+impl Receive for NodeState {
+    fn receive<'a>(&'a self, payload: &'a OutboxPayload) -> BoxFuture<'a, Envelope> {
+        async move {
+            match payload {
+                OutboxPayload::Grant { envelope, .. } => {
+                    crate::peer::consent_in::grant(&ConsentIn::of(self), &self.agency, envelope)
+                        .await
+                }
+                OutboxPayload::Revoke { envelope, .. } => {
+                    crate::peer::consent_in::revoke(&ConsentIn::of(self), &self.agency, envelope)
+                        .await
+                }
+                OutboxPayload::CredentialRevoke { envelope, .. } => {
+                    crate::staff::receive_revocation(
+                        &crate::staff::Staffing::of(self),
+                        &self.agency,
+                        envelope,
+                    )
+                    .await
+                }
+            }
+        }
+        .boxed()
+    }
+}
 
 /// Longest wait between attempts, in seconds.
 pub const MAX_BACKOFF_SECS: u64 = 30;
@@ -27,7 +111,7 @@ pub const LEASE_MARGIN_SECS: u64 = 30;
 /// Runs the delivery loop forever.
 pub async fn run(state: Arc<NodeState>) {
     loop {
-        if let Err(e) = deliver_due(&state).await {
+        if let Err(e) = deliver_due(&Courier::of(&state)).await {
             tracing::error!(error = %e, "outbox pass failed");
         }
         tokio::select! {
@@ -39,9 +123,9 @@ pub async fn run(state: Arc<NodeState>) {
 
 /// One pass: delivers every item that is due and not blocked behind an earlier item to the
 /// same recipient. Recipients are served concurrently.
-pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), StoreError> {
-    let now = state.clock.now();
-    let items = state.db.outbox_items(10_000)?;
+pub async fn deliver_due(node: &Courier<'_>) -> Result<(), StoreError> {
+    let now = node.clock.now();
+    let items = node.db.outbox_items(10_000)?;
     let mut blocked = HashSet::new();
     let mut chains: Vec<Vec<OutboxItem>> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -64,14 +148,14 @@ pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), StoreError> {
     }
     // A claim outlasts one attempt (the request timeout) with room for clock skew between
     // replicas; it is renewed before each item.
-    let lease_secs = state
+    let lease_secs = node
         .config
         .limits
         .request_timeout()
         .as_secs()
         .saturating_add(LEASE_MARGIN_SECS);
     let tasks = chains.into_iter().map(|chain| {
-        let st = state.clone();
+        let st = *node;
         async move {
             let Some(recipient) = chain.first().map(|i| i.recipient.clone()) else {
                 return;
@@ -110,16 +194,16 @@ pub async fn deliver_due(state: &Arc<NodeState>) -> Result<(), StoreError> {
 }
 
 /// Tries one item; returns whether it left the queue.
-async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
-    let now = state.clock.now();
-    state.metrics.outbox_attempts.inc();
-    match deliver(state, item).await {
+async fn attempt(node: &Courier<'_>, item: &OutboxItem) -> bool {
+    let now = node.clock.now();
+    node.metrics.outbox_attempts.inc();
+    match deliver(node, item).await {
         Ok((delivery, ack)) => {
-            if let Err(e) = state.db.outbox_done(item, delivery, ack, now) {
+            if let Err(e) = node.db.outbox_done(item, delivery, ack, now) {
                 tracing::error!(error = %e, "could not record delivery");
                 return false;
             }
-            tracing::info!(what = %item.payload.describe(), recipient = %item.recipient, state = delivery.as_str(), "delivered");
+            tracing::info!(what = %item.payload.describe(), recipient = %item.recipient, node = delivery.as_str(), "delivered");
             true
         }
         Err(e) => {
@@ -128,7 +212,7 @@ async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
                 .unwrap_or(MAX_BACKOFF_SECS)
                 .min(MAX_BACKOFF_SECS);
             tracing::info!(what = %item.payload.describe(), recipient = %item.recipient, attempts = item.attempts + 1, error = %e, "delivery failed; will retry");
-            if let Err(e) = state.db.outbox_retry(item, &e, now.plus_secs(backoff)) {
+            if let Err(e) = node.db.outbox_retry(item, &e, now.plus_secs(backoff)) {
                 tracing::error!(error = %e, "could not record delivery failure");
             }
             false
@@ -137,35 +221,19 @@ async fn attempt(state: &Arc<NodeState>, item: &OutboxItem) -> bool {
 }
 
 async fn deliver(
-    state: &NodeState,
+    node: &Courier<'_>,
     item: &OutboxItem,
 ) -> Result<(DeliveryState, Envelope), String> {
     let env = item.payload.envelope();
-    let answer = if item.recipient == state.agency {
-        match &item.payload {
-            OutboxPayload::Grant { envelope, .. } => {
-                crate::peer::consent_in::grant(state, &state.agency, envelope).await
-            }
-            OutboxPayload::Revoke { envelope, .. } => {
-                crate::peer::consent_in::revoke(state, &state.agency, envelope).await
-            }
-            OutboxPayload::CredentialRevoke { envelope, .. } => {
-                crate::staff::receive_revocation(
-                    &crate::staff::Staffing::of(state),
-                    &state.agency,
-                    envelope,
-                )
-                .await
-            }
-        }
+    let answer = if item.recipient == *node.agency {
+        node.here.receive(&item.payload).await
     } else {
-        state
-            .peers
-            .request(&item.recipient, env, state.config.limits.request_timeout())
+        node.peers
+            .request(&item.recipient, env, node.config.limits.request_timeout())
             .await
             .map_err(|e| e.to_string())?
     };
-    let manifest = state.manifest().ok_or("no manifest")?;
+    let manifest = node.trust.manifest().ok_or("no manifest")?;
     let member = manifest
         .member(&item.recipient)
         .ok_or("recipient left the federation")?;
