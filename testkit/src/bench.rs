@@ -1787,17 +1787,17 @@ mod tests {
 
     #[test]
     fn the_budget_for_six_holders() {
-        // With the assembly statement: one more signature (the home node) and one more
-        // verification (the caseworker) than protocol version 1.
+        // A response's receipt checkpoint is covered by the response's signature, so each
+        // verifier checks one signature per holder's answer (SPEC 8.6 step 8).
         let b = SignatureBudget::new(6, 7.0);
         assert_eq!(b.signs(), 18.0);
-        assert_eq!(b.verifies(), 50.0);
+        assert_eq!(b.verifies(), 38.0);
         assert_eq!(b.warm().signs(), b.signs());
         assert_eq!(b.warm().verifies(), 29.0);
-        // Checking only the statement, the caseworker verifies 2 signatures instead of 5 + 2H.
+        // Checking only the statement, the caseworker verifies 2 signatures instead of 5 + H.
         let st = b.for_client(ClientVerify::Statement);
         assert_eq!(st.signs(), 18.0);
-        assert_eq!(st.verifies(), 35.0);
+        assert_eq!(st.verifies(), 29.0);
         assert_eq!(st.warm().verifies(), 22.0);
     }
 

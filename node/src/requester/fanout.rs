@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::peers::PeerError;
 use crate::state::NodeState;
 use crate::trust::Trust;
+use crate::workers::witness::{receipt_view_conflict, split_view_alarm, Witness};
 
 /// What checking, countersigning, logging and concluding an assembly uses of the node, and
 /// nothing else. (Sending to the holders and checking their receipts against what this node
@@ -162,7 +163,7 @@ pub async fn assemble(
                 elapsed_ms,
             );
             if let Some(verified) = checkpoint {
-                split_view_check(&node, &mut result, &verified).await;
+                split_view_check(&Witness::of(&node), &mut result, &verified).await;
             }
             result
         });
@@ -368,18 +369,11 @@ fn holder_result(
 
 /// Checks an answered result's receipt against what this node witnessed of the holder's log;
 /// on a split view raises the alarm and marks the result invalid.
-async fn split_view_check(state: &NodeState, result: &mut HolderResult, response: &Response) {
-    let Some(detail) =
-        crate::workers::witness::receipt_view_conflict(&state.db, &result.agency, response)
-    else {
+async fn split_view_check(witness: &Witness<'_>, result: &mut HolderResult, response: &Response) {
+    let Some(detail) = receipt_view_conflict(witness.db, &result.agency, response) else {
         return;
     };
-    crate::workers::witness::split_view_alarm(
-        &crate::workers::witness::Witness::of(state),
-        &result.agency,
-        detail.clone(),
-    )
-    .await;
+    split_view_alarm(witness, &result.agency, detail.clone()).await;
     result.status = HolderStatus::Invalid;
     result.detail = Some(detail);
 }
