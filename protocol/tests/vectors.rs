@@ -4012,7 +4012,7 @@ fn gen_responses(g: &mut Gen) {
     one("receipt-other-decision", "A disclosure whose receipt proves the logging of a refusal of the same query: the logged decision differs from the response.", &seal_node(&r, nhs), &q, "nhs-wy", "receipt");
     let mut r = response_body(&q, Outcome::Disclosed);
     r.receipt = receipt_for(&decision_entry(&r, &qb), "node-hmp-leeds");
-    one("receipt-checkpoint-other-key", "A disclosure whose receipt checkpoint (nhs-wy's log at its true size and root) carries a signature by the hmp-leeds key instead of nhs-wy's. The response's own signature by nhs-wy covers the checkpoint text byte for byte, so within a response the checkpoint's signature is not verified (8.6 step 8): valid. The same receipt on its own fails (receipt/ vectors).", &seal_node(&r, nhs), &q, "nhs-wy", "valid");
+    one("receipt-checkpoint-other-key", "A disclosure whose receipt checkpoint (nhs-wy's log at its true size and root) carries a signature by the hmp-leeds key instead of nhs-wy's. The response's own signature by nhs-wy covers the checkpoint text byte for byte, so within a response the checkpoint's signature is not verified (8.6 step 8): valid.", &seal_node(&r, nhs), &q, "nhs-wy", "valid");
     let mut r = response_body(&q, Outcome::Disclosed);
     r.receipt.proof[0].0[0] ^= 0x01;
     one(
